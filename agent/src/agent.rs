@@ -1,0 +1,147 @@
+//! The assembled daemon: probes → pipeline → state → API.
+
+use std::{path::PathBuf, sync::Arc};
+
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    api,
+    config::Config,
+    pipeline,
+    probes::{ProbeError, ProbeOptions, Probes},
+    proctable::ProcessTable,
+    state::{lock, State},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+    #[error("attaching the ring buffer to the event loop: {0}")]
+    Ring(std::io::Error),
+}
+
+/// How the agent treats its own process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfFilter {
+    /// The agent's own events never leave the kernel (production).
+    ExcludeSelf,
+    /// Record everything (tests and benchmarks that run the agent in the
+    /// process that generates the load).
+    RecordAll,
+}
+
+/// A running agent. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub state: Arc<State>,
+    pub socket: PathBuf,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), AgentError>>>,
+}
+
+/// Loads and attaches the probes, seeds the process table, starts the
+/// pipeline and the API. Must run inside a tokio runtime.
+pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, AgentError> {
+    let opts = ProbeOptions {
+        ring_bytes: cfg.probes.ring_buffer_bytes,
+        agent_tgid: match self_filter {
+            SelfFilter::ExcludeSelf => std::process::id(),
+            SelfFilter::RecordAll => 0,
+        },
+    };
+    let (mut probes, ring) = Probes::load(&opts)?;
+    let ring_bytes = ring_size(&opts);
+    let unix = api::bind_unix(&cfg.api.socket)?;
+    // Attach before the /proc scan, so a process started during the scan
+    // is seen by one or the other.
+    probes.attach()?;
+    let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
+    tracing::info!(processes = procs.len(), "process table seeded from /proc");
+    let state = Arc::new(State::new(
+        cfg.recorder.host_buffer_bytes as usize,
+        cfg.api.stream_queue,
+        procs,
+        ring_bytes,
+    ));
+    *lock(&state.probes) = Some(probes);
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let pipe_state = state.clone();
+    let grace = cfg.recorder.exited_process_grace;
+    let pipe_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        pipeline::run(ring, pipe_state, grace, pipe_rx)
+            .await
+            .map_err(AgentError::Ring)
+    }));
+    let api_cfg = cfg.api.clone();
+    let api_state = state.clone();
+    let mut api_rx = rx;
+    tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = api_rx.wait_for(|&v| v).await;
+        };
+        api::serve(&api_cfg, unix, api_state, stop)
+            .await
+            .map_err(AgentError::Api)
+    }));
+    tracing::info!(socket = %cfg.api.socket.display(), "fdr agent running");
+    Ok(Running {
+        state,
+        socket: cfg.api.socket.clone(),
+        shutdown,
+        tasks,
+    })
+}
+
+fn ring_size(opts: &ProbeOptions) -> u64 {
+    u64::from(opts.ring_bytes.next_power_of_two().max(4096))
+}
+
+impl Running {
+    /// Waits until a task ends by itself (an error) — normally never.
+    pub async fn wait_failure(&mut self) -> Result<(), AgentError> {
+        first_finished(&mut self.tasks).await
+    }
+
+    /// Stops the API and the pipeline, detaches the probes, removes the socket.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        let _ = self.shutdown.send(true);
+        let mut first_err = Ok(());
+        for t in self.tasks {
+            match t.await {
+                Ok(Err(e)) if first_err.is_ok() => first_err = Err(e),
+                Err(join) => tracing::error!(%join, "agent task panicked"),
+                _ => {}
+            }
+        }
+        if let Some(mut p) = lock(&self.state.probes).take() {
+            if let Err(err) = p.detach() {
+                tracing::warn!(%err, "detaching probes");
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        first_err
+    }
+}
+
+/// The result of the first of `tasks` to finish.
+async fn first_finished(
+    tasks: &mut [JoinHandle<Result<(), AgentError>>],
+) -> Result<(), AgentError> {
+    use std::{future::Future, pin::Pin, task::Poll};
+    std::future::poll_fn(|cx| {
+        for t in tasks.iter_mut() {
+            if let Poll::Ready(res) = Pin::new(t).poll(cx) {
+                return Poll::Ready(res.unwrap_or_else(|join| {
+                    Err(AgentError::Ring(std::io::Error::other(join.to_string())))
+                }));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

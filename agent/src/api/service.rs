@@ -1,0 +1,157 @@
+//! The `fdr.v1.FlightRecorder` service.
+
+use std::{collections::HashSet, sync::Arc};
+
+use fdr_proto::v1::{
+    self as pb, flight_recorder_server::FlightRecorder, stream_events_response::Item,
+};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{buffer_stats_to_pb, event_to_pb, kind_from_pb, kind_to_pb, timestamp};
+use crate::{
+    event::{Event, EventKind},
+    state::{lock, State},
+    stats::SubscriberGuard,
+};
+
+pub struct Service {
+    state: Arc<State>,
+}
+
+impl Service {
+    pub fn new(state: Arc<State>) -> Self {
+        Service { state }
+    }
+}
+
+/// Which events a stream wants.
+struct Filter {
+    kinds: HashSet<EventKind>,
+    pids: HashSet<u32>,
+}
+
+impl Filter {
+    fn from_request(req: &pb::StreamEventsRequest) -> Result<Self, Status> {
+        let kinds = req
+            .kinds
+            .iter()
+            .map(|&k| {
+                kind_from_pb(k)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown event kind {k}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Filter {
+            kinds,
+            pids: req.pids.iter().copied().collect(),
+        })
+    }
+
+    fn matches(&self, ev: &Event) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&ev.kind()))
+            && (self.pids.is_empty() || self.pids.contains(&ev.pid()))
+    }
+}
+
+fn event_item(ev: &Event) -> Result<pb::StreamEventsResponse, Status> {
+    Ok(pb::StreamEventsResponse {
+        item: Some(Item::Event(event_to_pb(ev))),
+    })
+}
+
+/// Messages queued between the stream task and the gRPC transport.
+const TRANSPORT_QUEUE: usize = 64;
+
+#[tonic::async_trait]
+impl FlightRecorder for Service {
+    type StreamEventsStream = ReceiverStream<Result<pb::StreamEventsResponse, Status>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let req = request.into_inner();
+        let filter = Filter::from_request(&req)?;
+        // Subscribe before reading the buffer: nothing falls between the two.
+        let mut live = self.state.live.subscribe();
+        let (backlog, last_seq) = {
+            let buffer = lock(&self.state.buffer);
+            let backlog: Vec<Arc<Event>> = if req.buffered {
+                buffer
+                    .iter()
+                    .filter(|e| filter.matches(e))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (backlog, buffer.last_seq())
+        };
+        let (tx, rx) = mpsc::channel(TRANSPORT_QUEUE);
+        let counters = self.state.counters.clone();
+        let follow = req.follow;
+        tokio::spawn(async move {
+            let _guard = SubscriberGuard::new(counters.clone());
+            for ev in backlog {
+                if tx.send(event_item(&ev)).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            loop {
+                let msg = match live.recv().await {
+                    Ok(ev) if ev.seq > last_seq && filter.matches(&ev) => event_item(&ev),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        counters
+                            .stream_drops
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        Ok(pb::StreamEventsResponse {
+                            item: Some(Item::Lost(pb::Lost { count: n })),
+                        })
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(msg).await.is_err() {
+                    return; // client went away
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &self.state;
+        let drops = st.kernel_drops();
+        let kinds = EventKind::ALL
+            .into_iter()
+            .map(|k| pb::KindStats {
+                kind: kind_to_pb(k) as i32,
+                name: k.name().to_owned(),
+                seen: st.counters.seen(k),
+                kernel_drops: drops.iter().find(|(d, _)| *d == k).map_or(0, |(_, n)| *n),
+            })
+            .collect();
+        let started_ns = st
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Response::new(pb::Stats {
+            kinds,
+            decode_errors: st.counters.decode_errors.load(Relaxed),
+            host_buffer: Some(buffer_stats_to_pb(lock(&st.buffer).stats())),
+            stream_drops: st.counters.stream_drops.load(Relaxed),
+            subscribers: st.counters.subscribers.load(Relaxed),
+            processes_tracked: lock(&st.procs).len() as u64,
+            started: Some(timestamp(started_ns)),
+            ring_buffer_bytes: st.ring_bytes,
+        }))
+    }
+}

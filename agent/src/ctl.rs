@@ -1,0 +1,289 @@
+//! `fdrctl` subcommands: requests, and rendering as a table or JSON lines.
+
+use std::io::{self, Write};
+
+use anyhow::{Context, Result};
+use fdr_proto::v1::{self as pb, event::Detail, stream_events_response::Item};
+use serde_json::{json, Value};
+
+use crate::{api::convert::kind_to_pb, client::Client, event::EventKind};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsArgs {
+    /// Keep streaming new events after the buffered ones.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only these kinds (repeatable): fork, exec, exit.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Vec<EventKind>,
+    /// Only events of this process id (repeatable).
+    #[arg(long)]
+    pub pid: Vec<u32>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatsArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_kind(s: &str) -> Result<EventKind, String> {
+    EventKind::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown kind {s:?}; one of {}", names.join(", "))
+    })
+}
+
+/// A write error from a closed pipe (`fdrctl events | head`) ends quietly.
+fn quiet_pipe(res: io::Result<()>) -> Result<bool> {
+    match res {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing output"),
+    }
+}
+
+pub async fn events(client: &mut Client, args: &EventsArgs, out: &mut impl Write) -> Result<()> {
+    let req = pb::StreamEventsRequest {
+        kinds: args.kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+        pids: args.pid.clone(),
+        buffered: true,
+        follow: args.follow,
+    };
+    let mut stream = client.stream_events(req).await?.into_inner();
+    if !args.json && !quiet_pipe(writeln!(out, "{}", table_header()))? {
+        return Ok(());
+    }
+    while let Some(msg) = stream.message().await? {
+        let line = match msg.item {
+            Some(Item::Event(ev)) if args.json => event_json(&ev).to_string(),
+            Some(Item::Event(ev)) => table_row(&ev),
+            Some(Item::Lost(l)) if args.json => json!({ "lost": l.count }).to_string(),
+            Some(Item::Lost(l)) => {
+                format!("-- {} events lost: this client was too slow --", l.count)
+            }
+            None => continue,
+        };
+        if !quiet_pipe(writeln!(out, "{line}").and_then(|_| out.flush()))? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+pub async fn stats(client: &mut Client, args: &StatsArgs, out: &mut impl Write) -> Result<()> {
+    let s = client.get_stats(pb::GetStatsRequest {}).await?.into_inner();
+    let text = if args.json {
+        stats_json(&s).to_string() + "\n"
+    } else {
+        stats_table(&s)
+    };
+    quiet_pipe(out.write_all(text.as_bytes()))?;
+    Ok(())
+}
+
+fn kind_name(raw: i32) -> String {
+    pb::EventKind::try_from(raw)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("EVENT_KIND_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
+    let Some(ts) = ts else { return "-".into() };
+    let t = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            ts.seconds.max(0) as u64,
+            ts.nanos.clamp(0, 999_999_999) as u32,
+        );
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn detail_text(ev: &pb::Event) -> String {
+    match &ev.detail {
+        Some(Detail::Fork(f)) => format!("parent {}", f.parent_pid),
+        Some(Detail::Exec(x)) => {
+            let mut s = format!("{} {}", x.filename, shell_words(&x.argv));
+            if x.argv_truncated {
+                s.push_str(" [truncated]");
+            }
+            s
+        }
+        Some(Detail::Exit(x)) => match (x.code, x.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(sig)) => format!(
+                "killed by signal {sig}{}",
+                if x.core_dumped { " (core dumped)" } else { "" }
+            ),
+            _ => format!("status {}", x.raw_status),
+        },
+        None => String::new(),
+    }
+}
+
+/// Arguments quoted where a shell would need it, so the line reads back.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn table_header() -> String {
+    format!(
+        "{:<24} {:<5} {:>7} {:>7} {:>6} {:<16} DETAIL",
+        "TIME", "KIND", "PID", "PPID", "UID", "COMM"
+    )
+}
+
+pub fn table_row(ev: &pb::Event) -> String {
+    let p = ev.process.clone().unwrap_or_default();
+    format!(
+        "{:<24} {:<5} {:>7} {:>7} {:>6} {:<16} {}",
+        time_text(ev.time.as_ref()),
+        kind_name(ev.kind),
+        p.pid,
+        p.ppid,
+        p.uid,
+        p.comm,
+        detail_text(ev)
+    )
+}
+
+pub fn event_json(ev: &pb::Event) -> Value {
+    let p = ev.process.clone().unwrap_or_default();
+    let detail = match &ev.detail {
+        Some(Detail::Fork(f)) => json!({ "parent_pid": f.parent_pid, "parent_tid": f.parent_tid }),
+        Some(Detail::Exec(x)) => json!({
+            "filename": x.filename, "argv": x.argv, "argv_truncated": x.argv_truncated,
+            "argv_unreadable": x.argv_unreadable, "filename_truncated": x.filename_truncated,
+            "old_tid": x.old_tid,
+        }),
+        Some(Detail::Exit(x)) => json!({
+            "code": x.code, "signal": x.signal, "core_dumped": x.core_dumped, "raw_status": x.raw_status,
+        }),
+        None => Value::Null,
+    };
+    json!({
+        "seq": ev.seq,
+        "time": time_text(ev.time.as_ref()),
+        "boot_ns": ev.boot_ns,
+        "cpu": ev.cpu,
+        "kind": kind_name(ev.kind),
+        "process": {
+            "pid": p.pid, "tid": p.tid, "ppid": p.ppid, "uid": p.uid, "gid": p.gid,
+            "loginuid": p.loginuid, "cgroup_id": p.cgroup_id, "comm": p.comm, "exe": p.exe,
+            "argv": p.argv, "has_tty": p.has_tty, "start_ns": p.start_ns,
+        },
+        "detail": detail,
+    })
+}
+
+fn stats_json(s: &pb::Stats) -> Value {
+    let b = s.host_buffer.unwrap_or_default();
+    json!({
+        "kinds": s.kinds.iter().map(|k| json!({
+            "kind": k.name, "seen": k.seen, "kernel_drops": k.kernel_drops,
+        })).collect::<Vec<_>>(),
+        "decode_errors": s.decode_errors,
+        "host_buffer": {
+            "events": b.events, "bytes": b.bytes, "capacity_bytes": b.capacity_bytes, "evicted": b.evicted,
+        },
+        "stream_drops": s.stream_drops,
+        "subscribers": s.subscribers,
+        "processes_tracked": s.processes_tracked,
+        "started": time_text(s.started.as_ref()),
+        "ring_buffer_bytes": s.ring_buffer_bytes,
+    })
+}
+
+fn stats_table(s: &pb::Stats) -> String {
+    let mut t = format!("{:<8} {:>12} {:>12}\n", "KIND", "SEEN", "KERNEL_DROPS");
+    for k in &s.kinds {
+        t += &format!("{:<8} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
+    }
+    let b = s.host_buffer.unwrap_or_default();
+    let per_event = if b.events > 0 { b.bytes / b.events } else { 0 };
+    t += &format!(
+        "\nhost buffer        {} events, {} / {} bytes ({} bytes/event), {} evicted\n",
+        b.events, b.bytes, b.capacity_bytes, per_event, b.evicted
+    );
+    t += &format!("decode errors      {}\n", s.decode_errors);
+    t += &format!(
+        "stream drops       {} ({} subscribers now)\n",
+        s.stream_drops, s.subscribers
+    );
+    t += &format!("processes tracked  {}\n", s.processes_tracked);
+    t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
+    t += &format!("agent started      {}\n", time_text(s.started.as_ref()));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_event() -> pb::Event {
+        pb::Event {
+            seq: 9,
+            time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5_000_000,
+            }),
+            boot_ns: 1,
+            cpu: 0,
+            kind: pb::EventKind::Exec as i32,
+            process: Some(pb::Process {
+                pid: 42,
+                ppid: 1,
+                uid: 0,
+                comm: "sh".into(),
+                ..Default::default()
+            }),
+            detail: Some(Detail::Exec(pb::ExecDetail {
+                filename: "/bin/sh".into(),
+                argv: vec!["sh".into(), "-c".into(), "exit 7".into()],
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn table_row_shows_time_kind_pid_and_quoted_command() {
+        let row = table_row(&exec_event());
+        assert!(row.starts_with("2023-11-14T22:13:20.005Z exec"), "{row}");
+        assert!(row.contains(" 42 "), "{row}");
+        assert!(row.ends_with("/bin/sh sh -c 'exit 7'"), "{row}");
+    }
+
+    #[test]
+    fn json_line_has_typed_fields() {
+        let v = event_json(&exec_event());
+        assert_eq!(v["kind"], "exec");
+        assert_eq!(v["process"]["pid"], 42);
+        assert_eq!(v["detail"]["argv"][2], "exit 7");
+        assert_eq!(v["time"], "2023-11-14T22:13:20.005Z");
+    }
+
+    #[test]
+    fn kind_names_parse() {
+        assert_eq!(parse_kind("exec"), Ok(EventKind::Exec));
+        assert!(parse_kind("nope").unwrap_err().contains("fork, exec, exit"));
+    }
+}

@@ -1,0 +1,342 @@
+//! Kernel records → [`Record`]s. Never panics: short, unknown or malformed
+//! input is an error the caller counts.
+
+use std::mem::size_of;
+
+use fdr_common::{
+    flags, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, TaskInfo, ARGV_MAX,
+    FILENAME_MAX,
+};
+
+use crate::event::{Detail, Record, Task};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need} its kind needs")]
+    Short { len: usize, need: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u16),
+    #[error("length field {field} = {value} exceeds its buffer")]
+    BadLength { field: &'static str, value: usize },
+}
+
+/// Copies the first `size_of::<T>()` bytes of `data` into a `T`.
+///
+/// Only for the plain-old-data record types of `fdr_common`, for which every
+/// bit pattern is valid.
+fn read_pod<T: Copy>(data: &[u8]) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if data.len() < need {
+        return Err(DecodeError::Short {
+            len: data.len(),
+            need,
+        });
+    }
+    // SAFETY: `data` holds at least `size_of::<T>()` bytes; `T` is one of the
+    // `#[repr(C)]` integer/array records, valid for any bytes; the read is
+    // unaligned-safe.
+    Ok(unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(data: &[u8]) -> Result<Record, DecodeError> {
+    let header: EventHeader = read_pod(data)?;
+    let kind = EventKind::from_raw(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let (task, detail) = match kind {
+        EventKind::Fork => {
+            let ev: ForkEvent = read_pod(data)?;
+            (
+                ev.task,
+                Detail::Fork {
+                    parent_tid: ev.parent_tid,
+                },
+            )
+        }
+        EventKind::Exit => {
+            let ev: ExitEvent = read_pod(data)?;
+            (
+                ev.task,
+                Detail::Exit {
+                    status: ev.exit_status,
+                },
+            )
+        }
+        EventKind::Exec => decode_exec(data, header.flags)?,
+    };
+    Ok(Record {
+        boot_ns: header.ts_ns,
+        cpu: header.cpu,
+        task: task_from(&task, header.flags),
+        detail,
+    })
+}
+
+fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> {
+    if data.len() < ExecEvent::FIXED_LEN {
+        return Err(DecodeError::Short {
+            len: data.len(),
+            need: ExecEvent::FIXED_LEN,
+        });
+    }
+    // The record is sent cut to the bytes of argv in use.
+    let fixed: ExecFixed = read_pod(data)?;
+    let filename_len = fixed.filename_len as usize;
+    if filename_len > FILENAME_MAX {
+        return Err(DecodeError::BadLength {
+            field: "filename_len",
+            value: filename_len,
+        });
+    }
+    let argv_len = fixed.argv_len as usize;
+    if argv_len > ARGV_MAX {
+        return Err(DecodeError::BadLength {
+            field: "argv_len",
+            value: argv_len,
+        });
+    }
+    let argv_bytes = data
+        .get(ExecEvent::FIXED_LEN..ExecEvent::FIXED_LEN + argv_len)
+        .ok_or(DecodeError::Short {
+            len: data.len(),
+            need: ExecEvent::FIXED_LEN + argv_len,
+        })?;
+    let filename = c_str(&fixed.filename[..filename_len]);
+    Ok((
+        fixed.task,
+        Detail::Exec {
+            filename,
+            argv: split_argv(argv_bytes),
+            old_tid: fixed.old_tid,
+            argv_truncated: fl & flags::ARGV_TRUNCATED != 0,
+            argv_unreadable: fl & flags::ARGV_UNREADABLE != 0,
+            filename_truncated: fl & flags::FILENAME_TRUNCATED != 0,
+        },
+    ))
+}
+
+/// [`ExecEvent`] without its `argv` array.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExecFixed {
+    header: EventHeader,
+    task: TaskInfo,
+    filename_len: u16,
+    argv_len: u16,
+    old_tid: u32,
+    filename: [u8; FILENAME_MAX],
+}
+const _: () = assert!(size_of::<ExecFixed>() == ExecEvent::FIXED_LEN);
+
+fn task_from(t: &TaskInfo, fl: u16) -> Task {
+    Task {
+        pid: t.tgid,
+        tid: t.tid,
+        ppid: t.ppid,
+        uid: t.uid,
+        gid: t.gid,
+        loginuid: (t.loginuid != u32::MAX).then_some(t.loginuid),
+        cgroup_id: t.cgroup_id,
+        start_ns: t.start_ns,
+        comm: c_str(&t.comm),
+        has_tty: fl & flags::HAS_TTY != 0,
+    }
+}
+
+/// Text up to the first NUL, lossily decoded.
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// `argv` bytes as the kernel lays them out: each argument ends with NUL. A
+/// final argument without NUL (truncated) is kept.
+pub fn split_argv(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fdr_common::COMM_LEN;
+
+    fn as_bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a POD value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn task() -> TaskInfo {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..2].copy_from_slice(b"sh");
+        TaskInfo {
+            tgid: 42,
+            tid: 43,
+            ppid: 1,
+            uid: 1000,
+            gid: 100,
+            loginuid: u32::MAX,
+            cgroup_id: 777,
+            start_ns: 5,
+            comm,
+        }
+    }
+
+    fn exec_record(argv: &[u8], filename: &[u8], fl: u16) -> Vec<u8> {
+        let mut ev = Box::new(ExecEvent {
+            header: EventHeader {
+                kind: EventKind::Exec as u16,
+                flags: fl,
+                cpu: 1,
+                ts_ns: 99,
+            },
+            task: task(),
+            filename_len: filename.len() as u16,
+            argv_len: argv.len() as u16,
+            old_tid: 42,
+            filename: [0; FILENAME_MAX],
+            argv: [0; ARGV_MAX],
+        });
+        ev.filename[..filename.len()].copy_from_slice(filename);
+        ev.argv[..argv.len()].copy_from_slice(argv);
+        let mut bytes = as_bytes(&*ev);
+        bytes.truncate(ExecEvent::FIXED_LEN + argv.len());
+        bytes
+    }
+
+    #[test]
+    fn decodes_exec_cut_to_argv() {
+        let rec = decode(&exec_record(
+            b"/bin/sh\0-c\0exit 7\0",
+            b"/bin/sh",
+            flags::HAS_TTY,
+        ))
+        .expect("decodes");
+        assert_eq!(rec.boot_ns, 99);
+        assert_eq!(rec.cpu, 1);
+        assert_eq!(rec.task.pid, 42);
+        assert_eq!(rec.task.tid, 43);
+        assert_eq!(rec.task.uid, 1000);
+        assert_eq!(rec.task.comm, "sh");
+        assert_eq!(rec.task.loginuid, None);
+        assert!(rec.task.has_tty);
+        match rec.detail {
+            Detail::Exec {
+                filename,
+                argv,
+                argv_truncated,
+                ..
+            } => {
+                assert_eq!(filename, "/bin/sh");
+                assert_eq!(argv, ["/bin/sh", "-c", "exit 7"]);
+                assert!(!argv_truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_argv_keeps_last_partial_argument() {
+        let rec = decode(&exec_record(b"a\0bc", b"/x", flags::ARGV_TRUNCATED)).unwrap();
+        match rec.detail {
+            Detail::Exec {
+                argv,
+                argv_truncated,
+                ..
+            } => {
+                assert_eq!(argv, ["a", "bc"]);
+                assert!(argv_truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_fork_and_exit() {
+        let fork = ForkEvent {
+            header: EventHeader {
+                kind: EventKind::Fork as u16,
+                flags: 0,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            task: task(),
+            parent_tid: 7,
+            _pad: 0,
+        };
+        let rec = decode(&as_bytes(&fork)).unwrap();
+        assert_eq!(rec.detail, Detail::Fork { parent_tid: 7 });
+        assert_eq!(rec.task.ppid, 1);
+        let exit = ExitEvent {
+            header: EventHeader {
+                kind: EventKind::Exit as u16,
+                flags: 0,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            task: task(),
+            exit_status: 7 << 8,
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&as_bytes(&exit)).unwrap().detail,
+            Detail::Exit { status: 7 << 8 }
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let exec = exec_record(b"/bin/true\0", b"/bin/true", 0);
+        for len in 0..exec.len() {
+            assert!(decode(&exec[..len]).is_err(), "exec cut to {len}");
+        }
+        let exit = ExitEvent {
+            header: EventHeader {
+                kind: EventKind::Exit as u16,
+                flags: 0,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            task: task(),
+            exit_status: 0,
+            _pad: 0,
+        };
+        let exit = as_bytes(&exit);
+        for len in 0..exit.len() {
+            assert!(matches!(
+                decode(&exit[..len]),
+                Err(DecodeError::Short { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(decode(&[0xff; 64]), Err(DecodeError::UnknownKind(0xffff)));
+        // A known kind with absurd length fields.
+        let mut exec = exec_record(b"x\0", b"/x", 0);
+        exec[80 - 8..80 - 6].copy_from_slice(&u16::MAX.to_le_bytes()); // filename_len
+        assert!(matches!(decode(&exec), Err(DecodeError::BadLength { .. })));
+        let mut exec = exec_record(b"x\0", b"/x", 0);
+        exec[80 - 6..80 - 4].copy_from_slice(&2000u16.to_le_bytes()); // argv_len beyond data
+        assert!(matches!(decode(&exec), Err(DecodeError::Short { .. })));
+        // Pseudo-random bytes of every length: never a panic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..600 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = decode(&buf);
+        }
+    }
+}

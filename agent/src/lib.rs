@@ -1,0 +1,22 @@
+//! fdr agent: a per-node security flight data recorder.
+//!
+//! Modules follow the data: [`probes`] (load and attach the kernel
+//! programs) → [`pipeline`] (ring buffer reader) with [`decode`] and
+//! [`clock`] → [`proctable`] (process context) → [`buffer`] (the recorder)
+//! → [`api`] (gRPC `fdr.v1`). [`agent`] assembles them; [`client`] and
+//! [`ctl`] are the client side used by `fdrctl`.
+
+pub mod agent;
+pub mod api;
+pub mod buffer;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod ctl;
+pub mod decode;
+pub mod event;
+pub mod pipeline;
+pub mod probes;
+pub mod proctable;
+pub mod state;
+pub mod stats;

@@ -1,0 +1,101 @@
+//! `fdr-agent`: the per-node daemon.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use fdr_agent::{
+    agent::{self, SelfFilter},
+    config::Config,
+};
+use tracing_subscriber::EnvFilter;
+
+/// fdr: a security flight data recorder for this node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the defaults apply.
+    #[arg(short, long, env = "FDR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Unix socket of the API (overrides `api.socket`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// TCP listener of the API, e.g. 127.0.0.1:7077 (overrides `api.tcp_listen`).
+    #[arg(long)]
+    tcp_listen: Option<std::net::SocketAddr>,
+    /// Host buffer size in bytes (overrides `recorder.host_buffer_bytes`).
+    #[arg(long)]
+    host_buffer_bytes: Option<u64>,
+    /// Kernel ring buffer size in bytes (overrides `probes.ring_buffer_bytes`).
+    #[arg(long)]
+    ring_buffer_bytes: Option<u32>,
+    /// Log filter (overrides `log.level`; RUST_LOG overrides both).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", Config::default_toml());
+        return;
+    }
+    if let Err(err) = run(cli) {
+        eprintln!("fdr-agent: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(s) = cli.socket {
+        cfg.api.socket = s;
+    }
+    if let Some(t) = cli.tcp_listen {
+        cfg.api.tcp_listen = Some(t);
+    }
+    if let Some(b) = cli.host_buffer_bytes {
+        cfg.recorder.host_buffer_bytes = b;
+    }
+    if let Some(b) = cli.ring_buffer_bytes {
+        cfg.probes.ring_buffer_bytes = b;
+    }
+    if let Some(l) = cli.log_level {
+        cfg.log.level = l;
+    }
+    cfg.validate()?;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let mut running = agent::start(&cfg, SelfFilter::ExcludeSelf).await?;
+        eprintln!("fdr-agent: listening on {}", running.socket.display());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = term.recv() => tracing::info!("terminated, shutting down"),
+            res = running.wait_failure() => {
+                res?;
+            }
+        }
+        running.shutdown().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,65 @@
+//! What the pipeline writes and the API reads.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use tokio::sync::broadcast;
+
+use crate::{
+    buffer::EventBuffer, event::Event, probes::Probes, proctable::ProcessTable, stats::Counters,
+};
+
+pub struct State {
+    pub buffer: Mutex<EventBuffer>,
+    pub procs: Mutex<ProcessTable>,
+    pub counters: Arc<Counters>,
+    /// Every recorded event, for live subscribers; a subscriber that falls
+    /// more than the channel's capacity behind skips events (never the sender).
+    pub live: broadcast::Sender<Arc<Event>>,
+    /// The loaded programs (for their drop counters); `None` in tests that
+    /// feed the pipeline without a kernel.
+    pub probes: Mutex<Option<Probes>>,
+    pub started: SystemTime,
+    pub ring_bytes: u64,
+}
+
+impl State {
+    pub fn new(
+        buffer_bytes: usize,
+        stream_queue: usize,
+        procs: ProcessTable,
+        ring_bytes: u64,
+    ) -> Self {
+        State {
+            buffer: Mutex::new(EventBuffer::new(buffer_bytes)),
+            procs: Mutex::new(procs),
+            counters: Arc::new(Counters::default()),
+            live: broadcast::channel(stream_queue).0,
+            probes: Mutex::new(None),
+            started: SystemTime::now(),
+            ring_bytes,
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a holder panicked: counters and
+/// buffers stay usable, and a panic is already logged where it happened.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl State {
+    /// Kernel drops per kind (zeros when no probes are loaded).
+    pub fn kernel_drops(&self) -> Vec<(fdr_common::EventKind, u64)> {
+        match lock(&self.probes).as_ref().map(Probes::drops) {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "reading kernel drop counters");
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Counters the pipeline and the API update, read by `GetStats`.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use fdr_common::{EventKind, MAX_KINDS};
+
+#[derive(Debug)]
+pub struct Counters {
+    seen: [AtomicU64; MAX_KINDS as usize],
+    pub decode_errors: AtomicU64,
+    /// Events skipped for slow stream clients.
+    pub stream_drops: AtomicU64,
+    pub subscribers: AtomicU32,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            seen: std::array::from_fn(|_| AtomicU64::new(0)),
+            decode_errors: AtomicU64::new(0),
+            stream_drops: AtomicU64::new(0),
+            subscribers: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Counters {
+    pub fn add_seen(&self, kind: EventKind, n: u64) {
+        if let Some(c) = self.seen.get(kind as usize) {
+            c.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn seen(&self, kind: EventKind) -> u64 {
+        self.seen.get(kind as usize).map_or(0, |c| c.load(Relaxed))
+    }
+}
+
+/// Counts a stream subscriber for as long as it lives.
+pub struct SubscriberGuard(std::sync::Arc<Counters>);
+
+impl SubscriberGuard {
+    pub fn new(c: std::sync::Arc<Counters>) -> Self {
+        c.subscribers.fetch_add(1, Relaxed);
+        SubscriberGuard(c)
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,79 @@
+//! Output side: the ring buffer, the per-kind drop counters, the scratch
+//! space for large records and the globals user space writes before load.
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use fdr_common::{EventHeader, ExecEvent, KernelOffsets, MAX_KINDS};
+
+/// Default ring size; user space resizes it from the config before load.
+const EVENTS_BYTES: u32 = 4 << 20;
+
+#[map(name = "FDR_EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "FDR_DROPS")]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KINDS, 0);
+
+#[map(name = "FDR_SCRATCH")]
+static SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static FDR_OFFSETS: KernelOffsets = KernelOffsets::UNSET;
+
+#[unsafe(no_mangle)]
+static FDR_AGENT_TGID: u32 = 0;
+
+/// The offsets table, read through a volatile load so the compiler keeps the
+/// value user space wrote instead of folding the initial one.
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    // SAFETY: a static of plain integers; reading it is always defined.
+    unsafe { &*core::ptr::read_volatile(&&FDR_OFFSETS) }
+}
+
+#[inline(always)]
+pub fn agent_tgid() -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&FDR_AGENT_TGID) }
+}
+
+/// A header for an event of `kind` happening now on this CPU.
+#[inline(always)]
+pub fn header(kind: u16, flags: u16) -> EventHeader {
+    EventHeader {
+        kind,
+        flags,
+        // SAFETY: helpers without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}
+
+/// Per-CPU scratch space large enough for any record.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut ExecEvent> {
+    // SAFETY: per-CPU value; programs do not nest on one CPU for these hooks.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Sends `len` bytes of `record` (`len` ≤ its size); counts a drop when the
+/// ring buffer is full.
+#[inline(always)]
+pub fn send<T>(kind: u16, record: &T, len: usize) {
+    // SAFETY: `len` never exceeds the size of `*record` (callers clamp it).
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_drop(kind);
+    }
+}
+
+#[inline(always)]
+fn count_drop(kind: u16) {
+    if let Some(n) = DROPS.get_ptr_mut(kind as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *n += 1 };
+    }
+}

@@ -1,0 +1,18 @@
+//! fdr's kernel programs. Built for `bpfel-unknown-none` by the agent's
+//! build script; loaded and attached by `fdr_agent::probes`.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod process;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,75 @@
+//! Reading `task_struct` and friends through offsets resolved from BTF.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+};
+use fdr_common::{flags, TaskInfo, COMM_LEN};
+
+use crate::emit::offsets;
+
+/// Reads a `T` at `base + off`; `None` when the offset is unknown or the
+/// read faults.
+#[inline(always)]
+pub fn field<T>(base: *const u8, off: u32) -> Option<T> {
+    if base.is_null() || off == u32::MAX {
+        return None;
+    }
+    // SAFETY: a probe read; faults are reported, not taken.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()).ok() }
+}
+
+/// The current task's `task_struct`.
+#[inline(always)]
+pub fn current() -> *const u8 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// The thread-group id of `task`'s real parent.
+#[inline(always)]
+pub fn ppid_of(task: *const u8) -> u32 {
+    let o = offsets();
+    let parent: *const u8 = field(task, o.task_real_parent).unwrap_or(core::ptr::null());
+    field(parent, o.task_tgid).unwrap_or(0)
+}
+
+/// The start time of `task`'s thread-group leader.
+#[inline(always)]
+pub fn leader_start_ns(task: *const u8) -> u64 {
+    let o = offsets();
+    let leader: *const u8 = field(task, o.task_group_leader).unwrap_or(core::ptr::null());
+    field(leader, o.task_start_time).unwrap_or(0)
+}
+
+/// Header flags that describe the task's session.
+#[inline(always)]
+pub fn session_flags(task: *const u8) -> u16 {
+    let o = offsets();
+    let signal: *const u8 = field(task, o.task_signal).unwrap_or(core::ptr::null());
+    let tty: usize = field(signal, o.signal_tty).unwrap_or(0);
+    if tty != 0 {
+        flags::HAS_TTY
+    } else {
+        0
+    }
+}
+
+/// Everything about the current task that every event carries.
+#[inline(always)]
+pub fn current_info(task: *const u8) -> TaskInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    TaskInfo {
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ppid: ppid_of(task),
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        loginuid: field(task, offsets().task_loginuid).unwrap_or(u32::MAX),
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        start_ns: leader_start_ns(task),
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}

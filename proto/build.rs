@@ -1,0 +1,7 @@
+//! Compiles `proto/fdr/v1/fdr.proto` with protox (pure Rust, no protoc).
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(["fdr/v1/fdr.proto"], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}
