@@ -30,8 +30,9 @@ fn main() -> Result<()> {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let out = PathBuf::from(env::var("OUT_DIR")?);
-    let object = build_probes(&root, &out.join("ebpf-target"))?;
+    // One target directory for every profile and tool (build, clippy, test):
+    // the object is the same, and a separate directory avoids cargo's lock.
+    let object = build_probes(&root, &root.join("target/ebpf"))?;
     println!("cargo:rustc-env=FDR_EBPF_OBJECT={}", object.display());
     Ok(())
 }

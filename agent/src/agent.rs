@@ -33,6 +33,9 @@ pub enum SelfFilter {
     RecordAll,
 }
 
+/// How long shutdown waits for the API and the pipeline to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running agent. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub state: Arc<State>,
@@ -79,12 +82,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     }));
     let api_cfg = cfg.api.clone();
     let api_state = state.clone();
-    let mut api_rx = rx;
     tasks.push(tokio::spawn(async move {
-        let stop = async move {
-            let _ = api_rx.wait_for(|&v| v).await;
-        };
-        api::serve(&api_cfg, unix, api_state, stop)
+        api::serve(&api_cfg, unix, api_state, rx)
             .await
             .map_err(AgentError::Api)
     }));
@@ -111,10 +110,14 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), AgentError> {
         let _ = self.shutdown.send(true);
         let mut first_err = Ok(());
-        for t in self.tasks {
-            match t.await {
-                Ok(Err(e)) if first_err.is_ok() => first_err = Err(e),
-                Err(join) => tracing::error!(%join, "agent task panicked"),
+        for mut t in self.tasks {
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await {
+                Ok(Ok(Err(e))) if first_err.is_ok() => first_err = Err(e),
+                Ok(Err(join)) => tracing::error!(%join, "agent task panicked"),
+                Err(_) => {
+                    tracing::warn!("a task did not stop within {SHUTDOWN_GRACE:?}; aborting it");
+                    t.abort();
+                }
                 _ => {}
             }
         }

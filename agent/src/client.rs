@@ -79,6 +79,17 @@ pub async fn connect(target: &Target) -> Result<Client, ClientError> {
 }
 
 pub async fn connect_unix(path: &Path) -> Result<Client, ClientError> {
+    connect_unix_with(path, unix_endpoint()).await
+}
+
+/// The endpoint [`connect_unix`] uses; callers may tune it (flow-control
+/// windows, timeouts) and pass it to [`connect_unix_with`].
+pub fn unix_endpoint() -> Endpoint {
+    // The URI is required by the API but unused: the connector dials the socket.
+    Endpoint::from_static("http://fdr-agent.invalid")
+}
+
+pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client, ClientError> {
     let unreachable = |reason: String| ClientError::Unreachable {
         target: path.display().to_string(),
         reason,
@@ -87,8 +98,7 @@ pub async fn connect_unix(path: &Path) -> Result<Client, ClientError> {
         return Err(unreachable("no such socket".into()));
     }
     let socket = path.to_path_buf();
-    // The URI is required by the API but unused: the connector dials the socket.
-    let channel = Endpoint::from_static("http://fdr-agent.invalid")
+    let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
             async move {

@@ -24,7 +24,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub probes: ProbesConfig,
@@ -75,17 +75,6 @@ pub struct ApiConfig {
 pub struct LogConfig {
     /// `tracing` filter, e.g. `info` or `fdr_agent=debug`. `RUST_LOG` wins.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            probes: ProbesConfig::default(),
-            recorder: RecorderConfig::default(),
-            api: ApiConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ProbesConfig {

@@ -171,7 +171,7 @@ pub fn event_json(ev: &pb::Event) -> Value {
     let detail = match &ev.detail {
         Some(Detail::Fork(f)) => json!({ "parent_pid": f.parent_pid, "parent_tid": f.parent_tid }),
         Some(Detail::Exec(x)) => json!({
-            "filename": x.filename, "argv": x.argv, "argv_truncated": x.argv_truncated,
+            "filename": x.filename, "exe": x.exe, "exe_incomplete": x.exe_incomplete, "argv": x.argv, "argv_truncated": x.argv_truncated,
             "argv_unreadable": x.argv_unreadable, "filename_truncated": x.filename_truncated,
             "old_tid": x.old_tid,
         }),
@@ -219,7 +219,7 @@ fn stats_table(s: &pb::Stats) -> String {
         t += &format!("{:<8} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
     }
     let b = s.host_buffer.unwrap_or_default();
-    let per_event = if b.events > 0 { b.bytes / b.events } else { 0 };
+    let per_event = b.bytes.checked_div(b.events).unwrap_or(0);
     t += &format!(
         "\nhost buffer        {} events, {} / {} bytes ({} bytes/event), {} evicted\n",
         b.events, b.bytes, b.capacity_bytes, per_event, b.evicted

@@ -5,7 +5,7 @@ use std::mem::size_of;
 
 use fdr_common::{
     flags, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, TaskInfo, ARGV_MAX,
-    FILENAME_MAX,
+    FILENAME_MAX, NAME_BUF, PATH_MAX,
 };
 
 use crate::event::{Detail, Record, Task};
@@ -94,17 +94,33 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
             value: argv_len,
         });
     }
-    let argv_bytes = data
-        .get(ExecEvent::FIXED_LEN..ExecEvent::FIXED_LEN + argv_len)
-        .ok_or(DecodeError::Short {
+    let exe_len = fixed.exe_len as usize;
+    if exe_len > PATH_MAX + NAME_BUF {
+        return Err(DecodeError::BadLength {
+            field: "exe_len",
+            value: exe_len,
+        });
+    }
+    let var = &data[ExecEvent::FIXED_LEN..];
+    let need = ExecEvent::FIXED_LEN + argv_len + exe_len;
+    if var.len() < argv_len + exe_len {
+        return Err(DecodeError::Short {
             len: data.len(),
-            need: ExecEvent::FIXED_LEN + argv_len,
-        })?;
-    let filename = c_str(&fixed.filename[..filename_len]);
+            need,
+        });
+    }
+    let (argv_bytes, rest) = var.split_at(argv_len);
+    let exe = join_walked_path(&rest[..exe_len], fl);
+    let mut filename = c_str(&fixed.filename[..filename_len]);
+    if !filename.starts_with('/') && exe.starts_with('/') {
+        filename.clone_from(&exe);
+    }
     Ok((
         fixed.task,
         Detail::Exec {
             filename,
+            exe,
+            exe_incomplete: fl & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED) != 0,
             argv: split_argv(argv_bytes),
             old_tid: fixed.old_tid,
             argv_truncated: fl & flags::ARGV_TRUNCATED != 0,
@@ -114,7 +130,7 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
     ))
 }
 
-/// [`ExecEvent`] without its `argv` array.
+/// [`ExecEvent`] without its variable-length `data`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ExecFixed {
@@ -122,8 +138,32 @@ struct ExecFixed {
     task: TaskInfo,
     filename_len: u16,
     argv_len: u16,
+    exe_len: u16,
+    _pad: u16,
     old_tid: u32,
+    _pad2: u32,
     filename: [u8; FILENAME_MAX],
+}
+
+/// A path the kernel walked (components leaf first, each ended by NUL) as
+/// an absolute path. A walk that did not reach the root (flags say so) is
+/// returned without the leading `/`, so it is never mistaken for a full path.
+pub fn join_walked_path(bytes: &[u8], fl: u16) -> String {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    let complete = fl & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED) == 0;
+    if bytes.is_empty() {
+        return if complete { "/".into() } else { String::new() };
+    }
+    let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
+    parts.reverse();
+    let mut out = String::with_capacity(bytes.len() + 1);
+    for (i, p) in parts.iter().enumerate() {
+        if complete || i > 0 {
+            out.push('/');
+        }
+        out.push_str(&String::from_utf8_lossy(p));
+    }
+    out
 }
 const _: () = assert!(size_of::<ExecFixed>() == ExecEvent::FIXED_LEN);
 
@@ -188,6 +228,10 @@ mod tests {
     }
 
     fn exec_record(argv: &[u8], filename: &[u8], fl: u16) -> Vec<u8> {
+        exec_record_with_exe(argv, filename, b"dash\0bin\0usr\0", fl)
+    }
+
+    fn exec_record_with_exe(argv: &[u8], filename: &[u8], exe: &[u8], fl: u16) -> Vec<u8> {
         let mut ev = Box::new(ExecEvent {
             header: EventHeader {
                 kind: EventKind::Exec as u16,
@@ -198,15 +242,48 @@ mod tests {
             task: task(),
             filename_len: filename.len() as u16,
             argv_len: argv.len() as u16,
+            exe_len: exe.len() as u16,
+            _pad: 0,
             old_tid: 42,
+            _pad2: 0,
             filename: [0; FILENAME_MAX],
-            argv: [0; ARGV_MAX],
+            data: [0; ARGV_MAX + PATH_MAX + NAME_BUF],
         });
         ev.filename[..filename.len()].copy_from_slice(filename);
-        ev.argv[..argv.len()].copy_from_slice(argv);
+        ev.data[..argv.len()].copy_from_slice(argv);
+        ev.data[argv.len()..argv.len() + exe.len()].copy_from_slice(exe);
         let mut bytes = as_bytes(&*ev);
-        bytes.truncate(ExecEvent::FIXED_LEN + argv.len());
+        bytes.truncate(ExecEvent::FIXED_LEN + argv.len() + exe.len());
         bytes
+    }
+
+    #[test]
+    fn walked_paths_join_leaf_last() {
+        assert_eq!(join_walked_path(b"dash\0bin\0usr\0", 0), "/usr/bin/dash");
+        assert_eq!(join_walked_path(b"", 0), "/");
+        assert_eq!(
+            join_walked_path(b"x\0deep\0", flags::PATH_TRUNCATED),
+            "deep/x"
+        );
+        assert_eq!(join_walked_path(b"", flags::PATH_DISCONNECTED), "");
+    }
+
+    #[test]
+    fn relative_filename_takes_the_walked_path() {
+        let rec = decode(&exec_record_with_exe(b"./t\0", b"./t", b"t\0tmp\0", 0)).unwrap();
+        match rec.detail {
+            Detail::Exec {
+                filename,
+                exe,
+                exe_incomplete,
+                ..
+            } => {
+                assert_eq!(filename, "/tmp/t");
+                assert_eq!(exe, "/tmp/t");
+                assert!(!exe_incomplete);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -228,11 +305,13 @@ mod tests {
         match rec.detail {
             Detail::Exec {
                 filename,
+                exe,
                 argv,
                 argv_truncated,
                 ..
             } => {
                 assert_eq!(filename, "/bin/sh");
+                assert_eq!(exe, "/usr/bin/dash");
                 assert_eq!(argv, ["/bin/sh", "-c", "exit 7"]);
                 assert!(!argv_truncated);
             }
@@ -320,11 +399,14 @@ mod tests {
         assert_eq!(decode(&[0xff; 64]), Err(DecodeError::UnknownKind(0xffff)));
         // A known kind with absurd length fields.
         let mut exec = exec_record(b"x\0", b"/x", 0);
-        exec[80 - 8..80 - 6].copy_from_slice(&u16::MAX.to_le_bytes()); // filename_len
+        exec[72..74].copy_from_slice(&u16::MAX.to_le_bytes()); // filename_len
         assert!(matches!(decode(&exec), Err(DecodeError::BadLength { .. })));
         let mut exec = exec_record(b"x\0", b"/x", 0);
-        exec[80 - 6..80 - 4].copy_from_slice(&2000u16.to_le_bytes()); // argv_len beyond data
+        exec[74..76].copy_from_slice(&2000u16.to_le_bytes()); // argv_len beyond data
         assert!(matches!(decode(&exec), Err(DecodeError::Short { .. })));
+        let mut exec = exec_record(b"x\0", b"/x", 0);
+        exec[76..78].copy_from_slice(&u16::MAX.to_le_bytes()); // exe_len
+        assert!(matches!(decode(&exec), Err(DecodeError::BadLength { .. })));
         // Pseudo-random bytes of every length: never a panic.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for len in 0..600 {

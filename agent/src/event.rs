@@ -29,7 +29,15 @@ pub enum Detail {
         parent_tid: u32,
     },
     Exec {
+        /// The path given to `execve`; when that was relative, the
+        /// executable's absolute path.
         filename: String,
+        /// The executable's real absolute path (symlinks resolved), from the
+        /// kernel's dentry cache; empty when it could not be walked.
+        exe: String,
+        /// The walk of `exe` was cut short (too deep) or ended outside the
+        /// agent's root (another mount namespace, a deleted file).
+        exe_incomplete: bool,
         argv: Vec<String>,
         old_tid: u32,
         argv_truncated: bool,
@@ -90,9 +98,12 @@ impl Event {
     /// memory accounting. Shared strings are counted by their owner.
     pub fn approx_bytes(&self) -> usize {
         let detail = match &self.record.detail {
-            Detail::Exec { filename, argv, .. } => {
-                filename.len() + argv.iter().map(|a| a.len() + 24).sum::<usize>()
-            }
+            Detail::Exec {
+                filename,
+                exe,
+                argv,
+                ..
+            } => filename.len() + exe.len() + argv.iter().map(|a| a.len() + 24).sum::<usize>(),
             _ => 0,
         };
         std::mem::size_of::<Event>() + self.record.task.comm.len() + detail

@@ -83,8 +83,14 @@ impl ProcessTable {
                 self.procs.insert(t.pid, entry);
                 (exe, argv)
             }
-            Detail::Exec { filename, argv, .. } => {
-                let exe: Arc<str> = Arc::from(filename.as_str());
+            Detail::Exec {
+                filename,
+                exe,
+                argv,
+                ..
+            } => {
+                let path = if exe.is_empty() { filename } else { exe };
+                let exe: Arc<str> = Arc::from(path.as_str());
                 let argv: Arc<[String]> = Arc::from(argv.as_slice());
                 let entry = self.procs.entry(t.pid).or_insert_with(|| ProcEntry {
                     pid: t.pid,
@@ -225,6 +231,8 @@ mod tests {
         let mut t = ProcessTable::default();
         let exec = |argv: &[&str]| Detail::Exec {
             filename: argv[0].into(),
+            exe: argv[0].into(),
+            exe_incomplete: false,
             argv: argv.iter().map(|s| s.to_string()).collect(),
             old_tid: 0,
             argv_truncated: false,

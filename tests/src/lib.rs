@@ -1,1 +1,183 @@
-//! Helpers for the privileged integration tests.
+//! Helpers for the privileged integration tests: a capture running in the
+//! test process, waiting with deadlines, unique markers, cgroups.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use fdr_agent::{
+    agent::{self, Running, SelfFilter},
+    config::Config,
+    event::Event,
+};
+use tokio::sync::broadcast;
+
+/// How long a test waits for an event before failing.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A string no other process on the machine will have in its argv.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("fdr-test-{tag}-{}-{nanos:x}", std::process::id())
+}
+
+/// A private temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The real agent (probes, pipeline, API on a private socket) running in
+/// the test process, recording everything including the test's own forks.
+pub struct Capture {
+    pub agent: Option<Running>,
+    pub live: broadcast::Receiver<Arc<Event>>,
+    _dir: TempDir,
+}
+
+impl Capture {
+    pub async fn start(tag: &str) -> Self {
+        Self::start_with(tag, |_| {}).await
+    }
+
+    pub async fn start_with(tag: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = TempDir::new(tag);
+        let mut cfg = Config::default();
+        cfg.api.socket = dir.path().join("fdr.sock");
+        tweak(&mut cfg);
+        let agent = agent::start(&cfg, SelfFilter::RecordAll)
+            .await
+            .expect("agent starts (root, eBPF, BTF and tracefs needed)");
+        let live = agent.state.live.subscribe();
+        Capture {
+            agent: Some(agent),
+            live,
+            _dir: dir,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.agent.as_ref().expect("running").socket.clone()
+    }
+
+    /// The first event matching `pred`, live or (when the test's own
+    /// receiver fell behind) in the host buffer, within [`DEADLINE`].
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Arc<Event> {
+        let state = self.agent.as_ref().expect("running").state.clone();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.live.recv()).await {
+                Ok(Ok(ev)) if pred(&ev) => return ev,
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    let found = {
+                        let buf = state.buffer.lock().expect("buffer lock");
+                        let hit = buf.iter().find(|e| pred(e)).cloned();
+                        hit
+                    };
+                    if let Some(ev) = found {
+                        return ev;
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    panic!("capture stopped before {what}")
+                }
+                Err(_) => panic!("no {what} within {DEADLINE:?}"),
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(a) = self.agent.take() {
+            a.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, within [`DEADLINE`].
+pub fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The mount point of the cgroup v2 hierarchy.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .expect("a cgroup v2 hierarchy is mounted")
+}
+
+/// A cgroup v2 directory created for a test, removed (after its processes
+/// are gone) on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    /// Creates `relative` (which may have several components) under the v2 root.
+    pub fn create(relative: &str) -> Self {
+        let path = cgroup2_root().join(relative);
+        std::fs::create_dir_all(&path).expect("create cgroup");
+        Cgroup { path }
+    }
+
+    /// The id the kernel reports for tasks in it: the directory's inode.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).expect("stat cgroup").ino()
+    }
+
+    pub fn procs_file(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // rmdir fails while exiting tasks are still accounted: retry briefly.
+        let start = Instant::now();
+        while std::fs::remove_dir(&self.path).is_err() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Remove now-empty parents created for the test (never the root).
+        let root = cgroup2_root();
+        let mut p = self.path.parent();
+        while let Some(dir) = p {
+            if dir == root || std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+            p = dir.parent();
+        }
+    }
+}

@@ -1,1 +1,169 @@
-fn main() {}
+//! `cargo xtask`: set up the toolchain, build, run, test and benchmark fdr.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "fdr developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the eBPF build needs (idempotent): nightly rust-src and bpf-linker.
+    Setup,
+    /// Build the agent and fdrctl (release).
+    Build,
+    /// Set up, build, and run the agent with the default config (or the given args).
+    Run {
+        /// Arguments passed to fdr-agent.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then: fmt check, clippy, unit tests and privileged integration tests.
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Benchmarks (probes attached vs detached, in one run); writes target/bench/results.json.
+    Bench {
+        /// Arguments passed to the benchmark harness (e.g. --iterations 500).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Setup => setup::ensure(&root).map(|_| ()),
+        Task::Build => build(&root),
+        Task::Run { args } => run(&root, &args),
+        Task::Test { filter } => test(&root, filter.as_deref()),
+        Task::Bench { args } => bench(&root, &args),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf())
+}
+
+/// Runs a command in the workspace, failing on a non-zero exit.
+fn cmd(root: &Path, program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<()> {
+    setup::ensure(root)?;
+    cmd(
+        root,
+        "cargo",
+        &["build", "--release", "--package", "fdr-agent", "--bins"],
+    )
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    build(root)?;
+    require_root("running the agent")?;
+    let agent = root.join("target/release/fdr-agent");
+    eprintln!(
+        "fdr-agent starting; query it with: {} events --follow",
+        root.join("target/release/fdrctl").display()
+    );
+    let status = Command::new(&agent)
+        .args(args)
+        .status()
+        .context("starting fdr-agent")?;
+    if !status.success() {
+        bail!("fdr-agent exited: {status}");
+    }
+    Ok(())
+}
+
+fn test(root: &Path, filter: Option<&str>) -> Result<()> {
+    setup::ensure(root)?;
+    require_root("the privileged integration tests")?;
+    cmd(root, "cargo", &["fmt", "--all", "--", "--check"])?;
+    cmd(
+        root,
+        "cargo",
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    cmd(
+        root,
+        "cargo",
+        &[
+            "+nightly",
+            "clippy",
+            "--package",
+            "fdr-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The end-to-end tests start the real agent binary.
+    cmd(
+        root,
+        "cargo",
+        &["build", "--package", "fdr-agent", "--bins"],
+    )?;
+    let mut args = vec!["test", "--", "--test-threads=2"];
+    if let Some(f) = filter {
+        args.push(f);
+    }
+    cmd(root, "cargo", &args)
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    setup::ensure(root)?;
+    require_root("the benchmarks (they load the probes)")?;
+    let mut full = vec![
+        "run",
+        "--release",
+        "--package",
+        "fdr-tests",
+        "--bin",
+        "fdr-bench",
+        "--",
+    ];
+    full.extend(args.iter().map(String::as_str));
+    cmd(root, "cargo", &full)
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (eBPF programs, tracefs, cgroups): run as root");
+    }
+    Ok(())
+}

@@ -36,6 +36,8 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
         }),
         Detail::Exec {
             filename,
+            exe,
+            exe_incomplete,
             argv,
             old_tid,
             argv_truncated,
@@ -48,6 +50,8 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
             filename_truncated: *filename_truncated,
             old_tid: *old_tid,
             argv_unreadable: *argv_unreadable,
+            exe: exe.clone(),
+            exe_incomplete: *exe_incomplete,
         }),
         Detail::Exit { status } => {
             let s = ExitStatus::from_wait_status(*status);

@@ -10,7 +10,10 @@ use std::{
 };
 
 use fdr_proto::v1::flight_recorder_server::FlightRecorderServer;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::watch,
+};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::{service::Interceptor, transport::Server, Request, Status};
 
@@ -91,16 +94,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves the API until `shutdown` resolves.
+/// Serves the API until `stop` becomes `true`; open streams end then too.
 pub async fn serve(
     cfg: &ApiConfig,
     unix: UnixListener,
     state: Arc<State>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
-    let shutdown = futures_shared(shutdown);
+    let shutdown = SharedShutdown(stop.clone());
     let unix_server = Server::builder()
-        .add_service(FlightRecorderServer::new(Service::new(state.clone())))
+        .add_service(FlightRecorderServer::new(Service::new(
+            state.clone(),
+            stop.clone(),
+        )))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), shutdown.clone().wait());
     let Some(addr) = cfg.tcp_listen else {
         return Ok(unix_server.await?);
@@ -112,7 +118,7 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(%addr, auth = cfg.tcp_token_file.is_some(), "gRPC API listening on TCP");
-    let svc = FlightRecorderServer::new(Service::new(state));
+    let svc = FlightRecorderServer::new(Service::new(state, stop));
     type ServeFuture = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
     >;
@@ -162,15 +168,6 @@ impl SharedShutdown {
     async fn wait(mut self) {
         let _ = self.0.wait_for(|&v| v).await;
     }
-}
-
-fn futures_shared(fut: impl std::future::Future<Output = ()> + Send + 'static) -> SharedShutdown {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        fut.await;
-        let _ = tx.send(true);
-    });
-    SharedShutdown(rx)
 }
 
 #[cfg(test)]

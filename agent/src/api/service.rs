@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 use fdr_proto::v1::{
     self as pb, flight_recorder_server::FlightRecorder, stream_events_response::Item,
 };
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -18,11 +18,13 @@ use crate::{
 
 pub struct Service {
     state: Arc<State>,
+    /// Becomes `true` when the agent shuts down: open streams end then.
+    stop: watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(state: Arc<State>) -> Self {
-        Service { state }
+    pub fn new(state: Arc<State>, stop: watch::Receiver<bool>) -> Self {
+        Service { state, stop }
     }
 }
 
@@ -63,6 +65,62 @@ fn event_item(ev: &Event) -> Result<pb::StreamEventsResponse, Status> {
 /// Messages queued between the stream task and the gRPC transport.
 const TRANSPORT_QUEUE: usize = 64;
 
+/// Live events after `last_seq` that match, until the client goes away.
+///
+/// Never waits for the client: when its queue is full the event is skipped
+/// for it and counted, and a `Lost` notice precedes the next event it gets.
+async fn forward_live(
+    live: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+    tx: &mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
+    filter: &Filter,
+    last_seq: u64,
+    counters: &crate::stats::Counters,
+) {
+    use mpsc::error::TrySendError;
+    let mut lost = 0u64;
+    loop {
+        let ev = match live.recv().await {
+            Ok(ev) if ev.seq > last_seq && filter.matches(&ev) => ev,
+            Ok(_) => continue,
+            Err(RecvError::Lagged(n)) => {
+                counters
+                    .stream_drops
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                lost += n;
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if lost > 0 {
+            let notice = Ok(pb::StreamEventsResponse {
+                item: Some(Item::Lost(pb::Lost { count: lost })),
+            });
+            match tx.try_send(notice) {
+                Ok(()) => lost = 0,
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(_)) => {
+                    // Still no room: this event is lost too.
+                    counters
+                        .stream_drops
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    lost += 1;
+                    continue;
+                }
+            }
+        }
+        match tx.try_send(event_item(&ev)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                counters
+                    .stream_drops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                lost += 1;
+            }
+            Err(TrySendError::Closed(_)) => return, // client went away
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl FlightRecorder for Service {
     type StreamEventsStream = ReceiverStream<Result<pb::StreamEventsResponse, Status>>;
@@ -91,33 +149,22 @@ impl FlightRecorder for Service {
         let (tx, rx) = mpsc::channel(TRANSPORT_QUEUE);
         let counters = self.state.counters.clone();
         let follow = req.follow;
+        let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let _guard = SubscriberGuard::new(counters.clone());
-            for ev in backlog {
-                if tx.send(event_item(&ev)).await.is_err() {
-                    return;
-                }
-            }
-            if !follow {
-                return;
-            }
-            loop {
-                let msg = match live.recv().await {
-                    Ok(ev) if ev.seq > last_seq && filter.matches(&ev) => event_item(&ev),
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => {
-                        counters
-                            .stream_drops
-                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                        Ok(pb::StreamEventsResponse {
-                            item: Some(Item::Lost(pb::Lost { count: n })),
-                        })
+            let stream = async move {
+                for ev in backlog {
+                    if tx.send(event_item(&ev)).await.is_err() {
+                        return;
                     }
-                    Err(RecvError::Closed) => return,
-                };
-                if tx.send(msg).await.is_err() {
-                    return; // client went away
                 }
+                if follow {
+                    forward_live(&mut live, &tx, &filter, last_seq, &counters).await;
+                }
+            };
+            tokio::select! {
+                _ = stream => {}
+                _ = stop.wait_for(|&v| v) => {}
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

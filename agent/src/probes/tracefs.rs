@@ -70,7 +70,8 @@ impl Format {
     }
 
     /// Parses lines such as
-    /// `field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;`.
+    /// `field:__data_loc char[] filename; offset:8; size:4; signed:0;`
+    /// (tab-separated).
     pub fn parse(name: &str, text: &str) -> Self {
         let fields = text
             .lines()

@@ -18,6 +18,13 @@ pub const COMM_LEN: usize = 16;
 pub const FILENAME_MAX: usize = 512;
 /// Bytes of the command line kept for an exec (`argv` joined by NULs).
 pub const ARGV_MAX: usize = 4096;
+/// Bytes of path components a record may carry (a path walked in the
+/// kernel is sent leaf first, each component ended by NUL).
+pub const PATH_MAX: usize = 4096;
+/// Longest single path component (`NAME_MAX` + NUL).
+pub const NAME_BUF: usize = 256;
+/// Deepest path the kernel walks; deeper ones are cut and flagged.
+pub const PATH_DEPTH: u32 = 48;
 /// Size of the per-kind counter arrays (drops, switches). Kinds are < this.
 pub const MAX_KINDS: u32 = 32;
 
@@ -72,6 +79,12 @@ pub mod flags {
     pub const FILENAME_TRUNCATED: u16 = 1 << 2;
     /// The command line could not be read from the new image's memory.
     pub const ARGV_UNREADABLE: u16 = 1 << 3;
+    /// A path walked in the kernel was deeper or longer than the limits
+    /// ([`super::PATH_DEPTH`], [`super::PATH_MAX`]): its top is missing.
+    pub const PATH_TRUNCATED: u16 = 1 << 4;
+    /// A path walked in the kernel ended at an unreachable root (a
+    /// deleted or disconnected dentry, or another mount namespace's root).
+    pub const PATH_DISCONNECTED: u16 = 1 << 5;
 }
 
 /// Fixed header at the start of every record.
@@ -133,14 +146,20 @@ pub struct ExecEvent {
     pub task: TaskInfo,
     /// Bytes used in `filename`, without the NUL.
     pub filename_len: u16,
-    /// Bytes used in `argv` (arguments separated and ended by NUL).
+    /// Bytes of `data` holding `argv` (arguments each ended by NUL).
     pub argv_len: u16,
+    /// Bytes of `data`, after `argv`, holding the executable's path
+    /// components, leaf first, each ended by NUL.
+    pub exe_len: u16,
+    pub _pad: u16,
     /// Process id before the exec (differs when a non-leader thread execs).
     pub old_tid: u32,
-    /// The path as given to `execve` (resolved by the agent when relative).
+    pub _pad2: u32,
+    /// The path as given to `execve`.
     pub filename: [u8; FILENAME_MAX],
-    /// The new image's `argv`, read from its memory (`mm->arg_start..arg_end`).
-    pub argv: [u8; ARGV_MAX],
+    /// `argv` read from the new image's memory (`mm->arg_start..arg_end`),
+    /// then the path of `mm->exe_file` walked through the dentry cache.
+    pub data: [u8; ARGV_MAX + PATH_MAX + NAME_BUF],
 }
 
 /// A process exit (its thread-group leader's `do_exit`).
@@ -156,8 +175,8 @@ pub struct ExitEvent {
 }
 
 impl ExecEvent {
-    /// Bytes of a record that carry no command line.
-    pub const FIXED_LEN: usize = offset_of!(ExecEvent, argv);
+    /// Bytes of a record before its variable-length `data`.
+    pub const FIXED_LEN: usize = offset_of!(ExecEvent, data);
 }
 
 /// Kernel structure offsets resolved from BTF at load time, plus tracepoint
@@ -179,6 +198,18 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub signal_tty: u32,
+    pub mm_exe_file: u32,
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    /// `dentry.d_name.name` (the `qstr`'s name pointer).
+    pub dentry_name: u32,
+    pub vfsmount_mnt_root: u32,
+    /// Offset of the `struct vfsmount` embedded in `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
     /// Offset of the `__data_loc char[] filename` field of `sched:sched_process_exec`.
     pub tp_exec_filename: u32,
     /// Offset of the `pid` field of `sched:sched_process_exec`.
@@ -203,6 +234,16 @@ impl KernelOffsets {
         mm_arg_start: u32::MAX,
         mm_arg_end: u32::MAX,
         signal_tty: u32::MAX,
+        mm_exe_file: u32::MAX,
+        file_f_path: u32::MAX,
+        path_mnt: u32::MAX,
+        path_dentry: u32::MAX,
+        dentry_d_parent: u32::MAX,
+        dentry_name: u32::MAX,
+        vfsmount_mnt_root: u32::MAX,
+        mount_mnt: u32::MAX,
+        mount_mnt_parent: u32::MAX,
+        mount_mnt_mountpoint: u32::MAX,
         tp_exec_filename: u32::MAX,
         tp_exec_pid: u32::MAX,
         tp_exec_old_pid: u32::MAX,
@@ -231,11 +272,15 @@ pub mod maps {
 const _: () = assert!(size_of::<EventHeader>() == 16);
 const _: () = assert!(size_of::<TaskInfo>() == 6 * 4 + 2 * 8 + COMM_LEN);
 const _: () = assert!(size_of::<ForkEvent>() == 16 + 56 + 8);
-const _: () = assert!(size_of::<ExecEvent>() == 16 + 56 + 8 + FILENAME_MAX + ARGV_MAX);
+const _: () =
+    assert!(size_of::<ExecEvent>() == 16 + 56 + 16 + FILENAME_MAX + ARGV_MAX + PATH_MAX + NAME_BUF);
 const _: () = assert!(size_of::<ExitEvent>() == 16 + 56 + 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 16 * 4);
-const _: () = assert!(offset_of!(ExecEvent, filename) == 80);
-const _: () = assert!(ARGV_MAX <= u16::MAX as usize && FILENAME_MAX <= u16::MAX as usize);
+const _: () = assert!(size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(offset_of!(ExecEvent, filename) == 88);
+const _: () = assert!(ARGV_MAX + PATH_MAX + NAME_BUF <= u16::MAX as usize);
+// The kernel side bounds offsets with masks: these must be powers of two.
+const _: () = assert!(ARGV_MAX.is_power_of_two() && PATH_MAX.is_power_of_two());
+const _: () = assert!(NAME_BUF.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod user {

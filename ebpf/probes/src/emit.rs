@@ -17,8 +17,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "FDR_DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KINDS, 0);
 
+/// Bytes of the per-CPU scratch record: room for the largest record.
+pub const SCRATCH_SIZE: usize = core::mem::size_of::<ExecEvent>();
+
 #[map(name = "FDR_SCRATCH")]
-static SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<[u8; SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static FDR_OFFSETS: KernelOffsets = KernelOffsets::UNSET;
@@ -31,7 +34,7 @@ static FDR_AGENT_TGID: u32 = 0;
 #[inline(always)]
 pub fn offsets() -> &'static KernelOffsets {
     // SAFETY: a static of plain integers; reading it is always defined.
-    unsafe { &*core::ptr::read_volatile(&&FDR_OFFSETS) }
+    unsafe { core::ptr::read_volatile(&&FDR_OFFSETS) }
 }
 
 #[inline(always)]
@@ -52,11 +55,21 @@ pub fn header(kind: u16, flags: u16) -> EventHeader {
     }
 }
 
-/// Per-CPU scratch space large enough for any record.
+/// Per-CPU scratch space large enough for any record, as raw bytes.
 #[inline(always)]
-pub fn scratch() -> Option<&'static mut ExecEvent> {
+pub fn scratch_bytes() -> Option<&'static mut [u8; SCRATCH_SIZE]> {
     // SAFETY: per-CPU value; programs do not nest on one CPU for these hooks.
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The scratch space as an exec record (every bit pattern is valid).
+#[inline(always)]
+pub fn scratch_exec() -> Option<&'static mut ExecEvent> {
+    // SAFETY: as above; ExecEvent is plain old data of exactly this size and
+    // the map value is 8-byte aligned.
+    SCRATCH
+        .get_ptr_mut(0)
+        .map(|p| unsafe { &mut *p.cast::<ExecEvent>() })
 }
 
 /// Sends `len` bytes of `record` (`len` ≤ its size); counts a drop when the

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod emit;
+mod path;
 mod process;
 mod task;
 

@@ -8,10 +8,13 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
-use fdr_common::{flags, EventKind, ExecEvent, ExitEvent, ForkEvent, ARGV_MAX, FILENAME_MAX};
+use fdr_common::{
+    flags, EventKind, ExecEvent, ExitEvent, ForkEvent, ARGV_MAX, FILENAME_MAX, PATH_MAX,
+};
 
 use crate::{
-    emit::{agent_tgid, header, offsets, scratch, send},
+    emit::{agent_tgid, header, offsets, scratch_exec, send},
+    path::walk,
     task::{current, current_info, field, session_flags},
 };
 
@@ -56,7 +59,9 @@ pub fn fdr_fork(ctx: RawTracePointContext) -> i32 {
 
 #[tracepoint]
 pub fn fdr_exec(ctx: TracePointContext) -> i32 {
-    let Some(ev) = scratch() else { return 0 };
+    let Some(ev) = scratch_exec() else {
+        return 0;
+    };
     let task = current();
     ev.task = current_info(task);
     if ev.task.tgid == agent_tgid() {
@@ -96,10 +101,11 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
     }
     let mut argv_len = n as u32;
     if argv_len > 0 {
-        // SAFETY: `argv_len` ≤ the destination's size; the helper faults safely.
+        // SAFETY: `argv_len` ≤ ARGV_MAX ≤ the destination's size; the helper
+        // faults safely.
         let rc = unsafe {
             bpf_probe_read_user(
-                ev.argv.as_mut_ptr().cast(),
+                ev.data.as_mut_ptr().cast(),
                 argv_len,
                 start as *const core::ffi::c_void,
             )
@@ -110,8 +116,19 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
         }
     }
     ev.argv_len = argv_len as u16;
-    ev.header = header(EventKind::Exec as u16, fl);
-    let len = ExecEvent::FIXED_LEN + (argv_len as usize & (2 * ARGV_MAX - 1));
+
+    // The executable's real path, after the arguments.
+    let exe_file: *const u8 = field(mm, o.mm_exe_file).unwrap_or(core::ptr::null());
+    let (exe_len, path_flags) = if exe_file.is_null() || o.file_f_path == u32::MAX {
+        (0, flags::PATH_DISCONNECTED)
+    } else {
+        // SAFETY: pointer arithmetic only; the walk uses probe reads.
+        let f_path = unsafe { exe_file.add(o.file_f_path as usize) };
+        walk(f_path, ExecEvent::FIXED_LEN + argv_len as usize)
+    };
+    ev.exe_len = exe_len as u16;
+    ev.header = header(EventKind::Exec as u16, fl | path_flags);
+    let len = ExecEvent::FIXED_LEN + ((argv_len as usize + exe_len) & (4 * PATH_MAX - 1));
     if len <= core::mem::size_of::<ExecEvent>() {
         send(EventKind::Exec as u16, ev, len);
     }

@@ -1,0 +1,203 @@
+//! Process events from the real probes: fork, exec and exit of a child the
+//! test runs, and cgroup attribution.
+
+use std::process::Command;
+
+use fdr_agent::event::{Detail, ExitStatus};
+use fdr_tests::{unique, Capture, Cgroup};
+
+fn argv_of(ev: &fdr_agent::event::Event) -> Option<&[String]> {
+    match &ev.record.detail {
+        Detail::Exec { argv, .. } => Some(argv),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_exec_exit_of_a_child() {
+    let mut cap = Capture::start("proc").await;
+    let marker = unique("exit7");
+    let me = std::process::id();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let status = Command::new("/bin/sh")
+        .args(["-c", "exit 7", &marker])
+        .status()
+        .expect("run sh");
+    assert_eq!(status.code(), Some(7));
+
+    let exec = cap
+        .wait_for("exec of the child", |e| {
+            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+        })
+        .await;
+    let pid = exec.record.task.pid;
+    assert_eq!(exec.record.task.ppid, me, "parent is the test process");
+    assert_eq!(exec.record.task.uid, uid);
+    assert_eq!(exec.record.task.tid, pid);
+    assert_eq!(exec.record.task.comm, "sh");
+    match &exec.record.detail {
+        Detail::Exec {
+            filename,
+            exe,
+            exe_incomplete,
+            argv,
+            argv_truncated,
+            ..
+        } => {
+            assert_eq!(filename, "/bin/sh");
+            assert_eq!(
+                exe,
+                std::fs::canonicalize("/bin/sh").unwrap().to_str().unwrap()
+            );
+            assert!(!exe_incomplete);
+            assert_eq!(argv, &["/bin/sh", "-c", "exit 7", marker.as_str()]);
+            assert!(!argv_truncated);
+        }
+        other => panic!("not an exec: {other:?}"),
+    }
+    // The process's executable is the real file, symlinks resolved, as in /proc.
+    let real_sh = std::fs::canonicalize("/bin/sh").unwrap();
+    assert_eq!(&*exec.exe, real_sh.to_str().unwrap());
+
+    // The fork came before the exec, so it is in the buffer.
+    let fork = {
+        let buf = cap.agent.as_ref().unwrap().state.buffer.lock().unwrap();
+        let found = buf
+            .iter()
+            .find(|e| matches!(e.record.detail, Detail::Fork { .. }) && e.record.task.pid == pid)
+            .cloned();
+        found.expect("fork event of the child in the buffer")
+    };
+    assert_eq!(fork.record.task.ppid, me);
+    assert!(fork.seq < exec.seq);
+    assert!(fork.record.boot_ns <= exec.record.boot_ns);
+    match fork.record.detail {
+        Detail::Fork { parent_tid } => {
+            let test_threads: Vec<u32> = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            assert!(
+                test_threads.contains(&parent_tid),
+                "forked by a thread of the test"
+            );
+        }
+        _ => unreachable!(),
+    }
+
+    let exit = cap
+        .wait_for("exit of the child", |e| {
+            e.record.task.pid == pid && matches!(e.record.detail, Detail::Exit { .. })
+        })
+        .await;
+    match exit.record.detail {
+        Detail::Exit { status } => {
+            assert_eq!(ExitStatus::from_wait_status(status).code, Some(7));
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        &exit.argv[..],
+        &["/bin/sh", "-c", "exit 7", marker.as_str()]
+    );
+    // Wall-clock time within a few seconds of now.
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    assert!(
+        now_ns.abs_diff(exit.time_ns) < 30_000_000_000,
+        "time {}",
+        exit.time_ns
+    );
+    cap.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_in_a_cgroup_carries_its_id() {
+    let mut cap = Capture::start("cgroup").await;
+    let cg = Cgroup::create(&unique("cg"));
+    let marker = unique("incg");
+    let script = format!(
+        "echo $$ > {} && exec /bin/true {marker}",
+        cg.procs_file().display()
+    );
+    let status = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .expect("run sh");
+    assert!(status.success());
+    let exec = cap
+        .wait_for("exec inside the cgroup", |e| {
+            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+        })
+        .await;
+    assert_eq!(exec.record.task.cgroup_id, cg.id());
+    assert_ne!(exec.record.task.cgroup_id, 0);
+    match &exec.record.detail {
+        Detail::Exec { filename, .. } => assert_eq!(filename, "/bin/true"),
+        _ => unreachable!(),
+    }
+    cap.stop().await;
+    drop(cg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_command_line_is_truncated_and_flagged() {
+    let mut cap = Capture::start("longargv").await;
+    let marker = unique("long");
+    let long = "x".repeat(3000);
+    let status = Command::new("/bin/true")
+        .args([marker.as_str(), &long, &long])
+        .status()
+        .expect("run true");
+    assert!(status.success());
+    let exec = cap
+        .wait_for("exec with a long argv", |e| {
+            argv_of(e).is_some_and(|a| a.get(1) == Some(&marker))
+        })
+        .await;
+    match &exec.record.detail {
+        Detail::Exec {
+            argv,
+            argv_truncated,
+            ..
+        } => {
+            assert!(argv_truncated);
+            let total: usize = argv.iter().map(|a| a.len() + 1).sum();
+            assert!(total <= fdr_common::ARGV_MAX + 1, "kept {total} bytes");
+            assert_eq!(argv[2], long, "second argument whole");
+            assert!(argv[3].len() < 3000 && argv[3].chars().all(|c| c == 'x'));
+        }
+        _ => unreachable!(),
+    }
+    cap.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_exec_path_is_made_absolute() {
+    let mut cap = Capture::start("relexec").await;
+    let marker = unique("rel");
+    let status = Command::new("./true")
+        .current_dir("/bin")
+        .arg(&marker)
+        .status()
+        .expect("run ./true");
+    assert!(status.success());
+    let exec = cap
+        .wait_for("exec of ./true", |e| {
+            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+        })
+        .await;
+    match &exec.record.detail {
+        Detail::Exec { filename, exe, .. } => {
+            let real = std::fs::canonicalize("/bin/true").unwrap();
+            assert_eq!(filename, real.to_str().unwrap(), "made absolute");
+            assert_eq!(exe, filename);
+        }
+        _ => unreachable!(),
+    }
+    cap.stop().await;
+}
