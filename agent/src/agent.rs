@@ -74,9 +74,10 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let mut tasks = Vec::new();
     let pipe_state = state.clone();
     let grace = cfg.recorder.exited_process_grace;
+    let poll = cfg.probes.poll_interval;
     let pipe_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
-        pipeline::run(ring, pipe_state, grace, pipe_rx)
+        pipeline::run(ring, pipe_state, grace, poll, pipe_rx)
             .await
             .map_err(AgentError::Ring)
     }));

@@ -39,6 +39,11 @@ pub struct ProbesConfig {
     /// Size of the kernel → agent ring buffer in bytes, rounded up to a power
     /// of two. Default 8 MiB: about 30k exec records or 100k others.
     pub ring_buffer_bytes: u32,
+    /// How often the agent drains the ring buffer. The kernel wakes it
+    /// earlier only when an eighth of the ring is pending: a wake-up per
+    /// event would cost more than the probes themselves. Default 10ms.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +86,7 @@ impl Default for ProbesConfig {
     fn default() -> Self {
         ProbesConfig {
             ring_buffer_bytes: 8 << 20,
+            poll_interval: std::time::Duration::from_millis(10),
         }
     }
 }
@@ -131,6 +137,11 @@ impl Config {
         if self.probes.ring_buffer_bytes < 4096 || self.probes.ring_buffer_bytes > 1 << 30 {
             return Err(ConfigError::Invalid(
                 "probes.ring_buffer_bytes must be between 4096 and 1 GiB".into(),
+            ));
+        }
+        if self.probes.poll_interval.is_zero() || self.probes.poll_interval.as_secs() > 1 {
+            return Err(ConfigError::Invalid(
+                "probes.poll_interval must be between 1ns and 1s".into(),
             ));
         }
         if self.recorder.host_buffer_bytes < 4096 {

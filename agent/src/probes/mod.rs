@@ -107,6 +107,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offs, true)
             .override_global(globals::AGENT_TGID, &opts.agent_tgid, true)
+            .override_global(globals::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)
             .map_max_entries(maps::EVENTS, ring_bytes)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
@@ -209,6 +210,13 @@ impl Probes {
         debug_assert!(out.len() <= MAX_KINDS as usize);
         Ok(out)
     }
+}
+
+/// Pending bytes at which the kernel wakes the reader early: an eighth of
+/// the ring, so a burst is drained well before it fills, while ordinary
+/// traffic waits for the reader's poll tick.
+fn wakeup_bytes(ring_bytes: u32) -> u64 {
+    u64::from(ring_bytes / 8)
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -256,6 +256,8 @@ pub mod globals {
     pub const OFFSETS: &str = "FDR_OFFSETS";
     /// `u32`: the agent's own process id; its events never leave the kernel.
     pub const AGENT_TGID: &str = "FDR_AGENT_TGID";
+    /// `u64`: pending ring buffer bytes at which the reader is woken.
+    pub const WAKEUP_BYTES: &str = "FDR_WAKEUP_BYTES";
 }
 
 /// Names of the maps user space opens.
