@@ -19,6 +19,8 @@ pub enum AgentError {
     Probes(#[from] ProbeError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("attaching the ring buffer to the event loop: {0}")]
     Ring(std::io::Error),
 }
@@ -53,8 +55,10 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             SelfFilter::ExcludeSelf => std::process::id(),
             SelfFilter::RecordAll => 0,
         },
+        kinds: cfg.capture.kinds().map_err(AgentError::Config)?,
+        prefixes: crate::watch::prefixes(&cfg.capture, &cfg.recorder.data_dir),
     };
-    let (mut probes, ring) = Probes::load(&opts)?;
+    let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(&opts);
     let unix = api::bind_unix(&cfg.api.socket)?;
     // Attach before the /proc scan, so a process started during the scan
@@ -73,11 +77,15 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let pipe_state = state.clone();
-    let grace = cfg.recorder.exited_process_grace;
-    let poll = cfg.probes.poll_interval;
+    let pipe_cfg = pipeline::PipelineConfig {
+        exited_grace: cfg.recorder.exited_process_grace,
+        poll_interval: cfg.probes.poll_interval,
+        capture: cfg.capture.clone(),
+        data_dir: cfg.recorder.data_dir.clone(),
+    };
     let pipe_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
-        pipeline::run(ring, pipe_state, grace, poll, pipe_rx)
+        pipeline::run(rings, pipe_state, pipe_cfg, pipe_rx)
             .await
             .map_err(AgentError::Ring)
     }));

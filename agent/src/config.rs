@@ -28,6 +28,7 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub probes: ProbesConfig,
+    pub capture: CaptureConfig,
     pub recorder: RecorderConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
@@ -46,9 +47,39 @@ pub struct ProbesConfig {
     pub poll_interval: std::time::Duration,
 }
 
+/// What is captured, and what never leaves the kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Event kinds switched off (dropped in the kernel), by name, e.g.
+    /// `["write"]`. Default: none.
+    pub disabled_kinds: Vec<String>,
+    /// Files whose read-only opens are reported (`sensitive-read`). `*`
+    /// matches within one path component. Re-resolved every `watch_refresh`.
+    pub sensitive_files: Vec<String>,
+    /// Files and directories whose changes travel in the critical ring
+    /// (directories: their whole subtree), and absolute-path prefixes
+    /// routed there.
+    pub critical_paths: Vec<String>,
+    /// Directories never reported (their subtree), e.g. the agent's own
+    /// data. `/proc` and `/sys` are pseudo filesystems, excluded anyway.
+    pub excluded_paths: Vec<String>,
+    /// Files whose changes are account modifications. A name ending in `/`
+    /// is a directory (every file in it); `*` matches within a component.
+    pub account_files: Vec<String>,
+    /// Programs (file names) that change accounts.
+    pub account_tools: Vec<String>,
+    /// How often the watched files are resolved again (files get replaced).
+    #[serde(with = "humantime_serde_compat")]
+    pub watch_refresh: std::time::Duration,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecorderConfig {
+    /// Where the agent keeps its data; never itself recorded. Default
+    /// `/var/lib/fdr`.
+    pub data_dir: PathBuf,
     /// Memory the host event buffer may use, in bytes; the oldest events are
     /// evicted beyond it. Default 64 MiB.
     pub host_buffer_bytes: u64,
@@ -91,9 +122,79 @@ impl Default for ProbesConfig {
     }
 }
 
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            disabled_kinds: Vec::new(),
+            sensitive_files: strings(&[
+                "/etc/shadow",
+                "/etc/gshadow",
+                "/etc/passwd",
+                "/etc/sudoers",
+                "/root/.ssh/id_*",
+                "/home/*/.ssh/id_*",
+                "/root/.ssh/authorized_keys",
+                "/home/*/.ssh/authorized_keys",
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                "/var/lib/kubelet/pods/*/volumes/kubernetes.io~projected/*/token",
+                "/root/.aws/credentials",
+                "/home/*/.aws/credentials",
+                "/root/.config/gcloud/credentials.db",
+                "/home/*/.config/gcloud/credentials.db",
+                "/root/.azure/msal_token_cache.json",
+                "/home/*/.azure/msal_token_cache.json",
+                "/root/.kube/config",
+                "/home/*/.kube/config",
+            ]),
+            critical_paths: strings(&["/etc/", "/root/.ssh/", "/home/*/.ssh/"]),
+            excluded_paths: strings(&["/proc/", "/sys/", "/var/lib/fdr/"]),
+            account_files: strings(&[
+                "/etc/passwd",
+                "/etc/shadow",
+                "/etc/group",
+                "/etc/gshadow",
+                "/etc/sudoers",
+                "/etc/sudoers.d/",
+                "/etc/subuid",
+                "/etc/subgid",
+                "/root/.ssh/authorized_keys",
+                "/home/*/.ssh/authorized_keys",
+            ]),
+            account_tools: strings(&[
+                "useradd", "adduser", "usermod", "userdel", "deluser", "passwd", "chpasswd",
+                "chage", "chsh", "chfn", "groupadd", "addgroup", "groupmod", "groupdel",
+                "delgroup", "gpasswd", "newusers", "vipw", "vigr", "visudo",
+            ]),
+            watch_refresh: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl CaptureConfig {
+    /// The kinds to capture.
+    pub fn kinds(&self) -> Result<Vec<fdr_common::EventKind>, ConfigError> {
+        for name in &self.disabled_kinds {
+            if fdr_common::EventKind::from_name(name).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "capture.disabled_kinds: unknown kind {name:?}"
+                )));
+            }
+        }
+        Ok(fdr_common::EventKind::ALL
+            .into_iter()
+            .filter(|k| !self.disabled_kinds.iter().any(|d| d == k.name()))
+            .collect())
+    }
+}
+
 impl Default for RecorderConfig {
     fn default() -> Self {
         RecorderConfig {
+            data_dir: PathBuf::from("/var/lib/fdr"),
             host_buffer_bytes: 64 << 20,
             exited_process_grace: std::time::Duration::from_secs(300),
         }
@@ -148,6 +249,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "recorder.host_buffer_bytes must be at least 4096".into(),
             ));
+        }
+        self.capture.kinds()?;
+        let prefixes = self
+            .capture
+            .critical_paths
+            .iter()
+            .chain(&self.capture.excluded_paths);
+        if prefixes.filter(|p| !p.contains('*')).count() > fdr_common::MAX_PREFIXES {
+            return Err(ConfigError::Invalid(format!(
+                "at most {} critical and excluded paths without wildcards",
+                fdr_common::MAX_PREFIXES
+            )));
         }
         if self.api.stream_queue == 0 {
             return Err(ConfigError::Invalid("api.stream_queue must be > 0".into()));

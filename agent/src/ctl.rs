@@ -13,7 +13,9 @@ pub struct EventsArgs {
     /// Keep streaming new events after the buffered ones.
     #[arg(short, long)]
     pub follow: bool,
-    /// Only these kinds (repeatable): fork, exec, exit.
+    /// Only these kinds (repeatable): fork, exec, exit, write, rename, unlink,
+    /// chmod, chown, link, truncate, sensitive-read, listen, bind, connect,
+    /// accept, priv-change, account, binary.
     #[arg(long, value_parser = parse_kind)]
     pub kind: Vec<EventKind>,
     /// Only events of this process id (repeatable).
@@ -124,8 +126,97 @@ fn detail_text(ev: &pb::Event) -> String {
             ),
             _ => format!("status {}", x.raw_status),
         },
+        Some(Detail::File(f)) => file_text(ev.kind, f),
+        Some(Detail::Net(n)) => {
+            let local = format!(
+                "{} {}",
+                n.protocol,
+                addr_text(&n.local_address, n.local_port)
+            );
+            if n.remote_address.is_empty() {
+                local
+            } else {
+                format!("{local} -> {}", addr_text(&n.remote_address, n.remote_port))
+            }
+        }
+        Some(Detail::Priv(p)) => {
+            let (o, n) = (p.old.unwrap_or_default(), p.new.unwrap_or_default());
+            format!(
+                "{}: uid {}/{}/{} -> {}/{}/{}, gid {}/{}/{} -> {}/{}/{}, caps {:#x} -> {:#x}",
+                p.syscall,
+                o.uid,
+                o.euid,
+                o.suid,
+                n.uid,
+                n.euid,
+                n.suid,
+                o.gid,
+                o.egid,
+                o.sgid,
+                n.gid,
+                n.egid,
+                n.sgid,
+                o.cap_effective,
+                n.cap_effective
+            )
+        }
+        Some(Detail::Account(a)) => format!(
+            "{} by {} ({}){}: {} [{}]",
+            a.r#type,
+            a.user,
+            a.uid,
+            if a.interactive { ", interactive" } else { "" },
+            a.files.join(", "),
+            shell_words(&a.command)
+        ),
+        Some(Detail::Binary(b)) => format!(
+            "{} {} (written by pid {})",
+            b.reason,
+            b.path,
+            b.writer_pid.map_or("?".into(), |p| p.to_string())
+        ),
         None => String::new(),
     }
+}
+
+fn addr_text(ip: &str, port: u32) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn file_text(kind: i32, f: &pb::FileDetail) -> String {
+    let path2 = f.path2.as_deref().unwrap_or("?");
+    let mut s = match pb::EventKind::try_from(kind) {
+        Ok(pb::EventKind::FileRename) => format!("{} -> {path2}", f.path),
+        Ok(pb::EventKind::FileLink) if f.flags & 1 != 0 => {
+            format!("{path2} -> {} (symlink)", f.path)
+        }
+        Ok(pb::EventKind::FileLink) => format!("{path2} = {}", f.path),
+        Ok(pb::EventKind::FileChmod) => match f.old_mode {
+            Some(old) => format!(
+                "{} mode {:o} -> {:o}",
+                f.path,
+                old & 0o7777,
+                f.new_mode.unwrap_or(0)
+            ),
+            None => format!("{} mode {:o}", f.path, f.new_mode.unwrap_or(0)),
+        },
+        Ok(pb::EventKind::FileChown) => format!(
+            "{} owner {}:{}",
+            f.path,
+            f.uid.map_or("-".into(), |u| u.to_string()),
+            f.gid.map_or("-".into(), |g| g.to_string())
+        ),
+        Ok(pb::EventKind::FileTruncate) => format!("{} to {} bytes", f.path, f.size.unwrap_or(0)),
+        _ => f.path.clone(),
+    };
+    if f.incomplete {
+        s.push_str(" [path incomplete]");
+    }
+    s
 }
 
 /// Arguments quoted where a shell would need it, so the line reads back.
@@ -147,7 +238,7 @@ fn shell_words(argv: &[String]) -> String {
 
 fn table_header() -> String {
     format!(
-        "{:<24} {:<5} {:>7} {:>7} {:>6} {:<16} DETAIL",
+        "{:<24} {:<14} {:>7} {:>7} {:>6} {:<16} DETAIL",
         "TIME", "KIND", "PID", "PPID", "UID", "COMM"
     )
 }
@@ -155,7 +246,7 @@ fn table_header() -> String {
 pub fn table_row(ev: &pb::Event) -> String {
     let p = ev.process.clone().unwrap_or_default();
     format!(
-        "{:<24} {:<5} {:>7} {:>7} {:>6} {:<16} {}",
+        "{:<24} {:<14} {:>7} {:>7} {:>6} {:<16} {}",
         time_text(ev.time.as_ref()),
         kind_name(ev.kind),
         p.pid,
@@ -177,6 +268,35 @@ pub fn event_json(ev: &pb::Event) -> Value {
         }),
         Some(Detail::Exit(x)) => json!({
             "code": x.code, "signal": x.signal, "core_dumped": x.core_dumped, "raw_status": x.raw_status,
+        }),
+        Some(Detail::File(f)) => json!({
+            "path": f.path, "path2": f.path2, "incomplete": f.incomplete, "flags": f.flags,
+            "mode": f.mode, "new_mode": f.new_mode, "old_mode": f.old_mode, "uid": f.uid,
+            "gid": f.gid, "size": f.size, "dev": f.dev, "ino": f.ino, "syscall": f.syscall,
+        }),
+        Some(Detail::Net(n)) => json!({
+            "protocol": n.protocol, "local_address": n.local_address, "local_port": n.local_port,
+            "remote_address": n.remote_address, "remote_port": n.remote_port,
+            "backlog": n.backlog, "ret": n.ret,
+        }),
+        Some(Detail::Priv(p)) => {
+            let c = |c: &Option<pb::Creds>| {
+                let c = c.unwrap_or_default();
+                json!({
+                    "uid": c.uid, "euid": c.euid, "suid": c.suid, "fsuid": c.fsuid,
+                    "gid": c.gid, "egid": c.egid, "sgid": c.sgid, "fsgid": c.fsgid,
+                    "cap_effective": c.cap_effective, "cap_permitted": c.cap_permitted,
+                })
+            };
+            json!({ "syscall": p.syscall, "old": c(&p.old), "new": c(&p.new) })
+        }
+        Some(Detail::Account(a)) => json!({
+            "type": a.r#type, "hostname": a.hostname, "uid": a.uid, "user": a.user,
+            "files": a.files, "command": a.command, "interactive": a.interactive,
+            "first_change": time_text(a.first_change.as_ref()),
+        }),
+        Some(Detail::Binary(b)) => json!({
+            "path": b.path, "reason": b.reason, "writer_pid": b.writer_pid, "writer_exe": b.writer_exe,
         }),
         None => Value::Null,
     };
@@ -284,6 +404,9 @@ mod tests {
     #[test]
     fn kind_names_parse() {
         assert_eq!(parse_kind("exec"), Ok(EventKind::Exec));
-        assert!(parse_kind("nope").unwrap_err().contains("fork, exec, exit"));
+        assert_eq!(parse_kind("sensitive-read"), Ok(EventKind::SensitiveRead));
+        assert!(parse_kind("nope")
+            .unwrap_err()
+            .contains("fork, exec, exit, write"));
     }
 }

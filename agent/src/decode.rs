@@ -3,12 +3,17 @@
 
 use std::mem::size_of;
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use fdr_common::{
-    flags, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, TaskInfo, ARGV_MAX,
-    FILENAME_MAX, NAME_BUF, PATH_MAX,
+    flags, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent, PathRef,
+    PrivEvent, TaskInfo, ARGV_MAX, FILENAME_MAX, NAME_BUF, PATH_AREA, PATH_MAX,
 };
 
-use crate::event::{Detail, Record, Task};
+use crate::{
+    event::{Creds, Detail, FileDetail, NetDetail, PrivDetail, Record, Task},
+    probes::syscalls::name_of,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -62,6 +67,39 @@ pub fn decode(data: &[u8]) -> Result<Record, DecodeError> {
             )
         }
         EventKind::Exec => decode_exec(data, header.flags)?,
+        EventKind::FileWrite
+        | EventKind::FileRename
+        | EventKind::FileUnlink
+        | EventKind::FileChmod
+        | EventKind::FileChown
+        | EventKind::FileLink
+        | EventKind::FileTruncate
+        | EventKind::SensitiveRead => decode_file(data, kind)?,
+        EventKind::NetListen
+        | EventKind::NetBind
+        | EventKind::NetConnect
+        | EventKind::NetAccept => {
+            let ev: NetEvent = read_pod(data)?;
+            (
+                ev.task,
+                Detail::Net {
+                    kind,
+                    net: net_detail(&ev)?,
+                },
+            )
+        }
+        EventKind::PrivChange => {
+            let ev: PrivEvent = read_pod(data)?;
+            let detail = PrivDetail {
+                syscall: name_of(ev.syscall_nr).unwrap_or("?"),
+                old: creds(&ev.old),
+                new: creds(&ev.new),
+            };
+            (ev.task, Detail::Priv(Box::new(detail)))
+        }
+        EventKind::AccountChange | EventKind::BinaryWritten => {
+            return Err(DecodeError::UnknownKind(header.kind)); // made by the agent only
+        }
     };
     Ok(Record {
         boot_ns: header.ts_ns,
@@ -121,6 +159,8 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
             filename,
             exe,
             exe_incomplete: fl & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED) != 0,
+            exe_dev: fixed.exe_dev,
+            exe_ino: fixed.exe_ino,
             argv: split_argv(argv_bytes),
             old_tid: fixed.old_tid,
             argv_truncated: fl & flags::ARGV_TRUNCATED != 0,
@@ -128,6 +168,187 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
             filename_truncated: fl & flags::FILENAME_TRUNCATED != 0,
         },
     ))
+}
+
+fn creds(c: &fdr_common::Creds) -> Creds {
+    Creds {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_effective: c.cap_effective,
+        cap_permitted: c.cap_permitted,
+    }
+}
+
+fn net_detail(ev: &NetEvent) -> Result<NetDetail, DecodeError> {
+    let addr = |bytes: &[u8; 16], port: u16| -> Result<SocketAddr, DecodeError> {
+        Ok(match ev.family {
+            2 => SocketAddr::from((Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]), port)),
+            10 => SocketAddr::from((Ipv6Addr::from(*bytes), port)),
+            f => {
+                return Err(DecodeError::BadLength {
+                    field: "family",
+                    value: f as usize,
+                })
+            }
+        })
+    };
+    let local = addr(&ev.local_addr, ev.local_port)?;
+    let remote = addr(&ev.remote_addr, ev.remote_port)?;
+    let has_peer = ev.header.kind == EventKind::NetConnect as u16
+        || ev.header.kind == EventKind::NetAccept as u16;
+    Ok(NetDetail {
+        protocol: ev.protocol,
+        local,
+        remote: has_peer.then_some(remote),
+        backlog: ev.backlog,
+        ret: ev.ret,
+    })
+}
+
+/// [`FileEvent`] without its variable-length `data`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FileFixed {
+    header: EventHeader,
+    task: TaskInfo,
+    syscall_nr: u32,
+    flags: u32,
+    mode: u32,
+    new_mode: u32,
+    old_mode: u32,
+    _pad2: u32,
+    uid: u32,
+    gid: u32,
+    dev: u32,
+    _pad: u32,
+    ino: u64,
+    size: u64,
+    path: PathRef,
+    path2: PathRef,
+}
+const _: () = assert!(size_of::<FileFixed>() == FileEvent::FIXED_LEN);
+
+fn decode_file(data: &[u8], kind: EventKind) -> Result<(TaskInfo, Detail), DecodeError> {
+    let f: FileFixed = read_pod(data)?;
+    let var = &data[FileEvent::FIXED_LEN..];
+    let (path, inc1) = path_in(var, 0, &f.path)?;
+    let two = matches!(kind, EventKind::FileRename | EventKind::FileLink);
+    let (path2, inc2) = if two {
+        let (p, i) = path_in(var, 1, &f.path2)?;
+        (Some(p), i)
+    } else {
+        (None, false)
+    };
+    let some = |v: u32| (v != u32::MAX).then_some(v);
+    let detail = FileDetail {
+        path,
+        path2,
+        incomplete: inc1 || inc2,
+        flags: f.flags,
+        mode: f.mode,
+        new_mode: (kind == EventKind::FileChmod).then_some(f.new_mode),
+        old_mode: (kind == EventKind::FileChmod && f.old_mode != 0).then_some(f.old_mode),
+        uid: if kind == EventKind::FileChown {
+            some(f.uid)
+        } else {
+            None
+        },
+        gid: if kind == EventKind::FileChown {
+            some(f.gid)
+        } else {
+            None
+        },
+        size: (kind == EventKind::FileTruncate).then_some(f.size),
+        dev: f.dev,
+        ino: f.ino,
+        syscall: name_of(f.syscall_nr).unwrap_or("?"),
+    };
+    Ok((
+        f.task,
+        Detail::File {
+            kind,
+            file: Box::new(detail),
+        },
+    ))
+}
+
+/// Path number `slot` of a file record's data, and whether it is incomplete.
+fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(String, bool), DecodeError> {
+    let area_start = slot * PATH_AREA;
+    let tail_len = r.tail_len as usize;
+    let walk = r.walk_off as usize..r.walk_off as usize + r.walk_len as usize;
+    if tail_len > PATH_MAX || walk.end > PATH_AREA {
+        return Err(DecodeError::BadLength {
+            field: "path",
+            value: walk.end.max(tail_len),
+        });
+    }
+    let short = |need: usize| DecodeError::Short {
+        len: FileEvent::FIXED_LEN + var.len(),
+        need: FileEvent::FIXED_LEN + need,
+    };
+    let area = var.get(area_start..).unwrap_or_default();
+    let tail = area
+        .get(..tail_len)
+        .ok_or_else(|| short(area_start + tail_len))?;
+    let walked = if walk.is_empty() {
+        &[][..]
+    } else {
+        area.get(walk.clone())
+            .ok_or_else(|| short(area_start + walk.end))?
+    };
+    let walk_flags = r.flags & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED);
+    let mut incomplete = walk_flags != 0 || r.flags & PathRef::TAIL_UNREADABLE != 0;
+    let tail = String::from_utf8_lossy(tail);
+    let path = if r.flags & PathRef::TAIL_ONLY != 0 {
+        if tail.starts_with('/') {
+            normalize(&tail)
+        } else {
+            tail.into_owned() // a symlink's target text, as written
+        }
+    } else {
+        let dir = join_walked_path(walked, walk_flags);
+        if dir.is_empty() && tail.is_empty() {
+            incomplete = true;
+        }
+        if tail.is_empty() {
+            dir
+        } else {
+            normalize(&format!("{dir}/{tail}"))
+        }
+    };
+    Ok((path, incomplete))
+}
+
+/// `.` and `..` resolved lexically, repeated and trailing `/` removed.
+pub fn normalize(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// [`ExecEvent`] without its variable-length `data`.
@@ -141,7 +362,8 @@ struct ExecFixed {
     exe_len: u16,
     _pad: u16,
     old_tid: u32,
-    _pad2: u32,
+    exe_dev: u32,
+    exe_ino: u64,
     filename: [u8; FILENAME_MAX],
 }
 
@@ -245,7 +467,8 @@ mod tests {
             exe_len: exe.len() as u16,
             _pad: 0,
             old_tid: 42,
-            _pad2: 0,
+            exe_dev: 0,
+            exe_ino: 0,
             filename: [0; FILENAME_MAX],
             data: [0; ARGV_MAX + PATH_MAX + NAME_BUF],
         });

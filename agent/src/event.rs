@@ -38,6 +38,9 @@ pub enum Detail {
         /// The walk of `exe` was cut short (too deep) or ended outside the
         /// agent's root (another mount namespace, a deleted file).
         exe_incomplete: bool,
+        /// Device (kernel encoding) and inode of the executable.
+        exe_dev: u32,
+        exe_ino: u64,
         argv: Vec<String>,
         old_tid: u32,
         argv_truncated: bool,
@@ -48,6 +51,129 @@ pub enum Detail {
         /// wait(2) status.
         status: u32,
     },
+    /// Every file kind (write, rename, unlink, chmod, chown, link,
+    /// truncate, sensitive read).
+    File {
+        kind: EventKind,
+        file: Box<FileDetail>,
+    },
+    /// listen, bind, connect, accept.
+    Net {
+        kind: EventKind,
+        net: NetDetail,
+    },
+    Priv(Box<PrivDetail>),
+    Account(Box<AccountDetail>),
+    Binary(Box<BinaryDetail>),
+}
+
+/// A file event's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileDetail {
+    /// Absolute path (for rename and link: the first argument, i.e. the old
+    /// name, or a symlink's target text).
+    pub path: String,
+    /// The second path: rename's and link's new name.
+    pub path2: Option<String>,
+    /// A path could not be made absolute in full (too deep, outside the
+    /// agent's root, unreadable argument).
+    pub incomplete: bool,
+    /// `f_flags` of an opened file; `AT_*` / `RENAME_*` flags otherwise.
+    pub flags: u32,
+    /// `st_mode` when known (opens and descriptor-based calls), else 0.
+    pub mode: u32,
+    pub new_mode: Option<u32>,
+    pub old_mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    /// Device (kernel encoding) and inode, when known.
+    pub dev: u32,
+    pub ino: u64,
+    /// Name of the syscall.
+    pub syscall: &'static str,
+}
+
+/// A network event's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetDetail {
+    /// `IPPROTO_*` (6 TCP, 17 UDP).
+    pub protocol: u16,
+    pub local: std::net::SocketAddr,
+    /// The peer (connect, accept).
+    pub remote: Option<std::net::SocketAddr>,
+    pub backlog: u32,
+    pub ret: i32,
+}
+
+/// Credentials of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Creds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivDetail {
+    pub syscall: &'static str,
+    pub old: Creds,
+    pub new: Creds,
+}
+
+/// One account modification: what the product we model calls a host
+/// "accounts modified" record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDetail {
+    pub hostname: String,
+    /// Who made the change.
+    pub uid: u32,
+    pub user: String,
+    /// Files changed, in order, each once.
+    pub files: Vec<String>,
+    /// Command line of the process that made the change (the account tool
+    /// when one was involved).
+    pub command: Vec<String>,
+    pub interactive: bool,
+    /// Boot-time ns of the first change.
+    pub first_boot_ns: u64,
+}
+
+/// Why a file counts as a written binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryReason {
+    /// Written while it had execute permission.
+    WrittenExecutable,
+    /// Written, then given execute permission.
+    MadeExecutable,
+    /// Written, then executed.
+    Executed,
+}
+
+impl BinaryReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryReason::WrittenExecutable => "written-executable",
+            BinaryReason::MadeExecutable => "made-executable",
+            BinaryReason::Executed => "written-then-executed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryDetail {
+    pub path: String,
+    pub reason: BinaryReason,
+    /// Process that wrote it, when known.
+    pub writer_pid: Option<u32>,
+    pub writer_exe: Option<String>,
 }
 
 impl Detail {
@@ -56,6 +182,10 @@ impl Detail {
             Detail::Fork { .. } => EventKind::Fork,
             Detail::Exec { .. } => EventKind::Exec,
             Detail::Exit { .. } => EventKind::Exit,
+            Detail::File { kind, .. } | Detail::Net { kind, .. } => *kind,
+            Detail::Priv(_) => EventKind::PrivChange,
+            Detail::Account(_) => EventKind::AccountChange,
+            Detail::Binary(_) => EventKind::BinaryWritten,
         }
     }
 }
@@ -104,7 +234,22 @@ impl Event {
                 argv,
                 ..
             } => filename.len() + exe.len() + argv.iter().map(|a| a.len() + 24).sum::<usize>(),
-            _ => 0,
+            Detail::File { file, .. } => {
+                std::mem::size_of::<FileDetail>()
+                    + file.path.len()
+                    + file.path2.as_ref().map_or(0, String::len)
+            }
+            Detail::Priv(_) => std::mem::size_of::<PrivDetail>(),
+            Detail::Account(a) => {
+                std::mem::size_of::<AccountDetail>()
+                    + a.files
+                        .iter()
+                        .chain(&a.command)
+                        .map(|s| s.len() + 24)
+                        .sum::<usize>()
+            }
+            Detail::Binary(b) => std::mem::size_of::<BinaryDetail>() + b.path.len(),
+            Detail::Fork { .. } | Detail::Exit { .. } | Detail::Net { .. } => 0,
         };
         std::mem::size_of::<Event>() + self.record.task.comm.len() + detail
     }

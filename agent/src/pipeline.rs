@@ -1,19 +1,39 @@
-//! Ring buffer → decoder → process table → host buffer → live subscribers.
+//! Ring buffers → decoder → process table → derived events → host buffer →
+//! live subscribers.
 
-use std::{sync::atomic::Ordering::Relaxed, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     clock::BootClock,
+    config::CaptureConfig,
     decode::decode,
-    event::Event,
+    derive::Deriver,
+    event::{Event, Record},
+    probes::Rings,
     state::{lock, State},
+    watch,
 };
 
 /// Events handed to the buffer and subscribers at once.
 const BATCH: usize = 256;
+/// A non-tool process that changed account files and has been quiet this
+/// long gets its account record.
+const ACCOUNT_IDLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub exited_grace: Duration,
+    pub poll_interval: Duration,
+    pub capture: CaptureConfig,
+    pub data_dir: PathBuf,
+}
 
 /// Turns kernel records into recorded events.
 struct Recorder {
@@ -21,39 +41,75 @@ struct Recorder {
     clock: BootClock,
     seq: u64,
     batch: Vec<Arc<Event>>,
+    records: Vec<Record>,
+    derived: Vec<Record>,
+    deriver: Deriver,
+    /// An account change was recorded: watched files were likely replaced.
+    refresh_watch: bool,
 }
 
 impl Recorder {
-    /// Records everything pending in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        let state = self.state.clone();
-        let mut procs = lock(&state.procs);
-        while let Some(item) = ring.next() {
-            let rec = match decode(&item) {
-                Ok(rec) => rec,
-                Err(err) => {
-                    state.counters.decode_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(%err, "undecodable record");
-                    continue;
+    /// Records everything pending in both rings, in time order. The
+    /// critical ring is read first: whatever its records depend on (a fork
+    /// before an exec) was committed to the other ring before them.
+    fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
+        for ring in [critical, events] {
+            while let Some(item) = ring.next() {
+                match decode(&item) {
+                    Ok(rec) => self.records.push(rec),
+                    Err(err) => {
+                        self.state.counters.decode_errors.fetch_add(1, Relaxed);
+                        tracing::debug!(%err, "undecodable record");
+                    }
                 }
-            };
-            drop(item);
-            let (exe, argv) = procs.apply(&rec);
-            self.seq += 1;
-            state.counters.add_seen(rec.detail.kind(), 1);
-            self.batch.push(Arc::new(Event {
-                seq: self.seq,
-                time_ns: self.clock.wall_ns(rec.boot_ns),
-                record: rec,
-                exe,
-                argv,
-            }));
-            if self.batch.len() >= BATCH {
-                self.publish();
             }
         }
+        self.records.sort_by_key(|r| r.boot_ns);
+        let state = self.state.clone();
+        let mut procs = lock(&state.procs);
+        let mut records = std::mem::take(&mut self.records);
+        for rec in records.drain(..) {
+            let ev = self.record(rec, &mut procs);
+            self.deriver.observe(&ev, &procs, &mut self.derived);
+            self.push(ev);
+            self.push_derived(&mut procs);
+        }
+        self.records = records;
         drop(procs);
         self.publish();
+    }
+
+    /// Turns a record into an event with the process's context.
+    fn record(&mut self, rec: Record, procs: &mut crate::proctable::ProcessTable) -> Arc<Event> {
+        let (exe, argv) = procs.apply(&rec);
+        self.seq += 1;
+        self.state.counters.add_seen(rec.detail.kind(), 1);
+        Arc::new(Event {
+            seq: self.seq,
+            time_ns: self.clock.wall_ns(rec.boot_ns),
+            record: rec,
+            exe,
+            argv,
+        })
+    }
+
+    fn push_derived(&mut self, procs: &mut crate::proctable::ProcessTable) {
+        let mut derived = std::mem::take(&mut self.derived);
+        for rec in derived.drain(..) {
+            if matches!(rec.detail, crate::event::Detail::Account(_)) {
+                self.refresh_watch = true;
+            }
+            let ev = self.record(rec, procs);
+            self.push(ev);
+        }
+        self.derived = derived;
+    }
+
+    fn push(&mut self, ev: Arc<Event>) {
+        self.batch.push(ev);
+        if self.batch.len() >= BATCH {
+            self.publish();
+        }
     }
 
     fn publish(&mut self) {
@@ -71,47 +127,86 @@ impl Recorder {
             let _ = self.state.live.send(ev);
         }
     }
+
+    /// Periodic work: clock, pruning, idle account changes.
+    fn housekeeping(&mut self, cfg: &PipelineConfig) {
+        self.clock = BootClock::sample();
+        let now = BootClock::boot_now_ns();
+        let state = self.state.clone();
+        let mut procs = lock(&state.procs);
+        procs.prune(now, cfg.exited_grace.as_nanos() as u64);
+        self.deriver
+            .flush_idle(now, ACCOUNT_IDLE.as_nanos() as u64, &mut self.derived);
+        self.push_derived(&mut procs);
+        drop(procs);
+        self.publish();
+    }
+}
+
+/// Resolves the watched files again and hands them to the kernel.
+fn refresh_watch(state: &State, cfg: &PipelineConfig) {
+    let entries = watch::watched_inodes(&cfg.capture, &cfg.data_dir);
+    if let Some(p) = lock(&state.probes).as_mut() {
+        if let Err(err) = p.set_watch(&entries) {
+            tracing::warn!(%err, "updating watched files");
+        }
+    }
+}
+
+fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as it lives; the AsyncFd owns the ring buffer.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Reads and records events until `shutdown` fires: on every poll tick, and
-/// sooner when the kernel wakes us because a burst is filling the ring.
+/// sooner when the kernel wakes us because a burst is filling a ring.
 pub async fn run(
-    ring: RingBuf<MapData>,
+    rings: Rings,
     state: Arc<State>,
-    exited_grace: Duration,
-    poll_interval: Duration,
+    cfg: PipelineConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
-    // for as long as it lives; the AsyncFd owns the ring buffer.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
+    let mut events = register(rings.events)?;
+    let mut critical = register(rings.critical)?;
+    refresh_watch(&state, &cfg);
     let mut rec = Recorder {
         state,
         clock: BootClock::sample(),
         seq: 0,
         batch: Vec::with_capacity(BATCH),
+        records: Vec::new(),
+        derived: Vec::new(),
+        deriver: Deriver::new(&cfg.capture),
+        refresh_watch: false,
     };
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-    let mut poll = tokio::time::interval(poll_interval);
+    let mut watch_tick = tokio::time::interval(cfg.capture.watch_refresh);
+    let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
-                rec.drain(ring.get_mut());
+                rec.drain(critical.get_mut(), events.get_mut());
                 return Ok(());
             }
-            _ = housekeeping.tick() => {
-                rec.clock = BootClock::sample();
-                let now = BootClock::boot_now_ns();
-                lock(&rec.state.procs).prune(now, exited_grace.as_nanos() as u64);
-            }
-            _ = poll.tick() => rec.drain(ring.get_mut()),
-            guard = ring.readable_mut() => {
+            _ = housekeeping.tick() => rec.housekeeping(&cfg),
+            _ = watch_tick.tick() => refresh_watch(&rec.state, &cfg),
+            _ = poll.tick() => rec.drain(critical.get_mut(), events.get_mut()),
+            guard = events.readable_mut() => {
                 let mut guard = guard?;
-                rec.drain(guard.get_inner_mut());
+                rec.drain(critical.get_mut(), guard.get_inner_mut());
                 guard.clear_ready();
             }
+            guard = critical.readable_mut() => {
+                let mut guard = guard?;
+                rec.drain(guard.get_inner_mut(), events.get_mut());
+                guard.clear_ready();
+            }
+        }
+        if std::mem::take(&mut rec.refresh_watch) {
+            refresh_watch(&rec.state, &cfg);
         }
     }
 }

@@ -117,6 +117,25 @@ impl ProcessTable {
                 }
                 image
             }
+            _ => {
+                // Other kinds tell us the process exists; it may predate us.
+                if !self.procs.contains_key(&t.pid) {
+                    let (exe, argv) = self.image_of(t.pid);
+                    self.procs.insert(
+                        t.pid,
+                        ProcEntry {
+                            pid: t.pid,
+                            ppid: t.ppid,
+                            uid: t.uid,
+                            comm: t.comm.clone(),
+                            exe,
+                            argv,
+                            exited_at: None,
+                        },
+                    );
+                }
+                self.image_of(t.pid)
+            }
         }
     }
 

@@ -4,15 +4,12 @@ use fdr_proto::v1 as pb;
 
 use crate::{
     buffer::BufferStats,
-    event::{Detail, Event, EventKind, ExitStatus},
+    event::{Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail},
 };
 
+/// Kernel and API kind numbers are the same by design.
 pub fn kind_to_pb(kind: EventKind) -> pb::EventKind {
-    match kind {
-        EventKind::Fork => pb::EventKind::Fork,
-        EventKind::Exec => pb::EventKind::Exec,
-        EventKind::Exit => pb::EventKind::Exit,
-    }
+    pb::EventKind::try_from(kind as i32).unwrap_or(pb::EventKind::Unspecified)
 }
 
 /// `None` for `UNSPECIFIED` and numbers this build does not know.
@@ -38,6 +35,8 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
             filename,
             exe,
             exe_incomplete,
+            exe_dev: _,
+            exe_ino: _,
             argv,
             old_tid,
             argv_truncated,
@@ -62,6 +61,32 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
                 raw_status: *status,
             })
         }
+        Detail::File { file, .. } => pb::event::Detail::File(file_to_pb(file)),
+        Detail::Net { net, .. } => pb::event::Detail::Net(net_to_pb(net)),
+        Detail::Priv(p) => pb::event::Detail::Priv(pb::PrivDetail {
+            syscall: p.syscall.to_owned(),
+            old: Some(creds_to_pb(&p.old)),
+            new: Some(creds_to_pb(&p.new)),
+        }),
+        Detail::Account(a) => pb::event::Detail::Account(pb::AccountDetail {
+            r#type: "accounts-modified".into(),
+            hostname: a.hostname.clone(),
+            uid: a.uid,
+            user: a.user.clone(),
+            files: a.files.clone(),
+            command: a.command.clone(),
+            interactive: a.interactive,
+            first_change: Some(timestamp(
+                ev.time_ns
+                    .saturating_sub(ev.record.boot_ns.saturating_sub(a.first_boot_ns)),
+            )),
+        }),
+        Detail::Binary(b) => pb::event::Detail::Binary(pb::BinaryDetail {
+            path: b.path.clone(),
+            reason: b.reason.name().to_owned(),
+            writer_pid: b.writer_pid,
+            writer_exe: b.writer_exe.clone().unwrap_or_default(),
+        }),
     };
     pb::Event {
         seq: ev.seq,
@@ -84,6 +109,59 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
             start_ns: t.start_ns,
         }),
         detail: Some(detail),
+    }
+}
+
+fn file_to_pb(f: &FileDetail) -> pb::FileDetail {
+    pb::FileDetail {
+        path: f.path.clone(),
+        path2: f.path2.clone(),
+        incomplete: f.incomplete,
+        flags: f.flags,
+        mode: f.mode,
+        new_mode: f.new_mode,
+        old_mode: f.old_mode,
+        uid: f.uid,
+        gid: f.gid,
+        size: f.size,
+        dev: f.dev,
+        ino: f.ino,
+        syscall: f.syscall.to_owned(),
+    }
+}
+
+pub fn protocol_name(p: u16) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn net_to_pb(n: &NetDetail) -> pb::NetDetail {
+    pb::NetDetail {
+        protocol: protocol_name(n.protocol),
+        local_address: n.local.ip().to_string(),
+        local_port: u32::from(n.local.port()),
+        remote_address: n.remote.map(|r| r.ip().to_string()).unwrap_or_default(),
+        remote_port: n.remote.map_or(0, |r| u32::from(r.port())),
+        backlog: n.backlog,
+        ret: n.ret,
+    }
+}
+
+fn creds_to_pb(c: &Creds) -> pb::Creds {
+    pb::Creds {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_effective: c.cap_effective,
+        cap_permitted: c.cap_permitted,
     }
 }
 

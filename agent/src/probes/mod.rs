@@ -2,17 +2,20 @@
 
 pub mod btf;
 pub mod offsets;
+pub mod syscalls;
 pub mod tracefs;
 
+use std::path::Path;
+
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint,
         TracePoint,
     },
     Ebpf, EbpfLoader,
 };
-use fdr_common::{globals, maps, EventKind, MAX_KINDS};
+use fdr_common::{globals, maps, EventKind, InodeKey, Prefixes, MAX_KINDS};
 
 /// The kernel programs, built by this crate's build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FDR_EBPF_OBJECT"));
@@ -36,12 +39,14 @@ pub enum ProbeError {
     #[error("attaching program {name} to {target}: {source}")]
     Attach {
         name: &'static str,
-        target: &'static str,
+        target: String,
         #[source]
         source: aya::programs::ProgramError,
     },
     #[error("map {0} missing from the eBPF object")]
     NoMap(&'static str),
+    #[error("tracepoint syscalls:{tracepoint} has an unexpected layout: {detail}")]
+    SyscallLayout { tracepoint: String, detail: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -65,86 +70,213 @@ fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
 /// Settings for loading the programs.
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
-    /// Size of the event ring buffer in bytes (a power of two, ≥ one page).
+    /// Size of each event ring buffer in bytes (a power of two, ≥ one page).
     pub ring_bytes: u32,
     /// Process id whose events never leave the kernel (the agent's own).
     pub agent_tgid: u32,
+    /// Kinds to capture (others are dropped in the kernel).
+    pub kinds: Vec<EventKind>,
+    /// Prefixes of absolute paths: excluded or critical.
+    pub prefixes: Prefixes,
 }
 
-/// Where each program attaches.
+/// Where a program attaches.
+#[derive(Debug, Clone)]
 enum Hook {
-    Tracepoint(&'static str, &'static str),
+    Tracepoint(&'static str, String),
     Raw(&'static str),
 }
 
-const PROGRAMS: &[(&str, Hook)] = &[
-    ("fdr_fork", Hook::Raw("sched_process_fork")),
-    ("fdr_exec", Hook::Tracepoint("sched", "sched_process_exec")),
-    ("fdr_exit", Hook::Tracepoint("sched", "sched_process_exit")),
+/// Programs by kind of hook (every program is loaded once; the syscall
+/// programs attach to many tracepoints).
+const TRACEPOINT_PROGRAMS: &[&str] = &[
+    "fdr_exec",
+    "fdr_exit",
+    "fdr_sys_enter",
+    "fdr_sys_exit_open",
+    "fdr_sys_exit_file",
+    "fdr_sys_exit_net",
+    "fdr_sys_exit_cred",
 ];
+const RAW_PROGRAMS: &[&str] = &["fdr_fork"];
+
+/// Every attachment: program and hook.
+fn hooks(tracefs: &Path) -> Result<Vec<(&'static str, Hook)>, ProbeError> {
+    let mut out = vec![
+        ("fdr_fork", Hook::Raw("sched_process_fork")),
+        (
+            "fdr_exec",
+            Hook::Tracepoint("sched", "sched_process_exec".into()),
+        ),
+        (
+            "fdr_exit",
+            Hook::Tracepoint("sched", "sched_process_exit".into()),
+        ),
+    ];
+    for sc in syscalls::SYSCALLS {
+        let enter = format!("sys_enter_{}", sc.name);
+        let exit = format!("sys_exit_{}", sc.name);
+        if !tracefs.join("events/syscalls").join(&exit).is_dir() {
+            tracing::debug!(
+                syscall = sc.name,
+                "no tracepoint for this syscall on this kernel"
+            );
+            continue;
+        }
+        check_syscall_layout(tracefs, &exit, true)?;
+        if sc.needs_entry() {
+            check_syscall_layout(tracefs, &enter, false)?;
+            out.push(("fdr_sys_enter", Hook::Tracepoint("syscalls", enter)));
+        }
+        out.push((sc.exit.program(), Hook::Tracepoint("syscalls", exit)));
+    }
+    Ok(out)
+}
+
+/// The programs read `__syscall_nr` at 8, arguments at 16 + 8·i, `ret` at
+/// 16: check that this kernel lays the records out so.
+fn check_syscall_layout(tracefs: &Path, name: &str, exit: bool) -> Result<(), ProbeError> {
+    let fmt = tracefs::Format::read(tracefs, "syscalls", name)?;
+    let bad = |detail: String| ProbeError::SyscallLayout {
+        tracepoint: name.to_owned(),
+        detail,
+    };
+    if fmt.offset("__syscall_nr")? != 8 {
+        return Err(bad("__syscall_nr is not at offset 8".into()));
+    }
+    if exit {
+        if fmt.offset("ret")? != 16 {
+            return Err(bad("ret is not at offset 16".into()));
+        }
+        return Ok(());
+    }
+    for (i, (field, off)) in fmt
+        .fields()
+        .iter()
+        .filter(|(f, _)| !f.starts_with("common_") && f != "__syscall_nr")
+        .enumerate()
+    {
+        if *off as usize != 16 + 8 * i {
+            return Err(bad(format!(
+                "argument {field} at offset {off}, expected {}",
+                16 + 8 * i
+            )));
+        }
+    }
+    Ok(())
+}
 
 enum Link {
     Tracepoint(&'static str, TracePointLinkId),
     Raw(&'static str, RawTracePointLinkId),
 }
 
-/// The loaded programs and the maps user space reads.
+/// The two rings events arrive on.
+pub struct Rings {
+    /// Everything but the critical kinds.
+    pub events: RingBuf<MapData>,
+    /// Critical kinds, so that floods of others cannot crowd them out.
+    pub critical: RingBuf<MapData>,
+}
+
+/// The loaded programs and the maps user space reads and writes.
 pub struct Probes {
     ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
+    watch: HashMap<MapData, InodeKey, u32>,
+    hooks: Vec<(&'static str, Hook)>,
     links: Vec<Link>,
 }
 
 impl Probes {
     /// Loads the programs into the kernel (not yet attached) and returns them
-    /// with the ring buffer the events arrive on.
-    pub fn load(opts: &ProbeOptions) -> Result<(Self, RingBuf<MapData>), ProbeError> {
+    /// with the ring buffers the events arrive on.
+    pub fn load(opts: &ProbeOptions) -> Result<(Self, Rings), ProbeError> {
         let tracefs = tracefs::ensure_mounted()?;
         raise_memlock()?;
         let kernel_btf = btf::Btf::from_kernel()?;
         let offs = offsets::resolve(&kernel_btf, &tracefs)?;
+        let hooks = hooks(&tracefs)?;
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096);
+        let enabled: u64 = opts.kinds.iter().fold(0, |m, k| m | 1 << (*k as u64));
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offs, true)
             .override_global(globals::AGENT_TGID, &opts.agent_tgid, true)
             .override_global(globals::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)
+            .override_global(globals::ENABLED_KINDS, &enabled, true)
+            .override_global(globals::PREFIXES, &opts.prefixes, true)
             .map_max_entries(maps::EVENTS, ring_bytes)
+            .map_max_entries(maps::CRITICAL, ring_bytes)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
-        for (name, hook) in PROGRAMS {
+        for &name in TRACEPOINT_PROGRAMS {
             let prog = ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
-            let res = match hook {
-                Hook::Tracepoint(..) => <&mut TracePoint>::try_from(prog).and_then(|p| p.load()),
-                Hook::Raw(_) => <&mut RawTracePoint>::try_from(prog).and_then(|p| p.load()),
-            };
-            res.map_err(|source| ProbeError::Program { name, source })?;
+            <&mut TracePoint>::try_from(prog)
+                .and_then(|p| p.load())
+                .map_err(|source| ProbeError::Program { name, source })?;
         }
-        let ring = take_map(&mut ebpf, maps::EVENTS)?;
-        let drops = take_map(&mut ebpf, maps::DROPS)?;
-        let ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
-            name: maps::EVENTS,
-            source,
-        })?;
-        let drops = PerCpuArray::try_from(drops).map_err(|source| ProbeError::Map {
-            name: maps::DROPS,
-            source,
-        })?;
+        for &name in RAW_PROGRAMS {
+            let prog = ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
+            <&mut RawTracePoint>::try_from(prog)
+                .and_then(|p| p.load())
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        let mut table: Array<MapData, u8> = typed_map(&mut ebpf, maps::SYSCALLS)?;
+        for sc in syscalls::SYSCALLS {
+            table
+                .set(sc.nr as u32, sc.op, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: maps::SYSCALLS,
+                    source,
+                })?;
+        }
+        let rings = Rings {
+            events: typed_map(&mut ebpf, maps::EVENTS)?,
+            critical: typed_map(&mut ebpf, maps::CRITICAL)?,
+        };
         Ok((
             Probes {
+                drops: typed_map(&mut ebpf, maps::DROPS)?,
+                watch: typed_map(&mut ebpf, maps::WATCH)?,
                 ebpf,
-                drops,
+                hooks,
                 links: Vec::new(),
             },
-            ring,
+            rings,
         ))
     }
 
-    /// Attaches every program to its hook (no-op when attached).
+    /// Replaces the watched inodes with `entries`.
+    pub fn set_watch(
+        &mut self,
+        entries: &std::collections::HashMap<InodeKey, u32>,
+    ) -> Result<(), ProbeError> {
+        let err = |source| ProbeError::Map {
+            name: maps::WATCH,
+            source,
+        };
+        let stale: Vec<InodeKey> = self
+            .watch
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !entries.contains_key(k))
+            .collect();
+        for k in stale {
+            self.watch.remove(&k).map_err(err)?;
+        }
+        for (k, v) in entries {
+            self.watch.insert(k, v, 0).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches every program to its hooks (no-op when attached).
     pub fn attach(&mut self) -> Result<(), ProbeError> {
         if !self.links.is_empty() {
             return Ok(());
         }
-        for (name, hook) in PROGRAMS {
+        for (name, hook) in &self.hooks {
+            let name = *name;
             let prog = self.ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
             let link = match hook {
                 Hook::Tracepoint(cat, tp) => <&mut TracePoint>::try_from(prog)
@@ -155,7 +287,8 @@ impl Probes {
                     .map(|id| Link::Raw(name, id)),
             };
             let target = match hook {
-                Hook::Tracepoint(_, tp) | Hook::Raw(tp) => *tp,
+                Hook::Tracepoint(_, tp) => tp.clone(),
+                Hook::Raw(tp) => (*tp).to_owned(),
             };
             self.links.push(link.map_err(|source| ProbeError::Attach {
                 name,
@@ -187,7 +320,7 @@ impl Probes {
             };
             res?.map_err(|source| ProbeError::Attach {
                 name,
-                target: "detach",
+                target: "(detach)".into(),
                 source,
             })?;
         }
@@ -219,8 +352,13 @@ fn wakeup_bytes(ring_bytes: u32) -> u64 {
     u64::from(ring_bytes / 8)
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
-    ebpf.take_map(name).ok_or(ProbeError::NoMap(name))
+/// Takes map `name` out of the object as its typed handle.
+fn typed_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::NoMap(name))?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
 fn raise_memlock() -> Result<(), ProbeError> {

@@ -1,12 +1,17 @@
 //! Output side: the ring buffer, the per-kind drop counters, the scratch
 //! space for large records and the globals user space writes before load.
 
+use core::mem::size_of;
+
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use fdr_common::{EventHeader, ExecEvent, KernelOffsets, MAX_KINDS};
+use fdr_common::{
+    EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs, MAX_KINDS,
+    MAX_SYSCALL,
+};
 
 /// Default ring size; user space resizes it from the config before load.
 const EVENTS_BYTES: u32 = 4 << 20;
@@ -14,11 +19,35 @@ const EVENTS_BYTES: u32 = 4 << 20;
 #[map(name = "FDR_EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// Critical kinds travel here, so a flood of others cannot crowd them out.
+#[map(name = "FDR_CRITICAL")]
+static CRITICAL: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Watched inodes: `fdr_common::watch` bits.
+#[map(name = "FDR_WATCH")]
+static WATCH: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Syscall number → `fdr_common::op`.
+#[map(name = "FDR_SYSCALLS")]
+static SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALL, 0);
+
+/// Syscalls in flight, by thread id.
+#[map(name = "FDR_ARGS")]
+pub static ARGS: HashMap<u32, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+
 #[map(name = "FDR_DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KINDS, 0);
 
 /// Bytes of the per-CPU scratch record: room for the largest record.
-pub const SCRATCH_SIZE: usize = core::mem::size_of::<ExecEvent>();
+pub const SCRATCH_SIZE: usize = max(size_of::<ExecEvent>(), size_of::<FileEvent>());
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 #[map(name = "FDR_SCRATCH")]
 static SCRATCH: PerCpuArray<[u8; SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
@@ -32,6 +61,12 @@ static FDR_AGENT_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static FDR_WAKEUP_BYTES: u64 = 0;
 
+#[unsafe(no_mangle)]
+static FDR_ENABLED_KINDS: u64 = u64::MAX;
+
+#[unsafe(no_mangle)]
+static FDR_PREFIXES: Prefixes = Prefixes::EMPTY;
+
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -42,6 +77,20 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 pub fn offsets() -> &'static KernelOffsets {
     // SAFETY: a static of plain integers; reading it is always defined.
     unsafe { core::ptr::read_volatile(&&FDR_OFFSETS) }
+}
+
+/// Whether events of `kind` are wanted (per-kind switches from the config).
+#[inline(always)]
+pub fn enabled(kind: u16) -> bool {
+    // SAFETY: a plain integer static.
+    let mask = unsafe { core::ptr::read_volatile(&FDR_ENABLED_KINDS) };
+    kind < 64 && mask & (1u64 << kind) != 0
+}
+
+#[inline(always)]
+pub fn prefixes() -> &'static Prefixes {
+    // SAFETY: as for `offsets`.
+    unsafe { core::ptr::read_volatile(&&FDR_PREFIXES) }
 }
 
 #[inline(always)]
@@ -72,11 +121,20 @@ pub fn scratch_bytes() -> Option<&'static mut [u8; SCRATCH_SIZE]> {
 /// The scratch space as an exec record (every bit pattern is valid).
 #[inline(always)]
 pub fn scratch_exec() -> Option<&'static mut ExecEvent> {
-    // SAFETY: as above; ExecEvent is plain old data of exactly this size and
-    // the map value is 8-byte aligned.
+    // SAFETY: as above; ExecEvent is plain old data no larger than the
+    // scratch value, which is 8-byte aligned.
     SCRATCH
         .get_ptr_mut(0)
         .map(|p| unsafe { &mut *p.cast::<ExecEvent>() })
+}
+
+/// The scratch space as a file record.
+#[inline(always)]
+pub fn scratch_file() -> Option<&'static mut FileEvent> {
+    // SAFETY: as for `scratch_exec`.
+    SCRATCH
+        .get_ptr_mut(0)
+        .map(|p| unsafe { &mut *p.cast::<FileEvent>() })
 }
 
 /// Sends `len` bytes of `record` (`len` ≤ its size); counts a drop when the
@@ -87,16 +145,23 @@ pub fn scratch_exec() -> Option<&'static mut ExecEvent> {
 /// interrupt (a VM exit on virtual machines), over ten times the program.
 #[inline(always)]
 pub fn send<T>(kind: u16, record: &T, len: usize) {
+    send_to(false, kind, record, len)
+}
+
+/// [`send`] to the critical ring when `critical`.
+#[inline(always)]
+pub fn send_to<T>(critical: bool, kind: u16, record: &T, len: usize) {
     // SAFETY: `len` never exceeds the size of `*record` (callers clamp it).
     let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), len) };
+    let ring = if critical { &CRITICAL } else { &EVENTS };
     // SAFETY: a plain integer static; volatile so the loaded value is used.
     let threshold = unsafe { core::ptr::read_volatile(&FDR_WAKEUP_BYTES) };
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+    let wake = if ring.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<[u8]>(bytes, wake).is_err() {
+    if ring.output::<[u8]>(bytes, wake).is_err() {
         count_drop(kind);
     }
 }
@@ -107,4 +172,18 @@ fn count_drop(kind: u16) {
         // SAFETY: per-CPU slot, only this CPU writes it.
         unsafe { *n += 1 };
     }
+}
+
+/// `fdr_common::watch` bits of an inode, 0 when not watched.
+#[inline(always)]
+pub fn watch_flags(dev: u32, ino: u64) -> u32 {
+    let key = InodeKey { dev, _pad: 0, ino };
+    // SAFETY: a map lookup; the value is copied out at once.
+    unsafe { WATCH.get(&key) }.copied().unwrap_or(0)
+}
+
+/// The `fdr_common::op` of a syscall number, 0 when not of interest.
+#[inline(always)]
+pub fn syscall_op(nr: u32) -> u8 {
+    SYSCALLS.get(nr).copied().unwrap_or(0)
 }

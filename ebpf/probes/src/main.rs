@@ -3,9 +3,13 @@
 #![no_std]
 #![no_main]
 
+mod cred;
 mod emit;
+mod file;
+mod net;
 mod path;
 mod process;
+mod syscalls;
 mod task;
 
 #[cfg(not(test))]

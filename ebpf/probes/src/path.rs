@@ -20,8 +20,8 @@ use aya_ebpf::{
 use fdr_common::{flags, NAME_BUF, PATH_DEPTH, PATH_MAX};
 
 use crate::{
-    emit::{offsets, scratch_bytes},
-    task::field,
+    emit::{offsets, scratch_bytes, watch_flags, SCRATCH_SIZE},
+    task::{field, inode_info},
 };
 
 /// The walk's state, shared with the loop callback.
@@ -37,6 +37,8 @@ struct Walk {
     len: usize,
     flags: u16,
     done: bool,
+    /// `fdr_common::watch` bits of every inode on the way, or-ed.
+    watch: u32,
 }
 
 #[map(name = "FDR_WALK")]
@@ -48,19 +50,33 @@ fn state() -> Option<&'static mut Walk> {
     WALK.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// Result of a walk.
+pub struct Walked {
+    /// Bytes written.
+    pub len: usize,
+    /// `PATH_*` flags.
+    pub flags: u16,
+    /// `fdr_common::watch` bits of the inodes on the path, or-ed.
+    pub watch: u32,
+}
+
 /// Walks `path` (a `struct path *`) into the scratch record at byte offset
-/// `area`, which must leave `2 * PATH_MAX + NAME_BUF` bytes of room.
-/// Returns the bytes written and the path flags.
+/// `area`, which must leave `PATH_MAX + NAME_BUF` bytes of room.
 #[inline(always)]
-pub fn walk(path: *const u8, area: usize) -> (usize, u16) {
+pub fn walk(path: *const u8, area: usize) -> Walked {
     let o = offsets();
     let dentry: *const u8 = field(path, o.path_dentry).unwrap_or(core::ptr::null());
     let vfsmnt: *const u8 = field(path, o.path_mnt).unwrap_or(core::ptr::null());
+    let failed = |fl| Walked {
+        len: 0,
+        flags: fl,
+        watch: 0,
+    };
     if dentry.is_null() || vfsmnt.is_null() || o.mount_mnt == u32::MAX {
-        return (0, flags::PATH_DISCONNECTED);
+        return failed(flags::PATH_DISCONNECTED);
     }
     let Some(w) = state() else {
-        return (0, flags::PATH_TRUNCATED);
+        return failed(flags::PATH_TRUNCATED);
     };
     w.dentry = dentry as usize;
     w.vfsmnt = vfsmnt as usize;
@@ -70,15 +86,20 @@ pub fn walk(path: *const u8, area: usize) -> (usize, u16) {
     w.len = 0;
     w.flags = 0;
     w.done = false;
+    w.watch = 0;
     // SAFETY: `step` has the callback signature bpf_loop expects.
     unsafe { bpf_loop(PATH_DEPTH, step as *mut c_void, core::ptr::null_mut(), 0) };
     let Some(w) = state() else {
-        return (0, flags::PATH_TRUNCATED);
+        return failed(flags::PATH_TRUNCATED);
     };
     if !w.done {
         w.flags |= flags::PATH_TRUNCATED;
     }
-    (w.len, w.flags)
+    Walked {
+        len: w.len,
+        flags: w.flags,
+        watch: w.watch,
+    }
 }
 
 /// One component. Returns 1 to stop the loop, 0 to go on.
@@ -116,11 +137,15 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     if w.len >= PATH_MAX - NAME_BUF {
         return finish(w, flags::PATH_TRUNCATED);
     }
+    let inode: *const u8 = field(dentry, o.dentry_d_inode).unwrap_or(core::ptr::null());
+    if let Some(i) = inode_info(inode) {
+        w.watch |= watch_flags(i.dev, i.ino);
+    }
     let name: *const u8 = field(dentry, o.dentry_name).unwrap_or(core::ptr::null());
     let Some(buf) = scratch_bytes() else {
         return finish(w, flags::PATH_TRUNCATED);
     };
-    let at = (w.area & (2 * PATH_MAX - 1)) + (w.len & (2 * PATH_MAX - 1));
+    let at = core::cmp::min(w.area, SCRATCH_SIZE) + (w.len & (PATH_MAX - 1));
     let Some(dst) = buf.get_mut(at..at + NAME_BUF) else {
         return finish(w, flags::PATH_TRUNCATED);
     };

@@ -13,15 +13,18 @@ use fdr_common::{
 };
 
 use crate::{
-    emit::{agent_tgid, header, offsets, scratch_exec, send},
+    emit::{agent_tgid, enabled, header, offsets, scratch_exec, send, send_to},
     path::walk,
-    task::{current, current_info, field, session_flags},
+    task::{current, current_info, field, inode_info, session_flags},
 };
 
 /// `sched_process_fork(parent, child)`, raw: the child's `task_struct` is
 /// at hand, so threads can be told apart from processes.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn fdr_fork(ctx: RawTracePointContext) -> i32 {
+    if !enabled(EventKind::Fork as u16) {
+        return 0;
+    }
     let child: *const u8 = ctx.arg(1);
     let o = offsets();
     let (Some(child_pid), Some(child_tgid)) = (
@@ -59,6 +62,9 @@ pub fn fdr_fork(ctx: RawTracePointContext) -> i32 {
 
 #[tracepoint]
 pub fn fdr_exec(ctx: TracePointContext) -> i32 {
+    if !enabled(EventKind::Exec as u16) {
+        return 0;
+    }
     let Some(ev) = scratch_exec() else {
         return 0;
     };
@@ -124,19 +130,27 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
     } else {
         // SAFETY: pointer arithmetic only; the walk uses probe reads.
         let f_path = unsafe { exe_file.add(o.file_f_path as usize) };
-        walk(f_path, ExecEvent::FIXED_LEN + argv_len as usize)
+        let w = walk(f_path, ExecEvent::FIXED_LEN + argv_len as usize);
+        (w.len, w.flags)
     };
     ev.exe_len = exe_len as u16;
+    let inode: *const u8 = field(exe_file, o.file_f_inode).unwrap_or(core::ptr::null());
+    let (dev, ino) = inode_info(inode).map_or((0, 0), |i| (i.dev, i.ino));
+    ev.exe_dev = dev;
+    ev.exe_ino = ino;
     ev.header = header(EventKind::Exec as u16, fl | path_flags);
     let len = ExecEvent::FIXED_LEN + ((argv_len as usize + exe_len) & (4 * PATH_MAX - 1));
     if len <= core::mem::size_of::<ExecEvent>() {
-        send(EventKind::Exec as u16, ev, len);
+        send_to(true, EventKind::Exec as u16, ev, len);
     }
     0
 }
 
 #[tracepoint]
 pub fn fdr_exit(_ctx: TracePointContext) -> i32 {
+    if !enabled(EventKind::Exit as u16) {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
         return 0; // a thread other than the leader

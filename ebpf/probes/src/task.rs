@@ -73,3 +73,65 @@ pub fn current_info(task: *const u8) -> TaskInfo {
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
     }
 }
+
+/// The `struct file *` of descriptor `fd` of the current task.
+#[inline(always)]
+pub fn file_of_fd(task: *const u8, fd: i64) -> *const u8 {
+    let o = offsets();
+    if fd < 0 {
+        return core::ptr::null();
+    }
+    let files: *const u8 = field(task, o.task_files).unwrap_or(core::ptr::null());
+    let fdt: *const u8 = field(files, o.files_fdt).unwrap_or(core::ptr::null());
+    let max: u32 = field(fdt, o.fdtable_max_fds).unwrap_or(0);
+    if fd as u64 >= max as u64 {
+        return core::ptr::null();
+    }
+    let array: *const u8 = field(fdt, o.fdtable_fd).unwrap_or(core::ptr::null());
+    if array.is_null() {
+        return core::ptr::null();
+    }
+    // SAFETY: pointer arithmetic only; the read is a probe read.
+    let slot = unsafe { array.add(fd as usize * 8) };
+    field(slot, 0).unwrap_or(core::ptr::null())
+}
+
+/// Identity and type of an inode.
+#[derive(Clone, Copy)]
+pub struct InodeInfo {
+    pub dev: u32,
+    pub ino: u64,
+    pub mode: u32,
+    pub magic: u64,
+}
+
+#[inline(always)]
+pub fn inode_info(inode: *const u8) -> Option<InodeInfo> {
+    let o = offsets();
+    let sb: *const u8 = field(inode, o.inode_i_sb)?;
+    Some(InodeInfo {
+        dev: field(sb, o.sb_s_dev)?,
+        ino: field(inode, o.inode_i_ino)?,
+        mode: field::<u16>(inode, o.inode_i_mode)? as u32,
+        magic: field(sb, o.sb_s_magic)?,
+    })
+}
+
+/// The current task's credentials.
+#[inline(always)]
+pub fn creds(task: *const u8) -> fdr_common::Creds {
+    let o = offsets();
+    let c: *const u8 = field(task, o.task_cred).unwrap_or(core::ptr::null());
+    fdr_common::Creds {
+        uid: field(c, o.cred_uid).unwrap_or(u32::MAX),
+        euid: field(c, o.cred_euid).unwrap_or(u32::MAX),
+        suid: field(c, o.cred_suid).unwrap_or(u32::MAX),
+        fsuid: field(c, o.cred_fsuid).unwrap_or(u32::MAX),
+        gid: field(c, o.cred_gid).unwrap_or(u32::MAX),
+        egid: field(c, o.cred_egid).unwrap_or(u32::MAX),
+        sgid: field(c, o.cred_sgid).unwrap_or(u32::MAX),
+        fsgid: field(c, o.cred_fsgid).unwrap_or(u32::MAX),
+        cap_effective: field(c, o.cred_cap_effective).unwrap_or(0),
+        cap_permitted: field(c, o.cred_cap_permitted).unwrap_or(0),
+    }
+}

@@ -1,0 +1,271 @@
+//! Account modifications: changes to passwd, shadow, group, sudoers or
+//! authorized_keys files, grouped into one record per change — all files a
+//! `useradd` (and the account tools it runs) touched, recorded when that
+//! tool exits, or when a process that is not a tool goes quiet.
+
+use std::collections::HashMap;
+
+use crate::{
+    config::CaptureConfig,
+    event::{AccountDetail, Detail, Event, EventKind, Record},
+    proctable::ProcessTable,
+    watch::path_match,
+};
+
+use super::derived;
+
+/// Programs whose presence in the ancestry marks a login session.
+const SESSION_LEADERS: &[&str] = &["sshd", "sshd-session", "login", "in.telnetd", "dropbear"];
+
+#[derive(Debug)]
+struct Pending {
+    record: Record,
+    files: Vec<String>,
+    command: Vec<String>,
+    interactive: bool,
+    first_boot_ns: u64,
+    last_boot_ns: u64,
+    /// The grouping process is an account tool: record when it exits.
+    tool: bool,
+}
+
+pub struct AccountTracker {
+    files: Vec<String>,
+    tools: Vec<String>,
+    hostname: String,
+    pending: HashMap<u32, Pending>,
+}
+
+/// What a path is to account tracking.
+#[derive(Debug, PartialEq, Eq)]
+enum Role {
+    /// An account file, or its backup (`/etc/passwd-`): listed.
+    Listed,
+    /// A temporary or lock file next to an account file: not listed.
+    Scratch,
+    Other,
+}
+
+impl AccountTracker {
+    pub fn new(cfg: &CaptureConfig) -> Self {
+        AccountTracker {
+            files: cfg.account_files.clone(),
+            tools: cfg.account_tools.clone(),
+            hostname: hostname(),
+            pending: HashMap::new(),
+        }
+    }
+
+    fn role(&self, path: &str) -> Role {
+        for pattern in &self.files {
+            if let Some(dir) = pattern.strip_suffix('/') {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    if path_match(dir, parent) {
+                        return Role::Listed;
+                    }
+                }
+                continue;
+            }
+            if path_match(pattern, path) {
+                return Role::Listed;
+            }
+            if let Some(rest) = path.strip_prefix(pattern.as_str()) {
+                // /etc/passwd- is the backup useradd & co leave: a change.
+                if rest == "-" && !pattern.contains('*') {
+                    return Role::Listed;
+                }
+                let scratch = matches!(rest, "+" | "~" | ".lock" | ".tmp" | ".new" | ".edit")
+                    || rest
+                        .strip_prefix('.')
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if scratch && !pattern.contains('*') {
+                    return Role::Scratch;
+                }
+            }
+        }
+        Role::Other
+    }
+
+    fn is_tool(&self, exe: &str) -> bool {
+        let name = exe.rsplit('/').next().unwrap_or(exe);
+        self.tools.iter().any(|t| t == name)
+    }
+
+    /// The process changes are grouped under: the outermost account tool
+    /// among the process and its ancestors, else the process itself.
+    fn group_of(&self, ev: &Event, procs: &ProcessTable) -> (u32, bool) {
+        let mut group = (ev.pid(), self.is_tool(&ev.exe));
+        let mut pid = ev.record.task.ppid;
+        for _ in 0..32 {
+            let Some(p) = procs.get(pid) else { break };
+            if self.is_tool(&p.exe) {
+                group = (pid, true);
+            }
+            if p.ppid == pid || p.ppid == 0 {
+                break;
+            }
+            pid = p.ppid;
+        }
+        group
+    }
+
+    fn interactive(ev: &Event, procs: &ProcessTable) -> bool {
+        let t = &ev.record.task;
+        if t.has_tty || t.loginuid.is_some() {
+            return true;
+        }
+        let mut pid = t.ppid;
+        for _ in 0..64 {
+            let Some(p) = procs.get(pid) else {
+                return false;
+            };
+            let name = p.exe.rsplit('/').next().unwrap_or("");
+            if SESSION_LEADERS.contains(&name) || SESSION_LEADERS.contains(&p.comm.as_str()) {
+                return true;
+            }
+            if p.ppid == pid || p.ppid == 0 {
+                return false;
+            }
+            pid = p.ppid;
+        }
+        false
+    }
+
+    pub fn observe(&mut self, ev: &Event, procs: &ProcessTable, out: &mut Vec<Record>) {
+        match &ev.record.detail {
+            Detail::File { kind, file } if *kind != EventKind::SensitiveRead => {
+                let (first, second) = match kind {
+                    // A rename lands on its new name; a link creates it.
+                    EventKind::FileRename | EventKind::FileLink => (file.path2.as_deref(), None),
+                    _ => (Some(file.path.as_str()), None::<&str>),
+                };
+                let changed: Vec<&str> = first
+                    .into_iter()
+                    .chain(second)
+                    .filter(|p| self.role(p) == Role::Listed)
+                    .collect();
+                if changed.is_empty() {
+                    return;
+                }
+                let (group, tool) = self.group_of(ev, procs);
+                let interactive = Self::interactive(ev, procs);
+                let command = procs
+                    .get(group)
+                    .map(|p| p.argv.to_vec())
+                    .unwrap_or_else(|| ev.argv.to_vec());
+                let entry = self.pending.entry(group).or_insert_with(|| Pending {
+                    record: ev.record.clone(),
+                    files: Vec::new(),
+                    command,
+                    interactive,
+                    first_boot_ns: ev.record.boot_ns,
+                    last_boot_ns: ev.record.boot_ns,
+                    tool,
+                });
+                entry.interactive |= interactive;
+                entry.last_boot_ns = ev.record.boot_ns;
+                for path in changed {
+                    if !entry.files.iter().any(|f| f == path) {
+                        entry.files.push(path.to_owned());
+                    }
+                }
+            }
+            Detail::Exit { .. } => {
+                if let Some(p) = self.pending.remove(&ev.pid()) {
+                    out.push(self.finish(p, ev));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records changes of non-tool processes quiet for `idle_ns`, and of
+    /// tools quiet for ten times that (a tool that never exits).
+    pub fn flush_idle(&mut self, now_boot_ns: u64, idle_ns: u64, out: &mut Vec<Record>) {
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                let limit = if p.tool {
+                    idle_ns.saturating_mul(10)
+                } else {
+                    idle_ns
+                };
+                now_boot_ns.saturating_sub(p.last_boot_ns) >= limit
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            if let Some(p) = self.pending.remove(&pid) {
+                let rec = p.record.clone();
+                out.push(self.finish_with(p, &rec));
+            }
+        }
+    }
+
+    fn finish(&self, p: Pending, ev: &Event) -> Record {
+        self.finish_with(p, &ev.record)
+    }
+
+    fn finish_with(&self, p: Pending, at: &Record) -> Record {
+        let uid = p.record.task.uid;
+        let detail = AccountDetail {
+            hostname: self.hostname.clone(),
+            uid,
+            user: user_name(uid),
+            files: p.files,
+            command: p.command,
+            interactive: p.interactive,
+            first_boot_ns: p.first_boot_ns,
+        };
+        let mut rec = derived(at, Detail::Account(Box::new(detail)));
+        rec.task = p.record.task;
+        rec
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: a valid buffer and its length.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return String::new();
+    }
+    crate::decode::c_str(&buf)
+}
+
+/// The name of `uid` in the agent's `/etc/passwd`, or the number.
+pub fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id: u32 = f.nth(1)?.parse().ok()?;
+                (id == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_of_account_paths() {
+        let t = AccountTracker::new(&CaptureConfig::default());
+        assert_eq!(t.role("/etc/passwd"), Role::Listed);
+        assert_eq!(t.role("/etc/passwd-"), Role::Listed);
+        assert_eq!(t.role("/etc/passwd+"), Role::Scratch);
+        assert_eq!(t.role("/etc/passwd.lock"), Role::Scratch);
+        assert_eq!(t.role("/etc/passwd.4711"), Role::Scratch);
+        assert_eq!(t.role("/etc/sudoers.d/90-backdoor"), Role::Listed);
+        assert_eq!(t.role("/home/eve/.ssh/authorized_keys"), Role::Listed);
+        assert_eq!(t.role("/etc/hosts"), Role::Other);
+        assert_eq!(t.role("/etc/passwords.txt"), Role::Other);
+        assert!(t.is_tool("/usr/sbin/useradd"));
+        assert!(!t.is_tool("/usr/bin/bash"));
+        assert_eq!(user_name(0), "root");
+    }
+}

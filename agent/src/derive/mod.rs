@@ -1,0 +1,50 @@
+//! Events the agent derives from the kernel's: account modifications and
+//! written binaries. Each is placed in the stream right after the event
+//! that completed it.
+
+pub mod accounts;
+pub mod binaries;
+
+use crate::{
+    config::CaptureConfig,
+    event::{Detail, Event, Record},
+    proctable::ProcessTable,
+};
+
+pub use accounts::AccountTracker;
+pub use binaries::BinaryTracker;
+
+pub struct Deriver {
+    pub accounts: AccountTracker,
+    pub binaries: BinaryTracker,
+}
+
+impl Deriver {
+    pub fn new(cfg: &CaptureConfig) -> Self {
+        Deriver {
+            accounts: AccountTracker::new(cfg),
+            binaries: BinaryTracker::new(4096),
+        }
+    }
+
+    /// Derived records that `ev` completes.
+    pub fn observe(&mut self, ev: &Event, procs: &ProcessTable, out: &mut Vec<Record>) {
+        self.binaries.observe(ev, procs, out);
+        self.accounts.observe(ev, procs, out);
+    }
+
+    /// Records of changes by processes that have been quiet for `idle_ns`.
+    pub fn flush_idle(&mut self, now_boot_ns: u64, idle_ns: u64, out: &mut Vec<Record>) {
+        self.accounts.flush_idle(now_boot_ns, idle_ns, out);
+    }
+}
+
+/// A derived record for `detail`, attributed to the task of `ev`.
+pub(crate) fn derived(ev_record: &Record, detail: Detail) -> Record {
+    Record {
+        boot_ns: ev_record.boot_ns,
+        cpu: ev_record.cpu,
+        task: ev_record.task.clone(),
+        detail,
+    }
+}
