@@ -61,6 +61,11 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(&opts);
     let unix = api::bind_unix(&cfg.api.socket)?;
+    // Watched files first, so that the first events already honour them.
+    probes.set_watch(&crate::watch::watched_inodes(
+        &cfg.capture,
+        &cfg.recorder.data_dir,
+    ))?;
     // Attach before the /proc scan, so a process started during the scan
     // is seen by one or the other.
     probes.attach()?;

@@ -170,7 +170,6 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut events = register(rings.events)?;
     let mut critical = register(rings.critical)?;
-    refresh_watch(&state, &cfg);
     let mut rec = Recorder {
         state,
         clock: BootClock::sample(),
@@ -182,7 +181,10 @@ pub async fn run(
         refresh_watch: false,
     };
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-    let mut watch_tick = tokio::time::interval(cfg.capture.watch_refresh);
+    let mut watch_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.capture.watch_refresh,
+        cfg.capture.watch_refresh,
+    );
     let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

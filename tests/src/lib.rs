@@ -79,10 +79,20 @@ impl Capture {
         self.agent.as_ref().expect("running").socket.clone()
     }
 
-    /// The first event matching `pred`, live or (when the test's own
-    /// receiver fell behind) in the host buffer, within [`DEADLINE`].
+    /// The first event matching `pred`: already in the host buffer, or live
+    /// (searching the buffer again when the test's own receiver fell
+    /// behind), within [`DEADLINE`].
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Arc<Event> {
         let state = self.agent.as_ref().expect("running").state.clone();
+        // Already recorded?
+        let found = {
+            let buf = state.buffer.lock().expect("buffer lock");
+            let hit = buf.iter().find(|e| pred(e)).cloned();
+            hit
+        };
+        if let Some(ev) = found {
+            return ev;
+        }
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             match tokio::time::timeout_at(deadline, self.live.recv()).await {

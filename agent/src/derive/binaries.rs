@@ -86,9 +86,17 @@ impl BinaryTracker {
                 }
             }
             Detail::Exec {
-                exe_dev, exe_ino, ..
+                exe_dev,
+                exe_ino,
+                filename,
+                ..
             } => {
-                self.report((*exe_dev, *exe_ino), BinaryReason::Executed, ev, out);
+                // A script runs its interpreter: match the script by path.
+                let key = match self.by_path.get(filename) {
+                    Some(k) => *k,
+                    None => (*exe_dev, *exe_ino),
+                };
+                self.report(key, BinaryReason::Executed, ev, out);
             }
             _ => {}
         }
