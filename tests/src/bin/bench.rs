@@ -23,9 +23,13 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(about = "fdr overhead benchmarks")]
 struct Args {
-    /// Operations per case and side (attached / detached).
+    /// Operations per case and side (attached / detached) for exec; the
+    /// cheaper cases run `--scale` times as many.
     #[arg(long, default_value_t = 2000)]
     iterations: u32,
+    /// Multiplier of `--iterations` for the syscall cases.
+    #[arg(long, default_value_t = 50)]
+    scale: u32,
     /// Blocks each side is split into; sides alternate block by block.
     #[arg(long, default_value_t = 10)]
     rounds: u32,
@@ -53,11 +57,85 @@ fn exec_true(n: u32) -> Result<()> {
     Ok(())
 }
 
-const CASES: &[Case] = &[Case {
-    name: "exec",
-    what: "fork + exec + wait of /bin/true",
-    run: exec_true,
-}];
+/// A file every open case uses, created once.
+fn bench_file() -> &'static std::ffi::CString {
+    static FILE: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("fdr-bench-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let path = dir.join("data");
+        std::fs::write(&path, b"fdr").expect("bench file");
+        std::ffi::CString::new(path.to_string_lossy().as_bytes()).expect("no NUL")
+    })
+}
+
+fn open_loop(n: u32, flags: i32) -> Result<()> {
+    let path = bench_file();
+    for _ in 0..n {
+        // SAFETY: a valid path; the descriptor is closed at once.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd < 0 {
+            bail!("open: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+fn open_read(n: u32) -> Result<()> {
+    open_loop(n, libc::O_RDONLY)
+}
+
+fn open_write(n: u32) -> Result<()> {
+    open_loop(n, libc::O_WRONLY)
+}
+
+/// A loopback listener accepting (and dropping) connections forever.
+fn listener_addr() -> std::net::SocketAddr {
+    static ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bench listener");
+        let addr = l.local_addr().expect("listener address");
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                drop(conn);
+            }
+        });
+        addr
+    })
+}
+
+fn connect(n: u32) -> Result<()> {
+    let addr = listener_addr();
+    for _ in 0..n {
+        drop(std::net::TcpStream::connect(addr).context("connect")?);
+    }
+    Ok(())
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "exec",
+        what: "fork + exec + wait of /bin/true",
+        run: exec_true,
+    },
+    Case {
+        name: "open-ro",
+        what: "openat O_RDONLY + close of an ordinary file (filtered in the kernel)",
+        run: open_read,
+    },
+    Case {
+        name: "open-wr",
+        what: "openat O_WRONLY + close of a file in an uninteresting directory",
+        run: open_write,
+    },
+    Case {
+        name: "connect",
+        what: "TCP connect + close to a loopback listener",
+        run: connect,
+    },
+];
 
 struct Side {
     wall: Duration,
@@ -95,9 +173,12 @@ fn main() -> Result<()> {
         // Warm up caches and the page cache of the binaries.
         set_attached(false)?;
         (case.run)(args.iterations / 10 + 1)?;
+        // Rings drained before counting.
+        std::thread::sleep(Duration::from_millis(50));
         let drops_before = total_drops(&state);
         let seen_before = total_seen(&state);
-        let block = (args.iterations / args.rounds).max(1);
+        let total = if case.name == "exec" { args.iterations } else { args.iterations * args.scale };
+        let block = (total / args.rounds).max(1);
         let (mut off, mut on) = (
             Side {
                 wall: Duration::ZERO,

@@ -1,0 +1,99 @@
+//! Account modifications with the real `useradd`, in a private mount
+//! namespace over a copy of /etc: the machine's accounts are never touched.
+
+use std::process::Command;
+
+use fdr_agent::event::{AccountDetail, Detail, Event};
+use fdr_tests::{unique, Capture, TempDir};
+
+fn account_of(ev: &Event) -> Option<&AccountDetail> {
+    match &ev.record.detail {
+        Detail::Account(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// Runs `useradd` for `user` in a private mount namespace whose /etc is a
+/// copy; with `pty`, under a pseudo-terminal (`script`).
+fn useradd_in_private_etc(etc_copy: &std::path::Path, user: &str, pty: bool) {
+    let inner = format!(
+        "mount --bind {} /etc && useradd -M -s /bin/false {user}",
+        etc_copy.display()
+    );
+    let status = if pty {
+        let wrapped = format!("unshare -m --propagation private sh -c '{inner}'");
+        Command::new("script").args(["-qec", &wrapped, "/dev/null"]).status()
+    } else {
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &inner])
+            .status()
+    }
+    .expect("run useradd");
+    assert!(status.success(), "useradd in a private /etc: {status}");
+}
+
+fn copy_etc(dir: &TempDir) -> std::path::PathBuf {
+    let copy = dir.path().join("etc");
+    let st = Command::new("cp").args(["-a", "/etc/."]).arg(&copy).status().unwrap();
+    assert!(st.success(), "copy /etc");
+    copy
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn useradd_is_one_account_record_with_its_files() {
+    let mut cap = Capture::start("useradd").await;
+    let dir = TempDir::new("etc");
+    let etc = copy_etc(&dir);
+    let user = format!("fdr{}", &unique("u")[9..].replace('-', "")[..12]);
+    useradd_in_private_etc(&etc, &user, false);
+
+    let ev = cap
+        .wait_for("account record", |e| {
+            account_of(e).is_some_and(|a| a.command.iter().any(|c| c == &user))
+        })
+        .await;
+    let a = account_of(&ev).unwrap();
+    for f in ["/etc/passwd", "/etc/passwd-", "/etc/shadow", "/etc/group"] {
+        assert!(a.files.iter().any(|x| x == f), "{f} in {:?}", a.files);
+    }
+    assert!(!a.files.iter().any(|x| x.ends_with('+') || x.ends_with(".lock")), "no scratch files: {:?}", a.files);
+    assert_eq!(a.command.first().map(|c| c.rsplit('/').next().unwrap()), Some("useradd"));
+    assert!(!a.interactive, "no terminal, no login session");
+    assert_eq!(a.user, "root");
+    assert_eq!(a.uid, 0);
+    assert_eq!(a.hostname, hostname());
+    assert!(a.first_boot_ns <= ev.record.boot_ns);
+    // Exactly one record for the change.
+    let buf = cap.agent.as_ref().unwrap().state.buffer.lock().unwrap();
+    let n = buf.iter().filter(|e| account_of(e).is_some_and(|a| a.command.iter().any(|c| c == &user))).count();
+    assert_eq!(n, 1);
+    drop(buf);
+    // The copy changed; the machine's accounts did not.
+    assert!(std::fs::read_to_string(etc.join("passwd")).unwrap().contains(&user));
+    assert!(!std::fs::read_to_string("/etc/passwd").unwrap().contains(&user));
+    cap.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn useradd_under_a_terminal_is_interactive() {
+    let mut cap = Capture::start("useradd-pty").await;
+    let dir = TempDir::new("etc-pty");
+    let etc = copy_etc(&dir);
+    let user = format!("fdp{}", &unique("u")[9..].replace('-', "")[..12]);
+    useradd_in_private_etc(&etc, &user, true);
+    let ev = cap
+        .wait_for("interactive account record", |e| {
+            account_of(e).is_some_and(|a| a.command.iter().any(|c| c == &user))
+        })
+        .await;
+    let a = account_of(&ev).unwrap();
+    assert!(a.interactive, "useradd ran with a controlling terminal");
+    assert!(ev.record.task.has_tty);
+    assert!(a.files.iter().any(|x| x == "/etc/passwd"));
+    assert!(!std::fs::read_to_string("/etc/passwd").unwrap().contains(&user));
+    cap.stop().await;
+}

@@ -1,0 +1,85 @@
+//! A flood of file writes from one process while an exec happens: the exec
+//! still arrives (critical ring), and every write is either delivered or
+//! counted as lost. Alone in its test binary, so no other test's writes
+//! share the rings.
+
+use std::{os::unix::ffi::OsStrExt, process::Command};
+
+use fdr_agent::event::{Detail, EventKind};
+use fdr_tests::{poll_until, unique, Capture, TempDir};
+
+const WRITES: usize = 20_000;
+
+fn write_drops(cap: &Capture) -> u64 {
+    cap.agent
+        .as_ref()
+        .unwrap()
+        .state
+        .kernel_drops()
+        .iter()
+        .find(|(k, _)| *k == EventKind::FileWrite)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_survives_a_write_flood_and_losses_are_counted() {
+    // Small rings, so that the flood overflows the one for ordinary events.
+    let mut cap = Capture::start_with("flood", |cfg| cfg.probes.ring_buffer_bytes = 16 * 1024).await;
+    let dir = TempDir::new("flood");
+    let d = std::fs::canonicalize(dir.path()).unwrap();
+    let target = d.join("target");
+    std::fs::write(&target, b"x").unwrap();
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes()).unwrap();
+    let drops_before = write_drops(&cap);
+    let marker = unique("flood-exec");
+
+    let flood = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            for _ in 0..WRITES {
+                // SAFETY: a valid path; the descriptor is closed at once.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY) };
+                assert!(fd >= 0);
+                unsafe { libc::close(fd) };
+            }
+        })
+    };
+    // The exec happens while the flood runs.
+    assert!(Command::new("/bin/true").arg(&marker).status().unwrap().success());
+    flood.join().unwrap();
+    let exec = cap
+        .wait_for("the exec during the flood", |e| e.argv.last() == Some(&marker) && e.kind() == EventKind::Exec)
+        .await;
+    assert_eq!(exec.exe.rsplit('/').next(), Some("true"));
+
+    // Writes after the flood, until one arrives: then the flood is drained.
+    let sentinel = d.join(unique("sentinel"));
+    let mut attempts = 0u64;
+    let state = cap.agent.as_ref().unwrap().state.clone();
+    let target_str = target.to_str().unwrap().to_owned();
+    let sentinel_str = sentinel.to_str().unwrap().to_owned();
+    let count = |p: &str| {
+        let buf = state.buffer.lock().unwrap();
+        buf.iter()
+            .filter(|e| matches!(&e.record.detail, Detail::File { kind: EventKind::FileWrite, file } if file.path == p))
+            .count() as u64
+    };
+    poll_until("the sentinel write", || {
+        attempts += 1;
+        std::fs::write(&sentinel, b"s").unwrap();
+        (count(&sentinel_str) > 0).then_some(())
+    });
+    let received = count(&target_str);
+    let sentinels = count(&sentinel_str);
+    let drops = write_drops(&cap) - drops_before;
+    eprintln!("flood: {WRITES} writes, {received} delivered, {drops} counted lost; {attempts} sentinel writes, {sentinels} delivered");
+    assert!(drops > 0, "the flood overflowed the ring");
+    assert_eq!(
+        received + drops - (attempts - sentinels),
+        WRITES as u64,
+        "every write of the flood is delivered or counted"
+    );
+    let stats = state.buffer.lock().unwrap().stats();
+    assert_eq!(stats.evicted, 0, "the host buffer held the whole flood");
+    cap.stop().await;
+}
