@@ -252,6 +252,8 @@ mod tests {
             filename: argv[0].into(),
             exe: argv[0].into(),
             exe_incomplete: false,
+            exe_dev: 0,
+            exe_ino: 0,
             argv: argv.iter().map(|s| s.to_string()).collect(),
             old_tid: 0,
             argv_truncated: false,

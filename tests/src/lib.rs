@@ -75,6 +75,13 @@ impl Capture {
         }
     }
 
+    /// Events in the host buffer matching `pred`, oldest first.
+    pub fn recorded(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
+        let state = &self.agent.as_ref().expect("running").state;
+        let buf = state.buffer.lock().expect("buffer lock");
+        buf.iter().filter(|e| pred(e)).cloned().collect()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.agent.as_ref().expect("running").socket.clone()
     }

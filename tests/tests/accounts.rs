@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use fdr_agent::event::{AccountDetail, Detail, Event};
-use fdr_tests::{unique, Capture, TempDir};
+use fdr_tests::{Capture, TempDir};
 
 fn account_of(ev: &Event) -> Option<&AccountDetail> {
     match &ev.record.detail {
@@ -22,7 +22,9 @@ fn useradd_in_private_etc(etc_copy: &std::path::Path, user: &str, pty: bool) {
     );
     let status = if pty {
         let wrapped = format!("unshare -m --propagation private sh -c '{inner}'");
-        Command::new("script").args(["-qec", &wrapped, "/dev/null"]).status()
+        Command::new("script")
+            .args(["-qec", &wrapped, "/dev/null"])
+            .status()
     } else {
         Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", &inner])
@@ -34,13 +36,29 @@ fn useradd_in_private_etc(etc_copy: &std::path::Path, user: &str, pty: bool) {
 
 fn copy_etc(dir: &TempDir) -> std::path::PathBuf {
     let copy = dir.path().join("etc");
-    let st = Command::new("cp").args(["-a", "/etc/."]).arg(&copy).status().unwrap();
+    let st = Command::new("cp")
+        .args(["-a", "/etc/."])
+        .arg(&copy)
+        .status()
+        .unwrap();
     assert!(st.success(), "copy /etc");
     copy
 }
 
+/// A user name nobody has: a prefix, this process and the clock.
+fn user_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}x{nanos:x}", std::process::id())
+}
+
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +66,7 @@ async fn useradd_is_one_account_record_with_its_files() {
     let mut cap = Capture::start("useradd").await;
     let dir = TempDir::new("etc");
     let etc = copy_etc(&dir);
-    let user = format!("fdr{}", &unique("u")[9..].replace('-', "")[..12]);
+    let user = user_name("fdr");
     useradd_in_private_etc(&etc, &user, false);
 
     let ev = cap
@@ -60,21 +78,34 @@ async fn useradd_is_one_account_record_with_its_files() {
     for f in ["/etc/passwd", "/etc/passwd-", "/etc/shadow", "/etc/group"] {
         assert!(a.files.iter().any(|x| x == f), "{f} in {:?}", a.files);
     }
-    assert!(!a.files.iter().any(|x| x.ends_with('+') || x.ends_with(".lock")), "no scratch files: {:?}", a.files);
-    assert_eq!(a.command.first().map(|c| c.rsplit('/').next().unwrap()), Some("useradd"));
+    assert!(
+        !a.files
+            .iter()
+            .any(|x| x.ends_with('+') || x.ends_with(".lock")),
+        "no scratch files: {:?}",
+        a.files
+    );
+    assert_eq!(
+        a.command.first().map(|c| c.rsplit('/').next().unwrap()),
+        Some("useradd")
+    );
     assert!(!a.interactive, "no terminal, no login session");
     assert_eq!(a.user, "root");
     assert_eq!(a.uid, 0);
     assert_eq!(a.hostname, hostname());
     assert!(a.first_boot_ns <= ev.record.boot_ns);
     // Exactly one record for the change.
-    let buf = cap.agent.as_ref().unwrap().state.buffer.lock().unwrap();
-    let n = buf.iter().filter(|e| account_of(e).is_some_and(|a| a.command.iter().any(|c| c == &user))).count();
+    let n = cap
+        .recorded(|e| account_of(e).is_some_and(|a| a.command.iter().any(|c| c == &user)))
+        .len();
     assert_eq!(n, 1);
-    drop(buf);
     // The copy changed; the machine's accounts did not.
-    assert!(std::fs::read_to_string(etc.join("passwd")).unwrap().contains(&user));
-    assert!(!std::fs::read_to_string("/etc/passwd").unwrap().contains(&user));
+    assert!(std::fs::read_to_string(etc.join("passwd"))
+        .unwrap()
+        .contains(&user));
+    assert!(!std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .contains(&user));
     cap.stop().await;
 }
 
@@ -83,7 +114,7 @@ async fn useradd_under_a_terminal_is_interactive() {
     let mut cap = Capture::start("useradd-pty").await;
     let dir = TempDir::new("etc-pty");
     let etc = copy_etc(&dir);
-    let user = format!("fdp{}", &unique("u")[9..].replace('-', "")[..12]);
+    let user = user_name("fdp");
     useradd_in_private_etc(&etc, &user, true);
     let ev = cap
         .wait_for("interactive account record", |e| {
@@ -94,6 +125,8 @@ async fn useradd_under_a_terminal_is_interactive() {
     assert!(a.interactive, "useradd ran with a controlling terminal");
     assert!(ev.record.task.has_tty);
     assert!(a.files.iter().any(|x| x == "/etc/passwd"));
-    assert!(!std::fs::read_to_string("/etc/passwd").unwrap().contains(&user));
+    assert!(!std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .contains(&user));
     cap.stop().await;
 }

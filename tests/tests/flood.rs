@@ -24,7 +24,8 @@ fn write_drops(cap: &Capture) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_survives_a_write_flood_and_losses_are_counted() {
     // Small rings, so that the flood overflows the one for ordinary events.
-    let mut cap = Capture::start_with("flood", |cfg| cfg.probes.ring_buffer_bytes = 16 * 1024).await;
+    let mut cap =
+        Capture::start_with("flood", |cfg| cfg.probes.ring_buffer_bytes = 16 * 1024).await;
     let dir = TempDir::new("flood");
     let d = std::fs::canonicalize(dir.path()).unwrap();
     let target = d.join("target");
@@ -45,10 +46,16 @@ async fn exec_survives_a_write_flood_and_losses_are_counted() {
         })
     };
     // The exec happens while the flood runs.
-    assert!(Command::new("/bin/true").arg(&marker).status().unwrap().success());
+    assert!(Command::new("/bin/true")
+        .arg(&marker)
+        .status()
+        .unwrap()
+        .success());
     flood.join().unwrap();
     let exec = cap
-        .wait_for("the exec during the flood", |e| e.argv.last() == Some(&marker) && e.kind() == EventKind::Exec)
+        .wait_for("the exec during the flood", |e| {
+            e.argv.last() == Some(&marker) && e.kind() == EventKind::Exec
+        })
         .await;
     assert_eq!(exec.exe.rsplit('/').next(), Some("true"));
 

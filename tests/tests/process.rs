@@ -61,14 +61,10 @@ async fn fork_exec_exit_of_a_child() {
     assert_eq!(&*exec.exe, real_sh.to_str().unwrap());
 
     // The fork came before the exec, so it is in the buffer.
-    let fork = {
-        let buf = cap.agent.as_ref().unwrap().state.buffer.lock().unwrap();
-        let found = buf
-            .iter()
-            .find(|e| matches!(e.record.detail, Detail::Fork { .. }) && e.record.task.pid == pid)
-            .cloned();
-        found.expect("fork event of the child in the buffer")
-    };
+    let fork = cap
+        .recorded(|e| matches!(e.record.detail, Detail::Fork { .. }) && e.record.task.pid == pid)
+        .pop()
+        .expect("fork event of the child in the buffer");
     assert_eq!(fork.record.task.ppid, me);
     assert!(fork.seq < exec.seq);
     assert!(fork.record.boot_ns <= exec.record.boot_ns);

@@ -5,8 +5,6 @@ pub mod offsets;
 pub mod syscalls;
 pub mod tracefs;
 
-use std::path::Path;
-
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
@@ -45,8 +43,6 @@ pub enum ProbeError {
     },
     #[error("map {0} missing from the eBPF object")]
     NoMap(&'static str),
-    #[error("tracepoint syscalls:{tracepoint} has an unexpected layout: {detail}")]
-    SyscallLayout { tracepoint: String, detail: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -87,22 +83,13 @@ enum Hook {
     Raw(&'static str),
 }
 
-/// Programs by kind of hook (every program is loaded once; the syscall
-/// programs attach to many tracepoints).
-const TRACEPOINT_PROGRAMS: &[&str] = &[
-    "fdr_exec",
-    "fdr_exit",
-    "fdr_sys_enter",
-    "fdr_sys_exit_open",
-    "fdr_sys_exit_file",
-    "fdr_sys_exit_net",
-    "fdr_sys_exit_cred",
-];
-const RAW_PROGRAMS: &[&str] = &["fdr_fork"];
+/// Programs by kind of hook (each loaded once, attached once).
+const TRACEPOINT_PROGRAMS: &[&str] = &["fdr_exec", "fdr_exit"];
+const RAW_PROGRAMS: &[&str] = &["fdr_fork", "fdr_sys_enter", "fdr_sys_exit"];
 
 /// Every attachment: program and hook.
-fn hooks(tracefs: &Path) -> Result<Vec<(&'static str, Hook)>, ProbeError> {
-    let mut out = vec![
+fn hooks() -> Vec<(&'static str, Hook)> {
+    vec![
         ("fdr_fork", Hook::Raw("sched_process_fork")),
         (
             "fdr_exec",
@@ -112,58 +99,9 @@ fn hooks(tracefs: &Path) -> Result<Vec<(&'static str, Hook)>, ProbeError> {
             "fdr_exit",
             Hook::Tracepoint("sched", "sched_process_exit".into()),
         ),
-    ];
-    for sc in syscalls::SYSCALLS {
-        let enter = format!("sys_enter_{}", sc.name);
-        let exit = format!("sys_exit_{}", sc.name);
-        if !tracefs.join("events/syscalls").join(&exit).is_dir() {
-            tracing::debug!(
-                syscall = sc.name,
-                "no tracepoint for this syscall on this kernel"
-            );
-            continue;
-        }
-        check_syscall_layout(tracefs, &exit, true)?;
-        if sc.needs_entry() {
-            check_syscall_layout(tracefs, &enter, false)?;
-            out.push(("fdr_sys_enter", Hook::Tracepoint("syscalls", enter)));
-        }
-        out.push((sc.exit.program(), Hook::Tracepoint("syscalls", exit)));
-    }
-    Ok(out)
-}
-
-/// The programs read `__syscall_nr` at 8, arguments at 16 + 8·i, `ret` at
-/// 16: check that this kernel lays the records out so.
-fn check_syscall_layout(tracefs: &Path, name: &str, exit: bool) -> Result<(), ProbeError> {
-    let fmt = tracefs::Format::read(tracefs, "syscalls", name)?;
-    let bad = |detail: String| ProbeError::SyscallLayout {
-        tracepoint: name.to_owned(),
-        detail,
-    };
-    if fmt.offset("__syscall_nr")? != 8 {
-        return Err(bad("__syscall_nr is not at offset 8".into()));
-    }
-    if exit {
-        if fmt.offset("ret")? != 16 {
-            return Err(bad("ret is not at offset 16".into()));
-        }
-        return Ok(());
-    }
-    for (i, (field, off)) in fmt
-        .fields()
-        .iter()
-        .filter(|(f, _)| !f.starts_with("common_") && f != "__syscall_nr")
-        .enumerate()
-    {
-        if *off as usize != 16 + 8 * i {
-            return Err(bad(format!(
-                "argument {field} at offset {off}, expected {}",
-                16 + 8 * i
-            )));
-        }
-    }
-    Ok(())
+        ("fdr_sys_enter", Hook::Raw("sys_enter")),
+        ("fdr_sys_exit", Hook::Raw("sys_exit")),
+    ]
 }
 
 enum Link {
@@ -196,7 +134,7 @@ impl Probes {
         raise_memlock()?;
         let kernel_btf = btf::Btf::from_kernel()?;
         let offs = offsets::resolve(&kernel_btf, &tracefs)?;
-        let hooks = hooks(&tracefs)?;
+        let hooks = hooks();
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096);
         let enabled: u64 = opts.kinds.iter().fold(0, |m, k| m | 1 << (*k as u64));
         let mut ebpf = EbpfLoader::new()

@@ -6,6 +6,20 @@ use fdr_common::KernelOffsets;
 
 use super::{btf::Btf, tracefs::Format, ProbeError};
 
+/// `struct pt_regs` members holding the syscall arguments and number.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ARG_REGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_NR_REG: &str = "orig_ax";
+
+fn syscall_arg_regs(btf: &Btf) -> Result<[u32; 6], ProbeError> {
+    let mut out = [0; 6];
+    for (slot, name) in out.iter_mut().zip(SYSCALL_ARG_REGS) {
+        *slot = btf.member_offset("pt_regs", name)?;
+    }
+    Ok(out)
+}
+
 /// Resolves every offset; fails when a required one is missing.
 pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, ProbeError> {
     let task = |m: &str| btf.member_offset("task_struct", m);
@@ -74,6 +88,8 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, ProbeError> {
         cred_fsgid: cred("fsgid")?,
         cred_cap_effective: cred("cap_effective")?,
         cred_cap_permitted: cred("cap_permitted")?,
+        regs_args: syscall_arg_regs(btf)?,
+        regs_orig_ax: btf.member_offset("pt_regs", SYSCALL_NR_REG)?,
         tp_exec_filename: exec.offset("filename")?,
         tp_exec_pid: exec.offset("pid")?,
         tp_exec_old_pid: exec.offset("old_pid")?,

@@ -1,28 +1,7 @@
-//! The syscalls the generic syscall programs watch: this architecture's
-//! numbers (from libc), the shape of their arguments and the exit program
-//! that handles each.
+//! The syscalls the syscall programs watch: this architecture's numbers
+//! (from libc) and the shape of their arguments.
 
 use fdr_common::op;
-
-/// Which exit program handles a syscall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Open,
-    File,
-    Net,
-    Cred,
-}
-
-impl Exit {
-    pub fn program(self) -> &'static str {
-        match self {
-            Exit::Open => "fdr_sys_exit_open",
-            Exit::File => "fdr_sys_exit_file",
-            Exit::Net => "fdr_sys_exit_net",
-            Exit::Cred => "fdr_sys_exit_cred",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Syscall {
@@ -30,23 +9,14 @@ pub struct Syscall {
     pub name: &'static str,
     pub nr: i64,
     pub op: u8,
-    pub exit: Exit,
-}
-
-impl Syscall {
-    /// Whether the entry program must keep its arguments for the exit.
-    pub fn needs_entry(&self) -> bool {
-        self.op != op::OPEN && self.op != op::ACCEPT
-    }
 }
 
 macro_rules! table {
-    ($($name:ident => $op:ident, $exit:ident;)*) => {
+    ($($name:ident => $op:ident;)*) => {
         &[$(Syscall {
             name: stringify!($name),
             nr: paste_sys!($name),
             op: op::$op,
-            exit: Exit::$exit,
         }),*]
     };
 }
@@ -170,44 +140,44 @@ macro_rules! paste_sys {
 
 /// Every watched syscall (x86_64 has the legacy path calls too).
 pub const SYSCALLS: &[Syscall] = table! {
-    open => OPEN, Open;
-    openat => OPEN, Open;
-    openat2 => OPEN, Open;
-    creat => OPEN, Open;
-    unlink => UNLINK, File;
-    unlinkat => UNLINKAT, File;
-    rmdir => RMDIR, File;
-    rename => RENAME, File;
-    renameat => RENAMEAT, File;
-    renameat2 => RENAMEAT, File;
-    chmod => CHMOD, File;
-    fchmod => FCHMOD, File;
-    fchmodat => FCHMODAT, File;
-    fchmodat2 => FCHMODAT, File;
-    chown => CHOWN, File;
-    lchown => CHOWN, File;
-    fchown => FCHOWN, File;
-    fchownat => FCHOWNAT, File;
-    link => LINK, File;
-    linkat => LINKAT, File;
-    symlink => SYMLINK, File;
-    symlinkat => SYMLINKAT, File;
-    truncate => TRUNCATE, File;
-    ftruncate => FTRUNCATE, File;
-    bind => BIND, Net;
-    connect => CONNECT, Net;
-    listen => LISTEN, Net;
-    accept => ACCEPT, Net;
-    accept4 => ACCEPT, Net;
-    setuid => CRED, Cred;
-    setgid => CRED, Cred;
-    setreuid => CRED, Cred;
-    setregid => CRED, Cred;
-    setresuid => CRED, Cred;
-    setresgid => CRED, Cred;
-    setfsuid => CRED, Cred;
-    setfsgid => CRED, Cred;
-    capset => CRED, Cred;
+    open => OPEN;
+    openat => OPEN;
+    openat2 => OPEN;
+    creat => OPEN;
+    unlink => UNLINK;
+    unlinkat => UNLINKAT;
+    rmdir => RMDIR;
+    rename => RENAME;
+    renameat => RENAMEAT;
+    renameat2 => RENAMEAT;
+    chmod => CHMOD;
+    fchmod => FCHMOD;
+    fchmodat => FCHMODAT;
+    fchmodat2 => FCHMODAT;
+    chown => CHOWN;
+    lchown => CHOWN;
+    fchown => FCHOWN;
+    fchownat => FCHOWNAT;
+    link => LINK;
+    linkat => LINKAT;
+    symlink => SYMLINK;
+    symlinkat => SYMLINKAT;
+    truncate => TRUNCATE;
+    ftruncate => FTRUNCATE;
+    bind => BIND;
+    connect => CONNECT;
+    listen => LISTEN;
+    accept => ACCEPT;
+    accept4 => ACCEPT;
+    setuid => CRED;
+    setgid => CRED;
+    setreuid => CRED;
+    setregid => CRED;
+    setresuid => CRED;
+    setresgid => CRED;
+    setfsuid => CRED;
+    setfsgid => CRED;
+    capset => CRED;
 };
 
 /// The syscall's name for a number, for display.

@@ -499,6 +499,10 @@ pub struct KernelOffsets {
     pub cred_fsgid: u32,
     pub cred_cap_effective: u32,
     pub cred_cap_permitted: u32,
+    /// `struct pt_regs` slots of the six syscall arguments, in order.
+    pub regs_args: [u32; 6],
+    /// `struct pt_regs` slot of the syscall number.
+    pub regs_orig_ax: u32,
     /// Offset of the `__data_loc char[] filename` field of `sched:sched_process_exec`.
     pub tp_exec_filename: u32,
     /// Offset of the `pid` field of `sched:sched_process_exec`.
@@ -568,6 +572,8 @@ impl KernelOffsets {
         cred_fsgid: u32::MAX,
         cred_cap_effective: u32::MAX,
         cred_cap_permitted: u32::MAX,
+        regs_args: [u32::MAX; 6],
+        regs_orig_ax: u32::MAX,
         tp_exec_filename: u32::MAX,
         tp_exec_pid: u32::MAX,
         tp_exec_old_pid: u32::MAX,
@@ -643,7 +649,7 @@ const _: () = assert!(size_of::<ForkEvent>() == 16 + 56 + 8);
 const _: () =
     assert!(size_of::<ExecEvent>() == 16 + 56 + 24 + FILENAME_MAX + ARGV_MAX + PATH_MAX + NAME_BUF);
 const _: () = assert!(size_of::<ExitEvent>() == 16 + 56 + 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 61 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 68 * 4);
 const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(size_of::<PathRef>() == 8);
 const _: () = assert!(size_of::<FileEvent>() == 16 + 56 + 10 * 4 + 16 + 16 + 2 * PATH_AREA);

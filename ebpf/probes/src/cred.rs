@@ -1,21 +1,21 @@
 //! Privilege changes: set*uid/set*gid and capset that succeeded and changed
 //! something, with the credentials before and after.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use fdr_common::{EventKind, PrivEvent};
 
 use crate::{
     emit::{enabled, header, send_to},
-    syscalls::{ret, take_args},
+    syscalls::take_args,
     task::{creds, current, current_info, session_flags},
 };
 
-#[tracepoint]
-pub fn fdr_sys_exit_cred(ctx: TracePointContext) -> i32 {
+/// Exit of a credential syscall.
+#[inline(never)]
+pub fn exit_cred(rc: i64) -> i32 {
     let Some(a) = take_args() else {
         return 0;
     };
-    if ret(&ctx) < 0 || !enabled(EventKind::PrivChange as u16) {
+    if rc < 0 || !enabled(EventKind::PrivChange as u16) {
         return 0;
     }
     let task = current();

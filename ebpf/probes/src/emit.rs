@@ -179,7 +179,7 @@ fn count_drop(kind: u16) {
 pub fn watch_flags(dev: u32, ino: u64) -> u32 {
     let key = InodeKey { dev, _pad: 0, ino };
     // SAFETY: a map lookup; the value is copied out at once.
-    unsafe { WATCH.get(&key) }.copied().unwrap_or(0)
+    unsafe { WATCH.get(key) }.copied().unwrap_or(0)
 }
 
 /// The `fdr_common::op` of a syscall number, 0 when not of interest.

@@ -4,16 +4,16 @@
 //! of anything not on the sensitive list, non-regular files, pseudo
 //! filesystems and excluded directories never leave the kernel.
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
 use fdr_common::{flags, op, watch, EventKind, FileEvent, PathRef, PATH_AREA, PATH_MAX};
 
 use crate::{
     emit::{enabled, header, offsets, prefixes, scratch_bytes, scratch_file, send_to, watch_flags},
     path::walk,
-    syscalls::{is_agent, nr, ret, take_args},
-    task::{current, current_info, field, file_of_fd, inode_info, session_flags, InodeInfo},
+    syscalls::{is_agent, take_args},
+    task::{
+        current, current_info, field, file_of_fd, inode_id, inode_info, session_flags, InodeInfo,
+    },
 };
 
 const AT_FDCWD: i64 = -100;
@@ -65,39 +65,55 @@ fn set_inode(ev: &mut FileEvent, i: &InodeInfo) {
 }
 
 /// Opens of every flavour (open, openat, openat2, creat), at exit.
-#[tracepoint]
-pub fn fdr_sys_exit_open(ctx: TracePointContext) -> i32 {
-    let fd = ret(&ctx);
+/// Exit of an open (open, openat, openat2, creat) that returned `fd`.
+#[inline(never)]
+pub fn exit_open(nr: u32, fd: i64) -> i32 {
     if fd < 0 || is_agent() {
         return 0;
     }
     let task = current();
     let file = file_of_fd(task, fd);
     let o = offsets();
+    let f_flags: u32 = field(file, o.file_f_flags).unwrap_or(0);
+    let writing = f_flags & O_ACCMODE != 0;
+    let kind = if writing {
+        EventKind::FileWrite
+    } else {
+        EventKind::SensitiveRead
+    };
+    if !enabled(kind as u16) {
+        return 0;
+    }
     let inode: *const u8 = field(file, o.file_f_inode).unwrap_or(core::ptr::null());
+    // The read-only path, the most frequent open there is: only what the
+    // sensitive-file lookup needs, then out.
+    let own = if writing {
+        0
+    } else {
+        let Some((dev, ino)) = inode_id(inode) else {
+            return 0;
+        };
+        let own = watch_flags(dev, ino);
+        if own & watch::SENSITIVE == 0 {
+            return 0; // a read-only open of an ordinary file
+        }
+        own
+    };
     let Some(info) = inode_info(inode) else {
         return 0;
     };
     if info.mode & S_IFMT != S_IFREG || pseudo_fs(info.magic) {
         return 0;
     }
-    let f_flags: u32 = field(file, o.file_f_flags).unwrap_or(0);
-    let writing = f_flags & O_ACCMODE != 0;
-    let own = watch_flags(info.dev, info.ino);
-    let kind = if writing {
-        EventKind::FileWrite
-    } else if own & watch::SENSITIVE != 0 {
-        EventKind::SensitiveRead
+    let own = if writing {
+        watch_flags(info.dev, info.ino)
     } else {
-        return 0; // a read-only open of an ordinary file
+        own
     };
-    if !enabled(kind as u16) {
-        return 0;
-    }
     let Some(ev) = scratch_file() else {
         return 0;
     };
-    begin(ev, nr(&ctx));
+    begin(ev, nr);
     ev.flags = f_flags;
     set_inode(ev, &info);
     // SAFETY: pointer arithmetic only.
@@ -271,12 +287,13 @@ fn prefix_class(area: usize) -> u32 {
 }
 
 /// Path- and descriptor-based file changes, at exit, when they succeeded.
-#[tracepoint]
-pub fn fdr_sys_exit_file(ctx: TracePointContext) -> i32 {
+/// Exit of a path or descriptor based file change.
+#[inline(never)]
+pub fn exit_file(rc: i64) -> i32 {
     let Some(a) = take_args() else {
         return 0;
     };
-    if ret(&ctx) != 0 {
+    if rc != 0 {
         return 0;
     }
     let Some(ev) = scratch_file() else {

@@ -2,12 +2,11 @@
 //! listen, UDP bind, connect (TCP and UDP), accept. Addresses and ports are
 //! read from the socket itself, after the kernel filled them in.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use fdr_common::{op, EventKind, NetEvent};
 
 use crate::{
-    emit::{enabled, header, offsets, send_to, syscall_op},
-    syscalls::{is_agent, nr, ret, take_args},
+    emit::{enabled, header, offsets, send_to},
+    syscalls::{is_agent, take_args},
     task::{current, current_info, field, file_of_fd, session_flags},
 };
 
@@ -16,10 +15,9 @@ const AF_INET6: u16 = 10;
 const IPPROTO_UDP: u16 = 17;
 const EINPROGRESS: i64 = 115;
 
-#[tracepoint]
-pub fn fdr_sys_exit_net(ctx: TracePointContext) -> i32 {
-    let opn = syscall_op(nr(&ctx));
-    let rc = ret(&ctx);
+/// Exit of bind, connect, listen or accept.
+#[inline(never)]
+pub fn exit_net(opn: u8, rc: i64) -> i32 {
     // accept has no entry program: its descriptor is the return value.
     let (kind, fd, backlog) = if opn == op::ACCEPT {
         if rc < 0 || is_agent() {

@@ -83,12 +83,17 @@ pub fn file_of_fd(task: *const u8, fd: i64) -> *const u8 {
     }
     let files: *const u8 = field(task, o.task_files).unwrap_or(core::ptr::null());
     let fdt: *const u8 = field(files, o.files_fdt).unwrap_or(core::ptr::null());
-    let max: u32 = field(fdt, o.fdtable_max_fds).unwrap_or(0);
-    if fd as u64 >= max as u64 {
-        return core::ptr::null();
-    }
-    let array: *const u8 = field(fdt, o.fdtable_fd).unwrap_or(core::ptr::null());
-    if array.is_null() {
+    // `max_fds` and `fd` are neighbours: one read when they fit in 16 bytes.
+    let (max, array) = if o.fdtable_max_fds == 0 && o.fdtable_fd == 8 {
+        let pair: [u64; 2] = field(fdt, 0).unwrap_or([0; 2]);
+        (pair[0] as u32, pair[1] as *const u8)
+    } else {
+        (
+            field::<u32>(fdt, o.fdtable_max_fds).unwrap_or(0),
+            field(fdt, o.fdtable_fd).unwrap_or(core::ptr::null()),
+        )
+    };
+    if fd as u64 >= max as u64 || array.is_null() {
         return core::ptr::null();
     }
     // SAFETY: pointer arithmetic only; the read is a probe read.
@@ -103,6 +108,14 @@ pub struct InodeInfo {
     pub ino: u64,
     pub mode: u32,
     pub magic: u64,
+}
+
+/// Device and inode number only.
+#[inline(always)]
+pub fn inode_id(inode: *const u8) -> Option<(u32, u64)> {
+    let o = offsets();
+    let sb: *const u8 = field(inode, o.inode_i_sb)?;
+    Some((field(sb, o.sb_s_dev)?, field(inode, o.inode_i_ino)?))
 }
 
 #[inline(always)]

@@ -33,6 +33,13 @@ struct Args {
     /// Blocks each side is split into; sides alternate block by block.
     #[arg(long, default_value_t = 10)]
     rounds: u32,
+    /// Event kinds to switch off (by name), e.g. to measure the floor cost of
+    /// attached programs that report nothing.
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
+    /// Only run the cases with these names.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/results.json")]
     output: PathBuf,
@@ -150,6 +157,7 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("fdr-bench-{}", std::process::id()));
     let mut cfg = Config::default();
     cfg.api.socket = dir.join("fdr.sock");
+    cfg.capture.disabled_kinds = args.disable.clone();
     // The workload runs in this process: record its forks too.
     let running = rt.block_on(agent::start(&cfg, SelfFilter::RecordAll))?;
     let state = running.state.clone();
@@ -169,7 +177,10 @@ fn main() -> Result<()> {
         "{:<8} {:>8} {:>12} {:>12} {:>8} {:>10} {:>8}",
         "CASE", "OPS", "DETACHED", "ATTACHED", "RATIO", "EVENTS", "DROPS"
     );
-    for case in CASES {
+    for case in CASES
+        .iter()
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| o == c.name))
+    {
         // Warm up caches and the page cache of the binaries.
         set_attached(false)?;
         (case.run)(args.iterations / 10 + 1)?;
@@ -177,7 +188,11 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         let drops_before = total_drops(&state);
         let seen_before = total_seen(&state);
-        let total = if case.name == "exec" { args.iterations } else { args.iterations * args.scale };
+        let total = if case.name == "exec" {
+            args.iterations
+        } else {
+            args.iterations * args.scale
+        };
         let block = (total / args.rounds).max(1);
         let (mut off, mut on) = (
             Side {
@@ -241,6 +256,7 @@ fn main() -> Result<()> {
     }
     let doc = json!({
         "rounds": args.rounds,
+        "disabled_kinds": args.disable,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cases": results,
