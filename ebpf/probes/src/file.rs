@@ -118,7 +118,7 @@ pub fn exit_open(nr: u32, fd: i64) -> i32 {
     set_inode(ev, &info);
     // SAFETY: pointer arithmetic only.
     let f_path = unsafe { file.add(o.file_f_path as usize) };
-    let w = walk(f_path, FileEvent::FIXED_LEN);
+    let w = walk(f_path, FileEvent::FIXED_LEN, true);
     if (w.watch | own) & watch::EXCLUDED != 0 {
         return 0;
     }
@@ -196,7 +196,7 @@ fn resolve(task: *const u8, dfd: i64, user: u64, slot: usize, text_only: bool) -
         // SAFETY: pointer arithmetic only.
         unsafe { file.add(o.file_f_path as usize) }
     };
-    let w = walk(dir_path, area + PATH_MAX);
+    let w = walk(dir_path, area + PATH_MAX, true);
     r.path.walk_len = w.len as u16;
     r.path.walk_off = PATH_MAX as u16;
     r.path.flags |= w.flags;
@@ -229,7 +229,7 @@ fn resolve_fd(task: *const u8, fd: i64, ev: &mut FileEvent) -> Resolved {
     }
     // SAFETY: pointer arithmetic only.
     let f_path = unsafe { file.add(o.file_f_path as usize) };
-    let w = walk(f_path, FileEvent::FIXED_LEN);
+    let w = walk(f_path, FileEvent::FIXED_LEN, true);
     Resolved {
         path: PathRef {
             tail_len: 0,

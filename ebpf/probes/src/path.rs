@@ -21,7 +21,7 @@ use fdr_common::{flags, NAME_BUF, PATH_DEPTH, PATH_MAX};
 
 use crate::{
     emit::{offsets, scratch_bytes, watch_flags, SCRATCH_SIZE},
-    task::{field, inode_info},
+    task::{field, inode_id},
 };
 
 /// The walk's state, shared with the loop callback.
@@ -39,6 +39,8 @@ struct Walk {
     done: bool,
     /// `fdr_common::watch` bits of every inode on the way, or-ed.
     watch: u32,
+    /// Look the inodes up in the watch map (file events; not for exec).
+    want_watch: bool,
 }
 
 #[map(name = "FDR_WALK")]
@@ -61,9 +63,10 @@ pub struct Walked {
 }
 
 /// Walks `path` (a `struct path *`) into the scratch record at byte offset
-/// `area`, which must leave `PATH_MAX + NAME_BUF` bytes of room.
+/// `area`, which must leave `PATH_MAX + NAME_BUF` bytes of room; with
+/// `want_watch`, or-ing the watch bits of every inode on the way.
 #[inline(always)]
-pub fn walk(path: *const u8, area: usize) -> Walked {
+pub fn walk(path: *const u8, area: usize, want_watch: bool) -> Walked {
     let o = offsets();
     let dentry: *const u8 = field(path, o.path_dentry).unwrap_or(core::ptr::null());
     let vfsmnt: *const u8 = field(path, o.path_mnt).unwrap_or(core::ptr::null());
@@ -87,6 +90,7 @@ pub fn walk(path: *const u8, area: usize) -> Walked {
     w.flags = 0;
     w.done = false;
     w.watch = 0;
+    w.want_watch = want_watch;
     // SAFETY: `step` has the callback signature bpf_loop expects.
     unsafe { bpf_loop(PATH_DEPTH, step as *mut c_void, core::ptr::null_mut(), 0) };
     let Some(w) = state() else {
@@ -137,9 +141,11 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     if w.len >= PATH_MAX - NAME_BUF {
         return finish(w, flags::PATH_TRUNCATED);
     }
-    let inode: *const u8 = field(dentry, o.dentry_d_inode).unwrap_or(core::ptr::null());
-    if let Some(i) = inode_info(inode) {
-        w.watch |= watch_flags(i.dev, i.ino);
+    if w.want_watch {
+        let inode: *const u8 = field(dentry, o.dentry_d_inode).unwrap_or(core::ptr::null());
+        if let Some((dev, ino)) = inode_id(inode) {
+            w.watch |= watch_flags(dev, ino);
+        }
     }
     let name: *const u8 = field(dentry, o.dentry_name).unwrap_or(core::ptr::null());
     let Some(buf) = scratch_bytes() else {

@@ -130,7 +130,7 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
     } else {
         // SAFETY: pointer arithmetic only; the walk uses probe reads.
         let f_path = unsafe { exe_file.add(o.file_f_path as usize) };
-        let w = walk(f_path, ExecEvent::FIXED_LEN + argv_len as usize);
+        let w = walk(f_path, ExecEvent::FIXED_LEN + argv_len as usize, false);
         (w.len, w.flags)
     };
     ev.exe_len = exe_len as u16;
