@@ -11,7 +11,7 @@ use fdr_common::{
 };
 
 use crate::{
-    event::{Creds, Detail, FileDetail, NetDetail, PrivDetail, Record, Task},
+    event::{Detail, FileDetail, NetDetail, PrivDetail, Record, Task},
     probes::syscalls::name_of,
 };
 
@@ -92,8 +92,8 @@ pub fn decode(data: &[u8]) -> Result<Record, DecodeError> {
             let ev: PrivEvent = read_pod(data)?;
             let detail = PrivDetail {
                 syscall: name_of(ev.syscall_nr).unwrap_or("?"),
-                old: creds(&ev.old),
-                new: creds(&ev.new),
+                old: ev.old,
+                new: ev.new,
             };
             (ev.task, Detail::Priv(Box::new(detail)))
         }
@@ -168,21 +168,6 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
             filename_truncated: fl & flags::FILENAME_TRUNCATED != 0,
         },
     ))
-}
-
-fn creds(c: &fdr_common::Creds) -> Creds {
-    Creds {
-        uid: c.uid,
-        euid: c.euid,
-        suid: c.suid,
-        fsuid: c.fsuid,
-        gid: c.gid,
-        egid: c.egid,
-        sgid: c.sgid,
-        fsgid: c.fsgid,
-        cap_effective: c.cap_effective,
-        cap_permitted: c.cap_permitted,
-    }
 }
 
 fn net_detail(ev: &NetEvent) -> Result<NetDetail, DecodeError> {

@@ -106,20 +106,8 @@ pub struct NetDetail {
     pub ret: i32,
 }
 
-/// Credentials of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Creds {
-    pub uid: u32,
-    pub euid: u32,
-    pub suid: u32,
-    pub fsuid: u32,
-    pub gid: u32,
-    pub egid: u32,
-    pub sgid: u32,
-    pub fsgid: u32,
-    pub cap_effective: u64,
-    pub cap_permitted: u64,
-}
+/// Credentials of a task (the kernel's record, plain data).
+pub use fdr_common::Creds;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivDetail {

@@ -90,14 +90,8 @@ impl Capture {
     /// (searching the buffer again when the test's own receiver fell
     /// behind), within [`DEADLINE`].
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Arc<Event> {
-        let state = self.agent.as_ref().expect("running").state.clone();
         // Already recorded?
-        let found = {
-            let buf = state.buffer.lock().expect("buffer lock");
-            let hit = buf.iter().find(|e| pred(e)).cloned();
-            hit
-        };
-        if let Some(ev) = found {
+        if let Some(ev) = self.recorded(&pred).into_iter().next() {
             return ev;
         }
         let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -106,12 +100,7 @@ impl Capture {
                 Ok(Ok(ev)) if pred(&ev) => return ev,
                 Ok(Ok(_)) => {}
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    let found = {
-                        let buf = state.buffer.lock().expect("buffer lock");
-                        let hit = buf.iter().find(|e| pred(e)).cloned();
-                        hit
-                    };
-                    if let Some(ev) = found {
+                    if let Some(ev) = self.recorded(&pred).into_iter().next() {
                         return ev;
                     }
                 }
