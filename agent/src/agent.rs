@@ -10,6 +10,11 @@ use crate::{
     pipeline,
     probes::{ProbeError, ProbeOptions, Probes},
     proctable::ProcessTable,
+    recorder::{
+        snapshot::{Snapshots, Window},
+        store::{Retention, Store},
+        Limits, ScopeBuffers,
+    },
     state::{lock, State},
 };
 
@@ -21,6 +26,8 @@ pub enum AgentError {
     Api(#[from] api::ApiError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::recorder::store::StoreError),
     #[error("attaching the ring buffer to the event loop: {0}")]
     Ring(std::io::Error),
 }
@@ -58,6 +65,28 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         kinds: cfg.capture.kinds().map_err(AgentError::Config)?,
         prefixes: crate::watch::prefixes(&cfg.capture, &cfg.recorder.data_dir),
     };
+    // The store first: a data directory we cannot use is a clear error
+    // before any probe is loaded.
+    let r = &cfg.recorder;
+    let store = Store::open(
+        &r.data_dir,
+        Retention {
+            max_snapshots: r.max_snapshots,
+            max_bytes: r.max_snapshot_bytes,
+        },
+    )?;
+    let snapshots = Snapshots::new(
+        store,
+        Window {
+            before_ns: r.snapshot_before.as_nanos() as u64,
+            after_ns: r.snapshot_after.as_nanos() as u64,
+        },
+    );
+    let buffers = ScopeBuffers::new(Limits {
+        scope_quota: r.scope_quota_bytes as usize,
+        budget: r.budget_bytes as usize,
+        grace_ns: r.exited_container_grace.as_nanos() as u64,
+    });
     let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(&opts);
     let unix = api::bind_unix(&cfg.api.socket)?;
@@ -72,7 +101,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
     tracing::info!(processes = procs.len(), "process table seeded from /proc");
     let state = Arc::new(State::new(
-        cfg.recorder.host_buffer_bytes as usize,
+        buffers,
+        snapshots,
         cfg.api.stream_queue,
         procs,
         ring_bytes,

@@ -14,7 +14,7 @@ pub struct EventBuffer {
 }
 
 /// A buffer's occupancy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct BufferStats {
     pub events: u64,
     pub bytes: u64,
@@ -43,6 +43,14 @@ impl EventBuffer {
             self.bytes -= old;
             self.evicted += 1;
         }
+    }
+
+    /// Removes the oldest event (counted as evicted); its size in bytes.
+    pub fn evict_oldest(&mut self) -> Option<usize> {
+        let (_, size) = self.events.pop_front()?;
+        self.bytes -= size;
+        self.evicted += 1;
+        Some(size)
     }
 
     /// Events oldest first.
@@ -93,6 +101,7 @@ pub(crate) mod tests {
             },
             exe: Arc::from("/bin/t"),
             argv: Arc::from(vec!["t".to_string()]),
+            scope: crate::scope::Scope::Host,
         }
     }
 

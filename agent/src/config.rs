@@ -80,9 +80,26 @@ pub struct RecorderConfig {
     /// Where the agent keeps its data; never itself recorded. Default
     /// `/var/lib/fdr`.
     pub data_dir: PathBuf,
-    /// Memory the host event buffer may use, in bytes; the oldest events are
-    /// evicted beyond it. Default 64 MiB.
-    pub host_buffer_bytes: u64,
+    /// Memory one scope's buffer (a container's, or the host's) may use;
+    /// its oldest events go first beyond it. Default 16 MiB.
+    pub scope_quota_bytes: u64,
+    /// Memory all buffers together may use; beyond it the largest scope
+    /// loses its oldest events. Default 128 MiB.
+    pub budget_bytes: u64,
+    /// How long a gone container's buffer is kept after its last event.
+    /// Default 10 minutes.
+    #[serde(with = "humantime_serde_compat")]
+    pub exited_container_grace: std::time::Duration,
+    /// History a snapshot keeps before its moment. Default 5 minutes.
+    #[serde(with = "humantime_serde_compat")]
+    pub snapshot_before: std::time::Duration,
+    /// History a snapshot keeps after its moment. Default 60 seconds.
+    #[serde(with = "humantime_serde_compat")]
+    pub snapshot_after: std::time::Duration,
+    /// Snapshots kept on disk, oldest evicted first. Default 100.
+    pub max_snapshots: usize,
+    /// Bytes of snapshots kept on disk. Default 1 GiB.
+    pub max_snapshot_bytes: u64,
     /// How long an exited process stays in the process table, so that late
     /// events and queries still find it. Default 5 minutes.
     #[serde(with = "humantime_serde_compat")]
@@ -195,7 +212,13 @@ impl Default for RecorderConfig {
     fn default() -> Self {
         RecorderConfig {
             data_dir: PathBuf::from("/var/lib/fdr"),
-            host_buffer_bytes: 64 << 20,
+            scope_quota_bytes: 16 << 20,
+            budget_bytes: 128 << 20,
+            exited_container_grace: std::time::Duration::from_secs(600),
+            snapshot_before: std::time::Duration::from_secs(300),
+            snapshot_after: std::time::Duration::from_secs(60),
+            max_snapshots: 100,
+            max_snapshot_bytes: 1 << 30,
             exited_process_grace: std::time::Duration::from_secs(300),
         }
     }
@@ -245,10 +268,15 @@ impl Config {
                 "probes.poll_interval must be between 1ns and 1s".into(),
             ));
         }
-        if self.recorder.host_buffer_bytes < 4096 {
+        let r = &self.recorder;
+        if r.scope_quota_bytes < 4096 || r.budget_bytes < r.scope_quota_bytes {
             return Err(ConfigError::Invalid(
-                "recorder.host_buffer_bytes must be at least 4096".into(),
+                "recorder.scope_quota_bytes must be at least 4096 and at most recorder.budget_bytes"
+                    .into(),
             ));
+        }
+        if r.max_snapshots == 0 {
+            return Err(ConfigError::Invalid("recorder.max_snapshots must be > 0".into()));
         }
         self.capture.kinds()?;
         let prefixes = self

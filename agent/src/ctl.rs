@@ -108,7 +108,8 @@ fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn detail_text(ev: &pb::Event) -> String {
+/// A readable one-line description of the event's detail.
+pub fn detail_text(ev: &pb::Event) -> String {
     match &ev.detail {
         Some(Detail::Fork(f)) => format!("parent {}", f.parent_pid),
         Some(Detail::Exec(x)) => {
@@ -312,6 +313,8 @@ pub fn event_json(ev: &pb::Event) -> Value {
             "argv": p.argv, "has_tty": p.has_tty, "start_ns": p.start_ns,
         },
         "detail": detail,
+        "scope": ev.scope,
+        "container_id": ev.container_id,
     })
 }
 

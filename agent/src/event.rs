@@ -201,6 +201,8 @@ pub struct Event {
     pub exe: Arc<str>,
     /// Command line of the process, when known.
     pub argv: Arc<[String]>,
+    /// The container it happened in, or the host.
+    pub scope: crate::scope::Scope,
 }
 
 impl Event {

@@ -19,6 +19,8 @@ pub mod event;
 pub mod pipeline;
 pub mod probes;
 pub mod proctable;
+pub mod recorder;
+pub mod scope;
 pub mod state;
 pub mod stats;
 pub mod watch;

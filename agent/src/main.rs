@@ -26,9 +26,12 @@ struct Cli {
     /// TCP listener of the API, e.g. 127.0.0.1:7077 (overrides `api.tcp_listen`).
     #[arg(long)]
     tcp_listen: Option<std::net::SocketAddr>,
-    /// Host buffer size in bytes (overrides `recorder.host_buffer_bytes`).
+    /// Memory budget of all buffers in bytes (overrides `recorder.budget_bytes`).
     #[arg(long)]
-    host_buffer_bytes: Option<u64>,
+    budget_bytes: Option<u64>,
+    /// Data directory (overrides `recorder.data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Kernel ring buffer size in bytes (overrides `probes.ring_buffer_bytes`).
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
@@ -60,8 +63,11 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(t) = cli.tcp_listen {
         cfg.api.tcp_listen = Some(t);
     }
-    if let Some(b) = cli.host_buffer_bytes {
-        cfg.recorder.host_buffer_bytes = b;
+    if let Some(b) = cli.budget_bytes {
+        cfg.recorder.budget_bytes = b;
+    }
+    if let Some(d) = cli.data_dir {
+        cfg.recorder.data_dir = d;
     }
     if let Some(b) = cli.ring_buffer_bytes {
         cfg.probes.ring_buffer_bytes = b;

@@ -44,6 +44,7 @@ struct Recorder {
     records: Vec<Record>,
     derived: Vec<Record>,
     deriver: Deriver,
+    scopes: crate::scope::ScopeResolver,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
 }
@@ -82,6 +83,7 @@ impl Recorder {
     /// Turns a record into an event with the process's context.
     fn record(&mut self, rec: Record, procs: &mut crate::proctable::ProcessTable) -> Arc<Event> {
         let (exe, argv) = procs.apply(&rec);
+        let scope = self.scopes.resolve(rec.task.cgroup_id);
         self.seq += 1;
         self.state.counters.add_seen(rec.detail.kind(), 1);
         Arc::new(Event {
@@ -90,6 +92,7 @@ impl Recorder {
             record: rec,
             exe,
             argv,
+            scope,
         })
     }
 
@@ -117,9 +120,15 @@ impl Recorder {
             return;
         }
         {
-            let mut buffer = lock(&self.state.buffer);
+            let mut buffers = lock(&self.state.buffers);
             for ev in &self.batch {
-                buffer.push(ev.clone());
+                buffers.push(ev.clone());
+            }
+        }
+        {
+            let mut snaps = lock(&self.state.snapshots);
+            for ev in &self.batch {
+                snaps.observe(ev);
             }
         }
         for ev in self.batch.drain(..) {
@@ -140,6 +149,24 @@ impl Recorder {
         self.push_derived(&mut procs);
         drop(procs);
         self.publish();
+        self.close_snapshots();
+        let scopes = &self.scopes;
+        let freed = lock(&state.buffers).free_gone(self.clock.wall_ns(now), |cg| !scopes.exists(cg));
+        if freed > 0 {
+            tracing::debug!(freed, "buffers of gone containers freed");
+        }
+    }
+
+    /// Commits the snapshots whose after-window has closed.
+    fn close_snapshots(&mut self) {
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let drops = self.state.total_kernel_drops();
+        let procs = lock(&self.state.procs);
+        match lock(&self.state.snapshots).close_due(now, drops, &procs) {
+            Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "snapshots committed"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(%err, "committing snapshots"),
+        }
     }
 }
 
@@ -178,6 +205,7 @@ pub async fn run(
         records: Vec::new(),
         derived: Vec::new(),
         deriver: Deriver::new(&cfg.capture),
+        scopes: crate::scope::ScopeResolver::new(),
         refresh_watch: false,
     };
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -185,6 +213,7 @@ pub async fn run(
         tokio::time::Instant::now() + cfg.capture.watch_refresh,
         cfg.capture.watch_refresh,
     );
+    let mut snapshot_tick = tokio::time::interval(Duration::from_millis(100));
     let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -194,6 +223,7 @@ pub async fn run(
                 return Ok(());
             }
             _ = housekeeping.tick() => rec.housekeeping(&cfg),
+            _ = snapshot_tick.tick() => rec.close_snapshots(),
             _ = watch_tick.tick() => refresh_watch(&rec.state, &cfg),
             _ = poll.tick() => rec.drain(critical.get_mut(), events.get_mut()),
             guard = events.readable_mut() => {

@@ -8,11 +8,18 @@ use std::{
 use tokio::sync::broadcast;
 
 use crate::{
-    buffer::EventBuffer, event::Event, probes::Probes, proctable::ProcessTable, stats::Counters,
+    event::Event,
+    probes::Probes,
+    proctable::ProcessTable,
+    recorder::{snapshot::Snapshots, ScopeBuffers},
+    stats::Counters,
 };
 
 pub struct State {
-    pub buffer: Mutex<EventBuffer>,
+    /// One rolling buffer per scope.
+    pub buffers: Mutex<ScopeBuffers>,
+    /// Open snapshots and the store of committed ones.
+    pub snapshots: Mutex<Snapshots>,
     pub procs: Mutex<ProcessTable>,
     pub counters: Arc<Counters>,
     /// Every recorded event, for live subscribers; a subscriber that falls
@@ -27,13 +34,15 @@ pub struct State {
 
 impl State {
     pub fn new(
-        buffer_bytes: usize,
+        buffers: ScopeBuffers,
+        snapshots: Snapshots,
         stream_queue: usize,
         procs: ProcessTable,
         ring_bytes: u64,
     ) -> Self {
         State {
-            buffer: Mutex::new(EventBuffer::new(buffer_bytes)),
+            buffers: Mutex::new(buffers),
+            snapshots: Mutex::new(snapshots),
             procs: Mutex::new(procs),
             counters: Arc::new(Counters::default()),
             live: broadcast::channel(stream_queue).0,
@@ -51,6 +60,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl State {
+    /// Kernel drops of every kind, summed.
+    pub fn total_kernel_drops(&self) -> u64 {
+        self.kernel_drops().iter().map(|(_, n)| n).sum()
+    }
+
     /// Kernel drops per kind (zeros when no probes are loaded).
     pub fn kernel_drops(&self) -> Vec<(fdr_common::EventKind, u64)> {
         match lock(&self.probes).as_ref().map(Probes::drops) {

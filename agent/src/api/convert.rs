@@ -109,6 +109,8 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
             start_ns: t.start_ns,
         }),
         detail: Some(detail),
+        scope: ev.scope.key(),
+        container_id: ev.scope.container_id().unwrap_or_default().to_owned(),
     }
 }
 

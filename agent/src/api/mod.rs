@@ -1,6 +1,8 @@
 //! The gRPC API: a unix socket (mode 0600) always, TCP when configured.
 
 pub mod convert;
+pub mod export;
+pub mod query;
 mod service;
 
 use std::{

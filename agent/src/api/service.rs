@@ -9,9 +9,13 @@ use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{buffer_stats_to_pb, event_to_pb, kind_from_pb, kind_to_pb, timestamp};
+use super::{
+    convert::{buffer_stats_to_pb, event_to_pb, kind_from_pb, kind_to_pb, timestamp},
+    query::EventQuery,
+};
 use crate::{
     event::{Event, EventKind},
+    scope::Scope,
     state::{lock, State},
     stats::SubscriberGuard,
 };
@@ -121,9 +125,134 @@ async fn forward_live(
     }
 }
 
+fn parse_scope(s: &str) -> Result<Scope, Status> {
+    Scope::from_key(s).ok_or_else(|| {
+        Status::invalid_argument(format!("bad scope {s:?}: \"host\" or \"container:<id>\""))
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl Service {
+    /// A stored snapshot; NotFound, or FailedPrecondition while still open.
+    fn snapshot(&self, id: u64) -> Result<pb::Snapshot, Status> {
+        let snaps = lock(&self.state.snapshots);
+        if let Some(info) = snaps.open_infos().into_iter().find(|i| i.id == id) {
+            return Err(Status::failed_precondition(format!(
+                "snapshot {id} is still open until {:?}",
+                info.window_end
+            )));
+        }
+        snaps
+            .store()
+            .get(id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no snapshot {id}")))
+    }
+}
+
+type Chunks<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, Status>>>;
+
 #[tonic::async_trait]
 impl FlightRecorder for Service {
     type StreamEventsStream = ReceiverStream<Result<pb::StreamEventsResponse, Status>>;
+    type GetSnapshotStream = Chunks<pb::GetSnapshotResponse>;
+    type ExportSnapshotStream = Chunks<pb::ExportChunk>;
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotInfo>, Status> {
+        let req = request.into_inner();
+        let scope = parse_scope(&req.scope)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let drops = self.state.total_kernel_drops();
+        let buffers = lock(&self.state.buffers);
+        let reason = if req.reason.is_empty() { "on demand" } else { req.reason.as_str() };
+        let info = lock(&self.state.snapshots)
+            .freeze(scope, reason, now, &buffers, drops)
+            .map_err(internal)?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let snaps = lock(&self.state.snapshots);
+        let mut snapshots = snaps.store().list().map_err(internal)?;
+        snapshots.extend(snaps.open_infos());
+        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        use pb::get_snapshot_response::Item as G;
+        let req = request.into_inner();
+        let q = EventQuery::new(&req.kinds, req.from.as_ref(), req.to.as_ref(), &req.text, &req.cursor, req.limit)?;
+        let snap = self.snapshot(req.id)?;
+        let item = |i: G| Ok(pb::GetSnapshotResponse { item: Some(i) });
+        let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
+        if req.cursor.is_empty() {
+            out.extend(snap.gaps.iter().cloned().map(|g| item(G::Gap(g))));
+            out.extend(snap.processes.iter().cloned().map(|p| item(G::Process(p))));
+            out.extend(snap.listening.iter().cloned().map(|l| item(G::Listening(l))));
+        }
+        let (page, next) = q.page(snap.events.iter());
+        out.extend(page.into_iter().cloned().map(|e| item(G::Event(e))));
+        if let Some(c) = next {
+            out.push(item(G::NextCursor(c)));
+        }
+        Ok(Response::new(tokio_stream::iter(out)))
+    }
+
+    async fn export_snapshot(
+        &self,
+        request: Request<pb::ExportSnapshotRequest>,
+    ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
+        let req = request.into_inner();
+        if req.format != "csv" && req.format != "jsonl" {
+            return Err(Status::invalid_argument(format!(
+                "bad format {:?}: \"csv\" or \"jsonl\"",
+                req.format
+            )));
+        }
+        let snap = self.snapshot(req.id)?;
+        let data = if req.format == "csv" {
+            super::export::csv(&snap).map_err(internal)?
+        } else {
+            super::export::jsonl(&snap)
+        };
+        let chunks: Vec<Result<pb::ExportChunk, Status>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(pb::ExportChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    async fn query_events(
+        &self,
+        request: Request<pb::QueryEventsRequest>,
+    ) -> Result<Response<pb::QueryEventsResponse>, Status> {
+        let req = request.into_inner();
+        let scope = parse_scope(&req.scope)?;
+        let q = EventQuery::new(&req.kinds, req.from.as_ref(), req.to.as_ref(), &req.text, &req.cursor, req.limit)?;
+        let events: Vec<pb::Event> = {
+            let buffers = lock(&self.state.buffers);
+            buffers.scope(&scope).map(|e| event_to_pb(e)).collect()
+        };
+        let (page, next) = q.page(events.iter());
+        Ok(Response::new(pb::QueryEventsResponse {
+            events: page.into_iter().cloned().collect(),
+            next_cursor: next.unwrap_or_default(),
+        }))
+    }
 
     async fn stream_events(
         &self,
@@ -134,17 +263,14 @@ impl FlightRecorder for Service {
         // Subscribe before reading the buffer: nothing falls between the two.
         let mut live = self.state.live.subscribe();
         let (backlog, last_seq) = {
-            let buffer = lock(&self.state.buffer);
+            let all = lock(&self.state.buffers).all();
+            let last_seq = all.last().map_or(0, |e| e.seq);
             let backlog: Vec<Arc<Event>> = if req.buffered {
-                buffer
-                    .iter()
-                    .filter(|e| filter.matches(e))
-                    .cloned()
-                    .collect()
+                all.into_iter().filter(|e| filter.matches(e)).collect()
             } else {
                 Vec::new()
             };
-            (backlog, buffer.last_seq())
+            (backlog, last_seq)
         };
         let (tx, rx) = mpsc::channel(TRANSPORT_QUEUE);
         let counters = self.state.counters.clone();
@@ -193,7 +319,7 @@ impl FlightRecorder for Service {
         Ok(Response::new(pb::Stats {
             kinds,
             decode_errors: st.counters.decode_errors.load(Relaxed),
-            host_buffer: Some(buffer_stats_to_pb(lock(&st.buffer).stats())),
+            host_buffer: Some(buffer_stats_to_pb(lock(&st.buffers).stats())),
             stream_drops: st.counters.stream_drops.load(Relaxed),
             subscribers: st.counters.subscribers.load(Relaxed),
             processes_tracked: lock(&st.procs).len() as u64,

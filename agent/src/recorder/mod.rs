@@ -1,0 +1,200 @@
+//! The flight recorder: a rolling buffer per scope (each container, and the
+//! host) under one memory budget, and snapshots that freeze a window of a
+//! scope's history — before and after a moment — onto disk.
+
+pub mod snapshot;
+pub mod store;
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    buffer::{BufferStats, EventBuffer},
+    event::Event,
+    scope::Scope,
+};
+
+/// Limits of the buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes one scope may hold; its oldest events go first beyond it.
+    pub scope_quota: usize,
+    /// Bytes all scopes together may hold; beyond it, the largest scope
+    /// loses its oldest events (so a noisy container pays for itself).
+    pub budget: usize,
+    /// How long a container's buffer outlives its last event once the
+    /// container is gone, in ns.
+    pub grace_ns: u64,
+}
+
+struct ScopeBuffer {
+    events: EventBuffer,
+    /// Wall-clock ns of the newest event.
+    last_ns: u64,
+    /// A cgroup id of the scope, to tell whether it still exists.
+    cgroup_id: u64,
+}
+
+/// One rolling buffer per scope.
+pub struct ScopeBuffers {
+    limits: Limits,
+    scopes: HashMap<Scope, ScopeBuffer>,
+    bytes: usize,
+    /// Events evicted from buffers that were since freed.
+    freed_evicted: u64,
+}
+
+impl ScopeBuffers {
+    pub fn new(limits: Limits) -> Self {
+        ScopeBuffers {
+            limits,
+            scopes: HashMap::new(),
+            bytes: 0,
+            freed_evicted: 0,
+        }
+    }
+
+    pub fn push(&mut self, ev: Arc<Event>) {
+        let quota = self.limits.scope_quota;
+        let b = self.scopes.entry(ev.scope.clone()).or_insert_with(|| ScopeBuffer {
+            events: EventBuffer::new(quota),
+            last_ns: 0,
+            cgroup_id: ev.record.task.cgroup_id,
+        });
+        b.last_ns = b.last_ns.max(ev.time_ns);
+        let before = b.events.stats().bytes as usize;
+        b.events.push(ev);
+        let after = b.events.stats().bytes as usize;
+        self.bytes = self.bytes + after - before;
+        while self.bytes > self.limits.budget {
+            let Some(largest) = self
+                .scopes
+                .values_mut()
+                .max_by_key(|s| s.events.stats().bytes)
+            else {
+                break;
+            };
+            match largest.events.evict_oldest() {
+                Some(n) => self.bytes -= n,
+                None => break,
+            }
+        }
+    }
+
+    /// Events of `scope`, oldest first.
+    pub fn scope(&self, scope: &Scope) -> impl Iterator<Item = &Arc<Event>> {
+        self.scopes.get(scope).into_iter().flat_map(|b| b.events.iter())
+    }
+
+    /// Every buffered event, in arrival order.
+    pub fn all(&self) -> Vec<Arc<Event>> {
+        let mut v: Vec<Arc<Event>> = self
+            .scopes
+            .values()
+            .flat_map(|b| b.events.iter().cloned())
+            .collect();
+        v.sort_by_key(|e| e.seq);
+        v
+    }
+
+    pub fn scope_stats(&self, scope: &Scope) -> Option<BufferStats> {
+        self.scopes.get(scope).map(|b| b.events.stats())
+    }
+
+    /// Scopes with their stats.
+    pub fn scopes(&self) -> Vec<(Scope, BufferStats)> {
+        let mut v: Vec<_> = self
+            .scopes
+            .iter()
+            .map(|(s, b)| (s.clone(), b.events.stats()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Totals over every scope.
+    pub fn stats(&self) -> BufferStats {
+        let mut t = BufferStats {
+            capacity_bytes: self.limits.budget as u64,
+            evicted: self.freed_evicted,
+            ..BufferStats::default()
+        };
+        for b in self.scopes.values() {
+            let s = b.events.stats();
+            t.events += s.events;
+            t.bytes += s.bytes;
+            t.evicted += s.evicted;
+        }
+        t
+    }
+
+    /// Frees the buffers of containers gone for longer than the grace
+    /// period (`gone` says whether a cgroup id no longer exists).
+    pub fn free_gone(&mut self, now_ns: u64, gone: impl Fn(u64) -> bool) -> usize {
+        let grace = self.limits.grace_ns;
+        let dead: Vec<Scope> = self
+            .scopes
+            .iter()
+            .filter(|(s, b)| {
+                matches!(s, Scope::Container(_))
+                    && now_ns.saturating_sub(b.last_ns) > grace
+                    && gone(b.cgroup_id)
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in &dead {
+            if let Some(b) = self.scopes.remove(s) {
+                let st = b.events.stats();
+                self.bytes -= st.bytes as usize;
+                self.freed_evicted += st.evicted + st.events;
+            }
+        }
+        dead.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{buffer::tests::event, event::Detail};
+
+    fn in_scope(seq: u64, scope: &str) -> Arc<Event> {
+        let mut e = event(seq, 1, Detail::Exit { status: 0 });
+        e.scope = Scope::from_key(scope).unwrap();
+        Arc::new(e)
+    }
+
+    #[test]
+    fn a_noisy_scope_never_evicts_a_quiet_one() {
+        let one = in_scope(0, "host").approx_bytes() + std::mem::size_of::<(Arc<Event>, usize)>();
+        let mut b = ScopeBuffers::new(Limits {
+            scope_quota: one * 10,
+            budget: one * 12,
+            grace_ns: 0,
+        });
+        for seq in 0..3 {
+            b.push(in_scope(seq, "container:quiet"));
+        }
+        for seq in 3..1000 {
+            b.push(in_scope(seq, "container:noisy"));
+        }
+        let quiet: Vec<u64> = b.scope(&Scope::from_key("container:quiet").unwrap()).map(|e| e.seq).collect();
+        assert_eq!(quiet, [0, 1, 2]);
+        let noisy = b.scope_stats(&Scope::from_key("container:noisy").unwrap()).unwrap();
+        assert_eq!(noisy.events, 9, "budget 12 minus the quiet 3");
+        assert_eq!(noisy.evicted, 997 - 9);
+        assert_eq!(b.stats().events, 12);
+        assert!(b.stats().bytes <= (one * 12) as u64);
+    }
+
+    #[test]
+    fn gone_containers_are_freed_after_grace() {
+        let mut b = ScopeBuffers::new(Limits { scope_quota: 1 << 20, budget: 1 << 20, grace_ns: 10 });
+        b.push(in_scope(1, "container:a")); // time_ns = 1000
+        b.push(in_scope(2, "host"));
+        assert_eq!(b.free_gone(1005, |_| true), 0, "within grace");
+        assert_eq!(b.free_gone(5000, |_| false), 0, "still there");
+        assert_eq!(b.free_gone(5000, |_| true), 1);
+        assert_eq!(b.scopes().len(), 1, "the host stays");
+        assert_eq!(b.stats().evicted, 1);
+    }
+}

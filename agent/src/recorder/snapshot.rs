@@ -1,0 +1,282 @@
+//! Snapshots: the window [t − before, t + after] of one scope, frozen. The
+//! before-part is copied at once; the after-part fills as events arrive
+//! until the window closes; then the snapshot — events, the ancestry of
+//! every process in it, the listening sockets at freeze time, gaps where
+//! events were lost — is committed to the store.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use fdr_proto::v1 as pb;
+
+use super::{
+    store::{Store, StoreError},
+    ScopeBuffers,
+};
+use crate::{
+    api::convert::{event_to_pb, timestamp},
+    event::Event,
+    proctable::ProcessTable,
+    scope::Scope,
+};
+
+/// How much of a scope's history a snapshot keeps around its moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub before_ns: u64,
+    pub after_ns: u64,
+}
+
+struct Open {
+    info: pb::SnapshotInfo,
+    scope: Scope,
+    events: Vec<Arc<Event>>,
+    end_ns: u64,
+    last_seq: u64,
+    drops_at_freeze: u64,
+    gaps: Vec<pb::Gap>,
+    listening: Vec<pb::ListeningSocket>,
+}
+
+pub struct Snapshots {
+    store: Store,
+    window: Window,
+    host: String,
+    open: Vec<Open>,
+}
+
+impl Snapshots {
+    pub fn new(store: Store, window: Window) -> Self {
+        Snapshots {
+            store,
+            window,
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            open: Vec::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Freezes `scope` around `at_ns` (wall clock): copies the before-part
+    /// now and keeps the snapshot open until `at + after`.
+    pub fn freeze(
+        &mut self,
+        scope: Scope,
+        reason: &str,
+        at_ns: u64,
+        buffers: &ScopeBuffers,
+        kernel_drops: u64,
+    ) -> Result<pb::SnapshotInfo, StoreError> {
+        let id = self.store.next_id()?;
+        let start = at_ns.saturating_sub(self.window.before_ns);
+        let end = at_ns.saturating_add(self.window.after_ns);
+        let events: Vec<Arc<Event>> = buffers
+            .scope(&scope)
+            .filter(|e| e.time_ns >= start && e.time_ns <= end)
+            .cloned()
+            .collect();
+        let mut gaps = Vec::new();
+        if let Some(st) = buffers.scope_stats(&scope) {
+            let oldest = buffers.scope(&scope).next().map_or(at_ns, |e| e.time_ns);
+            if st.evicted > 0 && oldest > start {
+                gaps.push(pb::Gap {
+                    from: Some(timestamp(start)),
+                    to: Some(timestamp(oldest)),
+                    lost: st.evicted,
+                    cause: "evicted from the scope's buffer before the freeze (at most this many)"
+                        .into(),
+                });
+            }
+        }
+        let listening = listening_sockets(events.iter().rev().map(|e| e.pid()));
+        let info = pb::SnapshotInfo {
+            id,
+            scope: scope.key(),
+            reason: reason.to_owned(),
+            at: Some(timestamp(at_ns)),
+            window_start: Some(timestamp(start)),
+            window_end: Some(timestamp(end)),
+            open: true,
+            event_count: events.len() as u64,
+            completeness: 1.0,
+            bytes: 0,
+            host: self.host.clone(),
+        };
+        let last_seq = events.last().map_or(0, |e| e.seq);
+        self.open.push(Open {
+            info: info.clone(),
+            scope,
+            events,
+            end_ns: end,
+            last_seq,
+            drops_at_freeze: kernel_drops,
+            gaps,
+            listening,
+        });
+        Ok(info)
+    }
+
+    /// Adds a new event to the open snapshots whose window it falls in.
+    pub fn observe(&mut self, ev: &Arc<Event>) {
+        for o in &mut self.open {
+            if o.scope == ev.scope && ev.seq > o.last_seq && ev.time_ns <= o.end_ns {
+                o.last_seq = ev.seq;
+                o.events.push(ev.clone());
+                o.info.event_count += 1;
+            }
+        }
+    }
+
+    /// Summaries of the snapshots still filling.
+    pub fn open_infos(&self) -> Vec<pb::SnapshotInfo> {
+        self.open.iter().map(|o| o.info.clone()).collect()
+    }
+
+    /// Commits the snapshots whose window closed before `now_ns`. Returns
+    /// the ids committed.
+    pub fn close_due(
+        &mut self,
+        now_ns: u64,
+        kernel_drops: u64,
+        procs: &ProcessTable,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.open.len() {
+            if self.open[i].end_ns > now_ns {
+                i += 1;
+                continue;
+            }
+            let mut o = self.open.remove(i);
+            let lost_kernel = kernel_drops.saturating_sub(o.drops_at_freeze);
+            if lost_kernel > 0 {
+                o.gaps.push(pb::Gap {
+                    from: o.info.window_start,
+                    to: o.info.window_end,
+                    lost: lost_kernel,
+                    cause: "kernel ring buffer full while the window was open (any scope)".into(),
+                });
+            }
+            let lost: u64 = o.gaps.iter().map(|g| g.lost).sum();
+            let kept = o.events.len() as u64;
+            o.info.open = false;
+            o.info.completeness = if kept + lost == 0 { 1.0 } else { kept as f64 / (kept + lost) as f64 };
+            let snap = pb::Snapshot {
+                processes: ancestry(&o.events, procs),
+                events: o.events.iter().map(|e| event_to_pb(e)).collect(),
+                listening: o.listening,
+                gaps: o.gaps,
+                info: Some(o.info),
+            };
+            let id = snap.info.as_ref().map_or(0, |i| i.id);
+            let evicted = self.store.put(&snap)?;
+            if !evicted.is_empty() {
+                tracing::info!(?evicted, "snapshots evicted by retention");
+            }
+            done.push(id);
+        }
+        Ok(done)
+    }
+}
+
+/// Every process of the events and its ancestors, as the table knows them.
+fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
+    let mut out: BTreeMap<u32, pb::Process> = BTreeMap::new();
+    for ev in events {
+        let t = &ev.record.task;
+        out.entry(t.pid).or_insert_with(|| pb::Process {
+            pid: t.pid,
+            ppid: t.ppid,
+            uid: t.uid,
+            comm: t.comm.clone(),
+            exe: ev.exe.to_string(),
+            argv: ev.argv.to_vec(),
+            ..Default::default()
+        });
+        let mut pid = t.ppid;
+        for _ in 0..32 {
+            if pid == 0 || out.contains_key(&pid) {
+                break;
+            }
+            let Some(p) = procs.get(pid) else { break };
+            out.insert(
+                pid,
+                pb::Process {
+                    pid,
+                    ppid: p.ppid,
+                    uid: p.uid,
+                    comm: p.comm.clone(),
+                    exe: p.exe.to_string(),
+                    argv: p.argv.to_vec(),
+                    ..Default::default()
+                },
+            );
+            pid = p.ppid;
+        }
+    }
+    out.into_values().collect()
+}
+
+/// Listening TCP sockets and bound UDP sockets seen from the network
+/// namespace of the first live process in `pids` (or the agent's own).
+fn listening_sockets(pids: impl Iterator<Item = u32>) -> Vec<pb::ListeningSocket> {
+    let base = pids
+        .map(|p| format!("/proc/{p}/net"))
+        .find(|d| std::path::Path::new(d).exists())
+        .unwrap_or_else(|| "/proc/net".into());
+    let mut out = Vec::new();
+    for (file, proto, want_state) in [("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"), ("udp6", "udp", "07")] {
+        let Ok(text) = std::fs::read_to_string(format!("{base}/{file}")) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != want_state {
+                continue;
+            }
+            if let Some((addr, port)) = parse_proc_addr(f[1]) {
+                out.push(pb::ListeningSocket {
+                    protocol: proto.into(),
+                    address: addr,
+                    port,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `0100007F:1F90` → ("127.0.0.1", 8080); IPv6 as four little-endian words.
+fn parse_proc_addr(s: &str) -> Option<(String, u32)> {
+    let (a, p) = s.split_once(':')?;
+    let port = u32::from_str_radix(p, 16).ok()?;
+    let addr = match a.len() {
+        8 => std::net::Ipv4Addr::from(u32::from_str_radix(a, 16).ok()?.swap_bytes()).to_string(),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for w in 0..4 {
+                let word = u32::from_str_radix(&a[w * 8..w * 8 + 8], 16).ok()?;
+                bytes[w * 4..w * 4 + 4].copy_from_slice(&word.to_le_bytes());
+            }
+            std::net::Ipv6Addr::from(bytes).to_string()
+        }
+        _ => return None,
+    };
+    Some((addr, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses() {
+        assert_eq!(parse_proc_addr("0100007F:1F90"), Some(("127.0.0.1".into(), 8080)));
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000001000000:0016"),
+            Some(("::1".into(), 22))
+        );
+        assert_eq!(parse_proc_addr("zz"), None);
+    }
+}

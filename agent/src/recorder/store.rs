@@ -1,0 +1,221 @@
+//! Snapshots on disk: an embedded, crash-safe database (redb) in the data
+//! directory, one protobuf-encoded `fdr.v1.Snapshot` per id, each committed
+//! in its own transaction, with retention by count and bytes.
+
+use std::path::Path;
+
+use fdr_proto::v1 as pb;
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_ID: &str = "next_snapshot_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("creating data directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error(
+        "opening snapshot database {path}: {source} (the file is left as it is; move it \
+         away to start with an empty store)"
+    )]
+    Open { path: String, source: redb::DatabaseError },
+    #[error("snapshot database: {0}")]
+    Db(String),
+    #[error("snapshot {id} is corrupt: {source}")]
+    Decode { id: u64, source: prost::DecodeError },
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Retention limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_snapshots: usize,
+    pub max_bytes: u64,
+}
+
+pub struct Store {
+    db: Database,
+    retention: Retention,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/snapshots.redb`. A file that cannot be opened
+    /// is an error, never replaced.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("snapshots.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(SNAPSHOTS).map_err(db_err)?;
+        tx.open_table(META).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Store { db, retention })
+    }
+
+    /// A new snapshot id, never handed out before (persisted).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let id = {
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let id = meta.get(NEXT_ID).map_err(db_err)?.map_or(1, |v| v.value());
+            meta.insert(NEXT_ID, id + 1).map_err(db_err)?;
+            id
+        };
+        tx.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    /// Stores a snapshot atomically, then applies retention (oldest first).
+    /// Returns the ids evicted.
+    pub fn put(&self, snap: &pb::Snapshot) -> Result<Vec<u64>, StoreError> {
+        let id = snap.info.as_ref().map_or(0, |i| i.id);
+        let bytes = snap.encode_to_vec();
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let evicted = {
+            let mut t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+            t.insert(id, bytes.as_slice()).map_err(db_err)?;
+            let mut sizes: Vec<(u64, u64)> = t
+                .iter()
+                .map_err(db_err)?
+                .map(|r| r.map(|(k, v)| (k.value(), v.value().len() as u64)))
+                .collect::<Result<_, _>>()
+                .map_err(db_err)?;
+            sizes.sort();
+            let mut total: u64 = sizes.iter().map(|(_, n)| n).sum();
+            let mut evicted = Vec::new();
+            let mut i = 0;
+            while i < sizes.len()
+                && (sizes.len() - i > self.retention.max_snapshots || total > self.retention.max_bytes)
+                && sizes[i].0 != id
+            {
+                t.remove(sizes[i].0).map_err(db_err)?;
+                total -= sizes[i].1;
+                evicted.push(sizes[i].0);
+                i += 1;
+            }
+            evicted
+        };
+        tx.commit().map_err(db_err)?;
+        Ok(evicted)
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<pb::Snapshot>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+        let Some(v) = t.get(id).map_err(db_err)? else {
+            return Ok(None);
+        };
+        pb::Snapshot::decode(v.value())
+            .map(Some)
+            .map_err(|source| StoreError::Decode { id, source })
+    }
+
+    /// Summaries of every stored snapshot, oldest first.
+    pub fn list(&self) -> Result<Vec<pb::SnapshotInfo>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in t.iter().map_err(db_err)? {
+            let (k, v) = r.map_err(db_err)?;
+            let snap = pb::Snapshot::decode(v.value()).map_err(|source| StoreError::Decode {
+                id: k.value(),
+                source,
+            })?;
+            if let Some(mut info) = snap.info {
+                info.bytes = v.value().len() as u64;
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+        t.len().map_err(db_err)
+    }
+}
+
+fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
+    db(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: u64, payload: usize) -> pb::Snapshot {
+        pb::Snapshot {
+            info: Some(pb::SnapshotInfo {
+                id,
+                reason: "x".repeat(payload),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("fdr-store-{tag}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn count_retention_evicts_oldest_and_ids_persist() {
+        let d = dir("count");
+        let _ = std::fs::remove_dir_all(&d);
+        let store = Store::open(&d, Retention { max_snapshots: 100, max_bytes: u64::MAX }).unwrap();
+        for _ in 0..100 {
+            let id = store.next_id().unwrap();
+            assert!(store.put(&snap(id, 10)).unwrap().is_empty());
+        }
+        let id = store.next_id().unwrap();
+        assert_eq!(id, 101);
+        assert_eq!(store.put(&snap(id, 10)).unwrap(), vec![1]);
+        assert_eq!(store.count().unwrap(), 100);
+        assert!(store.get(1).unwrap().is_none());
+        assert_eq!(store.get(101).unwrap().unwrap().info.unwrap().id, 101);
+        drop(store);
+        let store = Store::open(&d, Retention { max_snapshots: 100, max_bytes: u64::MAX }).unwrap();
+        assert_eq!(store.next_id().unwrap(), 102, "ids survive a restart");
+        assert_eq!(store.list().unwrap().len(), 100);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn byte_retention_holds() {
+        let d = dir("bytes");
+        let _ = std::fs::remove_dir_all(&d);
+        let store = Store::open(&d, Retention { max_snapshots: 100, max_bytes: 3000 }).unwrap();
+        for id in 1..=10 {
+            store.put(&snap(id, 1000)).unwrap();
+        }
+        let total: u64 = store.list().unwrap().iter().map(|i| i.bytes).sum();
+        assert!(total <= 3000, "{total}");
+        assert_eq!(store.list().unwrap().last().unwrap().id, 10);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_and_left_alone() {
+        let d = dir("corrupt");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("snapshots.redb");
+        std::fs::write(&f, b"this is not a database, but somebody's data").unwrap();
+        let err = Store::open(&d, Retention { max_snapshots: 1, max_bytes: 1 }).err().expect("error");
+        assert!(err.to_string().contains("snapshots.redb"), "{err}");
+        assert_eq!(std::fs::read(&f).unwrap(), b"this is not a database, but somebody's data");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
