@@ -276,7 +276,9 @@ impl Config {
             ));
         }
         if r.max_snapshots == 0 {
-            return Err(ConfigError::Invalid("recorder.max_snapshots must be > 0".into()));
+            return Err(ConfigError::Invalid(
+                "recorder.max_snapshots must be > 0".into(),
+            ));
         }
         self.capture.kinds()?;
         let prefixes = self

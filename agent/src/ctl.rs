@@ -384,6 +384,8 @@ mod tests {
                 argv: vec!["sh".into(), "-c".into(), "exit 7".into()],
                 ..Default::default()
             })),
+            scope: "host".into(),
+            container_id: String::new(),
         }
     }
 
@@ -412,4 +414,286 @@ mod tests {
             .unwrap_err()
             .contains("fork, exec, exit, write"));
     }
+}
+
+/// Which scope a command is about.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ScopeArgs {
+    /// A container, by id.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// The host.
+    #[arg(long)]
+    pub host: bool,
+}
+
+impl ScopeArgs {
+    fn key(&self) -> String {
+        match &self.container {
+            Some(id) => format!("container:{id}"),
+            None => "host".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SnapshotCmd {
+    /// Freeze the window around now of a scope (before now, and what follows).
+    Create {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Why (kept with the snapshot).
+        #[arg(long, default_value = "on demand")]
+        reason: String,
+    },
+    /// Stored and open snapshots.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A snapshot: summary, gaps, processes, listening sockets and events.
+    Show {
+        id: u64,
+        /// Only these kinds.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Vec<EventKind>,
+        /// Only events mentioning this text.
+        #[arg(long)]
+        grep: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a snapshot's events.
+    Export {
+        id: u64,
+        #[arg(long, value_parser = ["csv", "jsonl"], default_value = "csv")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// How far back, e.g. 10m, 1h.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub since: std::time::Duration,
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Vec<EventKind>,
+    #[arg(long)]
+    pub grep: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn info_row(i: &pb::SnapshotInfo) -> String {
+    format!(
+        "{:>5}  {:<24} {:<28} {:>7} {:>6.1}%  {:<6} {}",
+        i.id,
+        time_text(i.at.as_ref()),
+        i.scope,
+        i.event_count,
+        i.completeness * 100.0,
+        if i.open { "open" } else { "closed" },
+        i.reason
+    )
+}
+
+fn info_json(i: &pb::SnapshotInfo) -> Value {
+    json!({
+        "id": i.id, "scope": i.scope, "reason": i.reason, "host": i.host,
+        "at": time_text(i.at.as_ref()),
+        "window_start": time_text(i.window_start.as_ref()),
+        "window_end": time_text(i.window_end.as_ref()),
+        "open": i.open, "event_count": i.event_count, "completeness": i.completeness,
+        "bytes": i.bytes,
+    })
+}
+
+fn print_events<'a>(
+    out: &mut impl Write,
+    events: impl Iterator<Item = &'a pb::Event>,
+    json: bool,
+) -> Result<bool> {
+    if !json && !quiet_pipe(writeln!(out, "{}", table_header()))? {
+        return Ok(false);
+    }
+    for ev in events {
+        let line = if json {
+            event_json(ev).to_string()
+        } else {
+            table_row(ev)
+        };
+        if !quiet_pipe(writeln!(out, "{line}"))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Write) -> Result<()> {
+    use pb::get_snapshot_response::Item as G;
+    match cmd {
+        SnapshotCmd::Create { scope, reason } => {
+            let info = client
+                .create_snapshot(pb::CreateSnapshotRequest {
+                    scope: scope.key(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            quiet_pipe(writeln!(
+                out,
+                "snapshot {} of {}: {} events before, window open until {}",
+                info.id,
+                info.scope,
+                info.event_count,
+                time_text(info.window_end.as_ref())
+            ))?;
+        }
+        SnapshotCmd::List { json } => {
+            let list = client
+                .list_snapshots(pb::ListSnapshotsRequest {})
+                .await?
+                .into_inner();
+            if *json {
+                for i in &list.snapshots {
+                    quiet_pipe(writeln!(out, "{}", info_json(i)))?;
+                }
+            } else {
+                quiet_pipe(writeln!(
+                    out,
+                    "{:>5}  {:<24} {:<28} {:>7} {:>7}  {:<6} REASON",
+                    "ID", "AT", "SCOPE", "EVENTS", "COMPLETE", "STATE"
+                ))?;
+                for i in &list.snapshots {
+                    quiet_pipe(writeln!(out, "{}", info_row(i)))?;
+                }
+            }
+        }
+        SnapshotCmd::Show {
+            id,
+            kind,
+            grep,
+            json,
+        } => {
+            let mut cursor = String::new();
+            let mut events = Vec::new();
+            let mut header = Vec::new();
+            loop {
+                let req = pb::GetSnapshotRequest {
+                    id: *id,
+                    kinds: kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+                    text: grep.clone().unwrap_or_default(),
+                    cursor: cursor.clone(),
+                    limit: 1000,
+                    ..Default::default()
+                };
+                let mut stream = client.get_snapshot(req).await?.into_inner();
+                let mut next = None;
+                while let Some(msg) = stream.message().await? {
+                    match msg.item {
+                        Some(G::Event(e)) => events.push(e),
+                        Some(G::NextCursor(c)) => next = Some(c),
+                        Some(G::Info(i)) if cursor.is_empty() => header.push(if *json {
+                            info_json(&i).to_string()
+                        } else {
+                            info_row(&i)
+                        }),
+                        Some(G::Gap(g)) if !*json => header.push(format!(
+                            "gap {} .. {}: {} events lost ({})",
+                            time_text(g.from.as_ref()),
+                            time_text(g.to.as_ref()),
+                            g.lost,
+                            g.cause
+                        )),
+                        Some(G::Process(p)) if !*json => header.push(format!(
+                            "process {:>7} ppid {:>7} uid {:>5} {} {}",
+                            p.pid,
+                            p.ppid,
+                            p.uid,
+                            p.exe,
+                            shell_words(&p.argv)
+                        )),
+                        Some(G::Listening(l)) if !*json => header.push(format!(
+                            "listening {} {}",
+                            l.protocol,
+                            addr_text(&l.address, l.port)
+                        )),
+                        _ => {}
+                    }
+                }
+                match next {
+                    Some(c) => cursor = c,
+                    None => break,
+                }
+            }
+            for h in header {
+                if !quiet_pipe(writeln!(out, "{h}"))? {
+                    return Ok(());
+                }
+            }
+            print_events(out, events.iter(), *json)?;
+        }
+        SnapshotCmd::Export { id, format, output } => {
+            let mut stream = client
+                .export_snapshot(pb::ExportSnapshotRequest {
+                    id: *id,
+                    format: format.clone(),
+                })
+                .await?
+                .into_inner();
+            let mut data = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                data.extend_from_slice(&chunk.data);
+            }
+            match output {
+                Some(path) => std::fs::write(path, &data)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => {
+                    quiet_pipe(out.write_all(&data))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn query(client: &mut Client, args: &QueryArgs, out: &mut impl Write) -> Result<()> {
+    let now = std::time::SystemTime::now();
+    let from = now - args.since;
+    let ts = |t: std::time::SystemTime| {
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        prost_types::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
+    };
+    let mut cursor = String::new();
+    let mut events = Vec::new();
+    loop {
+        let resp = client
+            .query_events(pb::QueryEventsRequest {
+                scope: args.scope.key(),
+                from: Some(ts(from)),
+                to: None,
+                kinds: args.kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+                text: args.grep.clone().unwrap_or_default(),
+                cursor: cursor.clone(),
+                limit: 5000,
+            })
+            .await?
+            .into_inner();
+        events.extend(resp.events);
+        if resp.next_cursor.is_empty() {
+            break;
+        }
+        cursor = resp.next_cursor;
+    }
+    print_events(out, events.iter(), args.json)?;
+    Ok(())
 }

@@ -151,7 +151,8 @@ impl Recorder {
         self.publish();
         self.close_snapshots();
         let scopes = &self.scopes;
-        let freed = lock(&state.buffers).free_gone(self.clock.wall_ns(now), |cg| !scopes.exists(cg));
+        let freed =
+            lock(&state.buffers).free_gone(self.clock.wall_ns(now), |cg| !scopes.exists(cg));
         if freed > 0 {
             tracing::debug!(freed, "buffers of gone containers freed");
         }

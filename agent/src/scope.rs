@@ -68,7 +68,9 @@ pub fn container_id(cgroup_path: &str) -> Option<String> {
     }
     if parts.len() >= 2 {
         let parent = parts[parts.len() - 2];
-        if (parent == "docker" || parent.starts_with("pod") || parent.starts_with("crio")) && is_hex_id(last) {
+        if (parent == "docker" || parent.starts_with("pod") || parent.starts_with("crio"))
+            && is_hex_id(last)
+        {
             return Some(last.to_owned());
         }
         if parts.iter().any(|p| p.starts_with("kubepods")) && is_hex_id(last) {
@@ -78,7 +80,11 @@ pub fn container_id(cgroup_path: &str) -> Option<String> {
     // containerd without CRI: /<namespace>/<id>, the namespace not a systemd unit.
     if parts.len() == 2 {
         let (ns, id) = (parts[0], parts[1]);
-        let systemd = |s: &str| [".slice", ".service", ".scope", ".socket", ".mount"].iter().any(|x| s.ends_with(x));
+        let systemd = |s: &str| {
+            [".slice", ".service", ".scope", ".socket", ".mount"]
+                .iter()
+                .any(|x| s.ends_with(x))
+        };
         if !systemd(ns) && !systemd(id) && !ns.starts_with("kubepods") && ns != "init" {
             return Some(id.to_owned());
         }
@@ -120,7 +126,9 @@ impl ScopeResolver {
 
     /// Whether the cgroup still exists (false once a container is gone).
     pub fn exists(&self, cgroup_id: u64) -> bool {
-        self.root.as_deref().is_some_and(|r| find_cgroup(r, cgroup_id, 0).is_some())
+        self.root
+            .as_deref()
+            .is_some_and(|r| find_cgroup(r, cgroup_id, 0).is_some())
     }
 }
 

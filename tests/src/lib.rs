@@ -63,6 +63,7 @@ impl Capture {
         let dir = TempDir::new(tag);
         let mut cfg = Config::default();
         cfg.api.socket = dir.path().join("fdr.sock");
+        cfg.recorder.data_dir = dir.path().join("data");
         tweak(&mut cfg);
         let agent = agent::start(&cfg, SelfFilter::RecordAll)
             .await
@@ -78,8 +79,8 @@ impl Capture {
     /// Events in the host buffer matching `pred`, oldest first.
     pub fn recorded(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
         let state = &self.agent.as_ref().expect("running").state;
-        let buf = state.buffer.lock().expect("buffer lock");
-        buf.iter().filter(|e| pred(e)).cloned().collect()
+        let all = state.buffers.lock().expect("buffer lock").all();
+        all.into_iter().filter(|e| pred(e)).collect()
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -66,8 +66,8 @@ async fn exec_survives_a_write_flood_and_losses_are_counted() {
     let target_str = target.to_str().unwrap().to_owned();
     let sentinel_str = sentinel.to_str().unwrap().to_owned();
     let count = |p: &str| {
-        let buf = state.buffer.lock().unwrap();
-        buf.iter()
+        let all = state.buffers.lock().unwrap().all();
+        all.iter()
             .filter(|e| matches!(&e.record.detail, Detail::File { kind: EventKind::FileWrite, file } if file.path == p))
             .count() as u64
     };
@@ -86,7 +86,7 @@ async fn exec_survives_a_write_flood_and_losses_are_counted() {
         WRITES as u64,
         "every write of the flood is delivered or counted"
     );
-    let stats = state.buffer.lock().unwrap().stats();
+    let stats = state.buffers.lock().unwrap().stats();
     assert_eq!(stats.evicted, 0, "the host buffer held the whole flood");
     cap.stop().await;
 }

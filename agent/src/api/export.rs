@@ -8,8 +8,19 @@ use crate::{ctl, derive::accounts::user_name};
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 13] = [
-    "time", "host", "container", "pod", "namespace", "image", "pid", "ppid", "user", "kind",
-    "command_or_path", "port_or_address", "message",
+    "time",
+    "host",
+    "container",
+    "pod",
+    "namespace",
+    "image",
+    "pid",
+    "ppid",
+    "user",
+    "kind",
+    "command_or_path",
+    "port_or_address",
+    "message",
 ];
 
 fn target(ev: &pb::Event) -> (String, String) {
@@ -22,23 +33,42 @@ fn target(ev: &pb::Event) -> (String, String) {
             } else {
                 format!("{}:{}", n.remote_address, n.remote_port)
             };
-            (ev.process.as_ref().map(|p| p.argv.join(" ")).unwrap_or_default(), addr)
+            (
+                ev.process
+                    .as_ref()
+                    .map(|p| p.argv.join(" "))
+                    .unwrap_or_default(),
+                addr,
+            )
         }
         Some(Detail::Account(a)) => (a.files.join(" "), String::new()),
         Some(Detail::Binary(b)) => (b.path.clone(), String::new()),
-        _ => (ev.process.as_ref().map(|p| p.argv.join(" ")).unwrap_or_default(), String::new()),
+        _ => (
+            ev.process
+                .as_ref()
+                .map(|p| p.argv.join(" "))
+                .unwrap_or_default(),
+            String::new(),
+        ),
     }
 }
 
 /// The snapshot's events as CSV with a header row.
 pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
-    let host = snap.info.as_ref().map(|i| i.host.clone()).unwrap_or_default();
+    let host = snap
+        .info
+        .as_ref()
+        .map(|i| i.host.clone())
+        .unwrap_or_default();
     let mut users: HashMap<u32, String> = HashMap::new();
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_COLUMNS)?;
     for ev in &snap.events {
         let p = ev.process.clone().unwrap_or_default();
-        let user = users.entry(p.uid).or_insert_with(|| user_name(p.uid)).clone();
+        let user = users
+            .entry(p.uid)
+            .or_insert_with(|| user_name(p.uid))
+            .clone();
         let v = ctl::event_json(ev);
         let (what, addr) = target(ev);
         w.write_record([

@@ -20,7 +20,9 @@ pub struct EventQuery {
 
 fn ts_ns(t: &prost_types::Timestamp) -> Result<u64, Status> {
     if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(Status::invalid_argument("timestamps must be after 1970 and normalized"));
+        return Err(Status::invalid_argument(
+            "timestamps must be after 1970 and normalized",
+        ));
     }
     Ok(t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
 }
@@ -43,7 +45,9 @@ impl EventQuery {
         let to_ns = to.map(ts_ns).transpose()?;
         if let (Some(f), Some(t)) = (from_ns, to_ns) {
             if f > t {
-                return Err(Status::invalid_argument("bad time range: `from` is after `to`"));
+                return Err(Status::invalid_argument(
+                    "bad time range: `from` is after `to`",
+                ));
             }
         }
         let after_seq = if cursor.is_empty() {
@@ -59,7 +63,11 @@ impl EventQuery {
             to_ns,
             text: (!text.is_empty()).then(|| text.to_lowercase()),
             after_seq,
-            limit: if limit == 0 { usize::MAX } else { limit as usize },
+            limit: if limit == 0 {
+                usize::MAX
+            } else {
+                limit as usize
+            },
         })
     }
 
@@ -79,7 +87,10 @@ impl EventQuery {
 
     /// The matching events of `events` (in order) for this page, and the
     /// cursor of the next page when there is one.
-    pub fn page<'a>(&self, events: impl Iterator<Item = &'a pb::Event>) -> (Vec<&'a pb::Event>, Option<String>) {
+    pub fn page<'a>(
+        &self,
+        events: impl Iterator<Item = &'a pb::Event>,
+    ) -> (Vec<&'a pb::Event>, Option<String>) {
         let mut out = Vec::new();
         for ev in events.filter(|e| self.matches(e)) {
             if out.len() == self.limit {
@@ -112,9 +123,15 @@ mod tests {
     fn ev(seq: u64, secs: i64, kind: pb::EventKind, comm: &str) -> pb::Event {
         pb::Event {
             seq,
-            time: Some(prost_types::Timestamp { seconds: secs, nanos: 0 }),
+            time: Some(prost_types::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
             kind: kind as i32,
-            process: Some(pb::Process { comm: comm.into(), ..Default::default() }),
+            process: Some(pb::Process {
+                comm: comm.into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -122,7 +139,18 @@ mod tests {
     #[test]
     fn filters_and_pages() {
         let evs: Vec<pb::Event> = (1..=10)
-            .map(|i| ev(i, i as i64, if i % 2 == 0 { pb::EventKind::Exec } else { pb::EventKind::Exit }, if i == 4 { "CurL" } else { "sh" }))
+            .map(|i| {
+                ev(
+                    i,
+                    i as i64,
+                    if i % 2 == 0 {
+                        pb::EventKind::Exec
+                    } else {
+                        pb::EventKind::Exit
+                    },
+                    if i == 4 { "CurL" } else { "sh" },
+                )
+            })
             .collect();
         let q = EventQuery::new(&[pb::EventKind::Exec as i32], None, None, "", "", 2).unwrap();
         let (page, next) = q.page(evs.iter());
@@ -133,16 +161,35 @@ mod tests {
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 8]);
         let q = EventQuery::new(&[], None, None, "curl", "", 0).unwrap();
         assert_eq!(q.page(evs.iter()).0.len(), 1);
-        let from = prost_types::Timestamp { seconds: 3, nanos: 0 };
-        let to = prost_types::Timestamp { seconds: 5, nanos: 0 };
+        let from = prost_types::Timestamp {
+            seconds: 3,
+            nanos: 0,
+        };
+        let to = prost_types::Timestamp {
+            seconds: 5,
+            nanos: 0,
+        };
         let q = EventQuery::new(&[], Some(&from), Some(&to), "", "", 0).unwrap();
-        assert_eq!(q.page(evs.iter()).0.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(
+            q.page(evs.iter())
+                .0
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
     }
 
     #[test]
     fn bad_input_is_invalid_argument() {
-        let a = prost_types::Timestamp { seconds: 5, nanos: 0 };
-        let b = prost_types::Timestamp { seconds: 3, nanos: 0 };
+        let a = prost_types::Timestamp {
+            seconds: 5,
+            nanos: 0,
+        };
+        let b = prost_types::Timestamp {
+            seconds: 3,
+            nanos: 0,
+        };
         for res in [
             EventQuery::new(&[], Some(&a), Some(&b), "", "", 0),
             EventQuery::new(&[], None, None, "", "not-a-cursor", 0),

@@ -172,7 +172,11 @@ impl FlightRecorder for Service {
             .map_or(0, |d| d.as_nanos() as u64);
         let drops = self.state.total_kernel_drops();
         let buffers = lock(&self.state.buffers);
-        let reason = if req.reason.is_empty() { "on demand" } else { req.reason.as_str() };
+        let reason = if req.reason.is_empty() {
+            "on demand"
+        } else {
+            req.reason.as_str()
+        };
         let info = lock(&self.state.snapshots)
             .freeze(scope, reason, now, &buffers, drops)
             .map_err(internal)?;
@@ -195,14 +199,26 @@ impl FlightRecorder for Service {
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
         use pb::get_snapshot_response::Item as G;
         let req = request.into_inner();
-        let q = EventQuery::new(&req.kinds, req.from.as_ref(), req.to.as_ref(), &req.text, &req.cursor, req.limit)?;
+        let q = EventQuery::new(
+            &req.kinds,
+            req.from.as_ref(),
+            req.to.as_ref(),
+            &req.text,
+            &req.cursor,
+            req.limit,
+        )?;
         let snap = self.snapshot(req.id)?;
         let item = |i: G| Ok(pb::GetSnapshotResponse { item: Some(i) });
         let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
         if req.cursor.is_empty() {
             out.extend(snap.gaps.iter().cloned().map(|g| item(G::Gap(g))));
             out.extend(snap.processes.iter().cloned().map(|p| item(G::Process(p))));
-            out.extend(snap.listening.iter().cloned().map(|l| item(G::Listening(l))));
+            out.extend(
+                snap.listening
+                    .iter()
+                    .cloned()
+                    .map(|l| item(G::Listening(l))),
+            );
         }
         let (page, next) = q.page(snap.events.iter());
         out.extend(page.into_iter().cloned().map(|e| item(G::Event(e))));
@@ -242,7 +258,14 @@ impl FlightRecorder for Service {
     ) -> Result<Response<pb::QueryEventsResponse>, Status> {
         let req = request.into_inner();
         let scope = parse_scope(&req.scope)?;
-        let q = EventQuery::new(&req.kinds, req.from.as_ref(), req.to.as_ref(), &req.text, &req.cursor, req.limit)?;
+        let q = EventQuery::new(
+            &req.kinds,
+            req.from.as_ref(),
+            req.to.as_ref(),
+            &req.text,
+            &req.cursor,
+            req.limit,
+        )?;
         let events: Vec<pb::Event> = {
             let buffers = lock(&self.state.buffers);
             buffers.scope(&scope).map(|e| event_to_pb(e)).collect()

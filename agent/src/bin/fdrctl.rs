@@ -36,6 +36,11 @@ enum Command {
     Events(ctl::EventsArgs),
     /// Counters: events and losses per kind, buffer use.
     Stats(ctl::StatsArgs),
+    /// Snapshots: create, list, show, export.
+    #[command(subcommand)]
+    Snapshot(ctl::SnapshotCmd),
+    /// History of a scope by time range, from the live buffers.
+    Query(ctl::QueryArgs),
 }
 
 fn main() {
@@ -69,5 +74,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
         Command::Stats(args) => ctl::stats(&mut client, &args, &mut out).await,
+        Command::Snapshot(cmd) => ctl::snapshot(&mut client, &cmd, &mut out).await,
+        Command::Query(args) => ctl::query(&mut client, &args, &mut out).await,
     }
 }

@@ -55,11 +55,14 @@ impl ScopeBuffers {
 
     pub fn push(&mut self, ev: Arc<Event>) {
         let quota = self.limits.scope_quota;
-        let b = self.scopes.entry(ev.scope.clone()).or_insert_with(|| ScopeBuffer {
-            events: EventBuffer::new(quota),
-            last_ns: 0,
-            cgroup_id: ev.record.task.cgroup_id,
-        });
+        let b = self
+            .scopes
+            .entry(ev.scope.clone())
+            .or_insert_with(|| ScopeBuffer {
+                events: EventBuffer::new(quota),
+                last_ns: 0,
+                cgroup_id: ev.record.task.cgroup_id,
+            });
         b.last_ns = b.last_ns.max(ev.time_ns);
         let before = b.events.stats().bytes as usize;
         b.events.push(ev);
@@ -82,7 +85,10 @@ impl ScopeBuffers {
 
     /// Events of `scope`, oldest first.
     pub fn scope(&self, scope: &Scope) -> impl Iterator<Item = &Arc<Event>> {
-        self.scopes.get(scope).into_iter().flat_map(|b| b.events.iter())
+        self.scopes
+            .get(scope)
+            .into_iter()
+            .flat_map(|b| b.events.iter())
     }
 
     /// Every buffered event, in arrival order.
@@ -177,9 +183,14 @@ mod tests {
         for seq in 3..1000 {
             b.push(in_scope(seq, "container:noisy"));
         }
-        let quiet: Vec<u64> = b.scope(&Scope::from_key("container:quiet").unwrap()).map(|e| e.seq).collect();
+        let quiet: Vec<u64> = b
+            .scope(&Scope::from_key("container:quiet").unwrap())
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(quiet, [0, 1, 2]);
-        let noisy = b.scope_stats(&Scope::from_key("container:noisy").unwrap()).unwrap();
+        let noisy = b
+            .scope_stats(&Scope::from_key("container:noisy").unwrap())
+            .unwrap();
         assert_eq!(noisy.events, 9, "budget 12 minus the quiet 3");
         assert_eq!(noisy.evicted, 997 - 9);
         assert_eq!(b.stats().events, 12);
@@ -188,7 +199,11 @@ mod tests {
 
     #[test]
     fn gone_containers_are_freed_after_grace() {
-        let mut b = ScopeBuffers::new(Limits { scope_quota: 1 << 20, budget: 1 << 20, grace_ns: 10 });
+        let mut b = ScopeBuffers::new(Limits {
+            scope_quota: 1 << 20,
+            budget: 1 << 20,
+            grace_ns: 10,
+        });
         b.push(in_scope(1, "container:a")); // time_ns = 1000
         b.push(in_scope(2, "host"));
         assert_eq!(b.free_gone(1005, |_| true), 0, "within grace");

@@ -163,7 +163,11 @@ impl Snapshots {
             let lost: u64 = o.gaps.iter().map(|g| g.lost).sum();
             let kept = o.events.len() as u64;
             o.info.open = false;
-            o.info.completeness = if kept + lost == 0 { 1.0 } else { kept as f64 / (kept + lost) as f64 };
+            o.info.completeness = if kept + lost == 0 {
+                1.0
+            } else {
+                kept as f64 / (kept + lost) as f64
+            };
             let snap = pb::Snapshot {
                 processes: ancestry(&o.events, procs),
                 events: o.events.iter().map(|e| event_to_pb(e)).collect(),
@@ -228,8 +232,15 @@ fn listening_sockets(pids: impl Iterator<Item = u32>) -> Vec<pb::ListeningSocket
         .find(|d| std::path::Path::new(d).exists())
         .unwrap_or_else(|| "/proc/net".into());
     let mut out = Vec::new();
-    for (file, proto, want_state) in [("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"), ("udp6", "udp", "07")] {
-        let Ok(text) = std::fs::read_to_string(format!("{base}/{file}")) else { continue };
+    for (file, proto, want_state) in [
+        ("tcp", "tcp", "0A"),
+        ("tcp6", "tcp", "0A"),
+        ("udp", "udp", "07"),
+        ("udp6", "udp", "07"),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("{base}/{file}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 4 || f[3] != want_state {
@@ -272,7 +283,10 @@ mod tests {
 
     #[test]
     fn proc_net_addresses() {
-        assert_eq!(parse_proc_addr("0100007F:1F90"), Some(("127.0.0.1".into(), 8080)));
+        assert_eq!(
+            parse_proc_addr("0100007F:1F90"),
+            Some(("127.0.0.1".into(), 8080))
+        );
         assert_eq!(
             parse_proc_addr("00000000000000000000000001000000:0016"),
             Some(("::1".into(), 22))

@@ -15,12 +15,18 @@ const NEXT_ID: &str = "next_snapshot_id";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("creating data directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "opening snapshot database {path}: {source} (the file is left as it is; move it \
          away to start with an empty store)"
     )]
-    Open { path: String, source: redb::DatabaseError },
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
     #[error("snapshot database: {0}")]
     Db(String),
     #[error("snapshot {id} is corrupt: {source}")]
@@ -96,7 +102,8 @@ impl Store {
             let mut evicted = Vec::new();
             let mut i = 0;
             while i < sizes.len()
-                && (sizes.len() - i > self.retention.max_snapshots || total > self.retention.max_bytes)
+                && (sizes.len() - i > self.retention.max_snapshots
+                    || total > self.retention.max_bytes)
                 && sizes[i].0 != id
             {
                 t.remove(sizes[i].0).map_err(db_err)?;
@@ -174,7 +181,14 @@ mod tests {
     fn count_retention_evicts_oldest_and_ids_persist() {
         let d = dir("count");
         let _ = std::fs::remove_dir_all(&d);
-        let store = Store::open(&d, Retention { max_snapshots: 100, max_bytes: u64::MAX }).unwrap();
+        let store = Store::open(
+            &d,
+            Retention {
+                max_snapshots: 100,
+                max_bytes: u64::MAX,
+            },
+        )
+        .unwrap();
         for _ in 0..100 {
             let id = store.next_id().unwrap();
             assert!(store.put(&snap(id, 10)).unwrap().is_empty());
@@ -186,7 +200,14 @@ mod tests {
         assert!(store.get(1).unwrap().is_none());
         assert_eq!(store.get(101).unwrap().unwrap().info.unwrap().id, 101);
         drop(store);
-        let store = Store::open(&d, Retention { max_snapshots: 100, max_bytes: u64::MAX }).unwrap();
+        let store = Store::open(
+            &d,
+            Retention {
+                max_snapshots: 100,
+                max_bytes: u64::MAX,
+            },
+        )
+        .unwrap();
         assert_eq!(store.next_id().unwrap(), 102, "ids survive a restart");
         assert_eq!(store.list().unwrap().len(), 100);
         std::fs::remove_dir_all(&d).unwrap();
@@ -196,7 +217,14 @@ mod tests {
     fn byte_retention_holds() {
         let d = dir("bytes");
         let _ = std::fs::remove_dir_all(&d);
-        let store = Store::open(&d, Retention { max_snapshots: 100, max_bytes: 3000 }).unwrap();
+        let store = Store::open(
+            &d,
+            Retention {
+                max_snapshots: 100,
+                max_bytes: 3000,
+            },
+        )
+        .unwrap();
         for id in 1..=10 {
             store.put(&snap(id, 1000)).unwrap();
         }
@@ -213,9 +241,20 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let f = d.join("snapshots.redb");
         std::fs::write(&f, b"this is not a database, but somebody's data").unwrap();
-        let err = Store::open(&d, Retention { max_snapshots: 1, max_bytes: 1 }).err().expect("error");
+        let err = Store::open(
+            &d,
+            Retention {
+                max_snapshots: 1,
+                max_bytes: 1,
+            },
+        )
+        .err()
+        .expect("error");
         assert!(err.to_string().contains("snapshots.redb"), "{err}");
-        assert_eq!(std::fs::read(&f).unwrap(), b"this is not a database, but somebody's data");
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            b"this is not a database, but somebody's data"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
