@@ -34,7 +34,8 @@ struct Open {
     last_seq: u64,
     drops_at_freeze: u64,
     gaps: Vec<pb::Gap>,
-    listening: Vec<pb::ListeningSocket>,
+    /// Read in the background: /proc/net takes milliseconds to walk.
+    listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
 }
 
 pub struct Snapshots {
@@ -91,7 +92,22 @@ impl Snapshots {
                 });
             }
         }
-        let listening = listening_sockets(events.iter().rev().map(|e| e.pid()));
+        // The newest few distinct processes of the scope: one of them is
+        // likely alive and in the scope's network namespace.
+        let mut candidates: Vec<u32> = Vec::new();
+        for e in events.iter().rev() {
+            if candidates.len() == 4 {
+                break;
+            }
+            if !candidates.contains(&e.pid()) {
+                candidates.push(e.pid());
+            }
+        }
+        let listening = std::thread::Builder::new()
+            .name("fdr-snapshot-net".into())
+            .spawn(move || listening_sockets(candidates.into_iter()))
+            .map_err(|e| tracing::warn!(%e, "reading listening sockets"))
+            .ok();
         let info = pb::SnapshotInfo {
             id,
             scope: scope.key(),
@@ -171,7 +187,7 @@ impl Snapshots {
             let snap = pb::Snapshot {
                 processes: ancestry(&o.events, procs),
                 events: o.events.iter().map(|e| event_to_pb(e)).collect(),
-                listening: o.listening,
+                listening: o.listening.and_then(|h| h.join().ok()).unwrap_or_default(),
                 gaps: o.gaps,
                 info: Some(o.info),
             };

@@ -47,6 +47,8 @@ pub struct Retention {
 pub struct Store {
     db: Database,
     retention: Retention,
+    /// The next id to hand out; persisted with every commit.
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -63,23 +65,30 @@ impl Store {
             source,
         })?;
         let tx = db.begin_write().map_err(db_err)?;
-        tx.open_table(SNAPSHOTS).map_err(db_err)?;
-        tx.open_table(META).map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
-        Ok(Store { db, retention })
-    }
-
-    /// A new snapshot id, never handed out before (persisted).
-    pub fn next_id(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        let id = {
-            let mut meta = tx.open_table(META).map_err(db_err)?;
-            let id = meta.get(NEXT_ID).map_err(db_err)?.map_or(1, |v| v.value());
-            meta.insert(NEXT_ID, id + 1).map_err(db_err)?;
-            id
+        let next = {
+            let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+            let meta = tx.open_table(META).map_err(db_err)?;
+            let stored = meta.get(NEXT_ID).map_err(db_err)?.map_or(1, |v| v.value());
+            let after_last = snaps
+                .last()
+                .map_err(db_err)?
+                .map_or(1, |(k, _)| k.value() + 1);
+            stored.max(after_last)
         };
         tx.commit().map_err(db_err)?;
-        Ok(id)
+        Ok(Store {
+            db,
+            retention,
+            next: std::sync::atomic::AtomicU64::new(next),
+        })
+    }
+
+    /// A new snapshot id, larger than every committed one. Handed out in
+    /// memory (freezing does no I/O) and persisted when a snapshot commits:
+    /// an id of a snapshot that never committed (the agent died while it
+    /// was open) may be handed out again.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Stores a snapshot atomically, then applies retention (oldest first).
@@ -88,6 +97,11 @@ impl Store {
         let id = snap.info.as_ref().map_or(0, |i| i.id);
         let bytes = snap.encode_to_vec();
         let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let stored = meta.get(NEXT_ID).map_err(db_err)?.map_or(1, |v| v.value());
+            meta.insert(NEXT_ID, stored.max(id + 1)).map_err(db_err)?;
+        }
         let evicted = {
             let mut t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
             t.insert(id, bytes.as_slice()).map_err(db_err)?;

@@ -20,6 +20,8 @@ use fdr_agent::{
 };
 use serde_json::json;
 
+mod recorder_bench;
+
 #[derive(Debug, Parser)]
 #[command(about = "fdr overhead benchmarks")]
 struct Args {
@@ -192,6 +194,9 @@ fn main() -> Result<()> {
     };
 
     let mut results = Vec::new();
+    if args.only.is_empty() || args.only.iter().any(|o| o == "recorder") {
+        results.push(recorder_bench::run()?);
+    }
     println!(
         "{:<8} {:>8} {:>12} {:>12} {:>8} {:>10} {:>8}",
         "CASE", "OPS", "DETACHED", "ATTACHED", "RATIO", "EVENTS", "DROPS"
