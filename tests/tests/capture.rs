@@ -79,7 +79,8 @@ async fn file_changes_carry_absolute_paths_and_fields() {
         .unwrap();
     let ev = cap
         .wait_for("fchmod", |e| {
-            file_of(e, EventKind::FileChmod).is_some_and(|f| f.new_mode == Some(0o600))
+            file_of(e, EventKind::FileChmod)
+                .is_some_and(|f| f.new_mode == Some(0o600) && f.path == b.to_str().unwrap())
         })
         .await;
     let f = file_of(&ev, EventKind::FileChmod).unwrap();
