@@ -6,7 +6,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use fdr_common::{
     EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs, MAX_KINDS,
@@ -31,9 +31,10 @@ static WATCH: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
 #[map(name = "FDR_SYSCALLS")]
 static SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALL, 0);
 
-/// Syscalls in flight, by thread id.
+/// Syscalls in flight, by thread id. LRU: the entry of a thread killed
+/// inside a syscall (no exit ever comes) ages out instead of leaking.
 #[map(name = "FDR_ARGS")]
-pub static ARGS: HashMap<u32, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+pub static ARGS: LruHashMap<u32, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
 
 #[map(name = "FDR_DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KINDS, 0);
