@@ -88,14 +88,12 @@ pub async fn stats(client: &mut Client, args: &StatsArgs, out: &mut impl Write) 
     Ok(())
 }
 
+/// The kind's name as `--kind` takes it (`exec`, `sensitive-read`, …).
 fn kind_name(raw: i32) -> String {
-    pb::EventKind::try_from(raw)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("EVENT_KIND_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|_| raw.to_string())
+    u16::try_from(raw)
+        .ok()
+        .and_then(EventKind::from_raw)
+        .map_or_else(|| raw.to_string(), |k| k.name().to_owned())
 }
 
 fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
@@ -410,6 +408,8 @@ mod tests {
     fn kind_names_parse() {
         assert_eq!(parse_kind("exec"), Ok(EventKind::Exec));
         assert_eq!(parse_kind("sensitive-read"), Ok(EventKind::SensitiveRead));
+        assert_eq!(kind_name(EventKind::AccountChange as i32), "account");
+        assert_eq!(kind_name(999), "999");
         assert!(parse_kind("nope")
             .unwrap_err()
             .contains("fork, exec, exit, write"));
