@@ -188,3 +188,50 @@ impl Drop for Cgroup {
         }
     }
 }
+
+/// The `fdr-agent` binary built next to the test binaries (or `FDR_AGENT_BIN`).
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FDR_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> → target/<profile>/fdr-agent
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("fdr-agent"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p fdr-agent --bins` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running agent process, killed when dropped.
+pub struct AgentProcess(pub std::process::Child);
+
+impl AgentProcess {
+    /// Starts the agent with `args` and waits for its socket.
+    pub fn start(socket: &Path, args: &[&std::ffi::OsStr]) -> Self {
+        let _ = std::fs::remove_file(socket);
+        let child = std::process::Command::new(agent_binary())
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start fdr-agent");
+        let agent = AgentProcess(child);
+        poll_until("agent socket", || socket.exists().then_some(()));
+        agent
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,56 +1,19 @@
 //! The API end to end: the real agent binary, a gRPC client on its socket.
 
 use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use fdr_agent::client;
 use fdr_proto::v1::{self as pb, event::Detail, stream_events_response::Item};
-use fdr_tests::{poll_until, unique, Capture, TempDir, DEADLINE};
-
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FDR_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<test> → target/<profile>/fdr-agent
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("fdr-agent"))
-        .expect("target directory");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p fdr-agent --bins` (cargo xtask test does)",
-        bin.display()
-    );
-    bin
-}
-
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use fdr_tests::{poll_until, unique, AgentProcess, Capture, TempDir, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_binary_streams_exec_events_over_its_socket() {
     let dir = TempDir::new("e2e");
     let socket = dir.path().join("fdr.sock");
-    let mut agent = AgentProcess(
-        Command::new(agent_binary())
-            .arg("--socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start fdr-agent"),
-    );
-    poll_until("agent socket", || socket.exists().then_some(()));
+    let mut agent = AgentProcess::start(&socket, &[]);
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "socket is private to root");

@@ -1,48 +1,14 @@
 //! The recorder: snapshots that survive kill -9, windows that fill after
 //! the freeze, per-scope quotas, exports a spreadsheet can read.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use fdr_agent::{client, event::Detail, scope::Scope};
 use fdr_proto::v1 as pb;
-use fdr_tests::{poll_until, unique, Capture, Cgroup, TempDir, DEADLINE};
-
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FDR_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("fdr-agent"))
-        .expect("target directory")
-}
-
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use fdr_tests::{poll_until, unique, AgentProcess, Capture, Cgroup, TempDir, DEADLINE};
 
 fn start_agent(config: &Path, socket: &Path) -> AgentProcess {
-    let _ = std::fs::remove_file(socket);
-    let child = Command::new(agent_binary())
-        .arg("--config")
-        .arg(config)
-        .arg("--socket")
-        .arg(socket)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start fdr-agent");
-    poll_until("agent socket", || socket.exists().then_some(()));
-    AgentProcess(child)
+    AgentProcess::start(socket, &["--config".as_ref(), config.as_os_str()])
 }
 
 async fn export(c: &mut client::Client, id: u64, format: &str) -> Vec<u8> {

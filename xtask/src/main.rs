@@ -141,7 +141,48 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     if let Some(f) = filter {
         args.push(f);
     }
-    cmd(root, "cargo", &args)
+    cmd_with_deadline(root, "cargo", &args, TEST_DEADLINE)
+}
+
+/// The whole test run normally takes well under a minute; a run that has
+/// not finished after this long is stuck, and is stopped with a clear error
+/// instead of running into CI's own limit.
+const TEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// Like [`cmd`], but kills the command's process group after `deadline`.
+fn cmd_with_deadline(
+    root: &Path,
+    program: &str,
+    args: &[&str],
+    deadline: std::time::Duration,
+) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    eprintln!("+ {program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("`{program} {}` failed: {status}", args.join(" "));
+            }
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            // SAFETY: signalling the process group we created.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            bail!(
+                "`{program} {}` did not finish within {deadline:?}: a test is stuck",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
