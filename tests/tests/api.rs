@@ -13,7 +13,8 @@ use fdr_tests::{poll_until, unique, AgentProcess, Capture, TempDir, DEADLINE};
 async fn agent_binary_streams_exec_events_over_its_socket() {
     let dir = TempDir::new("e2e");
     let socket = dir.path().join("fdr.sock");
-    let mut agent = AgentProcess::start(&socket, &[]);
+    let data = dir.path().join("data");
+    let mut agent = AgentProcess::start(&socket, &["--data-dir".as_ref(), data.as_os_str()]);
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "socket is private to root");

@@ -27,6 +27,11 @@ pub enum StoreError {
         path: String,
         source: redb::DatabaseError,
     },
+    #[error(
+        "snapshot database {path} is in use by another process (another fdr-agent on the \
+         same data directory?)"
+    )]
+    Locked { path: String },
     #[error("snapshot database: {0}")]
     Db(String),
     #[error("snapshot {id} is corrupt: {source}")]
@@ -60,9 +65,14 @@ impl Store {
             source,
         })?;
         let path = dir.join("snapshots.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
+        let db = Database::create(&path).map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.display().to_string(),
+            },
+            source => StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            },
         })?;
         let tx = db.begin_write().map_err(db_err)?;
         let next = {
@@ -245,6 +255,20 @@ mod tests {
         let total: u64 = store.list().unwrap().iter().map(|i| i.bytes).sum();
         assert!(total <= 3000, "{total}");
         assert_eq!(store.list().unwrap().last().unwrap().id, 10);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_database_in_use_is_a_clear_error() {
+        let d = dir("locked");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 1,
+            max_bytes: 1,
+        };
+        let _first = Store::open(&d, r).unwrap();
+        let err = Store::open(&d, r).err().expect("second open fails");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
