@@ -9,6 +9,8 @@ use fdr_agent::event::{Detail, EventKind};
 use fdr_tests::{poll_until, unique, Capture, TempDir};
 
 const WRITES: usize = 20_000;
+/// Other processes' writes that may be dropped alongside the flood.
+const FOREIGN_SLACK: u64 = 100;
 
 fn write_drops(cap: &Capture) -> u64 {
     cap.agent
@@ -81,10 +83,20 @@ async fn exec_survives_a_write_flood_and_losses_are_counted() {
     let drops = write_drops(&cap) - drops_before;
     eprintln!("flood: {WRITES} writes, {received} delivered, {drops} counted lost; {attempts} sentinel writes, {sentinels} delivered");
     assert!(drops > 0, "the flood overflowed the ring");
-    assert_eq!(
-        received + drops - (attempts - sentinels),
-        WRITES as u64,
-        "every write of the flood is delivered or counted"
+    // Drops are counted per kind, not per process: a write by another
+    // process dropped during the flood counts too. So every flood write is
+    // delivered or counted (never fewer), and on a quiet machine the sum is
+    // exact (the usual case); a busy one may add a few foreign drops.
+    let accounted = received + drops - (attempts - sentinels);
+    assert!(
+        accounted >= WRITES as u64,
+        "{} flood writes neither delivered nor counted",
+        WRITES as u64 - accounted
+    );
+    assert!(
+        accounted - WRITES as u64 <= FOREIGN_SLACK,
+        "{} more losses than the flood can explain",
+        accounted - WRITES as u64
     );
     let stats = state.buffers.lock().unwrap().stats();
     assert_eq!(stats.evicted, 0, "the host buffer held the whole flood");
