@@ -102,6 +102,7 @@ pub(crate) mod tests {
             exe: Arc::from("/bin/t"),
             argv: Arc::from(vec!["t".to_string()]),
             scope: crate::scope::Scope::Host,
+            unit: None,
         }
     }
 

@@ -237,17 +237,32 @@ fn shell_words(argv: &[String]) -> String {
 
 fn table_header() -> String {
     format!(
-        "{:<24} {:<14} {:>7} {:>7} {:>6} {:<16} DETAIL",
-        "TIME", "KIND", "PID", "PPID", "UID", "COMM"
+        "{:<24} {:<14} {:<20} {:>7} {:>7} {:>6} {:<16} DETAIL",
+        "TIME", "KIND", "WHERE", "PID", "PPID", "UID", "COMM"
     )
+}
+
+/// Where an event happened, short: a container id prefix, a service, or host.
+fn where_text(ev: &pb::Event) -> String {
+    if !ev.container_id.is_empty() {
+        format!(
+            "ctr:{}",
+            ev.container_id.chars().take(12).collect::<String>()
+        )
+    } else if !ev.service.is_empty() {
+        ev.service.clone()
+    } else {
+        "host".into()
+    }
 }
 
 pub fn table_row(ev: &pb::Event) -> String {
     let p = ev.process.clone().unwrap_or_default();
     format!(
-        "{:<24} {:<14} {:>7} {:>7} {:>6} {:<16} {}",
+        "{:<24} {:<14} {:<20} {:>7} {:>7} {:>6} {:<16} {}",
         time_text(ev.time.as_ref()),
         kind_name(ev.kind),
+        where_text(ev),
         p.pid,
         p.ppid,
         p.uid,
@@ -313,6 +328,8 @@ pub fn event_json(ev: &pb::Event) -> Value {
         "detail": detail,
         "scope": ev.scope,
         "container_id": ev.container_id,
+        "service": ev.service,
+        "hostname": ev.hostname,
     })
 }
 
@@ -384,6 +401,8 @@ mod tests {
             })),
             scope: "host".into(),
             container_id: String::new(),
+            service: "sshd.service".into(),
+            hostname: "node-1".into(),
         }
     }
 
@@ -391,6 +410,7 @@ mod tests {
     fn table_row_shows_time_kind_pid_and_quoted_command() {
         let row = table_row(&exec_event());
         assert!(row.starts_with("2023-11-14T22:13:20.005Z exec"), "{row}");
+        assert!(row.contains(" sshd.service "), "{row}");
         assert!(row.contains(" 42 "), "{row}");
         assert!(row.ends_with("/bin/sh sh -c 'exit 7'"), "{row}");
     }

@@ -203,6 +203,8 @@ pub struct Event {
     pub argv: Arc<[String]>,
     /// The container it happened in, or the host.
     pub scope: crate::scope::Scope,
+    /// For host events: the systemd unit (service or session) of the process.
+    pub unit: Option<Arc<str>>,
 }
 
 impl Event {

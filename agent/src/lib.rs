@@ -16,6 +16,7 @@ pub mod ctl;
 pub mod decode;
 pub mod derive;
 pub mod event;
+pub mod host;
 pub mod pipeline;
 pub mod probes;
 pub mod proctable;

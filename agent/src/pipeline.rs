@@ -83,7 +83,7 @@ impl Recorder {
     /// Turns a record into an event with the process's context.
     fn record(&mut self, rec: Record, procs: &mut crate::proctable::ProcessTable) -> Arc<Event> {
         let (exe, argv) = procs.apply(&rec);
-        let scope = self.scopes.resolve(rec.task.cgroup_id);
+        let who = self.scopes.resolve(rec.task.cgroup_id);
         self.seq += 1;
         self.state.counters.add_seen(rec.detail.kind(), 1);
         Arc::new(Event {
@@ -92,7 +92,8 @@ impl Recorder {
             record: rec,
             exe,
             argv,
-            scope,
+            scope: who.scope,
+            unit: who.unit,
         })
     }
 

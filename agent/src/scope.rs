@@ -92,11 +92,30 @@ pub fn container_id(cgroup_path: &str) -> Option<String> {
     None
 }
 
-/// cgroup id → scope, cached; unknown ids are looked up by scanning the v2
-/// hierarchy (once per id, off the common path).
+/// The systemd unit a host cgroup path belongs to: its innermost
+/// `.service` or `.scope` component (`system.slice/sshd.service` →
+/// `sshd.service`, a login session → `session-3.scope`).
+pub fn systemd_unit(cgroup_path: &str) -> Option<String> {
+    cgroup_path
+        .split('/')
+        .rev()
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+        .map(str::to_owned)
+}
+
+/// Who an event belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    pub scope: Scope,
+    /// For host events: the systemd unit (service or session scope).
+    pub unit: Option<Arc<str>>,
+}
+
+/// cgroup id → attribution, cached; unknown ids are looked up by scanning
+/// the v2 hierarchy (once per id, off the common path).
 pub struct ScopeResolver {
     root: Option<PathBuf>,
-    cache: HashMap<u64, Scope>,
+    cache: HashMap<u64, Attribution>,
 }
 
 impl ScopeResolver {
@@ -107,21 +126,30 @@ impl ScopeResolver {
         }
     }
 
-    pub fn resolve(&mut self, cgroup_id: u64) -> Scope {
-        if let Some(s) = self.cache.get(&cgroup_id) {
-            return s.clone();
+    pub fn resolve(&mut self, cgroup_id: u64) -> Attribution {
+        if let Some(a) = self.cache.get(&cgroup_id) {
+            return a.clone();
         }
-        let scope = self
-            .root
-            .as_deref()
-            .and_then(|root| find_cgroup(root, cgroup_id, 0).map(|p| (root, p)))
-            .and_then(|(root, p)| {
-                let rel = p.strip_prefix(root).ok()?.to_string_lossy().into_owned();
-                container_id(&rel)
-            })
-            .map_or(Scope::Host, |id| Scope::Container(Arc::from(id)));
-        self.cache.insert(cgroup_id, scope.clone());
-        scope
+        let path = self.root.as_deref().and_then(|root| {
+            let p = find_cgroup(root, cgroup_id, 0)?;
+            Some(p.strip_prefix(root).ok()?.to_string_lossy().into_owned())
+        });
+        let attribution = match path.as_deref().map(|p| (p, container_id(p))) {
+            Some((_, Some(id))) => Attribution {
+                scope: Scope::Container(Arc::from(id)),
+                unit: None,
+            },
+            Some((p, None)) => Attribution {
+                scope: Scope::Host,
+                unit: systemd_unit(p).map(Arc::from),
+            },
+            None => Attribution {
+                scope: Scope::Host,
+                unit: None,
+            },
+        };
+        self.cache.insert(cgroup_id, attribution.clone());
+        attribution
     }
 
     /// Whether the cgroup still exists (false once a container is gone).
@@ -194,6 +222,24 @@ mod tests {
     }
 
     #[test]
+    fn systemd_units_from_host_paths() {
+        assert_eq!(
+            systemd_unit("/system.slice/sshd.service").as_deref(),
+            Some("sshd.service")
+        );
+        assert_eq!(
+            systemd_unit("/user.slice/user-0.slice/session-3.scope").as_deref(),
+            Some("session-3.scope")
+        );
+        assert_eq!(
+            systemd_unit("/system.slice/docker.service/x").as_deref(),
+            Some("docker.service")
+        );
+        assert_eq!(systemd_unit("/"), None);
+        assert_eq!(systemd_unit("/user.slice"), None);
+    }
+
+    #[test]
     fn scope_keys_round_trip() {
         for s in [Scope::Host, Scope::Container(Arc::from("abc"))] {
             assert_eq!(Scope::from_key(&s.key()), Some(s));
@@ -208,7 +254,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let root = cgroup2_root().expect("cgroup v2 mounted");
         let id = std::fs::metadata(&root).unwrap().ino();
-        assert_eq!(r.resolve(id), Scope::Host);
+        assert_eq!(r.resolve(id).scope, Scope::Host);
         assert!(r.exists(id));
         assert!(!r.exists(u64::MAX));
     }

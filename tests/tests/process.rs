@@ -141,6 +141,75 @@ async fn process_in_a_cgroup_carries_its_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_process_is_attributed_to_its_systemd_service() {
+    let mut cap = Capture::start("unit").await;
+    let unit = format!("{}.service", unique("svc"));
+    let cg = Cgroup::create(&format!("{}/system.slice/{unit}", unique("units")));
+    let marker = unique("insvc");
+    let script = format!(
+        "echo $$ > {} && exec /bin/true {marker}",
+        cg.procs_file().display()
+    );
+    assert!(Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let exec = cap
+        .wait_for("exec in the service", |e| {
+            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+        })
+        .await;
+    assert_eq!(exec.scope, fdr_agent::scope::Scope::Host);
+    assert_eq!(exec.unit.as_deref(), Some(unit.as_str()));
+    let pb = fdr_agent::api::convert::event_to_pb(&exec);
+    assert_eq!(pb.service, unit);
+    assert_eq!(pb.scope, "host");
+    assert_eq!(
+        pb.hostname,
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+    );
+    cap.stop().await;
+    drop(cg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_in_a_kubepods_systemd_scope_is_attributed_to_its_container() {
+    let mut cap = Capture::start("kubepods").await;
+    let id = format!("{:0>64x}", std::process::id());
+    let path = format!(
+        "{}/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0b7e6f5d_1111_2222_3333_444455556666.slice/cri-containerd-{id}.scope",
+        unique("k8s")
+    );
+    let cg = Cgroup::create(&path);
+    let marker = unique("inpod");
+    let script = format!(
+        "echo $$ > {} && exec /bin/true {marker}",
+        cg.procs_file().display()
+    );
+    assert!(Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let exec = cap
+        .wait_for("exec in the pod scope", |e| {
+            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+        })
+        .await;
+    assert_eq!(
+        exec.scope,
+        fdr_agent::scope::Scope::Container(id.as_str().into())
+    );
+    assert_eq!(exec.unit, None);
+    assert_eq!(fdr_agent::api::convert::event_to_pb(&exec).container_id, id);
+    cap.stop().await;
+    drop(cg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_command_line_is_truncated_and_flagged() {
     let mut cap = Capture::start("longargv").await;
     let marker = unique("long");

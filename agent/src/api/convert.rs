@@ -110,6 +110,8 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
         }),
         detail: Some(detail),
         scope: ev.scope.key(),
+        service: ev.unit.as_deref().unwrap_or_default().to_owned(),
+        hostname: crate::host::hostname().to_owned(),
         container_id: ev.scope.container_id().unwrap_or_default().to_owned(),
     }
 }

@@ -78,6 +78,7 @@ pub fn events(n: usize) -> Vec<Arc<Event>> {
                 exe: exe.clone(),
                 argv: argv.clone(),
                 scope: scopes[i % scopes.len()].clone(),
+                unit: None,
             })
         })
         .collect()
