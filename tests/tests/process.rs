@@ -13,6 +13,28 @@ fn argv_of(ev: &fdr_agent::event::Event) -> Option<&[String]> {
     }
 }
 
+/// Runs `/bin/true <marker>` inside `cg` and returns its exec event.
+async fn exec_in(
+    cap: &mut Capture,
+    cg: &Cgroup,
+    tag: &str,
+) -> std::sync::Arc<fdr_agent::event::Event> {
+    let marker = unique(tag);
+    let script = format!(
+        "echo $$ > {} && exec /bin/true {marker}",
+        cg.procs_file().display()
+    );
+    let status = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .expect("run sh");
+    assert!(status.success());
+    cap.wait_for("exec inside the cgroup", |e| {
+        argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_exec_exit_of_a_child() {
     let mut cap = Capture::start("proc").await;
@@ -115,21 +137,7 @@ async fn fork_exec_exit_of_a_child() {
 async fn process_in_a_cgroup_carries_its_id() {
     let mut cap = Capture::start("cgroup").await;
     let cg = Cgroup::create(&unique("cg"));
-    let marker = unique("incg");
-    let script = format!(
-        "echo $$ > {} && exec /bin/true {marker}",
-        cg.procs_file().display()
-    );
-    let status = Command::new("/bin/sh")
-        .args(["-c", &script])
-        .status()
-        .expect("run sh");
-    assert!(status.success());
-    let exec = cap
-        .wait_for("exec inside the cgroup", |e| {
-            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
-        })
-        .await;
+    let exec = exec_in(&mut cap, &cg, "incg").await;
     assert_eq!(exec.record.task.cgroup_id, cg.id());
     assert_ne!(exec.record.task.cgroup_id, 0);
     match &exec.record.detail {
@@ -145,21 +153,7 @@ async fn host_process_is_attributed_to_its_systemd_service() {
     let mut cap = Capture::start("unit").await;
     let unit = format!("{}.service", unique("svc"));
     let cg = Cgroup::create(&format!("{}/system.slice/{unit}", unique("units")));
-    let marker = unique("insvc");
-    let script = format!(
-        "echo $$ > {} && exec /bin/true {marker}",
-        cg.procs_file().display()
-    );
-    assert!(Command::new("/bin/sh")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
-    let exec = cap
-        .wait_for("exec in the service", |e| {
-            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
-        })
-        .await;
+    let exec = exec_in(&mut cap, &cg, "insvc").await;
     assert_eq!(exec.scope, fdr_agent::scope::Scope::Host);
     assert_eq!(exec.unit.as_deref(), Some(unit.as_str()));
     let pb = fdr_agent::api::convert::event_to_pb(&exec);
@@ -184,21 +178,7 @@ async fn process_in_a_kubepods_systemd_scope_is_attributed_to_its_container() {
         unique("k8s")
     );
     let cg = Cgroup::create(&path);
-    let marker = unique("inpod");
-    let script = format!(
-        "echo $$ > {} && exec /bin/true {marker}",
-        cg.procs_file().display()
-    );
-    assert!(Command::new("/bin/sh")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
-    let exec = cap
-        .wait_for("exec in the pod scope", |e| {
-            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
-        })
-        .await;
+    let exec = exec_in(&mut cap, &cg, "inpod").await;
     assert_eq!(
         exec.scope,
         fdr_agent::scope::Scope::Container(id.as_str().into())
