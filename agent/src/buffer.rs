@@ -58,11 +58,6 @@ impl EventBuffer {
         self.events.iter().map(|(e, _)| e)
     }
 
-    /// Sequence number of the newest event, 0 when empty.
-    pub fn last_seq(&self) -> u64 {
-        self.events.back().map_or(0, |(e, _)| e.seq)
-    }
-
     pub fn stats(&self) -> BufferStats {
         BufferStats {
             events: self.events.len() as u64,
@@ -125,6 +120,5 @@ pub(crate) mod tests {
                 evicted: 2
             }
         );
-        assert_eq!(b.last_seq(), 5);
     }
 }

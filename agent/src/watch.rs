@@ -43,10 +43,17 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
 }
 
 /// Whether `path` matches `pattern` component by component.
+/// Runs on every file event (account tracking): no allocation.
 pub fn path_match(pattern: &str, path: &str) -> bool {
-    let pc: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
-    let fc: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    pc.len() == fc.len() && pc.iter().zip(&fc).all(|(p, f)| wildcard_match(p, f))
+    let mut pc = pattern.trim_end_matches('/').split('/');
+    let mut fc = path.trim_end_matches('/').split('/');
+    loop {
+        match (pc.next(), fc.next()) {
+            (None, None) => return true,
+            (Some(p), Some(f)) if wildcard_match(p, f) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Existing paths matching `pattern` (absolute, `*` within components).

@@ -42,10 +42,6 @@ impl BinaryTracker {
         }
     }
 
-    pub fn tracked(&self) -> usize {
-        self.by_inode.len()
-    }
-
     pub fn observe(&mut self, ev: &Event, _procs: &ProcessTable, out: &mut Vec<Record>) {
         match &ev.record.detail {
             Detail::File {

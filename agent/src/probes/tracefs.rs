@@ -96,11 +96,6 @@ impl Format {
         }
     }
 
-    /// Fields in record order, with their offsets.
-    pub fn fields(&self) -> &[(String, u32)] {
-        &self.fields
-    }
-
     pub fn offset(&self, field: &str) -> Result<u32, TracefsError> {
         self.fields
             .iter()
