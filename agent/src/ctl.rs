@@ -334,13 +334,13 @@ pub fn event_json(ev: &pb::Event) -> Value {
 }
 
 fn stats_json(s: &pb::Stats) -> Value {
-    let b = s.host_buffer.unwrap_or_default();
+    let b = s.buffers.unwrap_or_default();
     json!({
         "kinds": s.kinds.iter().map(|k| json!({
             "kind": k.name, "seen": k.seen, "kernel_drops": k.kernel_drops,
         })).collect::<Vec<_>>(),
         "decode_errors": s.decode_errors,
-        "host_buffer": {
+        "buffers": {
             "events": b.events, "bytes": b.bytes, "capacity_bytes": b.capacity_bytes, "evicted": b.evicted,
         },
         "stream_drops": s.stream_drops,
@@ -348,6 +348,10 @@ fn stats_json(s: &pb::Stats) -> Value {
         "processes_tracked": s.processes_tracked,
         "started": time_text(s.started.as_ref()),
         "ring_buffer_bytes": s.ring_buffer_bytes,
+        "scopes": s.scopes.iter().map(|sc| {
+            let b = sc.buffer.unwrap_or_default();
+            json!({ "scope": sc.scope, "events": b.events, "bytes": b.bytes, "evicted": b.evicted })
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -356,12 +360,19 @@ fn stats_table(s: &pb::Stats) -> String {
     for k in &s.kinds {
         t += &format!("{:<8} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
     }
-    let b = s.host_buffer.unwrap_or_default();
+    let b = s.buffers.unwrap_or_default();
     let per_event = b.bytes.checked_div(b.events).unwrap_or(0);
     t += &format!(
-        "\nhost buffer        {} events, {} / {} bytes ({} bytes/event), {} evicted\n",
+        "\nbuffers            {} events, {} / {} bytes ({} bytes/event), {} evicted\n",
         b.events, b.bytes, b.capacity_bytes, per_event, b.evicted
     );
+    for sc in &s.scopes {
+        let b = sc.buffer.unwrap_or_default();
+        t += &format!(
+            "  {:<30} {} events, {} bytes, {} evicted\n",
+            sc.scope, b.events, b.bytes, b.evicted
+        );
+    }
     t += &format!("decode errors      {}\n", s.decode_errors);
     t += &format!(
         "stream drops       {} ({} subscribers now)\n",

@@ -1,4 +1,4 @@
-//! Ring buffers → decoder → process table → derived events → host buffer →
+//! Ring buffers → decoder → process table → derived events → scope buffers and snapshots →
 //! live subscribers.
 
 use std::{

@@ -15,6 +15,8 @@ use crate::{
     stats::Counters,
 };
 
+/// Shared state. Lock order, where more than one is held: `procs`, then
+/// `buffers`, then `snapshots` (`probes` is only ever held alone).
 pub struct State {
     /// One rolling buffer per scope.
     pub buffers: Mutex<ScopeBuffers>,

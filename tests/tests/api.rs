@@ -94,7 +94,7 @@ async fn agent_binary_streams_exec_events_over_its_socket() {
     assert!(exec.seen >= 1);
     assert_eq!(exec.kernel_drops, 0);
     assert_eq!(stats.subscribers, 1);
-    assert!(stats.host_buffer.unwrap().events >= 1);
+    assert!(stats.buffers.unwrap().events >= 1);
 
     // SIGTERM: a clean shutdown removes the socket.
     // SAFETY: signalling our own child.

@@ -339,8 +339,24 @@ async fn a_flooding_container_cannot_evict_a_quiet_ones_history() {
         .scope_stats(&quiet_scope)
         .unwrap();
     assert_eq!(quiet_stats.evicted, 0);
-    // And the API sees the same: query by container.
+    // And the API sees the same: per-scope stats, and queries by container.
     let mut c = client::connect_unix(&cap.socket()).await.unwrap();
+    let stats = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let of = |id: &str| {
+        stats
+            .scopes
+            .iter()
+            .find(|s| s.scope == format!("container:{id}"))
+            .and_then(|s| s.buffer)
+            .expect("scope in stats")
+    };
+    assert!(of(&noisy_id).evicted > 0);
+    assert_eq!(of(&quiet_id).evicted, 0);
+    assert!(of(&quiet_id).events >= 1);
     let r = c
         .query_events(pb::QueryEventsRequest {
             scope: format!("container:{quiet_id}"),

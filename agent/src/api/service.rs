@@ -339,15 +339,31 @@ impl FlightRecorder for Service {
             .started
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        // One lock at a time, each released at the end of its statement: a
+        // guard kept alive across a second `lock` (a temporary in a struct
+        // literal lives until the literal's end) would break the lock order.
+        let (totals, per_scope) = {
+            let b = lock(&st.buffers);
+            (b.stats(), b.scopes())
+        };
+        let processes_tracked = lock(&st.procs).len() as u64;
+        let scopes = per_scope
+            .into_iter()
+            .map(|(scope, b)| pb::ScopeStats {
+                scope: scope.key(),
+                buffer: Some(buffer_stats_to_pb(b)),
+            })
+            .collect();
         Ok(Response::new(pb::Stats {
             kinds,
             decode_errors: st.counters.decode_errors.load(Relaxed),
-            host_buffer: Some(buffer_stats_to_pb(lock(&st.buffers).stats())),
+            buffers: Some(buffer_stats_to_pb(totals)),
             stream_drops: st.counters.stream_drops.load(Relaxed),
             subscribers: st.counters.subscribers.load(Relaxed),
-            processes_tracked: lock(&st.procs).len() as u64,
+            processes_tracked,
             started: Some(timestamp(started_ns)),
             ring_buffer_bytes: st.ring_bytes,
+            scopes,
         }))
     }
 }

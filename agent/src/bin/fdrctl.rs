@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Recorded events: the host buffer, then live ones with --follow.
+    /// Recorded events: the buffered ones, then live ones with --follow.
     Events(ctl::EventsArgs),
     /// Counters: events and losses per kind, buffer use.
     Stats(ctl::StatsArgs),
