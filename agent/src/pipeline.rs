@@ -159,6 +159,20 @@ impl Recorder {
         }
     }
 
+    /// Commits every open snapshot, cut short (shutdown).
+    fn commit_open_snapshots(&mut self) {
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let drops = self.state.total_kernel_drops();
+        let procs = lock(&self.state.procs);
+        match lock(&self.state.snapshots).close_all(now, drops, &procs) {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(?ids, "open snapshots committed at shutdown")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(%err, "committing open snapshots at shutdown"),
+        }
+    }
+
     /// Commits the snapshots whose after-window has closed.
     fn close_snapshots(&mut self) {
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
@@ -222,6 +236,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
+                rec.commit_open_snapshots();
                 return Ok(());
             }
             _ = housekeeping.tick() => rec.housekeeping(&cfg),

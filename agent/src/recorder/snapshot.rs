@@ -159,14 +159,43 @@ impl Snapshots {
         kernel_drops: u64,
         procs: &ProcessTable,
     ) -> Result<Vec<u64>, StoreError> {
+        self.close(now_ns, kernel_drops, procs, false)
+    }
+
+    /// Commits every open snapshot now (the agent is stopping): the part of
+    /// each after-window not yet lived is marked as a gap.
+    pub fn close_all(
+        &mut self,
+        now_ns: u64,
+        kernel_drops: u64,
+        procs: &ProcessTable,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.close(now_ns, kernel_drops, procs, true)
+    }
+
+    fn close(
+        &mut self,
+        now_ns: u64,
+        kernel_drops: u64,
+        procs: &ProcessTable,
+        all: bool,
+    ) -> Result<Vec<u64>, StoreError> {
         let mut done = Vec::new();
         let mut i = 0;
         while i < self.open.len() {
-            if self.open[i].end_ns > now_ns {
+            if self.open[i].end_ns > now_ns && !all {
                 i += 1;
                 continue;
             }
             let mut o = self.open.remove(i);
+            if o.end_ns > now_ns {
+                o.gaps.push(pb::Gap {
+                    from: Some(timestamp(now_ns)),
+                    to: o.info.window_end,
+                    lost: 0,
+                    cause: "the agent stopped before the window closed".into(),
+                });
+            }
             let lost_kernel = kernel_drops.saturating_sub(o.drops_at_freeze);
             if lost_kernel > 0 {
                 o.gaps.push(pb::Gap {
@@ -296,6 +325,61 @@ fn parse_proc_addr(s: &str) -> Option<(String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        buffer::tests::event,
+        event::Detail,
+        recorder::{
+            store::{Retention, Store},
+            Limits,
+        },
+    };
+
+    #[test]
+    fn stopping_commits_open_snapshots_with_a_gap_for_the_rest() {
+        let dir = std::env::temp_dir().join(format!("fdr-snap-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(
+            &dir,
+            Retention {
+                max_snapshots: 10,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+        let mut snaps = Snapshots::new(
+            store,
+            Window {
+                before_ns: 10_000,
+                after_ns: 60_000,
+            },
+        );
+        let mut buffers = ScopeBuffers::new(Limits {
+            scope_quota: 1 << 20,
+            budget: 1 << 20,
+            grace_ns: 0,
+        });
+        buffers.push(Arc::new(event(1, 7, Detail::Exit { status: 0 }))); // time_ns 1000
+        let info = snaps
+            .freeze(Scope::Host, "test", 2_000, &buffers, 0)
+            .unwrap();
+        assert!(info.open);
+        let procs = ProcessTable::default();
+        assert!(
+            snaps.close_due(3_000, 0, &procs).unwrap().is_empty(),
+            "window still open"
+        );
+        assert_eq!(snaps.close_all(3_000, 0, &procs).unwrap(), vec![info.id]);
+        let stored = snaps.store().get(info.id).unwrap().expect("committed");
+        assert_eq!(stored.events.len(), 1);
+        assert_eq!(stored.events[0].seq, 1);
+        assert!(!stored.info.as_ref().unwrap().open);
+        let gap = &stored.gaps[0];
+        assert_eq!(gap.from, Some(timestamp(3_000)));
+        assert_eq!(gap.to, Some(timestamp(62_000)));
+        assert!(gap.cause.contains("stopped"));
+        assert!(snaps.open_infos().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn proc_net_addresses() {
