@@ -7,6 +7,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{
     api,
     config::Config,
+    containers::ContainerRegistry,
     pipeline,
     probes::{ProbeError, ProbeOptions, Probes},
     proctable::ProcessTable,
@@ -105,6 +106,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         snapshots,
         cfg.api.stream_queue,
         procs,
+        ContainerRegistry::new(cfg.attribution.tombstone_ttl),
+        cfg.attribution.ancestry_depth,
         ring_bytes,
     ));
     *lock(&state.probes) = Some(probes);
@@ -119,10 +122,23 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         data_dir: cfg.recorder.data_dir.clone(),
     };
     let pipe_rx = rx.clone();
+    let (wake_containers, wake_rx) = tokio::sync::mpsc::channel(1);
+    let (notice_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+    let io = pipeline::ContainerIo {
+        wake_containers,
+        notices,
+    };
     tasks.push(tokio::spawn(async move {
-        pipeline::run(rings, pipe_state, pipe_cfg, pipe_rx)
+        pipeline::run(rings, pipe_state, pipe_cfg, io, pipe_rx)
             .await
             .map_err(AgentError::Ring)
+    }));
+    let watch_state = state.clone();
+    let watch_cfg = cfg.attribution.clone();
+    let watch_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        crate::containers::watcher::run(watch_state, watch_cfg, wake_rx, notice_tx, watch_rx).await;
+        Ok(())
     }));
     let api_cfg = cfg.api.clone();
     let api_state = state.clone();

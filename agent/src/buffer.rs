@@ -94,8 +94,12 @@ pub(crate) mod tests {
                 },
                 detail,
             },
-            exe: Arc::from("/bin/t"),
-            argv: Arc::from(vec!["t".to_string()]),
+            image: crate::lineage::Image::root(
+                pid,
+                0,
+                Arc::from("/bin/t"),
+                Arc::from(vec!["t".to_string()]),
+            ),
             scope: crate::scope::Scope::Host,
             unit: None,
         }

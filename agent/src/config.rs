@@ -30,6 +30,7 @@ pub struct Config {
     pub probes: ProbesConfig,
     pub capture: CaptureConfig,
     pub recorder: RecorderConfig,
+    pub attribution: AttributionConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
 }
@@ -108,6 +109,27 @@ pub struct RecorderConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// CRI sockets of container runtimes, tried in order; the first that
+    /// exists is used for container, pod and image metadata. Default:
+    /// containerd's and CRI-O's usual sockets. Empty: no runtime (events
+    /// are still attributed to container ids from cgroup paths).
+    pub runtime_endpoints: Vec<PathBuf>,
+    /// How often the runtime's container list is read for starts and
+    /// stops (a container the kernel shows first is looked up at once).
+    /// Default 2s.
+    #[serde(with = "humantime_serde_compat")]
+    pub runtime_poll: std::time::Duration,
+    /// How long a stopped container's metadata is kept (its tombstone),
+    /// so events and queries still name its pod. Default 1h.
+    #[serde(with = "humantime_serde_compat")]
+    pub tombstone_ttl: std::time::Duration,
+    /// Ancestors listed with an event (nearest first). Default 16.
+    pub ancestry_depth: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Unix socket of the gRPC API, created with mode 0600 (root only).
     /// Default `/run/fdr/fdr.sock`.
@@ -135,6 +157,25 @@ impl Default for ProbesConfig {
         ProbesConfig {
             ring_buffer_bytes: 8 << 20,
             poll_interval: std::time::Duration::from_millis(10),
+        }
+    }
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            runtime_endpoints: [
+                "/run/containerd/containerd.sock",
+                "/var/run/containerd/containerd.sock",
+                "/run/crio/crio.sock",
+                "/var/run/crio/crio.sock",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            runtime_poll: std::time::Duration::from_secs(2),
+            tombstone_ttl: std::time::Duration::from_secs(3600),
+            ancestry_depth: 16,
         }
     }
 }

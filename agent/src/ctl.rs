@@ -15,7 +15,8 @@ pub struct EventsArgs {
     pub follow: bool,
     /// Only these kinds (repeatable): fork, exec, exit, write, rename, unlink,
     /// chmod, chown, link, truncate, sensitive-read, listen, bind, connect,
-    /// accept, priv-change, account, binary.
+    /// accept, priv-change, account, binary, container-start,
+    /// container-stop, model-learned, audit.
     #[arg(long, value_parser = parse_kind)]
     pub kind: Vec<EventKind>,
     /// Only events of this process id (repeatable).
@@ -24,6 +25,9 @@ pub struct EventsArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show each event's ancestry (the programs it came from).
+    #[arg(long)]
+    pub ancestry: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +59,7 @@ pub async fn events(client: &mut Client, args: &EventsArgs, out: &mut impl Write
         pids: args.pid.clone(),
         buffered: true,
         follow: args.follow,
+        ancestry: args.ancestry,
     };
     let mut stream = client.stream_events(req).await?.into_inner();
     if !args.json && !quiet_pipe(writeln!(out, "{}", table_header()))? {
@@ -63,6 +68,11 @@ pub async fn events(client: &mut Client, args: &EventsArgs, out: &mut impl Write
     while let Some(msg) = stream.message().await? {
         let line = match msg.item {
             Some(Item::Event(ev)) if args.json => event_json(&ev).to_string(),
+            Some(Item::Event(ev)) if args.ancestry => {
+                let mut row = table_row(&ev);
+                row.push_str(&ancestry_text(&ev));
+                row
+            }
             Some(Item::Event(ev)) => table_row(&ev),
             Some(Item::Lost(l)) if args.json => json!({ "lost": l.count }).to_string(),
             Some(Item::Lost(l)) => {
@@ -168,6 +178,36 @@ pub fn detail_text(ev: &pb::Event) -> String {
             a.files.join(", "),
             shell_words(&a.command)
         ),
+        Some(Detail::ContainerLifecycle(c)) => {
+            let what = ev
+                .container
+                .as_ref()
+                .map_or(String::new(), |m| format!(" {} ({})", m.name, m.image));
+            if c.started {
+                format!("container started{what} [{}]", c.source)
+            } else {
+                format!(
+                    "container stopped{what}: {}{} [{}]",
+                    c.reason,
+                    c.exit_code
+                        .map_or(String::new(), |x| format!(", exit code {x}")),
+                    c.source
+                )
+            }
+        }
+        Some(Detail::ModelLearned(l)) => {
+            format!("added to model {}: {} {}", l.model, l.section, l.item)
+        }
+        Some(Detail::Audit(a)) => format!(
+            "[{}] {}{}",
+            severity_name(a.severity),
+            a.message,
+            if a.incident > 0 {
+                format!(" (incident #{})", a.incident)
+            } else {
+                String::new()
+            }
+        ),
         Some(Detail::Binary(b)) => format!(
             "{} {} (written by pid {})",
             b.reason,
@@ -243,8 +283,19 @@ fn table_header() -> String {
 }
 
 /// Where an event happened, short: a container id prefix, a service, or host.
+/// The ancestry under an event's table row, one indented line per image.
+pub fn ancestry_text(ev: &pb::Event) -> String {
+    ev.ancestry
+        .iter()
+        .map(|a| format!("\n    <- {:>7} {}", a.pid, shell_words(&a.argv)))
+        .collect()
+}
+
 fn where_text(ev: &pb::Event) -> String {
-    if !ev.container_id.is_empty() {
+    let named = ev.container.as_ref().filter(|c| !c.pod_name.is_empty());
+    if let Some(c) = named {
+        format!("{}/{}/{}", c.pod_namespace, c.pod_name, c.name)
+    } else if !ev.container_id.is_empty() {
         format!(
             "ctr:{}",
             ev.container_id.chars().take(12).collect::<String>()
@@ -312,6 +363,17 @@ pub fn event_json(ev: &pb::Event) -> Value {
         Some(Detail::Binary(b)) => json!({
             "path": b.path, "reason": b.reason, "writer_pid": b.writer_pid, "writer_exe": b.writer_exe,
         }),
+        Some(Detail::ContainerLifecycle(c)) => json!({
+            "started": c.started, "exit_code": c.exit_code, "reason": c.reason, "source": c.source,
+        }),
+        Some(Detail::ModelLearned(l)) => json!({
+            "model": l.model, "section": l.section, "item": l.item,
+        }),
+        Some(Detail::Audit(a)) => json!({
+            "model": a.model, "section": a.section, "rule": a.rule,
+            "severity": severity_name(a.severity), "message": a.message, "item": a.item,
+            "incident": a.incident, "trigger_seq": a.trigger_seq,
+        }),
         None => Value::Null,
     };
     json!({
@@ -330,7 +392,23 @@ pub fn event_json(ev: &pb::Event) -> Value {
         "container_id": ev.container_id,
         "service": ev.service,
         "hostname": ev.hostname,
+        "container": ev.container.as_ref().map(container_json),
+        "ancestry": ev.ancestry.iter().map(|a| json!({
+            "pid": a.pid, "uid": a.uid, "exe": a.exe, "argv": a.argv,
+        })).collect::<Vec<_>>(),
     })
+}
+
+pub fn container_json(c: &pb::ContainerInfo) -> Value {
+    json!({
+        "id": c.id, "name": c.name, "image": c.image, "image_digest": c.image_digest,
+        "pod_name": c.pod_name, "pod_namespace": c.pod_namespace, "pod_uid": c.pod_uid,
+        "labels": c.labels, "runtime": c.runtime,
+    })
+}
+
+pub fn severity_name(raw: i32) -> &'static str {
+    crate::event::Severity::from_raw(raw).map_or("?", crate::event::Severity::name)
 }
 
 fn stats_json(s: &pb::Stats) -> Value {
@@ -346,6 +424,11 @@ fn stats_json(s: &pb::Stats) -> Value {
         "stream_drops": s.stream_drops,
         "subscribers": s.subscribers,
         "processes_tracked": s.processes_tracked,
+        "processes": s.processes.map(|p| json!({ "live": p.live, "exited": p.exited, "pruned": p.pruned })),
+        "containers": s.containers.as_ref().map(|c| json!({
+            "runtime": c.runtime, "running": c.running, "tombstones": c.tombstones,
+            "with_metadata": c.with_metadata,
+        })),
         "started": time_text(s.started.as_ref()),
         "ring_buffer_bytes": s.ring_buffer_bytes,
         "scopes": s.scopes.iter().map(|sc| {
@@ -378,7 +461,23 @@ fn stats_table(s: &pb::Stats) -> String {
         "stream drops       {} ({} subscribers now)\n",
         s.stream_drops, s.subscribers
     );
-    t += &format!("processes tracked  {}\n", s.processes_tracked);
+    let p = s.processes.unwrap_or_default();
+    t += &format!(
+        "processes          {} live, {} exited (kept for grace), {} pruned\n",
+        p.live, p.exited, p.pruned
+    );
+    let c = s.containers.clone().unwrap_or_default();
+    t += &format!(
+        "containers         {} running, {} tombstones, {} with metadata; runtime: {}\n",
+        c.running,
+        c.tombstones,
+        c.with_metadata,
+        if c.runtime.is_empty() {
+            "none"
+        } else {
+            &c.runtime
+        }
+    );
     t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
     t += &format!("agent started      {}\n", time_text(s.started.as_ref()));
     t
@@ -414,6 +513,7 @@ mod tests {
             container_id: String::new(),
             service: "sshd.service".into(),
             hostname: "node-1".into(),
+            ..Default::default()
         }
     }
 

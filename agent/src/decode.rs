@@ -97,7 +97,12 @@ pub fn decode(data: &[u8]) -> Result<Record, DecodeError> {
             };
             (ev.task, Detail::Priv(Box::new(detail)))
         }
-        EventKind::AccountChange | EventKind::BinaryWritten => {
+        EventKind::AccountChange
+        | EventKind::BinaryWritten
+        | EventKind::ContainerStart
+        | EventKind::ContainerStop
+        | EventKind::ModelLearned
+        | EventKind::Audit => {
             return Err(DecodeError::UnknownKind(header.kind)); // made by the agent only
         }
     };

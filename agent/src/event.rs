@@ -65,6 +65,12 @@ pub enum Detail {
     Priv(Box<PrivDetail>),
     Account(Box<AccountDetail>),
     Binary(Box<BinaryDetail>),
+    /// A container started or stopped.
+    Container(Box<ContainerDetail>),
+    /// A runtime model learned something.
+    Learned(Box<LearnedDetail>),
+    /// Behaviour outside a model, or a rule hit.
+    Audit(Box<AuditDetail>),
 }
 
 /// A file event's fields.
@@ -164,6 +170,80 @@ pub struct BinaryDetail {
     pub writer_exe: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDetail {
+    pub id: Arc<str>,
+    pub change: crate::containers::Change,
+    /// `cri` or `cgroup`.
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedDetail {
+    /// `image:<digest or name>` or `service:<unit or executable>`.
+    pub model: Arc<str>,
+    pub section: &'static str,
+    pub item: String,
+}
+
+/// How bad an audit or incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Low = 1,
+    Medium = 2,
+    High = 3,
+    Critical = 4,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|x| x.name() == s)
+    }
+
+    pub fn from_raw(v: i32) -> Option<Self> {
+        match v {
+            1 => Some(Severity::Low),
+            2 => Some(Severity::Medium),
+            3 => Some(Severity::High),
+            4 => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDetail {
+    pub model: Arc<str>,
+    /// The model section broken, or `rule`.
+    pub section: &'static str,
+    /// Rule name, or `model` for an anomaly.
+    pub rule: String,
+    pub severity: Severity,
+    pub message: String,
+    /// The model item (generalised) that was new.
+    pub item: String,
+    /// Serial of the incident it belongs to (0: none).
+    pub incident: u64,
+    /// seq of the event that raised it.
+    pub trigger_seq: u64,
+}
+
 impl Detail {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -174,6 +254,12 @@ impl Detail {
             Detail::Priv(_) => EventKind::PrivChange,
             Detail::Account(_) => EventKind::AccountChange,
             Detail::Binary(_) => EventKind::BinaryWritten,
+            Detail::Container(c) => match c.change {
+                crate::containers::Change::Started => EventKind::ContainerStart,
+                crate::containers::Change::Stopped { .. } => EventKind::ContainerStop,
+            },
+            Detail::Learned(_) => EventKind::ModelLearned,
+            Detail::Audit(_) => EventKind::Audit,
         }
     }
 }
@@ -189,7 +275,7 @@ pub struct Record {
 }
 
 /// A recorded event: the kernel's record plus what the agent knows of the
-/// process (executable and command line from the process table).
+/// process (its program image and the images it came from).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Agent-assigned sequence number, increasing with arrival.
@@ -197,10 +283,9 @@ pub struct Event {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub time_ns: u64,
     pub record: Record,
-    /// Executable of the process, when known.
-    pub exe: Arc<str>,
-    /// Command line of the process, when known.
-    pub argv: Arc<[String]>,
+    /// The program the process ran (executable and command line, empty
+    /// when unknown), linked to its ancestry.
+    pub image: Arc<crate::lineage::Image>,
     /// The container it happened in, or the host.
     pub scope: crate::scope::Scope,
     /// For host events: the systemd unit (service or session) of the process.
@@ -214,6 +299,22 @@ impl Event {
 
     pub fn pid(&self) -> u32 {
         self.record.task.pid
+    }
+
+    /// Executable of the process ("" when unknown).
+    pub fn exe(&self) -> &str {
+        &self.image.exe
+    }
+
+    /// Command line of the process.
+    pub fn argv(&self) -> &[String] {
+        &self.image.argv
+    }
+
+    /// Whether the process is in an interactive session.
+    pub fn interactive(&self) -> bool {
+        let t = &self.record.task;
+        crate::lineage::interactive(t.has_tty, t.loginuid, &self.image)
     }
 
     /// Approximate heap + inline bytes this event holds in a buffer, for
@@ -241,6 +342,11 @@ impl Event {
                         .sum::<usize>()
             }
             Detail::Binary(b) => std::mem::size_of::<BinaryDetail>() + b.path.len(),
+            Detail::Container(_) => std::mem::size_of::<ContainerDetail>(),
+            Detail::Learned(l) => std::mem::size_of::<LearnedDetail>() + l.item.len(),
+            Detail::Audit(a) => {
+                std::mem::size_of::<AuditDetail>() + a.message.len() + a.rule.len() + a.item.len()
+            }
             Detail::Fork { .. } | Detail::Exit { .. } | Detail::Net { .. } => 0,
         };
         std::mem::size_of::<Event>() + self.record.task.comm.len() + detail

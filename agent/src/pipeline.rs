@@ -45,6 +45,8 @@ struct Recorder {
     derived: Vec<Record>,
     deriver: Deriver,
     scopes: crate::scope::ScopeResolver,
+    /// Tells the container watcher a new container was seen.
+    wake_containers: tokio::sync::mpsc::Sender<()>,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
 }
@@ -78,20 +80,77 @@ impl Recorder {
         self.records = records;
         drop(procs);
         self.publish();
+        self.report_new_containers();
+    }
+
+    /// Registers containers seen for the first time and has the watcher
+    /// look them up (off the event path).
+    fn report_new_containers(&mut self) {
+        let new = self.scopes.take_new();
+        if new.is_empty() {
+            return;
+        }
+        let mut reg = lock(&self.state.containers);
+        for (id, cgroup_id, path) in new {
+            reg.sighted(&id, cgroup_id, path);
+        }
+        drop(reg);
+        // Full: a look is already pending, which will see these too.
+        let _ = self.wake_containers.try_send(());
+    }
+
+    /// Records a container start or stop.
+    fn container_notice(&mut self, n: crate::containers::Notice) {
+        let now = BootClock::boot_now_ns();
+        let rec = Record {
+            boot_ns: now,
+            cpu: 0,
+            task: crate::event::Task {
+                pid: n.pid,
+                tid: n.pid,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                loginuid: None,
+                cgroup_id: n.cgroup_id,
+                start_ns: 0,
+                comm: String::new(),
+                has_tty: false,
+            },
+            detail: crate::event::Detail::Container(Box::new(crate::event::ContainerDetail {
+                id: n.id,
+                change: n.change,
+                source: n.source,
+            })),
+        };
+        let state = self.state.clone();
+        let mut procs = lock(&state.procs);
+        let ev = self.record(rec, &mut procs);
+        drop(procs);
+        self.push(ev);
+        self.publish();
     }
 
     /// Turns a record into an event with the process's context.
     fn record(&mut self, rec: Record, procs: &mut crate::proctable::ProcessTable) -> Arc<Event> {
-        let (exe, argv) = procs.apply(&rec);
-        let who = self.scopes.resolve(rec.task.cgroup_id);
+        let (image, who) = match &rec.detail {
+            // Not a process's doing: the table is not told of it.
+            crate::event::Detail::Container(c) => (
+                procs.image(rec.task.pid),
+                crate::scope::Attribution {
+                    scope: crate::scope::Scope::Container(c.id.clone()),
+                    unit: None,
+                },
+            ),
+            _ => (procs.apply(&rec), self.scopes.resolve(rec.task.cgroup_id)),
+        };
         self.seq += 1;
         self.state.counters.add_seen(rec.detail.kind(), 1);
         Arc::new(Event {
             seq: self.seq,
             time_ns: self.clock.wall_ns(rec.boot_ns),
             record: rec,
-            exe,
-            argv,
+            image,
             scope: who.scope,
             unit: who.unit,
         })
@@ -164,7 +223,12 @@ impl Recorder {
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
         let drops = self.state.total_kernel_drops();
         let procs = lock(&self.state.procs);
-        match lock(&self.state.snapshots).close_all(now, drops, &procs) {
+        let mut snaps = lock(&self.state.snapshots);
+        let depth = self.state.ancestry_depth;
+        let res = self
+            .state
+            .with_enrich(depth, |en| snaps.close_all(now, drops, &procs, en));
+        match res {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(?ids, "open snapshots committed at shutdown")
             }
@@ -178,7 +242,12 @@ impl Recorder {
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
         let drops = self.state.total_kernel_drops();
         let procs = lock(&self.state.procs);
-        match lock(&self.state.snapshots).close_due(now, drops, &procs) {
+        let mut snaps = lock(&self.state.snapshots);
+        let depth = self.state.ancestry_depth;
+        let res = self
+            .state
+            .with_enrich(depth, |en| snaps.close_due(now, drops, &procs, en));
+        match res {
             Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "snapshots committed"),
             Ok(_) => {}
             Err(err) => tracing::error!(%err, "committing snapshots"),
@@ -205,10 +274,17 @@ fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>
 
 /// Reads and records events until `shutdown` fires: on every poll tick, and
 /// sooner when the kernel wakes us because a burst is filling a ring.
+/// The pipeline's channels to the container watcher.
+pub struct ContainerIo {
+    pub wake_containers: tokio::sync::mpsc::Sender<()>,
+    pub notices: tokio::sync::mpsc::UnboundedReceiver<crate::containers::Notice>,
+}
+
 pub async fn run(
     rings: Rings,
     state: Arc<State>,
     cfg: PipelineConfig,
+    io: ContainerIo,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut events = register(rings.events)?;
@@ -222,8 +298,10 @@ pub async fn run(
         derived: Vec::new(),
         deriver: Deriver::new(&cfg.capture),
         scopes: crate::scope::ScopeResolver::new(),
+        wake_containers: io.wake_containers,
         refresh_watch: false,
     };
+    let mut notices = io.notices;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut watch_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + cfg.capture.watch_refresh,
@@ -243,6 +321,7 @@ pub async fn run(
             _ = snapshot_tick.tick() => rec.close_snapshots(),
             _ = watch_tick.tick() => refresh_watch(&rec.state, &cfg),
             _ = poll.tick() => rec.drain(critical.get_mut(), events.get_mut()),
+            Some(n) = notices.recv() => rec.container_notice(n),
             guard = events.readable_mut() => {
                 let mut guard = guard?;
                 rec.drain(critical.get_mut(), guard.get_inner_mut());

@@ -5,7 +5,10 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
-use crate::event::{Detail, Record};
+use crate::{
+    event::{Detail, Record},
+    lineage::Image,
+};
 
 /// One process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,10 +17,30 @@ pub struct ProcEntry {
     pub ppid: u32,
     pub uid: u32,
     pub comm: String,
-    pub exe: Arc<str>,
-    pub argv: Arc<[String]>,
+    /// The program it runs now, linked to the images it came from.
+    pub image: Arc<Image>,
     /// Boot-time ns of the exit, when it has exited.
     pub exited_at: Option<u64>,
+}
+
+impl ProcEntry {
+    pub fn exe(&self) -> &Arc<str> {
+        &self.image.exe
+    }
+
+    pub fn argv(&self) -> &Arc<[String]> {
+        &self.image.argv
+    }
+}
+
+/// Process counts, for `GetStats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcCounts {
+    pub live: u64,
+    /// Exited, kept for the grace period.
+    pub exited: u64,
+    /// Removed after their grace period since the agent started.
+    pub pruned: u64,
 }
 
 #[derive(Debug, Default)]
@@ -25,17 +48,19 @@ pub struct ProcessTable {
     procs: HashMap<u32, ProcEntry>,
     /// Exits in arrival order, for pruning: (pid, boot-time ns of the exit).
     exits: std::collections::VecDeque<(u32, u64)>,
-    empty_argv: Option<Arc<[String]>>,
-    empty_exe: Option<Arc<str>>,
+    pruned: u64,
+    unknown: Option<Arc<Image>>,
 }
 
 impl ProcessTable {
-    /// A table holding every process now in `proc_root` (normally `/proc`).
+    /// A table holding every process now in `proc_root` (normally `/proc`),
+    /// each linked to its parent's image.
     pub fn seeded_from(proc_root: &Path) -> Self {
         let mut table = ProcessTable::default();
         let Ok(dir) = std::fs::read_dir(proc_root) else {
             return table;
         };
+        let mut raw: HashMap<u32, RawProc> = HashMap::new();
         for entry in dir.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -44,11 +69,44 @@ impl ProcessTable {
             else {
                 continue;
             };
-            if let Some(p) = read_proc(&entry.path(), pid) {
-                table.procs.insert(pid, p);
+            if let Some(p) = read_proc(&entry.path()) {
+                raw.insert(pid, p);
             }
         }
+        let pids: Vec<u32> = raw.keys().copied().collect();
+        for pid in pids {
+            table.seed(pid, &mut raw);
+        }
         table
+    }
+
+    /// Inserts `pid` from `raw`, its ancestors first.
+    fn seed(&mut self, pid: u32, raw: &mut HashMap<u32, RawProc>) {
+        // Walk up to the first ancestor already in the table (or unknown),
+        // then insert downwards.
+        let mut chain = Vec::new();
+        let mut cur = pid;
+        while !self.procs.contains_key(&cur) && !chain.contains(&cur) {
+            let Some(r) = raw.get(&cur) else { break };
+            chain.push(cur);
+            cur = r.ppid;
+        }
+        for pid in chain.into_iter().rev() {
+            let Some(r) = raw.remove(&pid) else { continue };
+            let parent = self.procs.get(&r.ppid).map(|p| p.image.clone());
+            let image = Image::child_of(parent.as_ref(), pid, r.uid, r.exe, r.argv);
+            self.procs.insert(
+                pid,
+                ProcEntry {
+                    pid,
+                    ppid: r.ppid,
+                    uid: r.uid,
+                    comm: r.comm,
+                    image,
+                    exited_at: None,
+                },
+            );
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -63,25 +121,46 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
-    /// Updates the table with a record and returns the process's executable
-    /// and command line as known after it.
-    pub fn apply(&mut self, rec: &Record) -> (Arc<str>, Arc<[String]>) {
+    pub fn counts(&self) -> ProcCounts {
+        let exited = self
+            .procs
+            .values()
+            .filter(|p| p.exited_at.is_some())
+            .count() as u64;
+        ProcCounts {
+            live: self.procs.len() as u64 - exited,
+            exited,
+            pruned: self.pruned,
+        }
+    }
+
+    fn image_of_parent(&self, ppid: u32) -> Option<Arc<Image>> {
+        self.procs.get(&ppid).map(|p| p.image.clone())
+    }
+
+    /// Updates the table with a record and returns the image the process
+    /// runs after it (for an exit: the image it ran).
+    pub fn apply(&mut self, rec: &Record) -> Arc<Image> {
         let t = &rec.task;
         match &rec.detail {
             Detail::Fork { .. } => {
                 // The child starts as a copy of its parent.
-                let (exe, argv) = self.image_of(t.ppid);
-                let entry = ProcEntry {
-                    pid: t.pid,
-                    ppid: t.ppid,
-                    uid: t.uid,
-                    comm: t.comm.clone(),
-                    exe: exe.clone(),
-                    argv: argv.clone(),
-                    exited_at: None,
+                let image = match self.image_of_parent(t.ppid) {
+                    Some(parent) => Image::forked(&parent, t.pid, t.uid),
+                    None => self.unknown(t.pid, t.uid),
                 };
-                self.procs.insert(t.pid, entry);
-                (exe, argv)
+                self.procs.insert(
+                    t.pid,
+                    ProcEntry {
+                        pid: t.pid,
+                        ppid: t.ppid,
+                        uid: t.uid,
+                        comm: t.comm.clone(),
+                        image: image.clone(),
+                        exited_at: None,
+                    },
+                );
+                image
             }
             Detail::Exec {
                 filename,
@@ -90,65 +169,83 @@ impl ProcessTable {
                 ..
             } => {
                 let path = if exe.is_empty() { filename } else { exe };
-                let exe: Arc<str> = Arc::from(path.as_str());
-                let argv: Arc<[String]> = Arc::from(argv.as_slice());
+                let prev = self
+                    .procs
+                    .get(&t.pid)
+                    .filter(|p| p.exited_at.is_none())
+                    .map(|p| p.image.clone());
+                let parent = self.image_of_parent(t.ppid);
+                let image = Image::execed(
+                    prev.as_ref(),
+                    parent.as_ref(),
+                    t.pid,
+                    t.uid,
+                    Arc::from(path.as_str()),
+                    Arc::from(argv.as_slice()),
+                );
                 let entry = self.procs.entry(t.pid).or_insert_with(|| ProcEntry {
                     pid: t.pid,
                     ppid: t.ppid,
                     uid: t.uid,
                     comm: String::new(),
-                    exe: exe.clone(),
-                    argv: argv.clone(),
+                    image: image.clone(),
                     exited_at: None,
                 });
                 entry.ppid = t.ppid;
                 entry.uid = t.uid;
                 entry.comm.clone_from(&t.comm);
-                entry.exe = exe.clone();
-                entry.argv = argv.clone();
+                entry.image = image.clone();
                 entry.exited_at = None;
-                (exe, argv)
+                image
             }
             Detail::Exit { .. } => {
-                let image = self.image_of(t.pid);
                 if let Some(e) = self.procs.get_mut(&t.pid) {
                     e.exited_at = Some(rec.boot_ns);
                     self.exits.push_back((t.pid, rec.boot_ns));
+                    return e.image.clone();
                 }
-                image
+                self.unknown(t.pid, t.uid)
             }
             _ => {
                 // Other kinds tell us the process exists; it may predate us.
-                if !self.procs.contains_key(&t.pid) {
-                    let (exe, argv) = self.image_of(t.pid);
-                    self.procs.insert(
-                        t.pid,
-                        ProcEntry {
-                            pid: t.pid,
-                            ppid: t.ppid,
-                            uid: t.uid,
-                            comm: t.comm.clone(),
-                            exe,
-                            argv,
-                            exited_at: None,
-                        },
-                    );
+                if let Some(p) = self.procs.get(&t.pid) {
+                    return p.image.clone();
                 }
-                self.image_of(t.pid)
+                let parent = self.image_of_parent(t.ppid);
+                let image = match parent {
+                    Some(parent) => Image::forked(&parent, t.pid, t.uid),
+                    None => self.unknown(t.pid, t.uid),
+                };
+                self.procs.insert(
+                    t.pid,
+                    ProcEntry {
+                        pid: t.pid,
+                        ppid: t.ppid,
+                        uid: t.uid,
+                        comm: t.comm.clone(),
+                        image: image.clone(),
+                        exited_at: None,
+                    },
+                );
+                image
             }
         }
     }
 
-    fn image_of(&mut self, pid: u32) -> (Arc<str>, Arc<[String]>) {
+    /// The image `pid` runs, without telling the table anything.
+    pub fn image(&mut self, pid: u32) -> Arc<Image> {
         match self.procs.get(&pid) {
-            Some(p) => (p.exe.clone(), p.argv.clone()),
-            None => (
-                self.empty_exe.get_or_insert_with(|| Arc::from("")).clone(),
-                self.empty_argv
-                    .get_or_insert_with(|| Arc::from(Vec::new()))
-                    .clone(),
-            ),
+            Some(p) => p.image.clone(),
+            None => self.unknown(pid, 0),
         }
+    }
+
+    /// An image for a process the table knows nothing of.
+    fn unknown(&mut self, pid: u32, uid: u32) -> Arc<Image> {
+        let proto = self
+            .unknown
+            .get_or_insert_with(|| Image::root(0, 0, Arc::from(""), Arc::from(Vec::new())));
+        Image::root(pid, uid, proto.exe.clone(), proto.argv.clone())
     }
 
     /// Forgets processes that exited more than `grace_ns` before `now_ns`
@@ -170,11 +267,20 @@ impl ProcessTable {
                 removed += 1;
             }
         }
+        self.pruned += removed as u64;
         removed
     }
 }
 
-fn read_proc(dir: &Path, pid: u32) -> Option<ProcEntry> {
+struct RawProc {
+    ppid: u32,
+    uid: u32,
+    comm: String,
+    exe: Arc<str>,
+    argv: Arc<[String]>,
+}
+
+fn read_proc(dir: &Path) -> Option<RawProc> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     // comm is in parentheses and may itself contain ") ".
     let open = stat.find('(')?;
@@ -194,14 +300,12 @@ fn read_proc(dir: &Path, pid: u32) -> Option<ProcEntry> {
     let exe = std::fs::read_link(dir.join("exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Some(ProcEntry {
-        pid,
+    Some(RawProc {
         ppid,
         uid,
         comm,
         exe: Arc::from(exe),
         argv: Arc::from(crate::decode::split_argv(&cmdline)),
-        exited_at: None,
     })
 }
 
@@ -235,14 +339,16 @@ mod tests {
         let table = ProcessTable::seeded_from(Path::new("/proc"));
         let me = table.get(std::process::id()).expect("own process");
         assert_eq!(me.ppid, std::os::unix::process::parent_id());
-        assert!(me.exe.ends_with(
+        assert!(me.exe().ends_with(
             &*std::env::current_exe()
                 .unwrap()
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
         ));
-        assert!(!me.argv.is_empty());
+        assert!(!me.argv().is_empty());
+        let parent = me.image.parent.as_ref().expect("parent image");
+        assert_eq!(parent.pid, me.ppid);
     }
 
     #[test]
@@ -261,17 +367,21 @@ mod tests {
             filename_truncated: false,
         };
         t.apply(&rec(10, 1, 0, exec(&["/bin/bash", "-l"])));
-        let (exe, argv) = t.apply(&rec(11, 10, 1, Detail::Fork { parent_tid: 10 }));
-        assert_eq!(&*exe, "/bin/bash");
-        assert_eq!(&argv[..], ["/bin/bash", "-l"]);
-        let (exe, _) = t.apply(&rec(11, 10, 2, exec(&["/usr/bin/id", "-u"])));
-        assert_eq!(&*exe, "/usr/bin/id");
+        let img = t.apply(&rec(11, 10, 1, Detail::Fork { parent_tid: 10 }));
+        assert_eq!(&*img.exe, "/bin/bash");
+        assert_eq!(&img.argv[..], ["/bin/bash", "-l"]);
+        let img = t.apply(&rec(11, 10, 2, exec(&["/usr/bin/id", "-u"])));
+        assert_eq!(&*img.exe, "/usr/bin/id");
         assert_eq!(t.get(11).unwrap().ppid, 10);
-        let (exe, _) = t.apply(&rec(11, 10, 100, Detail::Exit { status: 0 }));
-        assert_eq!(&*exe, "/usr/bin/id");
+        let parents: Vec<u32> = img.ancestors(8).map(|a| a.pid).collect();
+        assert_eq!(parents, [10], "the fork copy is not an ancestor");
+        let img = t.apply(&rec(11, 10, 100, Detail::Exit { status: 0 }));
+        assert_eq!(&*img.exe, "/usr/bin/id");
+        assert_eq!(t.counts().exited, 1);
         assert_eq!(t.prune(150, 100), 0, "within grace");
         assert!(t.get(11).is_some());
         assert_eq!(t.prune(200, 100), 1);
+        assert_eq!(t.counts().pruned, 1);
         assert!(t.get(11).is_none());
         assert!(t.get(10).is_some());
     }

@@ -116,6 +116,9 @@ pub struct Attribution {
 pub struct ScopeResolver {
     root: Option<PathBuf>,
     cache: HashMap<u64, Attribution>,
+    /// Containers first seen since the last `take_new`: id, cgroup id and
+    /// cgroup path relative to the v2 root.
+    new: Vec<(Arc<str>, u64, PathBuf)>,
 }
 
 impl ScopeResolver {
@@ -123,6 +126,7 @@ impl ScopeResolver {
         ScopeResolver {
             root: cgroup2_root(),
             cache: HashMap::new(),
+            new: Vec::new(),
         }
     }
 
@@ -135,10 +139,14 @@ impl ScopeResolver {
             Some(p.strip_prefix(root).ok()?.to_string_lossy().into_owned())
         });
         let attribution = match path.as_deref().map(|p| (p, container_id(p))) {
-            Some((_, Some(id))) => Attribution {
-                scope: Scope::Container(Arc::from(id)),
-                unit: None,
-            },
+            Some((p, Some(id))) => {
+                let id: Arc<str> = Arc::from(id);
+                self.new.push((id.clone(), cgroup_id, PathBuf::from(p)));
+                Attribution {
+                    scope: Scope::Container(id),
+                    unit: None,
+                }
+            }
             Some((p, None)) => Attribution {
                 scope: Scope::Host,
                 unit: systemd_unit(p).map(Arc::from),
@@ -150,6 +158,11 @@ impl ScopeResolver {
         };
         self.cache.insert(cgroup_id, attribution.clone());
         attribution
+    }
+
+    /// Containers seen for the first time since the last call.
+    pub fn take_new(&mut self) -> Vec<(Arc<str>, u64, PathBuf)> {
+        std::mem::take(&mut self.new)
     }
 
     /// Whether the cgroup still exists (false once a container is gone).
@@ -166,7 +179,8 @@ impl Default for ScopeResolver {
     }
 }
 
-fn cgroup2_root() -> Option<PathBuf> {
+/// Where the cgroup v2 hierarchy is mounted.
+pub fn cgroup2_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     mounts.lines().find_map(|l| {
         let mut f = l.split_whitespace();

@@ -8,6 +8,8 @@ use std::{
 use tokio::sync::broadcast;
 
 use crate::{
+    api::convert::Enrich,
+    containers::ContainerRegistry,
     event::Event,
     probes::Probes,
     proctable::ProcessTable,
@@ -16,13 +18,18 @@ use crate::{
 };
 
 /// Shared state. Lock order, where more than one is held: `procs`, then
-/// `buffers`, then `snapshots` (`probes` is only ever held alone).
+/// `buffers`, then `snapshots`, then `containers` (`probes` is only ever
+/// held alone).
 pub struct State {
     /// One rolling buffer per scope.
     pub buffers: Mutex<ScopeBuffers>,
     /// Open snapshots and the store of committed ones.
     pub snapshots: Mutex<Snapshots>,
     pub procs: Mutex<ProcessTable>,
+    /// Container metadata and tombstones.
+    pub containers: Mutex<ContainerRegistry>,
+    /// Ancestors listed with an event where the API includes ancestry.
+    pub ancestry_depth: usize,
     pub counters: Arc<Counters>,
     /// Every recorded event, for live subscribers; a subscriber that falls
     /// more than the channel's capacity behind skips events (never the sender).
@@ -40,12 +47,16 @@ impl State {
         snapshots: Snapshots,
         stream_queue: usize,
         procs: ProcessTable,
+        containers: ContainerRegistry,
+        ancestry_depth: usize,
         ring_bytes: u64,
     ) -> Self {
         State {
             buffers: Mutex::new(buffers),
             snapshots: Mutex::new(snapshots),
             procs: Mutex::new(procs),
+            containers: Mutex::new(containers),
+            ancestry_depth,
             counters: Arc::new(Counters::default()),
             live: broadcast::channel(stream_queue).0,
             probes: Mutex::new(None),
@@ -62,6 +73,16 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl State {
+    /// Runs `f` with container metadata (the `containers` lock held) and
+    /// ancestry up to `depth`.
+    pub fn with_enrich<R>(&self, depth: usize, f: impl FnOnce(&Enrich) -> R) -> R {
+        let containers = lock(&self.containers);
+        f(&Enrich {
+            containers: Some(&containers),
+            ancestry_depth: depth,
+        })
+    }
+
     /// Kernel drops of every kind, summed.
     pub fn total_kernel_drops(&self) -> u64 {
         self.kernel_drops().iter().map(|(_, n)| n).sum()

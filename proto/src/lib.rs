@@ -1,6 +1,16 @@
-//! Generated code for the `fdr.v1` protobuf package and its gRPC service.
+//! Generated code for the `fdr.v1` protobuf package and its gRPC service,
+//! and for the subset of the Kubernetes CRI (`runtime.v1`) fdr uses.
 #![allow(clippy::all, clippy::pedantic)]
 
 pub mod v1 {
     tonic::include_proto!("fdr.v1");
+}
+
+/// A subset of the Kubernetes Container Runtime Interface, `runtime.v1`:
+/// the `RuntimeService` calls that run, list and inspect pods and
+/// containers, wire-compatible with containerd and CRI-O (upstream names
+/// and field numbers; fields left out are skipped when decoding). Client
+/// ([`cri::runtime_service_client`]) and server code.
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
 }

@@ -26,6 +26,7 @@ async fn agent_binary_streams_exec_events_over_its_socket() {
             pids: vec![],
             buffered: false,
             follow: true,
+            ..Default::default()
         })
         .await
         .expect("StreamEvents")
@@ -122,6 +123,7 @@ async fn slow_stream_client_loses_events_but_capture_goes_on() {
             pids: vec![],
             buffered: false,
             follow: true,
+            ..Default::default()
         })
         .await
         .expect("StreamEvents")
@@ -137,7 +139,7 @@ async fn slow_stream_client_loses_events_but_capture_goes_on() {
     }
     let last = format!("{marker}-{}", n - 1);
     // Capture kept up: the last process is recorded.
-    cap.wait_for("the last exec", |e| e.argv.last() == Some(&last))
+    cap.wait_for("the last exec", |e| e.argv().last() == Some(&last))
         .await;
     let drops = poll_until("stream drops counted", || {
         let d = cap
@@ -237,6 +239,7 @@ async fn buffered_events_are_replayed_with_filters() {
             pids: vec![pid],
             buffered: true,
             follow: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -267,6 +270,7 @@ async fn buffered_events_are_replayed_with_filters() {
             pids: vec![],
             buffered: true,
             follow: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

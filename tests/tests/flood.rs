@@ -62,10 +62,10 @@ async fn exec_survives_a_write_flood_and_losses_are_counted() {
     drop(reader_stalled);
     let exec = cap
         .wait_for("the exec during the flood", |e| {
-            e.argv.last() == Some(&marker) && e.kind() == EventKind::Exec
+            e.argv().last() == Some(&marker) && e.kind() == EventKind::Exec
         })
         .await;
-    assert_eq!(exec.exe.rsplit('/').next(), Some("true"));
+    assert_eq!(exec.exe().rsplit('/').next(), Some("true"));
 
     // A sentinel exec after the flood. It travels in the critical ring,
     // which the reader drains before the other one in the same pass; every
@@ -78,7 +78,7 @@ async fn exec_survives_a_write_flood_and_losses_are_counted() {
         .unwrap()
         .success());
     cap.wait_for("the sentinel exec", |e| {
-        e.argv.last() == Some(&sentinel) && e.kind() == EventKind::Exec
+        e.argv().last() == Some(&sentinel) && e.kind() == EventKind::Exec
     })
     .await;
     let state = cap.agent.as_ref().unwrap().state.clone();

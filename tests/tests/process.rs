@@ -3,7 +3,10 @@
 
 use std::process::Command;
 
-use fdr_agent::event::{Detail, ExitStatus};
+use fdr_agent::{
+    api::convert::Enrich,
+    event::{Detail, EventKind, ExitStatus},
+};
 use fdr_tests::{unique, Capture, Cgroup};
 
 fn argv_of(ev: &fdr_agent::event::Event) -> Option<&[String]> {
@@ -80,7 +83,7 @@ async fn fork_exec_exit_of_a_child() {
     }
     // The process's executable is the real file, symlinks resolved, as in /proc.
     let real_sh = std::fs::canonicalize("/bin/sh").unwrap();
-    assert_eq!(&*exec.exe, real_sh.to_str().unwrap());
+    assert_eq!(exec.exe(), real_sh.to_str().unwrap());
 
     // The fork came before the exec, so it is in the buffer.
     let fork = cap
@@ -116,10 +119,7 @@ async fn fork_exec_exit_of_a_child() {
         }
         _ => unreachable!(),
     }
-    assert_eq!(
-        &exit.argv[..],
-        &["/bin/sh", "-c", "exit 7", marker.as_str()]
-    );
+    assert_eq!(exit.argv(), &["/bin/sh", "-c", "exit 7", marker.as_str()]);
     // Wall-clock time within a few seconds of now.
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -156,7 +156,7 @@ async fn host_process_is_attributed_to_its_systemd_service() {
     let exec = exec_in(&mut cap, &cg, "insvc").await;
     assert_eq!(exec.scope, fdr_agent::scope::Scope::Host);
     assert_eq!(exec.unit.as_deref(), Some(unit.as_str()));
-    let pb = fdr_agent::api::convert::event_to_pb(&exec);
+    let pb = fdr_agent::api::convert::event_to_pb(&exec, &fdr_agent::api::convert::Enrich::BARE);
     assert_eq!(pb.service, unit);
     assert_eq!(pb.scope, "host");
     assert_eq!(
@@ -171,7 +171,11 @@ async fn host_process_is_attributed_to_its_systemd_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_in_a_kubepods_systemd_scope_is_attributed_to_its_container() {
-    let mut cap = Capture::start("kubepods").await;
+    let mut cap = Capture::start_with("kubepods", |c| {
+        c.attribution.runtime_endpoints.clear();
+        c.attribution.runtime_poll = std::time::Duration::from_millis(200);
+    })
+    .await;
     let id = format!("{:0>64x}", std::process::id());
     let path = format!(
         "{}/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0b7e6f5d_1111_2222_3333_444455556666.slice/cri-containerd-{id}.scope",
@@ -184,9 +188,81 @@ async fn process_in_a_kubepods_systemd_scope_is_attributed_to_its_container() {
         fdr_agent::scope::Scope::Container(id.as_str().into())
     );
     assert_eq!(exec.unit, None);
-    assert_eq!(fdr_agent::api::convert::event_to_pb(&exec).container_id, id);
-    cap.stop().await;
+    assert_eq!(
+        fdr_agent::api::convert::event_to_pb(&exec, &Enrich::BARE).container_id,
+        id
+    );
+    // No runtime knows this container: its start and stop come from its
+    // cgroup appearing and going away.
+    let start = cap
+        .wait_for("container start from the cgroup", |e| {
+            e.kind() == EventKind::ContainerStart && e.scope == exec.scope
+        })
+        .await;
+    match &start.record.detail {
+        Detail::Container(c) => {
+            assert_eq!(&*c.id, id.as_str());
+            assert_eq!(c.source, "cgroup");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(start.record.task.cgroup_id, cg.id());
     drop(cg);
+    let stop = cap
+        .wait_for("container stop when the cgroup is removed", |e| {
+            e.kind() == EventKind::ContainerStop && e.scope == exec.scope
+        })
+        .await;
+    assert!(
+        matches!(&stop.record.detail, Detail::Container(c) if c.change
+        == fdr_agent::containers::Change::Stopped {
+            exit_code: None,
+            reason: "cgroup removed".into(),
+            finished_ns: 0
+        }),
+        "{:?}",
+        stop.record.detail
+    );
+    assert!(stop.seq > start.seq);
+    cap.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ancestry_lists_the_shells_in_order() {
+    let mut cap = Capture::start("ancestry").await;
+    let marker = unique("anc");
+    let inner = format!("exec /bin/true {marker}");
+    let outer = format!("sh -c \"{inner}\"");
+    let status = Command::new("/bin/sh")
+        .args(["-c", &outer])
+        .status()
+        .expect("run sh");
+    assert!(status.success());
+    let exec = cap
+        .wait_for("exec of true", |e| {
+            argv_of(e).is_some_and(|a| a.last() == Some(&marker))
+        })
+        .await;
+    let chain: Vec<(u32, Vec<String>)> = exec
+        .image
+        .ancestors(8)
+        .map(|a| (a.pid, a.argv.to_vec()))
+        .collect();
+    assert!(chain.len() >= 3, "{chain:?}");
+    assert_eq!(chain[0].1, ["sh", "-c", inner.as_str()], "{chain:?}");
+    assert_eq!(chain[1].1, ["/bin/sh", "-c", outer.as_str()], "{chain:?}");
+    assert_eq!(chain[2].0, std::process::id(), "then the test: {chain:?}");
+    // The same through the API, at the configured depth.
+    let depth = Enrich {
+        containers: None,
+        ancestry_depth: 2,
+    };
+    let pb = fdr_agent::api::convert::event_to_pb(&exec, &depth);
+    let argvs: Vec<&[String]> = pb.ancestry.iter().map(|a| &a.argv[..]).collect();
+    assert_eq!(argvs, [&chain[0].1[..], &chain[1].1[..]]);
+    let sh = std::fs::canonicalize("/bin/sh").expect("resolve /bin/sh");
+    assert_eq!(pb.ancestry[1].exe, sh.to_string_lossy());
+    cap.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,7 +203,7 @@ async fn freeze_keeps_the_lead_up_and_fills_the_after_window() {
         .status()
         .unwrap()
         .success());
-    cap.wait_for("the lead-up", |e| e.argv.last() == Some(&before))
+    cap.wait_for("the lead-up", |e| e.argv().last() == Some(&before))
         .await;
     let mut c = client::connect_unix(&cap.socket()).await.unwrap();
     let info = c

@@ -4,7 +4,9 @@ use fdr_proto::v1 as pb;
 
 use crate::{
     buffer::BufferStats,
-    event::{Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail},
+    containers::{Change, ContainerMeta, ContainerRegistry},
+    event::{Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail, Severity},
+    scope::Scope,
 };
 
 /// Kernel and API kind numbers are the same by design.
@@ -24,7 +26,61 @@ pub fn timestamp(ns: u64) -> prost_types::Timestamp {
     }
 }
 
-pub fn event_to_pb(ev: &Event) -> pb::Event {
+/// What is added to an event as it leaves the agent: container metadata
+/// (looked up now, so events recorded before the runtime answered are
+/// enriched too) and ancestry.
+#[derive(Clone, Copy)]
+pub struct Enrich<'a> {
+    pub containers: Option<&'a ContainerRegistry>,
+    /// Ancestors to list; 0 for none.
+    pub ancestry_depth: usize,
+}
+
+impl Enrich<'_> {
+    /// Neither metadata nor ancestry.
+    pub const BARE: Enrich<'static> = Enrich {
+        containers: None,
+        ancestry_depth: 0,
+    };
+}
+
+pub fn container_to_pb(m: &ContainerMeta) -> pb::ContainerInfo {
+    pb::ContainerInfo {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        image: m.image.clone(),
+        image_digest: m.image_digest.clone(),
+        pod_name: m.pod_name.clone(),
+        pod_namespace: m.pod_namespace.clone(),
+        pod_uid: m.pod_uid.clone(),
+        labels: m.labels.clone().into_iter().collect(),
+        runtime: m.runtime.clone(),
+    }
+}
+
+/// The container info of a scope: the runtime's metadata when known,
+/// else the id alone.
+pub fn scope_container(
+    scope: &Scope,
+    containers: Option<&ContainerRegistry>,
+) -> Option<pb::ContainerInfo> {
+    let id = scope.container_id()?;
+    Some(
+        containers
+            .and_then(|c| c.get(id))
+            .map(|m| container_to_pb(&m))
+            .unwrap_or_else(|| pb::ContainerInfo {
+                id: id.to_owned(),
+                ..Default::default()
+            }),
+    )
+}
+
+pub fn severity_to_pb(s: Severity) -> pb::Severity {
+    pb::Severity::try_from(s as i32).unwrap_or(pb::Severity::Unspecified)
+}
+
+pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
     let t = &ev.record.task;
     let detail = match &ev.record.detail {
         Detail::Fork { parent_tid } => pb::event::Detail::Fork(pb::ForkDetail {
@@ -87,6 +143,35 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
             writer_pid: b.writer_pid,
             writer_exe: b.writer_exe.clone().unwrap_or_default(),
         }),
+        Detail::Container(c) => {
+            let (exit_code, reason) = match &c.change {
+                Change::Started => (None, String::new()),
+                Change::Stopped {
+                    exit_code, reason, ..
+                } => (*exit_code, reason.clone()),
+            };
+            pb::event::Detail::ContainerLifecycle(pb::ContainerLifecycleDetail {
+                started: c.change == Change::Started,
+                exit_code,
+                reason,
+                source: c.source.to_owned(),
+            })
+        }
+        Detail::Learned(l) => pb::event::Detail::ModelLearned(pb::ModelLearnedDetail {
+            model: l.model.to_string(),
+            section: l.section.to_owned(),
+            item: l.item.clone(),
+        }),
+        Detail::Audit(a) => pb::event::Detail::Audit(pb::AuditDetail {
+            model: a.model.to_string(),
+            section: a.section.to_owned(),
+            rule: a.rule.clone(),
+            severity: severity_to_pb(a.severity) as i32,
+            message: a.message.clone(),
+            incident: a.incident,
+            trigger_seq: a.trigger_seq,
+            item: a.item.clone(),
+        }),
     };
     pb::Event {
         seq: ev.seq,
@@ -103,8 +188,8 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
             loginuid: t.loginuid,
             cgroup_id: t.cgroup_id,
             comm: t.comm.clone(),
-            exe: ev.exe.to_string(),
-            argv: ev.argv.to_vec(),
+            exe: ev.exe().to_owned(),
+            argv: ev.argv().to_vec(),
             has_tty: t.has_tty,
             start_ns: t.start_ns,
         }),
@@ -113,6 +198,17 @@ pub fn event_to_pb(ev: &Event) -> pb::Event {
         service: ev.unit.as_deref().unwrap_or_default().to_owned(),
         hostname: crate::host::hostname().to_owned(),
         container_id: ev.scope.container_id().unwrap_or_default().to_owned(),
+        ancestry: ev
+            .image
+            .ancestors(en.ancestry_depth)
+            .map(|a| pb::Ancestor {
+                pid: a.pid,
+                uid: a.uid,
+                exe: a.exe.to_string(),
+                argv: a.argv.to_vec(),
+            })
+            .collect(),
+        container: scope_container(&ev.scope, en.containers),
     }
 }
 
@@ -197,7 +293,7 @@ mod tests {
     #[test]
     fn exit_event_carries_decoded_status() {
         let ev = event(3, 77, Detail::Exit { status: 7 << 8 });
-        let pb = event_to_pb(&ev);
+        let pb = event_to_pb(&ev, &Enrich::BARE);
         assert_eq!(pb.kind, pb::EventKind::Exit as i32);
         assert_eq!(pb.process.as_ref().unwrap().pid, 77);
         assert_eq!(pb.process.as_ref().unwrap().exe, "/bin/t");

@@ -36,6 +36,7 @@ impl Service {
 struct Filter {
     kinds: HashSet<EventKind>,
     pids: HashSet<u32>,
+    ancestry: bool,
 }
 
 impl Filter {
@@ -51,6 +52,7 @@ impl Filter {
         Ok(Filter {
             kinds,
             pids: req.pids.iter().copied().collect(),
+            ancestry: req.ancestry,
         })
     }
 
@@ -60,9 +62,19 @@ impl Filter {
     }
 }
 
-fn event_item(ev: &Event) -> Result<pb::StreamEventsResponse, Status> {
+fn event_item(
+    ev: &Event,
+    state: &State,
+    filter: &Filter,
+) -> Result<pb::StreamEventsResponse, Status> {
+    let depth = if filter.ancestry {
+        state.ancestry_depth
+    } else {
+        0
+    };
+    let pb = state.with_enrich(depth, |en| event_to_pb(ev, en));
     Ok(pb::StreamEventsResponse {
-        item: Some(Item::Event(event_to_pb(ev))),
+        item: Some(Item::Event(pb)),
     })
 }
 
@@ -78,8 +90,9 @@ async fn forward_live(
     tx: &mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
     filter: &Filter,
     last_seq: u64,
-    counters: &crate::stats::Counters,
+    state: &State,
 ) {
+    let counters = &state.counters;
     use mpsc::error::TrySendError;
     let mut lost = 0u64;
     loop {
@@ -112,7 +125,7 @@ async fn forward_live(
                 }
             }
         }
-        match tx.try_send(event_item(&ev)) {
+        match tx.try_send(event_item(&ev, state, filter)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 counters
@@ -268,7 +281,9 @@ impl FlightRecorder for Service {
         )?;
         let events: Vec<pb::Event> = {
             let buffers = lock(&self.state.buffers);
-            buffers.scope(&scope).map(|e| event_to_pb(e)).collect()
+            self.state.with_enrich(self.state.ancestry_depth, |en| {
+                buffers.scope(&scope).map(|e| event_to_pb(e, en)).collect()
+            })
         };
         let (page, next) = q.page(events.iter());
         Ok(Response::new(pb::QueryEventsResponse {
@@ -297,18 +312,19 @@ impl FlightRecorder for Service {
         };
         let (tx, rx) = mpsc::channel(TRANSPORT_QUEUE);
         let counters = self.state.counters.clone();
+        let state = self.state.clone();
         let follow = req.follow;
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let _guard = SubscriberGuard::new(counters.clone());
             let stream = async move {
                 for ev in backlog {
-                    if tx.send(event_item(&ev)).await.is_err() {
+                    if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
                         return;
                     }
                 }
                 if follow {
-                    forward_live(&mut live, &tx, &filter, last_seq, &counters).await;
+                    forward_live(&mut live, &tx, &filter, last_seq, &state).await;
                 }
             };
             tokio::select! {
@@ -346,7 +362,20 @@ impl FlightRecorder for Service {
             let b = lock(&st.buffers);
             (b.stats(), b.scopes())
         };
-        let processes_tracked = lock(&st.procs).len() as u64;
+        let (processes_tracked, procs) = {
+            let p = lock(&st.procs);
+            (p.len() as u64, p.counts())
+        };
+        let containers = {
+            let c = lock(&st.containers);
+            let n = c.counts();
+            pb::ContainerStats {
+                runtime: c.runtime.clone().unwrap_or_default(),
+                running: n.running,
+                tombstones: n.tombstones,
+                with_metadata: n.with_metadata,
+            }
+        };
         let scopes = per_scope
             .into_iter()
             .map(|(scope, b)| pb::ScopeStats {
@@ -364,6 +393,12 @@ impl FlightRecorder for Service {
             started: Some(timestamp(started_ns)),
             ring_buffer_bytes: st.ring_bytes,
             scopes,
+            processes: Some(pb::ProcessStats {
+                live: procs.live,
+                exited: procs.exited,
+                pruned: procs.pruned,
+            }),
+            containers: Some(containers),
         }))
     }
 }

@@ -15,8 +15,6 @@ use crate::{
 use super::derived;
 
 /// Programs whose presence in the ancestry marks a login session.
-const SESSION_LEADERS: &[&str] = &["sshd", "sshd-session", "login", "in.telnetd", "dropbear"];
-
 #[derive(Debug)]
 struct Pending {
     record: Record,
@@ -94,11 +92,11 @@ impl AccountTracker {
     /// The process changes are grouped under: the outermost account tool
     /// among the process and its ancestors, else the process itself.
     fn group_of(&self, ev: &Event, procs: &ProcessTable) -> (u32, bool) {
-        let mut group = (ev.pid(), self.is_tool(&ev.exe));
+        let mut group = (ev.pid(), self.is_tool(ev.exe()));
         let mut pid = ev.record.task.ppid;
         for _ in 0..32 {
             let Some(p) = procs.get(pid) else { break };
-            if self.is_tool(&p.exe) {
+            if self.is_tool(p.exe()) {
                 group = (pid, true);
             }
             if p.ppid == pid || p.ppid == 0 {
@@ -107,28 +105,6 @@ impl AccountTracker {
             pid = p.ppid;
         }
         group
-    }
-
-    fn interactive(ev: &Event, procs: &ProcessTable) -> bool {
-        let t = &ev.record.task;
-        if t.has_tty || t.loginuid.is_some() {
-            return true;
-        }
-        let mut pid = t.ppid;
-        for _ in 0..64 {
-            let Some(p) = procs.get(pid) else {
-                return false;
-            };
-            let name = p.exe.rsplit('/').next().unwrap_or("");
-            if SESSION_LEADERS.contains(&name) || SESSION_LEADERS.contains(&p.comm.as_str()) {
-                return true;
-            }
-            if p.ppid == pid || p.ppid == 0 {
-                return false;
-            }
-            pid = p.ppid;
-        }
-        false
     }
 
     pub fn observe(&mut self, ev: &Event, procs: &ProcessTable, out: &mut Vec<Record>) {
@@ -148,11 +124,11 @@ impl AccountTracker {
                     return;
                 }
                 let (group, tool) = self.group_of(ev, procs);
-                let interactive = Self::interactive(ev, procs);
+                let interactive = ev.interactive();
                 let command = procs
                     .get(group)
-                    .map(|p| p.argv.to_vec())
-                    .unwrap_or_else(|| ev.argv.to_vec());
+                    .map(|p| p.argv().to_vec())
+                    .unwrap_or_else(|| ev.argv().to_vec());
                 let entry = self.pending.entry(group).or_insert_with(|| Pending {
                     record: ev.record.clone(),
                     files: Vec::new(),

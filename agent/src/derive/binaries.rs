@@ -113,7 +113,7 @@ impl BinaryTracker {
             Written {
                 path: path.to_owned(),
                 pid: ev.pid(),
-                exe: ev.exe.to_string(),
+                exe: ev.exe().to_owned(),
                 reported: Vec::new(),
             },
         );

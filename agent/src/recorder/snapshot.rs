@@ -13,7 +13,7 @@ use super::{
     ScopeBuffers,
 };
 use crate::{
-    api::convert::{event_to_pb, timestamp},
+    api::convert::{event_to_pb, scope_container, timestamp, Enrich},
     event::Event,
     proctable::ProcessTable,
     scope::Scope,
@@ -120,6 +120,7 @@ impl Snapshots {
             completeness: 1.0,
             bytes: 0,
             host: self.host.clone(),
+            ..Default::default()
         };
         let last_seq = events.last().map_or(0, |e| e.seq);
         self.open.push(Open {
@@ -158,8 +159,9 @@ impl Snapshots {
         now_ns: u64,
         kernel_drops: u64,
         procs: &ProcessTable,
+        en: &Enrich,
     ) -> Result<Vec<u64>, StoreError> {
-        self.close(now_ns, kernel_drops, procs, false)
+        self.close(now_ns, kernel_drops, procs, en, false)
     }
 
     /// Commits every open snapshot now (the agent is stopping): the part of
@@ -169,8 +171,9 @@ impl Snapshots {
         now_ns: u64,
         kernel_drops: u64,
         procs: &ProcessTable,
+        en: &Enrich,
     ) -> Result<Vec<u64>, StoreError> {
-        self.close(now_ns, kernel_drops, procs, true)
+        self.close(now_ns, kernel_drops, procs, en, true)
     }
 
     fn close(
@@ -178,6 +181,7 @@ impl Snapshots {
         now_ns: u64,
         kernel_drops: u64,
         procs: &ProcessTable,
+        en: &Enrich,
         all: bool,
     ) -> Result<Vec<u64>, StoreError> {
         let mut done = Vec::new();
@@ -208,6 +212,7 @@ impl Snapshots {
             let lost: u64 = o.gaps.iter().map(|g| g.lost).sum();
             let kept = o.events.len() as u64;
             o.info.open = false;
+            o.info.container = scope_container(&o.scope, en.containers);
             o.info.completeness = if kept + lost == 0 {
                 1.0
             } else {
@@ -215,7 +220,7 @@ impl Snapshots {
             };
             let snap = pb::Snapshot {
                 processes: ancestry(&o.events, procs),
-                events: o.events.iter().map(|e| event_to_pb(e)).collect(),
+                events: o.events.iter().map(|e| event_to_pb(e, en)).collect(),
                 listening: o.listening.and_then(|h| h.join().ok()).unwrap_or_default(),
                 gaps: o.gaps,
                 info: Some(o.info),
@@ -241,8 +246,8 @@ fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
             ppid: t.ppid,
             uid: t.uid,
             comm: t.comm.clone(),
-            exe: ev.exe.to_string(),
-            argv: ev.argv.to_vec(),
+            exe: ev.exe().to_owned(),
+            argv: ev.argv().to_vec(),
             ..Default::default()
         });
         let mut pid = t.ppid;
@@ -258,8 +263,8 @@ fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
                     ppid: p.ppid,
                     uid: p.uid,
                     comm: p.comm.clone(),
-                    exe: p.exe.to_string(),
-                    argv: p.argv.to_vec(),
+                    exe: p.exe().to_string(),
+                    argv: p.argv().to_vec(),
                     ..Default::default()
                 },
             );
@@ -365,10 +370,16 @@ mod tests {
         assert!(info.open);
         let procs = ProcessTable::default();
         assert!(
-            snaps.close_due(3_000, 0, &procs).unwrap().is_empty(),
+            snaps
+                .close_due(3_000, 0, &procs, &Enrich::BARE)
+                .unwrap()
+                .is_empty(),
             "window still open"
         );
-        assert_eq!(snaps.close_all(3_000, 0, &procs).unwrap(), vec![info.id]);
+        assert_eq!(
+            snaps.close_all(3_000, 0, &procs, &Enrich::BARE).unwrap(),
+            vec![info.id]
+        );
         let stored = snaps.store().get(info.id).unwrap().expect("committed");
         assert_eq!(stored.events.len(), 1);
         assert_eq!(stored.events[0].seq, 1);

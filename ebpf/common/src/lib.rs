@@ -69,11 +69,22 @@ pub enum EventKind {
     AccountChange = 17,
     /// An executable written, or a written file later executed; made by the agent.
     BinaryWritten = 18,
+    /// A container started (from the container runtime, or the first
+    /// process seen in a container's cgroup); made by the agent.
+    ContainerStart = 19,
+    /// A container stopped (runtime status, or its cgroup removed); made
+    /// by the agent.
+    ContainerStop = 20,
+    /// Something was added to a runtime model while it was learning; made
+    /// by the agent.
+    ModelLearned = 21,
+    /// Behaviour outside a runtime model, or a rule hit; made by the agent.
+    Audit = 22,
 }
 
 impl EventKind {
     /// Every kind this build knows, in numeric order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::Exit,
@@ -92,6 +103,10 @@ impl EventKind {
         EventKind::PrivChange,
         EventKind::AccountChange,
         EventKind::BinaryWritten,
+        EventKind::ContainerStart,
+        EventKind::ContainerStop,
+        EventKind::ModelLearned,
+        EventKind::Audit,
     ];
 
     /// The kind for a raw number, or `None` for a number this build does not know.
@@ -123,6 +138,10 @@ impl EventKind {
             EventKind::PrivChange => "priv-change",
             EventKind::AccountChange => "account",
             EventKind::BinaryWritten => "binary",
+            EventKind::ContainerStart => "container-start",
+            EventKind::ContainerStop => "container-stop",
+            EventKind::ModelLearned => "model-learned",
+            EventKind::Audit => "audit",
         }
     }
 
@@ -658,7 +677,7 @@ const _: () = assert!(size_of::<Creds>() == 48);
 const _: () = assert!(size_of::<PrivEvent>() == 16 + 56 + 8 + 96);
 const _: () = assert!(size_of::<SyscallArgs>() == 8 + 48 + 48 + 8);
 const _: () = assert!(size_of::<Prefixes>() == 8 + 8 * 8 + 8 * PREFIX_LEN);
-const _: () = assert!((EventKind::BinaryWritten as u32) < MAX_KINDS && MAX_KINDS <= 64);
+const _: () = assert!((EventKind::Audit as u32) < MAX_KINDS && MAX_KINDS <= 64);
 const _: () = assert!(offset_of!(ExecEvent, filename) == 96);
 const _: () = assert!(ARGV_MAX + PATH_MAX + NAME_BUF <= u16::MAX as usize);
 // The kernel side bounds offsets with masks: these must be powers of two.

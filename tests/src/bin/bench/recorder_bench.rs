@@ -21,13 +21,17 @@ pub fn events(n: usize) -> Vec<Arc<Event>> {
     let scopes: Vec<Scope> = std::iter::once(Scope::Host)
         .chain((0..7).map(|i| Scope::Container(format!("{i:0>64x}").into())))
         .collect();
-    let exe: Arc<str> = Arc::from("/usr/bin/python3");
-    let argv: Arc<[String]> = Arc::from(vec![
-        "python3".to_string(),
-        "app.py".into(),
-        "--port".into(),
-        "8080".into(),
-    ]);
+    let image = fdr_agent::lineage::Image::root(
+        4242,
+        0,
+        Arc::from("/usr/bin/python3"),
+        Arc::from(vec![
+            "python3".to_string(),
+            "app.py".into(),
+            "--port".into(),
+            "8080".into(),
+        ]),
+    );
     (0..n)
         .map(|i| {
             let detail = match i % 3 {
@@ -75,8 +79,7 @@ pub fn events(n: usize) -> Vec<Arc<Event>> {
                     },
                     detail,
                 },
-                exe: exe.clone(),
-                argv: argv.clone(),
+                image: image.clone(),
                 scope: scopes[i % scopes.len()].clone(),
                 unit: None,
             })
@@ -131,7 +134,7 @@ pub fn run() -> Result<Value> {
     let freeze_ms = t.elapsed().as_secs_f64() * 1e3;
     let procs = ProcessTable::default();
     let t = Instant::now();
-    let ids = snaps.close_due(at + 1, 0, &procs)?;
+    let ids = snaps.close_due(at + 1, 0, &procs, &fdr_agent::api::convert::Enrich::BARE)?;
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
     let stored = snaps.store().list()?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,195 @@
+//! The task that keeps the container registry current: it reads the
+//! runtime's container list on a timer, and at once when the pipeline sees
+//! a container it does not know, and reports starts and stops as
+//! [`Notice`]s for the pipeline to record. It never runs on the event
+//! path; the registry lock is never held across a runtime call.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    cri::{self, Cri},
+    Notice,
+};
+use crate::{
+    config::AttributionConfig,
+    state::{lock, State},
+};
+
+/// How often a missing or failed runtime is tried again.
+const RECONNECT: Duration = Duration::from_secs(10);
+
+struct Watcher {
+    state: Arc<State>,
+    cfg: AttributionConfig,
+    cri: Option<Cri>,
+    last_attempt: Option<Instant>,
+    /// The first look after connecting: containers already running are
+    /// registered without start events.
+    first: bool,
+    /// Runtime state of each listed container at the last look.
+    seen: HashMap<Arc<str>, cri::State>,
+    cgroup_root: Option<PathBuf>,
+}
+
+impl Watcher {
+    async fn ensure_connected(&mut self) {
+        if self.cri.is_some() || self.cfg.runtime_endpoints.is_empty() {
+            return;
+        }
+        if self.last_attempt.is_some_and(|t| t.elapsed() < RECONNECT) {
+            return;
+        }
+        self.last_attempt = Some(Instant::now());
+        match Cri::connect(&self.cfg.runtime_endpoints).await {
+            Ok(c) => {
+                tracing::info!(runtime = %c.runtime, endpoint = c.endpoint(), "container runtime connected");
+                lock(&self.state.containers).runtime =
+                    Some(format!("{} at {}", c.runtime, c.endpoint()));
+                self.cri = Some(c);
+                self.first = true;
+                self.seen.clear();
+            }
+            Err(cri::CriError::NoSocket(_)) => {}
+            Err(err) => tracing::debug!(%err, "container runtime not available"),
+        }
+    }
+
+    fn disconnect(&mut self, err: &cri::CriError) {
+        tracing::warn!(%err, "container runtime lost; events keep their container ids");
+        self.cri = None;
+        lock(&self.state.containers).runtime = None;
+    }
+
+    /// One look at the runtime and the cgroups; returns what changed.
+    async fn refresh(&mut self) -> Vec<Notice> {
+        self.ensure_connected().await;
+        let mut out = Vec::new();
+        let listed = match self.cri.as_mut() {
+            Some(c) => c.list().await.map(Some),
+            None => Ok(None),
+        };
+        let listed = listed.unwrap_or_else(|err| {
+            self.disconnect(&err);
+            None
+        });
+        if let Some(listed) = listed {
+            if let Err(err) = self.apply_list(listed, &mut out).await {
+                self.disconnect(&err);
+            }
+            self.first = false;
+        } else {
+            let mut reg = lock(&self.state.containers);
+            for id in reg.unresolved() {
+                out.extend(reg.unknown_to_runtime(&id));
+            }
+        }
+        let root = self.cgroup_root.clone();
+        let mut reg = lock(&self.state.containers);
+        out.extend(reg.gone_cgroups(|p| root.as_ref().is_none_or(|r| r.join(p).exists())));
+        let pruned = reg.prune(Instant::now());
+        if pruned > 0 {
+            tracing::debug!(pruned, "container tombstones expired");
+        }
+        out
+    }
+
+    async fn apply_list(
+        &mut self,
+        listed: Vec<cri::Listed>,
+        out: &mut Vec<Notice>,
+    ) -> Result<(), cri::CriError> {
+        let Some(c) = self.cri.as_mut() else {
+            return Ok(());
+        };
+        let announce = !self.first;
+        let mut now_seen = HashMap::with_capacity(listed.len());
+        for l in listed {
+            let prev = self.seen.get(&l.id).copied();
+            now_seen.insert(l.id.clone(), l.state);
+            let known = lock(&self.state.containers).get(&l.id).is_some();
+            let changed = prev != Some(l.state);
+            let wanted = match l.state {
+                cri::State::Running | cri::State::Exited => !known || changed,
+                cri::State::Created | cri::State::Unknown => false,
+            };
+            if !wanted {
+                continue;
+            }
+            let Some(st) = c.status(&l.id).await? else {
+                continue;
+            };
+            let mut reg = lock(&self.state.containers);
+            match st.state {
+                cri::State::Running => out.extend(reg.running(st.meta, announce)),
+                cri::State::Exited => {
+                    if announce && !known {
+                        // Started and stopped between two looks.
+                        out.extend(reg.running(st.meta.clone(), true));
+                    }
+                    out.extend(reg.exited(
+                        &l.id,
+                        Some(st.meta),
+                        Some(st.exit_code),
+                        st.reason,
+                        st.finished_ns,
+                    ));
+                }
+                cri::State::Created | cri::State::Unknown => {}
+            }
+        }
+        let mut reg = lock(&self.state.containers);
+        for id in reg.running_ids() {
+            if !now_seen.contains_key(&id) {
+                out.extend(reg.exited(&id, None, None, "removed".into(), 0));
+            }
+        }
+        for id in reg.unresolved() {
+            if !now_seen.contains_key(&id) {
+                out.extend(reg.unknown_to_runtime(&id));
+            }
+        }
+        self.seen = now_seen;
+        Ok(())
+    }
+}
+
+/// Runs until `shutdown`: looks every `runtime_poll`, and soon after a
+/// `wake` (a container the pipeline has not seen before).
+pub async fn run(
+    state: Arc<State>,
+    cfg: AttributionConfig,
+    mut wake: mpsc::Receiver<()>,
+    notices: mpsc::UnboundedSender<Notice>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(cfg.runtime_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = Watcher {
+        state,
+        cfg,
+        cri: None,
+        last_attempt: None,
+        first: true,
+        seen: HashMap::new(),
+        cgroup_root: crate::scope::cgroup2_root(),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|&v| v) => return,
+            _ = tick.tick() => {}
+            Some(()) = wake.recv() => {}
+        }
+        for n in w.refresh().await {
+            if notices.send(n).is_err() {
+                return; // the pipeline is gone
+            }
+        }
+    }
+}
