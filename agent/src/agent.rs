@@ -16,7 +16,7 @@ use crate::{
         store::{Retention, Store},
         Limits, ScopeBuffers,
     },
-    state::{lock, State},
+    state::{lock, Parts, State},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +76,13 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             max_bytes: r.max_snapshot_bytes,
         },
     )?;
+    let store = Arc::new(store);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let analysis = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
     let snapshots = Snapshots::new(
-        store,
+        store.clone(),
         Window {
             before_ns: r.snapshot_before.as_nanos() as u64,
             after_ns: r.snapshot_after.as_nanos() as u64,
@@ -101,21 +106,27 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     probes.attach()?;
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
     tracing::info!(processes = procs.len(), "process table seeded from /proc");
-    let state = Arc::new(State::new(
+    let (models, incidents) = analysis;
+    let state = Arc::new(State::new(Parts {
         buffers,
         snapshots,
-        cfg.api.stream_queue,
+        stream_queue: cfg.api.stream_queue,
         procs,
-        ContainerRegistry::new(cfg.attribution.tombstone_ttl),
-        cfg.attribution.ancestry_depth,
+        containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
+        ancestry_depth: cfg.attribution.ancestry_depth,
         ring_bytes,
-    ));
+        store,
+        models,
+        incidents,
+    }));
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let pipe_state = state.clone();
     let pipe_cfg = pipeline::PipelineConfig {
+        analysis: cfg.analysis.clone(),
+        ancestry_depth: cfg.attribution.ancestry_depth,
         exited_grace: cfg.recorder.exited_process_grace,
         poll_interval: cfg.probes.poll_interval,
         capture: cfg.capture.clone(),

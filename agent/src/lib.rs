@@ -7,6 +7,7 @@
 //! [`ctl`] are the client side used by `fdrctl`.
 
 pub mod agent;
+pub mod analysis;
 pub mod api;
 pub mod buffer;
 pub mod client;
@@ -18,7 +19,9 @@ pub mod decode;
 pub mod derive;
 pub mod event;
 pub mod host;
+pub mod incidents;
 pub mod lineage;
+pub mod model;
 pub mod pipeline;
 pub mod probes;
 pub mod proctable;

@@ -33,6 +33,8 @@ pub struct PipelineConfig {
     pub poll_interval: Duration,
     pub capture: CaptureConfig,
     pub data_dir: PathBuf,
+    pub analysis: crate::config::AnalysisConfig,
+    pub ancestry_depth: usize,
 }
 
 /// Turns kernel records into recorded events.
@@ -44,6 +46,7 @@ struct Recorder {
     records: Vec<Record>,
     derived: Vec<Record>,
     deriver: Deriver,
+    analyzer: crate::analysis::Analyzer,
     scopes: crate::scope::ScopeResolver,
     /// Tells the container watcher a new container was seen.
     wake_containers: tokio::sync::mpsc::Sender<()>,
@@ -74,7 +77,7 @@ impl Recorder {
         for rec in records.drain(..) {
             let ev = self.record(rec, &mut procs);
             self.deriver.observe(&ev, &procs, &mut self.derived);
-            self.push(ev);
+            self.accept(ev);
             self.push_derived(&mut procs);
         }
         self.records = records;
@@ -127,8 +130,40 @@ impl Recorder {
         let mut procs = lock(&state.procs);
         let ev = self.record(rec, &mut procs);
         drop(procs);
-        self.push(ev);
+        self.accept(ev);
         self.publish();
+    }
+
+    /// Records an event and what the models and detectors make of it.
+    /// The trigger goes first in the timeline, its audits right after.
+    fn accept(&mut self, ev: Arc<Event>) {
+        let state = self.state.clone();
+        let raised = self.analyzer.analyze(&ev, &state, self.seq + 1);
+        self.push(ev.clone());
+        for detail in raised {
+            let e = self.raised_event(&ev, detail);
+            self.push(e);
+        }
+    }
+
+    /// An event the agent raises about `trigger` (an audit, a learned
+    /// model item): same time, process and scope.
+    fn raised_event(&mut self, trigger: &Event, detail: crate::event::Detail) -> Arc<Event> {
+        self.seq += 1;
+        self.state.counters.add_seen(detail.kind(), 1);
+        Arc::new(Event {
+            seq: self.seq,
+            time_ns: trigger.time_ns,
+            record: Record {
+                boot_ns: trigger.record.boot_ns,
+                cpu: trigger.record.cpu,
+                task: trigger.record.task.clone(),
+                detail,
+            },
+            image: trigger.image.clone(),
+            scope: trigger.scope.clone(),
+            unit: trigger.unit.clone(),
+        })
     }
 
     /// Turns a record into an event with the process's context.
@@ -163,7 +198,7 @@ impl Recorder {
                 self.refresh_watch = true;
             }
             let ev = self.record(rec, procs);
-            self.push(ev);
+            self.accept(ev);
         }
         self.derived = derived;
     }
@@ -195,6 +230,30 @@ impl Recorder {
             // No receivers is not an error: nobody is streaming.
             let _ = self.state.live.send(ev);
         }
+        self.freeze_for_incidents();
+    }
+
+    /// Freezes the snapshots of incidents opened since the last publish
+    /// (now that their triggers are in the buffers).
+    fn freeze_for_incidents(&mut self) {
+        if self.analyzer.freezes.is_empty() {
+            return;
+        }
+        let drops = self.state.total_kernel_drops();
+        let state = self.state.clone();
+        for f in std::mem::take(&mut self.analyzer.freezes) {
+            let info = {
+                let buffers = lock(&state.buffers);
+                lock(&state.snapshots)
+                    .freeze(f.scope, &f.reason, f.at_ns, &buffers, drops, f.serial)
+            };
+            match info {
+                Ok(info) => self.analyzer.snapshot_frozen(&state, f.serial, info.id),
+                Err(err) => {
+                    tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")
+                }
+            }
+        }
     }
 
     /// Periodic work: clock, pruning, idle account changes.
@@ -210,6 +269,8 @@ impl Recorder {
         drop(procs);
         self.publish();
         self.close_snapshots();
+        self.analyzer
+            .flush(&state, self.clock.wall_ns(BootClock::boot_now_ns()));
         let scopes = &self.scopes;
         let freed =
             lock(&state.buffers).free_gone(self.clock.wall_ns(now), |cg| !scopes.exists(cg));
@@ -297,6 +358,7 @@ pub async fn run(
         records: Vec::new(),
         derived: Vec::new(),
         deriver: Deriver::new(&cfg.capture),
+        analyzer: crate::analysis::Analyzer::new(&cfg.analysis, cfg.ancestry_depth),
         scopes: crate::scope::ScopeResolver::new(),
         wake_containers: io.wake_containers,
         refresh_watch: false,
@@ -315,6 +377,8 @@ pub async fn run(
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
                 rec.commit_open_snapshots();
+                let now = rec.clock.wall_ns(BootClock::boot_now_ns());
+                rec.analyzer.flush(&rec.state, now);
                 return Ok(());
             }
             _ = housekeeping.tick() => rec.housekeeping(&cfg),

@@ -11,15 +11,20 @@ use crate::{
     api::convert::Enrich,
     containers::ContainerRegistry,
     event::Event,
+    incidents::{Incident, Incidents},
+    model::ModelSet,
     probes::Probes,
     proctable::ProcessTable,
+    recorder::store::Store,
     recorder::{snapshot::Snapshots, ScopeBuffers},
     stats::Counters,
 };
 
 /// Shared state. Lock order, where more than one is held: `procs`, then
-/// `buffers`, then `snapshots`, then `containers` (`probes` is only ever
-/// held alone).
+/// `buffers`, then `snapshots`, then `containers`; and `procs`, then
+/// `models`, then `incidents`, then `containers` (`models` / `incidents`
+/// are never held with `buffers` / `snapshots`; `probes` is only ever held
+/// alone).
 pub struct State {
     /// One rolling buffer per scope.
     pub buffers: Mutex<ScopeBuffers>,
@@ -30,6 +35,14 @@ pub struct State {
     pub containers: Mutex<ContainerRegistry>,
     /// Ancestors listed with an event where the API includes ancestry.
     pub ancestry_depth: usize,
+    /// The agent's database (snapshots, models, incidents).
+    pub store: Arc<Store>,
+    /// Runtime models.
+    pub models: Mutex<ModelSet>,
+    /// Incidents still open for updates.
+    pub incidents: Mutex<Incidents>,
+    /// Incidents as they open and change.
+    pub incident_live: broadcast::Sender<Arc<Incident>>,
     pub counters: Arc<Counters>,
     /// Every recorded event, for live subscribers; a subscriber that falls
     /// more than the channel's capacity behind skips events (never the sender).
@@ -41,27 +54,37 @@ pub struct State {
     pub ring_bytes: u64,
 }
 
+/// What a `State` is made of.
+pub struct Parts {
+    pub buffers: ScopeBuffers,
+    pub snapshots: Snapshots,
+    pub stream_queue: usize,
+    pub procs: ProcessTable,
+    pub containers: ContainerRegistry,
+    pub ancestry_depth: usize,
+    pub ring_bytes: u64,
+    pub store: Arc<Store>,
+    pub models: ModelSet,
+    pub incidents: Incidents,
+}
+
 impl State {
-    pub fn new(
-        buffers: ScopeBuffers,
-        snapshots: Snapshots,
-        stream_queue: usize,
-        procs: ProcessTable,
-        containers: ContainerRegistry,
-        ancestry_depth: usize,
-        ring_bytes: u64,
-    ) -> Self {
+    pub fn new(p: Parts) -> Self {
         State {
-            buffers: Mutex::new(buffers),
-            snapshots: Mutex::new(snapshots),
-            procs: Mutex::new(procs),
-            containers: Mutex::new(containers),
-            ancestry_depth,
+            buffers: Mutex::new(p.buffers),
+            snapshots: Mutex::new(p.snapshots),
+            procs: Mutex::new(p.procs),
+            containers: Mutex::new(p.containers),
+            ancestry_depth: p.ancestry_depth,
+            store: p.store,
+            models: Mutex::new(p.models),
+            incidents: Mutex::new(p.incidents),
+            incident_live: crate::analysis::incident_channel(),
             counters: Arc::new(Counters::default()),
-            live: broadcast::channel(stream_queue).0,
+            live: broadcast::channel(p.stream_queue).0,
             probes: Mutex::new(None),
             started: SystemTime::now(),
-            ring_bytes,
+            ring_bytes: p.ring_bytes,
         }
     }
 }

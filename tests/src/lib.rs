@@ -1,5 +1,8 @@
 //! Helpers for the privileged integration tests: a capture running in the
-//! test process, waiting with deadlines, unique markers, cgroups.
+//! test process, waiting with deadlines, unique markers, cgroups, and a
+//! private containerd running CRI pods ([`containerd`]).
+
+pub mod containerd;
 
 use std::{
     path::{Path, PathBuf},

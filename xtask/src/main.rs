@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what the eBPF build needs (idempotent): nightly rust-src and bpf-linker.
+    /// Install what the eBPF build needs (idempotent): nightly rust-src and bpf-linker;
+    /// as root, also what the tests need: containerd, runc, busybox-static.
     Setup,
     /// Build the agent and fdrctl (release).
     Build,
@@ -46,7 +47,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
     match cli.task {
-        Task::Setup => setup::ensure(&root).map(|_| ()),
+        Task::Setup => {
+            setup::ensure(&root)?;
+            if is_root() {
+                setup::ensure_test_packages(&root)?;
+            }
+            Ok(())
+        }
         Task::Build => build(&root),
         Task::Run { args } => run(&root, &args),
         Task::Test { filter } => test(&root, filter.as_deref()),
@@ -106,6 +113,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
 fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     setup::ensure(root)?;
     require_root("the privileged integration tests")?;
+    setup::ensure_test_packages(root)?;
     cmd(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     cmd(
         root,
@@ -201,9 +209,13 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     cmd(root, "cargo", &full)
 }
 
-fn require_root(what: &str) -> Result<()> {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
         bail!("{what} needs root (eBPF programs, tracefs, cgroups): run as root");
     }
     Ok(())

@@ -1,10 +1,14 @@
-//! Toolchain bootstrap for the eBPF build, idempotent.
+//! Toolchain bootstrap for the eBPF build, and what the tests need;
+//! idempotent.
 //!
 //! - the `nightly` toolchain with `rust-src` (for `-Z build-std=core`);
 //! - `bpf-linker` 0.13.0, built against the nightly toolchain's own libLLVM
 //!   (the distribution's LLVM is too old), installed under
 //!   `~/.cache/fdr/tools` (or `$FDR_TOOLS_DIR`), where the agent's build
-//!   script looks for it.
+//!   script looks for it;
+//! - for the tests ([`ensure_test_packages`]): the Debian packages
+//!   `containerd`, `runc` and `busybox-static`, which the CRI tests run
+//!   pods with.
 
 use std::{
     path::{Path, PathBuf},
@@ -104,4 +108,141 @@ fn install_bpf_linker(root: &Path, sysroot: &Path, tools: &Path) -> Result<()> {
         bail!("installing bpf-linker failed: {status}");
     }
     Ok(())
+}
+
+/// The Debian packages the integration tests need: a containerd with its
+/// CRI plugin, runc, and a static busybox to build the test image from.
+const TEST_PACKAGES: [&str; 3] = ["containerd", "runc", "busybox-static"];
+
+/// Installs [`TEST_PACKAGES`] with apt when a program of theirs is missing
+/// (or `/bin/busybox` is not static); quick when they are there. Needs root.
+pub fn ensure_test_packages(root: &Path) -> Result<()> {
+    let missing = missing_test_programs();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if find_program("apt-get").is_none() {
+        bail!(
+            "the tests need {} (missing: {}); install them with your package manager",
+            TEST_PACKAGES.join(", "),
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "setup: installing {} (missing: {})",
+        TEST_PACKAGES.join(" "),
+        missing.join(", ")
+    );
+    let install = || {
+        let mut args = vec!["install", "-y", "--no-install-recommends"];
+        args.extend(TEST_PACKAGES);
+        apt(root, &args)
+    };
+    // The package lists may be missing or stale on a fresh machine.
+    if install().is_err() {
+        apt(root, &["update"])?;
+        install()?;
+    }
+    let missing = missing_test_programs();
+    if !missing.is_empty() {
+        bail!(
+            "still missing after installing {}: {}",
+            TEST_PACKAGES.join(" "),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn apt(root: &Path, args: &[&str]) -> Result<()> {
+    eprintln!("+ apt-get {}", args.join(" "));
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .current_dir(root)
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("`apt-get {}` failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The test programs that are not there.
+fn missing_test_programs() -> Vec<&'static str> {
+    let mut missing: Vec<&str> = ["containerd", "containerd-shim-runc-v2", "ctr", "runc"]
+        .into_iter()
+        .filter(|p| find_program(p).is_none())
+        .collect();
+    // The test image is this one binary: it must not need a libc.
+    if !is_static_elf(Path::new("/bin/busybox")) {
+        missing.push("/bin/busybox (static)");
+    }
+    missing
+}
+
+/// `program` on `PATH`, or in the sbin directories (runc is in /usr/sbin).
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Whether `path` is a 64-bit little-endian ELF without a program
+/// interpreter (statically linked).
+fn is_static_elf(path: &Path) -> bool {
+    const PT_INTERP: u32 = 3;
+    let Ok(elf) = std::fs::read(path) else {
+        return false;
+    };
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELF magic, 64-bit, little-endian.
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(phnum))
+        .map(|i| u32_at(phoff + i * usize::from(phentsize)))
+        .all(|t| t.is_some_and(|t| t != PT_INTERP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_elf_detection() {
+        // Test binaries link against libc dynamically.
+        let exe = std::env::current_exe().expect("test binary");
+        assert!(!is_static_elf(&exe));
+        assert!(!is_static_elf(Path::new("/nonexistent")));
+        assert!(!is_static_elf(Path::new("/etc/hostname")));
+        let busybox = Path::new("/bin/busybox");
+        if busybox.exists() && find_program("apt-get").is_some() {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", "busybox-static"])
+                .output();
+            if out.is_ok_and(|o| o.stdout.ends_with(b" installed")) {
+                assert!(is_static_elf(busybox));
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The gRPC API: a unix socket (mode 0600) always, TCP when configured.
 
+mod analysis;
 pub mod convert;
+pub mod convert_models;
 pub mod export;
 pub mod query;
 mod service;

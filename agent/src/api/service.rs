@@ -173,6 +173,50 @@ impl FlightRecorder for Service {
     type StreamEventsStream = ReceiverStream<Result<pb::StreamEventsResponse, Status>>;
     type GetSnapshotStream = Chunks<pb::GetSnapshotResponse>;
     type ExportSnapshotStream = Chunks<pb::ExportChunk>;
+    type StreamIncidentsStream = super::analysis::IncidentStream;
+
+    async fn list_models(
+        &self,
+        _request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        Ok(Response::new(super::analysis::list_models(&self.state)))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
+        super::analysis::get_model(&self.state, request.get_ref()).map(Response::new)
+    }
+
+    async fn relearn_model(
+        &self,
+        request: Request<pb::RelearnModelRequest>,
+    ) -> Result<Response<pb::RelearnModelResponse>, Status> {
+        super::analysis::relearn_model(&self.state, request.get_ref()).map(Response::new)
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        super::analysis::list_incidents(&self.state, request.get_ref()).map(Response::new)
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<pb::GetIncidentRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        super::analysis::get_incident(&self.state, request.get_ref()).map(Response::new)
+    }
+
+    async fn stream_incidents(
+        &self,
+        request: Request<pb::StreamIncidentsRequest>,
+    ) -> Result<Response<Self::StreamIncidentsStream>, Status> {
+        super::analysis::stream_incidents(self.state.clone(), request.get_ref(), self.stop.clone())
+            .map(Response::new)
+    }
 
     async fn create_snapshot(
         &self,
@@ -191,7 +235,7 @@ impl FlightRecorder for Service {
             req.reason.as_str()
         };
         let info = lock(&self.state.snapshots)
-            .freeze(scope, reason, now, &buffers, drops)
+            .freeze(scope, reason, now, &buffers, drops, 0)
             .map_err(internal)?;
         Ok(Response::new(info))
     }

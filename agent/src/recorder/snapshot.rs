@@ -39,14 +39,14 @@ struct Open {
 }
 
 pub struct Snapshots {
-    store: Store,
+    store: Arc<Store>,
     window: Window,
     host: String,
     open: Vec<Open>,
 }
 
 impl Snapshots {
-    pub fn new(store: Store, window: Window) -> Self {
+    pub fn new(store: Arc<Store>, window: Window) -> Self {
         Snapshots {
             store,
             window,
@@ -70,6 +70,7 @@ impl Snapshots {
         at_ns: u64,
         buffers: &ScopeBuffers,
         kernel_drops: u64,
+        incident: u64,
     ) -> Result<pb::SnapshotInfo, StoreError> {
         let id = self.store.next_id()?;
         let start = at_ns.saturating_sub(self.window.before_ns);
@@ -120,6 +121,7 @@ impl Snapshots {
             completeness: 1.0,
             bytes: 0,
             host: self.host.clone(),
+            incident,
             ..Default::default()
         };
         let last_seq = events.last().map_or(0, |e| e.seq);
@@ -352,7 +354,7 @@ mod tests {
         )
         .unwrap();
         let mut snaps = Snapshots::new(
-            store,
+            std::sync::Arc::new(store),
             Window {
                 before_ns: 10_000,
                 after_ns: 60_000,
@@ -365,7 +367,7 @@ mod tests {
         });
         buffers.push(Arc::new(event(1, 7, Detail::Exit { status: 0 }))); // time_ns 1000
         let info = snaps
-            .freeze(Scope::Host, "test", 2_000, &buffers, 0)
+            .freeze(Scope::Host, "test", 2_000, &buffers, 0, 0)
             .unwrap();
         assert!(info.open);
         let procs = ProcessTable::default();

@@ -9,7 +9,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_ID: &str = "next_snapshot_id";
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +171,11 @@ impl Store {
         Ok(out)
     }
 
+    /// The database, for the other tables (models, incidents).
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     pub fn count(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
@@ -178,7 +183,7 @@ impl Store {
     }
 }
 
-fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
+pub(crate) fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
     db(e)
 }
 

@@ -114,7 +114,7 @@ pub fn run() -> Result<Value> {
         },
     )?;
     let mut snaps = Snapshots::new(
-        store,
+        std::sync::Arc::new(store),
         Window {
             before_ns: u64::MAX / 4,
             after_ns: 0,
@@ -130,7 +130,7 @@ pub fn run() -> Result<Value> {
     }
     let at = evs.last().map_or(0, |e| e.time_ns);
     let t = Instant::now();
-    let info = snaps.freeze(Scope::Host, "bench", at, &one, 0)?;
+    let info = snaps.freeze(Scope::Host, "bench", at, &one, 0, 0)?;
     let freeze_ms = t.elapsed().as_secs_f64() * 1e3;
     let procs = ProcessTable::default();
     let t = Instant::now();

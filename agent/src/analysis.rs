@@ -1,0 +1,273 @@
+//! Runs every recorded event past the runtime models, the rules and the
+//! detectors, and turns what they find into audit events that belong to
+//! incidents; learned items become events too. Persists what changed.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use tokio::sync::broadcast;
+
+use crate::{
+    api::convert_models::incident_to_pb,
+    config::AnalysisConfig,
+    event::{AuditDetail, Detail, Event, LearnedDetail},
+    incidents::{
+        detect::{DetectConfig, Detectors},
+        persist, AuditEntry, Incident, Incidents,
+    },
+    model::{self, items, ModelSet, Verdict},
+    recorder::store::Store,
+    scope::Scope,
+    state::{lock, State},
+};
+
+/// How often a container without runtime metadata is looked up again for
+/// its model key.
+const META_RECHECK_NS: u64 = 1_000_000_000;
+
+/// A snapshot to freeze for a newly opened incident.
+#[derive(Debug, Clone)]
+pub struct Freeze {
+    pub scope: Scope,
+    pub serial: u64,
+    pub at_ns: u64,
+    pub reason: String,
+}
+
+pub struct Analyzer {
+    enabled: bool,
+    detectors: Detectors,
+    detect_cfg: DetectConfig,
+    /// Model key per container: (key, looked up at, from runtime metadata).
+    container_keys: HashMap<Arc<str>, (Arc<str>, u64, bool)>,
+    /// Ancestors kept with each audit in an incident.
+    depth: usize,
+    /// Incidents updated since the last flush.
+    dirty: BTreeSet<u64>,
+    pub freezes: Vec<Freeze>,
+}
+
+impl Analyzer {
+    pub fn new(cfg: &AnalysisConfig, depth: usize) -> Self {
+        Analyzer {
+            enabled: cfg.enabled,
+            detectors: Detectors::default(),
+            detect_cfg: DetectConfig {
+                window_ns: cfg.exfil_window.as_nanos() as u64,
+                scan_threshold: cfg.scan_threshold.max(2),
+                scan_window_ns: cfg.scan_window.as_nanos() as u64,
+            },
+            container_keys: HashMap::new(),
+            depth,
+            dirty: BTreeSet::new(),
+            freezes: Vec::new(),
+        }
+    }
+
+    fn key(&mut self, ev: &Event, state: &State) -> Arc<str> {
+        let Scope::Container(id) = &ev.scope else {
+            return model::key_for(ev, None);
+        };
+        if let Some((key, at, final_)) = self.container_keys.get(id) {
+            if *final_ || ev.time_ns.saturating_sub(*at) < META_RECHECK_NS {
+                return key.clone();
+            }
+        }
+        let meta = lock(&state.containers).get(id);
+        let key = model::key_for(ev, meta.as_deref());
+        self.container_keys
+            .insert(id.clone(), (key.clone(), ev.time_ns, meta.is_some()));
+        key
+    }
+
+    /// The details of the events `ev` raises (learned items, audits), in
+    /// order; the pipeline records them with seqs from `first_seq` on.
+    pub fn analyze(&mut self, ev: &Event, state: &State, first_seq: u64) -> Vec<Detail> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        if let Detail::Container(c) = &ev.record.detail {
+            if c.change != crate::containers::Change::Started {
+                self.detectors.forget(&ev.scope);
+                self.container_keys.remove(&c.id);
+            }
+            return Vec::new();
+        }
+        if matches!(ev.record.detail, Detail::Learned(_) | Detail::Audit(_)) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut drafts = Vec::new();
+        let obs = items::observe(ev);
+        let key = if obs.is_some()
+            || matches!(ev.record.detail, Detail::Net { .. } | Detail::Exec { .. })
+        {
+            self.key(ev, state)
+        } else {
+            Arc::from("")
+        };
+        if let Some(obs) = obs {
+            match lock(&state.models).check(&key, &obs, ev, ev.time_ns) {
+                Verdict::Normal => {}
+                Verdict::Learned => out.push(Detail::Learned(Box::new(LearnedDetail {
+                    model: key.clone(),
+                    section: obs.section.name(),
+                    item: obs.item,
+                }))),
+                Verdict::Audit(d) => drafts.push(d),
+            }
+        }
+        let audited = !drafts.is_empty();
+        drafts.extend(self.detectors.observe(ev, audited, &self.detect_cfg));
+        for d in drafts {
+            let seq = first_seq + out.len() as u64;
+            let detail = AuditDetail {
+                model: key.clone(),
+                section: d.section,
+                rule: d.rule.clone(),
+                severity: d.severity,
+                message: d.message.clone(),
+                item: d.item.clone(),
+                incident: 0,
+                trigger_seq: ev.seq,
+            };
+            let serial = self.place(d, seq, ev, &key, state);
+            out.push(Detail::Audit(Box::new(AuditDetail {
+                incident: serial,
+                ..detail
+            })));
+        }
+        out
+    }
+
+    /// Puts an audit into its incident (opening one when needed) and
+    /// returns the incident's serial.
+    fn place(
+        &mut self,
+        d: model::AuditDraft,
+        seq: u64,
+        ev: &Event,
+        key: &Arc<str>,
+        state: &State,
+    ) -> u64 {
+        let kind = d.incident;
+        let entry = AuditEntry::new(seq, d, ev, self.depth);
+        let mut incs = lock(&state.incidents);
+        let raised = incs.raise(&ev.scope, kind, ev.time_ns);
+        let meta = ev
+            .scope
+            .container_id()
+            .and_then(|id| lock(&state.containers).get(id));
+        let inc = incs.add(raised.serial, entry, ev, key, meta).clone();
+        let next = incs.next_serial();
+        drop(incs);
+        if raised.opened {
+            tracing::warn!(serial = inc.serial, kind = inc.kind.name(), summary = %inc.summary, "incident opened");
+            // Stored at once: a serial a client has seen is never reused.
+            if let Err(err) = persist::put(&state.store, &[incident_to_pb(&inc)], next) {
+                tracing::error!(%err, serial = inc.serial, "storing incident");
+            }
+            self.freezes.push(Freeze {
+                scope: ev.scope.clone(),
+                serial: inc.serial,
+                at_ns: ev.time_ns,
+                reason: format!("incident #{}: {}", inc.serial, inc.kind.name()),
+            });
+        } else {
+            self.dirty.insert(inc.serial);
+        }
+        let _ = state.incident_live.send(Arc::new(inc));
+        raised.serial
+    }
+
+    /// Records the snapshot frozen for an incident.
+    pub fn snapshot_frozen(&mut self, state: &State, serial: u64, snapshot_id: u64) {
+        let inc = lock(&state.incidents)
+            .set_snapshot(serial, snapshot_id)
+            .cloned();
+        if let Some(inc) = inc {
+            self.dirty.insert(serial);
+            let _ = state.incident_live.send(Arc::new(inc));
+        }
+    }
+
+    /// Stores updated incidents and changed models; forgets incidents
+    /// past their window.
+    pub fn flush(&mut self, state: &State, now_ns: u64) {
+        let (changed, removed, models) = {
+            let mut m = lock(&state.models);
+            let (changed, removed) = m.take_dirty();
+            let models: Vec<model::Model> =
+                changed.iter().filter_map(|k| m.get(k).cloned()).collect();
+            (changed, removed, models)
+        };
+        if !changed.is_empty() || !removed.is_empty() {
+            let refs: Vec<&model::Model> = models.iter().collect();
+            if let Err(err) = model::persist::save(&state.store, &refs, &removed) {
+                tracing::error!(%err, "storing models");
+                // Try again next time.
+                let mut m = lock(&state.models);
+                for k in changed {
+                    m.mark_dirty(k);
+                }
+            }
+        }
+        let (incidents, next) = {
+            let mut incs = lock(&state.incidents);
+            let list: Vec<Incident> = std::mem::take(&mut self.dirty)
+                .into_iter()
+                .filter_map(|s| incs.get(s).cloned())
+                .collect();
+            incs.expire(now_ns);
+            (list, incs.next_serial())
+        };
+        if !incidents.is_empty() {
+            let pbs: Vec<_> = incidents.iter().map(incident_to_pb).collect();
+            if let Err(err) = persist::put(&state.store, &pbs, next) {
+                tracing::error!(%err, "storing incidents");
+                self.dirty.extend(incidents.iter().map(|i| i.serial));
+            }
+        }
+    }
+}
+
+/// Models and open incidents from the store, for a starting agent.
+pub fn restore(
+    store: &Store,
+    cfg: &AnalysisConfig,
+    now_ns: u64,
+) -> Result<(ModelSet, Incidents), crate::agent::AgentError> {
+    let mut models = ModelSet::new(cfg).map_err(crate::agent::AgentError::Config)?;
+    let loaded = model::persist::load(store)?;
+    let n = loaded.len();
+    for m in loaded {
+        models.insert(m);
+    }
+    let window = cfg.incident_window.as_nanos() as u64;
+    let mut incidents = Incidents::new(
+        persist::next_serial(store)?,
+        window,
+        cfg.max_audits_per_incident,
+    );
+    let recent = persist::recent(store, now_ns.saturating_sub(window))?;
+    let open = recent.len();
+    for p in recent {
+        if let Some(i) = crate::api::convert_models::incident_from_pb(&p) {
+            incidents.restore(i);
+        }
+    }
+    tracing::info!(
+        models = n,
+        open_incidents = open,
+        next_serial = incidents.next_serial(),
+        "models and incidents restored"
+    );
+    Ok((models, incidents))
+}
+
+/// A channel of incidents as they open and change, for `StreamIncidents`.
+pub fn incident_channel() -> broadcast::Sender<Arc<Incident>> {
+    broadcast::channel(256).0
+}

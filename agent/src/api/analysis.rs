@@ -1,0 +1,184 @@
+//! The model and incident calls of `fdr.v1.FlightRecorder`.
+
+use std::sync::Arc;
+
+use fdr_proto::v1 as pb;
+use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::convert_models::{incident_to_pb, model_to_pb};
+use crate::{
+    incidents::persist,
+    state::{lock, State},
+};
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+pub fn list_models(state: &State) -> pb::ListModelsResponse {
+    let now = now_ns();
+    let models = lock(&state.models);
+    let mut out: Vec<pb::Model> = models.all().map(|m| model_to_pb(m, now, false)).collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    pb::ListModelsResponse { models: out }
+}
+
+/// The one model whose key is `key`, or the only one containing it.
+fn find_key(state: &State, key: &str) -> Result<Arc<str>, Status> {
+    let models = lock(&state.models);
+    if let Some(m) = models.get(key) {
+        return Ok(m.key.clone());
+    }
+    let hits: Vec<Arc<str>> = models
+        .all()
+        .filter(|m| m.key.contains(key))
+        .map(|m| m.key.clone())
+        .collect();
+    match hits.len() {
+        1 => Ok(hits[0].clone()),
+        0 => Err(Status::not_found(format!("no model matches {key:?}"))),
+        _ => {
+            let mut names: Vec<&str> = hits.iter().map(|k| &**k).collect();
+            names.sort();
+            Err(Status::invalid_argument(format!(
+                "{key:?} matches several models: {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+pub fn get_model(state: &State, req: &pb::GetModelRequest) -> Result<pb::Model, Status> {
+    let key = find_key(state, &req.key)?;
+    let models = lock(&state.models);
+    let m = models
+        .get(&key)
+        .ok_or_else(|| Status::not_found(format!("no model {key:?}")))?;
+    Ok(model_to_pb(m, now_ns(), true))
+}
+
+pub fn relearn_model(
+    state: &State,
+    req: &pb::RelearnModelRequest,
+) -> Result<pb::RelearnModelResponse, Status> {
+    let keys: Vec<Arc<str>> = if req.all {
+        lock(&state.models).all().map(|m| m.key.clone()).collect()
+    } else {
+        vec![find_key(state, &req.key)?]
+    };
+    let now = now_ns();
+    let mut models = lock(&state.models);
+    let mut done: Vec<String> = keys
+        .iter()
+        .filter(|k| models.relearn(k, now))
+        .map(|k| k.to_string())
+        .collect();
+    done.sort();
+    tracing::info!(models = ?done, "models relearning");
+    Ok(pb::RelearnModelResponse { keys: done })
+}
+
+/// Incidents above `after_serial`, from the store (every opened incident
+/// is stored before anyone can see its serial).
+pub fn list_incidents(
+    state: &State,
+    req: &pb::ListIncidentsRequest,
+) -> Result<pb::ListIncidentsResponse, Status> {
+    let limit = if req.limit == 0 {
+        100
+    } else {
+        req.limit as usize
+    };
+    let mut incidents = persist::after(&state.store, req.after_serial, limit).map_err(internal)?;
+    // Open incidents change in memory first: show them as they are now.
+    {
+        let open = lock(&state.incidents);
+        for i in &mut incidents {
+            if let Some(cur) = open.get(i.serial) {
+                *i = incident_to_pb(cur);
+            }
+        }
+    }
+    let last_serial = incidents.last().map_or(req.after_serial, |i| i.serial);
+    Ok(pb::ListIncidentsResponse {
+        incidents,
+        last_serial,
+    })
+}
+
+pub fn get_incident(state: &State, req: &pb::GetIncidentRequest) -> Result<pb::Incident, Status> {
+    if let Some(cur) = lock(&state.incidents).get(req.serial) {
+        return Ok(incident_to_pb(cur));
+    }
+    persist::get(&state.store, req.serial)
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("no incident #{}", req.serial)))
+}
+
+pub type IncidentStream = ReceiverStream<Result<pb::Incident, Status>>;
+
+/// Stored incidents after `after_serial`, then live openings and updates.
+pub fn stream_incidents(
+    state: Arc<State>,
+    req: &pb::StreamIncidentsRequest,
+    mut stop: watch::Receiver<bool>,
+) -> Result<IncidentStream, Status> {
+    // Subscribe first: an incident opened meanwhile is in one or the other
+    // (or both; duplicates of a serial already sent are skipped).
+    let mut live = state.incident_live.subscribe();
+    let backlog = list_incidents(
+        &state,
+        &pb::ListIncidentsRequest {
+            after_serial: req.after_serial,
+            limit: u32::MAX,
+        },
+    )?
+    .incidents;
+    let (tx, rx) = mpsc::channel(64);
+    let after = req.after_serial;
+    tokio::spawn(async move {
+        let run = async move {
+            // What the backlog sent, to skip live copies of the same state.
+            let mut sent = std::collections::HashMap::new();
+            for i in backlog {
+                sent.insert(i.serial, i.clone());
+                if tx.send(Ok(i)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(inc) => {
+                        if inc.serial <= after {
+                            continue;
+                        }
+                        let pb = incident_to_pb(&inc);
+                        if sent.get(&pb.serial) == Some(&pb) {
+                            continue;
+                        }
+                        if tx.send(Ok(pb)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "incident stream client too slow");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        };
+        tokio::select! {
+            _ = run => {}
+            _ = stop.wait_for(|&v| v) => {}
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}

@@ -1,0 +1,424 @@
+//! Detectors that correlate several events of one scope, beyond what a
+//! model sees in one event: reverse shells, data exfiltration, port scans.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::{
+    event::{Detail, Event, EventKind, Severity},
+    model::AuditDraft,
+    scope::Scope,
+};
+
+use super::IncidentType;
+
+/// Entries kept per scope and kind of mark; the oldest go first.
+const MAX_MARKS: usize = 1024;
+
+/// Shell programs.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "fish", "tcsh", "csh",
+];
+
+/// Whether the process runs a shell: its executable, or for a multi-call
+/// binary (busybox) the applet its argv[0] names.
+pub fn is_shell(exe: &str, argv: &[String]) -> bool {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let name = base(exe);
+    if name == "busybox" {
+        return argv.first().is_some_and(|a| {
+            let a = base(a);
+            a != "busybox" && SHELLS.contains(&a.as_str())
+        });
+    }
+    SHELLS.contains(&name.as_str())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DetectConfig {
+    pub window_ns: u64,
+    pub scan_threshold: usize,
+    pub scan_window_ns: u64,
+}
+
+#[derive(Debug)]
+struct Mark {
+    pid: u32,
+    /// The process tree it stands for: processes below this pid.
+    tree: u32,
+    time: u64,
+    what: String,
+}
+
+#[derive(Debug, Default)]
+struct ScopeMarks {
+    /// Processes that listened or accepted: network-facing.
+    network_facing: HashMap<u32, u64>,
+    /// Shells started by a network-facing process or with a socket as stdin.
+    shells: VecDeque<Mark>,
+    /// Sensitive files read outside the model.
+    sensitive: VecDeque<Mark>,
+    /// Destinations per process within the scan window.
+    dests: HashMap<u32, VecDeque<(u64, String)>>,
+    scanned: HashSet<u32>,
+}
+
+#[derive(Default)]
+pub struct Detectors {
+    scopes: HashMap<Scope, ScopeMarks>,
+}
+
+fn push_capped(q: &mut VecDeque<Mark>, m: Mark) {
+    if q.len() >= MAX_MARKS {
+        q.pop_front();
+    }
+    q.push_back(m);
+}
+
+fn draft(
+    kind: IncidentType,
+    rule: &str,
+    severity: Severity,
+    message: String,
+    item: String,
+) -> AuditDraft {
+    AuditDraft {
+        section: "rule",
+        rule: rule.into(),
+        severity,
+        message,
+        item,
+        incident: kind,
+    }
+}
+
+impl Detectors {
+    /// Audits that `ev` completes. `audited` tells whether the model or a
+    /// rule already flagged `ev` itself (a sensitive read that is normal
+    /// for the scope is not the start of an exfiltration).
+    pub fn observe(&mut self, ev: &Event, audited: bool, cfg: &DetectConfig) -> Vec<AuditDraft> {
+        let mut out = Vec::new();
+        let now = ev.time_ns;
+        let pid = ev.pid();
+        match &ev.record.detail {
+            Detail::Net { kind, net } => {
+                let marks = self.scopes.entry(ev.scope.clone()).or_default();
+                match kind {
+                    EventKind::NetListen | EventKind::NetAccept => {
+                        if marks.network_facing.len() >= MAX_MARKS {
+                            marks.network_facing.clear();
+                        }
+                        marks.network_facing.insert(pid, now);
+                    }
+                    EventKind::NetConnect => {
+                        if let Some(to) = net.remote {
+                            connect(marks, ev, &to.to_string(), cfg, &mut out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Detail::Exec { .. } if is_shell(ev.exe(), ev.argv()) => {
+                let marks = self.scopes.entry(ev.scope.clone()).or_default();
+                let parent = ev.image.parent.as_deref();
+                let facing = ev
+                    .image
+                    .ancestors(4)
+                    .find(|a| a.pid != pid && marks.network_facing.contains_key(&a.pid));
+                let reason = if let Some(f) = facing {
+                    Some(format!(
+                        "shell started by network-facing {} (pid {})",
+                        f.exe, f.pid
+                    ))
+                } else if stdin_is_socket(pid) {
+                    Some("shell with a socket as its input".to_owned())
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    out.push(draft(
+                        IncidentType::Unexpected,
+                        "shell-by-network-service",
+                        Severity::High,
+                        format!("{reason}: {}", ev.argv().join(" ")),
+                        parent.map_or("?".into(), |p| p.exe.to_string()),
+                    ));
+                    push_capped(
+                        &mut marks.shells,
+                        Mark {
+                            pid,
+                            tree: pid,
+                            time: now,
+                            what: reason,
+                        },
+                    );
+                }
+            }
+            Detail::File { kind, file } if *kind == EventKind::SensitiveRead && audited => {
+                let marks = self.scopes.entry(ev.scope.clone()).or_default();
+                push_capped(
+                    &mut marks.sensitive,
+                    Mark {
+                        pid,
+                        tree: ev.record.task.ppid,
+                        time: now,
+                        what: format!("{} read by {} (pid {pid})", file.path, ev.exe()),
+                    },
+                );
+            }
+            Detail::Exit { .. } => {
+                if let Some(m) = self.scopes.get_mut(&ev.scope) {
+                    m.dests.remove(&pid);
+                    m.scanned.remove(&pid);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Forgets scopes that are gone.
+    pub fn forget(&mut self, scope: &Scope) {
+        self.scopes.remove(scope);
+    }
+}
+
+/// A connection: the end of a reverse shell or an exfiltration, or one
+/// more destination of a scan.
+fn connect(
+    marks: &mut ScopeMarks,
+    ev: &Event,
+    to: &str,
+    cfg: &DetectConfig,
+    out: &mut Vec<AuditDraft>,
+) {
+    let now = ev.time_ns;
+    let pid = ev.pid();
+    let lineage: Vec<u32> = std::iter::once(pid)
+        .chain(ev.image.ancestors(16).map(|a| a.pid))
+        .collect();
+    let fresh = |m: &Mark| now.saturating_sub(m.time) <= cfg.window_ns;
+    marks.shells.retain(fresh);
+    marks.sensitive.retain(fresh);
+    let in_tree = |m: &Mark| m.pid == pid || lineage.contains(&m.tree);
+    if let Some(shell) = marks.shells.iter().find(|m| in_tree(m)) {
+        out.push(draft(
+            IncidentType::ReverseShell,
+            "reverse-shell",
+            Severity::Critical,
+            format!(
+                "outbound connection to {to} by {} (pid {pid}) from a {}",
+                ev.exe(),
+                shell.what
+            ),
+            to.to_owned(),
+        ));
+    } else if is_shell(ev.exe(), ev.argv()) {
+        out.push(draft(
+            IncidentType::ReverseShell,
+            "reverse-shell",
+            Severity::Critical,
+            format!("shell {} (pid {pid}) connected out to {to}", ev.exe()),
+            to.to_owned(),
+        ));
+    }
+    if let Some(i) = marks.sensitive.iter().position(in_tree) {
+        if let Some(m) = marks.sensitive.remove(i) {
+            out.push(draft(
+                IncidentType::DataExfiltration,
+                "exfiltration",
+                Severity::Critical,
+                format!(
+                    "{}, then a connection to {to} by {} (pid {pid}) from the same process tree",
+                    m.what,
+                    ev.exe()
+                ),
+                to.to_owned(),
+            ));
+        }
+    }
+    let q = marks.dests.entry(pid).or_default();
+    while q
+        .front()
+        .is_some_and(|(t, _)| now.saturating_sub(*t) > cfg.scan_window_ns)
+    {
+        q.pop_front();
+    }
+    if !q.iter().any(|(_, d)| d == to) {
+        q.push_back((now, to.to_owned()));
+        if q.len() > cfg.scan_threshold * 4 {
+            q.pop_front();
+        }
+    }
+    if q.len() >= cfg.scan_threshold && marks.scanned.insert(pid) {
+        out.push(draft(
+            IncidentType::PortScan,
+            "port-scan",
+            Severity::High,
+            format!(
+                "{} (pid {pid}) connected to {} distinct destinations within {}s",
+                ev.exe(),
+                q.len(),
+                cfg.scan_window_ns / 1_000_000_000
+            ),
+            to.to_owned(),
+        ));
+    }
+}
+
+fn stdin_is_socket(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/0"))
+        .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{FileDetail, NetDetail},
+        lineage::Image,
+    };
+    use std::sync::Arc;
+
+    const CFG: DetectConfig = DetectConfig {
+        window_ns: 1_000_000,
+        scan_threshold: 3,
+        scan_window_ns: 1_000_000,
+    };
+
+    fn argv(s: &[&str]) -> Arc<[String]> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn ev(pid: u32, ppid: u32, image: Arc<Image>, t: u64, detail: Detail) -> Event {
+        let mut e = crate::buffer::tests::event(0, pid, detail);
+        e.record.task.ppid = ppid;
+        e.time_ns = t;
+        e.image = image;
+        e
+    }
+
+    fn net(kind: EventKind, port: u16, remote: Option<&str>) -> Detail {
+        Detail::Net {
+            kind,
+            net: NetDetail {
+                protocol: 6,
+                local: format!("127.0.0.1:{port}").parse().unwrap(),
+                remote: remote.map(|r| r.parse().unwrap()),
+                backlog: 0,
+                ret: 0,
+            },
+        }
+    }
+
+    fn exec() -> Detail {
+        Detail::Exec {
+            filename: String::new(),
+            exe: String::new(),
+            exe_incomplete: false,
+            exe_dev: 0,
+            exe_ino: 0,
+            argv: Vec::new(),
+            old_tid: 0,
+            argv_truncated: false,
+            argv_unreadable: false,
+            filename_truncated: false,
+        }
+    }
+
+    #[test]
+    fn shells_by_busybox_applet_name() {
+        assert!(is_shell("/bin/bash", &[]));
+        assert!(is_shell("/bin/busybox", &["sh".into()]));
+        assert!(!is_shell("/bin/busybox", &["cat".into()]));
+        assert!(!is_shell("/usr/bin/ssh", &[]));
+    }
+
+    #[test]
+    fn shell_of_a_listener_then_connect_is_a_reverse_shell() {
+        let mut d = Detectors::default();
+        let svc = Image::root(10, 0, "/srv/app".into(), argv(&["app"]));
+        assert!(d
+            .observe(
+                &ev(10, 1, svc.clone(), 1, net(EventKind::NetListen, 80, None)),
+                false,
+                &CFG
+            )
+            .is_empty());
+        let sh = Image::child_of(Some(&svc), 11, 0, "/bin/sh".into(), argv(&["sh", "-i"]));
+        let a = d.observe(&ev(11, 10, sh.clone(), 2, exec()), false, &CFG);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].rule, "shell-by-network-service");
+        let nc = Image::child_of(Some(&sh), 12, 0, "/bin/nc".into(), argv(&["nc"]));
+        let a = d.observe(
+            &ev(
+                12,
+                11,
+                nc,
+                3,
+                net(EventKind::NetConnect, 5000, Some("10.0.0.9:4444")),
+            ),
+            false,
+            &CFG,
+        );
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].incident, IncidentType::ReverseShell);
+        assert!(a[0].message.contains("10.0.0.9:4444"), "{}", a[0].message);
+    }
+
+    #[test]
+    fn audited_sensitive_read_then_connect_from_the_tree_is_exfiltration() {
+        let mut d = Detectors::default();
+        let sh = Image::root(20, 0, "/bin/sh".into(), argv(&["sh"]));
+        let cp = Image::child_of(Some(&sh), 21, 0, "/bin/cp".into(), argv(&["cp"]));
+        let read = Detail::File {
+            kind: EventKind::SensitiveRead,
+            file: Box::new(FileDetail {
+                path: "/etc/passwd".into(),
+                ..Default::default()
+            }),
+        };
+        // A normal read (not audited) starts nothing.
+        d.observe(&ev(21, 20, cp.clone(), 1, read.clone()), false, &CFG);
+        let curl = Image::child_of(Some(&sh), 22, 0, "/bin/curl".into(), argv(&["curl"]));
+        let connect = net(EventKind::NetConnect, 5000, Some("10.0.0.9:443"));
+        assert!(d
+            .observe(&ev(22, 20, curl.clone(), 2, connect.clone()), false, &CFG)
+            .is_empty());
+        d.observe(&ev(21, 20, cp, 3, read), true, &CFG);
+        let a = d.observe(&ev(22, 20, curl.clone(), 4, connect.clone()), false, &CFG);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].incident, IncidentType::DataExfiltration);
+        assert!(
+            a[0].message.starts_with("/etc/passwd read by /bin/cp"),
+            "{}",
+            a[0].message
+        );
+        // Once per read.
+        assert!(d
+            .observe(&ev(22, 20, curl, 5, connect), false, &CFG)
+            .is_empty());
+    }
+
+    #[test]
+    fn many_destinations_are_a_port_scan_once() {
+        let mut d = Detectors::default();
+        let p = Image::root(30, 0, "/bin/scan".into(), argv(&["scan"]));
+        let mut found = Vec::new();
+        for port in 1..=5 {
+            let to = format!("10.0.0.1:{port}");
+            found.extend(d.observe(
+                &ev(
+                    30,
+                    1,
+                    p.clone(),
+                    port as u64,
+                    net(EventKind::NetConnect, 5000, Some(&to)),
+                ),
+                false,
+                &CFG,
+            ));
+        }
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].incident, IncidentType::PortScan);
+    }
+}

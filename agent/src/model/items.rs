@@ -1,0 +1,158 @@
+//! What an event tells a runtime model: at most one (section, item) pair,
+//! with varying parts generalised.
+
+use crate::{
+    api::convert::protocol_name,
+    event::{BinaryReason, Detail, Event, EventKind, Severity},
+};
+
+use super::generalise;
+
+/// A part of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Section {
+    /// Programs run, with the program that ran them: `parent -> exe`.
+    Exec,
+    /// Files written, created, renamed to, removed, re-moded or re-owned.
+    File,
+    /// Sensitive files read.
+    SensitiveRead,
+    /// Listening ports: `tcp/8080`, `udp/53`.
+    Listen,
+    /// Outbound destinations: `tcp 10.0.0.7:5432`.
+    Connect,
+    /// Account modifications: `useradd: /etc/group,/etc/passwd`.
+    Account,
+    /// Privilege changes: `/usr/bin/sudo: setresuid`.
+    Priv,
+    /// Written files that were executed or made executable.
+    Binary,
+}
+
+impl Section {
+    pub const ALL: [Section; 8] = [
+        Section::Exec,
+        Section::File,
+        Section::SensitiveRead,
+        Section::Listen,
+        Section::Connect,
+        Section::Account,
+        Section::Priv,
+        Section::Binary,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Exec => "exec",
+            Section::File => "file",
+            Section::SensitiveRead => "sensitive-read",
+            Section::Listen => "listen",
+            Section::Connect => "connect",
+            Section::Account => "account",
+            Section::Priv => "priv",
+            Section::Binary => "binary",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Section> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Severity of something new in this section.
+    pub fn severity(self) -> Severity {
+        match self {
+            Section::File => Severity::Low,
+            Section::Exec | Section::SensitiveRead | Section::Connect | Section::Priv => {
+                Severity::Medium
+            }
+            Section::Listen | Section::Account | Section::Binary => Severity::High,
+        }
+    }
+}
+
+/// One thing an event did, as a model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub section: Section,
+    pub item: String,
+}
+
+/// Whether the event happened in an interactive session (for an account
+/// record: whether any of its changes did).
+pub fn interactive(ev: &Event) -> bool {
+    match &ev.record.detail {
+        Detail::Account(a) => a.interactive,
+        _ => ev.interactive(),
+    }
+}
+
+/// The model observation of `ev`, if it has one.
+pub fn observe(ev: &Event) -> Option<Observation> {
+    let (section, item) = match &ev.record.detail {
+        Detail::Exec { .. } => {
+            let parent = ev
+                .image
+                .parent
+                .as_deref()
+                .map_or("?".to_owned(), |p| exe_or_unknown(&p.exe));
+            (
+                Section::Exec,
+                format!("{parent} -> {}", exe_or_unknown(ev.exe())),
+            )
+        }
+        Detail::File { kind, file } => match kind {
+            EventKind::SensitiveRead => (Section::SensitiveRead, generalise::path(&file.path)),
+            EventKind::FileRename | EventKind::FileLink => (
+                Section::File,
+                generalise::path(file.path2.as_deref().unwrap_or(&file.path)),
+            ),
+            _ => (Section::File, generalise::path(&file.path)),
+        },
+        Detail::Net { kind, net } => {
+            let proto = protocol_name(net.protocol);
+            match kind {
+                EventKind::NetListen | EventKind::NetBind => {
+                    (Section::Listen, format!("{proto}/{}", net.local.port()))
+                }
+                EventKind::NetConnect => {
+                    let to = net.remote?;
+                    (Section::Connect, format!("{proto} {to}"))
+                }
+                _ => return None,
+            }
+        }
+        Detail::Priv(p) => (
+            Section::Priv,
+            format!("{}: {}", exe_or_unknown(ev.exe()), p.syscall),
+        ),
+        Detail::Account(a) => {
+            let mut files = a.files.clone();
+            files.sort();
+            let tool = a
+                .command
+                .first()
+                .map_or("?", |c| c.rsplit('/').next().unwrap_or(c));
+            (Section::Account, format!("{tool}: {}", files.join(",")))
+        }
+        Detail::Binary(b) => match b.reason {
+            BinaryReason::Executed | BinaryReason::MadeExecutable => {
+                (Section::Binary, generalise::path(&b.path))
+            }
+            BinaryReason::WrittenExecutable => return None,
+        },
+        Detail::Fork { .. }
+        | Detail::Exit { .. }
+        | Detail::Container(_)
+        | Detail::Learned(_)
+        | Detail::Audit(_) => return None,
+    };
+    Some(Observation { section, item })
+}
+
+fn exe_or_unknown(exe: &str) -> String {
+    if exe.is_empty() {
+        "?".into()
+    } else {
+        generalise::path(exe)
+    }
+}

@@ -1,0 +1,408 @@
+//! Runtime models: what each container image and each host service
+//! normally does. A model learns for a while, then anything new is an
+//! anomaly. Rules from the config override it either way.
+
+pub mod generalise;
+pub mod items;
+pub mod persist;
+pub mod rules;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use crate::{
+    config::AnalysisConfig,
+    containers::ContainerMeta,
+    event::{Event, Severity},
+    incidents::IncidentType,
+    scope::Scope,
+};
+
+pub use items::{Observation, Section};
+
+/// One model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    pub key: Arc<str>,
+    /// Wall-clock ns learning started and ends.
+    pub learning_since: u64,
+    pub learning_until: u64,
+    /// Items by section, each with the wall-clock ns it was learned.
+    pub sections: BTreeMap<Section, BTreeMap<String, u64>>,
+    pub anomalies: u64,
+    /// Anomalous items already audited, with when: not audited again
+    /// within the incident window.
+    flagged: HashMap<(Section, String), u64>,
+    /// Last wall-clock ns it saw an event (for eviction).
+    last_used: u64,
+}
+
+impl Model {
+    fn new(key: Arc<str>, now: u64, learning_ns: u64) -> Model {
+        Model {
+            key,
+            learning_since: now,
+            learning_until: now.saturating_add(learning_ns),
+            sections: BTreeMap::new(),
+            anomalies: 0,
+            flagged: HashMap::new(),
+            last_used: now,
+        }
+    }
+
+    pub fn learning(&self, now: u64) -> bool {
+        now < self.learning_until
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.sections.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn contains(&self, section: Section, item: &str) -> bool {
+        self.sections
+            .get(&section)
+            .is_some_and(|s| s.contains_key(item))
+    }
+
+    /// Restored from the store.
+    pub fn restored(
+        key: Arc<str>,
+        learning_since: u64,
+        learning_until: u64,
+        sections: BTreeMap<Section, BTreeMap<String, u64>>,
+        anomalies: u64,
+    ) -> Model {
+        Model {
+            key,
+            learning_since,
+            learning_until,
+            sections,
+            anomalies,
+            flagged: HashMap::new(),
+            last_used: learning_since,
+        }
+    }
+}
+
+/// What a model (or a rule) makes of an observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Normal: learned before, or allowed by a rule.
+    Normal,
+    /// Learned just now (the model is learning).
+    Learned,
+    /// Outside the model, or a deny rule.
+    Audit(AuditDraft),
+}
+
+/// An audit before it is placed in an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDraft {
+    pub section: &'static str,
+    /// Rule name, or `model`.
+    pub rule: String,
+    pub severity: Severity,
+    pub message: String,
+    pub item: String,
+    pub incident: IncidentType,
+}
+
+/// Every model, by key.
+pub struct ModelSet {
+    models: HashMap<Arc<str>, Model>,
+    rules: rules::Rules,
+    learning_ns: u64,
+    window_ns: u64,
+    max_items: usize,
+    max_models: usize,
+    /// Keys changed since the last `take_dirty`.
+    dirty: HashSet<Arc<str>>,
+    /// Keys removed (evicted) since the last `take_dirty`.
+    removed: HashSet<Arc<str>>,
+}
+
+impl ModelSet {
+    pub fn new(cfg: &AnalysisConfig) -> Result<ModelSet, crate::config::ConfigError> {
+        Ok(ModelSet {
+            models: HashMap::new(),
+            rules: rules::Rules::from_config(&cfg.rules)?,
+            learning_ns: cfg.learning_period.as_nanos() as u64,
+            window_ns: cfg.incident_window.as_nanos() as u64,
+            max_items: cfg.max_items_per_section,
+            max_models: cfg.max_models,
+            dirty: HashSet::new(),
+            removed: HashSet::new(),
+        })
+    }
+
+    pub fn insert(&mut self, m: Model) {
+        self.models.insert(m.key.clone(), m);
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Model> {
+        self.models.get(key)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Model> {
+        self.models.values()
+    }
+
+    /// Keys changed and keys removed since the last call.
+    pub fn take_dirty(&mut self) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        (self.dirty.drain().collect(), self.removed.drain().collect())
+    }
+
+    /// Marks a model to be stored again (a failed write).
+    pub fn mark_dirty(&mut self, key: Arc<str>) {
+        if self.models.contains_key(&key) {
+            self.dirty.insert(key);
+        }
+    }
+
+    /// Forgets what `key` learned and starts learning again. Returns
+    /// whether the model existed.
+    pub fn relearn(&mut self, key: &str, now: u64) -> bool {
+        let Some(m) = self.models.get_mut(key) else {
+            return false;
+        };
+        *m = Model::new(m.key.clone(), now, self.learning_ns);
+        self.dirty.insert(m.key.clone());
+        true
+    }
+
+    /// Judges one observation of `ev` against the rules and the model
+    /// `key` (created, learning, when new).
+    pub fn check(&mut self, key: &Arc<str>, obs: &Observation, ev: &Event, now: u64) -> Verdict {
+        if let Some(rule) = self.rules.check(key, obs, ev) {
+            if rule.allow {
+                return Verdict::Normal;
+            }
+            return Verdict::Audit(AuditDraft {
+                section: obs.section.name(),
+                rule: rule.name.clone(),
+                severity: rule.severity,
+                message: rule.message.clone().unwrap_or_else(|| {
+                    format!("rule {}: {} {}", rule.name, obs.section.name(), obs.item)
+                }),
+                item: obs.item.clone(),
+                incident: rule
+                    .incident
+                    .unwrap_or_else(|| IncidentType::for_section(obs.section)),
+            });
+        }
+        if !self.models.contains_key(key) {
+            self.evict_for_one();
+            self.models
+                .insert(key.clone(), Model::new(key.clone(), now, self.learning_ns));
+            self.dirty.insert(key.clone());
+        }
+        let max_items = self.max_items;
+        let window = self.window_ns;
+        let Some(m) = self.models.get_mut(key) else {
+            return Verdict::Normal;
+        };
+        m.last_used = now;
+        if m.contains(obs.section, &obs.item) {
+            return Verdict::Normal;
+        }
+        if m.learning(now) {
+            let section = m.sections.entry(obs.section).or_default();
+            if section.len() >= max_items {
+                return Verdict::Normal;
+            }
+            section.insert(obs.item.clone(), now);
+            self.dirty.insert(key.clone());
+            return Verdict::Learned;
+        }
+        let flag = (obs.section, obs.item.clone());
+        if m.flagged
+            .get(&flag)
+            .is_some_and(|&at| now.saturating_sub(at) < window)
+        {
+            return Verdict::Normal;
+        }
+        if m.flagged.len() >= max_items {
+            m.flagged.retain(|_, at| now.saturating_sub(*at) < window);
+        }
+        m.flagged.insert(flag, now);
+        m.anomalies += 1;
+        self.dirty.insert(key.clone());
+        Verdict::Audit(AuditDraft {
+            section: obs.section.name(),
+            rule: "model".into(),
+            severity: obs.section.severity(),
+            message: format!(
+                "new {} for {}: {}",
+                obs.section.name(),
+                short_key(key),
+                obs.item
+            ),
+            item: obs.item.clone(),
+            incident: IncidentType::for_section(obs.section),
+        })
+    }
+
+    fn evict_for_one(&mut self) {
+        if self.models.len() < self.max_models {
+            return;
+        }
+        if let Some(key) = self
+            .models
+            .values()
+            .min_by_key(|m| m.last_used)
+            .map(|m| m.key.clone())
+        {
+            tracing::debug!(model = %key, "least recently used model evicted");
+            self.models.remove(&key);
+            self.dirty.remove(&key);
+            self.removed.insert(key);
+        }
+    }
+}
+
+/// The model an event belongs to: the container's image (digest, else
+/// name, else the container itself until the runtime names it), or the
+/// host service (systemd unit, else the executable).
+pub fn key_for(ev: &Event, meta: Option<&ContainerMeta>) -> Arc<str> {
+    match &ev.scope {
+        Scope::Container(id) => match meta {
+            Some(m) if !m.image_digest.is_empty() => format!("image:{}", m.image_digest).into(),
+            Some(m) if !m.image.is_empty() => format!("image:{}", m.image).into(),
+            _ => format!("container:{id}").into(),
+        },
+        Scope::Host => match ev.unit.as_deref() {
+            Some(u) if u.ends_with(".service") => format!("service:{u}").into(),
+            _ => {
+                // An exec is judged by the program that ran it.
+                let exe = match &ev.record.detail {
+                    crate::event::Detail::Exec { .. } => {
+                        ev.image.parent.as_deref().map_or("", |p| &*p.exe)
+                    }
+                    _ => ev.exe(),
+                };
+                format!("exe:{}", if exe.is_empty() { "?" } else { exe }).into()
+            }
+        },
+    }
+}
+
+/// `image:sha256:0123456789ab…` shortened for messages.
+fn short_key(key: &str) -> String {
+    match key.find("sha256:") {
+        Some(i) if key.len() > i + 19 => format!("{}…", &key[..i + 19]),
+        _ => key.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(learning_s: u64) -> ModelSet {
+        let cfg = AnalysisConfig {
+            learning_period: std::time::Duration::from_secs(learning_s),
+            ..AnalysisConfig::default()
+        };
+        ModelSet::new(&cfg).expect("config")
+    }
+
+    fn obs(section: Section, item: &str) -> Observation {
+        Observation {
+            section,
+            item: item.into(),
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn learns_then_flags_new_items_once_per_window() {
+        let mut m = set(10);
+        let ev = crate::buffer::tests::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let key: Arc<str> = Arc::from("image:app");
+        let curl = obs(Section::Exec, "/bin/sh -> /usr/bin/curl");
+        assert_eq!(m.check(&key, &curl, &ev, S), Verdict::Learned);
+        assert_eq!(m.check(&key, &curl, &ev, 2 * S), Verdict::Normal);
+        assert!(m.get("image:app").unwrap().learning(5 * S));
+        // Active after 10 s.
+        assert_eq!(m.check(&key, &curl, &ev, 12 * S), Verdict::Normal);
+        let nc = obs(Section::Listen, "tcp/4444");
+        match m.check(&key, &nc, &ev, 13 * S) {
+            Verdict::Audit(a) => {
+                assert_eq!(a.incident, IncidentType::BackdoorListener);
+                assert_eq!(a.rule, "model");
+                assert_eq!(a.section, "listen");
+                assert!(a.message.contains("tcp/4444"), "{}", a.message);
+            }
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(m.check(&key, &nc, &ev, 14 * S), Verdict::Normal, "once");
+        assert_eq!(m.get("image:app").unwrap().anomalies, 1);
+        let (dirty, _) = m.take_dirty();
+        assert_eq!(dirty, vec![key.clone()]);
+        assert!(m.relearn("image:app", 20 * S));
+        assert_eq!(m.get("image:app").unwrap().item_count(), 0);
+        assert_eq!(m.check(&key, &nc, &ev, 21 * S), Verdict::Learned);
+    }
+
+    #[test]
+    fn deny_rules_audit_even_while_learning_and_allow_rules_silence() {
+        let mut m = set(3600);
+        let ev = crate::buffer::tests::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let key: Arc<str> = Arc::from("image:app");
+        match m.check(&key, &obs(Section::Exec, "/bin/sh -> /opt/xmrig"), &ev, S) {
+            Verdict::Audit(a) => {
+                assert_eq!(a.rule, "crypto-miner-program");
+                assert_eq!(a.severity, Severity::Critical);
+            }
+            v => panic!("{v:?}"),
+        }
+        let svc: Arc<str> = Arc::from("service:google-guest-agent.service");
+        assert_eq!(
+            m.check(&svc, &obs(Section::Account, "useradd: /etc/passwd"), &ev, S),
+            Verdict::Normal
+        );
+    }
+
+    #[test]
+    fn models_are_bounded() {
+        let cfg = AnalysisConfig {
+            max_models: 2,
+            max_items_per_section: 1,
+            ..AnalysisConfig::default()
+        };
+        let mut m = ModelSet::new(&cfg).unwrap();
+        let ev = crate::buffer::tests::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        for (i, k) in ["a", "b", "c"].into_iter().enumerate() {
+            let key: Arc<str> = Arc::from(k);
+            m.check(&key, &obs(Section::File, "/x"), &ev, i as u64);
+            m.check(&key, &obs(Section::File, "/y"), &ev, i as u64);
+        }
+        assert_eq!(m.all().count(), 2);
+        assert!(m.get("a").is_none(), "least recently used evicted");
+        assert_eq!(m.get("c").unwrap().item_count(), 1);
+        assert_eq!(m.take_dirty().1, vec![Arc::from("a")]);
+    }
+
+    #[test]
+    fn keys_by_image_service_or_executable() {
+        let mut ev = crate::buffer::tests::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        assert_eq!(&*key_for(&ev, None), "exe:/bin/t");
+        ev.unit = Some(Arc::from("sshd.service"));
+        assert_eq!(&*key_for(&ev, None), "service:sshd.service");
+        ev.scope = Scope::Container(Arc::from("c1"));
+        assert_eq!(&*key_for(&ev, None), "container:c1");
+        let meta = ContainerMeta {
+            image: "nginx:1".into(),
+            ..Default::default()
+        };
+        assert_eq!(&*key_for(&ev, Some(&meta)), "image:nginx:1");
+        let meta = ContainerMeta {
+            image_digest: "sha256:ab".into(),
+            ..meta
+        };
+        assert_eq!(&*key_for(&ev, Some(&meta)), "image:sha256:ab");
+    }
+}
