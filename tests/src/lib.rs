@@ -135,6 +135,18 @@ pub fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Polls `f` until it gives a value, without blocking the runtime.
+pub async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The mount point of the cgroup v2 hierarchy.
 pub fn cgroup2_root() -> PathBuf {
     let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read mounts");

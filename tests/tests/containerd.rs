@@ -154,3 +154,113 @@ async fn cri_pod_lifecycle() -> anyhow::Result<()> {
     assert!(t0.elapsed() < Duration::from_secs(60));
     Ok(())
 }
+
+/// The container's events as the API gives them (enriched when read).
+async fn events_of(
+    socket: &std::path::Path,
+    id: &str,
+) -> anyhow::Result<Vec<fdr_proto::v1::Event>> {
+    let mut client = fdr_agent::client::connect_unix(socket).await?;
+    let resp = client
+        .query_events(fdr_proto::v1::QueryEventsRequest {
+            scope: format!("container:{id}"),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(resp.events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Result<()> {
+    use fdr_agent::event::{Detail, EventKind};
+    use fdr_proto::v1 as pb;
+
+    let containerd = Containerd::start("attr").await?;
+    let socket = containerd.socket().to_path_buf();
+    let mut cap = fdr_tests::Capture::start_with("attr", |c| {
+        c.attribution.runtime_endpoints = vec![socket.clone()];
+        c.attribution.runtime_poll = Duration::from_millis(300);
+    })
+    .await;
+    let uid = pod_uid();
+    let pod_name = unique_name("web");
+    let pod = containerd.run_pod(&pod_name, "shop", &uid).await?;
+    let marker = unique_name("marker");
+    let script = format!("echo {marker}; sleep 30");
+    let id = containerd
+        .run_container(&pod, "app", &["sh", "-c", &script])
+        .await?;
+
+    // The exec inside the container, attributed to it by its cgroup.
+    let exec = cap
+        .wait_for("the container's exec", |e| {
+            e.kind() == EventKind::Exec && e.argv().iter().any(|a| a.contains(&marker))
+        })
+        .await;
+    assert_eq!(exec.scope.container_id(), Some(id.as_str()));
+
+    // The runtime names it: container, pod, namespace, image.
+    let state = cap.agent.as_ref().expect("running").state.clone();
+    let meta = fdr_tests::wait_until("container metadata from CRI", || {
+        state.containers.lock().ok()?.get(&id)
+    })
+    .await;
+    assert_eq!(meta.name, "app");
+    assert_eq!(meta.pod_name, pod_name);
+    assert_eq!(meta.pod_namespace, "shop");
+    assert_eq!(meta.pod_uid, uid);
+    assert_eq!(meta.image, Containerd::IMAGE);
+    assert!(
+        meta.image_digest.starts_with("sha256:"),
+        "{}",
+        meta.image_digest
+    );
+    assert!(meta.runtime.starts_with("containerd"), "{}", meta.runtime);
+
+    let start = cap
+        .wait_for("container start from CRI", |e| {
+            e.kind() == EventKind::ContainerStart && e.scope.container_id() == Some(id.as_str())
+        })
+        .await;
+    assert!(matches!(&start.record.detail, Detail::Container(c) if c.source == "cri"));
+
+    let check = |events: &[pb::Event]| {
+        let ev = events
+            .iter()
+            .find(|e| e.seq == exec.seq)
+            .expect("the exec is in the container's buffer");
+        let c = ev.container.clone().expect("container info");
+        assert_eq!(c.id, id);
+        assert_eq!(c.name, "app");
+        assert_eq!(c.pod_name, pod_name);
+        assert_eq!(c.pod_namespace, "shop");
+        assert_eq!(c.pod_uid, uid);
+        assert_eq!(c.image, Containerd::IMAGE);
+    };
+    check(&events_of(&cap.socket(), &id).await?);
+
+    // The pod goes; its events still name it (tombstone).
+    containerd.remove_pod(&pod).await?;
+    let stop = cap
+        .wait_for("container stop", |e| {
+            e.kind() == EventKind::ContainerStop && e.scope.container_id() == Some(id.as_str())
+        })
+        .await;
+    assert!(stop.seq > start.seq);
+    let after = events_of(&cap.socket(), &id).await?;
+    check(&after);
+    let stop_pb = after
+        .iter()
+        .find(|e| e.seq == stop.seq)
+        .expect("stop event in the buffer");
+    match &stop_pb.detail {
+        Some(pb::event::Detail::ContainerLifecycle(l)) => {
+            assert!(!l.started);
+            assert_eq!(l.source, "cri");
+        }
+        other => panic!("{other:?}"),
+    }
+    cap.stop().await;
+    Ok(())
+}
