@@ -126,6 +126,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let pipe_state = state.clone();
     let pipe_cfg = pipeline::PipelineConfig {
         analysis: cfg.analysis.clone(),
+        record_raw: cfg.probes.record_raw.clone(),
         ancestry_depth: cfg.attribution.ancestry_depth,
         exited_grace: cfg.recorder.exited_process_grace,
         poll_interval: cfg.probes.poll_interval,

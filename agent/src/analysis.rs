@@ -42,6 +42,8 @@ pub struct Analyzer {
     detect_cfg: DetectConfig,
     /// Model key per container: (key, looked up at, from runtime metadata).
     container_keys: HashMap<Arc<str>, (Arc<str>, u64, bool)>,
+    /// Model key per host service unit or executable.
+    host_keys: HashMap<Arc<str>, Arc<str>>,
     /// Ancestors kept with each audit in an incident.
     depth: usize,
     /// Incidents updated since the last flush.
@@ -60,6 +62,7 @@ impl Analyzer {
                 scan_window_ns: cfg.scan_window.as_nanos() as u64,
             },
             container_keys: HashMap::new(),
+            host_keys: HashMap::new(),
             depth,
             dirty: BTreeSet::new(),
             freezes: Vec::new(),
@@ -68,7 +71,25 @@ impl Analyzer {
 
     fn key(&mut self, ev: &Event, state: &State) -> Arc<str> {
         let Scope::Container(id) = &ev.scope else {
-            return model::key_for(ev, None);
+            // Keyed by what `key_for` uses: the service unit, else the
+            // executable (an exec's: the program that ran it).
+            let src = match (&ev.unit, &ev.record.detail) {
+                (Some(u), _) if u.ends_with(".service") => u,
+                (_, Detail::Exec { .. }) => match &ev.image.parent {
+                    Some(p) => &p.exe,
+                    None => return model::key_for(ev, None),
+                },
+                _ => &ev.image.exe,
+            };
+            if let Some(k) = self.host_keys.get(src) {
+                return k.clone();
+            }
+            if self.host_keys.len() >= 8192 {
+                self.host_keys.clear();
+            }
+            let key = model::key_for(ev, None);
+            self.host_keys.insert(src.clone(), key.clone());
+            return key;
         };
         if let Some((key, at, final_)) = self.container_keys.get(id) {
             if *final_ || ev.time_ns.saturating_sub(*at) < META_RECHECK_NS {
@@ -114,7 +135,7 @@ impl Analyzer {
                 Verdict::Learned => out.push(Detail::Learned(Box::new(LearnedDetail {
                     model: key.clone(),
                     section: obs.section.name(),
-                    item: obs.item,
+                    item: obs.item.into_owned(),
                 }))),
                 Verdict::Audit(d) => drafts.push(d),
             }
@@ -160,13 +181,12 @@ impl Analyzer {
             .scope
             .container_id()
             .and_then(|id| lock(&state.containers).get(id));
-        let inc = incs.add(raised.serial, entry, ev, key, meta).clone();
         let next = incs.next_serial();
-        drop(incs);
+        let inc = incs.add(raised.serial, entry, ev, key, meta);
         if raised.opened {
             tracing::warn!(serial = inc.serial, kind = inc.kind.name(), summary = %inc.summary, "incident opened");
             // Stored at once: a serial a client has seen is never reused.
-            if let Err(err) = persist::put(&state.store, &[incident_to_pb(&inc)], next) {
+            if let Err(err) = persist::put(&state.store, &[incident_to_pb(inc)], next) {
                 tracing::error!(%err, serial = inc.serial, "storing incident");
             }
             self.freezes.push(Freeze {
@@ -178,7 +198,10 @@ impl Analyzer {
         } else {
             self.dirty.insert(inc.serial);
         }
-        let _ = state.incident_live.send(Arc::new(inc));
+        // Copied only for listeners (an incident holds its audits).
+        if state.incident_live.receiver_count() > 0 {
+            let _ = state.incident_live.send(Arc::new(inc.clone()));
+        }
         raised.serial
     }
 

@@ -47,6 +47,10 @@ pub struct ProbesConfig {
     /// event would cost more than the probes themselves. Default 10ms.
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: std::time::Duration,
+    /// Debugging and benchmarks: append every raw kernel record to this
+    /// file (each prefixed by its length, u32 little-endian), to be
+    /// replayed later. Default: off.
+    pub record_raw: Option<PathBuf>,
 }
 
 /// What is captured, and what never leaves the kernel.
@@ -240,6 +244,7 @@ impl Default for ProbesConfig {
         ProbesConfig {
             ring_buffer_bytes: 8 << 20,
             poll_interval: std::time::Duration::from_millis(10),
+            record_raw: None,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct PipelineConfig {
     pub data_dir: PathBuf,
     pub analysis: crate::config::AnalysisConfig,
     pub ancestry_depth: usize,
+    /// Where raw kernel records are copied (debugging, benchmarks).
+    pub record_raw: Option<PathBuf>,
 }
 
 /// Turns kernel records into recorded events.
@@ -50,6 +52,8 @@ struct Recorder {
     scopes: crate::scope::ScopeResolver,
     /// Tells the container watcher a new container was seen.
     wake_containers: tokio::sync::mpsc::Sender<()>,
+    /// Raw records are appended here, length-prefixed.
+    tap: Option<std::io::BufWriter<std::fs::File>>,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
 }
@@ -61,6 +65,14 @@ impl Recorder {
     fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
         for ring in [critical, events] {
             while let Some(item) = ring.next() {
+                if let Some(tap) = &mut self.tap {
+                    use std::io::Write;
+                    let len = (item.len() as u32).to_le_bytes();
+                    if let Err(err) = tap.write_all(&len).and_then(|()| tap.write_all(&item)) {
+                        tracing::warn!(%err, "raw record file: stopped copying");
+                        self.tap = None;
+                    }
+                }
                 match decode(&item) {
                     Ok(rec) => self.records.push(rec),
                     Err(err) => {
@@ -362,6 +374,10 @@ pub async fn run(
         scopes: crate::scope::ScopeResolver::new(),
         wake_containers: io.wake_containers,
         refresh_watch: false,
+        tap: match &cfg.record_raw {
+            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+            None => None,
+        },
     };
     let mut notices = io.notices;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -376,6 +392,10 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
+                if let Some(tap) = &mut rec.tap {
+                    use std::io::Write;
+                    let _ = tap.flush();
+                }
                 rec.commit_open_snapshots();
                 let now = rec.clock.wall_ns(BootClock::boot_now_ns());
                 rec.analyzer.flush(&rec.state, now);

@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use fdr_agent::event::{AccountDetail, Detail, Event};
+use fdr_proto::v1 as pb;
 use fdr_tests::{Capture, TempDir};
 
 fn account_of(ev: &Event) -> Option<&AccountDetail> {
@@ -110,7 +111,7 @@ async fn useradd_is_one_account_record_with_its_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn useradd_under_a_terminal_is_interactive() {
+async fn useradd_under_a_terminal_is_interactive_and_a_backdoor_account_incident() {
     let mut cap = Capture::start("useradd-pty").await;
     let dir = TempDir::new("etc-pty");
     let etc = copy_etc(&dir);
@@ -128,5 +129,46 @@ async fn useradd_under_a_terminal_is_interactive() {
     assert!(!std::fs::read_to_string("/etc/passwd")
         .unwrap()
         .contains(&user));
+
+    // An interactive account change on a host is a backdoor-account
+    // incident, whatever the models learned.
+    let audit = cap
+        .wait_for(
+            "the audit of the account change",
+            |e| matches!(&e.record.detail, Detail::Audit(x) if x.trigger_seq == ev.seq),
+        )
+        .await;
+    let Detail::Audit(x) = &audit.record.detail else {
+        unreachable!()
+    };
+    assert_eq!(x.rule, "interactive-account-change");
+    assert!(x.incident > 0);
+    let mut client = fdr_agent::client::connect_unix(&cap.socket())
+        .await
+        .expect("connect");
+    let inc = client
+        .get_incident(pb::GetIncidentRequest { serial: x.incident })
+        .await
+        .expect("GetIncident")
+        .into_inner();
+    assert_eq!(inc.r#type, "backdoor-account");
+    assert_eq!(inc.severity, pb::Severity::Critical as i32);
+    assert_eq!(inc.scope, "host");
+    assert_eq!(inc.hostname, hostname());
+    let rec = inc.account.expect("the account record");
+    assert_eq!(rec.user, "root");
+    assert!(rec.interactive);
+    assert!(
+        rec.files.iter().any(|f| f == "/etc/passwd"),
+        "{:?}",
+        rec.files
+    );
+    assert!(rec.command.iter().any(|c| c == &user));
+    assert!(inc.snapshot_id > 0);
+    assert!(
+        inc.summary.starts_with("backdoor-account on host"),
+        "{}",
+        inc.summary
+    );
     cap.stop().await;
 }

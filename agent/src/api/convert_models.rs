@@ -38,13 +38,18 @@ pub fn model_to_pb(m: &Model, now_ns: u64, with_items: bool) -> pb::Model {
                 .iter()
                 .map(|(s, items)| pb::ModelSection {
                     name: s.name().to_owned(),
-                    items: items
-                        .iter()
-                        .map(|(v, at)| pb::ModelItem {
-                            value: v.clone(),
-                            learned_at: Some(timestamp(*at)),
-                        })
-                        .collect(),
+                    items: {
+                        // Sorted: stored and shown the same way every time.
+                        let mut items: Vec<pb::ModelItem> = items
+                            .iter()
+                            .map(|(v, at)| pb::ModelItem {
+                                value: v.clone(),
+                                learned_at: Some(timestamp(*at)),
+                            })
+                            .collect();
+                        items.sort_by(|a, b| a.value.cmp(&b.value));
+                        items
+                    },
                 })
                 .collect()
         } else {
@@ -56,7 +61,7 @@ pub fn model_to_pb(m: &Model, now_ns: u64, with_items: bool) -> pb::Model {
 }
 
 pub fn model_from_pb(p: &pb::Model) -> Model {
-    let sections: BTreeMap<Section, BTreeMap<String, u64>> = p
+    let sections: BTreeMap<Section, std::collections::HashMap<String, u64>> = p
         .sections
         .iter()
         .filter_map(|s| {

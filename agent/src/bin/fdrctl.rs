@@ -41,6 +41,12 @@ enum Command {
     Snapshot(ctl::SnapshotCmd),
     /// History of a scope by time range, from the live buffers.
     Query(ctl::QueryArgs),
+    /// Runtime models: list, show (YAML or JSON), relearn.
+    #[command(subcommand)]
+    Model(ctl::ModelCmd),
+    /// Incidents: list, show (with the snapshot's timeline), watch.
+    #[command(subcommand)]
+    Incidents(ctl::IncidentsCmd),
 }
 
 fn main() {
@@ -76,5 +82,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => ctl::stats(&mut client, &args, &mut out).await,
         Command::Snapshot(cmd) => ctl::snapshot(&mut client, &cmd, &mut out).await,
         Command::Query(args) => ctl::query(&mut client, &args, &mut out).await,
-    }
+        Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
+        Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
+    }?;
+    Ok(())
 }

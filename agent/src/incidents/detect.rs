@@ -42,7 +42,6 @@ pub struct DetectConfig {
 
 #[derive(Debug)]
 struct Mark {
-    pid: u32,
     /// The process tree it stands for: processes below this pid.
     tree: u32,
     time: u64,
@@ -54,9 +53,11 @@ struct ScopeMarks {
     /// Processes that listened or accepted: network-facing.
     network_facing: HashMap<u32, u64>,
     /// Shells started by a network-facing process or with a socket as stdin.
-    shells: VecDeque<Mark>,
+    shells: Marks,
     /// Sensitive files read outside the model.
-    sensitive: VecDeque<Mark>,
+    sensitive: Marks,
+    /// Shells already reported for connecting out themselves.
+    shell_connects: HashSet<u32>,
     /// Destinations per process within the scan window.
     dests: HashMap<u32, VecDeque<(u64, String)>>,
     scanned: HashSet<u32>,
@@ -67,11 +68,35 @@ pub struct Detectors {
     scopes: HashMap<Scope, ScopeMarks>,
 }
 
-fn push_capped(q: &mut VecDeque<Mark>, m: Mark) {
-    if q.len() >= MAX_MARKS {
-        q.pop_front();
+/// Marks by the pid of the process tree they stand for; a connection
+/// looks up the pids of its lineage, not every mark.
+#[derive(Debug, Default)]
+struct Marks(HashMap<u32, Mark>);
+
+impl Marks {
+    fn add(&mut self, m: Mark, now: u64, window_ns: u64) {
+        if self.0.len() >= MAX_MARKS {
+            self.0
+                .retain(|_, x| now.saturating_sub(x.time) <= window_ns);
+            if self.0.len() >= MAX_MARKS {
+                // Still full of fresh marks: the oldest goes.
+                if let Some(oldest) = self.0.values().min_by_key(|x| x.time).map(|x| x.tree) {
+                    self.0.remove(&oldest);
+                }
+            }
+        }
+        self.0.insert(m.tree, m);
     }
-    q.push_back(m);
+
+    /// Removes and returns the fresh mark of one of `lineage`'s pids.
+    fn take(&mut self, lineage: &[u32], now: u64, window_ns: u64) -> Option<Mark> {
+        let tree = *lineage.iter().find(|p| {
+            self.0
+                .get(p)
+                .is_some_and(|m| now.saturating_sub(m.time) <= window_ns)
+        })?;
+        self.0.remove(&tree)
+    }
 }
 
 fn draft(
@@ -125,9 +150,10 @@ impl Detectors {
                     .ancestors(4)
                     .find(|a| a.pid != pid && marks.network_facing.contains_key(&a.pid));
                 let reason = if let Some(f) = facing {
+                    let exe = if f.exe.is_empty() { "?" } else { &f.exe };
                     Some(format!(
-                        "shell started by network-facing {} (pid {})",
-                        f.exe, f.pid
+                        "shell started by network-facing {exe} (pid {})",
+                        f.pid
                     ))
                 } else if stdin_is_socket(pid) {
                     Some("shell with a socket as its input".to_owned())
@@ -142,33 +168,34 @@ impl Detectors {
                         format!("{reason}: {}", ev.argv().join(" ")),
                         parent.map_or("?".into(), |p| p.exe.to_string()),
                     ));
-                    push_capped(
-                        &mut marks.shells,
+                    marks.shells.add(
                         Mark {
-                            pid,
                             tree: pid,
                             time: now,
                             what: reason,
                         },
+                        now,
+                        cfg.window_ns,
                     );
                 }
             }
             Detail::File { kind, file } if *kind == EventKind::SensitiveRead && audited => {
                 let marks = self.scopes.entry(ev.scope.clone()).or_default();
-                push_capped(
-                    &mut marks.sensitive,
+                marks.sensitive.add(
                     Mark {
-                        pid,
                         tree: ev.record.task.ppid,
                         time: now,
                         what: format!("{} read by {} (pid {pid})", file.path, ev.exe()),
                     },
+                    now,
+                    cfg.window_ns,
                 );
             }
             Detail::Exit { .. } => {
                 if let Some(m) = self.scopes.get_mut(&ev.scope) {
                     m.dests.remove(&pid);
                     m.scanned.remove(&pid);
+                    m.shell_connects.remove(&pid);
                 }
             }
             _ => {}
@@ -196,11 +223,9 @@ fn connect(
     let lineage: Vec<u32> = std::iter::once(pid)
         .chain(ev.image.ancestors(16).map(|a| a.pid))
         .collect();
-    let fresh = |m: &Mark| now.saturating_sub(m.time) <= cfg.window_ns;
-    marks.shells.retain(fresh);
-    marks.sensitive.retain(fresh);
-    let in_tree = |m: &Mark| m.pid == pid || lineage.contains(&m.tree);
-    if let Some(shell) = marks.shells.iter().find(|m| in_tree(m)) {
+    // Each mark ends in at most one audit: a shell's hundredth connection
+    // is not news.
+    if let Some(shell) = marks.shells.take(&lineage, now, cfg.window_ns) {
         out.push(draft(
             IncidentType::ReverseShell,
             "reverse-shell",
@@ -212,7 +237,10 @@ fn connect(
             ),
             to.to_owned(),
         ));
-    } else if is_shell(ev.exe(), ev.argv()) {
+    } else if is_shell(ev.exe(), ev.argv()) && marks.shell_connects.insert(pid) {
+        if marks.shell_connects.len() > MAX_MARKS {
+            marks.shell_connects.clear();
+        }
         out.push(draft(
             IncidentType::ReverseShell,
             "reverse-shell",
@@ -221,20 +249,18 @@ fn connect(
             to.to_owned(),
         ));
     }
-    if let Some(i) = marks.sensitive.iter().position(in_tree) {
-        if let Some(m) = marks.sensitive.remove(i) {
-            out.push(draft(
-                IncidentType::DataExfiltration,
-                "exfiltration",
-                Severity::Critical,
-                format!(
-                    "{}, then a connection to {to} by {} (pid {pid}) from the same process tree",
-                    m.what,
-                    ev.exe()
-                ),
-                to.to_owned(),
-            ));
-        }
+    if let Some(m) = marks.sensitive.take(&lineage, now, cfg.window_ns) {
+        out.push(draft(
+            IncidentType::DataExfiltration,
+            "exfiltration",
+            Severity::Critical,
+            format!(
+                "{}, then a connection to {to} by {} (pid {pid}) from the same process tree",
+                m.what,
+                ev.exe()
+            ),
+            to.to_owned(),
+        ));
     }
     let q = marks.dests.entry(pid).or_default();
     while q

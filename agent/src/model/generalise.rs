@@ -10,39 +10,62 @@
 //! Short names and version-like components (`python3.11`, `libc.so.6`)
 //! are kept.
 
-/// The generalised form of an absolute path.
-pub fn path(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
+use std::borrow::Cow;
+
+/// The generalised form of an absolute path (borrowed when nothing in it
+/// varies, the common case: no allocation).
+pub fn path(p: &str) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut offset = 0;
     for (i, comp) in p.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
+        let g = component(comp);
+        match (&mut out, g) {
+            (None, None) => {}
+            (None, Some(g)) => {
+                let mut s = String::with_capacity(p.len());
+                s.push_str(&p[..offset]);
+                s.push_str(&g);
+                out = Some(s);
+            }
+            (Some(s), g) => {
+                if i > 0 {
+                    s.push('/');
+                }
+                s.push_str(g.as_deref().unwrap_or(comp));
+            }
         }
-        component(comp, &mut out);
+        offset += comp.len() + 1;
     }
-    out
+    match out {
+        Some(s) => Cow::Owned(s),
+        None => Cow::Borrowed(p),
+    }
 }
 
-fn component(c: &str, out: &mut String) {
+/// A component's generalised form; `None` when it stays as it is.
+fn component(c: &str) -> Option<Cow<'static, str>> {
     if c.is_empty() {
-        return;
+        return None;
     }
     if c.bytes().all(|b| b.is_ascii_digit()) {
-        out.push('*');
-        return;
+        return Some(Cow::Borrowed("*"));
     }
     for prefix in ["tmp.", "tmp"] {
         if let Some(rest) = c.strip_prefix(prefix) {
             if rest.len() >= 6 && looks_random(rest) {
-                out.push_str("tmp*");
-                return;
+                return Some(Cow::Borrowed("tmp*"));
             }
         }
     }
     if looks_random(c) || is_uuid(c) {
-        out.push('*');
-        return;
+        return Some(Cow::Borrowed("*"));
+    }
+    if !c.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
     }
     let b = c.as_bytes();
+    let mut out = String::with_capacity(c.len());
+    let mut changed = false;
     let mut i = 0;
     while i < b.len() {
         if b[i].is_ascii_digit() {
@@ -56,6 +79,7 @@ fn component(c: &str, out: &mut String) {
             let after_letter = start > 0 && b[start - 1].is_ascii_alphabetic();
             if !version && (len >= 3 || (len == 2 && !after_letter)) {
                 out.push('#');
+                changed = true;
             } else {
                 out.push_str(&c[start..i]);
             }
@@ -67,6 +91,7 @@ fn component(c: &str, out: &mut String) {
             out.push_str(&c[start..i]);
         }
     }
+    changed.then_some(Cow::Owned(out))
 }
 
 /// A hex string of 12+ characters, or 6+ alphanumerics mixing digits,
@@ -138,12 +163,16 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(path(input), want, "{input}");
         }
+        assert!(
+            matches!(path("/etc/passwd"), std::borrow::Cow::Borrowed(_)),
+            "no allocation"
+        );
     }
 
     #[test]
     fn generalising_is_idempotent() {
         for p in ["/proc/1/fd/3", "/tmp/tmp.AbCd12EfGh", "/var/log/a-2024.log"] {
-            let once = path(p);
+            let once = path(p).into_owned();
             assert_eq!(path(&once), once);
         }
     }

@@ -1,6 +1,8 @@
 //! What an event tells a runtime model: at most one (section, item) pair,
 //! with varying parts generalised.
 
+use std::borrow::Cow;
+
 use crate::{
     api::convert::protocol_name,
     event::{BinaryReason, Detail, Event, EventKind, Severity},
@@ -72,9 +74,10 @@ impl Section {
 
 /// One thing an event did, as a model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
+pub struct Observation<'a> {
     pub section: Section,
-    pub item: String,
+    /// Borrowed from the event when it needs no change (most paths).
+    pub item: Cow<'a, str>,
 }
 
 /// Whether the event happened in an interactive session (for an account
@@ -87,17 +90,17 @@ pub fn interactive(ev: &Event) -> bool {
 }
 
 /// The model observation of `ev`, if it has one.
-pub fn observe(ev: &Event) -> Option<Observation> {
+pub fn observe(ev: &Event) -> Option<Observation<'_>> {
     let (section, item) = match &ev.record.detail {
         Detail::Exec { .. } => {
             let parent = ev
                 .image
                 .parent
                 .as_deref()
-                .map_or("?".to_owned(), |p| exe_or_unknown(&p.exe));
+                .map_or(Cow::Borrowed("?"), |p| exe_or_unknown(&p.exe));
             (
                 Section::Exec,
-                format!("{parent} -> {}", exe_or_unknown(ev.exe())),
+                Cow::Owned(format!("{parent} -> {}", exe_or_unknown(ev.exe()))),
             )
         }
         Detail::File { kind, file } => match kind {
@@ -111,19 +114,20 @@ pub fn observe(ev: &Event) -> Option<Observation> {
         Detail::Net { kind, net } => {
             let proto = protocol_name(net.protocol);
             match kind {
-                EventKind::NetListen | EventKind::NetBind => {
-                    (Section::Listen, format!("{proto}/{}", net.local.port()))
-                }
+                EventKind::NetListen | EventKind::NetBind => (
+                    Section::Listen,
+                    Cow::Owned(format!("{proto}/{}", net.local.port())),
+                ),
                 EventKind::NetConnect => {
                     let to = net.remote?;
-                    (Section::Connect, format!("{proto} {to}"))
+                    (Section::Connect, Cow::Owned(format!("{proto} {to}")))
                 }
                 _ => return None,
             }
         }
         Detail::Priv(p) => (
             Section::Priv,
-            format!("{}: {}", exe_or_unknown(ev.exe()), p.syscall),
+            Cow::Owned(format!("{}: {}", exe_or_unknown(ev.exe()), p.syscall)),
         ),
         Detail::Account(a) => {
             let mut files = a.files.clone();
@@ -132,7 +136,10 @@ pub fn observe(ev: &Event) -> Option<Observation> {
                 .command
                 .first()
                 .map_or("?", |c| c.rsplit('/').next().unwrap_or(c));
-            (Section::Account, format!("{tool}: {}", files.join(",")))
+            (
+                Section::Account,
+                Cow::Owned(format!("{tool}: {}", files.join(","))),
+            )
         }
         Detail::Binary(b) => match b.reason {
             BinaryReason::Executed | BinaryReason::MadeExecutable => {
@@ -149,9 +156,9 @@ pub fn observe(ev: &Event) -> Option<Observation> {
     Some(Observation { section, item })
 }
 
-fn exe_or_unknown(exe: &str) -> String {
+fn exe_or_unknown(exe: &str) -> Cow<'_, str> {
     if exe.is_empty() {
-        "?".into()
+        Cow::Borrowed("?")
     } else {
         generalise::path(exe)
     }

@@ -30,7 +30,7 @@ pub struct Model {
     pub learning_since: u64,
     pub learning_until: u64,
     /// Items by section, each with the wall-clock ns it was learned.
-    pub sections: BTreeMap<Section, BTreeMap<String, u64>>,
+    pub sections: BTreeMap<Section, HashMap<String, u64>>,
     pub anomalies: u64,
     /// Anomalous items already audited, with when: not audited again
     /// within the incident window.
@@ -57,7 +57,7 @@ impl Model {
     }
 
     pub fn item_count(&self) -> usize {
-        self.sections.values().map(BTreeMap::len).sum()
+        self.sections.values().map(HashMap::len).sum()
     }
 
     pub fn contains(&self, section: Section, item: &str) -> bool {
@@ -71,7 +71,7 @@ impl Model {
         key: Arc<str>,
         learning_since: u64,
         learning_until: u64,
-        sections: BTreeMap<Section, BTreeMap<String, u64>>,
+        sections: BTreeMap<Section, HashMap<String, u64>>,
         anomalies: u64,
     ) -> Model {
         Model {
@@ -186,7 +186,7 @@ impl ModelSet {
                 message: rule.message.clone().unwrap_or_else(|| {
                     format!("rule {}: {} {}", rule.name, obs.section.name(), obs.item)
                 }),
-                item: obs.item.clone(),
+                item: obs.item.to_string(),
                 incident: rule
                     .incident
                     .unwrap_or_else(|| IncidentType::for_section(obs.section)),
@@ -212,11 +212,11 @@ impl ModelSet {
             if section.len() >= max_items {
                 return Verdict::Normal;
             }
-            section.insert(obs.item.clone(), now);
+            section.insert(obs.item.to_string(), now);
             self.dirty.insert(key.clone());
             return Verdict::Learned;
         }
-        let flag = (obs.section, obs.item.clone());
+        let flag = (obs.section, obs.item.to_string());
         if m.flagged
             .get(&flag)
             .is_some_and(|&at| now.saturating_sub(at) < window)
@@ -239,7 +239,7 @@ impl ModelSet {
                 short_key(key),
                 obs.item
             ),
-            item: obs.item.clone(),
+            item: obs.item.to_string(),
             incident: IncidentType::for_section(obs.section),
         })
     }
@@ -290,6 +290,9 @@ pub fn key_for(ev: &Event, meta: Option<&ContainerMeta>) -> Arc<str> {
 
 /// `image:sha256:0123456789ab…` shortened for messages.
 fn short_key(key: &str) -> String {
+    if let Some(id) = key.strip_prefix("container:") {
+        return format!("container:{}", &id[..id.len().min(12)]);
+    }
     match key.find("sha256:") {
         Some(i) if key.len() > i + 19 => format!("{}…", &key[..i + 19]),
         _ => key.to_owned(),
@@ -308,7 +311,7 @@ mod tests {
         ModelSet::new(&cfg).expect("config")
     }
 
-    fn obs(section: Section, item: &str) -> Observation {
+    fn obs(section: Section, item: &str) -> Observation<'_> {
         Observation {
             section,
             item: item.into(),

@@ -10,13 +10,42 @@ use crate::{
 
 use super::items::{self, Observation, Section};
 
+/// A glob with its longest literal run, checked first: most items lack it,
+/// and a substring search is much cheaper than wildcard matching.
+#[derive(Debug, Clone)]
+struct Glob {
+    pattern: String,
+    needle: String,
+}
+
+impl Glob {
+    fn new(pattern: &str) -> Glob {
+        let needle = pattern
+            .split('*')
+            .max_by_key(|p| p.len())
+            .unwrap_or("")
+            .to_owned();
+        Glob {
+            pattern: pattern.to_owned(),
+            needle,
+        }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        if self.pattern == "*" {
+            return true;
+        }
+        text.contains(self.needle.as_str()) && wildcard_match(&self.pattern, text)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
     pub allow: bool,
-    model: String,
+    model: Glob,
     section: Option<Section>,
-    items: Vec<String>,
+    items: Vec<Glob>,
     interactive: Option<bool>,
     pub severity: Severity,
     pub incident: Option<IncidentType>,
@@ -52,9 +81,9 @@ impl Rule {
         Ok(Rule {
             name: c.name.clone(),
             allow: c.action == RuleAction::Allow,
-            model: c.model.clone(),
+            model: Glob::new(&c.model),
             section,
-            items: c.items.clone(),
+            items: c.items.iter().map(|p| Glob::new(p)).collect(),
             interactive: c.interactive,
             severity,
             incident,
@@ -64,8 +93,8 @@ impl Rule {
 
     fn matches(&self, model: &str, obs: &Observation, ev: &Event) -> bool {
         self.section.is_none_or(|s| s == obs.section)
-            && wildcard_match(&self.model, model)
-            && self.items.iter().any(|p| wildcard_match(p, &obs.item))
+            && self.model.matches(model)
+            && self.items.iter().any(|p| p.matches(&obs.item))
             && self
                 .interactive
                 .is_none_or(|want| items::interactive(ev) == want)
@@ -107,7 +136,7 @@ mod tests {
     use super::*;
     use crate::config::AnalysisConfig;
 
-    fn obs(section: Section, item: &str) -> Observation {
+    fn obs(section: Section, item: &str) -> Observation<'_> {
         Observation {
             section,
             item: item.into(),

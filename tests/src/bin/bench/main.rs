@@ -20,6 +20,7 @@ use fdr_agent::{
 };
 use serde_json::json;
 
+mod attribution_bench;
 mod recorder_bench;
 
 #[derive(Debug, Parser)]
@@ -175,6 +176,11 @@ fn main() -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
+    let mut results = Vec::new();
+    // Before the overhead cases' agent starts: it records with its own.
+    if args.only.is_empty() || args.only.iter().any(|o| o == "attribution") {
+        results.push(attribution_bench::run(&rt)?);
+    }
     let dir = std::env::temp_dir().join(format!("fdr-bench-{}", std::process::id()));
     let mut cfg = Config::default();
     cfg.api.socket = dir.join("fdr.sock");
@@ -193,7 +199,6 @@ fn main() -> Result<()> {
         Ok(())
     };
 
-    let mut results = Vec::new();
     if args.only.is_empty() || args.only.iter().any(|o| o == "recorder") {
         results.push(recorder_bench::run()?);
     }

@@ -1,0 +1,311 @@
+//! `fdrctl events`, and the rendering of events every command shares: a
+//! table row (with its ancestry) or a JSON object.
+
+use std::io::Write;
+
+use fdr_proto::v1::{self as pb, event::Detail, stream_events_response::Item};
+use serde_json::{json, Value};
+
+use super::{detail_text, kind_name, parse_kind, quiet_pipe, shell_words, time_text, Result};
+use crate::{api::convert::kind_to_pb, client::Client, event::EventKind};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsArgs {
+    /// Keep streaming new events after the buffered ones.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only these kinds (repeatable): fork, exec, exit, write, rename, unlink,
+    /// chmod, chown, link, truncate, sensitive-read, listen, bind, connect,
+    /// accept, priv-change, account, binary, container-start,
+    /// container-stop, model-learned, audit.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Vec<EventKind>,
+    /// Only events of this process id (repeatable).
+    #[arg(long)]
+    pub pid: Vec<u32>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show each event's ancestry (the programs it came from).
+    #[arg(long)]
+    pub ancestry: bool,
+}
+
+pub async fn events(client: &mut Client, args: &EventsArgs, out: &mut impl Write) -> Result<()> {
+    let req = pb::StreamEventsRequest {
+        kinds: args.kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+        pids: args.pid.clone(),
+        buffered: true,
+        follow: args.follow,
+        ancestry: args.ancestry,
+    };
+    let mut stream = client.stream_events(req).await?.into_inner();
+    if !args.json && !quiet_pipe(writeln!(out, "{}", table_header()))? {
+        return Ok(());
+    }
+    while let Some(msg) = stream.message().await? {
+        let line = match msg.item {
+            Some(Item::Event(ev)) if args.json => event_json(&ev).to_string(),
+            Some(Item::Event(ev)) if args.ancestry => {
+                let mut row = table_row(&ev);
+                row.push_str(&ancestry_text(&ev));
+                row
+            }
+            Some(Item::Event(ev)) => table_row(&ev),
+            Some(Item::Lost(l)) if args.json => json!({ "lost": l.count }).to_string(),
+            Some(Item::Lost(l)) => {
+                format!("-- {} events lost: this client was too slow --", l.count)
+            }
+            None => continue,
+        };
+        if !quiet_pipe(writeln!(out, "{line}").and_then(|_| out.flush()))? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Events as a table (with its header) or JSON lines; `Ok(false)` when the
+/// reader went away.
+pub(super) fn print_events<'a>(
+    out: &mut impl Write,
+    events: impl Iterator<Item = &'a pb::Event>,
+    json: bool,
+) -> Result<bool> {
+    if !json && !quiet_pipe(writeln!(out, "{}", table_header()))? {
+        return Ok(false);
+    }
+    for ev in events {
+        let line = if json {
+            event_json(ev).to_string()
+        } else {
+            table_row(ev)
+        };
+        if !quiet_pipe(writeln!(out, "{line}"))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub(super) fn table_header() -> String {
+    format!(
+        "{:<24} {:<14} {:<20} {:>7} {:>7} {:>6} {:<16} DETAIL",
+        "TIME", "KIND", "WHERE", "PID", "PPID", "UID", "COMM"
+    )
+}
+
+/// The ancestry under an event's table row, one indented line per image.
+pub fn ancestry_text(ev: &pb::Event) -> String {
+    ev.ancestry
+        .iter()
+        .map(|a| format!("\n    <- {:>7} {}", a.pid, shell_words(&a.argv)))
+        .collect()
+}
+
+/// A container, short: `namespace/pod/container` when it is a pod's, else
+/// `ctr:` and the id's first 12 characters; `None` without either.
+pub(super) fn container_where(c: Option<&pb::ContainerInfo>, id: &str) -> Option<String> {
+    if let Some(c) = c.filter(|c| !c.pod_name.is_empty()) {
+        return Some(format!("{}/{}/{}", c.pod_namespace, c.pod_name, c.name));
+    }
+    let id = if id.is_empty() {
+        c.map_or("", |c| &c.id)
+    } else {
+        id
+    };
+    (!id.is_empty()).then(|| format!("ctr:{}", id.chars().take(12).collect::<String>()))
+}
+
+/// Where an event happened, short: a container, a service, or host.
+fn where_text(ev: &pb::Event) -> String {
+    container_where(ev.container.as_ref(), &ev.container_id).unwrap_or_else(|| {
+        if ev.service.is_empty() {
+            "host".into()
+        } else {
+            ev.service.clone()
+        }
+    })
+}
+
+pub fn table_row(ev: &pb::Event) -> String {
+    let p = ev.process.clone().unwrap_or_default();
+    format!(
+        "{:<24} {:<14} {:<20} {:>7} {:>7} {:>6} {:<16} {}",
+        time_text(ev.time.as_ref()),
+        kind_name(ev.kind),
+        where_text(ev),
+        p.pid,
+        p.ppid,
+        p.uid,
+        p.comm,
+        detail_text(ev)
+    )
+}
+
+pub fn event_json(ev: &pb::Event) -> Value {
+    let p = ev.process.clone().unwrap_or_default();
+    let detail = match &ev.detail {
+        Some(Detail::Fork(f)) => json!({ "parent_pid": f.parent_pid, "parent_tid": f.parent_tid }),
+        Some(Detail::Exec(x)) => json!({
+            "filename": x.filename, "exe": x.exe, "exe_incomplete": x.exe_incomplete, "argv": x.argv, "argv_truncated": x.argv_truncated,
+            "argv_unreadable": x.argv_unreadable, "filename_truncated": x.filename_truncated,
+            "old_tid": x.old_tid,
+        }),
+        Some(Detail::Exit(x)) => json!({
+            "code": x.code, "signal": x.signal, "core_dumped": x.core_dumped, "raw_status": x.raw_status,
+        }),
+        Some(Detail::File(f)) => json!({
+            "path": f.path, "path2": f.path2, "incomplete": f.incomplete, "flags": f.flags,
+            "mode": f.mode, "new_mode": f.new_mode, "old_mode": f.old_mode, "uid": f.uid,
+            "gid": f.gid, "size": f.size, "dev": f.dev, "ino": f.ino, "syscall": f.syscall,
+        }),
+        Some(Detail::Net(n)) => json!({
+            "protocol": n.protocol, "local_address": n.local_address, "local_port": n.local_port,
+            "remote_address": n.remote_address, "remote_port": n.remote_port,
+            "backlog": n.backlog, "ret": n.ret,
+        }),
+        Some(Detail::Priv(p)) => {
+            let c = |c: &Option<pb::Creds>| {
+                let c = c.unwrap_or_default();
+                json!({
+                    "uid": c.uid, "euid": c.euid, "suid": c.suid, "fsuid": c.fsuid,
+                    "gid": c.gid, "egid": c.egid, "sgid": c.sgid, "fsgid": c.fsgid,
+                    "cap_effective": c.cap_effective, "cap_permitted": c.cap_permitted,
+                })
+            };
+            json!({ "syscall": p.syscall, "old": c(&p.old), "new": c(&p.new) })
+        }
+        Some(Detail::Account(a)) => json!({
+            "type": a.r#type, "hostname": a.hostname, "uid": a.uid, "user": a.user,
+            "files": a.files, "command": a.command, "interactive": a.interactive,
+            "first_change": time_text(a.first_change.as_ref()),
+        }),
+        Some(Detail::Binary(b)) => json!({
+            "path": b.path, "reason": b.reason, "writer_pid": b.writer_pid, "writer_exe": b.writer_exe,
+        }),
+        Some(Detail::ContainerLifecycle(c)) => json!({
+            "started": c.started, "exit_code": c.exit_code, "reason": c.reason, "source": c.source,
+        }),
+        Some(Detail::ModelLearned(l)) => json!({
+            "model": l.model, "section": l.section, "item": l.item,
+        }),
+        Some(Detail::Audit(a)) => json!({
+            "model": a.model, "section": a.section, "rule": a.rule,
+            "severity": severity_name(a.severity), "message": a.message, "item": a.item,
+            "incident": a.incident, "trigger_seq": a.trigger_seq,
+        }),
+        None => Value::Null,
+    };
+    json!({
+        "seq": ev.seq,
+        "time": time_text(ev.time.as_ref()),
+        "boot_ns": ev.boot_ns,
+        "cpu": ev.cpu,
+        "kind": kind_name(ev.kind),
+        "process": {
+            "pid": p.pid, "tid": p.tid, "ppid": p.ppid, "uid": p.uid, "gid": p.gid,
+            "loginuid": p.loginuid, "cgroup_id": p.cgroup_id, "comm": p.comm, "exe": p.exe,
+            "argv": p.argv, "has_tty": p.has_tty, "start_ns": p.start_ns,
+        },
+        "detail": detail,
+        "scope": ev.scope,
+        "container_id": ev.container_id,
+        "service": ev.service,
+        "hostname": ev.hostname,
+        "container": ev.container.as_ref().map(container_json),
+        "ancestry": ev.ancestry.iter().map(|a| json!({
+            "pid": a.pid, "uid": a.uid, "exe": a.exe, "argv": a.argv,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn container_json(c: &pb::ContainerInfo) -> Value {
+    json!({
+        "id": c.id, "name": c.name, "image": c.image, "image_digest": c.image_digest,
+        "pod_name": c.pod_name, "pod_namespace": c.pod_namespace, "pod_uid": c.pod_uid,
+        "labels": c.labels, "runtime": c.runtime,
+    })
+}
+
+pub fn severity_name(raw: i32) -> &'static str {
+    crate::event::Severity::from_raw(raw).map_or("?", crate::event::Severity::name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_event() -> pb::Event {
+        pb::Event {
+            seq: 9,
+            time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5_000_000,
+            }),
+            boot_ns: 1,
+            cpu: 0,
+            kind: pb::EventKind::Exec as i32,
+            process: Some(pb::Process {
+                pid: 42,
+                ppid: 1,
+                uid: 0,
+                comm: "sh".into(),
+                ..Default::default()
+            }),
+            detail: Some(Detail::Exec(pb::ExecDetail {
+                filename: "/bin/sh".into(),
+                argv: vec!["sh".into(), "-c".into(), "exit 7".into()],
+                ..Default::default()
+            })),
+            scope: "host".into(),
+            container_id: String::new(),
+            service: "sshd.service".into(),
+            hostname: "node-1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_row_shows_time_kind_pid_and_quoted_command() {
+        let row = table_row(&exec_event());
+        assert!(row.starts_with("2023-11-14T22:13:20.005Z exec"), "{row}");
+        assert!(row.contains(" sshd.service "), "{row}");
+        assert!(row.contains(" 42 "), "{row}");
+        assert!(row.ends_with("/bin/sh sh -c 'exit 7'"), "{row}");
+    }
+
+    #[test]
+    fn json_line_has_typed_fields() {
+        let v = event_json(&exec_event());
+        assert_eq!(v["kind"], "exec");
+        assert_eq!(v["process"]["pid"], 42);
+        assert_eq!(v["detail"]["argv"][2], "exit 7");
+        assert_eq!(v["time"], "2023-11-14T22:13:20.005Z");
+    }
+
+    #[test]
+    fn where_is_pod_then_container_id_then_service() {
+        let pod = pb::ContainerInfo {
+            id: "4f0d2c8e9a1b7c6d".into(),
+            name: "web".into(),
+            pod_name: "shop-7d9".into(),
+            pod_namespace: "prod".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            container_where(Some(&pod), "").as_deref(),
+            Some("prod/shop-7d9/web")
+        );
+        let bare = pb::ContainerInfo {
+            pod_name: String::new(),
+            ..pod
+        };
+        assert_eq!(
+            container_where(Some(&bare), "").as_deref(),
+            Some("ctr:4f0d2c8e9a1b")
+        );
+        assert_eq!(container_where(None, ""), None);
+        assert_eq!(where_text(&exec_event()), "sshd.service");
+    }
+}

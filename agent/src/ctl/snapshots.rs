@@ -1,0 +1,237 @@
+//! `fdrctl snapshot`: create, list, show and export snapshots; fetching a
+//! snapshot's pages (also for `fdrctl incidents show`).
+
+use std::io::Write;
+
+use fdr_proto::v1 as pb;
+use serde_json::{json, Value};
+
+use super::{
+    detail::addr_text, events::print_events, parse_kind, quiet_pipe, shell_words, time_text,
+    CtlError, Result, ScopeArgs,
+};
+use crate::{api::convert::kind_to_pb, client::Client, event::EventKind};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SnapshotCmd {
+    /// Freeze the window around now of a scope (before now, and what follows).
+    Create {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Why (kept with the snapshot).
+        #[arg(long, default_value = "on demand")]
+        reason: String,
+    },
+    /// Stored and open snapshots.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A snapshot: summary, gaps, processes, listening sockets and events.
+    Show {
+        id: u64,
+        /// Only these kinds.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Vec<EventKind>,
+        /// Only events mentioning this text.
+        #[arg(long)]
+        grep: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a snapshot's events.
+    Export {
+        id: u64,
+        #[arg(long, value_parser = ["csv", "jsonl"], default_value = "csv")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+fn info_row(i: &pb::SnapshotInfo) -> String {
+    format!(
+        "{:>5}  {:<24} {:<28} {:>7} {:>6.1}%  {:<6} {}",
+        i.id,
+        time_text(i.at.as_ref()),
+        i.scope,
+        i.event_count,
+        i.completeness * 100.0,
+        if i.open { "open" } else { "closed" },
+        i.reason
+    )
+}
+
+fn info_json(i: &pb::SnapshotInfo) -> Value {
+    json!({
+        "id": i.id, "scope": i.scope, "reason": i.reason, "host": i.host,
+        "at": time_text(i.at.as_ref()),
+        "window_start": time_text(i.window_start.as_ref()),
+        "window_end": time_text(i.window_end.as_ref()),
+        "open": i.open, "event_count": i.event_count, "completeness": i.completeness,
+        "bytes": i.bytes,
+    })
+}
+
+/// Everything `GetSnapshot` returned for a request, all pages.
+#[derive(Debug, Default)]
+pub(super) struct SnapshotPages {
+    pub info: Option<pb::SnapshotInfo>,
+    pub gaps: Vec<pb::Gap>,
+    pub processes: Vec<pb::Process>,
+    pub listening: Vec<pb::ListeningSocket>,
+    pub events: Vec<pb::Event>,
+}
+
+/// Fetches a snapshot page after page. The status is returned as is, so
+/// that callers can tell an open or evicted snapshot from a failure.
+pub(super) async fn fetch_snapshot(
+    client: &mut Client,
+    mut req: pb::GetSnapshotRequest,
+) -> Result<SnapshotPages, tonic::Status> {
+    use pb::get_snapshot_response::Item as G;
+    let mut pages = SnapshotPages::default();
+    loop {
+        let mut stream = client.get_snapshot(req.clone()).await?.into_inner();
+        let mut next = None;
+        while let Some(msg) = stream.message().await? {
+            match msg.item {
+                Some(G::Event(e)) => pages.events.push(e),
+                Some(G::NextCursor(c)) => next = Some(c),
+                Some(G::Info(i)) if pages.info.is_none() => pages.info = Some(i),
+                Some(G::Gap(g)) => pages.gaps.push(g),
+                Some(G::Process(p)) => pages.processes.push(p),
+                Some(G::Listening(l)) => pages.listening.push(l),
+                _ => {}
+            }
+        }
+        match next {
+            Some(c) => req.cursor = c,
+            None => return Ok(pages),
+        }
+    }
+}
+
+/// The lines above a snapshot's events: its summary, then (in text only)
+/// gaps, processes and listening sockets.
+fn snapshot_header(s: &SnapshotPages, json: bool) -> Vec<String> {
+    let info = s.info.iter();
+    if json {
+        return info.map(|i| info_json(i).to_string()).collect();
+    }
+    let gaps = s.gaps.iter().map(|g| {
+        format!(
+            "gap {} .. {}: {} events lost ({})",
+            time_text(g.from.as_ref()),
+            time_text(g.to.as_ref()),
+            g.lost,
+            g.cause
+        )
+    });
+    let processes = s.processes.iter().map(|p| {
+        format!(
+            "process {:>7} ppid {:>7} uid {:>5} {} {}",
+            p.pid,
+            p.ppid,
+            p.uid,
+            p.exe,
+            shell_words(&p.argv)
+        )
+    });
+    let listening = s
+        .listening
+        .iter()
+        .map(|l| format!("listening {} {}", l.protocol, addr_text(&l.address, l.port)));
+    info.map(info_row)
+        .chain(gaps)
+        .chain(processes)
+        .chain(listening)
+        .collect()
+}
+
+pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        SnapshotCmd::Create { scope, reason } => {
+            let info = client
+                .create_snapshot(pb::CreateSnapshotRequest {
+                    scope: scope.key(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            quiet_pipe(writeln!(
+                out,
+                "snapshot {} of {}: {} events before, window open until {}",
+                info.id,
+                info.scope,
+                info.event_count,
+                time_text(info.window_end.as_ref())
+            ))?;
+        }
+        SnapshotCmd::List { json } => {
+            let list = client
+                .list_snapshots(pb::ListSnapshotsRequest {})
+                .await?
+                .into_inner();
+            if *json {
+                for i in &list.snapshots {
+                    quiet_pipe(writeln!(out, "{}", info_json(i)))?;
+                }
+            } else {
+                quiet_pipe(writeln!(
+                    out,
+                    "{:>5}  {:<24} {:<28} {:>7} {:>7}  {:<6} REASON",
+                    "ID", "AT", "SCOPE", "EVENTS", "COMPLETE", "STATE"
+                ))?;
+                for i in &list.snapshots {
+                    quiet_pipe(writeln!(out, "{}", info_row(i)))?;
+                }
+            }
+        }
+        SnapshotCmd::Show {
+            id,
+            kind,
+            grep,
+            json,
+        } => {
+            let req = pb::GetSnapshotRequest {
+                id: *id,
+                kinds: kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+                text: grep.clone().unwrap_or_default(),
+                limit: 1000,
+                ..Default::default()
+            };
+            let snap = fetch_snapshot(client, req).await?;
+            for h in snapshot_header(&snap, *json) {
+                if !quiet_pipe(writeln!(out, "{h}"))? {
+                    return Ok(());
+                }
+            }
+            print_events(out, snap.events.iter(), *json)?;
+        }
+        SnapshotCmd::Export { id, format, output } => {
+            let mut stream = client
+                .export_snapshot(pb::ExportSnapshotRequest {
+                    id: *id,
+                    format: format.clone(),
+                })
+                .await?
+                .into_inner();
+            let mut data = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                data.extend_from_slice(&chunk.data);
+            }
+            match output {
+                Some(path) => std::fs::write(path, &data).map_err(|source| CtlError::File {
+                    path: path.clone(),
+                    source,
+                })?,
+                None => {
+                    quiet_pipe(out.write_all(&data))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `fdrctl stats`: counters of events and losses per kind, buffer use.
+
+use std::io::Write;
+
+use fdr_proto::v1 as pb;
+use serde_json::{json, Value};
+
+use super::{quiet_pipe, time_text, Result};
+use crate::client::Client;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatsArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn stats(client: &mut Client, args: &StatsArgs, out: &mut impl Write) -> Result<()> {
+    let s = client.get_stats(pb::GetStatsRequest {}).await?.into_inner();
+    let text = if args.json {
+        stats_json(&s).to_string() + "\n"
+    } else {
+        stats_table(&s)
+    };
+    quiet_pipe(out.write_all(text.as_bytes()))?;
+    Ok(())
+}
+
+fn stats_json(s: &pb::Stats) -> Value {
+    let b = s.buffers.unwrap_or_default();
+    json!({
+        "kinds": s.kinds.iter().map(|k| json!({
+            "kind": k.name, "seen": k.seen, "kernel_drops": k.kernel_drops,
+        })).collect::<Vec<_>>(),
+        "decode_errors": s.decode_errors,
+        "buffers": {
+            "events": b.events, "bytes": b.bytes, "capacity_bytes": b.capacity_bytes, "evicted": b.evicted,
+        },
+        "stream_drops": s.stream_drops,
+        "subscribers": s.subscribers,
+        "processes_tracked": s.processes_tracked,
+        "processes": s.processes.map(|p| json!({ "live": p.live, "exited": p.exited, "pruned": p.pruned })),
+        "containers": s.containers.as_ref().map(|c| json!({
+            "runtime": c.runtime, "running": c.running, "tombstones": c.tombstones,
+            "with_metadata": c.with_metadata,
+        })),
+        "started": time_text(s.started.as_ref()),
+        "ring_buffer_bytes": s.ring_buffer_bytes,
+        "scopes": s.scopes.iter().map(|sc| {
+            let b = sc.buffer.unwrap_or_default();
+            json!({ "scope": sc.scope, "events": b.events, "bytes": b.bytes, "evicted": b.evicted })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn stats_table(s: &pb::Stats) -> String {
+    let mut t = format!("{:<8} {:>12} {:>12}\n", "KIND", "SEEN", "KERNEL_DROPS");
+    for k in &s.kinds {
+        t += &format!("{:<8} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
+    }
+    let b = s.buffers.unwrap_or_default();
+    let per_event = b.bytes.checked_div(b.events).unwrap_or(0);
+    t += &format!(
+        "\nbuffers            {} events, {} / {} bytes ({} bytes/event), {} evicted\n",
+        b.events, b.bytes, b.capacity_bytes, per_event, b.evicted
+    );
+    for sc in &s.scopes {
+        let b = sc.buffer.unwrap_or_default();
+        t += &format!(
+            "  {:<30} {} events, {} bytes, {} evicted\n",
+            sc.scope, b.events, b.bytes, b.evicted
+        );
+    }
+    t += &format!("decode errors      {}\n", s.decode_errors);
+    t += &format!(
+        "stream drops       {} ({} subscribers now)\n",
+        s.stream_drops, s.subscribers
+    );
+    let p = s.processes.unwrap_or_default();
+    t += &format!(
+        "processes          {} live, {} exited (kept for grace), {} pruned\n",
+        p.live, p.exited, p.pruned
+    );
+    let c = s.containers.clone().unwrap_or_default();
+    t += &format!(
+        "containers         {} running, {} tombstones, {} with metadata; runtime: {}\n",
+        c.running,
+        c.tombstones,
+        c.with_metadata,
+        if c.runtime.is_empty() {
+            "none"
+        } else {
+            &c.runtime
+        }
+    );
+    t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
+    t += &format!("agent started      {}\n", time_text(s.started.as_ref()));
+    t
+}
