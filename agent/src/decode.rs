@@ -389,7 +389,7 @@ fn task_from(t: &TaskInfo, fl: u16) -> Task {
         loginuid: (t.loginuid != u32::MAX).then_some(t.loginuid),
         cgroup_id: t.cgroup_id,
         start_ns: t.start_ns,
-        comm: c_str(&t.comm),
+        comm: crate::event::Comm::from_kernel(&t.comm),
         has_tty: fl & flags::HAS_TTY != 0,
     }
 }

@@ -18,8 +18,74 @@ pub struct Task {
     pub cgroup_id: u64,
     /// `CLOCK_MONOTONIC` start time of the process.
     pub start_ns: u64,
-    pub comm: String,
+    pub comm: Comm,
     pub has_tty: bool,
+}
+
+/// A task's `comm` (at most 15 bytes and a NUL in the kernel), kept
+/// inline: no allocation per event.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Comm {
+    len: u8,
+    buf: [u8; 16],
+}
+
+impl Comm {
+    /// `s`, cut to 16 bytes at a character boundary.
+    pub fn new(s: &str) -> Comm {
+        let mut end = s.len().min(16);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut buf = [0u8; 16];
+        buf[..end].copy_from_slice(&s.as_bytes()[..end]);
+        Comm {
+            len: end as u8,
+            buf,
+        }
+    }
+
+    /// From the kernel's NUL-padded bytes (invalid UTF-8 replaced).
+    pub fn from_kernel(raw: &[u8]) -> Comm {
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        Comm::new(&String::from_utf8_lossy(&raw[..end]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a &str cut at a character boundary.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for Comm {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        Comm::new(s)
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// What kind of thing happened, with its own fields.
@@ -349,7 +415,7 @@ impl Event {
             }
             Detail::Fork { .. } | Detail::Exit { .. } | Detail::Net { .. } => 0,
         };
-        std::mem::size_of::<Event>() + self.record.task.comm.len() + detail
+        std::mem::size_of::<Event>() + detail
     }
 }
 

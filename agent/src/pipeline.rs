@@ -129,7 +129,7 @@ impl Recorder {
                 loginuid: None,
                 cgroup_id: n.cgroup_id,
                 start_ns: 0,
-                comm: String::new(),
+                comm: crate::event::Comm::default(),
                 has_tty: false,
             },
             detail: crate::event::Detail::Container(Box::new(crate::event::ContainerDetail {

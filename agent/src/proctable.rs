@@ -6,7 +6,7 @@
 use std::{collections::HashMap, path::Path, sync::Arc};
 
 use crate::{
-    event::{Detail, Record},
+    event::{Comm, Detail, Record},
     lineage::Image,
 };
 
@@ -16,7 +16,7 @@ pub struct ProcEntry {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub comm: String,
+    pub comm: Comm,
     /// The program it runs now, linked to the images it came from.
     pub image: Arc<Image>,
     /// Boot-time ns of the exit, when it has exited.
@@ -101,7 +101,7 @@ impl ProcessTable {
                     pid,
                     ppid: r.ppid,
                     uid: r.uid,
-                    comm: r.comm,
+                    comm: Comm::new(&r.comm),
                     image,
                     exited_at: None,
                 },
@@ -155,7 +155,7 @@ impl ProcessTable {
                         pid: t.pid,
                         ppid: t.ppid,
                         uid: t.uid,
-                        comm: t.comm.clone(),
+                        comm: t.comm,
                         image: image.clone(),
                         exited_at: None,
                     },
@@ -187,13 +187,13 @@ impl ProcessTable {
                     pid: t.pid,
                     ppid: t.ppid,
                     uid: t.uid,
-                    comm: String::new(),
+                    comm: Comm::default(),
                     image: image.clone(),
                     exited_at: None,
                 });
                 entry.ppid = t.ppid;
                 entry.uid = t.uid;
-                entry.comm.clone_from(&t.comm);
+                entry.comm = t.comm;
                 entry.image = image.clone();
                 entry.exited_at = None;
                 image
@@ -222,7 +222,7 @@ impl ProcessTable {
                         pid: t.pid,
                         ppid: t.ppid,
                         uid: t.uid,
-                        comm: t.comm.clone(),
+                        comm: t.comm,
                         image: image.clone(),
                         exited_at: None,
                     },

@@ -395,7 +395,15 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
         .iter()
         .any(|i| i.value == format!("tcp/{}", svc_port_of(&items))));
 
-    // A new incident after the restart gets the next serial.
+    // A new incident after the restart gets the next serial, and a stream
+    // from the last serial seen delivers it.
+    let mut stream = client
+        .stream_incidents(pb::StreamIncidentsRequest {
+            after_serial: max_serial,
+        })
+        .await
+        .expect("StreamIncidents")
+        .into_inner();
     let miner = work.path().join("xmrig").display().to_string();
     let script = format!(
         "echo $$ > {} && cp /bin/true {miner} && exec {miner}",
@@ -421,6 +429,23 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
             .collect::<Vec<_>>(),
         vec![m.serial]
     );
+    let streamed = loop {
+        let i = tokio::time::timeout(fdr_tests::DEADLINE, stream.message())
+            .await
+            .expect("an incident streamed in time")
+            .expect("stream open")
+            .expect("an incident");
+        assert!(
+            i.serial > max_serial,
+            "only incidents after the serial given"
+        );
+        if i.r#type == "crypto-miner" {
+            break i;
+        }
+    };
+    assert_eq!(streamed.serial, m.serial);
+    assert_eq!(streamed.r#type, "crypto-miner");
+    drop(stream);
     let _ = &mut cap;
     cap.stop().await;
     drop(cg);

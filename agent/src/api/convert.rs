@@ -187,7 +187,7 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
             gid: t.gid,
             loginuid: t.loginuid,
             cgroup_id: t.cgroup_id,
-            comm: t.comm.clone(),
+            comm: t.comm.to_string(),
             exe: ev.exe().to_owned(),
             argv: ev.argv().to_vec(),
             has_tty: t.has_tty,

@@ -71,13 +71,15 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
             .clone();
         let v = ctl::event_json(ev);
         let (what, addr) = target(ev);
+        // The container as the snapshot recorded it (kept after it is gone).
+        let c = ev.container.clone().unwrap_or_default();
         w.write_record([
             v["time"].as_str().unwrap_or_default(),
             &host,
             &ev.container_id,
-            "",
-            "",
-            "",
+            &c.pod_name,
+            &c.pod_namespace,
+            &c.image,
             &p.pid.to_string(),
             &p.ppid.to_string(),
             &user,

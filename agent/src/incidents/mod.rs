@@ -112,7 +112,7 @@ impl AuditEntry {
                 pid: t.pid,
                 ppid: t.ppid,
                 uid: t.uid,
-                comm: t.comm.clone(),
+                comm: t.comm.to_string(),
                 exe: trigger.exe().to_owned(),
                 argv: trigger.argv().to_vec(),
             },

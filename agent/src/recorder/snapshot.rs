@@ -247,7 +247,7 @@ fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
             pid: t.pid,
             ppid: t.ppid,
             uid: t.uid,
-            comm: t.comm.clone(),
+            comm: t.comm.to_string(),
             exe: ev.exe().to_owned(),
             argv: ev.argv().to_vec(),
             ..Default::default()
@@ -264,7 +264,7 @@ fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
                     pid,
                     ppid: p.ppid,
                     uid: p.uid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.to_string(),
                     exe: p.exe().to_string(),
                     argv: p.argv().to_vec(),
                     ..Default::default()

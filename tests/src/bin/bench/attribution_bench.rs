@@ -96,6 +96,7 @@ enum Stage {
     Decode,
     Attribute,
     Models,
+    Derive,
     Full,
 }
 
@@ -141,6 +142,9 @@ impl Replay {
         }
         let mut derived: Vec<Record> = Vec::new();
         self.deriver.observe(&ev, &self.procs, &mut derived);
+        if stage == Stage::Derive {
+            return derived.len();
+        }
         self.buffers.push(ev);
         derived.len() + raised.len()
     }
@@ -228,9 +232,15 @@ pub fn run(rt: &tokio::runtime::Runtime) -> Result<Value> {
         }
     }
     let state = bench_state(&dir)?;
-    if std::env::var_os("FDR_BENCH_FULL_ONLY").is_some() {
-        let (full, _) = replay(&records, Stage::Full, &state);
-        println!("full pipeline step {:.2} M/s", full / 1e6);
+    if std::env::var_os("FDR_BENCH_STAGES").is_some() {
+        for (name, stage) in [
+            ("models", Stage::Models),
+            ("derive", Stage::Derive),
+            ("full", Stage::Full),
+        ] {
+            let (rate, _) = replay(&records, stage, &state);
+            println!("{name} {:.2} M/s", rate / 1e6);
+        }
     }
     let (decode_rate, _) = replay(&records, Stage::Decode, &state);
     let (attr_rate, _) = replay(&records, Stage::Attribute, &state);
