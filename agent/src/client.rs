@@ -97,8 +97,21 @@ pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client
     if !path.exists() {
         return Err(unreachable("no such socket".into()));
     }
+    let channel = unix_channel(path, endpoint)
+        .await
+        .map_err(|e| unreachable(error_chain(&e)))?;
+    Ok(FlightRecorderClient::with_interceptor(channel, Token(None)))
+}
+
+/// A gRPC channel to a unix socket (the agent's, a container runtime's).
+/// The endpoint's URI is required but unused: the connector dials the
+/// socket.
+pub async fn unix_channel(
+    path: &Path,
+    endpoint: Endpoint,
+) -> Result<Channel, tonic::transport::Error> {
     let socket = path.to_path_buf();
-    let channel = endpoint
+    endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
             async move {
@@ -108,8 +121,6 @@ pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client
             }
         }))
         .await
-        .map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(FlightRecorderClient::with_interceptor(channel, Token(None)))
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {

@@ -143,25 +143,8 @@ impl ProcessTable {
     pub fn apply(&mut self, rec: &Record) -> Arc<Image> {
         let t = &rec.task;
         match &rec.detail {
-            Detail::Fork { .. } => {
-                // The child starts as a copy of its parent.
-                let image = match self.image_of_parent(t.ppid) {
-                    Some(parent) => Image::forked(&parent, t.pid, t.uid),
-                    None => self.unknown(t.pid, t.uid),
-                };
-                self.procs.insert(
-                    t.pid,
-                    ProcEntry {
-                        pid: t.pid,
-                        ppid: t.ppid,
-                        uid: t.uid,
-                        comm: t.comm,
-                        image: image.clone(),
-                        exited_at: None,
-                    },
-                );
-                image
-            }
+            // The child starts as a copy of its parent.
+            Detail::Fork { .. } => self.insert_copy_of_parent(t),
             Detail::Exec {
                 filename,
                 exe,
@@ -211,25 +194,30 @@ impl ProcessTable {
                 if let Some(p) = self.procs.get(&t.pid) {
                     return p.image.clone();
                 }
-                let parent = self.image_of_parent(t.ppid);
-                let image = match parent {
-                    Some(parent) => Image::forked(&parent, t.pid, t.uid),
-                    None => self.unknown(t.pid, t.uid),
-                };
-                self.procs.insert(
-                    t.pid,
-                    ProcEntry {
-                        pid: t.pid,
-                        ppid: t.ppid,
-                        uid: t.uid,
-                        comm: t.comm,
-                        image: image.clone(),
-                        exited_at: None,
-                    },
-                );
-                image
+                self.insert_copy_of_parent(t)
             }
         }
+    }
+
+    /// Enters `t` as running a copy of its parent's image (a fork; or a
+    /// process first seen by another event) and returns that image.
+    fn insert_copy_of_parent(&mut self, t: &crate::event::Task) -> Arc<Image> {
+        let image = match self.image_of_parent(t.ppid) {
+            Some(parent) => Image::forked(&parent, t.pid, t.uid),
+            None => self.unknown(t.pid, t.uid),
+        };
+        self.procs.insert(
+            t.pid,
+            ProcEntry {
+                pid: t.pid,
+                ppid: t.ppid,
+                uid: t.uid,
+                comm: t.comm,
+                image: image.clone(),
+                exited_at: None,
+            },
+        );
+        image
     }
 
     /// The image `pid` runs, without telling the table anything.

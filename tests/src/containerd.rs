@@ -35,7 +35,6 @@ use fdr_proto::cri::{
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
-use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{unique, TempDir};
@@ -503,17 +502,7 @@ fn namespaces() -> NamespaceOption {
 
 /// A gRPC channel over a unix socket.
 async fn connect(socket: &Path) -> Result<Channel> {
-    let socket = socket.to_path_buf();
-    // The URI is required but unused: the connector dials the socket.
-    Endpoint::from_static("http://containerd.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
+    fdr_agent::client::unix_channel(socket, Endpoint::from_static("http://containerd.invalid"))
         .await
         .context("connecting to containerd")
 }

@@ -5,7 +5,9 @@ use fdr_proto::v1 as pb;
 use crate::{
     buffer::BufferStats,
     containers::{Change, ContainerMeta, ContainerRegistry},
-    event::{Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail, Severity},
+    event::{
+        AccountDetail, Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail, Severity,
+    },
     scope::Scope,
 };
 
@@ -76,6 +78,20 @@ pub fn scope_container(
     )
 }
 
+/// An account record; `first_change` in wall-clock ns when known.
+pub fn account_to_pb(a: &AccountDetail, first_change: Option<u64>) -> pb::AccountDetail {
+    pb::AccountDetail {
+        r#type: "accounts-modified".into(),
+        hostname: a.hostname.clone(),
+        uid: a.uid,
+        user: a.user.clone(),
+        files: a.files.clone(),
+        command: a.command.clone(),
+        interactive: a.interactive,
+        first_change: first_change.map(timestamp),
+    }
+}
+
 pub fn severity_to_pb(s: Severity) -> pb::Severity {
     pb::Severity::try_from(s as i32).unwrap_or(pb::Severity::Unspecified)
 }
@@ -124,19 +140,13 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
             old: Some(creds_to_pb(&p.old)),
             new: Some(creds_to_pb(&p.new)),
         }),
-        Detail::Account(a) => pb::event::Detail::Account(pb::AccountDetail {
-            r#type: "accounts-modified".into(),
-            hostname: a.hostname.clone(),
-            uid: a.uid,
-            user: a.user.clone(),
-            files: a.files.clone(),
-            command: a.command.clone(),
-            interactive: a.interactive,
-            first_change: Some(timestamp(
+        Detail::Account(a) => pb::event::Detail::Account(account_to_pb(
+            a,
+            Some(
                 ev.time_ns
                     .saturating_sub(ev.record.boot_ns.saturating_sub(a.first_boot_ns)),
-            )),
-        }),
+            ),
+        )),
         Detail::Binary(b) => pb::event::Detail::Binary(pb::BinaryDetail {
             path: b.path.clone(),
             reason: b.reason.name().to_owned(),

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use fdr_proto::v1 as pb;
 
-use super::convert::{container_to_pb, severity_to_pb, timestamp};
+use super::convert::{account_to_pb, container_to_pb, severity_to_pb, timestamp};
 use crate::{
     containers::ContainerMeta,
     event::{AccountDetail, Severity},
@@ -83,19 +83,6 @@ pub fn model_from_pb(p: &pb::Model) -> Model {
     )
 }
 
-fn account_to_pb(a: &AccountDetail) -> pb::AccountDetail {
-    pb::AccountDetail {
-        r#type: "accounts-modified".into(),
-        hostname: a.hostname.clone(),
-        uid: a.uid,
-        user: a.user.clone(),
-        files: a.files.clone(),
-        command: a.command.clone(),
-        interactive: a.interactive,
-        first_change: None,
-    }
-}
-
 fn audit_to_pb(a: &AuditEntry) -> pb::Audit {
     let p = &a.process;
     pb::Audit {
@@ -151,7 +138,7 @@ pub fn incident_to_pb(i: &Incident) -> pb::Incident {
         audit_count: i.audit_count,
         snapshot_id: i.snapshot_id,
         summary: i.summary.clone(),
-        account: i.account.as_ref().map(account_to_pb),
+        account: i.account.as_ref().map(|a| account_to_pb(a, None)),
     }
 }
 

@@ -5,7 +5,6 @@
 use std::{collections::HashMap, path::Path, path::PathBuf, sync::Arc, time::Duration};
 
 use fdr_proto::cri::{self as cri, runtime_service_client::RuntimeServiceClient};
-use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
 use super::ContainerMeta;
@@ -210,19 +209,10 @@ impl Cri {
 }
 
 async fn channel(path: &Path) -> Result<Channel, String> {
-    let socket = path.to_path_buf();
-    // The URI is required but unused: the connector dials the socket.
-    Endpoint::from_static("http://cri.invalid")
+    let endpoint = Endpoint::from_static("http://cri.invalid")
         .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
+        .timeout(CALL_TIMEOUT);
+    crate::client::unix_channel(path, endpoint)
         .await
         .map_err(|e| e.to_string())
 }
