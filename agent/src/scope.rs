@@ -49,8 +49,26 @@ fn is_hex_id(s: &str) -> bool {
 
 /// The container id a cgroup path names, if any. Knows the cgroupfs and
 /// systemd shapes of docker, containerd (CRI and plain), CRI-O, podman and
-/// kubelet.
+/// kubelet; a container's own sub-cgroups (systemd running inside it:
+/// `init.scope`, …) belong to it.
 pub fn container_id(cgroup_path: &str) -> Option<String> {
+    if let Some(id) = container_id_at(cgroup_path) {
+        return Some(id);
+    }
+    let mut p = cgroup_path.trim_end_matches('/');
+    while let Some((parent, _)) = p.rsplit_once('/') {
+        // Only unmistakable ids up the path: `/<namespace>/<name>` of plain
+        // containerd would match any two-level host path.
+        if let Some(id) = container_id_at(parent).filter(|id| is_hex_id(id)) {
+            return Some(id);
+        }
+        p = parent;
+    }
+    None
+}
+
+/// The container id the last components of `cgroup_path` name.
+fn container_id_at(cgroup_path: &str) -> Option<String> {
     let parts: Vec<&str> = cgroup_path.split('/').filter(|p| !p.is_empty()).collect();
     let last = *parts.last()?;
     // systemd driver: <runtime>-<id>.scope
@@ -135,7 +153,7 @@ impl ScopeResolver {
             return a.clone();
         }
         let path = self.root.as_deref().and_then(|root| {
-            let p = find_cgroup(root, cgroup_id, 0)?;
+            let p = cgroup_path(root, cgroup_id)?;
             Some(p.strip_prefix(root).ok()?.to_string_lossy().into_owned())
         });
         let attribution = match path.as_deref().map(|p| (p, container_id(p))) {
@@ -169,7 +187,7 @@ impl ScopeResolver {
     pub fn exists(&self, cgroup_id: u64) -> bool {
         self.root
             .as_deref()
-            .is_some_and(|r| find_cgroup(r, cgroup_id, 0).is_some())
+            .is_some_and(|r| cgroup_path(r, cgroup_id).is_some())
     }
 }
 
@@ -187,6 +205,53 @@ pub fn cgroup2_root() -> Option<PathBuf> {
         let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
         (fstype == "cgroup2").then(|| PathBuf::from(dir))
     })
+}
+
+/// The directory of cgroup `id` under `root`: opened by its id as a file
+/// handle (what the kernel exports for cgroup v2: one call, whatever the
+/// size of the hierarchy), else found by walking the hierarchy.
+fn cgroup_path(root: &Path, id: u64) -> Option<PathBuf> {
+    match open_by_id(root, id) {
+        Ok(p) => Some(p),
+        // Gone: no walk will find it.
+        Err(e) if e.raw_os_error() == Some(libc::ESTALE) => None,
+        Err(_) => find_cgroup(root, id, 0),
+    }
+}
+
+/// kernfs file handle: 8 bytes, the cgroup id (`FILEID_KERNFS`).
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+const FILEID_KERNFS: i32 = 0xfe;
+
+fn open_by_id(root: &Path, id: u64) -> std::io::Result<PathBuf> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mount = std::fs::File::open(root)?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a valid `struct file_handle` header followed by
+    // its 8 bytes, alive for the call; the returned fd is owned below.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&raw mut handle).cast::<libc::file_handle>(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 fn find_cgroup(dir: &Path, id: u64, depth: u32) -> Option<PathBuf> {
@@ -223,6 +288,21 @@ mod tests {
             (&format!("/libpod_parent/libpod-{ID}"), Some(ID)),
             (&format!("/kubepods.slice/kubepods-burstable.slice/crio-{ID}.scope"), Some(ID)),
             ("/default/redis-1", Some("redis-1")),
+            (&format!("/k8s.io/{ID}"), Some(ID)),
+            (&format!("/kubepods/pod0b7e6f5d-1111-2222-3333-444455556666/{ID}"), Some(ID)),
+            (&format!("/kubepods/burstable/pod0b7e6f5d-1111-2222-3333-444455556666/{ID}"), Some(ID)),
+            (&format!("/kubepods.slice/kubepods-pod0b7e6f5d_1111.slice/cri-containerd-{ID}.scope"), Some(ID)),
+            (&format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/crio-{ID}.scope"), Some(ID)),
+            (&format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"), Some(ID)),
+            (&format!("/system.slice/docker-{ID}.scope/init.scope"), Some(ID)),
+            (&format!("/kubepods/besteffort/pod0b7e6f5d-1111-2222-3333-444455556666/{ID}/system.slice/nginx.service"), Some(ID)),
+            // Not containers: runtime helpers, pod-level cgroups, daemons.
+            (&format!("/system.slice/crio-conmon-{ID}.scope"), None),
+            (&format!("/machine.slice/libpod-conmon-{ID}.scope"), None),
+            ("/kubepods/besteffort/pod0b7e6f5d-1111-2222-3333-444455556666", None),
+            ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice", None),
+            ("/system.slice/containerd.service", None),
+            ("/system.slice/kubelet.service", None),
             ("/system.slice/sshd.service", None),
             ("/user.slice/user-0.slice/session-3.scope", None),
             ("/", None),
@@ -271,5 +351,15 @@ mod tests {
         assert_eq!(r.resolve(id).scope, Scope::Host);
         assert!(r.exists(id));
         assert!(!r.exists(u64::MAX));
+        // Opened by id, the same directory as walking finds.
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a v2 line");
+        let dir = root.join(rel.trim_start_matches('/'));
+        let ino = std::fs::metadata(&dir).unwrap().ino();
+        assert_eq!(open_by_id(&root, ino).unwrap(), dir);
+        assert_eq!(find_cgroup(&root, ino, 0), Some(dir));
     }
 }
