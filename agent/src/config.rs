@@ -151,6 +151,9 @@ pub struct AnalysisConfig {
     pub max_items_per_section: usize,
     /// Models kept; the least recently used beyond it are dropped. Default 4096.
     pub max_models: usize,
+    /// Items kept over all models (about 100 bytes each); past it nothing
+    /// more is learned. Default 262144 (about 25 MiB).
+    pub max_total_items: usize,
     /// Distinct destinations one process connects to within `scan_window`
     /// that make a port scan. Default 20 in 60s.
     pub scan_threshold: usize,
@@ -309,6 +312,7 @@ impl Default for AnalysisConfig {
             incident_window: Duration::from_secs(24 * 3600),
             max_items_per_section: 2048,
             max_models: 4096,
+            max_total_items: 262_144,
             scan_threshold: 20,
             scan_window: Duration::from_secs(60),
             exfil_window: Duration::from_secs(300),

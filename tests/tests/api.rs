@@ -96,6 +96,17 @@ async fn agent_binary_streams_exec_events_over_its_socket() {
     assert_eq!(exec.kernel_drops, 0);
     assert_eq!(stats.subscribers, 1);
     assert!(stats.buffers.unwrap().events >= 1);
+    // The real agent binary: processes from /proc, no runtime socket here
+    // unless the machine has one, models learning what it saw.
+    let procs = stats.processes.expect("process counts");
+    assert!(procs.live > 10, "{procs:?}");
+    let analysis = stats.analysis.expect("analysis counts");
+    assert!(
+        analysis.models >= 1 && analysis.learning == analysis.models,
+        "{analysis:?}"
+    );
+    assert!(analysis.items >= 1);
+    assert!(analysis.next_serial >= 1);
 
     // SIGTERM: a clean shutdown removes the socket.
     // SAFETY: signalling our own child.

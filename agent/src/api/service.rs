@@ -410,6 +410,24 @@ impl FlightRecorder for Service {
             let p = lock(&st.procs);
             (p.len() as u64, p.counts())
         };
+        let analysis = {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let (models, learning, items) = {
+                let m = lock(&st.models);
+                let learning = m.all().filter(|x| x.learning(now)).count();
+                (m.len() as u64, learning as u64, m.total_items() as u64)
+            };
+            let i = lock(&st.incidents);
+            pb::AnalysisStats {
+                models,
+                learning,
+                items,
+                open_incidents: i.open_count() as u64,
+                next_serial: i.next_serial(),
+            }
+        };
         let containers = {
             let c = lock(&st.containers);
             let n = c.counts();
@@ -443,6 +461,7 @@ impl FlightRecorder for Service {
                 pruned: procs.pruned,
             }),
             containers: Some(containers),
+            analysis: Some(analysis),
         }))
     }
 }

@@ -40,6 +40,10 @@ fn stats_json(s: &pb::Stats) -> Value {
         "subscribers": s.subscribers,
         "processes_tracked": s.processes_tracked,
         "processes": s.processes.map(|p| json!({ "live": p.live, "exited": p.exited, "pruned": p.pruned })),
+        "analysis": s.analysis.map(|a| json!({
+            "models": a.models, "learning": a.learning, "items": a.items,
+            "open_incidents": a.open_incidents, "next_serial": a.next_serial,
+        })),
         "containers": s.containers.as_ref().map(|c| json!({
             "runtime": c.runtime, "running": c.running, "tombstones": c.tombstones,
             "with_metadata": c.with_metadata,
@@ -92,6 +96,11 @@ fn stats_table(s: &pb::Stats) -> String {
         } else {
             &c.runtime
         }
+    );
+    let a = s.analysis.unwrap_or_default();
+    t += &format!(
+        "models             {} ({} learning), {} items; {} open incidents, next serial {}\n",
+        a.models, a.learning, a.items, a.open_incidents, a.next_serial
     );
     t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
     t += &format!("agent started      {}\n", time_text(s.started.as_ref()));

@@ -264,6 +264,11 @@ impl Incidents {
         self.open.insert((inc.scope.clone(), inc.kind), inc);
     }
 
+    /// Incidents that can still be updated.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     pub fn next_serial(&self) -> u64 {
         self.next_serial
     }

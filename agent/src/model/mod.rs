@@ -117,6 +117,9 @@ pub struct ModelSet {
     window_ns: u64,
     max_items: usize,
     max_models: usize,
+    max_total: usize,
+    /// Items over all models.
+    total: usize,
     /// Keys changed since the last `take_dirty`.
     dirty: HashSet<Arc<str>>,
     /// Keys removed (evicted) since the last `take_dirty`.
@@ -132,13 +135,31 @@ impl ModelSet {
             window_ns: cfg.incident_window.as_nanos() as u64,
             max_items: cfg.max_items_per_section,
             max_models: cfg.max_models,
+            max_total: cfg.max_total_items,
+            total: 0,
             dirty: HashSet::new(),
             removed: HashSet::new(),
         })
     }
 
     pub fn insert(&mut self, m: Model) {
-        self.models.insert(m.key.clone(), m);
+        self.total += m.item_count();
+        if let Some(old) = self.models.insert(m.key.clone(), m) {
+            self.total -= old.item_count();
+        }
+    }
+
+    /// Items over all models.
+    pub fn total_items(&self) -> usize {
+        self.total
+    }
+
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
     }
 
     pub fn get(&self, key: &str) -> Option<&Model> {
@@ -167,6 +188,7 @@ impl ModelSet {
         let Some(m) = self.models.get_mut(key) else {
             return false;
         };
+        self.total -= m.item_count();
         *m = Model::new(m.key.clone(), now, self.learning_ns);
         self.dirty.insert(m.key.clone());
         true
@@ -209,10 +231,11 @@ impl ModelSet {
         }
         if m.learning(now) {
             let section = m.sections.entry(obs.section).or_default();
-            if section.len() >= max_items {
+            if section.len() >= max_items || self.total >= self.max_total {
                 return Verdict::Normal;
             }
             section.insert(obs.item.to_string(), now);
+            self.total += 1;
             self.dirty.insert(key.clone());
             return Verdict::Learned;
         }
@@ -255,7 +278,9 @@ impl ModelSet {
             .map(|m| m.key.clone())
         {
             tracing::debug!(model = %key, "least recently used model evicted");
-            self.models.remove(&key);
+            if let Some(m) = self.models.remove(&key) {
+                self.total -= m.item_count();
+            }
             self.dirty.remove(&key);
             self.removed.insert(key);
         }
@@ -386,7 +411,38 @@ mod tests {
         assert_eq!(m.all().count(), 2);
         assert!(m.get("a").is_none(), "least recently used evicted");
         assert_eq!(m.get("c").unwrap().item_count(), 1);
+        assert_eq!(m.total_items(), 2);
         assert_eq!(m.take_dirty().1, vec![Arc::from("a")]);
+    }
+
+    #[test]
+    fn learning_stops_at_the_total_item_budget() {
+        let cfg = AnalysisConfig {
+            max_total_items: 2,
+            ..AnalysisConfig::default()
+        };
+        let mut m = ModelSet::new(&cfg).unwrap();
+        let ev = crate::buffer::tests::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert_eq!(
+            m.check(&a, &obs(Section::File, "/x"), &ev, 1),
+            Verdict::Learned
+        );
+        assert_eq!(
+            m.check(&b, &obs(Section::File, "/x"), &ev, 1),
+            Verdict::Learned
+        );
+        assert_eq!(
+            m.check(&b, &obs(Section::File, "/y"), &ev, 1),
+            Verdict::Normal
+        );
+        assert_eq!(m.total_items(), 2);
+        assert!(m.relearn("a", 2));
+        assert_eq!(m.total_items(), 1);
+        assert_eq!(
+            m.check(&b, &obs(Section::File, "/y"), &ev, 3),
+            Verdict::Learned
+        );
     }
 
     #[test]
