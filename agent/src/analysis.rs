@@ -98,6 +98,13 @@ impl Analyzer {
         }
         let meta = lock(&state.containers).get(id);
         let key = model::key_for(ev, meta.as_deref());
+        if let Some((old, _, false)) = self.container_keys.get(id) {
+            if *old != key {
+                // The runtime named the image: what the container did
+                // before belongs to the image's model.
+                lock(&state.models).merge_into(old, &key);
+            }
+        }
         self.container_keys
             .insert(id.clone(), (key.clone(), ev.time_ns, meta.is_some()));
         key
@@ -216,9 +223,34 @@ impl Analyzer {
         }
     }
 
+    /// Containers modelled by their id whose image the runtime has named
+    /// since: their model moves to the image's.
+    fn adopt_named_images(&mut self, state: &State) {
+        let pending: Vec<Arc<str>> = self
+            .container_keys
+            .iter()
+            .filter(|(_, (_, _, named))| !named)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in pending {
+            let Some(meta) = lock(&state.containers).get(&id) else {
+                continue;
+            };
+            let key = model::container_key(&id, Some(&meta));
+            if let Some((old, _, named)) = self.container_keys.get_mut(&id) {
+                if *old != key {
+                    lock(&state.models).merge_into(old, &key);
+                }
+                *old = key;
+                *named = true;
+            }
+        }
+    }
+
     /// Stores updated incidents and changed models; forgets incidents
     /// past their window.
     pub fn flush(&mut self, state: &State, now_ns: u64) {
+        self.adopt_named_images(state);
         let (changed, removed, models) = {
             let mut m = lock(&state.models);
             let (changed, removed) = m.take_dirty();

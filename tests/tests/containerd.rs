@@ -218,6 +218,27 @@ async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Re
     );
     assert!(meta.runtime.starts_with("containerd"), "{}", meta.runtime);
 
+    // What the container did before the runtime answered is modelled
+    // under its image.
+    let image_key = format!("image:{}", meta.image_digest);
+    let exec_items = fdr_tests::wait_until("the image's model", || {
+        let models = state.models.lock().ok()?;
+        let m = models.get(&image_key)?;
+        let items = m.sections.get(&fdr_agent::model::Section::Exec)?;
+        Some(items.keys().cloned().collect::<Vec<_>>())
+    })
+    .await;
+    assert!(!exec_items.is_empty());
+    assert!(
+        state
+            .models
+            .lock()
+            .unwrap()
+            .get(&format!("container:{id}"))
+            .is_none(),
+        "the container's own model was merged into the image's"
+    );
+
     let start = cap
         .wait_for("container start from CRI", |e| {
             e.kind() == EventKind::ContainerStart && e.scope.container_id() == Some(id.as_str())

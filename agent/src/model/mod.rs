@@ -175,6 +175,46 @@ impl ModelSet {
         (self.dirty.drain().collect(), self.removed.drain().collect())
     }
 
+    /// Moves what model `from` learned into model `to` (created, with
+    /// `from`'s learning period, when new; items added only while `to`
+    /// learns) and removes `from`. For a container first modelled by its id
+    /// until the runtime named its image.
+    pub fn merge_into(&mut self, from: &str, to: &Arc<str>) {
+        let Some(old) = self.models.remove(from) else {
+            return;
+        };
+        self.dirty.remove(from);
+        self.removed.insert(old.key.clone());
+        self.total -= old.item_count();
+        let max_items = self.max_items;
+        match self.models.get_mut(to) {
+            None => {
+                let mut m = old;
+                m.key = to.clone();
+                self.total += m.item_count();
+                self.models.insert(to.clone(), m);
+            }
+            Some(m) => {
+                if m.learning(old.last_used) {
+                    for (section, items) in old.sections {
+                        let s = m.sections.entry(section).or_default();
+                        for (item, at) in items {
+                            if s.len() >= max_items || self.total >= self.max_total {
+                                break;
+                            }
+                            if s.insert(item, at).is_none() {
+                                self.total += 1;
+                            }
+                        }
+                    }
+                }
+                m.anomalies += old.anomalies;
+            }
+        }
+        self.removed.remove(to);
+        self.dirty.insert(to.clone());
+    }
+
     /// Marks a model to be stored again (a failed write).
     pub fn mark_dirty(&mut self, key: Arc<str>) {
         if self.models.contains_key(&key) {
@@ -292,11 +332,7 @@ impl ModelSet {
 /// host service (systemd unit, else the executable).
 pub fn key_for(ev: &Event, meta: Option<&ContainerMeta>) -> Arc<str> {
     match &ev.scope {
-        Scope::Container(id) => match meta {
-            Some(m) if !m.image_digest.is_empty() => format!("image:{}", m.image_digest).into(),
-            Some(m) if !m.image.is_empty() => format!("image:{}", m.image).into(),
-            _ => format!("container:{id}").into(),
-        },
+        Scope::Container(id) => container_key(id, meta),
         Scope::Host => match ev.unit.as_deref() {
             Some(u) if u.ends_with(".service") => format!("service:{u}").into(),
             _ => {
@@ -310,6 +346,16 @@ pub fn key_for(ev: &Event, meta: Option<&ContainerMeta>) -> Arc<str> {
                 format!("exe:{}", if exe.is_empty() { "?" } else { exe }).into()
             }
         },
+    }
+}
+
+/// A container's model: its image's (digest, else name), or its own until
+/// the runtime names the image.
+pub fn container_key(id: &str, meta: Option<&ContainerMeta>) -> Arc<str> {
+    match meta {
+        Some(m) if !m.image_digest.is_empty() => format!("image:{}", m.image_digest).into(),
+        Some(m) if !m.image.is_empty() => format!("image:{}", m.image).into(),
+        _ => format!("container:{id}").into(),
     }
 }
 
@@ -443,6 +489,32 @@ mod tests {
             m.check(&b, &obs(Section::File, "/y"), &ev, 3),
             Verdict::Learned
         );
+    }
+
+    #[test]
+    fn a_containers_model_moves_to_its_image_when_named() {
+        let mut m = set(10);
+        let ev = crate::buffer::tests::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let tmp: Arc<str> = Arc::from("container:c1");
+        let img: Arc<str> = Arc::from("image:sha256:ab");
+        m.check(&tmp, &obs(Section::Exec, "/a -> /b"), &ev, S);
+        m.merge_into("container:c1", &img);
+        assert!(m.get("container:c1").is_none());
+        let moved = m.get("image:sha256:ab").expect("renamed");
+        assert!(moved.contains(Section::Exec, "/a -> /b"));
+        assert_eq!(moved.learning_since, S);
+        // Into an existing, learning model: items added.
+        let tmp2: Arc<str> = Arc::from("container:c2");
+        m.check(&tmp2, &obs(Section::File, "/x"), &ev, 2 * S);
+        m.merge_into("container:c2", &img);
+        assert!(m
+            .get("image:sha256:ab")
+            .unwrap()
+            .contains(Section::File, "/x"));
+        assert_eq!(m.total_items(), 2);
+        let (dirty, removed) = m.take_dirty();
+        assert_eq!(dirty, vec![img.clone()]);
+        assert_eq!(removed.len(), 2);
     }
 
     #[test]
