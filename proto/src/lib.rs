@@ -14,3 +14,23 @@ pub mod v1 {
 pub mod cri {
     tonic::include_proto!("runtime.v1");
 }
+
+/// A subset of containerd's own metadata API (containers and images), for
+/// containers made outside the CRI. Wire-compatible with containerd.
+pub mod containerd {
+    pub mod services {
+        pub mod containers {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.containers.v1");
+            }
+        }
+        pub mod images {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.images.v1");
+            }
+        }
+    }
+    pub mod types {
+        tonic::include_proto!("containerd.types");
+    }
+}

@@ -96,6 +96,8 @@ pub struct Containerd {
     pods: Mutex<HashMap<String, Pod>>,
     /// UIDs of every pod started, whose cgroups are removed on drop.
     uids: Mutex<Vec<String>>,
+    /// `ctr run` containers started, whose cgroups are removed on drop.
+    ctr_ids: Mutex<Vec<String>>,
 }
 
 impl Containerd {
@@ -146,6 +148,7 @@ impl Containerd {
             child: Some(child),
             pods: Mutex::default(),
             uids: Mutex::default(),
+            ctr_ids: Mutex::default(),
         };
         me.wait_ready().await?;
         me.ctr(&["images", "import"], &[image.as_os_str()])
@@ -376,6 +379,48 @@ impl Containerd {
         }
     }
 
+    /// Starts a container with `ctr run` (containerd's own API, not the
+    /// CRI) from the test image, detached: its cgroup is `/k8s.io/<id>`.
+    /// Its runc state lives in the daemon's directory, so cleanup finds it.
+    pub fn ctr_run(&self, id: &str, command: &[&str]) -> Result<()> {
+        let runc = which("runc").context("runc not found")?;
+        // The shim adds the namespace: the same root the CRI's runc uses.
+        let root = self.dir.path().join("runc");
+        if let Ok(mut ids) = self.ctr_ids.lock() {
+            ids.push(id.to_owned());
+        }
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            "-d".into(),
+            // No stdio FIFOs: ctr would leave them in /run/containerd/fifo.
+            "--null-io".into(),
+            "--runc-binary".into(),
+            runc.into_os_string(),
+            "--runc-root".into(),
+            root.into_os_string(),
+            Self::IMAGE.into(),
+            id.into(),
+        ];
+        args.extend(command.iter().map(|c| std::ffi::OsString::from(*c)));
+        let more: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        self.ctr(&[], &more)?;
+        Ok(())
+    }
+
+    /// Kills and removes a `ctr run` container.
+    pub fn ctr_remove(&self, id: &str) -> Result<()> {
+        let _ = self.ctr(&["task", "kill", "-s", "KILL", id], &[]);
+        // The task is gone once its exit is collected.
+        let start = Instant::now();
+        while self.ctr(&["task", "delete", id], &[]).is_err()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.ctr(&["container", "delete", id], &[])?;
+        Ok(())
+    }
+
     /// Runs `ctr` on the daemon, in the `k8s.io` namespace.
     fn ctr(&self, args: &[&str], more: &[&std::ffi::OsStr]) -> Result<String> {
         let out = Command::new(which("ctr").context("ctr not found")?)
@@ -434,6 +479,9 @@ impl Containerd {
         unmount_under(self.dir.path());
         for uid in self.uids.lock().map(|u| u.clone()).unwrap_or_default() {
             remove_pod_cgroups(&uid);
+        }
+        for id in self.ctr_ids.lock().map(|u| u.clone()).unwrap_or_default() {
+            remove_ctr_cgroups(&id);
         }
         remove_run_containerd_leftovers();
     }
@@ -844,6 +892,20 @@ fn remove_pod_cgroups(uid: &str) {
     }
 }
 
+/// Kills what is left in a `ctr run` container's cgroup (`/k8s.io/<id>`)
+/// and removes it, and the namespace's cgroup when empty.
+fn remove_ctr_cgroups(id: &str) {
+    for mount in cgroup_mounts() {
+        let dir = mount.join(NAMESPACE).join(id);
+        if dir.exists() {
+            // cgroup v2 only; v1 hierarchies have no cgroup.kill.
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            remove_cgroup_tree(&dir);
+        }
+        let _ = std::fs::remove_dir(mount.join(NAMESPACE));
+    }
+}
+
 /// Removes a cgroup directory and its children, retrying while exiting
 /// tasks are still accounted to them.
 fn remove_cgroup_tree(dir: &Path) {
@@ -868,6 +930,18 @@ fn remove_cgroup_tree(dir: &Path) {
 /// no system containerd uses them.
 fn remove_run_containerd_leftovers() {
     let run = Path::new("/run/containerd");
+    // Shim sockets nobody listens on any more (a shim killed in cleanup
+    // cannot remove its own); live shims of any containerd answer.
+    if let Ok(entries) = std::fs::read_dir(run.join("s")) {
+        for e in entries.flatten() {
+            let refused = std::os::unix::net::UnixStream::connect(e.path())
+                .err()
+                .is_some_and(|err| err.kind() == std::io::ErrorKind::ConnectionRefused);
+            if refused {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     if run.join("containerd.sock").exists() {
         return;
     }

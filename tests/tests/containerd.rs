@@ -285,3 +285,79 @@ async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Re
     cap.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_containerd_container_is_named_by_containerd() -> anyhow::Result<()> {
+    use fdr_agent::event::{Detail, EventKind};
+
+    let containerd = Containerd::start("native").await?;
+    let socket = containerd.socket().to_path_buf();
+    let mut cap = fdr_tests::Capture::start_with("native", |c| {
+        c.attribution.runtime_endpoints = vec![socket.clone()];
+        c.attribution.runtime_poll = Duration::from_millis(300);
+    })
+    .await;
+    let state = cap.agent.as_ref().expect("running").state.clone();
+    fdr_tests::wait_until("the runtime connected", || {
+        state.containers.lock().ok()?.runtime.clone()
+    })
+    .await;
+    let id = unique_name("ctr").replace(['_'], "-");
+    let marker = unique_name("native");
+    let script = format!("echo {marker}; sleep 30");
+    containerd.ctr_run(&id, &["sh", "-c", &script])?;
+
+    // The shell inside (ctr's own command line names the marker too).
+    let exec = cap
+        .wait_for("the exec in the ctr container", |e| {
+            e.kind() == EventKind::Exec
+                && e.argv().first().is_some_and(|a| a == "sh")
+                && e.argv().iter().any(|a| a.contains(&marker))
+        })
+        .await;
+    assert_eq!(exec.scope.container_id(), Some(id.as_str()));
+    let start = cap
+        .wait_for("its start, named by containerd", |e| {
+            e.kind() == EventKind::ContainerStart && e.scope.container_id() == Some(id.as_str())
+        })
+        .await;
+    assert!(
+        matches!(&start.record.detail, Detail::Container(c) if c.source == "containerd"),
+        "{:?}",
+        start.record.detail
+    );
+    let meta = state.containers.lock().unwrap().get(&id).expect("metadata");
+    assert_eq!(meta.image, Containerd::IMAGE);
+    assert!(
+        meta.image_digest.starts_with("sha256:"),
+        "{}",
+        meta.image_digest
+    );
+    assert!(
+        meta.runtime.contains("namespace k8s.io"),
+        "{}",
+        meta.runtime
+    );
+    assert_eq!(meta.name, id);
+
+    containerd.ctr_remove(&id)?;
+    let stop = cap
+        .wait_for("its stop, when its cgroup goes", |e| {
+            e.kind() == EventKind::ContainerStop && e.scope.container_id() == Some(id.as_str())
+        })
+        .await;
+    assert!(stop.seq > start.seq);
+    assert_eq!(
+        state
+            .containers
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|m| m.image.clone())
+            .as_deref(),
+        Some(Containerd::IMAGE),
+        "tombstone"
+    );
+    cap.stop().await;
+    Ok(())
+}

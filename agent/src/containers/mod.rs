@@ -9,6 +9,7 @@
 //! [`Notice`]s. Events are enriched when they are read.
 
 pub mod cri;
+pub mod native;
 pub mod watcher;
 
 use std::{
@@ -71,8 +72,9 @@ struct Entry {
     meta: Option<Arc<ContainerMeta>>,
     /// cgroup id and path (relative to the v2 root), from the kernel.
     cgroup: Option<(u64, PathBuf)>,
-    /// The runtime was asked and does not know it.
-    unknown_to_runtime: bool,
+    /// Its stop is seen as its cgroup going away (the CRI does not track
+    /// it: no runtime, another runtime, or a plain containerd container).
+    stop_by_cgroup: bool,
     started: bool,
     /// When the stop was recorded: the tombstone's age.
     stopped: Option<Instant>,
@@ -137,7 +139,7 @@ impl ContainerRegistry {
         let cgroup_id = self.cgroup_id(&id);
         let e = self.entries.entry(id.clone()).or_default();
         e.meta = Some(Arc::new(meta));
-        e.unknown_to_runtime = false;
+        e.stop_by_cgroup = false;
         if e.started || e.stopped.is_some() {
             return None;
         }
@@ -201,7 +203,7 @@ impl ContainerRegistry {
         if e.meta.is_some() || e.started || e.stopped.is_some() {
             return None;
         }
-        e.unknown_to_runtime = true;
+        e.stop_by_cgroup = true;
         e.started = true;
         Some(Notice {
             id: id.clone(),
@@ -212,12 +214,40 @@ impl ContainerRegistry {
         })
     }
 
-    /// Containers without runtime metadata whose cgroup is gone: their
-    /// stop, recorded from the cgroup alone.
+    /// containerd's own API named a container the CRI does not know (a
+    /// `ctr run`, nerdctl container): its start, with its metadata; its
+    /// stop will come from its cgroup.
+    pub fn named_by_containerd(&mut self, meta: ContainerMeta) -> Option<Notice> {
+        let id = meta.id.clone();
+        let cgroup_id = self.cgroup_id(&id);
+        let e = self.entries.entry(id.clone()).or_default();
+        e.meta = Some(Arc::new(meta));
+        e.stop_by_cgroup = true;
+        if e.started || e.stopped.is_some() {
+            return None;
+        }
+        e.started = true;
+        Some(Notice {
+            id,
+            change: Change::Started,
+            source: "containerd",
+            cgroup_id,
+            pid: 0,
+        })
+    }
+
+    /// The cgroup path (relative to the v2 root) the kernel showed the
+    /// container in.
+    pub fn cgroup_path(&self, id: &str) -> Option<PathBuf> {
+        self.entries.get(id)?.cgroup.as_ref().map(|c| c.1.clone())
+    }
+
+    /// Containers whose stop is their cgroup going away, and it is gone:
+    /// their stop notices.
     pub fn gone_cgroups(&mut self, exists: impl Fn(&std::path::Path) -> bool) -> Vec<Notice> {
         let mut out = Vec::new();
         for (id, e) in &mut self.entries {
-            if e.stopped.is_some() || !e.unknown_to_runtime {
+            if e.stopped.is_some() || !e.stop_by_cgroup {
                 continue;
             }
             let Some((cgroup_id, path)) = &e.cgroup else {
@@ -256,7 +286,7 @@ impl ContainerRegistry {
     pub fn unresolved(&self) -> Vec<Arc<str>> {
         self.entries
             .iter()
-            .filter(|(_, e)| e.meta.is_none() && !e.unknown_to_runtime && e.stopped.is_none())
+            .filter(|(_, e)| e.meta.is_none() && !e.stop_by_cgroup && e.stopped.is_none())
             .map(|(id, _)| id.clone())
             .collect()
     }

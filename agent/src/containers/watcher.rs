@@ -29,6 +29,9 @@ struct Watcher {
     state: Arc<State>,
     cfg: AttributionConfig,
     cri: Option<Cri>,
+    /// containerd's own API on the same socket, when the runtime is
+    /// containerd: names containers the CRI does not know.
+    native: Option<super::native::Native>,
     last_attempt: Option<Instant>,
     /// The first look after connecting: containers already running are
     /// registered without start events.
@@ -52,6 +55,14 @@ impl Watcher {
                 tracing::info!(runtime = %c.runtime, endpoint = c.endpoint(), "container runtime connected");
                 lock(&self.state.containers).runtime =
                     Some(format!("{} at {}", c.runtime, c.endpoint()));
+                self.native = None;
+                if c.runtime.starts_with("containerd") {
+                    let socket = std::path::Path::new(c.endpoint());
+                    match super::native::Native::connect(socket, &c.runtime).await {
+                        Ok(n) => self.native = Some(n),
+                        Err(err) => tracing::debug!(%err, "containerd metadata API"),
+                    }
+                }
                 self.cri = Some(c);
                 self.first = true;
                 self.seen.clear();
@@ -64,6 +75,7 @@ impl Watcher {
     fn disconnect(&mut self, err: &cri::CriError) {
         tracing::warn!(%err, "container runtime lost; events keep their container ids");
         self.cri = None;
+        self.native = None;
         lock(&self.state.containers).runtime = None;
     }
 
@@ -144,16 +156,39 @@ impl Watcher {
                 cri::State::Created | cri::State::Unknown => {}
             }
         }
-        let mut reg = lock(&self.state.containers);
-        for id in reg.running_ids() {
-            if !now_seen.contains_key(&id) {
-                out.extend(reg.exited(&id, None, None, "removed".into(), 0));
+        let (gone, unknown): (Vec<Arc<str>>, Vec<(Arc<str>, Option<PathBuf>)>) = {
+            let reg = lock(&self.state.containers);
+            (
+                reg.running_ids()
+                    .into_iter()
+                    .filter(|id| !now_seen.contains_key(id))
+                    .collect(),
+                reg.unresolved()
+                    .into_iter()
+                    .filter(|id| !now_seen.contains_key(id))
+                    .map(|id| {
+                        let path = reg.cgroup_path(&id);
+                        (id, path)
+                    })
+                    .collect(),
+            )
+        };
+        for (id, path) in unknown {
+            // Not the CRI's: a plain containerd container, perhaps.
+            let ns = path.as_deref().and_then(super::native::namespace_of);
+            let meta = match (self.native.as_mut(), ns) {
+                (Some(n), Some(ns)) => n.lookup(&ns, &id).await,
+                _ => None,
+            };
+            let mut reg = lock(&self.state.containers);
+            match meta {
+                Some(m) => out.extend(reg.named_by_containerd(m)),
+                None => out.extend(reg.unknown_to_runtime(&id)),
             }
         }
-        for id in reg.unresolved() {
-            if !now_seen.contains_key(&id) {
-                out.extend(reg.unknown_to_runtime(&id));
-            }
+        let mut reg = lock(&self.state.containers);
+        for id in gone {
+            out.extend(reg.exited(&id, None, None, "removed".into(), 0));
         }
         self.seen = now_seen;
         Ok(())
@@ -175,6 +210,7 @@ pub async fn run(
         state,
         cfg,
         cri: None,
+        native: None,
         last_attempt: None,
         first: true,
         seen: HashMap::new(),
