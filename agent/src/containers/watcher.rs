@@ -156,7 +156,10 @@ impl Watcher {
                 cri::State::Created | cri::State::Unknown => {}
             }
         }
-        let (gone, unknown): (Vec<Arc<str>>, Vec<(Arc<str>, Option<PathBuf>)>) = {
+        // Running containers the CRI no longer lists; sighted ones it never
+        // listed, with their cgroup path.
+        type Unknown = Vec<(Arc<str>, Option<PathBuf>)>;
+        let (gone, unknown): (Vec<Arc<str>>, Unknown) = {
             let reg = lock(&self.state.containers);
             (
                 reg.running_ids()
