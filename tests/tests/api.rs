@@ -239,10 +239,13 @@ async fn buffered_events_are_replayed_with_filters() {
         .unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    cap.wait_for("exit of sleep", |e| {
-        e.pid() == pid && e.kind() == fdr_common::EventKind::Exit
-    })
-    .await;
+    // Exec and exit travel in different rings: both must be recorded.
+    for kind in [fdr_common::EventKind::Exec, fdr_common::EventKind::Exit] {
+        cap.wait_for("exec and exit of sleep", |e| {
+            e.pid() == pid && e.kind() == kind
+        })
+        .await;
+    }
     let mut client = client::connect_unix(&cap.socket()).await.expect("connect");
     let mut stream = client
         .stream_events(pb::StreamEventsRequest {
@@ -266,10 +269,14 @@ async fn buffered_events_are_replayed_with_filters() {
             let kind = pb::EventKind::try_from(ev.kind).unwrap();
             // What the models made of them is the process's too.
             if kind != pb::EventKind::ModelLearned && kind != pb::EventKind::Audit {
-                kinds.push(kind);
+                kinds.push((ev.boot_ns, kind));
             }
         }
     }
+    // In the order they happened (a ring drained later may add an earlier
+    // event after a later one).
+    kinds.sort();
+    let kinds: Vec<pb::EventKind> = kinds.into_iter().map(|(_, k)| k).collect();
     assert_eq!(
         kinds,
         [
