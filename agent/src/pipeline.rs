@@ -63,25 +63,12 @@ impl Recorder {
     /// critical ring is read first: whatever its records depend on (a fork
     /// before an exec) was committed to the other ring before them.
     fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
-        for ring in [critical, events] {
-            while let Some(item) = ring.next() {
-                if let Some(tap) = &mut self.tap {
-                    use std::io::Write;
-                    let len = (item.len() as u32).to_le_bytes();
-                    if let Err(err) = tap.write_all(&len).and_then(|()| tap.write_all(&item)) {
-                        tracing::warn!(%err, "raw record file: stopped copying");
-                        self.tap = None;
-                    }
-                }
-                match decode(&item) {
-                    Ok(rec) => self.records.push(rec),
-                    Err(err) => {
-                        self.state.counters.decode_errors.fetch_add(1, Relaxed);
-                        tracing::debug!(%err, "undecodable record");
-                    }
-                }
-            }
-        }
+        self.read_ring(critical);
+        self.read_ring(events);
+        // Once more: a critical record committed before a record just read
+        // from the other ring (a process's exec before its exit) is then in
+        // this pass, and sorted before it.
+        self.read_ring(critical);
         self.records.sort_by_key(|r| r.boot_ns);
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
@@ -176,6 +163,27 @@ impl Recorder {
             scope: trigger.scope.clone(),
             unit: trigger.unit.clone(),
         })
+    }
+
+    /// Decodes everything pending in `ring` into `records`.
+    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if let Some(tap) = &mut self.tap {
+                use std::io::Write;
+                let len = (item.len() as u32).to_le_bytes();
+                if let Err(err) = tap.write_all(&len).and_then(|()| tap.write_all(&item)) {
+                    tracing::warn!(%err, "raw record file: stopped copying");
+                    self.tap = None;
+                }
+            }
+            match decode(&item) {
+                Ok(rec) => self.records.push(rec),
+                Err(err) => {
+                    self.state.counters.decode_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(%err, "undecodable record");
+                }
+            }
+        }
     }
 
     /// Turns a record into an event with the process's context.

@@ -178,7 +178,12 @@ impl ProcessTable {
                 entry.uid = t.uid;
                 entry.comm = t.comm;
                 entry.image = image.clone();
-                entry.exited_at = None;
+                // An exec recorded after its own process's exit (the two
+                // travel in different rings) does not bring it back; an
+                // exec after an exit is a new process with a reused pid.
+                if entry.exited_at.is_some_and(|x| x < rec.boot_ns) {
+                    entry.exited_at = None;
+                }
                 image
             }
             Detail::Exit { .. } => {
@@ -370,6 +375,12 @@ mod tests {
         assert!(t.get(11).is_some());
         assert_eq!(t.prune(200, 100), 1);
         assert_eq!(t.counts().pruned, 1);
+        // An exec that arrives after its process's exit keeps it exited.
+        t.apply(&rec(12, 10, 300, Detail::Fork { parent_tid: 10 }));
+        t.apply(&rec(12, 10, 320, Detail::Exit { status: 0 }));
+        t.apply(&rec(12, 10, 310, exec(&["/bin/late"])));
+        assert_eq!(t.get(12).unwrap().exited_at, Some(320));
+        assert_eq!(t.prune(1000, 100), 1);
         assert!(t.get(11).is_none());
         assert!(t.get(10).is_some());
     }
