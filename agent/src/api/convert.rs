@@ -60,6 +60,23 @@ pub fn container_to_pb(m: &ContainerMeta) -> pb::ContainerInfo {
     }
 }
 
+pub fn known_container_to_pb(k: &crate::containers::Known) -> pb::KnownContainer {
+    pb::KnownContainer {
+        info: Some(
+            k.meta
+                .as_deref()
+                .map(container_to_pb)
+                .unwrap_or_else(|| pb::ContainerInfo {
+                    id: k.id.to_string(),
+                    ..Default::default()
+                }),
+        ),
+        running: k.running,
+        stopped: (!k.running).then(|| timestamp(k.stopped_ns)),
+        cgroup_id: k.cgroup_id,
+    }
+}
+
 /// The container info of a scope: the runtime's metadata when known,
 /// else the id alone.
 pub fn scope_container(

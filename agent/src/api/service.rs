@@ -175,6 +175,19 @@ impl FlightRecorder for Service {
     type ExportSnapshotStream = Chunks<pb::ExportChunk>;
     type StreamIncidentsStream = super::analysis::IncidentStream;
 
+    async fn list_containers(
+        &self,
+        _request: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let known = lock(&self.state.containers).list();
+        Ok(Response::new(pb::ListContainersResponse {
+            containers: known
+                .iter()
+                .map(super::convert::known_container_to_pb)
+                .collect(),
+        }))
+    }
+
     async fn list_models(
         &self,
         _request: Request<pb::ListModelsRequest>,

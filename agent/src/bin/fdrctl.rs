@@ -36,6 +36,9 @@ enum Command {
     Events(ctl::EventsArgs),
     /// Counters: events and losses per kind, buffer use.
     Stats(ctl::StatsArgs),
+    /// Containers the agent knows: running, and stopped ones still named
+    /// (tombstones).
+    Containers(ctl::ContainersArgs),
     /// Snapshots: create, list, show, export.
     #[command(subcommand)]
     Snapshot(ctl::SnapshotCmd),
@@ -80,6 +83,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
         Command::Stats(args) => ctl::stats(&mut client, &args, &mut out).await,
+        Command::Containers(args) => ctl::containers(&mut client, &args, &mut out).await,
         Command::Snapshot(cmd) => ctl::snapshot(&mut client, &cmd, &mut out).await,
         Command::Query(args) => ctl::query(&mut client, &args, &mut out).await,
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,

@@ -78,6 +78,26 @@ struct Entry {
     started: bool,
     /// When the stop was recorded: the tombstone's age.
     stopped: Option<Instant>,
+    /// The same, wall-clock ns, for listings.
+    stopped_wall_ns: u64,
+}
+
+/// One container as `ListContainers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub id: Arc<str>,
+    /// `None` until (unless) a runtime names it.
+    pub meta: Option<Arc<ContainerMeta>>,
+    pub running: bool,
+    /// Wall-clock ns its stop was recorded (0 while running).
+    pub stopped_ns: u64,
+    pub cgroup_id: u64,
+}
+
+fn wall_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Counts for `GetStats`.
@@ -178,6 +198,7 @@ impl ContainerRegistry {
             return None;
         }
         e.stopped = Some(Instant::now());
+        e.stopped_wall_ns = wall_now_ns();
         if !e.started && e.cgroup.is_none() {
             return None;
         }
@@ -257,6 +278,7 @@ impl ContainerRegistry {
                 continue;
             }
             e.stopped = Some(Instant::now());
+            e.stopped_wall_ns = wall_now_ns();
             out.push(Notice {
                 id: id.clone(),
                 change: Change::Stopped {
@@ -298,6 +320,23 @@ impl ContainerRegistry {
         self.entries
             .retain(|_, e| e.stopped.is_none_or(|at| now.duration_since(at) < ttl));
         before - self.entries.len()
+    }
+
+    /// Every known container, running ones first, then by id.
+    pub fn list(&self) -> Vec<Known> {
+        let mut out: Vec<Known> = self
+            .entries
+            .iter()
+            .map(|(id, e)| Known {
+                id: id.clone(),
+                meta: e.meta.clone(),
+                running: e.stopped.is_none(),
+                stopped_ns: e.stopped_wall_ns,
+                cgroup_id: e.cgroup.as_ref().map_or(0, |c| c.0),
+            })
+            .collect();
+        out.sort_by(|a, b| b.running.cmp(&a.running).then_with(|| a.id.cmp(&b.id)));
+        out
     }
 
     pub fn counts(&self) -> ContainerCounts {
@@ -357,6 +396,10 @@ mod tests {
         ));
         assert!(r.exited(&id, None, Some(3), "Error".into(), 9).is_none());
         assert_eq!(r.get("c1").unwrap().pod_name, "web-0", "tombstone");
+        let listed = r.list();
+        assert_eq!(listed.len(), 1);
+        assert!(!listed[0].running && listed[0].stopped_ns > 0);
+        assert_eq!(listed[0].cgroup_id, 7);
         assert_eq!(r.counts().tombstones, 1);
         assert_eq!(r.prune(Instant::now()), 0);
         assert_eq!(r.prune(Instant::now() + Duration::from_secs(61)), 1);

@@ -6,6 +6,7 @@ use std::io;
 
 use crate::event::EventKind;
 
+mod containers;
 mod detail;
 mod events;
 mod incident_show;
@@ -15,6 +16,7 @@ mod query;
 mod snapshots;
 mod stats;
 
+pub use containers::{containers, ContainersArgs};
 pub use detail::detail_text;
 pub use events::{
     ancestry_text, container_json, event_json, events, severity_name, table_row, EventsArgs,
