@@ -214,13 +214,7 @@ fn ts_key(ts: Option<&prost_types::Timestamp>) -> (i64, i32) {
 }
 
 fn gap_text(g: &pb::Gap) -> String {
-    format!(
-        "  -- gap {} .. {}: {} events lost ({}) --\n",
-        time_text(g.from.as_ref()),
-        time_text(g.to.as_ref()),
-        g.lost,
-        g.cause
-    )
+    format!("  -- {} --\n", super::snapshots::gap_line(g))
 }
 
 #[cfg(test)]

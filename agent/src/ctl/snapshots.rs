@@ -120,15 +120,7 @@ fn snapshot_header(s: &SnapshotPages, json: bool) -> Vec<String> {
     if json {
         return info.map(|i| info_json(i).to_string()).collect();
     }
-    let gaps = s.gaps.iter().map(|g| {
-        format!(
-            "gap {} .. {}: {} events lost ({})",
-            time_text(g.from.as_ref()),
-            time_text(g.to.as_ref()),
-            g.lost,
-            g.cause
-        )
-    });
+    let gaps = s.gaps.iter().map(gap_line);
     let processes = s.processes.iter().map(|p| {
         format!(
             "process {:>7} ppid {:>7} uid {:>5} {} {}",
@@ -234,4 +226,15 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
         }
     }
     Ok(())
+}
+
+/// `gap FROM .. TO: N events lost (cause)`.
+pub fn gap_line(g: &pb::Gap) -> String {
+    format!(
+        "gap {} .. {}: {} events lost ({})",
+        time_text(g.from.as_ref()),
+        time_text(g.to.as_ref()),
+        g.lost,
+        g.cause
+    )
 }
