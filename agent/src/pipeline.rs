@@ -288,7 +288,7 @@ impl Recorder {
         self.push_derived(&mut procs);
         drop(procs);
         self.publish();
-        self.close_snapshots();
+        self.close_snapshots(false);
         self.analyzer
             .flush(&state, self.clock.wall_ns(BootClock::boot_now_ns()));
         let scopes = &self.scopes;
@@ -299,39 +299,28 @@ impl Recorder {
         }
     }
 
-    /// Commits every open snapshot, cut short (shutdown).
-    fn commit_open_snapshots(&mut self) {
-        let now = self.clock.wall_ns(BootClock::boot_now_ns());
-        let drops = self.state.total_kernel_drops();
-        let procs = lock(&self.state.procs);
-        let mut snaps = lock(&self.state.snapshots);
-        let depth = self.state.ancestry_depth;
-        let res = self
-            .state
-            .with_enrich(depth, |en| snaps.close_all(now, drops, &procs, en));
-        match res {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(?ids, "open snapshots committed at shutdown")
-            }
-            Ok(_) => {}
-            Err(err) => tracing::error!(%err, "committing open snapshots at shutdown"),
+    /// Commits the snapshots whose after-window has closed; with `all`
+    /// (shutdown), every open one, cut short.
+    fn close_snapshots(&mut self, all: bool) {
+        if !lock(&self.state.snapshots).has_open() {
+            return;
         }
-    }
-
-    /// Commits the snapshots whose after-window has closed.
-    fn close_snapshots(&mut self) {
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
         let drops = self.state.total_kernel_drops();
         let procs = lock(&self.state.procs);
         let mut snaps = lock(&self.state.snapshots);
         let depth = self.state.ancestry_depth;
-        let res = self
-            .state
-            .with_enrich(depth, |en| snaps.close_due(now, drops, &procs, en));
+        let res = self.state.with_enrich(depth, |en| {
+            if all {
+                snaps.close_all(now, drops, &procs, en)
+            } else {
+                snaps.close_due(now, drops, &procs, en)
+            }
+        });
         match res {
-            Ok(ids) if !ids.is_empty() => tracing::info!(?ids, "snapshots committed"),
+            Ok(ids) if !ids.is_empty() => tracing::info!(?ids, all, "snapshots committed"),
             Ok(_) => {}
-            Err(err) => tracing::error!(%err, "committing snapshots"),
+            Err(err) => tracing::error!(%err, all, "committing snapshots"),
         }
     }
 }
@@ -404,13 +393,13 @@ pub async fn run(
                     use std::io::Write;
                     let _ = tap.flush();
                 }
-                rec.commit_open_snapshots();
+                rec.close_snapshots(true);
                 let now = rec.clock.wall_ns(BootClock::boot_now_ns());
                 rec.analyzer.flush(&rec.state, now);
                 return Ok(());
             }
             _ = housekeeping.tick() => rec.housekeeping(&cfg),
-            _ = snapshot_tick.tick() => rec.close_snapshots(),
+            _ = snapshot_tick.tick() => rec.close_snapshots(false),
             _ = watch_tick.tick() => refresh_watch(&rec.state, &cfg),
             _ = poll.tick() => rec.drain(critical.get_mut(), events.get_mut()),
             Some(n) = notices.recv() => rec.container_notice(n),

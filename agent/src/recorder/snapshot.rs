@@ -149,6 +149,11 @@ impl Snapshots {
         }
     }
 
+    /// Whether a snapshot is still filling.
+    pub fn has_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
     /// Summaries of the snapshots still filling.
     pub fn open_infos(&self) -> Vec<pb::SnapshotInfo> {
         self.open.iter().map(|o| o.info.clone()).collect()
