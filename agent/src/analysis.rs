@@ -128,27 +128,31 @@ impl Analyzer {
         }
         let mut out = Vec::new();
         let mut drafts = Vec::new();
-        let obs = items::observe(ev);
-        let key = if obs.is_some()
-            || matches!(ev.record.detail, Detail::Net { .. } | Detail::Exec { .. })
-        {
-            self.key(ev, state)
-        } else {
-            Arc::from("")
-        };
-        if let Some(obs) = obs {
-            match lock(&state.models).check(&key, &obs, ev, ev.time_ns) {
+        // The model key, computed only for events a model or an audit
+        // needs it for (no allocation for forks, exits…).
+        let mut key: Option<Arc<str>> = None;
+        if let Some(obs) = items::observe(ev) {
+            let k = self.key(ev, state);
+            match lock(&state.models).check(&k, &obs, ev, ev.time_ns) {
                 Verdict::Normal => {}
                 Verdict::Learned => out.push(Detail::Learned(Box::new(LearnedDetail {
-                    model: key.clone(),
+                    model: k.clone(),
                     section: obs.section.name(),
                     item: obs.item.into_owned(),
                 }))),
                 Verdict::Audit(d) => drafts.push(d),
             }
+            key = Some(k);
         }
         let audited = !drafts.is_empty();
         drafts.extend(self.detectors.observe(ev, audited, &self.detect_cfg));
+        if drafts.is_empty() {
+            return out;
+        }
+        let key = match key {
+            Some(k) => k,
+            None => self.key(ev, state),
+        };
         for d in drafts {
             let seq = first_seq + out.len() as u64;
             let detail = AuditDetail {

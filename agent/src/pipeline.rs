@@ -136,8 +136,11 @@ impl Recorder {
     /// Records an event and what the models and detectors make of it.
     /// The trigger goes first in the timeline, its audits right after.
     fn accept(&mut self, ev: Arc<Event>) {
-        let state = self.state.clone();
-        let raised = self.analyzer.analyze(&ev, &state, self.seq + 1);
+        let raised = self.analyzer.analyze(&ev, &self.state, self.seq + 1);
+        if raised.is_empty() {
+            self.push(ev);
+            return;
+        }
         self.push(ev.clone());
         for detail in raised {
             let e = self.raised_event(&ev, detail);
