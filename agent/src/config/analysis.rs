@@ -1,0 +1,195 @@
+//! The `[analysis]` section: runtime models, rules, detectors, incidents.
+
+use serde::{Deserialize, Serialize};
+
+use super::{humantime_serde_compat, strings};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Runtime models, audits and incidents. Default on.
+    pub enabled: bool,
+    /// How long a new model learns before anything new is an anomaly.
+    /// Default 1h.
+    #[serde(with = "humantime_serde_compat")]
+    pub learning_period: std::time::Duration,
+    /// An audit of the same incident type on the same scope within this
+    /// long updates the open incident instead of opening one. Default 24h.
+    #[serde(with = "humantime_serde_compat")]
+    pub incident_window: std::time::Duration,
+    /// Items kept per model section; past it nothing more is learned (and
+    /// such items are anomalies once active). Default 2048.
+    pub max_items_per_section: usize,
+    /// Models kept; the least recently used beyond it are dropped. Default 4096.
+    pub max_models: usize,
+    /// Items kept over all models (about 100 bytes each); past it nothing
+    /// more is learned. Default 262144 (about 25 MiB).
+    pub max_total_items: usize,
+    /// Distinct destinations one process connects to within `scan_window`
+    /// that make a port scan. Default 20 in 60s.
+    pub scan_threshold: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub scan_window: std::time::Duration,
+    /// A sensitive file read, then an outbound connection from the same
+    /// process tree within this long, is data exfiltration. Default 5m.
+    #[serde(with = "humantime_serde_compat")]
+    pub exfil_window: std::time::Duration,
+    /// Audits kept in an incident's record (all are in its snapshot and
+    /// counted). Default 200.
+    pub max_audits_per_incident: usize,
+    /// Rules that override learning, checked in order, deny rules before
+    /// allow rules.
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `allow`: matching behaviour never raises an audit (learning does not
+/// matter). `deny`: it always does, learning or not.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub action: RuleAction,
+    /// Glob on the model key (`image:…`, `service:…`, `exe:…`,
+    /// `container:…`). Default `*`.
+    #[serde(default = "star")]
+    pub model: String,
+    /// Model section: exec, file, sensitive-read, listen, connect,
+    /// account, priv, binary. Default: any.
+    #[serde(default)]
+    pub section: Option<String>,
+    /// Globs on the item (`*` matches anything, `/` included); any may
+    /// match. Default `["*"]`.
+    #[serde(default = "stars")]
+    pub items: Vec<String>,
+    /// Only in (true) or outside (false) interactive sessions.
+    #[serde(default)]
+    pub interactive: Option<bool>,
+    /// Deny rules: low, medium, high, critical. Default high.
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// Deny rules: the incident type raised. Default: the section's.
+    #[serde(default)]
+    pub incident: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+
+fn stars() -> Vec<String> {
+    vec![star()]
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        use std::time::Duration;
+        let deny = |name: &str, section: &str, items: &[&str], incident: &str, severity: &str| {
+            RuleConfig {
+                name: name.into(),
+                action: RuleAction::Deny,
+                model: star(),
+                section: Some(section.into()),
+                items: strings(items),
+                interactive: None,
+                severity: Some(severity.into()),
+                incident: Some(incident.into()),
+                message: None,
+            }
+        };
+        let mut interactive_accounts = deny(
+            "interactive-account-change",
+            "account",
+            &["*"],
+            "backdoor-account",
+            "critical",
+        );
+        interactive_accounts.interactive = Some(true);
+        let allow_accounts = |name: &str, unit: &str| RuleConfig {
+            name: name.into(),
+            action: RuleAction::Allow,
+            model: format!("service:{unit}"),
+            section: Some("account".into()),
+            items: stars(),
+            interactive: None,
+            severity: None,
+            incident: None,
+            message: None,
+        };
+        AnalysisConfig {
+            enabled: true,
+            learning_period: Duration::from_secs(3600),
+            incident_window: Duration::from_secs(24 * 3600),
+            max_items_per_section: 2048,
+            max_models: 4096,
+            max_total_items: 262_144,
+            scan_threshold: 20,
+            scan_window: Duration::from_secs(60),
+            exfil_window: Duration::from_secs(300),
+            max_audits_per_incident: 200,
+            rules: vec![
+                interactive_accounts,
+                deny(
+                    "crypto-miner-program",
+                    "exec",
+                    &[
+                        "* -> */xmrig*",
+                        "* -> */minerd",
+                        "* -> */cpuminer*",
+                        "* -> */ccminer",
+                        "* -> */ethminer",
+                        "* -> */xmr-stak*",
+                        "* -> */t-rex",
+                        "* -> */nbminer",
+                        "* -> */lolminer",
+                        "* -> */phoenixminer",
+                    ],
+                    "crypto-miner",
+                    "critical",
+                ),
+                deny(
+                    "mining-pool-port",
+                    "connect",
+                    &[
+                        "* *:3333",
+                        "* *:5555",
+                        "* *:7777",
+                        "* *:14444",
+                        "* *:14433",
+                        "* *:45700",
+                    ],
+                    "crypto-miner",
+                    "high",
+                ),
+                deny(
+                    "shell-run-by-web-server",
+                    "exec",
+                    &[
+                        "*/nginx -> */*sh",
+                        "*/httpd -> */*sh",
+                        "*/apache2 -> */*sh",
+                        "*/php-fpm* -> */*sh",
+                        "*/lighttpd -> */*sh",
+                        "*/caddy -> */*sh",
+                        "*/tomcat* -> */*sh",
+                    ],
+                    "reverse-shell",
+                    "high",
+                ),
+                allow_accounts("guest-agent-manages-accounts", "google-guest-agent.service"),
+                allow_accounts(
+                    "accounts-daemon-manages-accounts",
+                    "google-accounts-daemon.service",
+                ),
+            ],
+        }
+    }
+}
