@@ -313,13 +313,9 @@ impl Recorder {
         let procs = lock(&self.state.procs);
         let mut snaps = lock(&self.state.snapshots);
         let depth = self.state.ancestry_depth;
-        let res = self.state.with_enrich(depth, |en| {
-            if all {
-                snaps.close_all(now, drops, &procs, en)
-            } else {
-                snaps.close_due(now, drops, &procs, en)
-            }
-        });
+        let res = self
+            .state
+            .with_enrich(depth, |en| snaps.close(now, drops, &procs, en, all));
         match res {
             Ok(ids) if !ids.is_empty() => tracing::info!(?ids, all, "snapshots committed"),
             Ok(_) => {}

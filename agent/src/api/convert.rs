@@ -95,6 +95,26 @@ pub fn scope_container(
     )
 }
 
+/// The process an event is about: the kernel's task fields and the
+/// program it ran.
+pub fn process_to_pb(ev: &Event) -> pb::Process {
+    let t = &ev.record.task;
+    pb::Process {
+        pid: t.pid,
+        tid: t.tid,
+        ppid: t.ppid,
+        uid: t.uid,
+        gid: t.gid,
+        loginuid: t.loginuid,
+        cgroup_id: t.cgroup_id,
+        comm: t.comm.to_string(),
+        exe: ev.exe().to_owned(),
+        argv: ev.argv().to_vec(),
+        has_tty: t.has_tty,
+        start_ns: t.start_ns,
+    }
+}
+
 /// An account record; `first_change` in wall-clock ns when known.
 pub fn account_to_pb(a: &AccountDetail, first_change: Option<u64>) -> pb::AccountDetail {
     pb::AccountDetail {
@@ -206,20 +226,7 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
         boot_ns: ev.record.boot_ns,
         cpu: ev.record.cpu,
         kind: kind_to_pb(ev.kind()) as i32,
-        process: Some(pb::Process {
-            pid: t.pid,
-            tid: t.tid,
-            ppid: t.ppid,
-            uid: t.uid,
-            gid: t.gid,
-            loginuid: t.loginuid,
-            cgroup_id: t.cgroup_id,
-            comm: t.comm.to_string(),
-            exe: ev.exe().to_owned(),
-            argv: ev.argv().to_vec(),
-            has_tty: t.has_tty,
-            start_ns: t.start_ns,
-        }),
+        process: Some(process_to_pb(ev)),
         detail: Some(detail),
         scope: ev.scope.key(),
         service: ev.unit.as_deref().unwrap_or_default().to_owned(),

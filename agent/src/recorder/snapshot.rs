@@ -13,7 +13,7 @@ use super::{
     ScopeBuffers,
 };
 use crate::{
-    api::convert::{event_to_pb, scope_container, timestamp, Enrich},
+    api::convert::{event_to_pb, process_to_pb, scope_container, timestamp, Enrich},
     event::Event,
     proctable::ProcessTable,
     scope::Scope,
@@ -159,31 +159,10 @@ impl Snapshots {
         self.open.iter().map(|o| o.info.clone()).collect()
     }
 
-    /// Commits the snapshots whose window closed before `now_ns`. Returns
-    /// the ids committed.
-    pub fn close_due(
-        &mut self,
-        now_ns: u64,
-        kernel_drops: u64,
-        procs: &ProcessTable,
-        en: &Enrich,
-    ) -> Result<Vec<u64>, StoreError> {
-        self.close(now_ns, kernel_drops, procs, en, false)
-    }
-
-    /// Commits every open snapshot now (the agent is stopping): the part of
-    /// each after-window not yet lived is marked as a gap.
-    pub fn close_all(
-        &mut self,
-        now_ns: u64,
-        kernel_drops: u64,
-        procs: &ProcessTable,
-        en: &Enrich,
-    ) -> Result<Vec<u64>, StoreError> {
-        self.close(now_ns, kernel_drops, procs, en, true)
-    }
-
-    fn close(
+    /// Commits the snapshots whose window closed before `now_ns`; with
+    /// `all` (the agent is stopping), every open one, the part of its
+    /// after-window not yet lived marked as a gap. Returns the ids committed.
+    pub fn close(
         &mut self,
         now_ns: u64,
         kernel_drops: u64,
@@ -248,15 +227,7 @@ fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
     let mut out: BTreeMap<u32, pb::Process> = BTreeMap::new();
     for ev in events {
         let t = &ev.record.task;
-        out.entry(t.pid).or_insert_with(|| pb::Process {
-            pid: t.pid,
-            ppid: t.ppid,
-            uid: t.uid,
-            comm: t.comm.to_string(),
-            exe: ev.exe().to_owned(),
-            argv: ev.argv().to_vec(),
-            ..Default::default()
-        });
+        out.entry(t.pid).or_insert_with(|| process_to_pb(ev));
         let mut pid = t.ppid;
         for _ in 0..32 {
             if pid == 0 || out.contains_key(&pid) {
@@ -378,13 +349,13 @@ mod tests {
         let procs = ProcessTable::default();
         assert!(
             snaps
-                .close_due(3_000, 0, &procs, &Enrich::BARE)
+                .close(3_000, 0, &procs, &Enrich::BARE, false)
                 .unwrap()
                 .is_empty(),
             "window still open"
         );
         assert_eq!(
-            snaps.close_all(3_000, 0, &procs, &Enrich::BARE).unwrap(),
+            snaps.close(3_000, 0, &procs, &Enrich::BARE, true).unwrap(),
             vec![info.id]
         );
         let stored = snaps.store().get(info.id).unwrap().expect("committed");

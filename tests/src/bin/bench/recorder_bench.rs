@@ -134,7 +134,13 @@ pub fn run() -> Result<Value> {
     let freeze_ms = t.elapsed().as_secs_f64() * 1e3;
     let procs = ProcessTable::default();
     let t = Instant::now();
-    let ids = snaps.close_due(at + 1, 0, &procs, &fdr_agent::api::convert::Enrich::BARE)?;
+    let ids = snaps.close(
+        at + 1,
+        0,
+        &procs,
+        &fdr_agent::api::convert::Enrich::BARE,
+        false,
+    )?;
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
     let stored = snaps.store().list()?;
     let _ = std::fs::remove_dir_all(&dir);
