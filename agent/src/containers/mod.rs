@@ -56,6 +56,18 @@ pub struct Notice {
     pub pid: u32,
 }
 
+impl Notice {
+    fn started(id: Arc<str>, source: &'static str, cgroup_id: u64, pid: u32) -> Notice {
+        Notice {
+            id,
+            change: Change::Started,
+            source,
+            cgroup_id,
+            pid,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Started,
@@ -167,13 +179,7 @@ impl ContainerRegistry {
         if !announce {
             return None;
         }
-        Some(Notice {
-            id,
-            change: Change::Started,
-            source: "cri",
-            cgroup_id,
-            pid,
-        })
+        Some(Notice::started(id, "cri", cgroup_id, pid))
     }
 
     /// The runtime reports the container exited (metadata refreshed when
@@ -226,13 +232,7 @@ impl ContainerRegistry {
         }
         e.stop_by_cgroup = true;
         e.started = true;
-        Some(Notice {
-            id: id.clone(),
-            change: Change::Started,
-            source: "cgroup",
-            cgroup_id,
-            pid: 0,
-        })
+        Some(Notice::started(id.clone(), "cgroup", cgroup_id, 0))
     }
 
     /// containerd's own API named a container the CRI does not know (a
@@ -248,13 +248,7 @@ impl ContainerRegistry {
             return None;
         }
         e.started = true;
-        Some(Notice {
-            id,
-            change: Change::Started,
-            source: "containerd",
-            cgroup_id,
-            pid: 0,
-        })
+        Some(Notice::started(id, "containerd", cgroup_id, 0))
     }
 
     /// The cgroup path (relative to the v2 root) the kernel showed the
