@@ -331,6 +331,7 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
     let cp = pos("cp reading /etc/passwd", &|e| {
         matches!(&e.detail, Some(pb::event::Detail::File(f)) if f.path == "/etc/passwd")
             && e.kind == pb::EventKind::SensitiveRead as i32
+            && e.process.as_ref().is_some_and(|p| p.exe.ends_with("/cp"))
     });
     let sent = pos("the connection to the attacker", &|e| {
         matches!(&e.detail, Some(pb::event::Detail::Net(n)) if n.remote_port == u32::from(attacker))

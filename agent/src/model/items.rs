@@ -104,7 +104,16 @@ pub fn observe(ev: &Event) -> Option<Observation<'_>> {
             )
         }
         Detail::File { kind, file } => match kind {
-            EventKind::SensitiveRead => (Section::SensitiveRead, generalise::path(&file.path)),
+            // By reader: a service that reads /etc/passwd to resolve its
+            // user does not make `cp /etc/passwd` from its shell normal.
+            EventKind::SensitiveRead => (
+                Section::SensitiveRead,
+                Cow::Owned(format!(
+                    "{}: {}",
+                    exe_or_unknown(ev.exe()),
+                    generalise::path(&file.path)
+                )),
+            ),
             EventKind::FileRename | EventKind::FileLink => (
                 Section::File,
                 generalise::path(file.path2.as_deref().unwrap_or(&file.path)),
@@ -161,5 +170,66 @@ fn exe_or_unknown(exe: &str) -> Cow<'_, str> {
         Cow::Borrowed("?")
     } else {
         generalise::path(exe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::{FileDetail, PrivDetail};
+
+    /// The observation of `detail` done by `exe`, owned.
+    fn seen(exe: &str, detail: Detail) -> (Section, String) {
+        let mut e = crate::buffer::tests::event(1, 42, detail);
+        e.image = crate::lineage::Image::root(42, 0, exe.into(), Arc::from(Vec::new()));
+        let o = observe(&e).expect("an observation");
+        (o.section, o.item.into_owned())
+    }
+
+    fn file(kind: EventKind, path: &str) -> Detail {
+        Detail::File {
+            kind,
+            file: Box::new(FileDetail {
+                path: path.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn sensitive_reads_are_items_of_their_reader() {
+        let read = || file(EventKind::SensitiveRead, "/etc/passwd");
+        let py = seen("/usr/bin/python3.11", read());
+        assert_eq!(
+            py,
+            (
+                Section::SensitiveRead,
+                "/usr/bin/python3.11: /etc/passwd".into()
+            )
+        );
+        assert_ne!(
+            seen("/usr/bin/cp", read()),
+            py,
+            "another reader, another item"
+        );
+        let key = file(EventKind::SensitiveRead, "/root/.ssh/id_rsa");
+        assert_eq!(seen("", key).1, "?: /root/.ssh/id_rsa");
+    }
+
+    #[test]
+    fn file_items_are_generalised_and_priv_items_name_the_program() {
+        let w = file(EventKind::FileWrite, "/var/cache/app/cache-1234");
+        assert_eq!(
+            seen("/usr/bin/app", w),
+            (Section::File, "/var/cache/app/cache-#".into())
+        );
+        let p = Detail::Priv(Box::new(PrivDetail {
+            syscall: "setresuid",
+            old: Default::default(),
+            new: Default::default(),
+        }));
+        assert_eq!(seen("/usr/bin/sudo", p).1, "/usr/bin/sudo: setresuid");
     }
 }
