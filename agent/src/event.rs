@@ -178,6 +178,35 @@ pub struct NetDetail {
     pub ret: i32,
 }
 
+impl NetDetail {
+    /// Why a connect failed (`ECONNREFUSED`, …); `None` when it succeeded or
+    /// is still in progress, and for every other kind.
+    pub fn error(&self) -> Option<std::borrow::Cow<'static, str>> {
+        const EINPROGRESS: i32 = 115;
+        if self.ret >= 0 || self.ret == -EINPROGRESS {
+            return None;
+        }
+        let name = match -self.ret {
+            1 => "EPERM",
+            4 => "EINTR",
+            13 => "EACCES",
+            22 => "EINVAL",
+            97 => "EAFNOSUPPORT",
+            98 => "EADDRINUSE",
+            99 => "EADDRNOTAVAIL",
+            100 => "ENETDOWN",
+            101 => "ENETUNREACH",
+            104 => "ECONNRESET",
+            110 => "ETIMEDOUT",
+            111 => "ECONNREFUSED",
+            112 => "EHOSTDOWN",
+            113 => "EHOSTUNREACH",
+            n => return Some(format!("errno {n}").into()),
+        };
+        Some(name.into())
+    }
+}
+
 /// Credentials of a task (the kernel's record, plain data).
 pub use fdr_common::Creds;
 
@@ -449,6 +478,22 @@ impl ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_errors_are_named() {
+        let n = |ret| NetDetail {
+            protocol: 6,
+            local: "0.0.0.0:0".parse().unwrap(),
+            remote: Some("10.0.0.1:22".parse().unwrap()),
+            backlog: 0,
+            ret,
+        };
+        assert_eq!(n(0).error(), None);
+        assert_eq!(n(-115).error(), None, "in progress is not a failure");
+        assert_eq!(n(-111).error().as_deref(), Some("ECONNREFUSED"));
+        assert_eq!(n(-110).error().as_deref(), Some("ETIMEDOUT"));
+        assert_eq!(n(-200).error().as_deref(), Some("errno 200"));
+    }
 
     #[test]
     fn wait_status_decoding() {

@@ -308,6 +308,47 @@ async fn listen_connect_accept_and_udp_bind() {
     cap.stop().await;
 }
 
+/// A port nothing listens on (bound, then closed).
+fn closed_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_are_events_with_their_target_and_error() {
+    let mut cap = Capture::start("refused").await;
+    for ip in ["127.0.0.1", "::1"] {
+        let port = closed_port(ip);
+        let target = SocketAddr::new(ip.parse().unwrap(), port);
+        let err = TcpStream::connect(target).expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        let ev = cap
+            .wait_for("the refused connect", |e| {
+                matches!(&e.record.detail, Detail::Net { kind: EventKind::NetConnect, net } if net.remote == Some(target))
+            })
+            .await;
+        let Detail::Net { net, .. } = &ev.record.detail else {
+            unreachable!()
+        };
+        assert_eq!(ev.pid(), std::process::id());
+        assert_eq!(net.protocol, 6);
+        assert_eq!(net.ret, -111, "{ip}");
+        assert_eq!(net.error().as_deref(), Some("ECONNREFUSED"));
+        // Through the API too, with the error named.
+        let pb = fdr_agent::api::convert::event_to_pb(&ev, &fdr_agent::api::convert::Enrich::BARE);
+        let Some(fdr_proto::v1::event::Detail::Net(n)) = pb.detail else {
+            panic!("{pb:?}")
+        };
+        assert_eq!(
+            (n.remote_port, n.error.as_str()),
+            (u32::from(port), "ECONNREFUSED")
+        );
+    }
+    cap.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privilege_drop_reports_old_and_new_ids() {
     let mut cap = Capture::start("priv").await;

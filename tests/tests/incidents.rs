@@ -452,6 +452,72 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
     drop(cg);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_to_many_ports_are_a_port_scan() {
+    let data = TempDir::new("scan-data");
+    let cap = Capture::start_with("scan", tweak(data.path().join("db"))).await;
+    let id = format!("{:0>64x}", u64::from(std::process::id()) * 104_729);
+    let cg = Cgroup::create(&format!(
+        "{}/kubepods/besteffort/pod{}/{id}",
+        unique("k8s"),
+        unique("uid")
+    ));
+    // Ports nothing listens on: every connect is refused, as most of a
+    // real scan's are.
+    let ports: Vec<u16> = (0..25).map(|_| free_port()).collect();
+    let list = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let scan = format!(
+        "import socket\nfor p in [{list}]:\n    try:\n        socket.create_connection((\"127.0.0.1\", p)).close()\n    except ConnectionRefusedError:\n        pass\n"
+    );
+    let script = format!(
+        "echo $$ > {} && exec python3 -c '{scan}'",
+        cg.procs_file().display()
+    );
+    let st = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .expect("run the scan");
+    assert!(st.success());
+
+    let socket = cap.socket();
+    let found = wait_until_async_incidents(&socket, &id, &["port-scan"]).await;
+    let scan = found
+        .iter()
+        .find(|i| i.r#type == "port-scan")
+        .expect("port-scan");
+    assert_eq!(scan.severity, pb::Severity::High as i32);
+    let audit = &scan.audits[0];
+    assert_eq!(audit.rule, "port-scan");
+    assert!(
+        audit.message.contains("20 distinct destinations"),
+        "{}",
+        audit.message
+    );
+    // The 20th port tried completes the scan.
+    assert_eq!(audit.item, format!("127.0.0.1:{}", ports[19]));
+    // The refused attempts are in the incident's snapshot, with their error.
+    let snap = committed_snapshot(&cap, scan.snapshot_id).await;
+    let refused: Vec<u32> = snap
+        .events
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Some(pb::event::Detail::Net(n)) if n.error == "ECONNREFUSED" => Some(n.remote_port),
+            _ => None,
+        })
+        .collect();
+    let wanted: Vec<u32> = ports[..20].iter().map(|p| u32::from(*p)).collect();
+    assert!(
+        wanted.iter().all(|p| refused.contains(p)),
+        "{wanted:?} in {refused:?}"
+    );
+    cap.stop().await;
+    drop(cg);
+}
+
 /// The port of the learned listener, from the learned items.
 fn svc_port_of(items: &[String]) -> String {
     items

@@ -281,6 +281,7 @@ fn net_to_pb(n: &NetDetail) -> pb::NetDetail {
         remote_port: n.remote.map_or(0, |r| u32::from(r.port())),
         backlog: n.backlog,
         ret: n.ret,
+        error: n.error().map(String::from).unwrap_or_default(),
     }
 }
 

@@ -31,10 +31,15 @@ pub fn detail_text(ev: &pb::Event) -> String {
                 n.protocol,
                 addr_text(&n.local_address, n.local_port)
             );
-            if n.remote_address.is_empty() {
+            let text = if n.remote_address.is_empty() {
                 local
             } else {
                 format!("{local} -> {}", addr_text(&n.remote_address, n.remote_port))
+            };
+            if n.error.is_empty() {
+                text
+            } else {
+                format!("{text} ({})", n.error)
             }
         }
         Some(Detail::Priv(p)) => {

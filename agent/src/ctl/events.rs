@@ -163,7 +163,7 @@ pub fn event_json(ev: &pb::Event) -> Value {
         Some(Detail::Net(n)) => json!({
             "protocol": n.protocol, "local_address": n.local_address, "local_port": n.local_port,
             "remote_address": n.remote_address, "remote_port": n.remote_port,
-            "backlog": n.backlog, "ret": n.ret,
+            "backlog": n.backlog, "ret": n.ret, "error": n.error,
         }),
         Some(Detail::Priv(p)) => {
             let c = |c: &Option<pb::Creds>| {

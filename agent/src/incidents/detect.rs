@@ -136,7 +136,8 @@ impl Detectors {
                     }
                     EventKind::NetConnect => {
                         if let Some(to) = net.remote {
-                            connect(marks, ev, &to.to_string(), cfg, &mut out);
+                            let failed = net.error();
+                            connect(marks, ev, &to.to_string(), failed.as_deref(), cfg, &mut out);
                         }
                     }
                     _ => {}
@@ -215,11 +216,17 @@ fn connect(
     marks: &mut ScopeMarks,
     ev: &Event,
     to: &str,
+    failed: Option<&str>,
     cfg: &DetectConfig,
     out: &mut Vec<AuditDraft>,
 ) {
     let now = ev.time_ns;
     let pid = ev.pid();
+    // An attempt that failed is still the attempt: say how it ended.
+    let attempt = match failed {
+        Some(e) => format!("connection attempt to {to} ({e})"),
+        None => format!("connection to {to}"),
+    };
     let lineage: Vec<u32> = std::iter::once(pid)
         .chain(ev.image.ancestors(16).map(|a| a.pid))
         .collect();
@@ -231,7 +238,7 @@ fn connect(
             "reverse-shell",
             Severity::Critical,
             format!(
-                "outbound connection to {to} by {} (pid {pid}) from a {}",
+                "outbound {attempt} by {} (pid {pid}) from a {}",
                 ev.exe(),
                 shell.what
             ),
@@ -245,7 +252,7 @@ fn connect(
             IncidentType::ReverseShell,
             "reverse-shell",
             Severity::Critical,
-            format!("shell {} (pid {pid}) connected out to {to}", ev.exe()),
+            format!("shell {} (pid {pid}) made an outbound {attempt}", ev.exe()),
             to.to_owned(),
         ));
     }
@@ -255,7 +262,7 @@ fn connect(
             "exfiltration",
             Severity::Critical,
             format!(
-                "{}, then a connection to {to} by {} (pid {pid}) from the same process tree",
+                "{}, then a {attempt} by {} (pid {pid}) from the same process tree",
                 m.what,
                 ev.exe()
             ),
@@ -281,7 +288,7 @@ fn connect(
             "port-scan",
             Severity::High,
             format!(
-                "{} (pid {pid}) connected to {} distinct destinations within {}s",
+                "{} (pid {pid}) connected or tried to connect to {} distinct destinations within {}s",
                 ev.exe(),
                 q.len(),
                 cfg.scan_window_ns / 1_000_000_000
@@ -446,5 +453,31 @@ mod tests {
         }
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].incident, IncidentType::PortScan);
+    }
+
+    #[test]
+    fn refused_attempts_count_and_say_how_they_ended() {
+        let mut d = Detectors::default();
+        let p = Image::root(31, 0, "/bin/bash".into(), argv(&["bash"]));
+        let mut found = Vec::new();
+        for port in 1..=3u16 {
+            let mut n = net(EventKind::NetConnect, 0, Some(&format!("10.0.0.2:{port}")));
+            if let Detail::Net { net, .. } = &mut n {
+                net.ret = -111;
+            }
+            found.extend(d.observe(&ev(31, 1, p.clone(), u64::from(port), n), false, &CFG));
+        }
+        // bash connecting out itself is a reverse shell attempt; the third
+        // refused port completes the scan.
+        let kinds: Vec<_> = found.iter().map(|a| a.incident).collect();
+        assert_eq!(kinds, [IncidentType::ReverseShell, IncidentType::PortScan]);
+        assert!(
+            found[0]
+                .message
+                .contains("connection attempt to 10.0.0.2:1 (ECONNREFUSED)"),
+            "{}",
+            found[0].message
+        );
+        assert!(found[1].message.contains("tried to connect to 3 distinct"));
     }
 }

@@ -401,7 +401,8 @@ pub struct NetEvent {
     pub local_port: u16,
     /// Remote port, host order (0 for listen and bind).
     pub remote_port: u16,
-    /// The syscall's return value (connect: 0 or `-EINPROGRESS`).
+    /// The syscall's return value (connect: 0, `-EINPROGRESS`, or the error
+    /// of a failed attempt such as `-ECONNREFUSED`).
     pub ret: i32,
     /// listen backlog, else 0.
     pub backlog: u32,

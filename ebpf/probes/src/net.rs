@@ -2,6 +2,7 @@
 //! listen, UDP bind, connect (TCP and UDP), accept. Addresses and ports are
 //! read from the socket itself, after the kernel filled them in.
 
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use fdr_common::{op, EventKind, NetEvent};
 
 use crate::{
@@ -14,11 +15,19 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IPPROTO_UDP: u16 = 17;
 const EINPROGRESS: i64 = 115;
+/// A non-blocking connect asked again: not a new attempt.
+const EALREADY: i64 = 114;
+const EISCONN: i64 = 106;
+/// `sizeof(struct sockaddr_in6)`, the largest address read.
+const SOCKADDR_MAX: usize = 28;
 
 /// Exit of bind, connect, listen or accept.
 #[inline(never)]
 pub fn exit_net(opn: u8, rc: i64) -> i32 {
     // accept has no entry program: its descriptor is the return value.
+    // For a failed connect: the address the caller asked for, as the
+    // socket may have forgotten it by now.
+    let mut user_addr = 0u64;
     let (kind, fd, backlog) = if opn == op::ACCEPT {
         if rc < 0 || is_agent() {
             return 0;
@@ -28,7 +37,11 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
         let Some(a) = take_args() else {
             return 0;
         };
-        let ok = rc == 0 || (a.op as u8 == op::CONNECT && rc == -EINPROGRESS);
+        let connect = a.op as u8 == op::CONNECT;
+        // Failed connects count too (refused, unreachable, timed out: what
+        // a scan or a dead C2 server looks like), but not the re-polls of a
+        // non-blocking connect already under way.
+        let ok = rc == 0 || (connect && rc != -EALREADY && rc != -EISCONN);
         if !ok {
             return 0;
         }
@@ -38,6 +51,9 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
             op::LISTEN => EventKind::NetListen,
             _ => return 0,
         };
+        if connect && rc < 0 && rc != -EINPROGRESS {
+            user_addr = a.args[1];
+        }
         (kind, a.args[0] as i32 as i64, a.args[1] as u32)
     };
     if !enabled(kind as u16) {
@@ -79,6 +95,9 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
         ev.local_addr = field(sk, o.sk_v6_rcv_saddr).unwrap_or([0; 16]);
         ev.remote_addr = field(sk, o.sk_v6_daddr).unwrap_or([0; 16]);
     }
+    if user_addr != 0 {
+        requested_peer(&mut ev, user_addr);
+    }
     send_to(
         kind.is_critical(),
         kind as u16,
@@ -86,4 +105,41 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
         core::mem::size_of::<NetEvent>(),
     );
     0
+}
+
+/// Fills the remote end of a failed connect from the caller's
+/// `sockaddr_in` / `sockaddr_in6`.
+#[inline(always)]
+fn requested_peer(ev: &mut NetEvent, user: u64) {
+    let mut sa = [0u8; SOCKADDR_MAX];
+    // SAFETY: the destination holds SOCKADDR_MAX bytes; the helper faults
+    // safely on a bad user pointer.
+    let rc = unsafe {
+        bpf_probe_read_user(
+            sa.as_mut_ptr().cast(),
+            SOCKADDR_MAX as u32,
+            user as *const core::ffi::c_void,
+        )
+    };
+    if rc < 0 {
+        // A short sockaddr_in at the end of a mapping: try its own size.
+        // SAFETY: as above, 16 bytes fit.
+        if unsafe {
+            bpf_probe_read_user(sa.as_mut_ptr().cast(), 16, user as *const core::ffi::c_void)
+        } < 0
+        {
+            return;
+        }
+    }
+    let family = u16::from_ne_bytes([sa[0], sa[1]]);
+    if family != ev.family {
+        return;
+    }
+    ev.remote_port = u16::from_be_bytes([sa[2], sa[3]]);
+    ev.remote_addr = [0; 16];
+    if family == AF_INET {
+        ev.remote_addr[..4].copy_from_slice(&sa[4..8]);
+    } else {
+        ev.remote_addr.copy_from_slice(&sa[8..24]);
+    }
 }
