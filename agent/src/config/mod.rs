@@ -106,7 +106,9 @@ pub struct RecorderConfig {
     /// History a snapshot keeps after its moment. Default 60 seconds.
     #[serde(with = "humantime_serde_compat")]
     pub snapshot_after: std::time::Duration,
-    /// Snapshots kept on disk, oldest evicted first. Default 100.
+    /// Snapshots kept on disk. Over this or `max_snapshot_bytes`, snapshots
+    /// of no incident are evicted first, then incident ones, oldest first.
+    /// Default 100.
     pub max_snapshots: usize,
     /// Bytes of snapshots kept on disk. Default 1 GiB.
     pub max_snapshot_bytes: u64,

@@ -143,13 +143,18 @@ pub fn run() -> Result<Value> {
     )?;
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
     let stored = snaps.store().list()?;
-    let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(
         ids == [info.id] && info.event_count == 10_000,
         "snapshot of 10 000 events"
     );
+    let full = full_store(snaps.store(), info.id)?;
+    let _ = std::fs::remove_dir_all(&dir);
     println!("recorder: ingest {:.2} M events/s, {:.0} bytes/event, freeze 10k {:.2} ms, commit 10k {:.1} ms ({} bytes on disk)",
         ingest / 1e6, bytes_per_event, freeze_ms, commit_ms, stored[0].bytes);
+    println!(
+        "recorder: store at retention (100 x 10k events): list {:.2} ms, put with eviction {:.1} ms",
+        full.list_ms, full.put_ms
+    );
     Ok(json!({
         "case": "recorder",
         "ingest_events_per_s": ingest,
@@ -157,5 +162,40 @@ pub fn run() -> Result<Value> {
         "freeze_10k_ms": freeze_ms,
         "commit_10k_ms": commit_ms,
         "snapshot_10k_bytes_on_disk": stored[0].bytes,
+        "list_100_snapshots_ms": full.list_ms,
+        "put_at_retention_ms": full.put_ms,
     }))
+}
+
+struct FullStore {
+    list_ms: f64,
+    put_ms: f64,
+}
+
+/// Fills the store to its retention limit with copies of snapshot `id`,
+/// then times a listing and one more commit (which evicts the oldest).
+fn full_store(store: &Store, id: u64) -> Result<FullStore> {
+    let snap = store
+        .get(id)?
+        .ok_or_else(|| anyhow::anyhow!("snapshot {id} stored"))?;
+    for _ in 0..99 {
+        let mut s = snap.clone();
+        if let Some(i) = s.info.as_mut() {
+            i.id = store.next_id()?;
+        }
+        store.put(&s)?;
+    }
+    let t = Instant::now();
+    let n = store.list()?.len();
+    let list_ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(n == 100, "100 snapshots listed, not {n}");
+    let mut s = snap;
+    if let Some(i) = s.info.as_mut() {
+        i.id = store.next_id()?;
+    }
+    let t = Instant::now();
+    let evicted = store.put(&s)?;
+    let put_ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(evicted.len() == 1, "one evicted at retention");
+    Ok(FullStore { list_ms, put_ms })
 }
