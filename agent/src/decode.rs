@@ -171,6 +171,7 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
             argv_truncated: fl & flags::ARGV_TRUNCATED != 0,
             argv_unreadable: fl & flags::ARGV_UNREADABLE != 0,
             filename_truncated: fl & flags::FILENAME_TRUNCATED != 0,
+            stdin_socket: fl & flags::STDIN_SOCKET != 0,
         },
     ))
 }

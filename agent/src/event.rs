@@ -112,6 +112,8 @@ pub enum Detail {
         argv_truncated: bool,
         argv_unreadable: bool,
         filename_truncated: bool,
+        /// Standard input was a socket when the program started.
+        stdin_socket: bool,
     },
     Exit {
         /// wait(2) status.

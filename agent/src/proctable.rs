@@ -358,6 +358,7 @@ mod tests {
             argv_truncated: false,
             argv_unreadable: false,
             filename_truncated: false,
+            stdin_socket: false,
         };
         t.apply(&rec(10, 1, 0, exec(&["/bin/bash", "-l"])));
         let img = t.apply(&rec(11, 10, 1, Detail::Fork { parent_tid: 10 }));

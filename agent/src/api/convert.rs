@@ -151,6 +151,7 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
             argv_truncated,
             argv_unreadable,
             filename_truncated,
+            stdin_socket,
         } => pb::event::Detail::Exec(pb::ExecDetail {
             filename: filename.clone(),
             argv: argv.clone(),
@@ -160,6 +161,7 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
             argv_unreadable: *argv_unreadable,
             exe: exe.clone(),
             exe_incomplete: *exe_incomplete,
+            stdin_socket: *stdin_socket,
         }),
         Detail::Exit { status } => {
             let s = ExitStatus::from_wait_status(*status);

@@ -150,7 +150,7 @@ pub fn event_json(ev: &pb::Event) -> Value {
         Some(Detail::Exec(x)) => json!({
             "filename": x.filename, "exe": x.exe, "exe_incomplete": x.exe_incomplete, "argv": x.argv, "argv_truncated": x.argv_truncated,
             "argv_unreadable": x.argv_unreadable, "filename_truncated": x.filename_truncated,
-            "old_tid": x.old_tid,
+            "old_tid": x.old_tid, "stdin_socket": x.stdin_socket,
         }),
         Some(Detail::Exit(x)) => json!({
             "code": x.code, "signal": x.signal, "core_dumped": x.core_dumped, "raw_status": x.raw_status,

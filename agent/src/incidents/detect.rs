@@ -143,9 +143,29 @@ impl Detectors {
                     _ => {}
                 }
             }
-            Detail::Exec { .. } if is_shell(ev.exe(), ev.argv()) => {
+            Detail::Exec { stdin_socket, .. } if is_shell(ev.exe(), ev.argv()) => {
                 let marks = self.scopes.entry(ev.scope.clone()).or_default();
                 let parent = ev.image.parent.as_deref();
+                // connect, dup2 onto 0/1/2, exec a shell (nc -e, the Python
+                // and Perl one-liners, socat exec:): the shell's input is the
+                // socket its own process, or the one that started it, just
+                // opened.
+                if *stdin_socket {
+                    if let Some((by, to)) = recent_connect(marks, ev, cfg.window_ns) {
+                        out.push(draft(
+                            IncidentType::ReverseShell,
+                            "reverse-shell",
+                            Severity::Critical,
+                            format!(
+                                "shell {} (pid {pid}) reads its input from a socket, after pid {by} connected to {to}: {}",
+                                ev.exe(),
+                                ev.argv().join(" ")
+                            ),
+                            to,
+                        ));
+                        return out;
+                    }
+                }
                 let facing = ev
                     .image
                     .ancestors(4)
@@ -156,7 +176,7 @@ impl Detectors {
                         "shell started by network-facing {exe} (pid {})",
                         f.pid
                     ))
-                } else if stdin_is_socket(pid) {
+                } else if *stdin_socket {
                     Some("shell with a socket as its input".to_owned())
                 } else {
                     None
@@ -208,6 +228,17 @@ impl Detectors {
     pub fn forget(&mut self, scope: &Scope) {
         self.scopes.remove(scope);
     }
+}
+
+/// The latest outbound destination of `ev`'s process or one of its four
+/// nearest ancestors, within `window_ns`: (pid, destination).
+fn recent_connect(marks: &ScopeMarks, ev: &Event, window_ns: u64) -> Option<(u32, String)> {
+    std::iter::once(ev.pid())
+        .chain(ev.image.ancestors(4).map(|a| a.pid))
+        .find_map(|p| {
+            let (t, to) = marks.dests.get(&p)?.back()?;
+            (ev.time_ns.saturating_sub(*t) <= window_ns).then(|| (p, to.clone()))
+        })
 }
 
 /// A connection: the end of a reverse shell or an exfiltration, or one
@@ -298,11 +329,6 @@ fn connect(
     }
 }
 
-fn stdin_is_socket(pid: u32) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/fd/0"))
-        .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +370,11 @@ mod tests {
     }
 
     fn exec() -> Detail {
+        exec_on(false)
+    }
+
+    /// An exec; `stdin_socket`: its standard input is a socket.
+    fn exec_on(stdin_socket: bool) -> Detail {
         Detail::Exec {
             filename: String::new(),
             exe: String::new(),
@@ -355,6 +386,7 @@ mod tests {
             argv_truncated: false,
             argv_unreadable: false,
             filename_truncated: false,
+            stdin_socket,
         }
     }
 
@@ -479,5 +511,42 @@ mod tests {
             found[0].message
         );
         assert!(found[1].message.contains("tried to connect to 3 distinct"));
+    }
+
+    #[test]
+    fn connect_then_shell_on_the_socket_is_a_reverse_shell() {
+        let mut d = Detectors::default();
+        let py = Image::root(40, 0, "/usr/bin/python3".into(), argv(&["python3"]));
+        let connect = net(EventKind::NetConnect, 5000, Some("10.0.0.9:4444"));
+        assert!(d
+            .observe(&ev(40, 1, py.clone(), 1, connect), false, &CFG)
+            .is_empty());
+        // The same pid execs a shell with the socket as its input.
+        let sh = Image::execed(
+            Some(&py),
+            None,
+            40,
+            0,
+            "/bin/sh".into(),
+            argv(&["sh", "-i"]),
+        );
+        let a = d.observe(&ev(40, 1, sh, 2, exec_on(true)), false, &CFG);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].incident, IncidentType::ReverseShell);
+        assert_eq!(a[0].severity, Severity::Critical);
+        assert_eq!(a[0].item, "10.0.0.9:4444");
+        assert!(
+            a[0].message
+                .contains("after pid 40 connected to 10.0.0.9:4444"),
+            "{}",
+            a[0].message
+        );
+
+        // A shell on a socket with no connection before it is only odd.
+        let other = Image::root(50, 0, "/bin/sh".into(), argv(&["sh"]));
+        let a = d.observe(&ev(50, 1, other, 3, exec_on(true)), false, &CFG);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].incident, IncidentType::Unexpected);
+        assert!(a[0].message.starts_with("shell with a socket as its input"));
     }
 }

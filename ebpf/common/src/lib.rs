@@ -176,6 +176,10 @@ pub mod flags {
     /// A path walked in the kernel ended at an unreachable root (a
     /// deleted or disconnected dentry, or another mount namespace's root).
     pub const PATH_DISCONNECTED: u16 = 1 << 5;
+    /// Exec: the new program's standard input is a socket (what a shell
+    /// handed a network connection looks like), checked in the kernel at
+    /// exec time.
+    pub const STDIN_SOCKET: u16 = 1 << 6;
 }
 
 /// Fixed header at the start of every record.

@@ -15,7 +15,7 @@ use fdr_common::{
 use crate::{
     emit::{agent_tgid, enabled, header, offsets, scratch_exec, send, send_to},
     path::walk,
-    task::{current, current_info, field, inode_info, session_flags},
+    task::{current, current_info, field, file_of_fd, inode_info, session_flags},
 };
 
 /// `sched_process_fork(parent, child)`, raw: the child's `task_struct` is
@@ -138,12 +138,25 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
     let (dev, ino) = inode_info(inode).map_or((0, 0), |i| (i.dev, i.ino));
     ev.exe_dev = dev;
     ev.exe_ino = ino;
+    if stdin_is_socket(task) {
+        fl |= flags::STDIN_SOCKET;
+    }
     ev.header = header(EventKind::Exec as u16, fl | path_flags);
     let len = ExecEvent::FIXED_LEN + ((argv_len as usize + exe_len) & (4 * PATH_MAX - 1));
     if len <= core::mem::size_of::<ExecEvent>() {
         send_to(true, EventKind::Exec as u16, ev, len);
     }
     0
+}
+
+/// Whether `task`'s descriptor 0 is a socket.
+#[inline(always)]
+fn stdin_is_socket(task: *const u8) -> bool {
+    const S_IFMT: u32 = 0o170000;
+    const S_IFSOCK: u32 = 0o140000;
+    let file = file_of_fd(task, 0);
+    let inode: *const u8 = field(file, offsets().file_f_inode).unwrap_or(core::ptr::null());
+    field::<u16>(inode, offsets().inode_i_mode).is_some_and(|m| u32::from(m) & S_IFMT == S_IFSOCK)
 }
 
 #[tracepoint]

@@ -46,6 +46,7 @@ pub fn events(n: usize) -> Vec<Arc<Event>> {
                     argv_truncated: false,
                     argv_unreadable: false,
                     filename_truncated: false,
+                    stdin_socket: false,
                 },
                 1 => Detail::Exit { status: 0 },
                 _ => Detail::File {
