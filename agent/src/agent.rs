@@ -50,6 +50,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct Running {
     pub state: Arc<State>,
     pub socket: PathBuf,
+    /// The TCP listener's address, when there is one.
+    pub tcp: Option<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), AgentError>>>,
 }
@@ -96,6 +98,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(&opts);
     let unix = api::bind_unix(&cfg.api.socket)?;
+    let tcp = api::bind_tcp(&cfg.api).await?;
+    let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
     // Watched files first, so that the first events already honour them.
     probes.set_watch(&crate::watch::watched_inodes(
         &cfg.capture,
@@ -152,10 +156,9 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         crate::containers::watcher::run(watch_state, watch_cfg, wake_rx, notice_tx, watch_rx).await;
         Ok(())
     }));
-    let api_cfg = cfg.api.clone();
     let api_state = state.clone();
     tasks.push(tokio::spawn(async move {
-        api::serve(&api_cfg, unix, api_state, rx)
+        api::serve(unix, tcp, api_state, rx)
             .await
             .map_err(AgentError::Api)
     }));
@@ -163,6 +166,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     Ok(Running {
         state,
         socket: cfg.api.socket.clone(),
+        tcp: tcp_addr,
         shutdown,
         tasks,
     })

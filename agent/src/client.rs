@@ -1,5 +1,6 @@
-//! Connecting to an agent: over its unix socket, or over TCP with an
-//! optional bearer token. Used by `fdrctl` and the tests.
+//! Connecting to an agent: over its unix socket, or over TCP (TLS for
+//! `https://` URLs, with an optional client certificate) with an optional
+//! bearer token. Used by `fdrctl` and the tests.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use tonic::{
     metadata::MetadataValue,
     service::{interceptor::InterceptedService, Interceptor},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
     Request, Status,
 };
 
@@ -21,6 +22,14 @@ pub enum ClientError {
     Unreachable { target: String, reason: String },
     #[error("invalid API token: {0}")]
     BadToken(String),
+    #[error("reading {what} {path}: {source}")]
+    ReadFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Adds the bearer token, when there is one, to every call.
@@ -42,23 +51,90 @@ pub type Client = FlightRecorderClient<InterceptedService<Channel, Token>>;
 #[derive(Debug, Clone)]
 pub enum Target {
     Unix(PathBuf),
-    /// `http://host:port`
+    /// `http://host:port` (loopback only) or `https://host:port`.
     Tcp {
         url: String,
         token: Option<String>,
+        tls: ClientTls,
     },
+}
+
+/// TLS settings of an `https://` target.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA certificate(s) the agent's certificate must chain to;
+    /// default: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for an agent that requires them.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name to check the agent's certificate against, when it is not
+    /// the URL's host.
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.server_name.is_some()
+    }
+
+    fn config(&self) -> Result<ClientTlsConfig, ClientError> {
+        let read = |what, path: &Path| {
+            std::fs::read(path).map_err(|source| ClientError::ReadFile {
+                what,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut c = ClientTlsConfig::new();
+        c = match &self.ca_file {
+            Some(ca) => c.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?)),
+            None => c.with_native_roots(),
+        };
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                c = c.identity(Identity::from_pem(
+                    read("client certificate", cert)?,
+                    read("client key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ClientError::Tls(
+                    "a client certificate and its key go together".into(),
+                ))
+            }
+        }
+        if let Some(name) = &self.server_name {
+            c = c.domain_name(name.clone());
+        }
+        Ok(c)
+    }
 }
 
 pub async fn connect(target: &Target) -> Result<Client, ClientError> {
     match target {
         Target::Unix(path) => connect_unix(path).await,
-        Target::Tcp { url, token } => {
+        Target::Tcp { url, token, tls } => {
             let unreachable = |reason: String| ClientError::Unreachable {
                 target: url.clone(),
                 reason,
             };
-            let channel = Endpoint::from_shared(url.clone())
-                .map_err(|e| unreachable(e.to_string()))?
+            let mut endpoint =
+                Endpoint::from_shared(url.clone()).map_err(|e| unreachable(e.to_string()))?;
+            if url.starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(tls.config()?)
+                    .map_err(|e| ClientError::Tls(error_chain(&e)))?;
+            } else if tls.is_set() {
+                return Err(ClientError::Tls(format!(
+                    "TLS options given for {url}: use an https:// URL"
+                )));
+            }
+            let channel = endpoint
                 .connect()
                 .await
                 .map_err(|e| unreachable(error_chain(&e)))?;
@@ -123,7 +199,7 @@ pub async fn unix_channel(
         .await
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -3,6 +3,7 @@
 //! private containerd running CRI pods ([`containerd`]).
 
 pub mod containerd;
+pub mod pki;
 
 use std::{
     path::{Path, PathBuf},
@@ -206,15 +207,24 @@ impl Drop for Cgroup {
 
 /// The `fdr-agent` binary built next to the test binaries (or `FDR_AGENT_BIN`).
 pub fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FDR_AGENT_BIN") {
+    built_binary("fdr-agent", "FDR_AGENT_BIN")
+}
+
+/// The `fdrctl` binary built next to the test binaries (or `FDRCTL_BIN`).
+pub fn fdrctl_binary() -> PathBuf {
+    built_binary("fdrctl", "FDRCTL_BIN")
+}
+
+fn built_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test> → target/<profile>/fdr-agent
+    // target/<profile>/deps/<test> → target/<profile>/<name>
     let exe = std::env::current_exe().expect("test binary path");
     let bin = exe
         .parent()
         .and_then(|d| d.parent())
-        .map(|d| d.join("fdr-agent"))
+        .map(|d| d.join(name))
         .expect("target directory");
     assert!(
         bin.exists(),

@@ -20,12 +20,27 @@ struct Cli {
         default_value = "/run/fdr/fdr.sock"
     )]
     socket: PathBuf,
-    /// Reach the agent over TCP instead, e.g. http://127.0.0.1:7077.
+    /// Reach the agent over TCP instead: http://127.0.0.1:7077 (loopback),
+    /// or https://node-1:7077 (TLS).
     #[arg(long, global = true, env = "FDR_URL")]
     url: Option<String>,
     /// Bearer token for TCP.
     #[arg(long, global = true, env = "FDR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM CA certificate the agent's certificate must chain to (https;
+    /// default: the system's trusted roots).
+    #[arg(long, global = true, env = "FDR_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate, for an agent that requires one (https).
+    #[arg(long, global = true, env = "FDR_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// PEM key of --cert-file.
+    #[arg(long, global = true, env = "FDR_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// Name to check the agent's certificate against, when it is not the
+    /// URL's host.
+    #[arg(long, global = true, env = "FDR_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,12 +90,22 @@ async fn run(cli: Cli) -> Result<()> {
         Some(url) => Target::Tcp {
             url,
             token: cli.token,
+            tls: client::ClientTls {
+                ca_file: cli.ca_file,
+                cert_file: cli.cert_file,
+                key_file: cli.key_file,
+                server_name: cli.tls_server_name,
+            },
         },
         None => Target::Unix(cli.socket),
     };
+    // A TLS 1.3 server that wants a client certificate closes the
+    // connection after the handshake: say what is likely missing.
+    let certless_tls = matches!(&target, Target::Tcp { url, tls, .. }
+        if url.starts_with("https://") && tls.cert_file.is_none());
     let mut client = client::connect(&target).await?;
     let mut out = std::io::stdout().lock();
-    match cli.command {
+    let done = match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
         Command::Stats(args) => ctl::stats(&mut client, &args, &mut out).await,
         Command::Containers(args) => ctl::containers(&mut client, &args, &mut out).await,
@@ -88,6 +113,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Query(args) => ctl::query(&mut client, &args, &mut out).await,
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
         Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
-    }?;
-    Ok(())
+    };
+    match done {
+        Err(ctl::CtlError::Rpc { code, message })
+            if certless_tls
+                && matches!(code, tonic::Code::Cancelled | tonic::Code::Unavailable) =>
+        {
+            anyhow::bail!(
+                "{message} [{code:?}]: the agent closed the TLS connection; does it require a \
+                 client certificate (--cert-file, --key-file)?"
+            )
+        }
+        r => Ok(r?),
+    }
 }

@@ -146,11 +146,22 @@ pub struct ApiConfig {
     /// Default `/run/fdr/fdr.sock`.
     pub socket: PathBuf,
     /// Optional TCP listener (e.g. `127.0.0.1:7077`). Off when empty. A
-    /// non-loopback address requires `tcp_token_file`.
+    /// non-loopback address requires TLS (`tls_cert_file`, `tls_key_file`)
+    /// and client authentication (`tcp_token_file`, `tls_client_ca_file`
+    /// or both): forensic data never crosses a network in the clear, nor
+    /// to an unauthenticated client.
     pub tcp_listen: Option<SocketAddr>,
     /// File holding a bearer token TCP clients must send
     /// (`authorization: Bearer <token>`). Default: none.
     pub tcp_token_file: Option<PathBuf>,
+    /// PEM certificate (chain) of the TCP listener: serves TLS. Default:
+    /// none (plain HTTP/2, loopback only).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): TCP clients must present a certificate
+    /// signed by one of them (mutual TLS). Default: none.
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Events queued per `StreamEvents` client before it starts losing
     /// events (capture never waits for a client). Default 4096.
     pub stream_queue: usize,
@@ -277,12 +288,56 @@ impl Default for RecorderConfig {
     }
 }
 
+impl ApiConfig {
+    /// Whether the TCP listener serves TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return invalid("api.tls_cert_file and api.tls_key_file go together".into());
+        }
+        if self.tls_client_ca_file.is_some() && !self.tls() {
+            return invalid(
+                "api.tls_client_ca_file needs api.tls_cert_file and api.tls_key_file".into(),
+            );
+        }
+        let Some(addr) = self.tcp_listen else {
+            if self.tls() || self.tcp_token_file.is_some() {
+                return invalid("api TLS and token settings need api.tcp_listen".into());
+            }
+            return Ok(());
+        };
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.tls() {
+            return invalid(format!(
+                "api.tcp_listen = {addr} is not a loopback address: set api.tls_cert_file and \
+                 api.tls_key_file, so that forensic data never crosses the network in the clear"
+            ));
+        }
+        if self.tcp_token_file.is_none() && self.tls_client_ca_file.is_none() {
+            return invalid(format!(
+                "api.tcp_listen = {addr} is not a loopback address: set api.tcp_token_file, \
+                 api.tls_client_ca_file or both, so that clients must authenticate"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             socket: PathBuf::from("/run/fdr/fdr.sock"),
             tcp_listen: None,
             tcp_token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
             stream_queue: 4096,
         }
     }
@@ -348,15 +403,7 @@ impl Config {
         if self.api.stream_queue == 0 {
             return Err(ConfigError::Invalid("api.stream_queue must be > 0".into()));
         }
-        if let Some(addr) = self.api.tcp_listen {
-            if !addr.ip().is_loopback() && self.api.tcp_token_file.is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "api.tcp_listen = {addr} is not a loopback address: set api.tcp_token_file \
-                     so that clients must authenticate"
-                )));
-            }
-        }
-        Ok(())
+        self.api.validate()
     }
 
     /// The defaults as a commented TOML document.
@@ -409,7 +456,25 @@ mod tests {
         assert!(cfg.validate().is_ok());
         cfg.api.tcp_listen = Some("0.0.0.0:7077".parse().unwrap());
         cfg.api.tcp_token_file = Some("/etc/fdr/token".into());
-        assert!(cfg.validate().is_ok());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("in the clear"),
+            "a token alone, over plain TCP: {err}"
+        );
+        cfg.api.tls_cert_file = Some("/etc/fdr/tls.crt".into());
+        assert!(cfg.validate().is_err(), "a certificate without its key");
+        cfg.api.tls_key_file = Some("/etc/fdr/tls.key".into());
+        assert!(cfg.validate().is_ok(), "TLS and a token");
+        cfg.api.tcp_token_file = None;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("authenticate"),
+            "TLS without client auth: {err}"
+        );
+        cfg.api.tls_client_ca_file = Some("/etc/fdr/clients-ca.crt".into());
+        assert!(cfg.validate().is_ok(), "mutual TLS");
+        cfg.api.tcp_listen = None;
+        assert!(cfg.validate().is_err(), "TLS settings without a listener");
     }
 
     #[test]

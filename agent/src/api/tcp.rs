@@ -1,0 +1,211 @@
+//! The TCP listener: TLS (optionally mutual) and bearer-token
+//! authentication, as configured.
+
+use std::{future::Future, net::SocketAddr, path::Path, pin::Pin, sync::Arc, time::Duration};
+
+use fdr_proto::v1::flight_recorder_server::FlightRecorderServer;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+    Request, Status,
+};
+
+use super::{ApiError, Service};
+use crate::{config::ApiConfig, state::State};
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// The TCP listener, bound and with its TLS and token loaded: what can
+/// fail does so at start-up, before the agent reports itself running.
+pub struct Tcp {
+    listener: TcpListener,
+    builder: Server,
+    auth: Option<BearerAuth>,
+}
+
+/// Binds the configured TCP listener, if any.
+pub async fn bind(cfg: &ApiConfig) -> Result<Option<Tcp>, ApiError> {
+    let Some(addr) = cfg.tcp_listen else {
+        return Ok(None);
+    };
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(cfg)? {
+        builder = builder.tls_config(tls).map_err(|e| ApiError::Tls {
+            cert: display(cfg.tls_cert_file.as_deref()),
+            key: display(cfg.tls_key_file.as_deref()),
+            reason: crate::client::error_chain(&e),
+        })?;
+    }
+    let auth = match &cfg.tcp_token_file {
+        Some(path) => Some(BearerAuth {
+            expected: read_token(path)?,
+        }),
+        None => None,
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::BindTcp {
+            addr: addr.to_string(),
+            source,
+        })?;
+    tracing::info!(
+        addr = %listener.local_addr().unwrap_or(addr),
+        tls = cfg.tls(),
+        client_certificates = cfg.tls_client_ca_file.is_some(),
+        token = auth.is_some(),
+        "gRPC API listening on TCP"
+    );
+    Ok(Some(Tcp {
+        listener,
+        builder,
+        auth,
+    }))
+}
+
+impl Tcp {
+    /// The address bound (the port, when 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The server, to be awaited with the others.
+    pub fn serve(
+        mut self,
+        state: Arc<State>,
+        stop: watch::Receiver<bool>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> ServeFuture {
+        let svc = FlightRecorderServer::new(Service::new(state, stop));
+        let incoming = TcpListenerStream::new(self.listener);
+        match self.auth {
+            Some(auth) => Box::pin(
+                self.builder
+                    .add_service(InterceptedService::new(svc, auth))
+                    .serve_with_incoming_shutdown(incoming, shutdown),
+            ),
+            None => Box::pin(
+                self.builder
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, shutdown),
+            ),
+        }
+    }
+}
+
+fn display(p: Option<&Path>) -> String {
+    p.map_or_else(|| "-".into(), |p| p.display().to_string())
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(path).map_err(|source| ApiError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The server's TLS settings, when it serves TLS.
+fn tls_config(cfg: &ApiConfig) -> Result<Option<ServerTlsConfig>, ApiError> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read("TLS certificate", cert)?,
+        read("TLS private key", key)?,
+    );
+    let mut tls = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &cfg.tls_client_ca_file {
+        // Clients without a certificate from this CA fail the handshake.
+        tls = tls.client_ca_root(Certificate::from_pem(read("TLS client CA", ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Requires `authorization: Bearer <token>` on every call.
+#[derive(Clone)]
+struct BearerAuth {
+    expected: Arc<str>,
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if constant_time_eq(t.as_bytes(), self.expected.as_bytes()) => Ok(req),
+            _ => Err(Status::unauthenticated("missing or wrong bearer token")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn read_token(path: &Path) -> Result<Arc<str>, ApiError> {
+    let text = String::from_utf8(read("API token file", path)?)
+        .map_err(|_| ApiError::EmptyToken(path.display().to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ApiError::EmptyToken(path.display().to_string()));
+    }
+    Ok(Arc::from(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn bearer_interceptor_rejects_missing_and_wrong_tokens() {
+        let mut auth = BearerAuth {
+            expected: Arc::from("s3cret"),
+        };
+        assert_eq!(
+            auth.call(Request::new(())).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut req = Request::new(());
+        req.metadata_mut()
+            .insert("authorization", "Bearer nope".parse().unwrap());
+        assert_eq!(
+            auth.call(req).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut req = Request::new(());
+        req.metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(auth.call(req).is_ok());
+    }
+
+    #[test]
+    fn missing_tls_files_are_named() {
+        let cfg = ApiConfig {
+            tls_cert_file: Some("/nonexistent/tls.crt".into()),
+            tls_key_file: Some("/nonexistent/tls.key".into()),
+            ..ApiConfig::default()
+        };
+        let err = tls_config(&cfg).expect_err("an error").to_string();
+        assert!(
+            err.contains("TLS certificate /nonexistent/tls.crt"),
+            "{err}"
+        );
+    }
+}
