@@ -99,11 +99,30 @@ async fn run(cli: Cli) -> Result<()> {
         },
         None => Target::Unix(cli.socket),
     };
-    // A TLS 1.3 server that wants a client certificate closes the
-    // connection after the handshake: say what is likely missing.
+    // A TLS 1.3 server that wants a client certificate refuses it after
+    // the handshake: the first call sees an alert or a closed connection.
     let certless_tls = matches!(&target, Target::Tcp { url, tls, .. }
         if url.starts_with("https://") && tls.cert_file.is_none());
-    let mut client = client::connect(&target).await?;
+    let hint = |e: anyhow::Error| {
+        let text = format!("{e:#}");
+        let closed = [
+            "CertificateRequired",
+            "[Cancelled]",
+            "[Unavailable]",
+            "connection closed",
+        ]
+        .iter()
+        .any(|t| text.contains(t));
+        if certless_tls && closed {
+            e.context(
+                "the agent refused or closed the TLS connection: does it require a client \
+                 certificate (--cert-file, --key-file)?",
+            )
+        } else {
+            e
+        }
+    };
+    let mut client = client::connect(&target).await.map_err(|e| hint(e.into()))?;
     let mut out = std::io::stdout().lock();
     let done = match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
@@ -114,16 +133,5 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
         Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
     };
-    match done {
-        Err(ctl::CtlError::Rpc { code, message })
-            if certless_tls
-                && matches!(code, tonic::Code::Cancelled | tonic::Code::Unavailable) =>
-        {
-            anyhow::bail!(
-                "{message} [{code:?}]: the agent closed the TLS connection; does it require a \
-                 client certificate (--cert-file, --key-file)?"
-            )
-        }
-        r => Ok(r?),
-    }
+    done.map_err(|e| hint(e.into()))
 }
