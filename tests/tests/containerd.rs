@@ -304,7 +304,10 @@ async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_containerd_container_is_named_by_containerd() -> anyhow::Result<()> {
-    use fdr_agent::event::{Detail, EventKind};
+    use fdr_agent::{
+        containers::Change,
+        event::{Detail, EventKind},
+    };
 
     let containerd = Containerd::start("native").await?;
     let socket = containerd.socket().to_path_buf();
@@ -363,6 +366,13 @@ async fn plain_containerd_container_is_named_by_containerd() -> anyhow::Result<(
         })
         .await;
     assert!(stop.seq > start.seq);
+    // From its cgroup: the CRI not listing it never stopped it early.
+    assert!(
+        matches!(&stop.record.detail, Detail::Container(c) if c.source == "cgroup"
+            && matches!(&c.change, Change::Stopped { reason, .. } if reason == "cgroup removed")),
+        "{:?}",
+        stop.record.detail
+    );
     assert_eq!(
         state
             .containers

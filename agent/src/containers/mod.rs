@@ -235,10 +235,11 @@ impl ContainerRegistry {
         Some(Notice::started(id.clone(), "cgroup", cgroup_id, 0))
     }
 
-    /// containerd's own API named a container the CRI does not know (a
-    /// `ctr run`, nerdctl container): its start, with its metadata; its
-    /// stop will come from its cgroup.
-    pub fn named_by_containerd(&mut self, meta: ContainerMeta) -> Option<Notice> {
+    /// Another API than the CRI named a container the CRI does not know:
+    /// containerd's own (`ctr run`, nerdctl), the Docker Engine's (docker,
+    /// podman). Its start, with its metadata and `source`; its stop will
+    /// come from its cgroup.
+    pub fn named_by(&mut self, meta: ContainerMeta, source: &'static str) -> Option<Notice> {
         let id = meta.id.clone();
         let cgroup_id = self.cgroup_id(&id);
         let e = self.entries.entry(id.clone()).or_default();
@@ -248,7 +249,7 @@ impl ContainerRegistry {
             return None;
         }
         e.started = true;
-        Some(Notice::started(id, "containerd", cgroup_id, 0))
+        Some(Notice::started(id, source, cgroup_id, 0))
     }
 
     /// The cgroup path (relative to the v2 root) the kernel showed the
@@ -289,11 +290,14 @@ impl ContainerRegistry {
     }
 
     /// Ids of containers the registry believes are running and whose
-    /// metadata came from the runtime.
+    /// metadata and stop come from the CRI (not those whose stop is their
+    /// cgroup going away: the CRI not listing them says nothing).
     pub fn running_ids(&self) -> Vec<Arc<str>> {
         self.entries
             .iter()
-            .filter(|(_, e)| e.stopped.is_none() && e.meta.is_some() && e.started)
+            .filter(|(_, e)| {
+                e.stopped.is_none() && e.meta.is_some() && e.started && !e.stop_by_cgroup
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -413,5 +417,23 @@ mod tests {
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].cgroup_id, 9);
         assert!(r.gone_cgroups(|_| false).is_empty());
+    }
+
+    #[test]
+    fn containers_named_by_another_api_stop_with_their_cgroup_only() {
+        let mut r = ContainerRegistry::new(Duration::from_secs(60));
+        let id: Arc<str> = Arc::from("d1");
+        r.sighted(&id, 9, "docker/d1".into());
+        let n = r.named_by(meta("d1"), "docker").expect("start");
+        assert_eq!((n.change, n.source), (Change::Started, "docker"));
+        assert!(
+            r.running_ids().is_empty(),
+            "the CRI not listing it is no stop"
+        );
+        assert!(r.gone_cgroups(|_| true).is_empty());
+        let stops = r.gone_cgroups(|_| false);
+        assert_eq!(stops.len(), 1);
+        assert_eq!(stops[0].source, "cgroup");
+        assert_eq!(r.get("d1").expect("tombstone").image, "nginx:1.27");
     }
 }

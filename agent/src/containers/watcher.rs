@@ -185,7 +185,7 @@ impl Watcher {
             };
             let mut reg = lock(&self.state.containers);
             match meta {
-                Some(m) => out.extend(reg.named_by_containerd(m)),
+                Some(m) => out.extend(reg.named_by(m, "containerd")),
                 None => out.extend(reg.unknown_to_runtime(&id)),
             }
         }
