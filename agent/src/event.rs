@@ -271,7 +271,7 @@ pub struct BinaryDetail {
 pub struct ContainerDetail {
     pub id: Arc<str>,
     pub change: crate::containers::Change,
-    /// `cri` or `cgroup`.
+    /// `cri`, `containerd`, `docker` or `cgroup`.
     pub source: &'static str,
 }
 

@@ -3,6 +3,7 @@
 //! private containerd running CRI pods ([`containerd`]).
 
 pub mod containerd;
+pub mod docker;
 pub mod pki;
 
 use std::{

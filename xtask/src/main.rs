@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Install what the eBPF build needs (idempotent): nightly rust-src and bpf-linker;
-    /// as root, also what the tests need: containerd, runc, busybox-static.
+    /// as root, also what the tests need: containerd, runc, busybox-static, docker.io.
     Setup,
     /// Build the agent and fdrctl (release).
     Build,

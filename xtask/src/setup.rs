@@ -8,7 +8,7 @@
 //!   script looks for it;
 //! - for the tests ([`ensure_test_packages`]): the Debian packages
 //!   `containerd`, `runc` and `busybox-static`, which the CRI tests run
-//!   pods with.
+//!   pods with, and `docker.io`, whose daemon the Docker Engine test runs.
 
 use std::{
     path::{Path, PathBuf},
@@ -111,8 +111,9 @@ fn install_bpf_linker(root: &Path, sysroot: &Path, tools: &Path) -> Result<()> {
 }
 
 /// The Debian packages the integration tests need: a containerd with its
-/// CRI plugin, runc, and a static busybox to build the test image from.
-const TEST_PACKAGES: [&str; 3] = ["containerd", "runc", "busybox-static"];
+/// CRI plugin, runc, a static busybox to build the test image from, and
+/// the Docker Engine.
+const TEST_PACKAGES: [&str; 4] = ["containerd", "runc", "busybox-static", "docker.io"];
 
 /// Installs [`TEST_PACKAGES`] with apt when a program of theirs is missing
 /// (or `/bin/busybox` is not static); quick when they are there. Needs root.
@@ -170,10 +171,16 @@ fn apt(root: &Path, args: &[&str]) -> Result<()> {
 
 /// The test programs that are not there.
 fn missing_test_programs() -> Vec<&'static str> {
-    let mut missing: Vec<&str> = ["containerd", "containerd-shim-runc-v2", "ctr", "runc"]
-        .into_iter()
-        .filter(|p| find_program(p).is_none())
-        .collect();
+    let mut missing: Vec<&str> = [
+        "containerd",
+        "containerd-shim-runc-v2",
+        "ctr",
+        "runc",
+        "dockerd",
+    ]
+    .into_iter()
+    .filter(|p| find_program(p).is_none())
+    .collect();
     // The test image is this one binary: it must not need a libc.
     if !is_static_elf(Path::new("/bin/busybox")) {
         missing.push("/bin/busybox (static)");

@@ -126,6 +126,11 @@ pub struct AttributionConfig {
     /// containerd's and CRI-O's usual sockets. Empty: no runtime (events
     /// are still attributed to container ids from cgroup paths).
     pub runtime_endpoints: Vec<PathBuf>,
+    /// Docker Engine API sockets (dockerd, or podman's compatible
+    /// service), tried in order: they name containers no CRI runtime knows
+    /// (`docker run`, `podman run`). Default: docker's and podman's usual
+    /// sockets. Empty: none.
+    pub engine_endpoints: Vec<PathBuf>,
     /// How often the runtime's container list is read for starts and
     /// stops (a container the kernel shows first is looked up at once).
     /// Default 2s.
@@ -196,6 +201,10 @@ impl Default for AttributionConfig {
             .iter()
             .map(PathBuf::from)
             .collect(),
+            engine_endpoints: ["/run/docker.sock", "/run/podman/podman.sock"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             runtime_poll: std::time::Duration::from_secs(2),
             tombstone_ttl: std::time::Duration::from_secs(3600),
             ancestry_depth: 16,

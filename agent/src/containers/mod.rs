@@ -9,6 +9,7 @@
 //! [`Notice`]s. Events are enriched when they are read.
 
 pub mod cri;
+pub mod engine;
 pub mod native;
 pub mod watcher;
 
@@ -49,7 +50,7 @@ pub struct ContainerMeta {
 pub struct Notice {
     pub id: Arc<str>,
     pub change: Change,
-    /// Where it was learned: `cri` or `cgroup`.
+    /// Where it was learned: `cri`, `containerd`, `docker` or `cgroup`.
     pub source: &'static str,
     /// cgroup v2 id, when the kernel showed the container.
     pub cgroup_id: u64,
@@ -87,6 +88,8 @@ struct Entry {
     /// Its stop is seen as its cgroup going away (the CRI does not track
     /// it: no runtime, another runtime, or a plain containerd container).
     stop_by_cgroup: bool,
+    /// Which API named it, when not the CRI (`containerd`, `docker`).
+    named_by: Option<&'static str>,
     started: bool,
     /// When the stop was recorded: the tombstone's age.
     stopped: Option<Instant>,
@@ -245,6 +248,7 @@ impl ContainerRegistry {
         let e = self.entries.entry(id.clone()).or_default();
         e.meta = Some(Arc::new(meta));
         e.stop_by_cgroup = true;
+        e.named_by = Some(source);
         if e.started || e.stopped.is_some() {
             return None;
         }
@@ -256,6 +260,23 @@ impl ContainerRegistry {
     /// container in.
     pub fn cgroup_path(&self, id: &str) -> Option<PathBuf> {
         self.entries.get(id)?.cgroup.as_ref().map(|c| c.1.clone())
+    }
+
+    /// Running containers named by `source` whose cgroup is gone: that API
+    /// may know how they ended.
+    pub fn gone_named_by(
+        &self,
+        source: &str,
+        exists: impl Fn(&std::path::Path) -> bool,
+    ) -> Vec<(Arc<str>, PathBuf)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.stopped.is_none() && e.named_by == Some(source))
+            .filter_map(|(id, e)| {
+                let (_, path) = e.cgroup.as_ref()?;
+                (!exists(path)).then(|| (id.clone(), path.clone()))
+            })
+            .collect()
     }
 
     /// Containers whose stop is their cgroup going away, and it is gone:

@@ -1,11 +1,13 @@
 //! The task that keeps the container registry current: it reads the
 //! runtime's container list on a timer, and at once when the pipeline sees
 //! a container it does not know, and reports starts and stops as
-//! [`Notice`]s for the pipeline to record. It never runs on the event
-//! path; the registry lock is never held across a runtime call.
+//! [`Notice`]s for the pipeline to record. Containers the CRI does not
+//! know are asked of containerd's own API and of the Docker Engine API,
+//! else known by their cgroup alone. It never runs on the event path; the
+//! registry lock is never held across a runtime call.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -15,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     cri::{self, Cri},
+    engine::Engine,
     Notice,
 };
 use crate::{
@@ -33,6 +36,12 @@ struct Watcher {
     /// containerd: names containers the CRI does not know.
     native: Option<super::native::Native>,
     last_attempt: Option<Instant>,
+    /// The Docker Engine API (dockerd, podman), when one answers.
+    engine: Option<Engine>,
+    engine_attempt: Option<Instant>,
+    /// Engine containers whose cgroup went before the engine recorded
+    /// their exit: given one more look for their exit code.
+    engine_pending: HashSet<Arc<str>>,
     /// The first look after connecting: containers already running are
     /// registered without start events.
     first: bool,
@@ -76,12 +85,114 @@ impl Watcher {
         tracing::warn!(%err, "container runtime lost; events keep their container ids");
         self.cri = None;
         self.native = None;
+        self.seen.clear();
         lock(&self.state.containers).runtime = None;
+    }
+
+    async fn ensure_engine(&mut self) {
+        if self.engine.is_some() || self.cfg.engine_endpoints.is_empty() {
+            return;
+        }
+        if self.engine_attempt.is_some_and(|t| t.elapsed() < RECONNECT) {
+            return;
+        }
+        self.engine_attempt = Some(Instant::now());
+        match Engine::connect(&self.cfg.engine_endpoints).await {
+            Ok(e) => {
+                tracing::info!(runtime = %e.runtime, endpoint = %e.endpoint().display(), "Docker Engine API connected");
+                self.engine = Some(e);
+            }
+            Err(super::engine::EngineError::NoSocket(_)) => {}
+            Err(err) => tracing::debug!(%err, "Docker Engine API not available"),
+        }
+    }
+
+    /// Sighted containers the CRI did not list (all of them without a
+    /// CRI): containerd's own API, the engine, else their cgroup alone.
+    async fn resolve_others(&mut self, out: &mut Vec<Notice>) {
+        let unknown: Vec<(Arc<str>, Option<PathBuf>)> = {
+            let reg = lock(&self.state.containers);
+            reg.unresolved()
+                .into_iter()
+                .filter(|id| !self.seen.contains_key(id))
+                .map(|id| {
+                    let path = reg.cgroup_path(&id);
+                    (id, path)
+                })
+                .collect()
+        };
+        for (id, path) in unknown {
+            let ns = path.as_deref().and_then(super::native::namespace_of);
+            if let (Some(n), Some(ns)) = (self.native.as_mut(), ns) {
+                if let Some(m) = n.lookup(&ns, &id).await {
+                    out.extend(lock(&self.state.containers).named_by(m, "containerd"));
+                    continue;
+                }
+            }
+            if let Some(c) = self.engine_lookup(&id).await {
+                out.extend(lock(&self.state.containers).named_by(c.meta, "docker"));
+                continue;
+            }
+            out.extend(lock(&self.state.containers).unknown_to_runtime(&id));
+        }
+    }
+
+    async fn engine_lookup(&mut self, id: &str) -> Option<super::engine::EngineContainer> {
+        let e = self.engine.as_ref()?;
+        match e.lookup(id).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%err, "Docker Engine API lost");
+                self.engine = None;
+                None
+            }
+        }
+    }
+
+    /// Engine containers whose cgroup is gone: their stop with the exit
+    /// code the engine recorded. Returns the cgroup paths to treat as
+    /// still there for one more look (the engine has not recorded the
+    /// exit yet).
+    async fn engine_stops(&mut self, out: &mut Vec<Notice>) -> HashSet<PathBuf> {
+        let mut hold = HashSet::new();
+        if self.engine.is_none() {
+            return hold;
+        }
+        let root = self.cgroup_root.clone();
+        let gone = lock(&self.state.containers).gone_named_by("docker", |p| {
+            root.as_ref().is_none_or(|r| r.join(p).exists())
+        });
+        for (id, path) in gone {
+            match self.engine_lookup(&id).await {
+                Some(c) if !c.running => {
+                    let n = lock(&self.state.containers).exited(
+                        &id,
+                        Some(c.meta),
+                        Some(c.exit_code),
+                        c.reason,
+                        c.finished_ns,
+                    );
+                    out.extend(n.map(|mut n| {
+                        n.source = "docker";
+                        n
+                    }));
+                    self.engine_pending.remove(&id);
+                }
+                Some(_) if self.engine_pending.insert(id.clone()) => {
+                    hold.insert(path);
+                }
+                _ => {
+                    self.engine_pending.remove(&id);
+                }
+            }
+        }
+        hold
     }
 
     /// One look at the runtime and the cgroups; returns what changed.
     async fn refresh(&mut self) -> Vec<Notice> {
         self.ensure_connected().await;
+        self.ensure_engine().await;
         let mut out = Vec::new();
         let listed = match self.cri.as_mut() {
             Some(c) => c.list().await.map(Some),
@@ -96,15 +207,14 @@ impl Watcher {
                 self.disconnect(&err);
             }
             self.first = false;
-        } else {
-            let mut reg = lock(&self.state.containers);
-            for id in reg.unresolved() {
-                out.extend(reg.unknown_to_runtime(&id));
-            }
         }
+        self.resolve_others(&mut out).await;
+        let hold = self.engine_stops(&mut out).await;
         let root = self.cgroup_root.clone();
         let mut reg = lock(&self.state.containers);
-        out.extend(reg.gone_cgroups(|p| root.as_ref().is_none_or(|r| r.join(p).exists())));
+        out.extend(reg.gone_cgroups(|p| {
+            hold.contains(p) || root.as_ref().is_none_or(|r| r.join(p).exists())
+        }));
         let pruned = reg.prune(Instant::now());
         if pruned > 0 {
             tracing::debug!(pruned, "container tombstones expired");
@@ -156,39 +266,12 @@ impl Watcher {
                 cri::State::Created | cri::State::Unknown => {}
             }
         }
-        // Running containers the CRI no longer lists; sighted ones it never
-        // listed, with their cgroup path.
-        type Unknown = Vec<(Arc<str>, Option<PathBuf>)>;
-        let (gone, unknown): (Vec<Arc<str>>, Unknown) = {
-            let reg = lock(&self.state.containers);
-            (
-                reg.running_ids()
-                    .into_iter()
-                    .filter(|id| !now_seen.contains_key(id))
-                    .collect(),
-                reg.unresolved()
-                    .into_iter()
-                    .filter(|id| !now_seen.contains_key(id))
-                    .map(|id| {
-                        let path = reg.cgroup_path(&id);
-                        (id, path)
-                    })
-                    .collect(),
-            )
-        };
-        for (id, path) in unknown {
-            // Not the CRI's: a plain containerd container, perhaps.
-            let ns = path.as_deref().and_then(super::native::namespace_of);
-            let meta = match (self.native.as_mut(), ns) {
-                (Some(n), Some(ns)) => n.lookup(&ns, &id).await,
-                _ => None,
-            };
-            let mut reg = lock(&self.state.containers);
-            match meta {
-                Some(m) => out.extend(reg.named_by(m, "containerd")),
-                None => out.extend(reg.unknown_to_runtime(&id)),
-            }
-        }
+        // Running containers the CRI no longer lists.
+        let gone: Vec<Arc<str>> = lock(&self.state.containers)
+            .running_ids()
+            .into_iter()
+            .filter(|id| !now_seen.contains_key(id))
+            .collect();
         let mut reg = lock(&self.state.containers);
         for id in gone {
             out.extend(reg.exited(&id, None, None, "removed".into(), 0));
@@ -215,6 +298,9 @@ pub async fn run(
         cri: None,
         native: None,
         last_attempt: None,
+        engine: None,
+        engine_attempt: None,
+        engine_pending: HashSet::new(),
         first: true,
         seen: HashMap::new(),
         cgroup_root: crate::scope::cgroup2_root(),

@@ -43,7 +43,7 @@ pub(super) fn shim_pids(socket: &Path) -> Vec<i32> {
 }
 
 /// Lazily unmounts every mount at or under `dir`, deepest first.
-pub(super) fn unmount_under(dir: &Path) {
+pub(crate) fn unmount_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
@@ -133,7 +133,7 @@ pub(super) fn remove_ctr_cgroups(id: &str) {
 
 /// Removes a cgroup directory and its children, retrying while exiting
 /// tasks are still accounted to them.
-pub(super) fn remove_cgroup_tree(dir: &Path) {
+pub(crate) fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -17,33 +17,10 @@ use super::{which, Containerd};
 /// by the `io.containerd.image.name` annotation that `ctr images import`
 /// reads.
 pub(super) fn build_image(dir: &Path) -> Result<PathBuf> {
-    let busybox = which("busybox").context("busybox not found")?;
     let work = dir.join("image");
-    let rootfs = work.join("rootfs");
-    for sub in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
-        std::fs::create_dir_all(rootfs.join(sub))?;
-    }
-    std::fs::copy(&busybox, rootfs.join("bin/busybox")).context("copying busybox")?;
-    let applets = run(Command::new(&busybox).arg("--list"))?;
-    for applet in applets.lines().map(str::trim) {
-        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
-            continue;
-        }
-        symlink("busybox", rootfs.join("bin").join(applet))?;
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
-
+    let layer = rootfs_layer(&work)?;
     let blobs = work.join("layout/blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
-    let layer = work.join("layer.tar");
-    run(Command::new("tar")
-        .args(["--create", "--file"])
-        .arg(&layer)
-        .args(["--numeric-owner", "--owner=0", "--group=0", "--sort=name"])
-        .args(["--mtime=@0", "--directory"])
-        .arg(&rootfs)
-        .arg("."))?;
     let (layer_digest, layer_size) = add_blob(&blobs, &std::fs::read(&layer)?)?;
 
     let config = serde_json::json!({
@@ -100,6 +77,37 @@ pub(super) fn build_image(dir: &Path) -> Result<PathBuf> {
         .args(["oci-layout", "index.json", "blobs"]))?;
     std::fs::remove_dir_all(&work)?;
     Ok(image)
+}
+
+/// Writes `<work>/layer.tar`: a root filesystem with the host's static
+/// `/bin/busybox` and a symlink per applet (also what `docker import`
+/// takes).
+pub(crate) fn rootfs_layer(work: &Path) -> Result<PathBuf> {
+    let busybox = which("busybox").context("busybox not found")?;
+    let rootfs = work.join("rootfs");
+    for sub in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(rootfs.join(sub))?;
+    }
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).context("copying busybox")?;
+    let applets = run(Command::new(&busybox).arg("--list"))?;
+    for applet in applets.lines().map(str::trim) {
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        symlink("busybox", rootfs.join("bin").join(applet))?;
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
+    let layer = work.join("layer.tar");
+    run(Command::new("tar")
+        .args(["--create", "--file"])
+        .arg(&layer)
+        .args(["--numeric-owner", "--owner=0", "--group=0", "--sort=name"])
+        .args(["--mtime=@0", "--directory"])
+        .arg(&rootfs)
+        .arg("."))?;
+    std::fs::remove_dir_all(&rootfs)?;
+    Ok(layer)
 }
 
 /// Stores `data` as a blob; returns its digest (`sha256:…`) and size.

@@ -37,8 +37,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{unique, TempDir};
 
-mod cleanup;
-mod image;
+pub(crate) mod cleanup;
+pub(crate) mod image;
 
 pub use cleanup::cgroup_mounts;
 use cleanup::{
@@ -565,7 +565,7 @@ async fn connect(socket: &Path) -> Result<Channel> {
 
 /// `program` on `PATH`, or `/bin/<program>` (and `/usr/sbin`, `/sbin`:
 /// runc lives there on Debian, outside a non-root `PATH`).
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/bin"].map(PathBuf::from))
