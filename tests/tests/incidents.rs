@@ -597,7 +597,8 @@ fn svc_port_of(items: &[String]) -> String {
         .to_owned()
 }
 
-/// Polls ListIncidents until the scope has incidents of every `types`.
+/// Polls ListIncidents until the scope has incidents of every `types`,
+/// each with its snapshot frozen (the freeze follows the opening).
 async fn wait_until_async_incidents(
     socket: &std::path::Path,
     id: &str,
@@ -610,14 +611,16 @@ async fn wait_until_async_incidents(
             .into_iter()
             .filter(|i| i.scope == format!("container:{id}"))
             .collect();
-        if types.iter().all(|t| mine.iter().any(|i| i.r#type == *t)) {
+        if types.iter().all(|t| mine.iter().any(|i| i.r#type == *t))
+            && mine.iter().all(|i| i.snapshot_id > 0)
+        {
             return mine;
         }
         assert!(
             start.elapsed() < fdr_tests::DEADLINE,
-            "incidents {types:?}; have {:?}",
+            "incidents {types:?} with snapshots; have {:?}",
             mine.iter()
-                .map(|i| (&i.r#type, &i.summary))
+                .map(|i| (&i.r#type, &i.summary, i.snapshot_id))
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
