@@ -145,7 +145,8 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
         "cargo",
         &["build", "--package", "fdr-agent", "--bins"],
     )?;
-    let mut args = vec!["test", "--", "--test-threads=2"];
+    // Every test binary runs, so one failure does not hide the others.
+    let mut args = vec!["test", "--no-fail-fast", "--", "--test-threads=2"];
     if let Some(f) = filter {
         args.push(f);
     }
