@@ -97,9 +97,6 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     });
     let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(&opts);
-    let unix = api::bind_unix(&cfg.api.socket)?;
-    let tcp = api::bind_tcp(&cfg.api).await?;
-    let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
     // Watched files first, so that the first events already honour them.
     probes.set_watch(&crate::watch::watched_inodes(
         &cfg.capture,
@@ -108,6 +105,11 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     // Attach before the /proc scan, so a process started during the scan
     // is seen by one or the other.
     probes.attach()?;
+    // The API appears only now: a client that finds the socket can rely on
+    // what it does next being recorded.
+    let unix = api::bind_unix(&cfg.api.socket)?;
+    let tcp = api::bind_tcp(&cfg.api).await?;
+    let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
     tracing::info!(processes = procs.len(), "process table seeded from /proc");
     let (models, incidents) = analysis;
