@@ -278,3 +278,19 @@ impl Drop for AgentProcess {
         let _ = self.0.wait();
     }
 }
+
+/// The agent's `ListContainers` entry for container `id`.
+pub async fn listed_container(socket: &Path, id: &str) -> fdr_proto::v1::KnownContainer {
+    let mut client = fdr_agent::client::connect_unix(socket)
+        .await
+        .expect("connect");
+    client
+        .list_containers(fdr_proto::v1::ListContainersRequest {})
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .into_iter()
+        .find(|k| k.info.as_ref().is_some_and(|c| c.id == id))
+        .unwrap_or_else(|| panic!("container {id} listed"))
+}

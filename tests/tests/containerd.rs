@@ -272,16 +272,7 @@ async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Re
     let after = events_of(&cap.socket(), &id).await?;
     check(&after);
     // And the agent still lists it, stopped, with its pod.
-    let mut client = fdr_agent::client::connect_unix(&cap.socket()).await?;
-    let known = client
-        .list_containers(pb::ListContainersRequest {})
-        .await?
-        .into_inner()
-        .containers;
-    let mine = known
-        .iter()
-        .find(|k| k.info.as_ref().is_some_and(|c| c.id == id))
-        .expect("the container is listed");
+    let mine = fdr_tests::listed_container(&cap.socket(), &id).await;
     assert!(!mine.running && mine.stopped.is_some());
     assert_eq!(
         mine.info.as_ref().map(|c| c.pod_name.as_str()),

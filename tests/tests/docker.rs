@@ -9,7 +9,9 @@ use fdr_agent::{
     event::{Detail, EventKind},
 };
 use fdr_proto::v1 as pb;
-use fdr_tests::{containerd::unique_name, docker::Docker, unique, Capture, TempDir};
+use fdr_tests::{
+    containerd::unique_name, docker::Docker, listed_container, unique, Capture, TempDir,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_container_is_named_by_the_engine_and_keeps_its_exit_code() -> anyhow::Result<()> {
@@ -73,16 +75,7 @@ async fn docker_container_is_named_by_the_engine_and_keeps_its_exit_code() -> an
 
     // Gone from docker, still named by the agent (tombstone).
     docker.remove(&id)?;
-    let mut client = fdr_agent::client::connect_unix(&cap.socket()).await?;
-    let known = client
-        .list_containers(pb::ListContainersRequest {})
-        .await?
-        .into_inner()
-        .containers;
-    let mine = known
-        .iter()
-        .find(|k| k.info.as_ref().is_some_and(|c| c.id == id))
-        .expect("listed");
+    let mine = listed_container(&cap.socket(), &id).await;
     assert!(!mine.running);
     let info = mine.info.as_ref().expect("info");
     assert_eq!(
@@ -90,6 +83,7 @@ async fn docker_container_is_named_by_the_engine_and_keeps_its_exit_code() -> an
         (name.as_str(), Docker::IMAGE)
     );
     // The exec event, read now, is named too.
+    let mut client = fdr_agent::client::connect_unix(&cap.socket()).await?;
     let events = client
         .query_events(pb::QueryEventsRequest {
             scope: format!("container:{id}"),
