@@ -1,7 +1,10 @@
 //! Detectors that correlate several events of one scope, beyond what a
 //! model sees in one event: reverse shells, data exfiltration, port scans.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::SocketAddr,
+};
 
 use crate::{
     event::{Detail, Event, EventKind, Severity},
@@ -13,6 +16,8 @@ use super::IncidentType;
 
 /// Entries kept per scope and kind of mark; the oldest go first.
 const MAX_MARKS: usize = 1024;
+/// Ancestors of a connecting process searched for marks.
+const LINEAGE: usize = 16;
 
 /// Shell programs.
 const SHELLS: &[&str] = &[
@@ -59,7 +64,7 @@ struct ScopeMarks {
     /// Shells already reported for connecting out themselves.
     shell_connects: HashSet<u32>,
     /// Destinations per process within the scan window.
-    dests: HashMap<u32, VecDeque<(u64, String)>>,
+    dests: HashMap<u32, VecDeque<(u64, SocketAddr)>>,
     scanned: HashSet<u32>,
 }
 
@@ -137,7 +142,7 @@ impl Detectors {
                     EventKind::NetConnect => {
                         if let Some(to) = net.remote {
                             let failed = net.error();
-                            connect(marks, ev, &to.to_string(), failed.as_deref(), cfg, &mut out);
+                            connect(marks, ev, to, failed.as_deref(), cfg, &mut out);
                         }
                     }
                     _ => {}
@@ -237,7 +242,7 @@ fn recent_connect(marks: &ScopeMarks, ev: &Event, window_ns: u64) -> Option<(u32
         .chain(ev.image.ancestors(4).map(|a| a.pid))
         .find_map(|p| {
             let (t, to) = marks.dests.get(&p)?.back()?;
-            (ev.time_ns.saturating_sub(*t) <= window_ns).then(|| (p, to.clone()))
+            (ev.time_ns.saturating_sub(*t) <= window_ns).then(|| (p, to.to_string()))
         })
 }
 
@@ -246,34 +251,41 @@ fn recent_connect(marks: &ScopeMarks, ev: &Event, window_ns: u64) -> Option<(u32
 fn connect(
     marks: &mut ScopeMarks,
     ev: &Event,
-    to: &str,
+    to: SocketAddr,
     failed: Option<&str>,
     cfg: &DetectConfig,
     out: &mut Vec<AuditDraft>,
 ) {
     let now = ev.time_ns;
     let pid = ev.pid();
-    // An attempt that failed is still the attempt: say how it ended.
-    let attempt = match failed {
+    // An attempt that failed is still the attempt: say how it ended
+    // (formatted only for an audit).
+    let attempt = || match failed {
         Some(e) => format!("connection attempt to {to} ({e})"),
         None => format!("connection to {to}"),
     };
-    let lineage: Vec<u32> = std::iter::once(pid)
-        .chain(ev.image.ancestors(16).map(|a| a.pid))
-        .collect();
+    // The process and its ancestors, without an allocation.
+    let mut pids = [0u32; LINEAGE + 1];
+    let mut n = 0;
+    for p in std::iter::once(pid).chain(ev.image.ancestors(LINEAGE).map(|a| a.pid)) {
+        pids[n] = p;
+        n += 1;
+    }
+    let lineage = &pids[..n];
     // Each mark ends in at most one audit: a shell's hundredth connection
     // is not news.
-    if let Some(shell) = marks.shells.take(&lineage, now, cfg.window_ns) {
+    if let Some(shell) = marks.shells.take(lineage, now, cfg.window_ns) {
         out.push(draft(
             IncidentType::ReverseShell,
             "reverse-shell",
             Severity::Critical,
             format!(
-                "outbound {attempt} by {} (pid {pid}) from a {}",
+                "outbound {} by {} (pid {pid}) from a {}",
+                attempt(),
                 ev.exe(),
                 shell.what
             ),
-            to.to_owned(),
+            to.to_string(),
         ));
     } else if is_shell(ev.exe(), ev.argv()) && marks.shell_connects.insert(pid) {
         if marks.shell_connects.len() > MAX_MARKS {
@@ -283,21 +295,26 @@ fn connect(
             IncidentType::ReverseShell,
             "reverse-shell",
             Severity::Critical,
-            format!("shell {} (pid {pid}) made an outbound {attempt}", ev.exe()),
-            to.to_owned(),
+            format!(
+                "shell {} (pid {pid}) made an outbound {}",
+                ev.exe(),
+                attempt()
+            ),
+            to.to_string(),
         ));
     }
-    if let Some(m) = marks.sensitive.take(&lineage, now, cfg.window_ns) {
+    if let Some(m) = marks.sensitive.take(lineage, now, cfg.window_ns) {
         out.push(draft(
             IncidentType::DataExfiltration,
             "exfiltration",
             Severity::Critical,
             format!(
-                "{}, then a {attempt} by {} (pid {pid}) from the same process tree",
+                "{}, then a {} by {} (pid {pid}) from the same process tree",
                 m.what,
+                attempt(),
                 ev.exe()
             ),
-            to.to_owned(),
+            to.to_string(),
         ));
     }
     let q = marks.dests.entry(pid).or_default();
@@ -307,8 +324,8 @@ fn connect(
     {
         q.pop_front();
     }
-    if !q.iter().any(|(_, d)| d == to) {
-        q.push_back((now, to.to_owned()));
+    if !q.iter().any(|(_, d)| *d == to) {
+        q.push_back((now, to));
         if q.len() > cfg.scan_threshold * 4 {
             q.pop_front();
         }
@@ -324,7 +341,7 @@ fn connect(
                 q.len(),
                 cfg.scan_window_ns / 1_000_000_000
             ),
-            to.to_owned(),
+            to.to_string(),
         ));
     }
 }

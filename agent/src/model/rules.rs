@@ -46,6 +46,10 @@ pub struct Rule {
     model: Glob,
     section: Option<Section>,
     items: Vec<Glob>,
+    /// Every item glob's literal run in one automaton: an item with none
+    /// of them (nearly all) is rejected in a single pass. `None` when a
+    /// glob has no literal (`*`).
+    prefilter: Option<aho_corasick::AhoCorasick>,
     interactive: Option<bool>,
     pub severity: Severity,
     pub incident: Option<IncidentType>,
@@ -78,12 +82,23 @@ impl Rule {
         if c.name.is_empty() {
             return Err(bad("a rule needs a name".into()));
         }
+        let items: Vec<Glob> = c.items.iter().map(|p| Glob::new(p)).collect();
+        let prefilter = if items.iter().any(|g| g.needle.is_empty()) {
+            None
+        } else {
+            let needles = items.iter().map(|g| g.needle.as_str());
+            Some(
+                aho_corasick::AhoCorasick::new(needles)
+                    .map_err(|e| bad(format!("item globs: {e}")))?,
+            )
+        };
         Ok(Rule {
             name: c.name.clone(),
             allow: c.action == RuleAction::Allow,
             model: Glob::new(&c.model),
             section,
-            items: c.items.iter().map(|p| Glob::new(p)).collect(),
+            items,
+            prefilter,
             interactive: c.interactive,
             severity,
             incident,
@@ -94,6 +109,10 @@ impl Rule {
     fn matches(&self, model: &str, obs: &Observation, ev: &Event) -> bool {
         self.section.is_none_or(|s| s == obs.section)
             && self.model.matches(model)
+            && self
+                .prefilter
+                .as_ref()
+                .is_none_or(|ac| ac.is_match(obs.item.as_ref()))
             && self.items.iter().any(|p| p.matches(&obs.item))
             && self
                 .interactive

@@ -108,6 +108,8 @@ struct Replay {
     buffers: ScopeBuffers,
     state: Arc<State>,
     seq: u64,
+    /// `FDR_BENCH_DEBUG` set: print what the models raise.
+    debug: bool,
 }
 
 impl Replay {
@@ -131,7 +133,7 @@ impl Replay {
             return std::hint::black_box(&ev).seq as usize & 1;
         }
         let raised = self.analyzer.analyze(&ev, &self.state, self.seq + 1);
-        if std::env::var_os("FDR_BENCH_DEBUG").is_some() {
+        if self.debug {
             for d in &raised {
                 eprintln!("{:?}", d);
             }
@@ -163,6 +165,7 @@ fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> (f64, usize)
         }),
         state: state.clone(),
         seq: 0,
+        debug: std::env::var_os("FDR_BENCH_DEBUG").is_some(),
     };
     // Warm-up pass: caches filled, models learned (steady state).
     for raw in records {
