@@ -100,20 +100,12 @@ async fn run(cli: Cli) -> Result<()> {
         None => Target::Unix(cli.socket),
     };
     // A TLS 1.3 server that wants a client certificate refuses it after
-    // the handshake: the first call sees an alert or a closed connection.
+    // the handshake: the first call fails at the transport (an alert, a
+    // closed connection or a broken pipe, depending on timing).
     let certless_tls = matches!(&target, Target::Tcp { url, tls, .. }
         if url.starts_with("https://") && tls.cert_file.is_none());
-    let hint = |e: anyhow::Error| {
-        let text = format!("{e:#}");
-        let closed = [
-            "CertificateRequired",
-            "[Cancelled]",
-            "[Unavailable]",
-            "connection closed",
-        ]
-        .iter()
-        .any(|t| text.contains(t));
-        if certless_tls && closed {
+    let hint = |e: anyhow::Error, transport: bool| {
+        if certless_tls && transport && !format!("{e:#}").contains("invalid peer certificate") {
             e.context(
                 "the agent refused or closed the TLS connection: does it require a client \
                  certificate (--cert-file, --key-file)?",
@@ -122,7 +114,9 @@ async fn run(cli: Cli) -> Result<()> {
             e
         }
     };
-    let mut client = client::connect(&target).await.map_err(|e| hint(e.into()))?;
+    let mut client = client::connect(&target)
+        .await
+        .map_err(|e| hint(e.into(), true))?;
     let mut out = std::io::stdout().lock();
     let done = match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
@@ -133,5 +127,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
         Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
     };
-    done.map_err(|e| hint(e.into()))
+    done.map_err(|e| {
+        let transport = matches!(&e, ctl::CtlError::Rpc { code, .. }
+            if matches!(code, tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled));
+        hint(e.into(), transport)
+    })
 }
