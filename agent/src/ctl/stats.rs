@@ -58,9 +58,9 @@ fn stats_json(s: &pb::Stats) -> Value {
 }
 
 fn stats_table(s: &pb::Stats) -> String {
-    let mut t = format!("{:<8} {:>12} {:>12}\n", "KIND", "SEEN", "KERNEL_DROPS");
+    let mut t = format!("{:<16} {:>12} {:>12}\n", "KIND", "SEEN", "KERNEL_DROPS");
     for k in &s.kinds {
-        t += &format!("{:<8} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
+        t += &format!("{:<16} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
     }
     let b = s.buffers.unwrap_or_default();
     let per_event = b.bytes.checked_div(b.events).unwrap_or(0);
