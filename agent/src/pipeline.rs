@@ -26,6 +26,8 @@ const BATCH: usize = 256;
 /// A non-tool process that changed account files and has been quiet this
 /// long gets its account record.
 const ACCOUNT_IDLE: Duration = Duration::from_secs(2);
+/// Records read from one ring in one pass.
+const READ_CAP: usize = 4096;
 /// Losses are remembered this long beyond a snapshot window's length.
 const LOSS_MARGIN: Duration = Duration::from_secs(60);
 
@@ -60,21 +62,29 @@ struct Recorder {
     tap: Option<std::io::BufWriter<std::fs::File>>,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
+    /// The last pass left records in a ring.
+    more: bool,
     /// Kernel drop counters at the last sample, by kind number.
     kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
 }
 
 impl Recorder {
-    /// Records everything pending in both rings, in time order. The
-    /// critical ring is read first: whatever its records depend on (a fork
-    /// before an exec) was committed to the other ring before them.
+    /// Records what is pending in both rings, in time order, at most
+    /// [`READ_CAP`] records a ring per pass (so one pass never keeps the
+    /// task from its other duties for long; `more` then asks for another
+    /// pass at once). The critical ring is read first: whatever its
+    /// records depend on (a fork before an exec) was committed to the
+    /// other ring before them.
     fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
-        self.read_ring(critical);
-        self.read_ring(events);
-        // Once more: a critical record committed before a record just read
-        // from the other ring (a process's exec before its exit) is then in
-        // this pass, and sorted before it.
-        self.read_ring(critical);
+        // A capped read leaves newer records behind in that ring: reading
+        // the other one past them could put a record before one it depends
+        // on, so the pass ends there.
+        self.more = self.read_ring(critical)
+            || self.read_ring(events)
+            // Once more: a critical record committed before a record just
+            // read from the other ring (a process's exec before its exit) is
+            // then in this pass, and sorted before it.
+            || self.read_ring(critical);
         self.records.sort_by_key(|r| r.boot_ns);
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
@@ -175,8 +185,10 @@ impl Recorder {
     }
 
     /// Decodes everything pending in `ring` into `records`.
-    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) {
+    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        let mut n = 0;
         while let Some(item) = ring.next() {
+            n += 1;
             if let Some(tap) = &mut self.tap {
                 use std::io::Write;
                 let len = (item.len() as u32).to_le_bytes();
@@ -192,7 +204,11 @@ impl Recorder {
                     tracing::debug!(%err, "undecodable record");
                 }
             }
+            if n == READ_CAP {
+                return true;
+            }
         }
+        false
     }
 
     /// Turns a record into an event with the process's context.
@@ -405,6 +421,7 @@ pub async fn run(
         scopes: crate::scope::ScopeResolver::new(),
         wake_containers: io.wake_containers,
         refresh_watch: false,
+        more: false,
         kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
         tap: match &cfg.record_raw {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
@@ -451,6 +468,10 @@ pub async fn run(
                 refresh_watch(&rec.state, &cfg);
             }
             _ = poll.tick() => {
+                step = woke();
+                rec.drain(critical.get_mut(), events.get_mut());
+            }
+            _ = std::future::ready(()), if rec.more => {
                 step = woke();
                 rec.drain(critical.get_mut(), events.get_mut());
             }

@@ -71,6 +71,7 @@ pub struct Parts {
 
 impl State {
     pub fn new(p: Parts) -> Self {
+        let counters = Arc::new(Counters::default());
         State {
             buffers: Mutex::new(p.buffers),
             snapshots: Mutex::new(p.snapshots),
@@ -81,8 +82,8 @@ impl State {
             models: Mutex::new(p.models),
             incidents: Mutex::new(p.incidents),
             incident_live: crate::analysis::incident_channel(),
-            counters: Arc::new(Counters::default()),
-            live: Arc::new(Subscribers::default()),
+            live: Arc::new(Subscribers::new(counters.clone())),
+            counters,
             stream_queue: (p.stream_queue, p.stream_queue_bytes),
             probes: Mutex::new(None),
             started: SystemTime::now(),

@@ -462,7 +462,7 @@ impl FlightRecorder for Service {
             kinds,
             decode_errors: st.counters.decode_errors.load(Relaxed),
             buffers: Some(buffer_stats_to_pb(totals)),
-            stream_drops: st.counters.stream_drops.load(Relaxed) + st.live.dropped.load(Relaxed),
+            stream_drops: st.counters.stream_drops.load(Relaxed),
             subscribers: st.counters.subscribers.load(Relaxed),
             processes_tracked,
             started: Some(timestamp(started_ns)),

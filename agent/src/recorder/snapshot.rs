@@ -326,7 +326,7 @@ impl Snapshots {
             };
             let snap = pb::Snapshot {
                 processes: ancestry(&o.events, procs),
-                events: o.events.iter().map(|e| event_to_pb(e, en)).collect(),
+                events: o.events.iter().map(|e| snapshot_event(e, en)).collect(),
                 listening: o.listening.and_then(|h| h.join().ok()).unwrap_or_default(),
                 gaps: o.gaps,
                 info: Some(o.info),
@@ -373,6 +373,24 @@ impl Snapshots {
                 true,
             ));
         }
+    }
+}
+
+/// An event as a snapshot stores it: critical kinds with their ancestry,
+/// bulk kinds without (the snapshot's process list holds every process's
+/// ancestors; repeating them on each of a flood's writes would multiply
+/// the snapshot's size by the ancestry's depth).
+fn snapshot_event(e: &Event, en: &Enrich) -> pb::Event {
+    if kept_first(e.kind()) {
+        event_to_pb(e, en)
+    } else {
+        event_to_pb(
+            e,
+            &Enrich {
+                containers: en.containers,
+                ancestry_depth: 0,
+            },
+        )
     }
 }
 
