@@ -12,6 +12,7 @@ use crate::{
     probes::{ProbeError, ProbeOptions, Probes},
     proctable::ProcessTable,
     recorder::{
+        commit::Committer,
         snapshot::{Snapshots, Window},
         store::{Retention, Store},
         Limits, ScopeBuffers,
@@ -83,8 +84,11 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let analysis = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
-    let snapshots = Snapshots::new(
-        store.clone(),
+    // Every write goes through the committer thread; while the disk fails
+    // it keeps up to half the memory budget of work queued.
+    let committer = Committer::spawn(store.clone(), (r.budget_bytes / 2) as usize);
+    let snapshots = Snapshots::with_committer(
+        committer,
         Window {
             before_ns: r.snapshot_before.as_nanos() as u64,
             after_ns: r.snapshot_after.as_nanos() as u64,
@@ -199,6 +203,10 @@ impl Running {
                 _ => {}
             }
         }
+        // What the pipeline queued last (open snapshots, models,
+        // incidents) is written before the database closes.
+        let committer = self.state.committer.clone();
+        let _ = tokio::task::spawn_blocking(move || committer.shutdown(SHUTDOWN_GRACE)).await;
         if let Some(mut p) = lock(&self.state.probes).take() {
             if let Err(err) = p.detach() {
                 tracing::warn!(%err, "detaching probes");

@@ -15,7 +15,7 @@ use crate::{
     model::ModelSet,
     probes::Probes,
     proctable::ProcessTable,
-    recorder::store::Store,
+    recorder::{commit::Committer, store::Store},
     recorder::{snapshot::Snapshots, ScopeBuffers},
     stats::Counters,
 };
@@ -37,6 +37,9 @@ pub struct State {
     pub ancestry_depth: usize,
     /// The agent's database (snapshots, models, incidents).
     pub store: Arc<Store>,
+    /// Every write to `store` goes through it, off the pipeline and the
+    /// API's threads (the snapshots' committer).
+    pub committer: Committer,
     /// Runtime models.
     pub models: Mutex<ModelSet>,
     /// Incidents still open for updates.
@@ -70,7 +73,9 @@ pub struct Parts {
 
 impl State {
     pub fn new(p: Parts) -> Self {
+        let committer = p.snapshots.committer().clone();
         State {
+            committer,
             buffers: Mutex::new(p.buffers),
             snapshots: Mutex::new(p.snapshots),
             procs: Mutex::new(p.procs),
