@@ -12,6 +12,7 @@ use crate::{
     probes::{ProbeError, ProbeOptions, Probes},
     proctable::ProcessTable,
     recorder::{
+        commit::Committer,
         snapshot::{SnapshotLimits, Snapshots, Window},
         store::{Retention, Store},
         Limits, ScopeBuffers,
@@ -90,8 +91,11 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         budget: r.budget_bytes as usize,
         grace_ns: r.exited_container_grace.as_nanos() as u64,
     });
-    let snapshots = Snapshots::new(
-        store.clone(),
+    // Every write goes through the committer thread; while the disk fails
+    // it keeps up to half the memory budget of work queued.
+    let committer = Committer::spawn(store.clone(), (r.budget_bytes / 2) as usize);
+    let snapshots = Snapshots::with_committer(
+        committer,
         Window {
             before_ns: r.snapshot_before.as_nanos() as u64,
             after_ns: r.snapshot_after.as_nanos() as u64,
@@ -211,6 +215,10 @@ impl Running {
                 _ => {}
             }
         }
+        // What the pipeline queued last (open snapshots, models,
+        // incidents) is written before the database closes.
+        let committer = self.state.committer.clone();
+        let _ = tokio::task::spawn_blocking(move || committer.shutdown(SHUTDOWN_GRACE)).await;
         if let Some(mut p) = lock(&self.state.probes).take() {
             if let Err(err) = p.detach() {
                 tracing::warn!(%err, "detaching probes");

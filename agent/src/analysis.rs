@@ -7,6 +7,7 @@ use std::{
     sync::Arc,
 };
 
+use prost::Message;
 use tokio::sync::broadcast;
 
 use crate::{
@@ -196,9 +197,11 @@ impl Analyzer {
         let inc = incs.add(raised.serial, entry, ev, key, meta);
         if raised.opened {
             tracing::warn!(serial = inc.serial, kind = inc.kind.name(), summary = %inc.summary, "incident opened");
-            // Stored at once: a serial a client has seen is never reused.
-            if let Err(err) = persist::put(&state.store, &[incident_to_pb(inc)], next) {
-                tracing::error!(%err, serial = inc.serial, "storing incident");
+            // Queued for the store at once; the serial itself is covered by
+            // the persisted serial lease, so it is never reused.
+            state.store.note_serial(next);
+            if !store_incidents(state, &[inc], next) {
+                self.dirty.insert(inc.serial);
             }
             self.freezes.push(Freeze {
                 scope: ev.scope.clone(),
@@ -255,18 +258,19 @@ impl Analyzer {
     /// past their window.
     pub fn flush(&mut self, state: &State, now_ns: u64) {
         self.adopt_named_images(state);
-        let (changed, removed, models) = {
+        // Encoded under the lock, written by the committer.
+        let (changed, encoded) = {
             let mut m = lock(&state.models);
             let (changed, removed) = m.take_dirty();
-            let models: Vec<model::Model> =
-                changed.iter().filter_map(|k| m.get(k).cloned()).collect();
-            (changed, removed, models)
+            let models: Vec<&model::Model> = changed.iter().filter_map(|k| m.get(k)).collect();
+            let encoded = model::persist::Encoded::new(&models, &removed);
+            (changed, encoded)
         };
-        if !changed.is_empty() || !removed.is_empty() {
-            let refs: Vec<&model::Model> = models.iter().collect();
-            if let Err(err) = model::persist::save(&state.store, &refs, &removed) {
-                tracing::error!(%err, "storing models");
-                // Try again next time.
+        if !encoded.is_empty() {
+            let bytes = encoded.approx_bytes();
+            let write = Box::new(move |store: &Store| encoded.write(store));
+            if let Err(err) = state.committer.submit_write("models", bytes, write) {
+                tracing::warn!(%err, "storing models: kept for the next flush");
                 let mut m = lock(&state.models);
                 for k in changed {
                     m.mark_dirty(k);
@@ -283,11 +287,29 @@ impl Analyzer {
             (list, incs.next_serial())
         };
         if !incidents.is_empty() {
-            let pbs: Vec<_> = incidents.iter().map(incident_to_pb).collect();
-            if let Err(err) = persist::put(&state.store, &pbs, next) {
-                tracing::error!(%err, "storing incidents");
+            let refs: Vec<&Incident> = incidents.iter().collect();
+            if !store_incidents(state, &refs, next) {
                 self.dirty.extend(incidents.iter().map(|i| i.serial));
             }
+        }
+    }
+}
+
+/// Queues incidents for the store (encoded now, written by the committer,
+/// retried there on failure). False when the committer cannot take them
+/// (the store failing with its queue full): the caller keeps them dirty.
+fn store_incidents(state: &State, incidents: &[&Incident], next: u64) -> bool {
+    let encoded: Vec<(u64, Vec<u8>)> = incidents
+        .iter()
+        .map(|i| (i.serial, incident_to_pb(i).encode_to_vec()))
+        .collect();
+    let bytes = encoded.iter().map(|(_, b)| b.len() + 64).sum();
+    let write = Box::new(move |store: &Store| persist::put_encoded(store, &encoded, next));
+    match state.committer.submit_write("incidents", bytes, write) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(%err, "storing incidents: kept for the next flush");
+            false
         }
     }
 }

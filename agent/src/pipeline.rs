@@ -354,23 +354,47 @@ impl Recorder {
         }
     }
 
-    /// Commits the snapshots whose after-window has closed; with `all`
-    /// (shutdown), every open one, cut short.
+    /// Hands the snapshots whose after-window has closed to the committer;
+    /// with `all` (shutdown), every open one, cut short. Each lock is held
+    /// only for its step (detaching, copying ancestors, container
+    /// metadata); conversion and writing happen on the committer thread.
     fn close_snapshots(&mut self, all: bool) {
         if !lock(&self.state.snapshots).has_open() {
             return;
         }
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
-        let procs = lock(&self.state.procs);
-        let mut snaps = lock(&self.state.snapshots);
-        let depth = self.state.ancestry_depth;
-        let res = self
-            .state
-            .with_enrich(depth, |en| snaps.close(now, &procs, en, all));
-        match res {
-            Ok(ids) if !ids.is_empty() => tracing::info!(?ids, all, "snapshots committed"),
-            Ok(_) => {}
-            Err(err) => tracing::error!(%err, all, "committing snapshots"),
+        let (closing, committer) = {
+            let mut snaps = lock(&self.state.snapshots);
+            (snaps.take_closed(now, all), snaps.committer().clone())
+        };
+        if closing.is_empty() {
+            return;
+        }
+        let roots: Vec<Vec<u32>> = closing.iter().map(|c| c.roots()).collect();
+        let mut closing = closing;
+        {
+            let procs = lock(&self.state.procs);
+            for (c, r) in closing.iter_mut().zip(&roots) {
+                c.gather_from(r, &procs);
+            }
+        }
+        {
+            let containers = lock(&self.state.containers);
+            for c in &mut closing {
+                c.set_container(Some(&containers));
+            }
+        }
+        let mut ids = Vec::new();
+        for c in closing {
+            let id = c.id();
+            match c.submit(&committer, self.state.ancestry_depth) {
+                Ok(Some(id)) => ids.push(id),
+                Ok(None) => {}
+                Err(err) => tracing::error!(%err, id, all, "committing snapshot"),
+            }
+        }
+        if !ids.is_empty() {
+            tracing::info!(?ids, all, "snapshots closed, committing");
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     model::ModelSet,
     probes::Probes,
     proctable::ProcessTable,
-    recorder::store::Store,
+    recorder::{commit::Committer, store::Store},
     recorder::{live::Subscribers, snapshot::Snapshots, ScopeBuffers},
     stats::Counters,
 };
@@ -36,6 +36,9 @@ pub struct State {
     pub ancestry_depth: usize,
     /// The agent's database (snapshots, models, incidents).
     pub store: Arc<Store>,
+    /// Every write to `store` goes through it, off the pipeline and the
+    /// API's threads (the snapshots' committer).
+    pub committer: Committer,
     /// Runtime models.
     pub models: Mutex<ModelSet>,
     /// Incidents still open for updates.
@@ -72,7 +75,9 @@ pub struct Parts {
 impl State {
     pub fn new(p: Parts) -> Self {
         let counters = Arc::new(Counters::default());
+        let committer = p.snapshots.committer().clone();
         State {
+            committer,
             buffers: Mutex::new(p.buffers),
             snapshots: Mutex::new(p.snapshots),
             procs: Mutex::new(p.procs),

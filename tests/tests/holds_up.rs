@@ -403,7 +403,10 @@ async fn the_recorder_holds_up_under_a_flood() {
         {
             break i;
         }
-        assert!(Instant::now() < deadline, "no crypto-miner incident with a snapshot");
+        assert!(
+            Instant::now() < deadline,
+            "no crypto-miner incident with a snapshot"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let within = Duration::from_secs(90);
@@ -465,11 +468,18 @@ async fn the_recorder_holds_up_under_a_flood() {
             seen.add(e);
         }
         let missing: Vec<&String> = execs.iter().filter(|m| !seen.execs.contains(*m)).collect();
-        assert!(missing.is_empty(), "{name}: {} exec markers missing: {missing:?}", missing.len());
+        assert!(
+            missing.is_empty(),
+            "{name}: {} exec markers missing: {missing:?}",
+            missing.len()
+        );
         let missing: Vec<&u32> = ports.iter().filter(|p| !seen.ports.contains(p)).collect();
         assert!(missing.is_empty(), "{name}: listens missing: {missing:?}");
         let missing: Vec<&String> = users.iter().filter(|u| !seen.users.contains(*u)).collect();
-        assert!(missing.is_empty(), "{name}: account changes missing: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{name}: account changes missing: {missing:?}"
+        );
         assert!(
             !s.info.open && s.info.window_start.is_some(),
             "{name}: committed with its window"
@@ -487,7 +497,10 @@ async fn the_recorder_holds_up_under_a_flood() {
     assert_gaps_account("host snapshot", &host, &writer_pids, rounds);
     assert_gaps_account("incident snapshot", &inc, &writer_pids, rounds);
     let follow = followed.lock().unwrap();
-    let missing: Vec<&String> = execs.iter().filter(|m| !follow.0.execs.contains(*m)).collect();
+    let missing: Vec<&String> = execs
+        .iter()
+        .filter(|m| !follow.0.execs.contains(*m))
+        .collect();
     assert!(
         missing.is_empty(),
         "filtered stream: {} exec markers missing (lost notices: {})",

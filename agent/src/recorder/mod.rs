@@ -2,6 +2,7 @@
 //! host) under one memory budget, and snapshots that freeze a window of a
 //! scope's history — before and after a moment — onto disk.
 
+pub mod commit;
 pub mod live;
 pub mod loss;
 pub mod snapshot;

@@ -2,10 +2,12 @@
 //! before-part is copied at once; the after-part fills as events arrive
 //! until the window closes; then the snapshot — events, the ancestry of
 //! every process in it, the listening sockets at freeze time, gaps where
-//! events were lost — is committed to the store.
+//! events were lost — is committed to the store. Committing happens on the
+//! committer thread ([`super::commit`]): closing only detaches what the
+//! snapshot needs, so no lock is held while it is converted and written.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicUsize, Ordering::Relaxed},
         Arc,
@@ -15,6 +17,7 @@ use std::{
 use fdr_proto::v1 as pb;
 
 use super::{
+    commit::{CommitError, Committer},
     loss::{KindCounts, KindLoss, LossLedger},
     store::{Store, StoreError},
     ScopeBuffers,
@@ -22,10 +25,15 @@ use super::{
 use crate::{
     api::convert::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
     buffer::{charged_bytes, kept_first},
+    containers::ContainerRegistry,
     event::Event,
-    proctable::ProcessTable,
+    proctable::{ProcEntry, ProcessTable},
     scope::Scope,
 };
+
+/// What the committer queue holds while the store is failing, for
+/// snapshots built without [`Snapshots::with_committer`].
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
 /// How much of a scope's history a snapshot keeps around its moment.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +87,8 @@ struct Open {
 
 pub struct Snapshots {
     store: Arc<Store>,
+    /// Converts and stores closed snapshots, off the pipeline.
+    committer: Committer,
     window: Window,
     limits: SnapshotLimits,
     host: String,
@@ -91,8 +101,14 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub fn new(store: Arc<Store>, window: Window) -> Self {
+        Self::with_committer(Committer::spawn(store, DEFAULT_QUEUE_BYTES), window)
+    }
+
+    /// Snapshots stored by `committer` (shared with the other writes).
+    pub fn with_committer(committer: Committer, window: Window) -> Self {
         Snapshots {
-            store,
+            store: committer.store().clone(),
+            committer,
             window,
             limits: SnapshotLimits::UNBOUNDED,
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -114,6 +130,10 @@ impl Snapshots {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn committer(&self) -> &Committer {
+        &self.committer
     }
 
     /// Bytes held by open snapshots.
@@ -295,17 +315,36 @@ impl Snapshots {
         self.open.iter().map(|o| o.info.clone()).collect()
     }
 
-    /// Commits the snapshots whose window closed before `now_ns`; with
-    /// `all` (the agent is stopping), every open one, the part of its
-    /// after-window not yet lived marked as a gap. Returns the ids committed.
+    /// Queues the snapshots whose window closed before `now_ns` for the
+    /// committer; with `all` (the agent is stopping), every open one, the
+    /// part of its after-window not yet lived marked as a gap. Returns the
+    /// ids queued; a snapshot the committer cannot keep (the store failing,
+    /// its queue full) is logged and lost. The pipeline calls the steps
+    /// ([`Snapshots::take_closed`], [`Closing::gather`], [`Closing::submit`])
+    /// itself, so as to hold each lock only for its own step.
     pub fn close(
         &mut self,
         now_ns: u64,
         procs: &ProcessTable,
         en: &Enrich,
         all: bool,
-    ) -> Result<Vec<u64>, StoreError> {
+    ) -> Result<Vec<u64>, CommitError> {
         let mut done = Vec::new();
+        for mut c in self.take_closed(now_ns, all) {
+            c.gather(procs);
+            c.set_container(en.containers);
+            if let Some(id) = c.submit(&self.committer, en.ancestry_depth)? {
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Detaches the snapshots whose window closed (see
+    /// [`Snapshots::close`]); no conversion, no I/O. Their ids count as
+    /// pending at once.
+    pub fn take_closed(&mut self, now_ns: u64, all: bool) -> Vec<Closing> {
+        let mut out = Vec::new();
         let mut i = 0;
         while i < self.open.len() {
             if self.open[i].end_ns > now_ns && !all {
@@ -318,27 +357,23 @@ impl Snapshots {
             let lost: u64 = o.gaps.iter().map(|g| g.lost).sum();
             let kept = o.events.len() as u64;
             o.info.open = false;
-            o.info.container = scope_container(&o.scope, en.containers);
             o.info.completeness = if kept + lost == 0 {
                 1.0
             } else {
                 kept as f64 / (kept + lost) as f64
             };
-            let snap = pb::Snapshot {
-                processes: ancestry(&o.events, procs),
-                events: o.events.iter().map(|e| snapshot_event(e, en)).collect(),
-                listening: o.listening.and_then(|h| h.join().ok()).unwrap_or_default(),
+            self.committer.announce(o.info.id);
+            out.push(Closing {
+                scope: o.scope,
+                events: o.events,
                 gaps: o.gaps,
-                info: Some(o.info),
-            };
-            let id = snap.info.as_ref().map_or(0, |i| i.id);
-            let evicted = self.store.put(&snap)?;
-            if !evicted.is_empty() {
-                tracing::info!(?evicted, "snapshots evicted by retention");
-            }
-            done.push(id);
+                info: o.info,
+                listening: o.listening,
+                known: HashMap::new(),
+                container: None,
+            });
         }
-        Ok(done)
+        out
     }
 
     /// Adds the gaps known at close: the after-window not lived, events
@@ -405,18 +440,135 @@ fn gap(l: &KindLoss, cause: &str, host_wide: bool) -> pb::Gap {
     }
 }
 
-/// Every process of the events and its ancestors, as the table knows them.
-fn ancestry(events: &[Arc<Event>], procs: &ProcessTable) -> Vec<pb::Process> {
+/// A closed snapshot detached from [`Snapshots`], on its way to the
+/// committer with everything its conversion needs.
+pub struct Closing {
+    scope: Scope,
+    events: Vec<Arc<Event>>,
+    gaps: Vec<pb::Gap>,
+    info: pb::SnapshotInfo,
+    listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
+    /// The table's entries for the ancestors of the events' processes.
+    known: HashMap<u32, ProcEntry>,
+    container: Option<pb::ContainerInfo>,
+}
+
+impl Closing {
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    /// The parent pids the ancestry starts from (no lock needed).
+    pub fn roots(&self) -> Vec<u32> {
+        let mut seen = HashSet::new();
+        let mut last = None;
+        for e in &self.events {
+            let ppid = e.record.task.ppid;
+            if last != Some(ppid) {
+                last = Some(ppid);
+                seen.insert(ppid);
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    /// Copies the table entries of the ancestors of `roots` (cheap clones;
+    /// the caller holds the table's lock only for this).
+    pub fn gather_from(&mut self, roots: &[u32], procs: &ProcessTable) {
+        for &root in roots {
+            let mut pid = root;
+            for _ in 0..ANCESTRY_MAX {
+                if pid == 0 || self.known.contains_key(&pid) {
+                    break;
+                }
+                let Some(p) = procs.get(pid) else { break };
+                self.known.insert(pid, p.clone());
+                pid = p.ppid;
+            }
+        }
+    }
+
+    /// [`Closing::roots`] then [`Closing::gather_from`].
+    pub fn gather(&mut self, procs: &ProcessTable) {
+        let roots = self.roots();
+        self.gather_from(&roots, procs);
+    }
+
+    /// The scope's container metadata, looked up now (the caller holds the
+    /// registry's lock only for this).
+    pub fn set_container(&mut self, containers: Option<&ContainerRegistry>) {
+        self.container = scope_container(&self.scope, containers);
+    }
+
+    /// Memory the snapshot holds until it is stored, roughly.
+    pub fn approx_bytes(&self) -> usize {
+        self.events.iter().map(|e| e.approx_bytes()).sum::<usize>()
+            + self.known.len() * std::mem::size_of::<ProcEntry>()
+            + 1024
+    }
+
+    /// Hands the snapshot to the committer: conversion and writing happen
+    /// on its thread, without any lock. `Ok(None)` when the committer
+    /// refused it (logged: the snapshot is lost); Err when it has stopped.
+    pub fn submit(self, committer: &Committer, depth: usize) -> Result<Option<u64>, CommitError> {
+        let id = self.info.id;
+        let bytes = self.approx_bytes();
+        let build = Box::new(move || self.build(depth));
+        match committer.submit(id, bytes, build) {
+            Ok(()) => Ok(Some(id)),
+            Err(err @ CommitError::Full { .. }) => {
+                tracing::error!(%err, id, "snapshot cannot be kept");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The stored form (committer thread).
+    fn build(self, depth: usize) -> pb::Snapshot {
+        let en = Enrich {
+            containers: None,
+            ancestry_depth: depth,
+        };
+        let container = self.container;
+        let mut info = self.info;
+        info.container = container.clone();
+        pb::Snapshot {
+            processes: ancestry(&self.events, &self.known),
+            events: self
+                .events
+                .iter()
+                .map(|e| pb::Event {
+                    container: container.clone(),
+                    ..snapshot_event(e, &en)
+                })
+                .collect(),
+            listening: self
+                .listening
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default(),
+            gaps: self.gaps,
+            info: Some(info),
+        }
+    }
+}
+
+/// Ancestors followed per process.
+const ANCESTRY_MAX: usize = 32;
+
+/// Every process of the events and its ancestors, as the table knew them
+/// (`known`: entries copied from it, see [`Closing::gather`]).
+fn ancestry(events: &[Arc<Event>], known: &HashMap<u32, ProcEntry>) -> Vec<pb::Process> {
     let mut out: BTreeMap<u32, pb::Process> = BTreeMap::new();
     for ev in events {
         let t = &ev.record.task;
         out.entry(t.pid).or_insert_with(|| process_to_pb(ev));
         let mut pid = t.ppid;
-        for _ in 0..32 {
+        for _ in 0..ANCESTRY_MAX {
             if pid == 0 || out.contains_key(&pid) {
                 break;
             }
-            let Some(p) = procs.get(pid) else { break };
+            let Some(p) = known.get(&pid) else { break };
             out.insert(
                 pid,
                 pb::Process {

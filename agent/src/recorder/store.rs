@@ -4,8 +4,29 @@
 //! index table, so that listing and retention never decode a snapshot.
 //! Retention by count and bytes evicts snapshots frozen for no incident
 //! first, oldest first; incident evidence goes last.
+//!
+//! Writes happen on the committer thread ([`super::commit`]). A failed write
+//! (a full disk, an I/O error) leaves redb unusable until the database is
+//! closed and opened again: [`Store::reopen`] does that, and the store's
+//! [`StorageHealth`] says whether writes currently succeed. Reads never
+//! panic: a panic inside redb (a corrupt page) becomes an error naming what
+//! was read.
+//!
+//! Ids are reserved durably before they are handed out: a lease (the
+//! high-water mark below which ids may have been handed out) is persisted
+//! first, and [`Store::open`] starts above it, so an id is never handed out
+//! twice, even across a crash. The committer renews the lease when half of
+//! it is used; freezing itself never does I/O.
 
-use std::path::Path;
+use std::{
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, Instant},
+};
 
 use fdr_proto::v1 as pb;
 use prost::Message;
@@ -16,6 +37,18 @@ const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots")
 const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot_index");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_ID: &str = "next_snapshot_id";
+/// Snapshot ids below it may have been handed out.
+const ID_LEASE: &str = "snapshot_id_lease";
+/// Incident serials below it may have been handed out.
+pub(crate) const SERIAL_LEASE: &str = "incident_serial_lease";
+/// Written by the health probe (a small write that tells whether the disk
+/// takes writes again when nothing else is waiting).
+const PROBE: &str = "health_probe";
+
+/// Snapshot ids reserved at a time; renewed when half are used.
+pub const ID_LEASE_SIZE: u64 = 64;
+/// Incident serials reserved at a time; renewed when half are used.
+pub const SERIAL_LEASE_SIZE: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +74,15 @@ pub enum StoreError {
     Db(String),
     #[error("snapshot {id} is corrupt: {source}")]
     Decode { id: u64, source: prost::DecodeError },
+    #[error("reading {what} from the database failed (is the file corrupt?): {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("the database is not open (storage failing: {0}); retrying")]
+    Unavailable(String),
+    #[error(
+        "no snapshot id is reserved: the store cannot persist the next lease ({0}); \
+         snapshots can be created again once the disk takes writes"
+    )]
+    NoIdReserved(String),
 }
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
@@ -54,60 +96,285 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
+/// Whether the store takes writes, for `GetStats` and the health service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageHealth {
+    /// The last write (or reopen) succeeded.
+    pub ok: bool,
+    /// The last write error ("" when none ever happened); kept after a
+    /// recovery, for the record.
+    pub last_error: String,
+    /// Wall-clock ns when the current state (ok / failing) began.
+    pub since_ns: u64,
+    /// Failed writes since the agent started.
+    pub failures: u64,
+    /// Times the database was closed and opened again after a failure.
+    pub reopens: u64,
+    /// The integrity check's result at open: "ok", "repaired", "corrupt: …",
+    /// or "skipped: …".
+    pub integrity: String,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Ids handed out from a durably reserved range.
+#[derive(Debug, Default)]
+struct Lease {
+    /// The next id to hand out (snapshots), or the next serial the
+    /// incidents reported (serials).
+    next: AtomicU64,
+    /// Persisted: ids below it may have been handed out.
+    reserved: AtomicU64,
+}
+
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` while being reopened (or when reopening failed).
+    db: RwLock<Option<Arc<Database>>>,
     retention: Retention,
-    /// The next id to hand out; persisted with every commit.
-    next: std::sync::atomic::AtomicU64,
+    ids: Lease,
+    serials: Lease,
+    health: Mutex<StorageHealth>,
+    /// A read hit a panic or a latched I/O error: the committer reopens.
+    reopen_wanted: AtomicBool,
+}
+
+/// The text of a caught panic.
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    Database::create(path).map_err(|source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.display().to_string(),
+        },
+        source => StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        },
+    })
 }
 
 impl Store {
-    /// Opens (or creates) `dir/snapshots.redb`. A file that cannot be opened
-    /// is an error, never replaced.
+    /// Opens (or creates) `dir/snapshots.redb`, checks its integrity and
+    /// reserves the first ids. A file that cannot be opened is an error,
+    /// never replaced.
     pub fn open(dir: &Path, retention: Retention) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
         let path = dir.join("snapshots.redb");
-        let db = Database::create(&path).map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-                path: path.display().to_string(),
-            },
-            source => StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            },
-        })?;
-        let tx = db.begin_write().map_err(db_err)?;
-        let next = {
-            let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
-            let mut index = tx.open_table(INDEX).map_err(db_err)?;
-            if index.len().map_err(db_err)? != snaps.len().map_err(db_err)? {
-                rebuild_index(&snaps, &mut index)?;
+        let mut db = open_db(&path)?;
+        let t = Instant::now();
+        let integrity = match std::panic::catch_unwind(AssertUnwindSafe(|| db.check_integrity())) {
+            Ok(Ok(true)) => "ok".to_owned(),
+            Ok(Ok(false)) => {
+                tracing::warn!(path = %path.display(), "snapshot database failed its integrity check and was repaired");
+                "repaired".to_owned()
             }
-            let meta = tx.open_table(META).map_err(db_err)?;
-            let stored = meta.get(NEXT_ID).map_err(db_err)?.map_or(1, |v| v.value());
-            let after_last = snaps
-                .last()
-                .map_err(db_err)?
-                .map_or(1, |(k, _)| k.value() + 1);
-            stored.max(after_last)
+            Ok(Err(err)) => {
+                tracing::error!(path = %path.display(), %err, "snapshot database failed its integrity check");
+                format!("corrupt: {err}")
+            }
+            Err(p) => {
+                let p = panic_text(p);
+                tracing::error!(path = %path.display(), panic = %p, "snapshot database integrity check crashed");
+                format!("corrupt: {p}")
+            }
         };
-        tx.commit().map_err(db_err)?;
-        Ok(Store {
-            db,
+        tracing::info!(result = %integrity, ms = t.elapsed().as_millis() as u64, "snapshot database integrity checked");
+        let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db)));
+        let (next, serial) = match guarded {
+            Ok(r) => r?,
+            Err(p) => {
+                return Err(StoreError::Corrupt {
+                    what: format!("the tables of {}", path.display()),
+                    detail: panic_text(p),
+                })
+            }
+        };
+        let store = Store {
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
             retention,
-            next: std::sync::atomic::AtomicU64::new(next),
-        })
+            ids: Lease {
+                next: AtomicU64::new(next),
+                reserved: AtomicU64::new(next),
+            },
+            serials: Lease {
+                next: AtomicU64::new(serial),
+                reserved: AtomicU64::new(serial),
+            },
+            health: Mutex::new(StorageHealth {
+                ok: true,
+                since_ns: now_ns(),
+                integrity,
+                ..StorageHealth::default()
+            }),
+            reopen_wanted: AtomicBool::new(false),
+        };
+        // The first ids are reserved before any is handed out.
+        store.renew_leases(true)?;
+        Ok(store)
     }
 
-    /// A new snapshot id, larger than every committed one. Handed out in
-    /// memory (freezing does no I/O) and persisted when a snapshot commits:
-    /// an id of a snapshot that never committed (the agent died while it
-    /// was open) may be handed out again.
+    /// The database for one operation; an error while it is being reopened.
+    fn handle(&self) -> Result<Arc<Database>, StoreError> {
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match &*g {
+            Some(db) => Ok(db.clone()),
+            None => Err(StoreError::Unavailable(self.health().last_error)),
+        }
+    }
+
+    /// Runs `f` on the database; a panic inside redb becomes an error
+    /// naming `what`, and has the database reopened.
+    fn guarded<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.handle()?;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(&db))) {
+            Ok(r) => {
+                if let Err(e) = &r {
+                    if latched(e) {
+                        self.reopen_wanted.store(true, Relaxed);
+                    }
+                }
+                r
+            }
+            Err(p) => {
+                self.reopen_wanted.store(true, Relaxed);
+                let what = what();
+                let detail = panic_text(p);
+                tracing::error!(%what, %detail, "the database panicked (corrupt file?)");
+                Err(StoreError::Corrupt { what, detail })
+            }
+        }
+    }
+
+    /// Reads through `f` (for the other tables: models, incidents).
+    pub(crate) fn read<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.guarded(what, f)
+    }
+
+    /// Writes through `f` (committer thread, startup).
+    pub(crate) fn write<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.guarded(what, f)
+    }
+
+    /// A new snapshot id, larger than every id handed out before, even by
+    /// an agent that crashed. No I/O: it comes from the reserved lease; an
+    /// error when the lease is used up because it could not be renewed.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        let mut cur = self.ids.next.load(Relaxed);
+        loop {
+            if cur >= self.ids.reserved.load(Relaxed) {
+                return Err(StoreError::NoIdReserved(self.health().last_error));
+            }
+            match self
+                .ids
+                .next
+                .compare_exchange_weak(cur, cur + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return Ok(cur),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Ids still reserved and not handed out.
+    pub fn ids_left(&self) -> u64 {
+        self.ids
+            .reserved
+            .load(Relaxed)
+            .saturating_sub(self.ids.next.load(Relaxed))
+    }
+
+    /// The incidents' next serial, reported as serials are handed out (no
+    /// I/O): the committer keeps the serial lease above it.
+    pub fn note_serial(&self, next: u64) {
+        self.serials.next.fetch_max(next, Relaxed);
+    }
+
+    /// The first serial this agent may hand out: above every serial a
+    /// previous run reserved (call before the first [`Store::note_serial`]).
+    pub fn serial_floor(&self) -> u64 {
+        self.serials.next.load(Relaxed)
+    }
+
+    /// The serial lease (serials below it may have been handed out).
+    pub fn serial_lease(&self) -> u64 {
+        self.serials.reserved.load(Relaxed)
+    }
+
+    /// Whether a lease is at least half used.
+    pub fn leases_low(&self) -> bool {
+        self.ids_left() < ID_LEASE_SIZE / 2
+            || self
+                .serials
+                .reserved
+                .load(Relaxed)
+                .saturating_sub(self.serials.next.load(Relaxed))
+                < SERIAL_LEASE_SIZE / 2
+    }
+
+    /// Persists new leases when half used (`force`: always), then lets them
+    /// be handed out. Returns whether it wrote.
+    pub fn renew_leases(&self, force: bool) -> Result<bool, StoreError> {
+        if !force && !self.leases_low() {
+            return Ok(false);
+        }
+        let ids = self.ids.next.load(Relaxed) + ID_LEASE_SIZE;
+        let serials = self.serials.next.load(Relaxed) + SERIAL_LEASE_SIZE;
+        self.write(
+            || "the id leases".into(),
+            |db| {
+                let tx = db.begin_write().map_err(db_err)?;
+                {
+                    let mut meta = tx.open_table(META).map_err(db_err)?;
+                    meta.insert(ID_LEASE, ids).map_err(db_err)?;
+                    meta.insert(SERIAL_LEASE, serials).map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)
+            },
+        )?;
+        self.ids.reserved.fetch_max(ids, Relaxed);
+        self.serials.reserved.fetch_max(serials, Relaxed);
+        Ok(true)
+    }
+
+    /// A small write that tells whether the disk takes writes again.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.write(
+            || "the health probe".into(),
+            |db| {
+                let tx = db.begin_write().map_err(db_err)?;
+                tx.open_table(META)
+                    .map_err(db_err)?
+                    .insert(PROBE, now_ns())
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)
+            },
+        )
     }
 
     /// Stores a snapshot atomically, then applies retention: snapshots of
@@ -118,7 +385,21 @@ impl Store {
         let bytes = snap.encode_to_vec();
         let mut info = snap.info.clone().unwrap_or_default();
         info.bytes = bytes.len() as u64;
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let info = info.encode_to_vec();
+        self.write(
+            || format!("snapshot {id}"),
+            |db| self.put_tx(db, id, &bytes, &info),
+        )
+    }
+
+    fn put_tx(
+        &self,
+        db: &Database,
+        id: u64,
+        bytes: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u64>, StoreError> {
+        let tx = db.begin_write().map_err(db_err)?;
         {
             let mut meta = tx.open_table(META).map_err(db_err)?;
             let stored = meta.get(NEXT_ID).map_err(db_err)?.map_or(1, |v| v.value());
@@ -127,15 +408,19 @@ impl Store {
         let evicted = {
             let mut t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
             let mut index = tx.open_table(INDEX).map_err(db_err)?;
-            t.insert(id, bytes.as_slice()).map_err(db_err)?;
-            index
-                .insert(id, info.encode_to_vec().as_slice())
-                .map_err(db_err)?;
+            t.insert(id, bytes).map_err(db_err)?;
+            index.insert(id, info).map_err(db_err)?;
             let mut entries = Vec::new();
             for r in index.iter().map_err(db_err)? {
                 let (k, v) = r.map_err(db_err)?;
-                let i = decode_info(k.value(), v.value())?;
-                entries.push((i.incident != 0, i.id, i.bytes));
+                match decode_info(k.value(), v.value()) {
+                    Ok(i) => entries.push((i.incident != 0, i.id, i.bytes)),
+                    // An unreadable summary goes first.
+                    Err(err) => {
+                        tracing::warn!(%err, "unreadable snapshot summary");
+                        entries.push((false, 0, 0));
+                    }
+                }
             }
             let mut count = entries.len();
             let mut total: u64 = entries.iter().map(|e| e.2).sum();
@@ -162,12 +447,26 @@ impl Store {
     }
 
     pub fn get(&self, id: u64) -> Result<Option<pb::Snapshot>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
-        let Some(v) = t.get(id).map_err(db_err)? else {
+        let bytes = self.read(
+            || format!("snapshot {id}"),
+            |db| {
+                let tx = db.begin_read().map_err(db_err)?;
+                let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+                let v = t.get(id).map_err(db_err)?;
+                Ok(v.map(|v| v.value().to_vec()))
+            },
+        );
+        let bytes = bytes.map_err(|e| match e {
+            StoreError::Db(detail) => StoreError::Corrupt {
+                what: format!("snapshot {id}"),
+                detail,
+            },
+            e => e,
+        })?;
+        let Some(bytes) = bytes else {
             return Ok(None);
         };
-        pb::Snapshot::decode(v.value())
+        pb::Snapshot::decode(bytes.as_slice())
             .map(Some)
             .map_err(|source| StoreError::Decode { id, source })
     }
@@ -175,26 +474,162 @@ impl Store {
     /// Summaries of every stored snapshot, oldest first (from the index:
     /// no snapshot is read).
     pub fn list(&self) -> Result<Vec<pb::SnapshotInfo>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(INDEX).map_err(db_err)?;
-        let mut out = Vec::new();
-        for r in t.iter().map_err(db_err)? {
-            let (k, v) = r.map_err(db_err)?;
-            out.push(decode_info(k.value(), v.value())?);
-        }
-        Ok(out)
-    }
-
-    /// The database, for the other tables (models, incidents).
-    pub(crate) fn database(&self) -> &Database {
-        &self.db
+        self.read(
+            || "the snapshot index".into(),
+            |db| {
+                let tx = db.begin_read().map_err(db_err)?;
+                let t = tx.open_table(INDEX).map_err(db_err)?;
+                let mut out = Vec::new();
+                for r in t.iter().map_err(db_err)? {
+                    let (k, v) = r.map_err(db_err)?;
+                    out.push(decode_info(k.value(), v.value())?);
+                }
+                Ok(out)
+            },
+        )
     }
 
     pub fn count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
-        t.len().map_err(db_err)
+        self.read(
+            || "the snapshot table".into(),
+            |db| {
+                let tx = db.begin_read().map_err(db_err)?;
+                let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+                t.len().map_err(db_err)
+            },
+        )
     }
+
+    /// Whether writes currently succeed, and the record of failures.
+    pub fn health(&self) -> StorageHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a failed write; one log line when the store starts failing.
+    pub fn mark_failed(&self, err: &StoreError) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.failures += 1;
+        h.last_error = err.to_string();
+        if h.ok {
+            h.ok = false;
+            h.since_ns = now_ns();
+            tracing::error!(%err, "storage failing: writes are queued in memory and retried");
+        } else {
+            tracing::debug!(%err, "storage still failing");
+        }
+    }
+
+    /// Records a successful write; one log line when the store recovers.
+    pub fn mark_ok(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if !h.ok {
+            let failed_s = now_ns().saturating_sub(h.since_ns) as f64 / 1e9;
+            h.ok = true;
+            h.since_ns = now_ns();
+            tracing::warn!(
+                failed_s,
+                last_error = %h.last_error,
+                "storage recovered: writes succeed again"
+            );
+        }
+    }
+
+    /// Whether a read found the database unusable (a panic, a latched I/O
+    /// error) since the last reopen.
+    pub fn reopen_wanted(&self) -> bool {
+        self.reopen_wanted.load(Relaxed)
+    }
+
+    /// Closes the database and opens it again: after an I/O error redb
+    /// refuses every operation until then. Waits (briefly) for readers
+    /// still holding the old handle.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut old) = old {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        // Dropping runs redb's shutdown, which may panic on a
+                        // broken file: nothing to save then.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
+                        break;
+                    }
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still) => {
+                        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still);
+                        return Err(StoreError::Db(
+                            "readers kept the database busy; reopening later".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let db = match std::panic::catch_unwind(AssertUnwindSafe(|| open_db(&self.path))) {
+            Ok(r) => r?,
+            Err(p) => {
+                return Err(StoreError::Corrupt {
+                    what: self.path.display().to_string(),
+                    detail: panic_text(p),
+                })
+            }
+        };
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        self.reopen_wanted.store(false, Relaxed);
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reopens += 1;
+        tracing::info!(path = %self.path.display(), "snapshot database reopened");
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether redb latched an error that only reopening clears.
+fn latched(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(s) => {
+            s.contains("Previous I/O error") || s.contains("poisoned") || s.contains("closed")
+        }
+        _ => false,
+    }
+}
+
+/// Creates the tables, rebuilds a missing index, and reads where ids and
+/// serials start: above everything stored and every lease.
+fn init_tables(db: &Database) -> Result<(u64, u64), StoreError> {
+    let tx = db.begin_write().map_err(db_err)?;
+    let next = {
+        let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+        let mut index = tx.open_table(INDEX).map_err(db_err)?;
+        if index.len().map_err(db_err)? != snaps.len().map_err(db_err)? {
+            rebuild_index(&snaps, &mut index)?;
+        }
+        let meta = tx.open_table(META).map_err(db_err)?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(meta.get(k).map_err(db_err)?.map_or(1, |v| v.value()))
+        };
+        let after_last = snaps
+            .last()
+            .map_err(db_err)?
+            .map_or(1, |(k, _)| k.value() + 1);
+        let ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        let serials = get(SERIAL_LEASE)?;
+        (ids, serials)
+    };
+    tx.commit().map_err(db_err)?;
+    Ok(next)
 }
 
 pub(crate) fn db_err<E: std::fmt::Display>(e: E) -> StoreError {

@@ -1,0 +1,486 @@
+//! The committer: one thread that owns every write to the store, so that
+//! neither the pipeline nor the API ever waits for the disk.
+//!
+//! Work is queued in order (snapshots, model and incident updates) and
+//! charged to a byte budget until it is stored. A failed write leaves the
+//! work at the head of the queue (a snapshot keeps its finished protobuf),
+//! has the database closed and opened again (redb refuses everything after
+//! an I/O error until then) and is retried with exponential backoff, from
+//! [`BACKOFF_MIN`] to [`BACKOFF_MAX`]; when the disk takes writes again the
+//! queue commits in order. While the store is failing, work beyond the
+//! byte budget is refused, so the caller can say that it cannot be kept.
+//! The thread also renews the id leases (see [`super::store`]) and, while
+//! failing with nothing queued, probes the disk with a small write so the
+//! health state recovers by itself.
+
+use std::{
+    collections::VecDeque,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use fdr_proto::v1 as pb;
+
+use super::store::{Store, StoreError};
+
+/// First retry delay after a failed write.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the thread looks at the leases and the health state when idle.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Builds a snapshot's protobuf on the committer thread.
+pub type Build = Box<dyn FnOnce() -> pb::Snapshot + Send>;
+/// A write of other tables (models, incidents); called again on retry.
+pub type WriteFn = Box<dyn FnMut(&Store) -> Result<(), StoreError> + Send>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(
+        "cannot keep {what}: storage is failing since {since_s:.0} s ({error}) and {count} \
+         writes ({bytes} bytes) already wait in memory, the most the queue holds"
+    )]
+    Full {
+        what: String,
+        error: String,
+        since_s: f64,
+        count: u64,
+        bytes: u64,
+    },
+    #[error("cannot keep {what}: the committer has stopped")]
+    Stopped { what: String },
+}
+
+enum Work {
+    Snapshot {
+        id: u64,
+        build: Option<Build>,
+        built: Option<pb::Snapshot>,
+    },
+    Write {
+        what: &'static str,
+        f: WriteFn,
+    },
+}
+
+struct Job {
+    id: Option<u64>,
+    bytes: usize,
+    work: Work,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Bytes of the queued jobs and the one being written.
+    bytes: usize,
+    /// The job being written: (snapshot id, bytes).
+    in_flight: Option<Option<u64>>,
+    stop: bool,
+    /// Snapshots closed but not yet submitted (a few µs): already pending.
+    announced: Vec<u64>,
+    /// Snapshots committed and writes done since start.
+    committed: u64,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    queue_bytes: usize,
+    q: Mutex<Queue>,
+    /// Wakes the thread (new work, stop).
+    wake: Condvar,
+    /// Wakes `drain` (a job done).
+    done: Condvar,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Stops the thread when the last handle goes.
+struct Life {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        self.inner.lock().stop = true;
+        self.inner.wake.notify_all();
+    }
+}
+
+/// A handle to the committer thread; clones share it.
+#[derive(Clone)]
+pub struct Committer {
+    inner: Arc<Inner>,
+    life: Arc<Life>,
+}
+
+impl Committer {
+    /// Starts the thread. `queue_bytes`: what the queue may hold while the
+    /// store is failing (twice that in any case).
+    pub fn spawn(store: Arc<Store>, queue_bytes: usize) -> Self {
+        let inner = Arc::new(Inner {
+            store,
+            queue_bytes,
+            q: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let t = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("fdr-committer".into())
+            .spawn(move || run(&t))
+            .map_err(|err| tracing::error!(%err, "starting the committer thread"))
+            .ok();
+        Committer {
+            life: Arc::new(Life {
+                inner: inner.clone(),
+                thread: Mutex::new(thread),
+            }),
+            inner,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// Whether `approx_bytes` more may be queued: always while the store
+    /// is healthy (up to twice the budget), else while the queue holds less
+    /// than the budget.
+    fn room(&self, q: &Queue, approx_bytes: usize, limit: usize) -> bool {
+        let after = q.bytes.saturating_add(approx_bytes);
+        if after > limit.saturating_mul(2) {
+            return false;
+        }
+        self.inner.store.health().ok || after <= limit
+    }
+
+    fn full(&self, q: &Queue, what: String) -> CommitError {
+        let h = self.inner.store.health();
+        CommitError::Full {
+            what,
+            error: h.last_error,
+            since_s: now_ns().saturating_sub(h.since_ns) as f64 / 1e9,
+            count: count(q),
+            bytes: q.bytes as u64,
+        }
+    }
+
+    fn push(&self, job: Job, what: impl FnOnce() -> String) -> Result<(), CommitError> {
+        let mut q = self.inner.lock();
+        if let Some(id) = job.id {
+            q.announced.retain(|&a| a != id);
+        }
+        if q.stop {
+            return Err(CommitError::Stopped { what: what() });
+        }
+        if !self.room(&q, job.bytes, self.inner.queue_bytes) {
+            return Err(self.full(&q, what()));
+        }
+        q.bytes += job.bytes;
+        q.jobs.push_back(job);
+        drop(q);
+        self.inner.wake.notify_all();
+        Ok(())
+    }
+
+    /// Never blocks, never does I/O. `build` runs on the committer thread
+    /// and returns the finished snapshot; `approx_bytes` is charged to the
+    /// queue until it is stored. Err when the queue (bytes) is full while
+    /// the store is failing: the caller reports that the snapshot cannot be
+    /// kept.
+    pub fn submit(
+        &self,
+        id: u64,
+        approx_bytes: usize,
+        build: Box<dyn FnOnce() -> pb::Snapshot + Send>,
+    ) -> Result<(), CommitError> {
+        self.push(
+            Job {
+                id: Some(id),
+                bytes: approx_bytes,
+                work: Work::Snapshot {
+                    id,
+                    build: Some(build),
+                    built: None,
+                },
+            },
+            || format!("snapshot {id}"),
+        )
+    }
+
+    /// Queues a write of other tables (models, incidents), in order with
+    /// the snapshots; `f` is called again when a try fails. Same rule as
+    /// [`Committer::submit`].
+    pub fn submit_write(
+        &self,
+        what: &'static str,
+        approx_bytes: usize,
+        f: WriteFn,
+    ) -> Result<(), CommitError> {
+        self.push(
+            Job {
+                id: None,
+                bytes: approx_bytes,
+                work: Work::Write { what, f },
+            },
+            || what.to_owned(),
+        )
+    }
+
+    /// Whether a new snapshot of `approx_bytes` would be kept (for
+    /// `CreateSnapshot`'s early answer): while the store is failing, half
+    /// the queue stays for the snapshots already open.
+    pub fn can_accept(&self, approx_bytes: usize) -> bool {
+        let q = self.inner.lock();
+        !q.stop && self.room(&q, approx_bytes, self.inner.queue_bytes / 2)
+    }
+
+    /// Why [`Committer::can_accept`] said no.
+    pub fn refusal(&self, what: String) -> CommitError {
+        let q = self.inner.lock();
+        if q.stop {
+            return CommitError::Stopped { what };
+        }
+        self.full(&q, what)
+    }
+
+    /// Work waiting to be stored: (count, bytes).
+    pub fn pending(&self) -> (u64, u64) {
+        let q = self.inner.lock();
+        (count(&q), q.bytes as u64)
+    }
+
+    /// Whether snapshot `id` is queued (it is "open", not "not found").
+    pub fn is_pending(&self, id: u64) -> bool {
+        let q = self.inner.lock();
+        q.in_flight == Some(Some(id))
+            || q.announced.contains(&id)
+            || q.jobs.iter().any(|j| j.id == Some(id))
+    }
+
+    /// Snapshot `id` was closed and is about to be submitted: it is pending
+    /// from now on (until submitted or refused).
+    pub fn announce(&self, id: u64) {
+        self.inner.lock().announced.push(id);
+    }
+
+    /// Jobs done since start.
+    pub fn committed(&self) -> u64 {
+        self.inner.lock().committed
+    }
+
+    /// Shutdown: wait up to `timeout` for the queue to drain.
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.inner.lock();
+        while !q.jobs.is_empty() || q.in_flight.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::error!(
+                    writes = count(&q),
+                    bytes = q.bytes,
+                    "storage: writes not committed at shutdown"
+                );
+                return;
+            }
+            q = self
+                .inner
+                .done
+                .wait_timeout(q, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Drains (up to `timeout`), then stops the thread and waits for it, so
+    /// that the database is closed when this returns.
+    pub fn shutdown(&self, timeout: Duration) {
+        self.drain(timeout);
+        self.inner.lock().stop = true;
+        self.inner.wake.notify_all();
+        let t = self
+            .life
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+fn count(q: &Queue) -> u64 {
+    q.jobs.len() as u64 + u64::from(q.in_flight.is_some())
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+enum Next {
+    Job(Job),
+    /// Nothing queued, but a lease to renew, a failed store to probe or a
+    /// database to reopen.
+    Maintain,
+    Stop,
+}
+
+fn next(inner: &Inner) -> Next {
+    let store = &inner.store;
+    let mut q = inner.lock();
+    loop {
+        if q.stop {
+            if !q.jobs.is_empty() {
+                tracing::error!(
+                    writes = q.jobs.len(),
+                    bytes = q.bytes,
+                    "storage: committer stopped with writes not committed"
+                );
+            }
+            return Next::Stop;
+        }
+        if let Some(j) = q.jobs.pop_front() {
+            q.in_flight = Some(j.id);
+            return Next::Job(j);
+        }
+        if store.leases_low() || store.reopen_wanted() || !store.health().ok {
+            return Next::Maintain;
+        }
+        q = inner
+            .wake
+            .wait_timeout(q, TICK)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Runs `f`, a panic becoming an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let detail = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        Err(StoreError::Corrupt {
+            what: what.to_owned(),
+            detail,
+        })
+    })
+}
+
+/// Stores one job; Err leaves it to be retried.
+fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
+    match &mut job.work {
+        Work::Snapshot { id, build, built } => {
+            let id = *id;
+            if built.is_none() {
+                let Some(b) = build.take() else {
+                    return Ok(());
+                };
+                let t = Instant::now();
+                match std::panic::catch_unwind(AssertUnwindSafe(b)) {
+                    Ok(s) => *built = Some(s),
+                    Err(_) => {
+                        tracing::error!(id, "building snapshot panicked: it is lost");
+                        return Ok(());
+                    }
+                }
+                tracing::debug!(id, ms = t.elapsed().as_millis() as u64, "snapshot built");
+            }
+            let Some(snap) = built.as_ref() else {
+                return Ok(());
+            };
+            let t = Instant::now();
+            let evicted = guarded(&format!("snapshot {id}"), || store.put(snap))?;
+            let events = snap.events.len();
+            tracing::info!(
+                id,
+                events,
+                ms = t.elapsed().as_millis() as u64,
+                "snapshot committed"
+            );
+            if !evicted.is_empty() {
+                tracing::info!(?evicted, "snapshots evicted by retention");
+            }
+            Ok(())
+        }
+        Work::Write { what, f } => guarded(what, || f(store)),
+    }
+}
+
+fn run(inner: &Inner) {
+    let store = &inner.store;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut job = match next(inner) {
+            Next::Stop => return,
+            Next::Job(j) => Some(j),
+            Next::Maintain => None,
+        };
+        let mut res = Ok(());
+        // A store that failed is reopened before it is written to again.
+        if !store.health().ok || store.reopen_wanted() {
+            res = store.reopen();
+        }
+        // Leases first: freezing depends on them.
+        if res.is_ok() {
+            res = guarded("the id leases", || store.renew_leases(false)).map(|_| ());
+        }
+        if res.is_ok() {
+            res = match job.as_mut() {
+                Some(j) => execute(store, j),
+                None if !store.health().ok => guarded("the health probe", || store.probe()),
+                None => Ok(()),
+            };
+        }
+        let mut q = inner.lock();
+        q.in_flight = None;
+        match res {
+            Ok(()) => {
+                store.mark_ok();
+                backoff = BACKOFF_MIN;
+                if let Some(j) = job {
+                    q.bytes = q.bytes.saturating_sub(j.bytes);
+                    q.committed += 1;
+                }
+                drop(q);
+                inner.done.notify_all();
+            }
+            Err(err) => {
+                store.mark_failed(&err);
+                if let Some(j) = job {
+                    q.jobs.push_front(j);
+                }
+                drop(q);
+                inner.done.notify_all();
+                // Wait, unless stopping.
+                let deadline = Instant::now() + backoff;
+                let mut q = inner.lock();
+                while !q.stop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    q = inner
+                        .wake
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
