@@ -26,8 +26,13 @@ const BATCH: usize = 256;
 /// A non-tool process that changed account files and has been quiet this
 /// long gets its account record.
 const ACCOUNT_IDLE: Duration = Duration::from_secs(2);
-/// Records read from one ring in one pass.
-const READ_CAP: usize = 4096;
+/// Records read from one ring in one pass: adapted between these so that a
+/// pass takes about `PASS_TARGET`.
+const MIN_READ_CAP: usize = 32;
+const MAX_READ_CAP: usize = 8192;
+const PASS_TARGET: Duration = Duration::from_millis(10);
+/// A pipeline step longer than this is logged.
+const SLOW_STEP: Duration = Duration::from_millis(100);
 /// Losses are remembered this long beyond a snapshot window's length.
 const LOSS_MARGIN: Duration = Duration::from_secs(60);
 
@@ -64,18 +69,33 @@ struct Recorder {
     refresh_watch: bool,
     /// The last pass left records in a ring.
     more: bool,
+    /// Records read from one ring in one pass.
+    read_cap: usize,
     /// Kernel drop counters at the last sample, by kind number.
     kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
 }
 
 impl Recorder {
     /// Records what is pending in both rings, in time order, at most
-    /// [`READ_CAP`] records a ring per pass (so one pass never keeps the
+    /// `read_cap` records a ring per pass (so one pass never keeps the
     /// task from its other duties for long; `more` then asks for another
     /// pass at once). The critical ring is read first: whatever its
     /// records depend on (a fork before an exec) was committed to the
     /// other ring before them.
     fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
+        let began = std::time::Instant::now();
+        self.drain_pass(critical, events);
+        // Passes of about PASS_TARGET: fewer records a pass when one took
+        // longer (a slow build, a loaded machine), more when it was quick.
+        let took = began.elapsed();
+        if took > PASS_TARGET {
+            self.read_cap = (self.read_cap / 2).max(MIN_READ_CAP);
+        } else if self.more && took < PASS_TARGET / 4 {
+            self.read_cap = (self.read_cap * 2).min(MAX_READ_CAP);
+        }
+    }
+
+    fn drain_pass(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
         // A capped read leaves newer records behind in that ring: reading
         // the other one past them could put a record before one it depends
         // on, so the pass ends there.
@@ -204,7 +224,7 @@ impl Recorder {
                     tracing::debug!(%err, "undecodable record");
                 }
             }
-            if n == READ_CAP {
+            if n >= self.read_cap {
                 return true;
             }
         }
@@ -331,6 +351,15 @@ impl Recorder {
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
         procs.prune(now, cfg.exited_grace.as_nanos() as u64);
+        let counts = procs.counts();
+        for (c, v) in state.counters.processes.iter().zip([
+            procs.len() as u64,
+            counts.live,
+            counts.exited,
+            counts.pruned,
+        ]) {
+            c.store(v, Relaxed);
+        }
         self.deriver
             .flush_idle(now, ACCOUNT_IDLE.as_nanos() as u64, &mut self.derived);
         self.push_derived(&mut procs);
@@ -446,6 +475,7 @@ pub async fn run(
         wake_containers: io.wake_containers,
         refresh_watch: false,
         more: false,
+        read_cap: 1024,
         kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
         tap: match &cfg.record_raw {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
@@ -464,8 +494,8 @@ pub async fn run(
     loop {
         // Each branch runs right after its wake-up: its duration is how
         // long capture stood still (the wait before it is not).
-        let woke = std::time::Instant::now;
-        let step;
+        let woke = StepClock::start;
+        let step: (StepClock, &str);
         tokio::select! {
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
@@ -479,38 +509,38 @@ pub async fn run(
                 return Ok(());
             }
             _ = housekeeping.tick() => {
-                step = woke();
+                step = (woke(), "housekeeping");
                 rec.housekeeping(&cfg);
             }
             _ = snapshot_tick.tick() => {
-                step = woke();
+                step = (woke(), "snapshots");
                 rec.sample_kernel_drops();
                 rec.close_snapshots(false);
             }
             _ = watch_tick.tick() => {
-                step = woke();
+                step = (woke(), "watch refresh");
                 refresh_watch(&rec.state, &cfg);
             }
             _ = poll.tick() => {
-                step = woke();
+                step = (woke(), "poll");
                 rec.drain(critical.get_mut(), events.get_mut());
             }
             _ = std::future::ready(()), if rec.more => {
-                step = woke();
+                step = (woke(), "more");
                 rec.drain(critical.get_mut(), events.get_mut());
             }
             Some(n) = notices.recv() => {
-                step = woke();
+                step = (woke(), "container notice");
                 rec.container_notice(n);
             }
             guard = events.readable_mut() => {
-                step = woke();
+                step = (woke(), "events ring");
                 let mut guard = guard?;
                 rec.drain(critical.get_mut(), guard.get_inner_mut());
                 guard.clear_ready();
             }
             guard = critical.readable_mut() => {
-                step = woke();
+                step = (woke(), "critical ring");
                 let mut guard = guard?;
                 rec.drain(guard.get_inner_mut(), events.get_mut());
                 guard.clear_ready();
@@ -519,6 +549,63 @@ pub async fn run(
         if std::mem::take(&mut rec.refresh_watch) {
             refresh_watch(&rec.state, &cfg);
         }
-        rec.state.counters.pipeline_step(step.elapsed());
+        let (took, blocked) = step.0.finish();
+        rec.state.counters.pipeline_step(took, blocked);
+        if blocked.is_some_and(|b| b > SLOW_STEP) {
+            tracing::warn!(
+                step = step.1,
+                ms = took.as_millis() as u64,
+                blocked_ms = blocked.map_or(0, |b| b.as_millis() as u64),
+                "pipeline step blocked: capture stood still"
+            );
+        }
+    }
+}
+
+/// Times one pipeline step: its wall-clock duration, and of it the time the
+/// thread was blocked (neither running nor waiting for a CPU: a lock, the
+/// disk), from the scheduler's per-thread accounting. A machine too busy
+/// to run the agent makes steps long but not blocked.
+struct StepClock {
+    wall: std::time::Instant,
+    sched: Option<(u64, u64)>,
+}
+
+thread_local! {
+    static SCHEDSTAT: Option<std::fs::File> = std::fs::File::open("/proc/thread-self/schedstat").ok();
+}
+
+/// This thread's (on-CPU ns, run-queue wait ns) so far.
+fn schedstat() -> Option<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    SCHEDSTAT.with(|f| {
+        let f = f.as_ref()?;
+        let mut buf = [0u8; 96];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut it = text.split_ascii_whitespace().map(str::parse::<u64>);
+        Some((it.next()?.ok()?, it.next()?.ok()?))
+    })
+}
+
+impl StepClock {
+    fn start() -> Self {
+        StepClock {
+            wall: std::time::Instant::now(),
+            sched: schedstat(),
+        }
+    }
+
+    /// Duration, and of it the blocked time (when the kernel tells).
+    fn finish(self) -> (Duration, Option<Duration>) {
+        let took = self.wall.elapsed();
+        let blocked = match (self.sched, schedstat()) {
+            (Some((cpu0, wait0)), Some((cpu1, wait1))) => {
+                let busy = cpu1.saturating_sub(cpu0) + wait1.saturating_sub(wait0);
+                Some(took.saturating_sub(Duration::from_nanos(busy)))
+            }
+            _ => None,
+        };
+        (took, blocked)
     }
 }
