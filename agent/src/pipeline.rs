@@ -71,6 +71,8 @@ struct Recorder {
     more: bool,
     /// Records read from one ring in one pass.
     read_cap: usize,
+    /// Per-cgroup kernel drop counters at the last sample.
+    scope_drops_seen: std::collections::HashMap<(u64, u16), u64>,
     /// Kernel drop counters at the last sample, by kind number.
     kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
 }
@@ -322,14 +324,12 @@ impl Recorder {
     }
 
     /// Notes the kernel drops since the last sample, at this time, for the
-    /// snapshots whose windows hold it.
+    /// snapshots whose windows hold it: those the kernel counted by cgroup
+    /// for that cgroup's scope, the rest (cgroups the kernel's map forgot)
+    /// for the whole host.
     fn sample_kernel_drops(&mut self) {
         let drops = self.state.kernel_drops();
-        if drops.is_empty() {
-            return;
-        }
-        let now = self.clock.wall_ns(BootClock::boot_now_ns());
-        let mut snaps = None;
+        let mut fresh: Vec<(crate::event::EventKind, u64)> = Vec::new();
         for (kind, total) in drops {
             let Some(last) = self.kernel_drops_seen.get_mut(kind as usize) else {
                 continue;
@@ -337,10 +337,38 @@ impl Recorder {
             let new = total.saturating_sub(*last);
             *last = total;
             if new > 0 {
-                snaps
-                    .get_or_insert_with(|| lock(&self.state.snapshots))
-                    .note_kernel_drops(kind, now, new);
+                fresh.push((kind, new));
             }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let mut scoped: Vec<(crate::scope::Scope, crate::event::EventKind, u64)> = Vec::new();
+        for (cgroup, kind, total) in self.state.scope_drops() {
+            let last = self
+                .scope_drops_seen
+                .entry((cgroup, kind as u16))
+                .or_insert(0);
+            // A smaller total: the kernel forgot the entry and began again.
+            let new = if total >= *last { total - *last } else { total };
+            *last = total;
+            if new == 0 {
+                continue;
+            }
+            let scope = self.scopes.resolve(cgroup).scope;
+            if let Some(f) = fresh.iter_mut().find(|(k, _)| *k == kind) {
+                let n = new.min(f.1);
+                f.1 -= n;
+                scoped.push((scope, kind, n));
+            }
+        }
+        let mut snaps = lock(&self.state.snapshots);
+        for (scope, kind, n) in scoped {
+            snaps.note_scope_drops(scope, kind, now, n);
+        }
+        for (kind, n) in fresh {
+            snaps.note_kernel_drops(kind, now, n);
         }
     }
 
@@ -476,6 +504,7 @@ pub async fn run(
         refresh_watch: false,
         more: false,
         read_cap: 1024,
+        scope_drops_seen: std::collections::HashMap::new(),
         kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
         tap: match &cfg.record_raw {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),

@@ -119,6 +119,18 @@ impl State {
         self.kernel_drops().iter().map(|(_, n)| n).sum()
     }
 
+    /// Kernel drops per cgroup and kind (empty when no probes are loaded).
+    pub fn scope_drops(&self) -> Vec<(u64, fdr_common::EventKind, u64)> {
+        match lock(&self.probes).as_ref().map(Probes::scope_drops) {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "reading per-cgroup kernel drop counters");
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Kernel drops per kind (zeros when no probes are loaded).
     pub fn kernel_drops(&self) -> Vec<(fdr_common::EventKind, u64)> {
         match lock(&self.probes).as_ref().map(Probes::drops) {

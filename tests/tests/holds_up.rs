@@ -163,6 +163,7 @@ async fn wait_committed(c: &mut client::Client, id: u64, within: Duration) -> Sn
         events: Vec::new(),
         gaps: Vec::new(),
     };
+    eprintln!("snapshot {id} committed; fetching it");
     while let Some(m) = s.message().await.expect("snapshot stream") {
         match m.item {
             Some(pb::get_snapshot_response::Item::Info(i)) => out.info = i,
@@ -227,34 +228,47 @@ async fn the_recorder_holds_up_under_a_flood() {
     let agent_pid = agent.0.id();
     let mut c = client::connect_unix(&socket).await.expect("connect");
 
-    // The filtered live stream of the markers' kinds.
-    let mut follower = c
-        .stream_events(pb::StreamEventsRequest {
-            kinds: vec![
-                pb::EventKind::Exec as i32,
-                pb::EventKind::NetListen as i32,
-                pb::EventKind::AccountChange as i32,
-            ],
-            follow: true,
-            ..Default::default()
-        })
-        .await
-        .expect("StreamEvents")
-        .into_inner();
+    // The filtered live stream of the markers' kinds, on a thread and
+    // runtime of its own (the test's runtime blocks on processes).
     let followed = Arc::new(Mutex::new((Seen::default(), 0u64)));
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     let follow_task = {
-        let followed = followed.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = follower.message().await {
-                let mut f = followed.lock().unwrap();
-                match m.item {
-                    Some(pb::stream_events_response::Item::Event(e)) => f.0.add(&e),
-                    Some(pb::stream_events_response::Item::Lost(l)) => f.1 += l.count,
-                    None => {}
+        let (followed, socket) = (followed.clone(), socket.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut c = client::connect_unix(&socket).await.expect("connect");
+                let mut follower = c
+                    .stream_events(pb::StreamEventsRequest {
+                        kinds: vec![
+                            pb::EventKind::Exec as i32,
+                            pb::EventKind::NetListen as i32,
+                            pb::EventKind::AccountChange as i32,
+                        ],
+                        follow: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("StreamEvents")
+                    .into_inner();
+                subscribed_tx.send(()).unwrap();
+                while let Ok(Some(m)) = follower.message().await {
+                    let mut f = followed.lock().unwrap();
+                    match m.item {
+                        Some(pb::stream_events_response::Item::Event(e)) => f.0.add(&e),
+                        Some(pb::stream_events_response::Item::Lost(l)) => f.1 += l.count,
+                        None => {}
+                    }
                 }
-            }
+            })
         })
     };
+    subscribed
+        .recv_timeout(Duration::from_secs(30))
+        .expect("subscribed");
     // Settle, then the idle RSS.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_bytes(agent_pid).expect("agent RSS");
@@ -274,39 +288,47 @@ async fn the_recorder_holds_up_under_a_flood() {
         })
     };
     let begun = Instant::now();
+    // On threads of their own: the test's runtime blocks on processes.
     let stats_task = {
         let (stop, socket) = (stop.clone(), socket.clone());
-        tokio::spawn(async move {
-            let mut c = client::connect_unix(&socket).await.expect("connect");
-            let mut lat = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let t = Instant::now();
-                let st = c
-                    .get_stats(pb::GetStatsRequest {})
-                    .await
-                    .expect("GetStats")
-                    .into_inner();
-                lat.push(t.elapsed());
-                if lat.len() % 200 == 1 {
-                    let seen: u64 = st.kinds.iter().map(|k| k.seen).sum();
-                    let drops: u64 = st.kinds.iter().map(|k| k.kernel_drops).sum();
-                    eprintln!(
-                        "t={:?} rss={} MiB seen={seen} drops={drops} buffered={} B open snapshots={} B \
-                         processes={} models/items={}/{} step max={} µs blocked max={} µs",
-                        t.duration_since(begun),
-                        rss_bytes(agent_pid).unwrap_or(0) >> 20,
-                        st.buffers.as_ref().map_or(0, |b| b.bytes),
-                        st.open_snapshot_bytes,
-                        st.processes_tracked,
-                        st.analysis.as_ref().map_or(0, |a| a.models),
-                        st.analysis.as_ref().map_or(0, |a| a.items),
-                        st.pipeline_max_step_us,
-                        st.pipeline_max_blocked_us,
-                    );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut c = client::connect_unix(&socket).await.expect("connect");
+                let mut lat = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let st = c
+                        .get_stats(pb::GetStatsRequest {})
+                        .await
+                        .expect("GetStats")
+                        .into_inner();
+                    lat.push(t.elapsed());
+                    if lat.len() % 200 == 1 {
+                        let seen: u64 = st.kinds.iter().map(|k| k.seen).sum();
+                        let drops: u64 = st.kinds.iter().map(|k| k.kernel_drops).sum();
+                        eprintln!(
+                            "t={:?} rss={} MiB seen={seen} drops={drops} buffered={} B open \
+                             snapshots={} B processes={} models/items={}/{} step max={} µs \
+                             blocked max={} µs",
+                            t.duration_since(begun),
+                            rss_bytes(agent_pid).unwrap_or(0) >> 20,
+                            st.buffers.as_ref().map_or(0, |b| b.bytes),
+                            st.open_snapshot_bytes,
+                            st.processes_tracked,
+                            st.analysis.as_ref().map_or(0, |a| a.models),
+                            st.analysis.as_ref().map_or(0, |a| a.items),
+                            st.pipeline_max_step_us,
+                            st.pipeline_max_blocked_us,
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            lat
+                lat
+            })
         })
     };
 
@@ -415,7 +437,7 @@ async fn the_recorder_holds_up_under_a_flood() {
     let inc = wait_committed(&mut c, incident.snapshot_id, within).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     rss_thread.join().unwrap();
-    let mut lat = stats_task.await.unwrap();
+    let mut lat = stats_task.join().unwrap();
     let stats = c
         .get_stats(pb::GetStatsRequest {})
         .await
@@ -519,7 +541,6 @@ async fn the_recorder_holds_up_under_a_flood() {
     );
     assert_eq!(follow.1, 0, "the filtered stream lost nothing");
     drop(follow);
-    follow_task.abort();
     // Per kind: the gaps name their kinds.
     let by_kind: HashMap<i32, u64> = host.gaps.iter().fold(HashMap::new(), |mut m, g| {
         *m.entry(g.kind).or_default() += g.lost;
@@ -527,4 +548,5 @@ async fn the_recorder_holds_up_under_a_flood() {
     });
     eprintln!("host snapshot gaps by kind: {by_kind:?}");
     drop(agent);
+    let _ = follow_task.join();
 }
