@@ -13,7 +13,7 @@ use crate::{
     proctable::ProcessTable,
     recorder::{
         commit::Committer,
-        snapshot::{Snapshots, Window},
+        snapshot::{SnapshotLimits, Snapshots, Window},
         store::{Retention, Store},
         Limits, ScopeBuffers,
     },
@@ -84,6 +84,13 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let analysis = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
+    let quota = r.scope_quota_bytes as usize;
+    let buffers = ScopeBuffers::new(Limits {
+        scope_quota: quota,
+        critical_reserve: quota / 100 * r.critical_reserve_percent as usize,
+        budget: r.budget_bytes as usize,
+        grace_ns: r.exited_container_grace.as_nanos() as u64,
+    });
     // Every write goes through the committer thread; while the disk fails
     // it keeps up to half the memory budget of work queued.
     let committer = Committer::spawn(store.clone(), (r.budget_bytes / 2) as usize);
@@ -93,12 +100,15 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             before_ns: r.snapshot_before.as_nanos() as u64,
             after_ns: r.snapshot_after.as_nanos() as u64,
         },
+    )
+    .with_limits(
+        SnapshotLimits {
+            max_bytes: r.snapshot_max_bytes as usize,
+            open_bytes: r.snapshots_open_bytes as usize,
+            reserve_percent: r.critical_reserve_percent,
+        },
+        buffers.charge_handle(),
     );
-    let buffers = ScopeBuffers::new(Limits {
-        scope_quota: r.scope_quota_bytes as usize,
-        budget: r.budget_bytes as usize,
-        grace_ns: r.exited_container_grace.as_nanos() as u64,
-    });
     let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(&opts);
     // Watched files first, so that the first events already honour them.
@@ -121,6 +131,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         buffers,
         snapshots,
         stream_queue: cfg.api.stream_queue,
+        stream_queue_bytes: cfg.api.stream_queue_bytes as usize,
         procs,
         containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
         ancestry_depth: cfg.attribution.ancestry_depth,
@@ -138,6 +149,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         analysis: cfg.analysis.clone(),
         record_raw: cfg.probes.record_raw.clone(),
         ancestry_depth: cfg.attribution.ancestry_depth,
+        window_ns: (cfg.recorder.snapshot_before + cfg.recorder.snapshot_after).as_nanos() as u64,
         exited_grace: cfg.recorder.exited_process_grace,
         poll_interval: cfg.probes.poll_interval,
         capture: cfg.capture.clone(),

@@ -26,6 +26,8 @@ const BATCH: usize = 256;
 /// A non-tool process that changed account files and has been quiet this
 /// long gets its account record.
 const ACCOUNT_IDLE: Duration = Duration::from_secs(2);
+/// Losses are remembered this long beyond a snapshot window's length.
+const LOSS_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -35,6 +37,8 @@ pub struct PipelineConfig {
     pub data_dir: PathBuf,
     pub analysis: crate::config::AnalysisConfig,
     pub ancestry_depth: usize,
+    /// A snapshot window's whole length (before + after), in ns.
+    pub window_ns: u64,
     /// Where raw kernel records are copied (debugging, benchmarks).
     pub record_raw: Option<PathBuf>,
 }
@@ -56,6 +60,8 @@ struct Recorder {
     tap: Option<std::io::BufWriter<std::fs::File>>,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
+    /// Kernel drop counters at the last sample, by kind number.
+    kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
 }
 
 impl Recorder {
@@ -249,10 +255,8 @@ impl Recorder {
                 snaps.observe(ev);
             }
         }
-        for ev in self.batch.drain(..) {
-            // No receivers is not an error: nobody is streaming.
-            let _ = self.state.live.send(ev);
-        }
+        self.state.live.publish(&self.batch);
+        self.batch.clear();
         self.freeze_for_incidents();
     }
 
@@ -262,19 +266,44 @@ impl Recorder {
         if self.analyzer.freezes.is_empty() {
             return;
         }
-        let drops = self.state.total_kernel_drops();
         let state = self.state.clone();
         for f in std::mem::take(&mut self.analyzer.freezes) {
             let info = {
-                let buffers = lock(&state.buffers);
-                lock(&state.snapshots)
-                    .freeze(f.scope, &f.reason, f.at_ns, &buffers, drops, f.serial)
+                let mut buffers = lock(&state.buffers);
+                let info =
+                    lock(&state.snapshots).freeze(f.scope, &f.reason, f.at_ns, &buffers, f.serial);
+                // The new snapshot's memory is charged: the buffers make room.
+                buffers.enforce_budget();
+                info
             };
             match info {
                 Ok(info) => self.analyzer.snapshot_frozen(&state, f.serial, info.id),
                 Err(err) => {
                     tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")
                 }
+            }
+        }
+    }
+
+    /// Notes the kernel drops since the last sample, at this time, for the
+    /// snapshots whose windows hold it.
+    fn sample_kernel_drops(&mut self) {
+        let drops = self.state.kernel_drops();
+        if drops.is_empty() {
+            return;
+        }
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let mut snaps = None;
+        for (kind, total) in drops {
+            let Some(last) = self.kernel_drops_seen.get_mut(kind as usize) else {
+                continue;
+            };
+            let new = total.saturating_sub(*last);
+            *last = total;
+            if new > 0 {
+                snaps
+                    .get_or_insert_with(|| lock(&self.state.snapshots))
+                    .note_kernel_drops(kind, now, new);
             }
         }
     }
@@ -294,6 +323,13 @@ impl Recorder {
         self.close_snapshots(false);
         self.analyzer
             .flush(&state, self.clock.wall_ns(BootClock::boot_now_ns()));
+        // Losses older than any window that can still be frozen.
+        let horizon = self
+            .clock
+            .wall_ns(now)
+            .saturating_sub(cfg.window_ns + LOSS_MARGIN.as_nanos() as u64);
+        lock(&state.buffers).forget_losses_before(horizon);
+        lock(&state.snapshots).forget_losses_before(horizon);
         let scopes = &self.scopes;
         let freed =
             lock(&state.buffers).free_gone(self.clock.wall_ns(now), |cg| !scopes.exists(cg));
@@ -311,11 +347,10 @@ impl Recorder {
             return;
         }
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
-        let drops = self.state.total_kernel_drops();
         let (closing, committer) = {
             let mut snaps = lock(&self.state.snapshots);
             (
-                snaps.take_closed(now, drops, all),
+                snaps.take_closed(now, all),
                 snaps.committer().clone(),
             )
         };
@@ -397,6 +432,7 @@ pub async fn run(
         scopes: crate::scope::ScopeResolver::new(),
         wake_containers: io.wake_containers,
         refresh_watch: false,
+        kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
         tap: match &cfg.record_raw {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
             None => None,
@@ -412,6 +448,10 @@ pub async fn run(
     let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        // Each branch runs right after its wake-up: its duration is how
+        // long capture stood still (the wait before it is not).
+        let woke = std::time::Instant::now;
+        let step;
         tokio::select! {
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
@@ -424,17 +464,35 @@ pub async fn run(
                 rec.analyzer.flush(&rec.state, now);
                 return Ok(());
             }
-            _ = housekeeping.tick() => rec.housekeeping(&cfg),
-            _ = snapshot_tick.tick() => rec.close_snapshots(false),
-            _ = watch_tick.tick() => refresh_watch(&rec.state, &cfg),
-            _ = poll.tick() => rec.drain(critical.get_mut(), events.get_mut()),
-            Some(n) = notices.recv() => rec.container_notice(n),
+            _ = housekeeping.tick() => {
+                step = woke();
+                rec.housekeeping(&cfg);
+            }
+            _ = snapshot_tick.tick() => {
+                step = woke();
+                rec.sample_kernel_drops();
+                rec.close_snapshots(false);
+            }
+            _ = watch_tick.tick() => {
+                step = woke();
+                refresh_watch(&rec.state, &cfg);
+            }
+            _ = poll.tick() => {
+                step = woke();
+                rec.drain(critical.get_mut(), events.get_mut());
+            }
+            Some(n) = notices.recv() => {
+                step = woke();
+                rec.container_notice(n);
+            }
             guard = events.readable_mut() => {
+                step = woke();
                 let mut guard = guard?;
                 rec.drain(critical.get_mut(), guard.get_inner_mut());
                 guard.clear_ready();
             }
             guard = critical.readable_mut() => {
+                step = woke();
                 let mut guard = guard?;
                 rec.drain(guard.get_inner_mut(), events.get_mut());
                 guard.clear_ready();
@@ -443,5 +501,6 @@ pub async fn run(
         if std::mem::take(&mut rec.refresh_watch) {
             refresh_watch(&rec.state, &cfg);
         }
+        rec.state.counters.pipeline_step(step.elapsed());
     }
 }

@@ -10,13 +10,12 @@ use tokio::sync::broadcast;
 use crate::{
     api::convert::Enrich,
     containers::ContainerRegistry,
-    event::Event,
     incidents::{Incident, Incidents},
     model::ModelSet,
     probes::Probes,
     proctable::ProcessTable,
     recorder::{commit::Committer, store::Store},
-    recorder::{snapshot::Snapshots, ScopeBuffers},
+    recorder::{live::Subscribers, snapshot::Snapshots, ScopeBuffers},
     stats::Counters,
 };
 
@@ -47,9 +46,10 @@ pub struct State {
     /// Incidents as they open and change.
     pub incident_live: broadcast::Sender<Arc<Incident>>,
     pub counters: Arc<Counters>,
-    /// Every recorded event, for live subscribers; a subscriber that falls
-    /// more than the channel's capacity behind skips events (never the sender).
-    pub live: broadcast::Sender<Arc<Event>>,
+    /// Live subscribers, each with its filter and bounded queue.
+    pub live: Arc<Subscribers>,
+    /// Bounds of one live subscriber's queue: events, bytes.
+    pub stream_queue: (usize, usize),
     /// The loaded programs (for their drop counters); `None` in tests that
     /// feed the pipeline without a kernel.
     pub probes: Mutex<Option<Probes>>,
@@ -62,6 +62,7 @@ pub struct Parts {
     pub buffers: ScopeBuffers,
     pub snapshots: Snapshots,
     pub stream_queue: usize,
+    pub stream_queue_bytes: usize,
     pub procs: ProcessTable,
     pub containers: ContainerRegistry,
     pub ancestry_depth: usize,
@@ -86,7 +87,8 @@ impl State {
             incidents: Mutex::new(p.incidents),
             incident_live: crate::analysis::incident_channel(),
             counters: Arc::new(Counters::default()),
-            live: broadcast::channel(p.stream_queue).0,
+            live: Arc::new(Subscribers::default()),
+            stream_queue: (p.stream_queue, p.stream_queue_bytes),
             probes: Mutex::new(None),
             started: SystemTime::now(),
             ring_bytes: p.ring_bytes,

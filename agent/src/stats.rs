@@ -11,6 +11,11 @@ pub struct Counters {
     /// Events skipped for slow stream clients.
     pub stream_drops: AtomicU64,
     pub subscribers: AtomicU32,
+    /// The longest single step of the pipeline task (reading, recording,
+    /// housekeeping, closing snapshots), in µs: how long capture stood still.
+    pub pipeline_max_step_us: AtomicU64,
+    /// Pipeline steps that took longer than 100 ms.
+    pub pipeline_slow_steps: AtomicU64,
 }
 
 impl Default for Counters {
@@ -20,6 +25,8 @@ impl Default for Counters {
             decode_errors: AtomicU64::new(0),
             stream_drops: AtomicU64::new(0),
             subscribers: AtomicU32::new(0),
+            pipeline_max_step_us: AtomicU64::new(0),
+            pipeline_slow_steps: AtomicU64::new(0),
         }
     }
 }
@@ -28,6 +35,15 @@ impl Counters {
     pub fn add_seen(&self, kind: EventKind, n: u64) {
         if let Some(c) = self.seen.get(kind as usize) {
             c.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Notes how long one pipeline step took.
+    pub fn pipeline_step(&self, took: std::time::Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        self.pipeline_max_step_us.fetch_max(us, Relaxed);
+        if us > 100_000 {
+            self.pipeline_slow_steps.fetch_add(1, Relaxed);
         }
     }
 

@@ -17,7 +17,6 @@ use fdr_agent::{
     config::Config,
     event::Event,
 };
-use tokio::sync::broadcast;
 
 /// How long a test waits for an event before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -55,7 +54,7 @@ impl Drop for TempDir {
 /// the test process, recording everything including the test's own forks.
 pub struct Capture {
     pub agent: Option<Running>,
-    pub live: broadcast::Receiver<Arc<Event>>,
+    pub live: fdr_agent::recorder::live::Subscription,
     _dir: TempDir,
 }
 
@@ -73,7 +72,13 @@ impl Capture {
         let agent = agent::start(&cfg, SelfFilter::RecordAll)
             .await
             .expect("agent starts (root, eBPF, BTF and tracefs needed)");
-        let live = agent.state.live.subscribe();
+        // A deep queue: the tests' own receiver; what it loses anyway is
+        // searched for in the buffer.
+        let live = agent
+            .state
+            .live
+            .subscribe(Default::default(), 1 << 18, 256 << 20)
+            .expect("a live subscription");
         Capture {
             agent: Some(agent),
             live,
@@ -120,16 +125,17 @@ impl Capture {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             match tokio::time::timeout_at(deadline, self.live.recv()).await {
-                Ok(Ok(ev)) if pred(&ev) => return ev,
-                Ok(Ok(_)) => {}
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    if let Some(ev) = self.recorded(&pred).into_iter().next() {
+                Ok(Some(ev)) => {
+                    if !self.live.take_lost().is_empty() {
+                        if let Some(ev) = self.recorded(&pred).into_iter().next() {
+                            return ev;
+                        }
+                    }
+                    if pred(&ev) {
                         return ev;
                     }
                 }
-                Ok(Err(broadcast::error::RecvError::Closed)) => {
-                    panic!("capture stopped before {what}")
-                }
+                Ok(None) => panic!("capture stopped before {what}"),
                 Err(_) => panic!("no {what} within {DEADLINE:?}"),
             }
         }

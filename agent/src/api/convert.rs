@@ -308,6 +308,8 @@ pub fn buffer_stats_to_pb(s: BufferStats) -> pb::BufferStats {
         bytes: s.bytes,
         capacity_bytes: s.capacity_bytes,
         evicted: s.evicted,
+        critical_events: s.critical_events,
+        critical_bytes: s.critical_bytes,
     }
 }
 

@@ -1,11 +1,11 @@
 //! The `fdr.v1.FlightRecorder` service.
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use fdr_proto::v1::{
     self as pb, flight_recorder_server::FlightRecorder, stream_events_response::Item,
 };
-use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     event::{Event, EventKind},
+    recorder::live::{LiveFilter, Subscription},
     scope::Scope,
     state::{lock, State},
     stats::SubscriberGuard,
@@ -34,8 +35,7 @@ impl Service {
 
 /// Which events a stream wants.
 struct Filter {
-    kinds: HashSet<EventKind>,
-    pids: HashSet<u32>,
+    live: LiveFilter,
     ancestry: bool,
 }
 
@@ -50,15 +50,16 @@ impl Filter {
             })
             .collect::<Result<_, _>>()?;
         Ok(Filter {
-            kinds,
-            pids: req.pids.iter().copied().collect(),
+            live: LiveFilter {
+                kinds,
+                pids: req.pids.iter().copied().collect(),
+            },
             ancestry: req.ancestry,
         })
     }
 
     fn matches(&self, ev: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&ev.kind()))
-            && (self.pids.is_empty() || self.pids.contains(&ev.pid()))
+        self.live.matches(ev)
     }
 }
 
@@ -81,59 +82,42 @@ fn event_item(
 /// Messages queued between the stream task and the gRPC transport.
 const TRANSPORT_QUEUE: usize = 64;
 
-/// Live events after `last_seq` that match, until the client goes away.
-///
-/// Never waits for the client: when its queue is full the event is skipped
-/// for it and counted, and a `Lost` notice precedes the next event it gets.
+/// Live events after `last_seq`, until the client goes away. The
+/// subscription's own queue absorbs a slow client (the pipeline skips
+/// events for it when that is full, counted by kind); what was skipped is
+/// announced in a `Lost` notice before the next event.
 async fn forward_live(
-    live: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+    live: &mut Subscription,
     tx: &mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
     filter: &Filter,
     last_seq: u64,
     state: &State,
 ) {
-    let counters = &state.counters;
-    use mpsc::error::TrySendError;
-    let mut lost = 0u64;
-    loop {
-        let ev = match live.recv().await {
-            Ok(ev) if ev.seq > last_seq && filter.matches(&ev) => ev,
-            Ok(_) => continue,
-            Err(RecvError::Lagged(n)) => {
-                counters
-                    .stream_drops
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                lost += n;
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        if lost > 0 {
-            let notice = Ok(pb::StreamEventsResponse {
-                item: Some(Item::Lost(pb::Lost { count: lost })),
+    while let Some(ev) = live.recv().await {
+        if ev.seq <= last_seq {
+            continue; // already sent from the buffer
+        }
+        let lost = live.take_lost();
+        if !lost.is_empty() {
+            let notice = pb::Lost {
+                count: lost.iter().map(|(_, n)| n).sum(),
+                kinds: lost
+                    .iter()
+                    .map(|&(k, n)| pb::LostKind {
+                        kind: kind_to_pb(k) as i32,
+                        count: n,
+                    })
+                    .collect(),
+            };
+            let item = Ok(pb::StreamEventsResponse {
+                item: Some(Item::Lost(notice)),
             });
-            match tx.try_send(notice) {
-                Ok(()) => lost = 0,
-                Err(TrySendError::Closed(_)) => return,
-                Err(TrySendError::Full(_)) => {
-                    // Still no room: this event is lost too.
-                    counters
-                        .stream_drops
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    lost += 1;
-                    continue;
-                }
+            if tx.send(item).await.is_err() {
+                return; // client went away
             }
         }
-        match tx.try_send(event_item(&ev, state, filter)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                counters
-                    .stream_drops
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                lost += 1;
-            }
-            Err(TrySendError::Closed(_)) => return, // client went away
+        if tx.send(event_item(&ev, state, filter)).await.is_err() {
+            return;
         }
     }
 }
@@ -240,16 +224,20 @@ impl FlightRecorder for Service {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let drops = self.state.total_kernel_drops();
-        let buffers = lock(&self.state.buffers);
         let reason = if req.reason.is_empty() {
             "on demand"
         } else {
             req.reason.as_str()
         };
-        let info = lock(&self.state.snapshots)
-            .freeze(scope, reason, now, &buffers, drops, 0)
-            .map_err(internal)?;
+        let info = {
+            let mut buffers = lock(&self.state.buffers);
+            let info = lock(&self.state.snapshots)
+                .freeze(scope, reason, now, &buffers, 0)
+                .map_err(internal)?;
+            // The new snapshot's memory is charged: the buffers make room.
+            buffers.enforce_budget();
+            info
+        };
         Ok(Response::new(info))
     }
 
@@ -356,12 +344,24 @@ impl FlightRecorder for Service {
         let req = request.into_inner();
         let filter = Filter::from_request(&req)?;
         // Subscribe before reading the buffer: nothing falls between the two.
-        let mut live = self.state.live.subscribe();
+        let (max_events, max_bytes) = self.state.stream_queue;
+        let mut live = if req.follow {
+            Some(
+                self.state
+                    .live
+                    .subscribe(filter.live.clone(), max_events, max_bytes)
+                    .map_err(|e| Status::resource_exhausted(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let (backlog, last_seq) = {
-            let all = lock(&self.state.buffers).all();
-            let last_seq = all.last().map_or(0, |e| e.seq);
+            let buffers = lock(&self.state.buffers);
+            let last_seq = buffers.last_seq();
             let backlog: Vec<Arc<Event>> = if req.buffered {
-                all.into_iter().filter(|e| filter.matches(e)).collect()
+                let mut v: Vec<Arc<Event>> = buffers.all_matching(|e| filter.matches(e));
+                v.sort_by_key(|e| e.seq);
+                v
             } else {
                 Vec::new()
             };
@@ -370,7 +370,6 @@ impl FlightRecorder for Service {
         let (tx, rx) = mpsc::channel(TRANSPORT_QUEUE);
         let counters = self.state.counters.clone();
         let state = self.state.clone();
-        let follow = req.follow;
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let _guard = SubscriberGuard::new(counters.clone());
@@ -380,8 +379,8 @@ impl FlightRecorder for Service {
                         return;
                     }
                 }
-                if follow {
-                    forward_live(&mut live, &tx, &filter, last_seq, &state).await;
+                if let Some(live) = live.as_mut() {
+                    forward_live(live, &tx, &filter, last_seq, &state).await;
                 }
             };
             tokio::select! {
@@ -419,6 +418,7 @@ impl FlightRecorder for Service {
             let b = lock(&st.buffers);
             (b.stats(), b.scopes())
         };
+        let open_snapshot_bytes = lock(&st.snapshots).open_bytes() as u64;
         let (processes_tracked, procs) = {
             let p = lock(&st.procs);
             (p.len() as u64, p.counts())
@@ -462,7 +462,7 @@ impl FlightRecorder for Service {
             kinds,
             decode_errors: st.counters.decode_errors.load(Relaxed),
             buffers: Some(buffer_stats_to_pb(totals)),
-            stream_drops: st.counters.stream_drops.load(Relaxed),
+            stream_drops: st.counters.stream_drops.load(Relaxed) + st.live.dropped.load(Relaxed),
             subscribers: st.counters.subscribers.load(Relaxed),
             processes_tracked,
             started: Some(timestamp(started_ns)),
@@ -475,6 +475,9 @@ impl FlightRecorder for Service {
             }),
             containers: Some(containers),
             analysis: Some(analysis),
+            pipeline_max_step_us: st.counters.pipeline_max_step_us.load(Relaxed),
+            pipeline_slow_steps: st.counters.pipeline_slow_steps.load(Relaxed),
+            open_snapshot_bytes,
         }))
     }
 }

@@ -116,6 +116,22 @@ pub struct RecorderConfig {
     /// events and queries still find it. Default 5 minutes.
     #[serde(with = "humantime_serde_compat")]
     pub exited_process_grace: std::time::Duration,
+    /// Share (percent) of each scope's quota, and of the open snapshots'
+    /// limits, reserved for critical kinds (exec, listen, bind, privilege
+    /// and account changes, sensitive reads, written binaries, container
+    /// starts and stops, model items, audits): under memory pressure bulk
+    /// kinds (writes, unlinks, connects, accepts, forks, exits, …) are
+    /// evicted or refused first, and never from this share. 0–90.
+    /// Default 25.
+    pub critical_reserve_percent: u8,
+    /// Memory one open snapshot may hold (its before-part and its
+    /// after-part so far); beyond it, events of its window are counted as
+    /// a gap instead of kept. Charged to `budget_bytes`. Default 32 MiB.
+    pub snapshot_max_bytes: u64,
+    /// Memory all open snapshots together may hold; charged to
+    /// `budget_bytes` (the buffers shrink while snapshots are open). At
+    /// most half of `budget_bytes`. Default 64 MiB.
+    pub snapshots_open_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,6 +186,10 @@ pub struct ApiConfig {
     /// Events queued per `StreamEvents` client before it starts losing
     /// events (capture never waits for a client). Default 4096.
     pub stream_queue: usize,
+    /// Bytes of events queued for one `StreamEvents` client (with
+    /// `stream_queue` events at most); beyond either, events are skipped
+    /// for that client, counted per kind and announced to it. Default 8 MiB.
+    pub stream_queue_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -293,6 +313,9 @@ impl Default for RecorderConfig {
             max_snapshots: 100,
             max_snapshot_bytes: 1 << 30,
             exited_process_grace: std::time::Duration::from_secs(300),
+            critical_reserve_percent: 25,
+            snapshot_max_bytes: 32 << 20,
+            snapshots_open_bytes: 64 << 20,
         }
     }
 }
@@ -348,6 +371,7 @@ impl Default for ApiConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
             stream_queue: 4096,
+            stream_queue_bytes: 8 << 20,
         }
     }
 }
@@ -389,6 +413,24 @@ impl Config {
         if r.scope_quota_bytes < 4096 || r.budget_bytes < r.scope_quota_bytes {
             return Err(ConfigError::Invalid(
                 "recorder.scope_quota_bytes must be at least 4096 and at most recorder.budget_bytes"
+                    .into(),
+            ));
+        }
+        if r.critical_reserve_percent > 90 {
+            return Err(ConfigError::Invalid(
+                "recorder.critical_reserve_percent must be between 0 and 90".into(),
+            ));
+        }
+        if r.snapshot_max_bytes < 4096 || r.snapshot_max_bytes > r.snapshots_open_bytes {
+            return Err(ConfigError::Invalid(
+                "recorder.snapshot_max_bytes must be at least 4096 and at most \
+                 recorder.snapshots_open_bytes"
+                    .into(),
+            ));
+        }
+        if r.snapshots_open_bytes > r.budget_bytes / 2 {
+            return Err(ConfigError::Invalid(
+                "recorder.snapshots_open_bytes must be at most half of recorder.budget_bytes"
                     .into(),
             ));
         }

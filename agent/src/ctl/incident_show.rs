@@ -284,6 +284,7 @@ no snapshot: no timeline
                 to: at(1_700_000_002),
                 lost: 3,
                 cause: "kernel drops".into(),
+                ..Default::default()
             }],
             events: vec![ev(100, 1_700_000_000), ev(101, 1_700_000_005)],
             ..Default::default()

@@ -3,24 +3,39 @@
 //! scope's history — before and after a moment — onto disk.
 
 pub mod commit;
+pub mod live;
+pub mod loss;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_support;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+};
 
 use crate::{
     buffer::{BufferStats, EventBuffer},
     event::Event,
+    recorder::loss::KindLoss,
     scope::Scope,
 };
 
 /// Limits of the buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Bytes one scope may hold; its oldest events go first beyond it.
+    /// Bytes one scope may hold; its oldest events go first beyond it
+    /// (bulk kinds before critical ones, see [`crate::buffer`]).
     pub scope_quota: usize,
-    /// Bytes all scopes together may hold; beyond it, the largest scope
-    /// loses its oldest events (so a noisy container pays for itself).
+    /// Bytes of each scope's quota reserved for critical kinds.
+    pub critical_reserve: usize,
+    /// Bytes all scopes together may hold, less what open snapshots are
+    /// charged; beyond it, the largest scope loses its oldest events (so a
+    /// noisy container pays for itself).
     pub budget: usize,
     /// How long a container's buffer outlives its last event once the
     /// container is gone, in ns.
@@ -40,8 +55,12 @@ pub struct ScopeBuffers {
     limits: Limits,
     scopes: HashMap<Scope, ScopeBuffer>,
     bytes: usize,
+    /// Bytes charged to the budget outside the buffers (open snapshots).
+    charged: Arc<AtomicUsize>,
     /// Events evicted from buffers that were since freed.
     freed_evicted: u64,
+    /// The newest event's seq.
+    last_seq: u64,
 }
 
 impl ScopeBuffers {
@@ -50,34 +69,47 @@ impl ScopeBuffers {
             limits,
             scopes: HashMap::new(),
             bytes: 0,
+            charged: Arc::new(AtomicUsize::new(0)),
             freed_evicted: 0,
+            last_seq: 0,
         }
     }
 
+    /// The counter through which open snapshots charge their memory to
+    /// the budget.
+    pub fn charge_handle(&self) -> Arc<AtomicUsize> {
+        self.charged.clone()
+    }
+
+    /// Bytes held by the buffers plus those charged by open snapshots.
+    pub fn used(&self) -> usize {
+        self.bytes + self.charged.load(Relaxed)
+    }
+
     pub fn push(&mut self, ev: Arc<Event>) {
-        let quota = self.limits.scope_quota;
+        let (quota, reserve) = (self.limits.scope_quota, self.limits.critical_reserve);
         let b = self
             .scopes
             .entry(ev.scope.clone())
             .or_insert_with(|| ScopeBuffer {
-                events: EventBuffer::new(quota),
+                events: EventBuffer::new(quota, reserve),
                 last_ns: 0,
                 cgroup_id: ev.record.task.cgroup_id,
             });
         b.last_ns = b.last_ns.max(ev.time_ns);
-        let before = b.events.stats().bytes as usize;
-        b.events.push(ev);
-        let after = b.events.stats().bytes as usize;
-        self.bytes = self.bytes + after - before;
-        while self.bytes > self.limits.budget {
-            let Some(largest) = self
-                .scopes
-                .values_mut()
-                .max_by_key(|s| s.events.stats().bytes)
-            else {
+        self.last_seq = self.last_seq.max(ev.seq);
+        let delta = b.events.push(ev);
+        self.bytes = (self.bytes as isize + delta).max(0) as usize;
+        self.enforce_budget();
+    }
+
+    /// Evicts from the largest scopes until the budget holds.
+    pub fn enforce_budget(&mut self) {
+        while self.used() > self.limits.budget {
+            let Some(largest) = self.scopes.values_mut().max_by_key(|s| s.events.bytes()) else {
                 break;
             };
-            match largest.events.evict_oldest() {
+            match largest.events.evict_one() {
                 Some(n) => self.bytes -= n,
                 None => break,
             }
@@ -90,6 +122,21 @@ impl ScopeBuffers {
             .get(scope)
             .into_iter()
             .flat_map(|b| b.events.iter())
+    }
+
+    /// The newest event's seq (0 when nothing was recorded).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Buffered events matching `pred`, in no particular order.
+    pub fn all_matching(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
+        self.scopes
+            .values()
+            .flat_map(|b| b.events.iter())
+            .filter(|e| pred(e))
+            .cloned()
+            .collect()
     }
 
     /// Every buffered event, in arrival order.
@@ -105,6 +152,22 @@ impl ScopeBuffers {
 
     pub fn scope_stats(&self, scope: &Scope) -> Option<BufferStats> {
         self.scopes.get(scope).map(|b| b.events.stats())
+    }
+
+    /// Events of `scope` evicted whose time falls in [from_ns, to_ns], per
+    /// kind.
+    pub fn evicted_within(&self, scope: &Scope, from_ns: u64, to_ns: u64) -> Vec<KindLoss> {
+        self.scopes
+            .get(scope)
+            .map(|b| b.events.losses().within(from_ns, to_ns))
+            .unwrap_or_default()
+    }
+
+    /// Forgets eviction counts of seconds before `before_ns`.
+    pub fn forget_losses_before(&mut self, before_ns: u64) {
+        for b in self.scopes.values_mut() {
+            b.events.forget_losses_before(before_ns);
+        }
     }
 
     /// Scopes with their stats.
@@ -130,6 +193,8 @@ impl ScopeBuffers {
             t.events += s.events;
             t.bytes += s.bytes;
             t.evicted += s.evicted;
+            t.critical_events += s.critical_events;
+            t.critical_bytes += s.critical_bytes;
         }
         t
     }
@@ -162,7 +227,7 @@ impl ScopeBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{buffer::tests::event, event::Detail};
+    use crate::{event::Detail, recorder::test_support::event};
 
     fn in_scope(seq: u64, scope: &str) -> Arc<Event> {
         let mut e = event(seq, 1, Detail::Exit { status: 0 });
@@ -175,6 +240,7 @@ mod tests {
         let one = in_scope(0, "host").approx_bytes() + std::mem::size_of::<(Arc<Event>, usize)>();
         let mut b = ScopeBuffers::new(Limits {
             scope_quota: one * 10,
+            critical_reserve: 0,
             budget: one * 12,
             grace_ns: 0,
         });
@@ -202,6 +268,7 @@ mod tests {
     fn gone_containers_are_freed_after_grace() {
         let mut b = ScopeBuffers::new(Limits {
             scope_quota: 1 << 20,
+            critical_reserve: 0,
             budget: 1 << 20,
             grace_ns: 10,
         });

@@ -8,18 +8,23 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
 };
 
 use fdr_proto::v1 as pb;
 
 use super::{
     commit::{CommitError, Committer},
+    loss::{KindCounts, KindLoss, LossLedger},
     store::{Store, StoreError},
     ScopeBuffers,
 };
 use crate::{
-    api::convert::{event_to_pb, process_to_pb, scope_container, timestamp, Enrich},
+    api::convert::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
+    buffer::{charged_bytes, kept_first},
     containers::ContainerRegistry,
     event::Event,
     proctable::{ProcEntry, ProcessTable},
@@ -37,14 +42,45 @@ pub struct Window {
     pub after_ns: u64,
 }
 
+/// Memory open snapshots may hold (charged to the recorder's budget).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotLimits {
+    /// Bytes one open snapshot may hold (before- and after-part).
+    pub max_bytes: usize,
+    /// Bytes all open snapshots together may hold.
+    pub open_bytes: usize,
+    /// Share of both kept for critical kinds: bulk kinds are refused
+    /// beyond `1 - reserve` of a limit, critical ones only at the limit.
+    pub reserve_percent: u8,
+}
+
+impl SnapshotLimits {
+    /// No limit (tests).
+    pub const UNBOUNDED: SnapshotLimits = SnapshotLimits {
+        max_bytes: usize::MAX,
+        open_bytes: usize::MAX,
+        reserve_percent: 0,
+    };
+
+    fn bulk_share(&self, limit: usize) -> usize {
+        if limit == usize::MAX {
+            return limit;
+        }
+        limit / 100 * (100 - self.reserve_percent.min(100) as usize)
+    }
+}
+
 struct Open {
     info: pb::SnapshotInfo,
     scope: Scope,
     events: Vec<Arc<Event>>,
+    /// Bytes charged for `events`.
+    bytes: usize,
     end_ns: u64,
     last_seq: u64,
-    drops_at_freeze: u64,
     gaps: Vec<pb::Gap>,
+    /// Events of the window not kept because a memory limit was reached.
+    refused: KindCounts,
     /// Read in the background: /proc/net takes milliseconds to walk.
     listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
 }
@@ -54,8 +90,13 @@ pub struct Snapshots {
     /// Converts and stores closed snapshots, off the pipeline.
     committer: Committer,
     window: Window,
+    limits: SnapshotLimits,
     host: String,
     open: Vec<Open>,
+    /// Bytes of all open snapshots, shared with the buffers' budget.
+    charged: Arc<AtomicUsize>,
+    /// Kernel ring buffer drops by kind, at the time the agent saw them.
+    kernel_losses: LossLedger,
 }
 
 impl Snapshots {
@@ -69,11 +110,22 @@ impl Snapshots {
             store: committer.store().clone(),
             committer,
             window,
+            limits: SnapshotLimits::UNBOUNDED,
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_default(),
             open: Vec::new(),
+            charged: Arc::new(AtomicUsize::new(0)),
+            kernel_losses: LossLedger::default(),
         }
+    }
+
+    /// Bounds the memory of open snapshots and charges it through
+    /// `charged` (the buffers' [`ScopeBuffers::charge_handle`]).
+    pub fn with_limits(mut self, limits: SnapshotLimits, charged: Arc<AtomicUsize>) -> Self {
+        self.limits = limits;
+        self.charged = charged;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -84,6 +136,51 @@ impl Snapshots {
         &self.committer
     }
 
+    /// Bytes held by open snapshots.
+    pub fn open_bytes(&self) -> usize {
+        self.open.iter().map(|o| o.bytes).sum()
+    }
+
+    /// Notes kernel drops of `kind` seen at `time_ns` (wall clock); every
+    /// snapshot whose window holds that time carries them as a gap.
+    pub fn note_kernel_drops(&mut self, kind: crate::event::EventKind, time_ns: u64, n: u64) {
+        self.kernel_losses.note(kind, time_ns, n);
+    }
+
+    /// Forgets losses no window can reach any more.
+    pub fn forget_losses_before(&mut self, before_ns: u64) {
+        let oldest_open = self
+            .open
+            .iter()
+            .filter_map(|o| o.info.window_start.as_ref())
+            .map(|t| t.seconds as u64 * 1_000_000_000)
+            .min()
+            .unwrap_or(u64::MAX);
+        self.kernel_losses.forget_before(before_ns.min(oldest_open));
+    }
+
+    /// Whether an event of `size` bytes and this class may join `o`.
+    fn admits(&self, o_bytes: usize, size: usize, critical: bool) -> bool {
+        let total = self.charged_total();
+        let (one, all) = if critical {
+            (self.limits.max_bytes, self.limits.open_bytes)
+        } else {
+            (
+                self.limits.bulk_share(self.limits.max_bytes),
+                self.limits.bulk_share(self.limits.open_bytes),
+            )
+        };
+        o_bytes.saturating_add(size) <= one && total.saturating_add(size) <= all
+    }
+
+    fn charged_total(&self) -> usize {
+        self.open.iter().map(|o| o.bytes).sum()
+    }
+
+    fn publish_charge(&self) {
+        self.charged.store(self.charged_total(), Relaxed);
+    }
+
     /// Freezes `scope` around `at_ns` (wall clock): copies the before-part
     /// now and keeps the snapshot open until `at + after`.
     pub fn freeze(
@@ -92,30 +189,42 @@ impl Snapshots {
         reason: &str,
         at_ns: u64,
         buffers: &ScopeBuffers,
-        kernel_drops: u64,
         incident: u64,
     ) -> Result<pb::SnapshotInfo, StoreError> {
         let id = self.store.next_id()?;
         let start = at_ns.saturating_sub(self.window.before_ns);
         let end = at_ns.saturating_add(self.window.after_ns);
-        let events: Vec<Arc<Event>> = buffers
+        // Newest first, so that a limit keeps the moment and what led to it.
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        let mut bytes = 0usize;
+        let mut refused = KindCounts::default();
+        let mut window: Vec<&Arc<Event>> = buffers
             .scope(&scope)
             .filter(|e| e.time_ns >= start && e.time_ns <= end)
-            .cloned()
             .collect();
-        let mut gaps = Vec::new();
-        if let Some(st) = buffers.scope_stats(&scope) {
-            let oldest = buffers.scope(&scope).next().map_or(at_ns, |e| e.time_ns);
-            if st.evicted > 0 && oldest > start {
-                gaps.push(pb::Gap {
-                    from: Some(timestamp(start)),
-                    to: Some(timestamp(oldest)),
-                    lost: st.evicted,
-                    cause: "evicted from the scope's buffer before the freeze (at most this many)"
-                        .into(),
-                });
+        window.reverse();
+        for e in window {
+            let size = charged_bytes(e);
+            if self.admits(bytes, size, kept_first(e.kind())) {
+                bytes += size;
+                events.push(e.clone());
+            } else {
+                refused.note(e.kind(), e.time_ns);
             }
         }
+        events.reverse();
+        let mut gaps: Vec<pb::Gap> = buffers
+            .evicted_within(&scope, start, at_ns)
+            .into_iter()
+            .map(|l| {
+                gap(
+                    &l,
+                    "evicted from the scope's buffer before the freeze",
+                    false,
+                )
+            })
+            .collect();
+        gaps.retain(|g| g.lost > 0);
         // The newest few distinct processes of the scope: one of them is
         // likely alive and in the scope's network namespace.
         let mut candidates: Vec<u32> = Vec::new();
@@ -147,28 +256,52 @@ impl Snapshots {
             incident,
             ..Default::default()
         };
-        let last_seq = events.last().map_or(0, |e| e.seq);
+        let last_seq = buffers.scope(&scope).last().map_or(0, |e| e.seq);
         self.open.push(Open {
             info: info.clone(),
             scope,
             events,
+            bytes,
             end_ns: end,
             last_seq,
-            drops_at_freeze: kernel_drops,
             gaps,
+            refused,
             listening,
         });
+        self.publish_charge();
         Ok(info)
     }
 
-    /// Adds a new event to the open snapshots whose window it falls in.
+    /// Adds a new event to the open snapshots whose window it falls in,
+    /// within their memory limits (critical kinds first); what does not
+    /// fit is counted as a gap.
     pub fn observe(&mut self, ev: &Arc<Event>) {
-        for o in &mut self.open {
-            if o.scope == ev.scope && ev.seq > o.last_seq && ev.time_ns <= o.end_ns {
-                o.last_seq = ev.seq;
-                o.events.push(ev.clone());
-                o.info.event_count += 1;
+        if self.open.is_empty() {
+            return;
+        }
+        let mut size = None;
+        let critical = kept_first(ev.kind());
+        let mut changed = false;
+        for i in 0..self.open.len() {
+            let o = &self.open[i];
+            if o.scope != ev.scope || ev.seq <= o.last_seq || ev.time_ns > o.end_ns {
+                continue;
             }
+            let size = *size.get_or_insert_with(|| charged_bytes(ev));
+            let admitted = self.admits(o.bytes, size, critical);
+            let o = &mut self.open[i];
+            o.last_seq = ev.seq;
+            if admitted {
+                o.events.push(ev.clone());
+                o.bytes += size;
+                o.info.event_count += 1;
+                changed = true;
+            } else {
+                o.refused.note(ev.kind(), ev.time_ns);
+            }
+        }
+        if changed {
+            self.publish_charge();
         }
     }
 
@@ -192,13 +325,12 @@ impl Snapshots {
     pub fn close(
         &mut self,
         now_ns: u64,
-        kernel_drops: u64,
         procs: &ProcessTable,
         en: &Enrich,
         all: bool,
     ) -> Result<Vec<u64>, CommitError> {
         let mut done = Vec::new();
-        for mut c in self.take_closed(now_ns, kernel_drops, all) {
+        for mut c in self.take_closed(now_ns, all) {
             c.gather(procs);
             c.set_container(en.containers);
             if let Some(id) = c.submit(&self.committer, en.ancestry_depth)? {
@@ -211,7 +343,7 @@ impl Snapshots {
     /// Detaches the snapshots whose window closed (see
     /// [`Snapshots::close`]); no conversion, no I/O. Their ids count as
     /// pending at once.
-    pub fn take_closed(&mut self, now_ns: u64, kernel_drops: u64, all: bool) -> Vec<Closing> {
+    pub fn take_closed(&mut self, now_ns: u64, all: bool) -> Vec<Closing> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.open.len() {
@@ -220,23 +352,8 @@ impl Snapshots {
                 continue;
             }
             let mut o = self.open.remove(i);
-            if o.end_ns > now_ns {
-                o.gaps.push(pb::Gap {
-                    from: Some(timestamp(now_ns)),
-                    to: o.info.window_end,
-                    lost: 0,
-                    cause: "the agent stopped before the window closed".into(),
-                });
-            }
-            let lost_kernel = kernel_drops.saturating_sub(o.drops_at_freeze);
-            if lost_kernel > 0 {
-                o.gaps.push(pb::Gap {
-                    from: o.info.window_start,
-                    to: o.info.window_end,
-                    lost: lost_kernel,
-                    cause: "kernel ring buffer full while the window was open (any scope)".into(),
-                });
-            }
+            self.publish_charge();
+            self.finish_gaps(&mut o, now_ns);
             let lost: u64 = o.gaps.iter().map(|g| g.lost).sum();
             let kept = o.events.len() as u64;
             o.info.open = false;
@@ -248,6 +365,7 @@ impl Snapshots {
             self.committer.announce(o.info.id);
             out.push(Closing {
                 scope: o.scope,
+                bytes: o.bytes,
                 events: o.events,
                 gaps: o.gaps,
                 info: o.info,
@@ -258,12 +376,59 @@ impl Snapshots {
         }
         out
     }
+
+    /// Adds the gaps known at close: the after-window not lived, events
+    /// refused by the memory limits, kernel drops within the window.
+    fn finish_gaps(&self, o: &mut Open, now_ns: u64) {
+        if o.end_ns > now_ns {
+            o.gaps.push(pb::Gap {
+                from: Some(timestamp(now_ns)),
+                to: o.info.window_end,
+                lost: 0,
+                cause: "the agent stopped before the window closed".into(),
+                ..Default::default()
+            });
+        }
+        for l in o.refused.losses() {
+            o.gaps.push(gap(
+                &l,
+                "not kept: the open snapshots' memory limit was reached",
+                false,
+            ));
+        }
+        let ns = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .map_or(0, |t| t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
+        };
+        let (start, end) = (ns(&o.info.window_start), ns(&o.info.window_end));
+        for l in self.kernel_losses.within(start, end.min(now_ns)) {
+            o.gaps.push(gap(
+                &l,
+                "kernel ring buffer full: records dropped before the agent read them (counted \
+                 for the whole host; the kernel cannot tell whose they were)",
+                true,
+            ));
+        }
+    }
+}
+
+fn gap(l: &KindLoss, cause: &str, host_wide: bool) -> pb::Gap {
+    pb::Gap {
+        from: Some(timestamp(l.from_ns)),
+        to: Some(timestamp(l.to_ns)),
+        lost: l.lost,
+        cause: cause.into(),
+        kind: kind_to_pb(l.kind) as i32,
+        host_wide,
+    }
 }
 
 /// A closed snapshot detached from [`Snapshots`], on its way to the
 /// committer with everything its conversion needs.
 pub struct Closing {
     scope: Scope,
+    /// What the open snapshot was charged for its events.
+    bytes: usize,
     events: Vec<Arc<Event>>,
     gaps: Vec<pb::Gap>,
     info: pb::SnapshotInfo,
@@ -322,7 +487,7 @@ impl Closing {
 
     /// Memory the snapshot holds until it is stored, roughly.
     pub fn approx_bytes(&self) -> usize {
-        self.events.iter().map(|e| e.approx_bytes()).sum::<usize>()
+        self.bytes
             + self.known.len() * std::mem::size_of::<ProcEntry>()
             + 1024
     }
@@ -464,8 +629,8 @@ fn parse_proc_addr(s: &str) -> Option<(String, u32)> {
 mod tests {
     use super::*;
     use crate::{
-        buffer::tests::event,
         event::Detail,
+        recorder::test_support::event,
         recorder::{
             store::{Retention, Store},
             Limits,
@@ -493,24 +658,25 @@ mod tests {
         );
         let mut buffers = ScopeBuffers::new(Limits {
             scope_quota: 1 << 20,
+            critical_reserve: 0,
             budget: 1 << 20,
             grace_ns: 0,
         });
         buffers.push(Arc::new(event(1, 7, Detail::Exit { status: 0 }))); // time_ns 1000
         let info = snaps
-            .freeze(Scope::Host, "test", 2_000, &buffers, 0, 0)
+            .freeze(Scope::Host, "test", 2_000, &buffers, 0)
             .unwrap();
         assert!(info.open);
         let procs = ProcessTable::default();
         assert!(
             snaps
-                .close(3_000, 0, &procs, &Enrich::BARE, false)
+                .close(3_000, &procs, &Enrich::BARE, false)
                 .unwrap()
                 .is_empty(),
             "window still open"
         );
         assert_eq!(
-            snaps.close(3_000, 0, &procs, &Enrich::BARE, true).unwrap(),
+            snaps.close(3_000, &procs, &Enrich::BARE, true).unwrap(),
             vec![info.id]
         );
         let stored = snaps.store().get(info.id).unwrap().expect("committed");

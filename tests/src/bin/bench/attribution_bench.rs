@@ -160,6 +160,7 @@ fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> (f64, usize)
         analyzer: Analyzer::new(&AnalysisConfig::default(), 16),
         buffers: ScopeBuffers::new(Limits {
             scope_quota: 16 << 20,
+            critical_reserve: 4 << 20,
             budget: 128 << 20,
             grace_ns: u64::MAX,
         }),
@@ -199,6 +200,7 @@ fn bench_state(dir: &Path) -> Result<Arc<State>> {
     Ok(Arc::new(State::new(Parts {
         buffers: ScopeBuffers::new(Limits {
             scope_quota: 1 << 20,
+            critical_reserve: 0,
             budget: 1 << 20,
             grace_ns: u64::MAX,
         }),
@@ -210,6 +212,7 @@ fn bench_state(dir: &Path) -> Result<Arc<State>> {
             },
         ),
         stream_queue: 16,
+        stream_queue_bytes: 1 << 20,
         procs: ProcessTable::default(),
         containers: ContainerRegistry::new(Duration::from_secs(60)),
         ancestry_depth: 16,

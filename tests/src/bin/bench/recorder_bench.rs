@@ -93,6 +93,7 @@ pub fn run() -> Result<Value> {
     let evs = events(1_000_000);
     let mut buffers = ScopeBuffers::new(Limits {
         scope_quota: 64 << 20,
+        critical_reserve: 0,
         budget: 1 << 30,
         grace_ns: u64::MAX,
     });
@@ -123,6 +124,7 @@ pub fn run() -> Result<Value> {
     );
     let mut one = ScopeBuffers::new(Limits {
         scope_quota: 1 << 30,
+        critical_reserve: 0,
         budget: 1 << 30,
         grace_ns: u64::MAX,
     });
@@ -131,13 +133,12 @@ pub fn run() -> Result<Value> {
     }
     let at = evs.last().map_or(0, |e| e.time_ns);
     let t = Instant::now();
-    let info = snaps.freeze(Scope::Host, "bench", at, &one, 0, 0)?;
+    let info = snaps.freeze(Scope::Host, "bench", at, &one, 0)?;
     let freeze_ms = t.elapsed().as_secs_f64() * 1e3;
     let procs = ProcessTable::default();
     let t = Instant::now();
     let ids = snaps.close(
         at + 1,
-        0,
         &procs,
         &fdr_agent::api::convert::Enrich::BARE,
         false,
