@@ -679,6 +679,9 @@ mod tests {
             snaps.close(3_000, &procs, &Enrich::BARE, true).unwrap(),
             vec![info.id]
         );
+        snaps
+            .committer()
+            .drain(std::time::Duration::from_secs(10));
         let stored = snaps.store().get(info.id).unwrap().expect("committed");
         assert_eq!(stored.events.len(), 1);
         assert_eq!(stored.events[0].seq, 1);

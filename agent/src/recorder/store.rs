@@ -193,6 +193,20 @@ impl Store {
             }
         };
         tracing::info!(result = %integrity, ms = t.elapsed().as_millis() as u64, "snapshot database integrity checked");
+        if integrity != "ok" {
+            // A failed check discards redb's allocator state: open again
+            // (which repairs what it can).
+            drop(db);
+            db = match std::panic::catch_unwind(AssertUnwindSafe(|| open_db(&path))) {
+                Ok(r) => r?,
+                Err(p) => {
+                    return Err(StoreError::Corrupt {
+                        what: path.display().to_string(),
+                        detail: panic_text(p),
+                    })
+                }
+            };
+        }
         let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db)));
         let (next, serial) = match guarded {
             Ok(r) => r?,
@@ -704,6 +718,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..100 {
+            store.renew_leases(false).unwrap(); // the committer's job
             let id = store.next_id().unwrap();
             assert!(store.put(&snap(id, 10)).unwrap().is_empty());
         }
@@ -713,6 +728,7 @@ mod tests {
         assert_eq!(store.count().unwrap(), 100);
         assert!(store.get(1).unwrap().is_none());
         assert_eq!(store.get(101).unwrap().unwrap().info.unwrap().id, 101);
+        let reserved = 102 + store.ids_left();
         drop(store);
         let store = Store::open(
             &d,
@@ -722,7 +738,11 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(store.next_id().unwrap(), 102, "ids survive a restart");
+        assert_eq!(
+            store.next_id().unwrap(),
+            reserved,
+            "ids survive a restart, above every id reserved"
+        );
         assert_eq!(store.list().unwrap().len(), 100);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -801,11 +821,16 @@ mod tests {
             store.put(&incident_snap(id, id * 10)).unwrap();
         }
         let before = store.list().unwrap();
-        {
-            let tx = store.database().begin_write().unwrap();
-            tx.delete_table(INDEX).unwrap();
-            tx.commit().unwrap();
-        }
+        store
+            .write(
+                || "test".into(),
+                |db| {
+                    let tx = db.begin_write().map_err(db_err)?;
+                    tx.delete_table(INDEX).map_err(db_err)?;
+                    tx.commit().map_err(db_err)
+                },
+            )
+            .unwrap();
         drop(store);
         let store = Store::open(&d, r).unwrap();
         let after = store.list().unwrap();
@@ -850,6 +875,115 @@ mod tests {
             std::fs::read(&f).unwrap(),
             b"this is not a database, but somebody's data"
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ids_are_reserved_before_they_are_handed_out() {
+        let d = dir("lease");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        // Handed out, never committed: the agent "crashes".
+        let handed: Vec<u64> = (0..10).map(|_| store.next_id().unwrap()).collect();
+        assert_eq!(handed, (1..=10).collect::<Vec<_>>());
+        drop(store);
+        let store = Store::open(&d, r).unwrap();
+        let next = store.next_id().unwrap();
+        assert!(next > 10, "an id handed out before the crash is not reused: {next}");
+        // Without renewal the lease runs out: an error, not a reused id.
+        let mut n = 1;
+        let err = loop {
+            match store.next_id() {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, ID_LEASE_SIZE, "the whole lease, then an error");
+        assert!(matches!(err, StoreError::NoIdReserved(_)), "{err}");
+        assert!(store.leases_low());
+        assert!(store.renew_leases(false).unwrap());
+        assert_eq!(store.next_id().unwrap(), next + ID_LEASE_SIZE);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn incident_serials_are_leased_too() {
+        let d = dir("serials");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let first = crate::incidents::persist::next_serial(&store).unwrap();
+        assert_eq!(first, 1);
+        // Serials 1..=5 handed out in memory, none stored: a crash.
+        store.note_serial(6);
+        drop(store);
+        let store = Store::open(&d, r).unwrap();
+        let next = crate::incidents::persist::next_serial(&store).unwrap();
+        assert!(next > 5, "serials handed out before the crash are not reused: {next}");
+        assert!(store.serial_lease() > next);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_page_is_an_error_naming_the_snapshot_never_a_panic() {
+        let d = dir("garbage");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 100,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        for id in 1..=40 {
+            store.put(&snap(id, 20_000)).unwrap();
+        }
+        drop(store);
+        let f = d.join("snapshots.redb");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let len = bytes.len();
+        // 4 KiB of garbage in the middle of the file, and more further on.
+        for at in [len / 2, len / 3, 2 * len / 3] {
+            let at = at & !4095;
+            for (i, b) in bytes[at..at + 4096].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+            }
+        }
+        std::fs::write(&f, &bytes).unwrap();
+        // Opening checks integrity (and reports it); a file it cannot
+        // repair may still refuse to open — an error, not a panic.
+        let store = match Store::open(&d, r) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("open: {err}");
+                assert!(err.to_string().contains("snapshots.redb") || err.to_string().contains("corrupt"), "{err}");
+                std::fs::remove_dir_all(&d).unwrap();
+                return;
+            }
+        };
+        let integrity = store.health().integrity;
+        assert!(!integrity.is_empty());
+        let mut errors = 0;
+        for id in 1..=40 {
+            match store.get(id) {
+                Ok(_) => {}
+                Err(err) => {
+                    errors += 1;
+                    assert!(err.to_string().contains(&format!("snapshot {id}")), "{err}");
+                }
+            }
+        }
+        let _ = store.list();
+        assert!(errors > 0 || integrity != "ok", "the garbage went unnoticed");
+        eprintln!("integrity at open: {integrity}; {errors} of 40 snapshots unreadable");
+        drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
