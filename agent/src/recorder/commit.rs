@@ -79,8 +79,9 @@ struct Queue {
     /// The job being written: (snapshot id, bytes).
     in_flight: Option<Option<u64>>,
     stop: bool,
-    /// Snapshots closed but not yet submitted (a few µs): already pending.
-    announced: Vec<u64>,
+    /// Summaries of the snapshots closed and not yet stored (announced by
+    /// [`Committer::announce`]), for listing.
+    infos: std::collections::BTreeMap<u64, pb::SnapshotInfo>,
     /// Snapshots committed and writes done since start.
     committed: u64,
 }
@@ -175,13 +176,16 @@ impl Committer {
 
     fn push(&self, job: Job, what: impl FnOnce() -> String) -> Result<(), CommitError> {
         let mut q = self.inner.lock();
-        if let Some(id) = job.id {
-            q.announced.retain(|&a| a != id);
-        }
         if q.stop {
+            if let Some(id) = job.id {
+                q.infos.remove(&id);
+            }
             return Err(CommitError::Stopped { what: what() });
         }
         if !self.room(&q, job.bytes, self.inner.queue_bytes) {
+            if let Some(id) = job.id {
+                q.infos.remove(&id);
+            }
             return Err(self.full(&q, what()));
         }
         q.bytes += job.bytes;
@@ -262,14 +266,19 @@ impl Committer {
     pub fn is_pending(&self, id: u64) -> bool {
         let q = self.inner.lock();
         q.in_flight == Some(Some(id))
-            || q.announced.contains(&id)
+            || q.infos.contains_key(&id)
             || q.jobs.iter().any(|j| j.id == Some(id))
     }
 
-    /// Snapshot `id` was closed and is about to be submitted: it is pending
-    /// from now on (until submitted or refused).
-    pub fn announce(&self, id: u64) {
-        self.inner.lock().announced.push(id);
+    /// A snapshot was closed and is about to be submitted: it is pending
+    /// (and listed with `info`) from now on, until stored or refused.
+    pub fn announce(&self, info: pb::SnapshotInfo) {
+        self.inner.lock().infos.insert(info.id, info);
+    }
+
+    /// Summaries of the announced snapshots not stored yet, by id.
+    pub fn pending_infos(&self) -> Vec<pb::SnapshotInfo> {
+        self.inner.lock().infos.values().cloned().collect()
     }
 
     /// Jobs done since start.
@@ -454,6 +463,9 @@ fn run(inner: &Inner) {
                 if let Some(j) = job {
                     q.bytes = q.bytes.saturating_sub(j.bytes);
                     q.committed += 1;
+                    if let Some(id) = j.id {
+                        q.infos.remove(&id);
+                    }
                 }
                 drop(q);
                 inner.done.notify_all();

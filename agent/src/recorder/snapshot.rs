@@ -362,7 +362,7 @@ impl Snapshots {
             } else {
                 kept as f64 / (kept + lost) as f64
             };
-            self.committer.announce(o.info.id);
+            self.committer.announce(o.info.clone());
             out.push(Closing {
                 scope: o.scope,
                 bytes: o.bytes,
