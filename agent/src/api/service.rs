@@ -316,6 +316,7 @@ impl FlightRecorder for Service {
             buffers.enforce_budget();
             info
         };
+        crate::recorder::commit::mark_open(&committer, &info);
         Ok(Response::new(info))
     }
 

@@ -327,6 +327,19 @@ impl Committer {
     }
 }
 
+/// Queues the mark that snapshot `info` is open (see
+/// [`Store::mark_open`]); call right after freezing. Not kept when the
+/// queue is full: the snapshot is then simply absent after a crash (its id
+/// is never reused).
+pub fn mark_open(committer: &Committer, info: &pb::SnapshotInfo) {
+    let info = info.clone();
+    let id = info.id;
+    let write = Box::new(move |s: &Store| s.mark_open(&info));
+    if let Err(err) = committer.submit_write("an open snapshot's mark", 256, write) {
+        tracing::warn!(%err, id, "open snapshot not marked");
+    }
+}
+
 fn count(q: &Queue) -> u64 {
     q.jobs.len() as u64 + u64::from(q.in_flight.is_some())
 }

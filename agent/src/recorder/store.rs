@@ -36,6 +36,9 @@ const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots")
 /// id → encoded `SnapshotInfo` with `bytes` filled in.
 const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot_index");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// id → encoded `SnapshotInfo` of a snapshot frozen and not yet committed:
+/// one left at open belonged to an agent that died with it open.
+const OPEN_MARKS: TableDefinition<u64, &[u8]> = TableDefinition::new("open_snapshots");
 const NEXT_ID: &str = "next_snapshot_id";
 /// Snapshot ids below it may have been handed out.
 const ID_LEASE: &str = "snapshot_id_lease";
@@ -377,6 +380,25 @@ impl Store {
         Ok(true)
     }
 
+    /// Notes that snapshot `info.id` is open (committer thread): if the
+    /// agent dies before committing it, the next start stores it as an
+    /// empty snapshot that says so.
+    pub fn mark_open(&self, info: &pb::SnapshotInfo) -> Result<(), StoreError> {
+        let bytes = info.encode_to_vec();
+        let id = info.id;
+        self.write(
+            || format!("the open mark of snapshot {id}"),
+            |db| {
+                let tx = db.begin_write().map_err(db_err)?;
+                tx.open_table(OPEN_MARKS)
+                    .map_err(db_err)?
+                    .insert(id, bytes.as_slice())
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)
+            },
+        )
+    }
+
     /// A small write that tells whether the disk takes writes again.
     pub fn probe(&self) -> Result<(), StoreError> {
         self.write(
@@ -422,6 +444,10 @@ impl Store {
             let mut index = tx.open_table(INDEX).map_err(db_err)?;
             t.insert(id, bytes).map_err(db_err)?;
             index.insert(id, info).map_err(db_err)?;
+            tx.open_table(OPEN_MARKS)
+                .map_err(db_err)?
+                .remove(id)
+                .map_err(db_err)?;
             let mut entries = Vec::new();
             for r in index.iter().map_err(db_err)? {
                 let (k, v) = r.map_err(db_err)?;
@@ -637,12 +663,68 @@ fn init_tables(db: &Database) -> Result<(u64, u64), StoreError> {
             .last()
             .map_err(db_err)?
             .map_or(1, |(k, _)| k.value() + 1);
-        let ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        let mut ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        drop(snaps);
+        drop(index);
+        ids = ids.max(store_orphans(&tx)?);
         let serials = get(SERIAL_LEASE)?;
         (ids, serials)
     };
     tx.commit().map_err(db_err)?;
     Ok(next)
+}
+
+/// Stores the snapshots a previous agent left open (it died before their
+/// window closed) as empty snapshots whose gap says so, so that an
+/// incident pointing at one finds its reason. Returns the id after the
+/// highest.
+fn store_orphans(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut marks = tx.open_table(OPEN_MARKS).map_err(db_err)?;
+    let mut orphans = Vec::new();
+    for r in marks.iter().map_err(db_err)? {
+        let (k, v) = r.map_err(db_err)?;
+        orphans.push((k.value(), v.value().to_vec()));
+    }
+    let mut t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+    let mut index = tx.open_table(INDEX).map_err(db_err)?;
+    let mut after = 1;
+    for (id, bytes) in orphans {
+        marks.remove(id).map_err(db_err)?;
+        after = after.max(id + 1);
+        if t.get(id).map_err(db_err)?.is_some() {
+            continue;
+        }
+        let mut info = pb::SnapshotInfo::decode(bytes.as_slice()).unwrap_or_default();
+        info.id = id;
+        info.open = false;
+        info.event_count = 0;
+        info.completeness = 0.0;
+        let snap = pb::Snapshot {
+            gaps: vec![pb::Gap {
+                from: info.window_start,
+                to: info.window_end,
+                cause: "the agent stopped (killed or crashed) while this snapshot was open: \
+                        its events were never committed"
+                    .into(),
+                host_wide: true,
+                ..Default::default()
+            }],
+            info: Some(info.clone()),
+            ..Default::default()
+        };
+        let enc = snap.encode_to_vec();
+        info.bytes = enc.len() as u64;
+        t.insert(id, enc.as_slice()).map_err(db_err)?;
+        index
+            .insert(id, info.encode_to_vec().as_slice())
+            .map_err(db_err)?;
+        tracing::warn!(
+            id,
+            incident = info.incident,
+            "snapshot left open by a previous run stored as incomplete"
+        );
+    }
+    Ok(after)
 }
 
 pub(crate) fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -983,6 +1065,39 @@ mod tests {
         let _ = store.list();
         assert!(errors > 0 || integrity != "ok", "the garbage went unnoticed");
         eprintln!("integrity at open: {integrity}; {errors} of 40 snapshots unreadable");
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_left_open_by_a_crash_is_stored_as_incomplete() {
+        let d = dir("orphan");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let id = store.next_id().unwrap();
+        let info = pb::SnapshotInfo {
+            id,
+            incident: 7,
+            open: true,
+            ..Default::default()
+        };
+        store.mark_open(&info).unwrap();
+        let done = store.next_id().unwrap();
+        store.mark_open(&pb::SnapshotInfo { id: done, ..info.clone() }).unwrap();
+        store.put(&snap(done, 10)).unwrap();
+        drop(store); // killed before `id` committed
+        let store = Store::open(&d, r).unwrap();
+        let stub = store.get(id).unwrap().expect("stored as incomplete");
+        let i = stub.info.unwrap();
+        assert_eq!((i.id, i.incident, i.open, i.event_count), (id, 7, false, 0));
+        assert!(stub.gaps[0].cause.contains("agent stopped"), "{:?}", stub.gaps);
+        assert_eq!(store.get(done).unwrap().unwrap().info.unwrap().reason.len(), 10);
+        assert!(store.next_id().unwrap() > done);
+        assert_eq!(store.list().unwrap().len(), 2);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
