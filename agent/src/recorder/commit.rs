@@ -272,7 +272,9 @@ impl Committer {
 
     /// A snapshot was closed and is about to be submitted: it is pending
     /// (and listed with `info`) from now on, until stored or refused.
-    pub fn announce(&self, info: pb::SnapshotInfo) {
+    /// Listed as open: it cannot be read before it is stored.
+    pub fn announce(&self, mut info: pb::SnapshotInfo) {
+        info.open = true;
         self.inner.lock().infos.insert(info.id, info);
     }
 
@@ -445,6 +447,8 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
 fn run(inner: &Inner) {
     let store = &inner.store;
     let mut backoff = BACKOFF_MIN;
+    // Reopened right after the last failure: no need to again.
+    let mut fresh = false;
     loop {
         let mut job = match next(inner) {
             Next::Stop => return,
@@ -453,9 +457,10 @@ fn run(inner: &Inner) {
         };
         let mut res = Ok(());
         // A store that failed is reopened before it is written to again.
-        if !store.health().ok || store.reopen_wanted() {
+        if (!store.health().ok && !fresh) || store.reopen_wanted() {
             res = store.reopen();
         }
+        fresh = false;
         // Leases first: freezing depends on them.
         if res.is_ok() {
             res = guarded("the id leases", || store.renew_leases(false)).map(|_| ());
@@ -490,6 +495,12 @@ fn run(inner: &Inner) {
                 }
                 drop(q);
                 inner.done.notify_all();
+                // At once, so reads work meanwhile (they need no space);
+                // the retry reopens again if this fails.
+                match store.reopen() {
+                    Ok(()) => fresh = true,
+                    Err(err) => tracing::warn!(%err, "reopening after a failed write"),
+                }
                 // Wait, unless stopping.
                 let deadline = Instant::now() + backoff;
                 let mut q = inner.lock();
@@ -603,6 +614,10 @@ mod tests {
         assert!(h.failures >= 1 && !h.last_error.is_empty(), "{h:?}");
         assert!(c.pending().0 >= 1);
         assert!(c.is_pending(4), "queued, not lost");
+        // Reads go on while the disk is full.
+        let listed = store.list();
+        eprintln!("list while full: {:?}", listed.as_ref().map(|l| l.len()));
+        eprintln!("reopen while full: {:?}", store.reopen());
         // While failing, the queue holds at most its budget.
         assert!(!c.can_accept(8 << 20));
         let err = c

@@ -144,6 +144,8 @@ pub struct Store {
     health: Mutex<StorageHealth>,
     /// A read hit a panic or a latched I/O error: the committer reopens.
     reopen_wanted: AtomicBool,
+    /// One reopen at a time.
+    reopening: Mutex<()>,
 }
 
 /// The text of a caught panic.
@@ -239,19 +241,22 @@ impl Store {
                 ..StorageHealth::default()
             }),
             reopen_wanted: AtomicBool::new(false),
+            reopening: Mutex::new(()),
         };
         // The first ids are reserved before any is handed out.
         store.renew_leases(true)?;
         Ok(store)
     }
 
-    /// The database for one operation; an error while it is being reopened.
+    /// The database for one operation: waits for a reopen under way; an
+    /// error when the last reopen failed.
     fn handle(&self) -> Result<Arc<Database>, StoreError> {
-        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
-        match &*g {
-            Some(db) => Ok(db.clone()),
-            None => Err(StoreError::Unavailable(self.health().last_error)),
+        let cur = || self.db.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(db) = cur() {
+            return Ok(db);
         }
+        drop(self.reopening.lock().unwrap_or_else(|p| p.into_inner()));
+        cur().ok_or_else(|| StoreError::Unavailable(self.health().last_error))
     }
 
     /// Runs `f` on the database; a panic inside redb becomes an error
@@ -281,13 +286,24 @@ impl Store {
         }
     }
 
-    /// Reads through `f` (for the other tables: models, incidents).
+    /// Reads through `f` (for the other tables: models, incidents). A
+    /// database a failed write left unusable is reopened (reads need no
+    /// space) and the read tried once more.
     pub(crate) fn read<T>(
         &self,
-        what: impl FnOnce() -> String,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+        what: impl Fn() -> String,
+        f: impl Fn(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.guarded(what, f)
+        let before = Arc::as_ptr(&self.handle()?) as usize;
+        match self.guarded(&what, &f) {
+            Err(e) if latched(&e) || self.reopen_wanted() => {
+                if let Err(err) = self.reopen_if(before) {
+                    tracing::debug!(%err, "reopening for a read");
+                }
+                self.guarded(what, f)
+            }
+            r => r,
+        }
     }
 
     /// Writes through `f` (committer thread, startup).
@@ -582,6 +598,26 @@ impl Store {
     /// refuses every operation until then. Waits (briefly) for readers
     /// still holding the old handle.
     pub fn reopen(&self) -> Result<(), StoreError> {
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        self.reopen_locked()
+    }
+
+    /// Reopens unless someone did since `seen` (an address) was the
+    /// handle.
+    fn reopen_if(&self, seen: usize) -> Result<(), StoreError> {
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        let same = match &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(cur) => Arc::as_ptr(cur) as usize == seen,
+            None => true,
+        };
+        if same {
+            self.reopen_locked()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn reopen_locked(&self) -> Result<(), StoreError> {
         let old = self
             .db
             .write()
