@@ -315,7 +315,10 @@ impl Recorder {
                 info
             };
             match info {
-                Ok(info) => self.analyzer.snapshot_frozen(&state, f.serial, info.id),
+                Ok(info) => {
+                    crate::recorder::commit::mark_open(&state.committer, &info);
+                    self.analyzer.snapshot_frozen(&state, f.serial, info.id)
+                }
                 Err(err) => {
                     tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")
                 }

@@ -7,7 +7,10 @@ use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::convert_models::{incident_to_pb, model_to_pb};
+use super::{
+    convert_models::{incident_to_pb, model_to_pb},
+    service::{blocking, store_status},
+};
 use crate::{
     incidents::persist,
     state::{lock, State},
@@ -17,10 +20,6 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
 }
 
 pub fn list_models(state: &State) -> pb::ListModelsResponse {
@@ -86,10 +85,11 @@ pub fn relearn_model(
     Ok(pb::RelearnModelResponse { keys: done })
 }
 
-/// Incidents above `after_serial`, from the store (every opened incident
-/// is stored before anyone can see its serial).
-pub fn list_incidents(
-    state: &State,
+/// Incidents above `after_serial`, from the store (read on the blocking
+/// pool), with the open ones as they are in memory now (an incident just
+/// opened may still wait for the committer: it is added from memory).
+pub async fn list_incidents(
+    state: &Arc<State>,
     req: &pb::ListIncidentsRequest,
 ) -> Result<pb::ListIncidentsResponse, Status> {
     let limit = if req.limit == 0 {
@@ -97,7 +97,10 @@ pub fn list_incidents(
     } else {
         req.limit as usize
     };
-    let mut incidents = persist::after(&state.store, req.after_serial, limit).map_err(internal)?;
+    let after = req.after_serial;
+    let st = state.clone();
+    let mut incidents =
+        blocking(move || persist::after(&st.store, after, limit).map_err(store_status)).await?;
     // Open incidents change in memory first: show them as they are now.
     {
         let open = lock(&state.incidents);
@@ -106,7 +109,18 @@ pub fn list_incidents(
                 *i = incident_to_pb(cur);
             }
         }
+        // Open ones not stored yet (queued while the disk is slow or full).
+        let stored: std::collections::HashSet<u64> = incidents.iter().map(|i| i.serial).collect();
+        let full = incidents.len() >= limit;
+        let last = incidents.last().map_or(u64::MAX, |i| i.serial);
+        for cur in open.all() {
+            if cur.serial > after && !stored.contains(&cur.serial) && (!full || cur.serial < last) {
+                incidents.push(incident_to_pb(cur));
+            }
+        }
     }
+    incidents.sort_by_key(|i| i.serial);
+    incidents.truncate(limit);
     let last_serial = incidents.last().map_or(req.after_serial, |i| i.serial);
     Ok(pb::ListIncidentsResponse {
         incidents,
@@ -114,19 +128,24 @@ pub fn list_incidents(
     })
 }
 
-pub fn get_incident(state: &State, req: &pb::GetIncidentRequest) -> Result<pb::Incident, Status> {
+pub async fn get_incident(
+    state: &Arc<State>,
+    req: &pb::GetIncidentRequest,
+) -> Result<pb::Incident, Status> {
     if let Some(cur) = lock(&state.incidents).get(req.serial) {
         return Ok(incident_to_pb(cur));
     }
-    persist::get(&state.store, req.serial)
-        .map_err(internal)?
-        .ok_or_else(|| Status::not_found(format!("no incident #{}", req.serial)))
+    let serial = req.serial;
+    let st = state.clone();
+    blocking(move || persist::get(&st.store, serial).map_err(store_status))
+        .await?
+        .ok_or_else(|| Status::not_found(format!("no incident #{serial}")))
 }
 
 pub type IncidentStream = ReceiverStream<Result<pb::Incident, Status>>;
 
 /// Stored incidents after `after_serial`, then live openings and updates.
-pub fn stream_incidents(
+pub async fn stream_incidents(
     state: Arc<State>,
     req: &pb::StreamIncidentsRequest,
     mut stop: watch::Receiver<bool>,
@@ -140,7 +159,8 @@ pub fn stream_incidents(
             after_serial: req.after_serial,
             limit: u32::MAX,
         },
-    )?
+    )
+    .await?
     .incidents;
     let (tx, rx) = mpsc::channel(64);
     let after = req.after_serial;

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     event::{Event, EventKind},
     recorder::live::{LiveFilter, Subscription},
+    recorder::store::StoreError,
     scope::Scope,
     state::{lock, State},
     stats::SubscriberGuard,
@@ -132,21 +133,85 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// A store error as a status: corruption is data loss (naming what was
+/// read), a store being reopened is unavailable.
+pub(crate) fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Corrupt { .. } | StoreError::Decode { .. } => Status::data_loss(e.to_string()),
+        StoreError::Unavailable(_) | StoreError::NoIdReserved(_) => {
+            Status::unavailable(e.to_string())
+        }
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// Runs a read of the database on the blocking pool, never on the
+/// executor's threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("database read: {e}")))?
+}
+
 impl Service {
-    /// A stored snapshot; NotFound, or FailedPrecondition while still open.
-    fn snapshot(&self, id: u64) -> Result<pb::Snapshot, Status> {
+    /// Why snapshot `id` cannot be read yet: still open, or closed and
+    /// waiting for the committer.
+    fn not_yet(&self, id: u64) -> Option<Status> {
         let snaps = lock(&self.state.snapshots);
         if let Some(info) = snaps.open_infos().into_iter().find(|i| i.id == id) {
-            return Err(Status::failed_precondition(format!(
+            return Some(Status::failed_precondition(format!(
                 "snapshot {id} is still open until {:?}",
                 info.window_end
             )));
         }
-        snaps
-            .store()
-            .get(id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no snapshot {id}")))
+        if snaps.committer().is_pending(id) {
+            let h = self.state.store.health();
+            let why = if h.ok {
+                String::new()
+            } else {
+                format!(" (storage failing: {}; retrying)", h.last_error)
+            };
+            return Some(Status::failed_precondition(format!(
+                "snapshot {id} is pending: its window closed and it waits to be committed{why}"
+            )));
+        }
+        None
+    }
+
+    /// A stored snapshot; NotFound, or FailedPrecondition while still open
+    /// or waiting to be committed.
+    async fn snapshot(&self, id: u64) -> Result<pb::Snapshot, Status> {
+        if let Some(s) = self.not_yet(id) {
+            return Err(s);
+        }
+        let state = self.state.clone();
+        let got = blocking(move || state.store.get(id).map_err(store_status)).await?;
+        match got {
+            Some(s) => Ok(s),
+            // Committed meanwhile is found above; closed meanwhile is here.
+            None => Err(self
+                .not_yet(id)
+                .unwrap_or_else(|| Status::not_found(format!("no snapshot {id}")))),
+        }
+    }
+}
+
+/// The store's health and the committer's queue.
+pub(crate) fn storage_stats(st: &State) -> pb::StorageStats {
+    let h = st.store.health();
+    let (pending_commits, pending_bytes) = st.committer.pending();
+    pb::StorageStats {
+        state: if h.ok { "ok" } else { "failing" }.into(),
+        last_error: h.last_error,
+        since: Some(timestamp(h.since_ns)),
+        pending_commits,
+        pending_bytes,
+        failures: h.failures,
+        reopens: h.reopens,
+        integrity: h.integrity,
+        ids_left: st.store.ids_left(),
     }
 }
 
@@ -197,14 +262,18 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
-        super::analysis::list_incidents(&self.state, request.get_ref()).map(Response::new)
+        super::analysis::list_incidents(&self.state, request.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn get_incident(
         &self,
         request: Request<pb::GetIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        super::analysis::get_incident(&self.state, request.get_ref()).map(Response::new)
+        super::analysis::get_incident(&self.state, request.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn stream_incidents(
@@ -212,6 +281,7 @@ impl FlightRecorder for Service {
         request: Request<pb::StreamIncidentsRequest>,
     ) -> Result<Response<Self::StreamIncidentsStream>, Status> {
         super::analysis::stream_incidents(self.state.clone(), request.get_ref(), self.stop.clone())
+            .await
             .map(Response::new)
     }
 
@@ -229,15 +299,24 @@ impl FlightRecorder for Service {
         } else {
             req.reason.as_str()
         };
+        // A snapshot that could not be kept is refused now, never handed
+        // out as an id that would vanish.
+        let committer = self.state.committer.clone();
+        if !committer.can_accept(0) {
+            return Err(Status::resource_exhausted(
+                committer.refusal("a new snapshot".into()).to_string(),
+            ));
+        }
         let info = {
             let mut buffers = lock(&self.state.buffers);
             let info = lock(&self.state.snapshots)
                 .freeze(scope, reason, now, &buffers, 0)
-                .map_err(internal)?;
+                .map_err(store_status)?;
             // The new snapshot's memory is charged: the buffers make room.
             buffers.enforce_budget();
             info
         };
+        crate::recorder::commit::mark_open(&committer, &info);
         Ok(Response::new(info))
     }
 
@@ -245,9 +324,19 @@ impl FlightRecorder for Service {
         &self,
         _request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let snaps = lock(&self.state.snapshots);
-        let mut snapshots = snaps.store().list().map_err(internal)?;
-        snapshots.extend(snaps.open_infos());
+        // Open and pending ones first: a snapshot moving on meanwhile is
+        // then listed twice rather than missed (duplicates dropped below).
+        let (open, pending) = {
+            let snaps = lock(&self.state.snapshots);
+            (snaps.open_infos(), snaps.committer().pending_infos())
+        };
+        let state = self.state.clone();
+        let mut snapshots = blocking(move || state.store.list().map_err(store_status)).await?;
+        let stored: std::collections::HashSet<u64> = snapshots.iter().map(|i| i.id).collect();
+        snapshots.extend(pending.into_iter().filter(|i| !stored.contains(&i.id)));
+        snapshots.extend(open.into_iter().filter(|i| !stored.contains(&i.id)));
+        let mut seen = std::collections::HashSet::new();
+        snapshots.retain(|i| seen.insert(i.id));
         Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
     }
 
@@ -265,7 +354,7 @@ impl FlightRecorder for Service {
             &req.cursor,
             req.limit,
         )?;
-        let snap = self.snapshot(req.id)?;
+        let snap = self.snapshot(req.id).await?;
         let item = |i: G| Ok(pb::GetSnapshotResponse { item: Some(i) });
         let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
         if req.cursor.is_empty() {
@@ -297,12 +386,16 @@ impl FlightRecorder for Service {
                 req.format
             )));
         }
-        let snap = self.snapshot(req.id)?;
-        let data = if req.format == "csv" {
-            super::export::csv(&snap).map_err(internal)?
-        } else {
-            super::export::jsonl(&snap)
-        };
+        let snap = self.snapshot(req.id).await?;
+        let csv = req.format == "csv";
+        let data = blocking(move || {
+            if csv {
+                super::export::csv(&snap).map_err(internal)
+            } else {
+                Ok(super::export::jsonl(&snap))
+            }
+        })
+        .await?;
         let chunks: Vec<Result<pb::ExportChunk, Status>> = data
             .chunks(64 * 1024)
             .map(|c| Ok(pb::ExportChunk { data: c.to_vec() }))
@@ -476,6 +569,7 @@ impl FlightRecorder for Service {
             pipeline_slow_steps: st.counters.pipeline_slow_steps.load(Relaxed),
             pipeline_max_blocked_us: st.counters.pipeline_max_blocked_us.load(Relaxed),
             open_snapshot_bytes,
+            storage: Some(storage_stats(st)),
         }))
     }
 }

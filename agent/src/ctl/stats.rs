@@ -48,6 +48,12 @@ fn stats_json(s: &pb::Stats) -> Value {
             "runtime": c.runtime, "running": c.running, "tombstones": c.tombstones,
             "with_metadata": c.with_metadata,
         })),
+        "storage": s.storage.as_ref().map(|st| json!({
+            "state": st.state, "last_error": st.last_error, "since": time_text(st.since.as_ref()),
+            "pending_commits": st.pending_commits, "pending_bytes": st.pending_bytes,
+            "failures": st.failures, "reopens": st.reopens, "integrity": st.integrity,
+            "ids_left": st.ids_left,
+        })),
         "started": time_text(s.started.as_ref()),
         "ring_buffer_bytes": s.ring_buffer_bytes,
         "scopes": s.scopes.iter().map(|sc| {
@@ -102,6 +108,21 @@ fn stats_table(s: &pb::Stats) -> String {
         "models             {} ({} learning), {} items; {} open incidents, next serial {}\n",
         a.models, a.learning, a.items, a.open_incidents, a.next_serial
     );
+    if let Some(st) = &s.storage {
+        t += &format!(
+            "storage            {} since {}; {} writes ({} bytes) pending; {} failures, {} reopens; integrity at open: {}\n",
+            st.state,
+            time_text(st.since.as_ref()),
+            st.pending_commits,
+            st.pending_bytes,
+            st.failures,
+            st.reopens,
+            st.integrity
+        );
+        if !st.last_error.is_empty() {
+            t += &format!("  last error       {:?}\n", st.last_error);
+        }
+    }
     t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
     t += &format!("agent started      {}\n", time_text(s.started.as_ref()));
     t

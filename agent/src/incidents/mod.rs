@@ -254,6 +254,11 @@ impl Incidents {
         Some(inc)
     }
 
+    /// The open incidents, in no order.
+    pub fn all(&self) -> impl Iterator<Item = &Incident> {
+        self.open.values()
+    }
+
     pub fn get(&self, serial: u64) -> Option<&Incident> {
         self.open.values().find(|i| i.serial == serial)
     }

@@ -79,8 +79,9 @@ struct Queue {
     /// The job being written: (snapshot id, bytes).
     in_flight: Option<Option<u64>>,
     stop: bool,
-    /// Snapshots closed but not yet submitted (a few µs): already pending.
-    announced: Vec<u64>,
+    /// Summaries of the snapshots closed and not yet stored (announced by
+    /// [`Committer::announce`]), for listing.
+    infos: std::collections::BTreeMap<u64, pb::SnapshotInfo>,
     /// Snapshots committed and writes done since start.
     committed: u64,
 }
@@ -175,13 +176,16 @@ impl Committer {
 
     fn push(&self, job: Job, what: impl FnOnce() -> String) -> Result<(), CommitError> {
         let mut q = self.inner.lock();
-        if let Some(id) = job.id {
-            q.announced.retain(|&a| a != id);
-        }
         if q.stop {
+            if let Some(id) = job.id {
+                q.infos.remove(&id);
+            }
             return Err(CommitError::Stopped { what: what() });
         }
         if !self.room(&q, job.bytes, self.inner.queue_bytes) {
+            if let Some(id) = job.id {
+                q.infos.remove(&id);
+            }
             return Err(self.full(&q, what()));
         }
         q.bytes += job.bytes;
@@ -262,14 +266,21 @@ impl Committer {
     pub fn is_pending(&self, id: u64) -> bool {
         let q = self.inner.lock();
         q.in_flight == Some(Some(id))
-            || q.announced.contains(&id)
+            || q.infos.contains_key(&id)
             || q.jobs.iter().any(|j| j.id == Some(id))
     }
 
-    /// Snapshot `id` was closed and is about to be submitted: it is pending
-    /// from now on (until submitted or refused).
-    pub fn announce(&self, id: u64) {
-        self.inner.lock().announced.push(id);
+    /// A snapshot was closed and is about to be submitted: it is pending
+    /// (and listed with `info`) from now on, until stored or refused.
+    /// Listed as open: it cannot be read before it is stored.
+    pub fn announce(&self, mut info: pb::SnapshotInfo) {
+        info.open = true;
+        self.inner.lock().infos.insert(info.id, info);
+    }
+
+    /// Summaries of the announced snapshots not stored yet, by id.
+    pub fn pending_infos(&self) -> Vec<pb::SnapshotInfo> {
+        self.inner.lock().infos.values().cloned().collect()
     }
 
     /// Jobs done since start.
@@ -315,6 +326,19 @@ impl Committer {
         if let Some(t) = t {
             let _ = t.join();
         }
+    }
+}
+
+/// Queues the mark that snapshot `info` is open (see
+/// [`Store::mark_open`]); call right after freezing. Not kept when the
+/// queue is full: the snapshot is then simply absent after a crash (its id
+/// is never reused).
+pub fn mark_open(committer: &Committer, info: &pb::SnapshotInfo) {
+    let info = info.clone();
+    let id = info.id;
+    let write = Box::new(move |s: &Store| s.mark_open(&info));
+    if let Err(err) = committer.submit_write("an open snapshot's mark", 256, write) {
+        tracing::warn!(%err, id, "open snapshot not marked");
     }
 }
 
@@ -423,6 +447,8 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
 fn run(inner: &Inner) {
     let store = &inner.store;
     let mut backoff = BACKOFF_MIN;
+    // Reopened right after the last failure: no need to again.
+    let mut fresh = false;
     loop {
         let mut job = match next(inner) {
             Next::Stop => return,
@@ -431,9 +457,10 @@ fn run(inner: &Inner) {
         };
         let mut res = Ok(());
         // A store that failed is reopened before it is written to again.
-        if !store.health().ok || store.reopen_wanted() {
+        if (!store.health().ok && !fresh) || store.reopen_wanted() {
             res = store.reopen();
         }
+        fresh = false;
         // Leases first: freezing depends on them.
         if res.is_ok() {
             res = guarded("the id leases", || store.renew_leases(false)).map(|_| ());
@@ -454,6 +481,9 @@ fn run(inner: &Inner) {
                 if let Some(j) = job {
                     q.bytes = q.bytes.saturating_sub(j.bytes);
                     q.committed += 1;
+                    if let Some(id) = j.id {
+                        q.infos.remove(&id);
+                    }
                 }
                 drop(q);
                 inner.done.notify_all();
@@ -465,6 +495,12 @@ fn run(inner: &Inner) {
                 }
                 drop(q);
                 inner.done.notify_all();
+                // At once, so reads work meanwhile (they need no space);
+                // the retry reopens again if this fails.
+                match store.reopen() {
+                    Ok(()) => fresh = true,
+                    Err(err) => tracing::warn!(%err, "reopening after a failed write"),
+                }
                 // Wait, unless stopping.
                 let deadline = Instant::now() + backoff;
                 let mut q = inner.lock();
@@ -482,5 +518,181 @@ fn run(inner: &Inner) {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::recorder::store::Retention;
+
+    /// A private tmpfs of `size`, unmounted on drop (even when the test
+    /// fails).
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(tag: &str, size: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("fdr-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mounting a tmpfs (root needed)");
+            Tmpfs(dir)
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// Writes a file until the filesystem is full.
+    fn fill(path: &std::path::Path) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(path).unwrap();
+        let chunk = vec![0x5au8; 16 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn snap(id: u64, payload: usize) -> pb::Snapshot {
+        pb::Snapshot {
+            info: Some(pb::SnapshotInfo {
+                id,
+                reason: "x".repeat(payload),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn poll(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_full_disk_keeps_work_queued_reopens_and_commits_it_when_space_returns() {
+        let fs = Tmpfs::mount("commit-enospc", "4m");
+        let store = Arc::new(
+            Store::open(
+                &fs.0.join("data"),
+                Retention {
+                    max_snapshots: 100,
+                    max_bytes: u64::MAX,
+                },
+            )
+            .unwrap(),
+        );
+        let c = Committer::spawn(store.clone(), 8 << 20);
+        c.submit(1, 1000, Box::new(|| snap(1, 1000))).unwrap();
+        poll("the first snapshot committed", || c.pending().0 == 0);
+        assert!(store.health().ok);
+
+        let filler = fs.0.join("filler");
+        fill(&filler);
+        for id in 2..=4 {
+            c.submit(id, 300 << 10, Box::new(move || snap(id, 300 << 10)))
+                .unwrap();
+        }
+        poll("the store failing", || !store.health().ok);
+        let h = store.health();
+        assert!(h.failures >= 1 && !h.last_error.is_empty(), "{h:?}");
+        assert!(c.pending().0 >= 1);
+        assert!(c.is_pending(4), "queued, not lost");
+        // Reads go on while the disk is full.
+        let listed = store.list();
+        eprintln!("list while full: {:?}", listed.as_ref().map(|l| l.len()));
+        eprintln!("reopen while full: {:?}", store.reopen());
+        // While failing, the queue holds at most its budget.
+        assert!(!c.can_accept(8 << 20));
+        let err = c
+            .submit(99, 8 << 20, Box::new(|| snap(99, 1)))
+            .expect_err("over the queue's budget while failing");
+        assert!(err.to_string().contains("snapshot 99"), "{err}");
+        assert!(!c.is_pending(99));
+        // Models and incidents go through the same queue.
+        let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = wrote.clone();
+        c.submit_write(
+            "test write",
+            100,
+            Box::new(move |s: &Store| {
+                s.probe()?;
+                w.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+        )
+        .unwrap();
+
+        std::fs::remove_file(&filler).unwrap();
+        poll("the queue committed", || c.pending() == (0, 0));
+        assert!(wrote.load(std::sync::atomic::Ordering::Relaxed));
+        let h = store.health();
+        assert!(h.ok, "{h:?}");
+        assert!(h.reopens >= 1, "{h:?}");
+        let ids: Vec<u64> = store.list().unwrap().iter().map(|i| i.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4], "in order, nothing lost");
+        assert_eq!(
+            store.get(3).unwrap().unwrap().info.unwrap().reason.len(),
+            300 << 10
+        );
+        c.shutdown(Duration::from_secs(5));
+        drop(c);
+        drop(store);
+    }
+
+    #[test]
+    fn the_committer_renews_the_id_lease_and_drains_at_shutdown() {
+        let d = std::env::temp_dir().join(format!("fdr-commit-lease-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let store = Arc::new(
+            Store::open(
+                &d,
+                Retention {
+                    max_snapshots: 1000,
+                    max_bytes: u64::MAX,
+                },
+            )
+            .unwrap(),
+        );
+        let c = Committer::spawn(store.clone(), 1 << 20);
+        let mut ids = Vec::new();
+        for _ in 0..300 {
+            let id = loop {
+                match store.next_id() {
+                    Ok(id) => break id,
+                    // The committer renews within a tick or two.
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            };
+            ids.push(id);
+            c.submit(id, 10, Box::new(move || snap(id, 10))).unwrap();
+        }
+        c.shutdown(Duration::from_secs(30));
+        assert_eq!(c.pending(), (0, 0));
+        assert_eq!(store.count().unwrap(), 300);
+        assert_eq!(ids, (1..=300).collect::<Vec<_>>());
+        assert!(
+            c.submit(1000, 1, Box::new(|| snap(1000, 1))).is_err(),
+            "stopped"
+        );
+        drop(c);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

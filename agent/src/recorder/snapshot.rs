@@ -386,9 +386,10 @@ impl Snapshots {
             } else {
                 kept as f64 / (kept + lost) as f64
             };
-            self.committer.announce(o.info.id);
+            self.committer.announce(o.info.clone());
             out.push(Closing {
                 scope: o.scope,
+                bytes: o.bytes,
                 events: o.events,
                 gaps: o.gaps,
                 info: o.info,
@@ -478,6 +479,8 @@ fn gap(l: &KindLoss, cause: &str, host_wide: bool) -> pb::Gap {
 /// committer with everything its conversion needs.
 pub struct Closing {
     scope: Scope,
+    /// What the open snapshot was charged for its events.
+    bytes: usize,
     events: Vec<Arc<Event>>,
     gaps: Vec<pb::Gap>,
     info: pb::SnapshotInfo,
@@ -536,9 +539,7 @@ impl Closing {
 
     /// Memory the snapshot holds until it is stored, roughly.
     pub fn approx_bytes(&self) -> usize {
-        self.events.iter().map(|e| e.approx_bytes()).sum::<usize>()
-            + self.known.len() * std::mem::size_of::<ProcEntry>()
-            + 1024
+        self.bytes + self.known.len() * std::mem::size_of::<ProcEntry>() + 1024
     }
 
     /// Hands the snapshot to the committer: conversion and writing happen
@@ -728,6 +729,7 @@ mod tests {
             snaps.close(3_000, &procs, &Enrich::BARE, true).unwrap(),
             vec![info.id]
         );
+        snaps.committer().drain(std::time::Duration::from_secs(10));
         let stored = snaps.store().get(info.id).unwrap().expect("committed");
         assert_eq!(stored.events.len(), 1);
         assert_eq!(stored.events[0].seq, 1);

@@ -36,6 +36,9 @@ const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots")
 /// id → encoded `SnapshotInfo` with `bytes` filled in.
 const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot_index");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// id → encoded `SnapshotInfo` of a snapshot frozen and not yet committed:
+/// one left at open belonged to an agent that died with it open.
+const OPEN_MARKS: TableDefinition<u64, &[u8]> = TableDefinition::new("open_snapshots");
 const NEXT_ID: &str = "next_snapshot_id";
 /// Snapshot ids below it may have been handed out.
 const ID_LEASE: &str = "snapshot_id_lease";
@@ -141,6 +144,8 @@ pub struct Store {
     health: Mutex<StorageHealth>,
     /// A read hit a panic or a latched I/O error: the committer reopens.
     reopen_wanted: AtomicBool,
+    /// One reopen at a time.
+    reopening: Mutex<()>,
 }
 
 /// The text of a caught panic.
@@ -192,6 +197,20 @@ impl Store {
             }
         };
         tracing::info!(result = %integrity, ms = t.elapsed().as_millis() as u64, "snapshot database integrity checked");
+        if integrity != "ok" {
+            // A failed check discards redb's allocator state: open again
+            // (which repairs what it can).
+            drop(db);
+            db = match std::panic::catch_unwind(AssertUnwindSafe(|| open_db(&path))) {
+                Ok(r) => r?,
+                Err(p) => {
+                    return Err(StoreError::Corrupt {
+                        what: path.display().to_string(),
+                        detail: panic_text(p),
+                    })
+                }
+            };
+        }
         let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db)));
         let (next, serial) = match guarded {
             Ok(r) => r?,
@@ -221,19 +240,22 @@ impl Store {
                 ..StorageHealth::default()
             }),
             reopen_wanted: AtomicBool::new(false),
+            reopening: Mutex::new(()),
         };
         // The first ids are reserved before any is handed out.
         store.renew_leases(true)?;
         Ok(store)
     }
 
-    /// The database for one operation; an error while it is being reopened.
+    /// The database for one operation: waits for a reopen under way; an
+    /// error when the last reopen failed.
     fn handle(&self) -> Result<Arc<Database>, StoreError> {
-        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
-        match &*g {
-            Some(db) => Ok(db.clone()),
-            None => Err(StoreError::Unavailable(self.health().last_error)),
+        let cur = || self.db.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(db) = cur() {
+            return Ok(db);
         }
+        drop(self.reopening.lock().unwrap_or_else(|p| p.into_inner()));
+        cur().ok_or_else(|| StoreError::Unavailable(self.health().last_error))
     }
 
     /// Runs `f` on the database; a panic inside redb becomes an error
@@ -263,13 +285,24 @@ impl Store {
         }
     }
 
-    /// Reads through `f` (for the other tables: models, incidents).
+    /// Reads through `f` (for the other tables: models, incidents). A
+    /// database a failed write left unusable is reopened (reads need no
+    /// space) and the read tried once more.
     pub(crate) fn read<T>(
         &self,
-        what: impl FnOnce() -> String,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+        what: impl Fn() -> String,
+        f: impl Fn(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.guarded(what, f)
+        let before = Arc::as_ptr(&self.handle()?) as usize;
+        match self.guarded(&what, &f) {
+            Err(e) if latched(&e) || self.reopen_wanted() => {
+                if let Err(err) = self.reopen_if(before) {
+                    tracing::debug!(%err, "reopening for a read");
+                }
+                self.guarded(what, f)
+            }
+            r => r,
+        }
     }
 
     /// Writes through `f` (committer thread, startup).
@@ -362,6 +395,25 @@ impl Store {
         Ok(true)
     }
 
+    /// Notes that snapshot `info.id` is open (committer thread): if the
+    /// agent dies before committing it, the next start stores it as an
+    /// empty snapshot that says so.
+    pub fn mark_open(&self, info: &pb::SnapshotInfo) -> Result<(), StoreError> {
+        let bytes = info.encode_to_vec();
+        let id = info.id;
+        self.write(
+            || format!("the open mark of snapshot {id}"),
+            |db| {
+                let tx = db.begin_write().map_err(db_err)?;
+                tx.open_table(OPEN_MARKS)
+                    .map_err(db_err)?
+                    .insert(id, bytes.as_slice())
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)
+            },
+        )
+    }
+
     /// A small write that tells whether the disk takes writes again.
     pub fn probe(&self) -> Result<(), StoreError> {
         self.write(
@@ -410,6 +462,10 @@ impl Store {
             let mut index = tx.open_table(INDEX).map_err(db_err)?;
             t.insert(id, bytes).map_err(db_err)?;
             index.insert(id, info).map_err(db_err)?;
+            tx.open_table(OPEN_MARKS)
+                .map_err(db_err)?
+                .remove(id)
+                .map_err(db_err)?;
             let mut entries = Vec::new();
             for r in index.iter().map_err(db_err)? {
                 let (k, v) = r.map_err(db_err)?;
@@ -547,6 +603,26 @@ impl Store {
     /// refuses every operation until then. Waits (briefly) for readers
     /// still holding the old handle.
     pub fn reopen(&self) -> Result<(), StoreError> {
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        self.reopen_locked()
+    }
+
+    /// Reopens unless someone did since `seen` (an address) was the
+    /// handle.
+    fn reopen_if(&self, seen: usize) -> Result<(), StoreError> {
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        let same = match &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(cur) => Arc::as_ptr(cur) as usize == seen,
+            None => true,
+        };
+        if same {
+            self.reopen_locked()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn reopen_locked(&self) -> Result<(), StoreError> {
         let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut old) = old {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -624,12 +700,68 @@ fn init_tables(db: &Database) -> Result<(u64, u64), StoreError> {
             .last()
             .map_err(db_err)?
             .map_or(1, |(k, _)| k.value() + 1);
-        let ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        let mut ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        drop(snaps);
+        drop(index);
+        ids = ids.max(store_orphans(&tx)?);
         let serials = get(SERIAL_LEASE)?;
         (ids, serials)
     };
     tx.commit().map_err(db_err)?;
     Ok(next)
+}
+
+/// Stores the snapshots a previous agent left open (it died before their
+/// window closed) as empty snapshots whose gap says so, so that an
+/// incident pointing at one finds its reason. Returns the id after the
+/// highest.
+fn store_orphans(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut marks = tx.open_table(OPEN_MARKS).map_err(db_err)?;
+    let mut orphans = Vec::new();
+    for r in marks.iter().map_err(db_err)? {
+        let (k, v) = r.map_err(db_err)?;
+        orphans.push((k.value(), v.value().to_vec()));
+    }
+    let mut t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+    let mut index = tx.open_table(INDEX).map_err(db_err)?;
+    let mut after = 1;
+    for (id, bytes) in orphans {
+        marks.remove(id).map_err(db_err)?;
+        after = after.max(id + 1);
+        if t.get(id).map_err(db_err)?.is_some() {
+            continue;
+        }
+        let mut info = pb::SnapshotInfo::decode(bytes.as_slice()).unwrap_or_default();
+        info.id = id;
+        info.open = false;
+        info.event_count = 0;
+        info.completeness = 0.0;
+        let snap = pb::Snapshot {
+            gaps: vec![pb::Gap {
+                from: info.window_start,
+                to: info.window_end,
+                cause: "the agent stopped (killed or crashed) while this snapshot was open: \
+                        its events were never committed"
+                    .into(),
+                host_wide: true,
+                ..Default::default()
+            }],
+            info: Some(info.clone()),
+            ..Default::default()
+        };
+        let enc = snap.encode_to_vec();
+        info.bytes = enc.len() as u64;
+        t.insert(id, enc.as_slice()).map_err(db_err)?;
+        index
+            .insert(id, info.encode_to_vec().as_slice())
+            .map_err(db_err)?;
+        tracing::warn!(
+            id,
+            incident = info.incident,
+            "snapshot left open by a previous run stored as incomplete"
+        );
+    }
+    Ok(after)
 }
 
 pub(crate) fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -705,6 +837,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..100 {
+            store.renew_leases(false).unwrap(); // the committer's job
             let id = store.next_id().unwrap();
             assert!(store.put(&snap(id, 10)).unwrap().is_empty());
         }
@@ -714,6 +847,7 @@ mod tests {
         assert_eq!(store.count().unwrap(), 100);
         assert!(store.get(1).unwrap().is_none());
         assert_eq!(store.get(101).unwrap().unwrap().info.unwrap().id, 101);
+        let reserved = 102 + store.ids_left();
         drop(store);
         let store = Store::open(
             &d,
@@ -723,7 +857,11 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(store.next_id().unwrap(), 102, "ids survive a restart");
+        assert_eq!(
+            store.next_id().unwrap(),
+            reserved,
+            "ids survive a restart, above every id reserved"
+        );
         assert_eq!(store.list().unwrap().len(), 100);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -802,11 +940,16 @@ mod tests {
             store.put(&incident_snap(id, id * 10)).unwrap();
         }
         let before = store.list().unwrap();
-        {
-            let tx = store.database().begin_write().unwrap();
-            tx.delete_table(INDEX).unwrap();
-            tx.commit().unwrap();
-        }
+        store
+            .write(
+                || "test".into(),
+                |db| {
+                    let tx = db.begin_write().map_err(db_err)?;
+                    tx.delete_table(INDEX).map_err(db_err)?;
+                    tx.commit().map_err(db_err)
+                },
+            )
+            .unwrap();
         drop(store);
         let store = Store::open(&d, r).unwrap();
         let after = store.list().unwrap();
@@ -851,6 +994,173 @@ mod tests {
             std::fs::read(&f).unwrap(),
             b"this is not a database, but somebody's data"
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ids_are_reserved_before_they_are_handed_out() {
+        let d = dir("lease");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        // Handed out, never committed: the agent "crashes".
+        let handed: Vec<u64> = (0..10).map(|_| store.next_id().unwrap()).collect();
+        assert_eq!(handed, (1..=10).collect::<Vec<_>>());
+        drop(store);
+        let store = Store::open(&d, r).unwrap();
+        let next = store.next_id().unwrap();
+        assert!(
+            next > 10,
+            "an id handed out before the crash is not reused: {next}"
+        );
+        // Without renewal the lease runs out: an error, not a reused id.
+        let mut n = 1;
+        let err = loop {
+            match store.next_id() {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, ID_LEASE_SIZE, "the whole lease, then an error");
+        assert!(matches!(err, StoreError::NoIdReserved(_)), "{err}");
+        assert!(store.leases_low());
+        assert!(store.renew_leases(false).unwrap());
+        assert_eq!(store.next_id().unwrap(), next + ID_LEASE_SIZE);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn incident_serials_are_leased_too() {
+        let d = dir("serials");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let first = crate::incidents::persist::next_serial(&store).unwrap();
+        assert_eq!(first, 1);
+        // Serials 1..=5 handed out in memory, none stored: a crash.
+        store.note_serial(6);
+        drop(store);
+        let store = Store::open(&d, r).unwrap();
+        let next = crate::incidents::persist::next_serial(&store).unwrap();
+        assert!(
+            next > 5,
+            "serials handed out before the crash are not reused: {next}"
+        );
+        assert!(store.serial_lease() > next);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_page_is_an_error_naming_the_snapshot_never_a_panic() {
+        let d = dir("garbage");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 100,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        for id in 1..=40 {
+            store.put(&snap(id, 20_000)).unwrap();
+        }
+        drop(store);
+        let f = d.join("snapshots.redb");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let len = bytes.len();
+        // 4 KiB of garbage in the middle of the file, and more further on.
+        for at in [len / 2, len / 3, 2 * len / 3] {
+            let at = at & !4095;
+            for (i, b) in bytes[at..at + 4096].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+            }
+        }
+        std::fs::write(&f, &bytes).unwrap();
+        // Opening checks integrity (and reports it); a file it cannot
+        // repair may still refuse to open — an error, not a panic.
+        let store = match Store::open(&d, r) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("open: {err}");
+                assert!(
+                    err.to_string().contains("snapshots.redb")
+                        || err.to_string().contains("corrupt"),
+                    "{err}"
+                );
+                std::fs::remove_dir_all(&d).unwrap();
+                return;
+            }
+        };
+        let integrity = store.health().integrity;
+        assert!(!integrity.is_empty());
+        let mut errors = 0;
+        for id in 1..=40 {
+            match store.get(id) {
+                Ok(_) => {}
+                Err(err) => {
+                    errors += 1;
+                    assert!(err.to_string().contains(&format!("snapshot {id}")), "{err}");
+                }
+            }
+        }
+        let _ = store.list();
+        assert!(
+            errors > 0 || integrity != "ok",
+            "the garbage went unnoticed"
+        );
+        eprintln!("integrity at open: {integrity}; {errors} of 40 snapshots unreadable");
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_left_open_by_a_crash_is_stored_as_incomplete() {
+        let d = dir("orphan");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let id = store.next_id().unwrap();
+        let info = pb::SnapshotInfo {
+            id,
+            incident: 7,
+            open: true,
+            ..Default::default()
+        };
+        store.mark_open(&info).unwrap();
+        let done = store.next_id().unwrap();
+        store
+            .mark_open(&pb::SnapshotInfo {
+                id: done,
+                ..info.clone()
+            })
+            .unwrap();
+        store.put(&snap(done, 10)).unwrap();
+        drop(store); // killed before `id` committed
+        let store = Store::open(&d, r).unwrap();
+        let stub = store.get(id).unwrap().expect("stored as incomplete");
+        let i = stub.info.unwrap();
+        assert_eq!((i.id, i.incident, i.open, i.event_count), (id, 7, false, 0));
+        assert!(
+            stub.gaps[0].cause.contains("agent stopped"),
+            "{:?}",
+            stub.gaps
+        );
+        assert_eq!(
+            store.get(done).unwrap().unwrap().info.unwrap().reason.len(),
+            10
+        );
+        assert!(store.next_id().unwrap() > done);
+        assert_eq!(store.list().unwrap().len(), 2);
+        drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
