@@ -557,7 +557,9 @@ pub async fn run(
                 step = (woke(), "poll");
                 rec.drain(critical.get_mut(), events.get_mut());
             }
-            _ = std::future::ready(()), if rec.more => {
+            // Through the scheduler: a task that never waits would keep
+            // every task queued behind it on this worker (API calls) waiting.
+            _ = tokio::task::yield_now(), if rec.more => {
                 step = (woke(), "more");
                 rec.drain(critical.get_mut(), events.get_mut());
             }

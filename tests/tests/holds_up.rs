@@ -307,6 +307,13 @@ async fn the_recorder_holds_up_under_a_flood() {
                         .expect("GetStats")
                         .into_inner();
                     lat.push(t.elapsed());
+                    if t.elapsed() > Duration::from_millis(500) {
+                        eprintln!(
+                            "slow GetStats: {:?} at t={:?}",
+                            t.elapsed(),
+                            t.duration_since(begun)
+                        );
+                    }
                     if lat.len() % 200 == 1 {
                         let seen: u64 = st.kinds.iter().map(|k| k.seen).sum();
                         let drops: u64 = st.kinds.iter().map(|k| k.kernel_drops).sum();
