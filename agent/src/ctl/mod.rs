@@ -8,6 +8,7 @@ use crate::event::EventKind;
 
 mod containers;
 mod detail;
+pub mod escape;
 mod events;
 mod incident_show;
 mod incidents;
@@ -18,6 +19,7 @@ mod stats;
 
 pub use containers::{containers, ContainersArgs};
 pub use detail::detail_text;
+pub use escape::{escape, escape_bytes};
 pub use events::{
     ancestry_text, container_json, event_json, events, severity_name, table_row, EventsArgs,
 };
@@ -87,21 +89,10 @@ fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Arguments quoted where a shell would need it, so the line reads back.
+/// Arguments quoted where a shell would need it, so the line reads back
+/// (and escaped: see [`escape::shell_word`]).
 fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    escape::shell_words_raw(argv, &[])
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
