@@ -30,6 +30,8 @@ fn file_names() -> Vec<Vec<u8>> {
         format!("nl-\n{FORGED}").into_bytes(),
         b"esc-\x1b[31mred\x1b[0m".to_vec(),
         b"cr-\rbel-\x07".to_vec(),
+        // A C1 control (CSI) and a right-to-left override.
+        "c1-\u{9b}2J-bidi-\u{202e}txt.exe".as_bytes().to_vec(),
         b"b-\xff\xfe".to_vec(),
         b"b-\xfe\xff".to_vec(),
         // Spelled with backslashes: must not look like the bytes above.
@@ -190,6 +192,7 @@ fn check_table(text: &str, events: usize, what: &str) {
         r"/nl-\n2026-01-01T00:00:00.000Z exec",
         r"/esc-\x1b[31mred\x1b[0m",
         r"/cr-\rbel-\x07",
+        r"/c1-\xc2\x9b2J-bidi-\xe2\x80\xaetxt.exe",
         r"/b-\xff\xfe",
         r"/b-\xfe\xff",
         r"/b-\\xff\\xfe",

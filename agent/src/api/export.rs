@@ -124,7 +124,7 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
 pub fn jsonl(snap: &pb::Snapshot) -> Vec<u8> {
     let mut out = Vec::new();
     for ev in &snap.events {
-        out.extend_from_slice(ctl::event_json(ev).to_string().as_bytes());
+        out.extend_from_slice(ctl::escape::json(&ctl::event_json(ev)).as_bytes());
         out.push(b'\n');
     }
     out

@@ -27,7 +27,7 @@ pub async fn containers(
         .containers;
     let text = if args.json {
         list.iter()
-            .map(|k| known_json(k).to_string() + "\n")
+            .map(|k| super::escape::json(&known_json(k)) + "\n")
             .collect::<String>()
     } else {
         containers_table(&list)

@@ -71,6 +71,30 @@ pub fn escape_bytes(b: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text made safe for a terminal too: the characters JSON leaves
+/// as they are but [`escape`] would not (DEL, C1 and bidirectional
+/// controls, line separators) written `\uXXXX` — the same JSON value.
+pub fn json_safe(text: String) -> String {
+    let unsafe_char = |c: char| c == '\x7f' || (is_control(c) && !c.is_ascii_control());
+    if !text.chars().any(unsafe_char) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A JSON value as one line of [`json_safe`] text.
+pub fn json(v: &serde_json::Value) -> String {
+    json_safe(v.to_string())
+}
+
 /// A name as the API sends it: its text, and its exact bytes (`*_raw`)
 /// when they are not UTF-8 (then the bytes are what is shown).
 pub fn name<'a>(text: &'a str, raw: &'a [u8]) -> Cow<'a, str> {
@@ -152,6 +176,15 @@ mod tests {
         assert_eq!(escape_bytes(b"\\\xff\n"), r"\\\xff\n");
         assert_eq!(name("/tmp/b-\\xff", b"/tmp/b-\xff"), r"/tmp/b-\xff");
         assert_eq!(name("/tmp/b-\\xff", b""), r"/tmp/b-\\xff");
+    }
+
+    #[test]
+    fn json_stays_the_same_value_without_raw_controls() {
+        let v = serde_json::json!({ "p": "a\u{9b}2J\u{202e}\x7f\n\x1b" });
+        let text = json(&v);
+        assert_eq!(text, r#"{"p":"a\u009b2J\u202e\u007f\n\u001b"}"#);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
+        assert!(!text.chars().any(is_control));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{
     detail_text,
-    escape::{escape, name},
+    escape::{escape, json as json_line, name},
     kind_name, parse_kind, quiet_pipe, shell_words, time_text, Result,
 };
 use crate::{api::convert::kind_to_pb, client::Client, event::EventKind};
@@ -49,7 +49,7 @@ pub async fn events(client: &mut Client, args: &EventsArgs, out: &mut impl Write
     }
     while let Some(msg) = stream.message().await? {
         let line = match msg.item {
-            Some(Item::Event(ev)) if args.json => event_json(&ev).to_string(),
+            Some(Item::Event(ev)) if args.json => json_line(&event_json(&ev)),
             Some(Item::Event(ev)) if args.ancestry => {
                 let mut row = table_row(&ev);
                 row.push_str(&ancestry_text(&ev));
@@ -81,7 +81,7 @@ pub(super) fn print_events<'a>(
     }
     for ev in events {
         let line = if json {
-            event_json(ev).to_string()
+            json_line(&event_json(ev))
         } else {
             table_row(ev)
         };

@@ -28,7 +28,7 @@ pub(super) async fn show(
     let i = client.get_incident(req).await?.into_inner();
     let timeline = timeline(client, i.snapshot_id).await?;
     let text = if json {
-        show_json(&i, &timeline).to_string() + "\n"
+        super::escape::json(&show_json(&i, &timeline)) + "\n"
     } else {
         show_text(&i, &timeline)
     };

@@ -157,7 +157,7 @@ fn incident_row(i: &pb::Incident) -> String {
 
 fn incident_line(i: &pb::Incident, json: bool) -> String {
     if json {
-        incident_json(i).to_string()
+        super::escape::json(&incident_json(i))
     } else {
         incident_row(i)
     }

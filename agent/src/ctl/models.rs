@@ -46,7 +46,7 @@ pub async fn model(client: &mut Client, cmd: &ModelCmd, out: &mut impl Write) ->
             if *json {
                 list.models
                     .iter()
-                    .map(|m| summary_json(m).to_string() + "\n")
+                    .map(|m| super::escape::json(&summary_json(m)) + "\n")
                     .collect()
             } else {
                 models_table(&list.models)
@@ -147,12 +147,12 @@ fn model_json_text(m: &pb::Model) -> String {
         .map(|(name, items)| (name.to_owned(), json!(items)))
         .collect();
     v["sections"] = Value::Object(sections);
-    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    super::escape::json_safe(serde_json::to_string_pretty(&v).unwrap_or_default()) + "\n"
 }
 
 /// A JSON string: double-quoted, escaped, and valid YAML.
 fn quoted(s: &str) -> String {
-    Value::from(s).to_string()
+    super::escape::json(&Value::from(s))
 }
 
 /// `s` as a YAML scalar: plain when it cannot be read as anything but this

@@ -118,7 +118,7 @@ pub(super) async fn fetch_snapshot(
 fn snapshot_header(s: &SnapshotPages, json: bool) -> Vec<String> {
     let info = s.info.iter();
     if json {
-        return info.map(|i| info_json(i).to_string()).collect();
+        return info.map(|i| super::escape::json(&info_json(i))).collect();
     }
     let gaps = s.gaps.iter().map(gap_line);
     let processes = s.processes.iter().map(|p| {
@@ -168,7 +168,7 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
                 .into_inner();
             if *json {
                 for i in &list.snapshots {
-                    quiet_pipe(writeln!(out, "{}", info_json(i)))?;
+                    quiet_pipe(writeln!(out, "{}", super::escape::json(&info_json(i))))?;
                 }
             } else {
                 quiet_pipe(writeln!(

@@ -18,7 +18,7 @@ pub struct StatsArgs {
 pub async fn stats(client: &mut Client, args: &StatsArgs, out: &mut impl Write) -> Result<()> {
     let s = client.get_stats(pb::GetStatsRequest {}).await?.into_inner();
     let text = if args.json {
-        stats_json(&s).to_string() + "\n"
+        super::escape::json(&stats_json(&s)) + "\n"
     } else {
         stats_table(&s)
     };
