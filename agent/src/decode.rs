@@ -655,6 +655,92 @@ mod tests {
         }
     }
 
+    /// A file record: `paths` are (tail, walked components leaf first,
+    /// flags) for path and path2.
+    fn file_record(kind: EventKind, paths: [(&[u8], &[u8], u16); 2]) -> Vec<u8> {
+        let mut refs = [PathRef {
+            tail_len: 0,
+            walk_len: 0,
+            walk_off: 0,
+            flags: 0,
+        }; 2];
+        let mut var = vec![0u8; 2 * PATH_AREA];
+        for (i, (tail, walked, fl)) in paths.into_iter().enumerate() {
+            let area = &mut var[i * PATH_AREA..];
+            area[..tail.len()].copy_from_slice(tail);
+            let off = PATH_MAX;
+            area[off..off + walked.len()].copy_from_slice(walked);
+            refs[i] = PathRef {
+                tail_len: tail.len() as u16,
+                walk_len: walked.len() as u16,
+                walk_off: off as u16,
+                flags: fl,
+            };
+        }
+        let fixed = FileFixed {
+            header: EventHeader {
+                kind: kind as u16,
+                flags: 0,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            task: task(),
+            syscall_nr: 0,
+            flags: 0,
+            mode: 0,
+            new_mode: 0,
+            old_mode: 0,
+            _pad2: 0,
+            uid: 0,
+            gid: 0,
+            dev: 0,
+            _pad: 0,
+            ino: 0,
+            size: 0,
+            path: refs[0],
+            path2: refs[1],
+        };
+        let mut bytes = as_bytes(&fixed);
+        bytes.extend_from_slice(&var);
+        bytes
+    }
+
+    #[test]
+    fn file_paths_are_decoded_exactly() {
+        let file = |rec: Vec<u8>| match decode(&rec).unwrap().detail {
+            Detail::File { file, .. } => file,
+            other => panic!("{other:?}"),
+        };
+        // A relative name in a walked directory, both not UTF-8.
+        let f = file(file_record(
+            EventKind::FileRename,
+            [
+                (b"./b-\xff\xfe", b"d\xe9\0tmp\0", 0),
+                (b"/tmp/ok/../x", b"", PathRef::TAIL_ONLY),
+            ],
+        ));
+        assert_eq!(f.path, r"/tmp/d\xe9/b-\xff\xfe");
+        assert_eq!(lossless_bytes(&f.path), b"/tmp/d\xe9/b-\xff\xfe");
+        assert_eq!(f.path2.as_deref(), Some("/tmp/x"));
+        assert_eq!(f.not_utf8, NotUtf8::PATH);
+        // The other order of the same bytes is another name.
+        let g = file(file_record(
+            EventKind::FileWrite,
+            [(b"b-\xfe\xff", b"tmp\0", 0), (b"", b"", 0)],
+        ));
+        assert_eq!(g.path, r"/tmp/b-\xfe\xff");
+        assert!(g.not_utf8.contains(NotUtf8::PATH) && g.path2.is_none());
+        // Valid UTF-8 with control characters: kept as is, no flag.
+        let h = file(file_record(
+            EventKind::FileWrite,
+            [(b"a\nb\x1b\\x", b"tmp\0", 0), (b"", b"", 0)],
+        ));
+        assert_eq!(
+            (h.path.as_str(), h.not_utf8),
+            ("/tmp/a\nb\x1b\\x", NotUtf8::NONE)
+        );
+    }
+
     #[test]
     fn comm_keeps_its_bytes() {
         let a = crate::event::Comm::from_kernel(b"b-\xff\xfe\0\0");

@@ -59,6 +59,8 @@ impl From<tonic::Status> for CtlError {
             message.push_str(&format!(": {e}"));
             cause = e.source();
         }
+        // Escaped: the agent may quote what it was sent (a name, a key).
+        let message = escape::escape(&message).into_owned();
         CtlError::Rpc {
             code: s.code(),
             message,
@@ -156,6 +158,8 @@ mod tests {
     fn status_becomes_message_and_code() {
         let e = CtlError::from(tonic::Status::not_found("no incident #5"));
         assert_eq!(e.to_string(), "no incident #5 [NotFound]");
+        let e = CtlError::from(tonic::Status::not_found("no model \"a\nb\x1b[2J\""));
+        assert_eq!(e.to_string(), r#"no model "a\nb\x1b[2J" [NotFound]"#);
         let e = CtlError::from(tonic::Status::unimplemented(""));
         assert_eq!(
             e.to_string(),
