@@ -266,6 +266,25 @@ no snapshot: no timeline
     }
 
     #[test]
+    fn hostile_text_cannot_add_lines() {
+        let mut i = backdoor();
+        i.summary = "x\nincident #1: low fake".into();
+        i.audits[0].message = "m\r\x1b[2Jfake".into();
+        i.audits[0].process.as_mut().unwrap().exe = "/tmp/a\nb".into();
+        i.account.as_mut().unwrap().files = vec!["/etc/x\ny".into()];
+        let text = show_text(&i, &Timeline::NoSnapshot);
+        let clean = show_text(&backdoor(), &Timeline::NoSnapshot);
+        assert_eq!(text.lines().count(), clean.lines().count(), "{text}");
+        assert!(!text.contains(['\r', '\x1b']), "{text:?}");
+        assert!(
+            text.contains(r"summary     x\nincident #1: low fake"),
+            "{text}"
+        );
+        assert!(text.contains(r"m\r\x1b[2Jfake"), "{text}");
+        assert!(text.contains(r"pid 4242 /tmp/a\nb useradd"), "{text}");
+    }
+
+    #[test]
     fn show_says_when_the_snapshot_is_open_or_gone() {
         let mut i = backdoor();
         i.audit_count = 300;
