@@ -59,6 +59,8 @@ pub struct Running {
 /// Loads and attaches the probes, seeds the process table, starts the
 /// pipeline and the API. Must run inside a tokio runtime.
 pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, AgentError> {
+    // Out-of-bounds values would panic (or allocate without bound) later.
+    cfg.validate()?;
     let opts = ProbeOptions {
         ring_bytes: cfg.probes.ring_buffer_bytes,
         agent_tgid: match self_filter {

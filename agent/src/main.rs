@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use fdr_agent::{
     agent::{self, SelfFilter},
-    config::Config,
+    config::{Config, ConfigError},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -48,7 +48,24 @@ fn main() {
     }
     if let Err(err) = run(cli) {
         eprintln!("fdr-agent: {err:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&err));
+    }
+}
+
+/// 2 for a configuration the agent refuses (like a bad command line),
+/// 1 for any other failure.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    let config = err.chain().any(|e| {
+        e.downcast_ref::<ConfigError>().is_some()
+            || matches!(
+                e.downcast_ref::<agent::AgentError>(),
+                Some(agent::AgentError::Config(_))
+            )
+    });
+    if config {
+        2
+    } else {
+        1
     }
 }
 

@@ -81,6 +81,24 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
+/// How many characters of a user-supplied value an error message shows.
+pub const CLIP_CHARS: usize = 128;
+
+/// `s` for an error message: whole when short, else its first
+/// [`CLIP_CHARS`] characters, an ellipsis and its length, so that a huge
+/// argument is never echoed back (nor logged) whole.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    clip_to(s, CLIP_CHARS)
+}
+
+/// [`clip`] to `chars` characters.
+pub fn clip_to(s: &str, chars: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(chars) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len())),
+    }
+}
+
 /// Serves the API until `stop` becomes `true`; open streams end then too.
 pub async fn serve(
     unix: UnixListener,
