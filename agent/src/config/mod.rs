@@ -171,7 +171,7 @@ pub struct AttributionConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Unix socket of the gRPC API, created with mode 0600 (root only).
-    /// Default `/run/fdr/fdr.sock`; an absolute path. The agent refuses to
+    /// Default `/run/fdr/fdr.sock`; an absolute path of at most 100 bytes. The agent refuses to
     /// start when another agent answers on it, and never replaces a file
     /// that is not a socket.
     pub socket: PathBuf,

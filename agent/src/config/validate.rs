@@ -42,6 +42,7 @@ pub mod bounds {
     pub const SCAN_WINDOW: (Duration, Duration) = (SEC, DAY);
     pub const EXFIL_WINDOW: (Duration, Duration) = (SEC, DAY);
     pub const MAX_AUDITS_PER_INCIDENT: (u64, u64) = (1, 100_000);
+    pub const SOCKET_PATH_MAX: usize = 100;
     pub const STREAM_QUEUE: (u64, u64) = (1, 1 << 20);
     /// Patterns per capture list.
     pub const LIST_MAX: usize = 4096;
@@ -378,6 +379,19 @@ impl super::AnalysisConfig {
 impl ApiConfig {
     pub(super) fn validate_values(&self) -> Result<(), ConfigError> {
         path("api.socket", &self.socket)?;
+        // The kernel's limit is 107 bytes; binding goes through a slightly
+        // longer temporary name next to it.
+        let len = self.socket.as_os_str().len();
+        if len > bounds::SOCKET_PATH_MAX {
+            return Err(invalid(
+                "api.socket",
+                format!("{:?}", clip(&self.socket.to_string_lossy())),
+                format_args!(
+                    "must be at most {} bytes (a unix socket path), not {len}",
+                    bounds::SOCKET_PATH_MAX
+                ),
+            ));
+        }
         for (key, p) in [
             ("api.tcp_token_file", &self.tcp_token_file),
             ("api.tls_cert_file", &self.tls_cert_file),
