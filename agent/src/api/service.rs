@@ -472,6 +472,7 @@ impl FlightRecorder for Service {
                 live: procs.live,
                 exited: procs.exited,
                 pruned: procs.pruned,
+                reaped: procs.reaped,
             }),
             containers: Some(containers),
             analysis: Some(analysis),
