@@ -140,6 +140,7 @@ async fn forward_live(
 
 fn parse_scope(s: &str) -> Result<Scope, Status> {
     Scope::from_key(s).ok_or_else(|| {
+        let s = super::clip(s);
         Status::invalid_argument(format!("bad scope {s:?}: \"host\" or \"container:<id>\""))
     })
 }
@@ -306,7 +307,7 @@ impl FlightRecorder for Service {
         if req.format != "csv" && req.format != "jsonl" {
             return Err(Status::invalid_argument(format!(
                 "bad format {:?}: \"csv\" or \"jsonl\"",
-                req.format
+                super::clip(&req.format)
             )));
         }
         let snap = self.snapshot(req.id)?;
