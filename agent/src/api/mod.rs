@@ -1,6 +1,7 @@
 //! The gRPC API: a unix socket (mode 0600) always, TCP when configured.
 
 mod analysis;
+mod authority;
 pub mod convert;
 pub mod convert_models;
 pub mod export;
@@ -21,7 +22,7 @@ use std::{
 
 use fdr_proto::v1::flight_recorder_server::FlightRecorderServer;
 use tokio::{net::UnixListener, sync::watch};
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{wrappers::UnixListenerStream, StreamExt};
 use tonic::transport::Server;
 
 pub use service::Service;
@@ -400,7 +401,10 @@ pub async fn serve(
             state.clone(),
             stop.clone(),
         )))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), shutdown.clone().wait());
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(unix).map(|c| c.map(authority::FixAuthority::new)),
+            shutdown.clone().wait(),
+        );
     let Some(tcp) = tcp else {
         return Ok(unix_server.await?);
     };
