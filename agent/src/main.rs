@@ -107,12 +107,15 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
+        // Before the socket appears: a SIGTERM as soon as a client sees it
+        // still shuts down cleanly (and removes it).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut running = agent::start(&cfg, SelfFilter::ExcludeSelf).await?;
         eprintln!("fdr-agent: listening on {}", running.socket.display());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing SIGTERM handler")?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = int.recv() => tracing::info!("interrupted, shutting down"),
             _ = term.recv() => tracing::info!("terminated, shutting down"),
             res = running.wait_failure() => {
                 res?;
