@@ -516,7 +516,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_out_of_bounds_values_name_their_key() {
         Config::default().validate().expect("defaults are valid");
-        let cases: [(&str, fn(&mut Config)); 8] = [
+        type Tweak = fn(&mut Config);
+        let cases: [(&str, Tweak); 8] = [
             ("attribution.runtime_poll", |c| {
                 c.attribution.runtime_poll = std::time::Duration::ZERO
             }),
