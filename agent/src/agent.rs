@@ -53,6 +53,8 @@ pub struct Running {
     pub socket: PathBuf,
     /// The TCP listener's address, when there is one.
     pub tcp: Option<std::net::SocketAddr>,
+    /// The socket file, removed at shutdown if it is still ours.
+    unix_socket: api::UnixSocket,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), AgentError>>>,
 }
@@ -60,6 +62,8 @@ pub struct Running {
 /// Loads and attaches the probes, seeds the process table, starts the
 /// pipeline and the API. Must run inside a tokio runtime.
 pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, AgentError> {
+    // Out-of-bounds values would panic (or allocate without bound) later.
+    cfg.validate()?;
     let opts = ProbeOptions {
         ring_bytes: cfg.probes.ring_buffer_bytes,
         agent_tgid: match self_filter {
@@ -69,7 +73,10 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         kinds: cfg.capture.kinds().map_err(AgentError::Config)?,
         prefixes: crate::watch::prefixes(&cfg.capture, &cfg.recorder.data_dir),
     };
-    // The store first: a data directory we cannot use is a clear error
+    // The socket path first: a second agent on it stops here, before it
+    // touches the store or the kernel.
+    let socket_claim = api::claim_unix(&cfg.api.socket)?;
+    // The store next: a data directory we cannot use is a clear error
     // before any probe is loaded.
     let r = &cfg.recorder;
     let store = Store::open(
@@ -121,7 +128,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     probes.attach()?;
     // The API appears only now: a client that finds the socket can rely on
     // what it does next being recorded.
-    let unix = api::bind_unix(&cfg.api.socket)?;
+    let (unix, unix_socket) = socket_claim.bind()?;
     let tcp = api::bind_tcp(&cfg.api).await?;
     let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
@@ -185,6 +192,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         state,
         socket: cfg.api.socket.clone(),
         tcp: tcp_addr,
+        unix_socket,
         shutdown,
         tasks,
     })
@@ -200,7 +208,8 @@ impl Running {
         first_finished(&mut self.tasks).await
     }
 
-    /// Stops the API and the pipeline, detaches the probes, removes the socket.
+    /// Stops the API and the pipeline, detaches the probes, removes the socket
+    /// (if it is still ours) and releases its lock.
     pub async fn shutdown(self) -> Result<(), AgentError> {
         let _ = self.shutdown.send(true);
         let mut first_err = Ok(());
@@ -224,7 +233,8 @@ impl Running {
                 tracing::warn!(%err, "detaching probes");
             }
         }
-        let _ = std::fs::remove_file(&self.socket);
+        // Only our own socket: never a file someone put in its place.
+        self.unix_socket.remove();
         first_err
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use fdr_agent::{
     agent::{self, SelfFilter},
-    config::Config,
+    config::{Config, ConfigError},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -48,7 +48,24 @@ fn main() {
     }
     if let Err(err) = run(cli) {
         eprintln!("fdr-agent: {err:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&err));
+    }
+}
+
+/// 2 for a configuration the agent refuses (like a bad command line),
+/// 1 for any other failure.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    let config = err.chain().any(|e| {
+        e.downcast_ref::<ConfigError>().is_some()
+            || matches!(
+                e.downcast_ref::<agent::AgentError>(),
+                Some(agent::AgentError::Config(_))
+            )
+    });
+    if config {
+        2
+    } else {
+        1
     }
 }
 
@@ -90,12 +107,15 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
+        // Before the socket appears: a SIGTERM as soon as a client sees it
+        // still shuts down cleanly (and removes it).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut running = agent::start(&cfg, SelfFilter::ExcludeSelf).await?;
         eprintln!("fdr-agent: listening on {}", running.socket.display());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing SIGTERM handler")?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = int.recv() => tracing::info!("interrupted, shutting down"),
             _ = term.recv() => tracing::info!("terminated, shutting down"),
             res = running.wait_failure() => {
                 res?;

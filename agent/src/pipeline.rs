@@ -388,6 +388,7 @@ impl Recorder {
             counts.live,
             counts.exited,
             counts.pruned,
+            counts.reaped,
         ]) {
             c.store(v, Relaxed);
         }
@@ -395,6 +396,7 @@ impl Recorder {
             .flush_idle(now, ACCOUNT_IDLE.as_nanos() as u64, &mut self.derived);
         self.push_derived(&mut procs);
         drop(procs);
+        crate::proctable::sweep_dropped_exits(&state);
         self.publish();
         self.close_snapshots(false);
         self.analyzer

@@ -21,6 +21,10 @@ pub struct ProcEntry {
     pub image: Arc<Image>,
     /// Boot-time ns of the exit, when it has exited.
     pub exited_at: Option<u64>,
+    /// `CLOCK_MONOTONIC` ns the thread-group leader started at (the
+    /// kernel's `task_struct.start_time`); 0 when unknown. Tells a process
+    /// from a later one with its pid.
+    pub start_ns: u64,
 }
 
 impl ProcEntry {
@@ -41,6 +45,9 @@ pub struct ProcCounts {
     pub exited: u64,
     /// Removed after their grace period since the agent started.
     pub pruned: u64,
+    /// Marked exited because they were gone from `/proc` though their exit
+    /// record never arrived (lost to a full ring), since the agent started.
+    pub reaped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +57,8 @@ pub struct ProcessTable {
     exits: std::collections::VecDeque<(u32, u64)>,
     pruned: u64,
     unknown: Option<Arc<Image>>,
+    /// The sweep that finds processes whose exit record was lost.
+    sweep: Sweep,
 }
 
 impl ProcessTable {
@@ -104,6 +113,7 @@ impl ProcessTable {
                     comm: Comm::new(&r.comm),
                     image,
                     exited_at: None,
+                    start_ns: r.start_ns,
                 },
             );
         }
@@ -131,6 +141,7 @@ impl ProcessTable {
             live: self.procs.len() as u64 - exited,
             exited,
             pruned: self.pruned,
+            reaped: self.sweep.reaped,
         }
     }
 
@@ -173,8 +184,12 @@ impl ProcessTable {
                     comm: Comm::default(),
                     image: image.clone(),
                     exited_at: None,
+                    start_ns: t.start_ns,
                 });
                 entry.ppid = t.ppid;
+                if t.start_ns != 0 {
+                    entry.start_ns = t.start_ns;
+                }
                 entry.uid = t.uid;
                 entry.comm = t.comm;
                 entry.image = image.clone();
@@ -220,6 +235,7 @@ impl ProcessTable {
                 comm: t.comm,
                 image: image.clone(),
                 exited_at: None,
+                start_ns: t.start_ns,
             },
         );
         image
@@ -265,8 +281,215 @@ impl ProcessTable {
     }
 }
 
+/// How often a sweep looks for processes whose exit record was lost.
+const SWEEP_EVERY_NS: u64 = 2_000_000_000;
+/// Live processes checked against `/proc` per sweep (each an open and a
+/// read of `/proc/<pid>/stat` on a blocking thread): the whole table is
+/// covered in table size / this many sweeps.
+const SWEEP_BATCH: usize = 1024;
+/// How long a process found gone stays "live" before it is reaped: its
+/// exit record may still be in the ring, behind a backlog.
+const REAP_AFTER_NS: u64 = 5_000_000_000;
+/// Processes found gone and waiting for [`REAP_AFTER_NS`], at most.
+const MAX_SUSPECTS: usize = 1 << 16;
+/// Slack of the start-time comparison: `/proc` counts clock ticks.
+const START_SLACK_TICKS: u64 = 2;
+
+/// The state of the sweep that reaps processes whose exit was lost.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// Pids above this are checked next (round robin over the table).
+    cursor: u32,
+    /// Boot-time ns of the last sweep start.
+    last_ns: u64,
+    /// A batch is being checked on a blocking thread.
+    in_flight: bool,
+    /// (pid, start_ns, boot-time ns found gone), oldest first.
+    suspects: std::collections::VecDeque<(u32, u64, u64)>,
+    reaped: u64,
+}
+
+impl ProcessTable {
+    /// The next batch of up to `max` live processes (pid, start_ns) to
+    /// check, round robin by pid.
+    fn next_batch(&mut self, max: usize) -> Vec<(u32, u64)> {
+        let cursor = self.sweep.cursor;
+        let mut live: Vec<(u32, u64)> = self
+            .procs
+            .values()
+            .filter(|p| p.exited_at.is_none())
+            .map(|p| (p.pid, p.start_ns))
+            .collect();
+        // Those after the cursor first, then from the start (wrap around).
+        let key = |&(pid, _): &(u32, u64)| (pid <= cursor, pid);
+        if live.len() > max {
+            live.select_nth_unstable_by_key(max, key);
+            live.truncate(max);
+        }
+        live.sort_unstable_by_key(key);
+        self.sweep.cursor = match live.last() {
+            Some(&(pid, _)) if live.len() == max => pid,
+            _ => 0,
+        };
+        live
+    }
+
+    /// Notes processes a sweep found gone from `/proc` at `now_ns`.
+    fn note_gone(&mut self, gone: &[(u32, u64)], now_ns: u64) {
+        for &(pid, start) in gone {
+            if self.sweep.suspects.len() >= MAX_SUSPECTS {
+                break;
+            }
+            self.sweep.suspects.push_back((pid, start, now_ns));
+        }
+    }
+
+    /// Marks exited the processes found gone at least `after_ns` before
+    /// `now_ns` that are still live here, the same process (start time)
+    /// as the one checked: their exit record was lost. Returns how many.
+    fn reap_suspects(&mut self, now_ns: u64, after_ns: u64) -> usize {
+        let mut reaped = 0;
+        while let Some(&(pid, start, at)) = self.sweep.suspects.front() {
+            if now_ns.saturating_sub(at) < after_ns {
+                break;
+            }
+            self.sweep.suspects.pop_front();
+            if let Some(e) = self.procs.get_mut(&pid) {
+                if e.exited_at.is_none() && e.start_ns == start {
+                    e.exited_at = Some(now_ns);
+                    self.exits.push_back((pid, now_ns));
+                    reaped += 1;
+                }
+            }
+        }
+        self.sweep.reaped += reaped as u64;
+        reaped
+    }
+}
+
+/// Periodic, from the pipeline's housekeeping: reaps the processes whose
+/// exit record was lost (found gone from `/proc` a while ago and still
+/// "live" here), and starts checking the next batch against `/proc` on a
+/// blocking thread, without the table's lock held while it reads. Cheap
+/// when not due. Does nothing outside the initial pid namespace (the
+/// kernel's pids would not be ours to look up).
+pub fn sweep_dropped_exits(state: &Arc<crate::state::State>) {
+    if !host_pid_namespace() {
+        return;
+    }
+    let now = crate::clock::BootClock::boot_now_ns();
+    let batch = {
+        let mut procs = crate::state::lock(&state.procs);
+        if procs.sweep.in_flight || now.saturating_sub(procs.sweep.last_ns) < SWEEP_EVERY_NS {
+            return;
+        }
+        procs.sweep.last_ns = now;
+        let reaped = procs.reap_suspects(now, REAP_AFTER_NS);
+        if reaped > 0 {
+            tracing::debug!(reaped, "processes whose exit record was lost reaped");
+        }
+        procs.sweep.in_flight = true;
+        procs.next_batch(SWEEP_BATCH)
+    };
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let gone = gone_from_proc(Path::new("/proc"), &batch);
+        let mut procs = crate::state::lock(&state.procs);
+        procs.note_gone(&gone, crate::clock::BootClock::boot_now_ns());
+        procs.sweep.in_flight = false;
+    });
+}
+
+/// Those of `batch` (pid, start_ns) that no longer run: no
+/// `/proc/<pid>`, or one started at another time (the pid was reused).
+fn gone_from_proc(proc_root: &Path, batch: &[(u32, u64)]) -> Vec<(u32, u64)> {
+    let slack = START_SLACK_TICKS * tick_ns();
+    let offset = boot_minus_monotonic_ns();
+    batch
+        .iter()
+        .copied()
+        .filter(|&(pid, start)| match proc_start_boot_ns(proc_root, pid) {
+            Err(e) => {
+                e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+            }
+            // Unknown start (or unreadable stat): existence is all we know.
+            Ok(None) => false,
+            Ok(Some(_)) if start == 0 => false,
+            // The boot-time start is the monotonic one plus the time
+            // suspended before it started, at most the total so far.
+            Ok(Some(boot)) => {
+                boot.saturating_add(slack) < start
+                    || boot > start.saturating_add(offset).saturating_add(slack)
+            }
+        })
+        .collect()
+}
+
+/// The start of `pid` from `/proc/<pid>/stat` (field 22), in boot-time ns.
+fn proc_start_boot_ns(proc_root: &Path, pid: u32) -> std::io::Result<Option<u64>> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))?;
+    let Some(close) = stat.rfind(')') else {
+        return Ok(None);
+    };
+    let ticks = stat
+        .get(close + 1..)
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .and_then(|t| t.parse::<u64>().ok());
+    Ok(ticks.map(|t| t.saturating_mul(tick_ns())))
+}
+
+/// Nanoseconds per clock tick of `/proc` times.
+fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz)
+        .ok()
+        .filter(|&h| h > 0)
+        .map_or(10_000_000, |h| 1_000_000_000 / h)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and timespec pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Time spent suspended since boot (`CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`).
+fn boot_minus_monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC))
+}
+
+/// Whether this process and its `/proc` are in the initial pid namespace,
+/// where the kernel's pids are the ones `/proc` shows.
+fn host_pid_namespace() -> bool {
+    static HOST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        // PROC_PID_INIT_INO: the initial pid namespace's inode number.
+        const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+        let ns = std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino());
+        let own_proc = std::fs::read_link("/proc/self")
+            .is_ok_and(|p| p.to_str() == Some(&std::process::id().to_string()));
+        let host = ns.is_ok_and(|i| i == PROC_PID_INIT_INO) && own_proc;
+        if !host {
+            tracing::info!(
+                "not in the initial pid namespace: processes whose exit was lost are not reaped"
+            );
+        }
+        host
+    })
+}
+
 struct RawProc {
     ppid: u32,
+    /// Monotonic ns, estimated from `/proc/<pid>/stat`'s boot-time start.
+    start_ns: u64,
     uid: u32,
     comm: String,
     exe: Arc<str>,
@@ -282,6 +505,13 @@ fn read_proc(dir: &Path) -> Option<RawProc> {
     let mut rest = stat.get(close + 2..)?.split_whitespace();
     let _state = rest.next()?;
     let ppid = rest.next()?.parse().ok()?;
+    // Field 22 (the 20th after the comm); boot time → monotonic.
+    let start_ns = rest
+        .nth(17)
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(0, |ticks| {
+            (ticks.saturating_mul(tick_ns())).saturating_sub(boot_minus_monotonic_ns())
+        });
     let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
     let uid = status
         .lines()
@@ -295,6 +525,7 @@ fn read_proc(dir: &Path) -> Option<RawProc> {
         .unwrap_or_default();
     Some(RawProc {
         ppid,
+        start_ns,
         uid,
         comm,
         exe: Arc::from(exe),
@@ -325,6 +556,78 @@ mod tests {
             },
             detail,
         }
+    }
+
+    fn forked(t: &mut ProcessTable, pid: u32, start_ns: u64) {
+        let mut r = rec(pid, 1, 0, Detail::Fork { parent_tid: 1 });
+        r.task.start_ns = start_ns;
+        t.apply(&r);
+    }
+
+    #[test]
+    fn sweep_batches_go_round_robin_over_live_processes() {
+        let mut t = ProcessTable::default();
+        for pid in 1..=10 {
+            forked(&mut t, pid, 1000 + u64::from(pid));
+        }
+        t.apply(&rec(3, 1, 5, Detail::Exit { status: 0 }));
+        let pids = |b: Vec<(u32, u64)>| b.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        assert_eq!(pids(t.next_batch(4)), [1, 2, 4, 5]);
+        assert_eq!(pids(t.next_batch(4)), [6, 7, 8, 9]);
+        assert_eq!(pids(t.next_batch(4)), [10, 1, 2, 4]);
+        assert_eq!(pids(t.next_batch(100)).len(), 9);
+        assert_eq!(
+            pids(t.next_batch(4)),
+            [1, 2, 4, 5],
+            "a short batch restarts"
+        );
+    }
+
+    #[test]
+    fn gone_from_proc_spots_missing_and_reused_pids() {
+        let me = std::process::id();
+        let boot = proc_start_boot_ns(Path::new("/proc"), me)
+            .unwrap()
+            .expect("own start");
+        let mono = boot.saturating_sub(boot_minus_monotonic_ns());
+        let absent = 0x7fff_fff0; // above any pid_max
+        let batch = [
+            (me, mono),                                // this process: running
+            (me, 0),                                   // start unknown: exists, so running
+            (me, mono + 10_000_000_000),               // a later process with this pid
+            (me, mono.saturating_sub(10_000_000_000)), // an earlier one
+            (absent, 5),
+        ];
+        let gone = gone_from_proc(Path::new("/proc"), &batch);
+        assert_eq!(gone, [batch[2], batch[3], batch[4]]);
+        // The seeded table's estimate of our own start matches /proc.
+        let seeded = ProcessTable::seeded_from(Path::new("/proc"));
+        let entry = seeded.get(me).unwrap();
+        assert!(gone_from_proc(Path::new("/proc"), &[(me, entry.start_ns)]).is_empty());
+    }
+
+    #[test]
+    fn suspects_are_reaped_after_a_delay_unless_their_exit_arrived() {
+        let mut t = ProcessTable::default();
+        forked(&mut t, 20, 100);
+        forked(&mut t, 21, 100);
+        forked(&mut t, 22, 100);
+        t.note_gone(&[(20, 100), (21, 100), (22, 99)], 1_000);
+        // 21's exit record arrives late, within the delay.
+        t.apply(&rec(21, 1, 1_100, Detail::Exit { status: 0 }));
+        assert_eq!(t.reap_suspects(1_500, 1_000), 0, "too early");
+        assert_eq!(t.counts().live, 2);
+        // 20 is reaped; 21 exited by its record; 22 is another process
+        // than the one checked (other start).
+        assert_eq!(t.reap_suspects(2_000, 1_000), 1);
+        assert_eq!(t.get(20).unwrap().exited_at, Some(2_000));
+        assert_eq!(t.get(21).unwrap().exited_at, Some(1_100));
+        assert_eq!(t.get(22).unwrap().exited_at, None);
+        let c = t.counts();
+        assert_eq!((c.live, c.exited, c.reaped), (1, 2, 1));
+        // Reaped ones are pruned after the grace like any exited one.
+        assert_eq!(t.prune(2_000 + 500, 500), 2);
+        assert!(t.get(20).is_none());
     }
 
     #[test]

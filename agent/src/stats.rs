@@ -20,8 +20,8 @@ pub struct Counters {
     pub pipeline_slow_steps: AtomicU64,
     /// The process table's counts as of the pipeline's last housekeeping
     /// (so that `GetStats` never waits for the table's lock): tracked,
-    /// live, exited, pruned.
-    pub processes: [AtomicU64; 4],
+    /// live, exited, pruned, reaped.
+    pub processes: [AtomicU64; 5],
 }
 
 impl Default for Counters {

@@ -43,13 +43,24 @@ fn find_key(state: &State, key: &str) -> Result<Arc<str>, Status> {
         .collect();
     match hits.len() {
         1 => Ok(hits[0].clone()),
-        0 => Err(Status::not_found(format!("no model matches {key:?}"))),
+        0 => Err(Status::not_found(format!(
+            "no model matches {:?}",
+            super::clip(key)
+        ))),
         _ => {
             let mut names: Vec<&str> = hits.iter().map(|k| &**k).collect();
             names.sort();
+            let more = names.len().saturating_sub(10);
+            names.truncate(10);
             Err(Status::invalid_argument(format!(
-                "{key:?} matches several models: {}",
-                names.join(", ")
+                "{:?} matches several models: {}{}",
+                super::clip(key),
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             )))
         }
     }

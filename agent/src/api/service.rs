@@ -125,6 +125,7 @@ async fn forward_live(
 
 fn parse_scope(s: &str) -> Result<Scope, Status> {
     Scope::from_key(s).ok_or_else(|| {
+        let s = super::clip(s);
         Status::invalid_argument(format!("bad scope {s:?}: \"host\" or \"container:<id>\""))
     })
 }
@@ -383,7 +384,7 @@ impl FlightRecorder for Service {
         if req.format != "csv" && req.format != "jsonl" {
             return Err(Status::invalid_argument(format!(
                 "bad format {:?}: \"csv\" or \"jsonl\"",
-                req.format
+                super::clip(&req.format)
             )));
         }
         let snap = self.snapshot(req.id).await?;
@@ -511,7 +512,7 @@ impl FlightRecorder for Service {
             let b = lock(&st.buffers);
             (b.stats(), b.scopes(), b.charged() as u64)
         };
-        let [processes_tracked, live, exited, pruned] =
+        let [processes_tracked, live, exited, pruned, reaped] =
             st.counters.processes.each_ref().map(|c| c.load(Relaxed));
         let analysis = {
             let now = std::time::SystemTime::now()
@@ -562,6 +563,7 @@ impl FlightRecorder for Service {
                 live,
                 exited,
                 pruned,
+                reaped,
             }),
             containers: Some(containers),
             analysis: Some(analysis),

@@ -10,32 +10,38 @@ pub struct AnalysisConfig {
     /// Runtime models, audits and incidents. Default on.
     pub enabled: bool,
     /// How long a new model learns before anything new is an anomaly.
-    /// Default 1h.
+    /// Default 1h; between 1s and 365 days.
     #[serde(with = "humantime_serde_compat")]
     pub learning_period: std::time::Duration,
     /// An audit of the same incident type on the same scope within this
-    /// long updates the open incident instead of opening one. Default 24h.
+    /// long updates the open incident instead of opening one. Default 24h;
+    /// between 1s and 365 days.
     #[serde(with = "humantime_serde_compat")]
     pub incident_window: std::time::Duration,
     /// Items kept per model section; past it nothing more is learned (and
-    /// such items are anomalies once active). Default 2048.
+    /// such items are anomalies once active). Default 2048; between 1 and
+    /// 1 000 000.
     pub max_items_per_section: usize,
-    /// Models kept; the least recently used beyond it are dropped. Default 4096.
+    /// Models kept; the least recently used beyond it are dropped. Default
+    /// 4096; between 1 and 1 000 000.
     pub max_models: usize,
     /// Items kept over all models (about 100 bytes each); past it nothing
-    /// more is learned. Default 262144 (about 25 MiB).
+    /// more is learned. Default 262144 (about 25 MiB); between 1 and
+    /// 10 000 000.
     pub max_total_items: usize,
     /// Distinct destinations one process connects to within `scan_window`
-    /// that make a port scan. Default 20 in 60s.
+    /// that make a port scan. Default 20 in 60s; the threshold between 2
+    /// and 65536, the window between 1s and 1 day.
     pub scan_threshold: usize,
     #[serde(with = "humantime_serde_compat")]
     pub scan_window: std::time::Duration,
     /// A sensitive file read, then an outbound connection from the same
-    /// process tree within this long, is data exfiltration. Default 5m.
+    /// process tree within this long, is data exfiltration. Default 5m;
+    /// between 1s and 1 day.
     #[serde(with = "humantime_serde_compat")]
     pub exfil_window: std::time::Duration,
     /// Audits kept in an incident's record (all are in its snapshot and
-    /// counted). Default 200.
+    /// counted). Default 200; between 1 and 100 000.
     pub max_audits_per_incident: usize,
     /// Rules that override learning, checked in order, deny rules before
     /// allow rules.

@@ -9,8 +9,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
+pub use validate::{bounds, total_ram};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,10 +21,12 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("parsing config {path}: {source}")]
+    /// `at`: the key (`section.key`) and line where the parser stopped.
+    #[error("parsing config {path}: {at}: {message}")]
     Parse {
         path: String,
-        source: toml::de::Error,
+        at: String,
+        message: String,
     },
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -45,15 +49,18 @@ pub struct Config {
 pub struct ProbesConfig {
     /// Size of the kernel → agent ring buffer in bytes, rounded up to a power
     /// of two. Default 8 MiB: about 30k exec records or 100k others.
+    /// Between the page size and 1 GiB; with `recorder.budget_bytes`, the
+    /// two rings (events and critical) must fit in half the machine's RAM.
     pub ring_buffer_bytes: u32,
     /// How often the agent drains the ring buffer. The kernel wakes it
     /// earlier only when an eighth of the ring is pending: a wake-up per
-    /// event would cost more than the probes themselves. Default 10ms.
+    /// event would cost more than the probes themselves. Default 10ms;
+    /// between 1ms and 1s.
     #[serde(with = "humantime_serde_compat")]
     pub poll_interval: std::time::Duration,
     /// Debugging and benchmarks: append every raw kernel record to this
     /// file (each prefixed by its length, u32 little-endian), to be
-    /// replayed later. Default: off.
+    /// replayed later. Default: off. An absolute path.
     pub record_raw: Option<PathBuf>,
 }
 
@@ -62,24 +69,30 @@ pub struct ProbesConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
     /// Event kinds switched off (dropped in the kernel), by name, e.g.
-    /// `["write"]`. Default: none.
+    /// `["write"]`. Default: none. Unknown names are an error.
     pub disabled_kinds: Vec<String>,
     /// Files whose read-only opens are reported (`sensitive-read`). `*`
     /// matches within one path component. Re-resolved every `watch_refresh`.
+    /// Absolute paths (at most 4096 bytes each, 4096 entries).
     pub sensitive_files: Vec<String>,
     /// Files and directories whose changes travel in the critical ring
     /// (directories: their whole subtree), and absolute-path prefixes
-    /// routed there.
+    /// routed there. Absolute paths; with `excluded_paths` and
+    /// `recorder.data_dir`, at most 8 distinct entries without wildcards,
+    /// each at most 64 bytes (the kernel compares those prefixes).
     pub critical_paths: Vec<String>,
     /// Directories never reported (their subtree), e.g. the agent's own
     /// data. `/proc` and `/sys` are pseudo filesystems, excluded anyway.
+    /// Absolute paths; see `critical_paths` for the limits.
     pub excluded_paths: Vec<String>,
     /// Files whose changes are account modifications. A name ending in `/`
     /// is a directory (every file in it); `*` matches within a component.
+    /// Absolute paths.
     pub account_files: Vec<String>,
-    /// Programs (file names) that change accounts.
+    /// Programs (file names) that change accounts: 1 to 255 bytes, no `/`.
     pub account_tools: Vec<String>,
     /// How often the watched files are resolved again (files get replaced).
+    /// Default 10s; between 1s and 1h.
     #[serde(with = "humantime_serde_compat")]
     pub watch_refresh: std::time::Duration,
 }
@@ -88,32 +101,39 @@ pub struct CaptureConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RecorderConfig {
     /// Where the agent keeps its data; never itself recorded. Default
-    /// `/var/lib/fdr`.
+    /// `/var/lib/fdr`. An absolute path.
     pub data_dir: PathBuf,
     /// Memory one scope's buffer (a container's, or the host's) may use;
-    /// its oldest events go first beyond it. Default 16 MiB.
+    /// its oldest events go first beyond it. Default 16 MiB; at least 4096
+    /// and at most `budget_bytes`.
     pub scope_quota_bytes: u64,
     /// Memory all buffers together may use; beyond it the largest scope
-    /// loses its oldest events. Default 128 MiB.
+    /// loses its oldest events. Default 128 MiB; at least
+    /// `scope_quota_bytes`, and with the two kernel rings at most half the
+    /// machine's RAM (`MemTotal`).
     pub budget_bytes: u64,
     /// How long a gone container's buffer is kept after its last event.
-    /// Default 10 minutes.
+    /// Default 10 minutes; at most 7 days.
     #[serde(with = "humantime_serde_compat")]
     pub exited_container_grace: std::time::Duration,
-    /// History a snapshot keeps before its moment. Default 5 minutes.
+    /// History a snapshot keeps before its moment. Default 5 minutes;
+    /// between 1s and 1 day.
     #[serde(with = "humantime_serde_compat")]
     pub snapshot_before: std::time::Duration,
-    /// History a snapshot keeps after its moment. Default 60 seconds.
+    /// History a snapshot keeps after its moment. Default 60 seconds; at
+    /// most 1h.
     #[serde(with = "humantime_serde_compat")]
     pub snapshot_after: std::time::Duration,
     /// Snapshots kept on disk. Over this or `max_snapshot_bytes`, snapshots
     /// of no incident are evicted first, then incident ones, oldest first.
-    /// Default 100.
+    /// Default 100; between 1 and 1 000 000.
     pub max_snapshots: usize,
-    /// Bytes of snapshots kept on disk. Default 1 GiB.
+    /// Bytes of snapshots kept on disk. Default 1 GiB; between 1 MiB and
+    /// 1 PiB.
     pub max_snapshot_bytes: u64,
     /// How long an exited process stays in the process table, so that late
-    /// events and queries still find it. Default 5 minutes.
+    /// events and queries still find it. Default 5 minutes; between 1s and
+    /// 1 day.
     #[serde(with = "humantime_serde_compat")]
     pub exited_process_grace: std::time::Duration,
     /// Share (percent) of each scope's quota, and of the open snapshots'
@@ -141,22 +161,25 @@ pub struct AttributionConfig {
     /// exists is used for container, pod and image metadata. Default:
     /// containerd's and CRI-O's usual sockets. Empty: no runtime (events
     /// are still attributed to container ids from cgroup paths).
+    /// Absolute paths.
     pub runtime_endpoints: Vec<PathBuf>,
     /// Docker Engine API sockets (dockerd, or podman's compatible
     /// service), tried in order: they name containers no CRI runtime knows
     /// (`docker run`, `podman run`). Default: docker's and podman's usual
-    /// sockets. Empty: none.
+    /// sockets. Empty: none. Absolute paths.
     pub engine_endpoints: Vec<PathBuf>,
     /// How often the runtime's container list is read for starts and
     /// stops (a container the kernel shows first is looked up at once).
-    /// Default 2s.
+    /// Default 2s; between 100ms and 1h.
     #[serde(with = "humantime_serde_compat")]
     pub runtime_poll: std::time::Duration,
     /// How long a stopped container's metadata is kept (its tombstone),
-    /// so events and queries still name its pod. Default 1h.
+    /// so events and queries still name its pod. Default 1h; between 1s
+    /// and 7 days.
     #[serde(with = "humantime_serde_compat")]
     pub tombstone_ttl: std::time::Duration,
-    /// Ancestors listed with an event (nearest first). Default 16.
+    /// Ancestors listed with an event (nearest first). Default 16; at most
+    /// 64.
     pub ancestry_depth: usize,
 }
 
@@ -164,7 +187,9 @@ pub struct AttributionConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Unix socket of the gRPC API, created with mode 0600 (root only).
-    /// Default `/run/fdr/fdr.sock`.
+    /// Default `/run/fdr/fdr.sock`; an absolute path of at most 100 bytes. The agent refuses to
+    /// start when another agent answers on it, and never replaces a file
+    /// that is not a socket.
     pub socket: PathBuf,
     /// Optional TCP listener (e.g. `127.0.0.1:7077`). Off when empty. A
     /// non-loopback address requires TLS (`tls_cert_file`, `tls_key_file`)
@@ -173,7 +198,8 @@ pub struct ApiConfig {
     /// to an unauthenticated client.
     pub tcp_listen: Option<SocketAddr>,
     /// File holding a bearer token TCP clients must send
-    /// (`authorization: Bearer <token>`). Default: none.
+    /// (`authorization: Bearer <token>`). Default: none. Absolute paths
+    /// for this and the TLS files.
     pub tcp_token_file: Option<PathBuf>,
     /// PEM certificate (chain) of the TCP listener: serves TLS. Default:
     /// none (plain HTTP/2, loopback only).
@@ -184,7 +210,8 @@ pub struct ApiConfig {
     /// signed by one of them (mutual TLS). Default: none.
     pub tls_client_ca_file: Option<PathBuf>,
     /// Events queued per `StreamEvents` client before it starts losing
-    /// events (capture never waits for a client). Default 4096.
+    /// events (capture never waits for a client). Default 4096; between 1
+    /// and 1048576.
     pub stream_queue: usize,
     /// Bytes of events queued for one `StreamEvents` client (with
     /// `stream_queue` events at most); beyond either, events are skipped
@@ -195,7 +222,8 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `tracing` filter, e.g. `info` or `fdr_agent=debug`. `RUST_LOG` wins.
+    /// `tracing` filter, e.g. `info` or `fdr_agent=debug`; checked at
+    /// start. `RUST_LOG` wins.
     pub level: String,
 }
 
@@ -327,6 +355,7 @@ impl ApiConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_values()?;
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return invalid("api.tls_cert_file and api.tls_key_file go together".into());
@@ -390,76 +419,52 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
-            source,
+            at: parse_error_place(&text, e.span()),
+            message: crate::api::clip_to(e.message().trim(), 1024).into_owned(),
         })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.probes.ring_buffer_bytes < 4096 || self.probes.ring_buffer_bytes > 1 << 30 {
-            return Err(ConfigError::Invalid(
-                "probes.ring_buffer_bytes must be between 4096 and 1 GiB".into(),
-            ));
-        }
-        if self.probes.poll_interval.is_zero() || self.probes.poll_interval.as_secs() > 1 {
-            return Err(ConfigError::Invalid(
-                "probes.poll_interval must be between 1ns and 1s".into(),
-            ));
-        }
-        let r = &self.recorder;
-        if r.scope_quota_bytes < 4096 || r.budget_bytes < r.scope_quota_bytes {
-            return Err(ConfigError::Invalid(
-                "recorder.scope_quota_bytes must be at least 4096 and at most recorder.budget_bytes"
-                    .into(),
-            ));
-        }
-        if r.critical_reserve_percent > 90 {
-            return Err(ConfigError::Invalid(
-                "recorder.critical_reserve_percent must be between 0 and 90".into(),
-            ));
-        }
-        if r.snapshot_max_bytes < 4096 || r.snapshot_max_bytes > r.snapshots_open_bytes {
-            return Err(ConfigError::Invalid(
-                "recorder.snapshot_max_bytes must be at least 4096 and at most \
-                 recorder.snapshots_open_bytes"
-                    .into(),
-            ));
-        }
-        if r.snapshots_open_bytes > r.budget_bytes / 2 {
-            return Err(ConfigError::Invalid(
-                "recorder.snapshots_open_bytes must be at most half of recorder.budget_bytes"
-                    .into(),
-            ));
-        }
-        if r.max_snapshots == 0 {
-            return Err(ConfigError::Invalid(
-                "recorder.max_snapshots must be > 0".into(),
-            ));
-        }
-        self.capture.kinds()?;
-        let prefixes = self
-            .capture
-            .critical_paths
-            .iter()
-            .chain(&self.capture.excluded_paths);
-        if prefixes.filter(|p| !p.contains('*')).count() > fdr_common::MAX_PREFIXES {
-            return Err(ConfigError::Invalid(format!(
-                "at most {} critical and excluded paths without wildcards",
-                fdr_common::MAX_PREFIXES
-            )));
-        }
-        if self.api.stream_queue == 0 {
-            return Err(ConfigError::Invalid("api.stream_queue must be > 0".into()));
-        }
-        self.api.validate()
-    }
-
     /// The defaults as a commented TOML document.
     pub fn default_toml() -> String {
         include_str!("../../../deploy/fdr.toml").to_owned()
+    }
+}
+
+/// Where a parse error is, for its message: the dotted key of the line it
+/// is on (after the last `[section]` header above it) and the line number;
+/// never the line itself, which may be huge.
+fn parse_error_place(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(start) = span.map(|s| s.start.min(text.len())) else {
+        return "somewhere".into();
+    };
+    let before = text.get(..start).unwrap_or("");
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let dotted = match (section, key) {
+        (Some(s), Some(k)) => format!("{}.{}", crate::api::clip(s), crate::api::clip(k)),
+        (None, Some(k)) => crate::api::clip(k).into_owned(),
+        (Some(s), None) => format!("[{}]", crate::api::clip(s)),
+        (None, None) => String::new(),
+    };
+    if dotted.is_empty() {
+        format!("line {line_no}")
+    } else {
+        format!("{dotted} (line {line_no})")
     }
 }
 
@@ -475,7 +480,11 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format_args!(
+                "{e}: a duration is written like \"30s\", \"5m\" or \"1h 30m\""
+            ))
+        })
     }
 }
 
@@ -526,6 +535,49 @@ mod tests {
         assert!(cfg.validate().is_ok(), "mutual TLS");
         cfg.api.tcp_listen = None;
         assert!(cfg.validate().is_err(), "TLS settings without a listener");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_out_of_bounds_values_name_their_key() {
+        Config::default().validate().expect("defaults are valid");
+        type Tweak = fn(&mut Config);
+        let cases: [(&str, Tweak); 8] = [
+            ("attribution.runtime_poll", |c| {
+                c.attribution.runtime_poll = std::time::Duration::ZERO
+            }),
+            ("capture.watch_refresh", |c| {
+                c.capture.watch_refresh = std::time::Duration::ZERO
+            }),
+            ("api.stream_queue", |c| c.api.stream_queue = usize::MAX),
+            ("recorder.data_dir", |c| c.recorder.data_dir = "".into()),
+            ("recorder.data_dir", |c| c.recorder.data_dir = "rel".into()),
+            ("recorder.max_snapshots", |c| c.recorder.max_snapshots = 0),
+            ("attribution.ancestry_depth", |c| {
+                c.attribution.ancestry_depth = 65
+            }),
+            ("recorder.budget_bytes", |c| {
+                c.recorder.budget_bytes = u64::MAX
+            }),
+        ];
+        for (key, tweak) in cases {
+            let mut cfg = Config::default();
+            tweak(&mut cfg);
+            let err = cfg.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_key_without_echoing_the_line() {
+        let dir = std::env::temp_dir().join(format!("fdr-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        let huge = "9".repeat(100_000);
+        std::fs::write(&file, format!("[api]\n\nstream_queue = {huge}\n")).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("api.stream_queue (line 3)"), "{err}");
+        assert!(err.len() < 2000, "{} bytes", err.len());
     }
 
     #[test]

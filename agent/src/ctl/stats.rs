@@ -39,7 +39,7 @@ fn stats_json(s: &pb::Stats) -> Value {
         "stream_drops": s.stream_drops,
         "subscribers": s.subscribers,
         "processes_tracked": s.processes_tracked,
-        "processes": s.processes.map(|p| json!({ "live": p.live, "exited": p.exited, "pruned": p.pruned })),
+        "processes": s.processes.map(|p| json!({ "live": p.live, "exited": p.exited, "pruned": p.pruned, "reaped": p.reaped })),
         "analysis": s.analysis.map(|a| json!({
             "models": a.models, "learning": a.learning, "items": a.items,
             "open_incidents": a.open_incidents, "next_serial": a.next_serial,
@@ -91,8 +91,8 @@ fn stats_table(s: &pb::Stats) -> String {
     );
     let p = s.processes.unwrap_or_default();
     t += &format!(
-        "processes          {} live, {} exited (kept for grace), {} pruned\n",
-        p.live, p.exited, p.pruned
+        "processes          {} live, {} exited (kept for grace), {} pruned, {} reaped (exit record lost)\n",
+        p.live, p.exited, p.pruned, p.reaped
     );
     let c = s.containers.clone().unwrap_or_default();
     t += &format!(
