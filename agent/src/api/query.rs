@@ -1,20 +1,58 @@
 //! Filtering and paging events for `GetSnapshot` and `QueryEvents`.
+//!
+//! A query over a live buffer never converts the scope under a lock: under
+//! the `buffers` lock it only picks candidate events (cheap `Arc` clones,
+//! filtered on cursor, time and kind), a bounded number per hold; the text
+//! is matched on the domain events outside the lock, and only the page's
+//! events become protobuf. A page holds at most [`MAX_PAGE_EVENTS`] events
+//! and about [`MAX_PAGE_BYTES`] encoded bytes; the cursor continues.
 
-use std::collections::HashSet;
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use fdr_proto::v1 as pb;
+use prost::Message;
 use tonic::Status;
 
-use super::convert::kind_from_pb;
+use super::convert::{event_to_pb, kind_from_pb, protocol_name, Enrich};
+use crate::{
+    containers::{Change, ContainerMeta, ContainerRegistry},
+    event::{Detail, Event, EventKind, ExitStatus},
+    recorder::ScopeBuffers,
+    scope::Scope,
+    state::lock,
+};
+
+/// Events in one response at most; a `limit` of 0 or above means this.
+pub const MAX_PAGE_EVENTS: usize = 10_000;
+/// Encoded event bytes in one response at most (a page always holds at
+/// least one event). Below tonic's default 4 MiB message limit, with room
+/// for the rest of the message.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// Buffer entries examined per hold of the `buffers` lock (besides
+/// skipping to the cursor).
+const SCAN_PER_LOCK: usize = 16 * 1024;
+/// Candidates taken per hold of the `buffers` lock when a text filter
+/// decides outside it.
+const TEXT_CHUNK: usize = 4096;
+/// Events converted per hold of the `containers` lock.
+const CONVERT_BATCH: usize = 256;
 
 /// Which events a query wants, and where its page starts.
 pub struct EventQuery {
-    kinds: HashSet<i32>,
+    /// Kinds wanted (empty: all), as API and as domain kinds.
+    kinds: Vec<i32>,
+    domain_kinds: Vec<EventKind>,
     from_ns: Option<u64>,
     to_ns: Option<u64>,
+    /// Lowercased.
     text: Option<String>,
     /// Only events with a larger `seq` (the cursor).
     after_seq: u64,
+    /// Events per page, within [`MAX_PAGE_EVENTS`].
     limit: usize,
 }
 
@@ -27,6 +65,23 @@ fn ts_ns(t: &prost_types::Timestamp) -> Result<u64, Status> {
     Ok(t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
 }
 
+/// A page of events and the cursor of the next one, if there is more.
+pub struct Page<T> {
+    pub events: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// How a buffer query went, for the log and for tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanStats {
+    /// Holds of the `buffers` lock.
+    pub holds: u32,
+    /// The longest of them.
+    pub longest_hold: Duration,
+    /// Buffer entries examined (after the cursor).
+    pub examined: u64,
+}
+
 impl EventQuery {
     pub fn new(
         kinds: &[i32],
@@ -36,9 +91,11 @@ impl EventQuery {
         cursor: &str,
         limit: u32,
     ) -> Result<Self, Status> {
+        let mut domain_kinds = Vec::with_capacity(kinds.len());
         for &k in kinds {
-            if kind_from_pb(k).is_none() {
-                return Err(Status::invalid_argument(format!("unknown event kind {k}")));
+            match kind_from_pb(k) {
+                Some(d) => domain_kinds.push(d),
+                None => return Err(Status::invalid_argument(format!("unknown event kind {k}"))),
             }
         }
         let from_ns = from.map(ts_ns).transpose()?;
@@ -58,17 +115,22 @@ impl EventQuery {
                 .map_err(|_| Status::invalid_argument(format!("bad cursor {cursor:?}")))?
         };
         Ok(EventQuery {
-            kinds: kinds.iter().copied().collect(),
+            kinds: kinds.to_vec(),
+            domain_kinds,
             from_ns,
             to_ns,
             text: (!text.is_empty()).then(|| text.to_lowercase()),
             after_seq,
-            limit: if limit == 0 {
-                usize::MAX
-            } else {
-                limit as usize
+            limit: match limit as usize {
+                0 => MAX_PAGE_EVENTS,
+                n => n.min(MAX_PAGE_EVENTS),
             },
         })
+    }
+
+    /// Events on one page at most (the request's limit within the cap).
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     pub fn matches(&self, ev: &pb::Event) -> bool {
@@ -85,25 +147,202 @@ impl EventQuery {
         }
     }
 
-    /// The matching events of `events` (in order) for this page, and the
-    /// cursor of the next page when there is one.
-    pub fn page<'a>(
+    /// Cursor, kind and time: what may be decided under the `buffers` lock.
+    fn cheap_match(&self, ev: &Event) -> bool {
+        ev.seq > self.after_seq
+            && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&ev.kind()))
+            && !self.from_ns.is_some_and(|f| ev.time_ns < f)
+            && !self.to_ns.is_some_and(|t| ev.time_ns > t)
+    }
+
+    /// The text filter on a domain event (true without one); `hay` is a
+    /// scratch buffer.
+    fn text_match(
         &self,
-        events: impl Iterator<Item = &'a pb::Event>,
-    ) -> (Vec<&'a pb::Event>, Option<String>) {
+        ev: &Event,
+        meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>,
+        hay: &mut String,
+    ) -> bool {
+        let Some(needle) = &self.text else {
+            return true;
+        };
+        hay.clear();
+        write_haystack(ev, meta, hay);
+        lowercase_contains(hay, needle)
+    }
+
+    /// The matching events of a stored snapshot (in order) for this page,
+    /// within the page's caps, and the cursor of the next page when there
+    /// is one. Takes the events it returns out of `events`.
+    pub fn page_stored(&self, events: &mut [pb::Event]) -> Page<pb::Event> {
         let mut out = Vec::new();
-        for ev in events.filter(|e| self.matches(e)) {
-            if out.len() == self.limit {
-                let last: &pb::Event = out[out.len() - 1];
-                return (out, Some(last.seq.to_string()));
+        let mut bytes = 0;
+        for ev in events.iter_mut() {
+            if !self.matches_cheap_pb(ev) {
+                continue;
             }
-            out.push(ev);
+            if let Some(needle) = &self.text {
+                let mut hay = haystack(ev);
+                if !lowercase_contains(&mut hay, needle) {
+                    continue;
+                }
+            }
+            let size = wire_len(ev);
+            if out.len() == self.limit || (!out.is_empty() && bytes + size > MAX_PAGE_BYTES) {
+                return page_with_cursor(out);
+            }
+            bytes += size;
+            out.push(std::mem::take(ev));
         }
-        (out, None)
+        Page {
+            events: out,
+            next_cursor: None,
+        }
+    }
+
+    fn matches_cheap_pb(&self, ev: &pb::Event) -> bool {
+        let t = ev.time.as_ref().and_then(|t| ts_ns(t).ok()).unwrap_or(0);
+        ev.seq > self.after_seq
+            && (self.kinds.is_empty() || self.kinds.contains(&ev.kind))
+            && !self.from_ns.is_some_and(|f| t < f)
+            && !self.to_ns.is_some_and(|x| t > x)
+    }
+
+    /// The page's events of `scope`, oldest first, from a live buffer:
+    /// candidates are picked under short holds of the lock, matched and
+    /// converted outside it. `containers` enriches the events (metadata
+    /// and `ancestry_depth` ancestors) and is what the text search sees of
+    /// a container; it is locked briefly, per batch.
+    pub fn page_live(
+        &self,
+        buffers: &Mutex<ScopeBuffers>,
+        scope: &Scope,
+        containers: Option<&Mutex<ContainerRegistry>>,
+        ancestry_depth: usize,
+    ) -> (Page<pb::Event>, ScanStats) {
+        let meta = |id: &str| containers.and_then(|c| lock(c).get(id));
+        let (picked, more, stats) = self.select(buffers, scope, &meta);
+        let mut out = Vec::with_capacity(picked.len());
+        let mut bytes = 0;
+        let mut cut = false;
+        'convert: for batch in picked.chunks(CONVERT_BATCH) {
+            let guard = containers.map(lock);
+            let en = Enrich {
+                containers: guard.as_deref(),
+                ancestry_depth,
+            };
+            for ev in batch {
+                let pb = event_to_pb(ev, &en);
+                let size = wire_len(&pb);
+                if !out.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                    cut = true;
+                    break 'convert;
+                }
+                bytes += size;
+                out.push(pb);
+            }
+        }
+        drop(picked);
+        let page = if more || cut {
+            page_with_cursor(out)
+        } else {
+            Page {
+                events: out,
+                next_cursor: None,
+            }
+        };
+        (page, stats)
+    }
+
+    /// Up to `limit` matching events after the cursor, and whether one
+    /// more matches.
+    fn select(
+        &self,
+        buffers: &Mutex<ScopeBuffers>,
+        scope: &Scope,
+        meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>,
+    ) -> (Vec<Arc<Event>>, bool, ScanStats) {
+        let mut stats = ScanStats::default();
+        let mut out: Vec<Arc<Event>> = Vec::new();
+        let mut after = self.after_seq;
+        let mut cands: Vec<Arc<Event>> = Vec::new();
+        let mut hay = String::new();
+        loop {
+            // Without a text filter every candidate is a match: one more
+            // than the page's room says whether there is more.
+            let want = match self.text {
+                None => self.limit + 1 - out.len(),
+                Some(_) => TEXT_CHUNK,
+            };
+            let (last, end) = {
+                let started = Instant::now();
+                let b = lock(buffers);
+                let mut examined = 0;
+                let mut last = after;
+                let mut end = true;
+                for ev in b.scope_after(scope, after) {
+                    if examined == SCAN_PER_LOCK || cands.len() == want {
+                        end = false;
+                        break;
+                    }
+                    examined += 1;
+                    last = ev.seq;
+                    if self.cheap_match(ev) {
+                        cands.push(ev.clone());
+                    }
+                }
+                drop(b);
+                let held = started.elapsed();
+                stats.holds += 1;
+                stats.longest_hold = stats.longest_hold.max(held);
+                stats.examined += examined as u64;
+                (last, end)
+            };
+            for ev in cands.drain(..) {
+                if !self.text_match(&ev, meta, &mut hay) {
+                    continue;
+                }
+                if out.len() == self.limit {
+                    return (out, true, stats);
+                }
+                out.push(ev);
+            }
+            if end {
+                return (out, false, stats);
+            }
+            after = last;
+        }
     }
 }
 
-/// The text a search looks in: process, command line, and the event's detail.
+/// A page cut short: the next one starts after its last event.
+fn page_with_cursor(events: Vec<pb::Event>) -> Page<pb::Event> {
+    let next_cursor = events.last().map(|e| e.seq.to_string());
+    Page {
+        events,
+        next_cursor,
+    }
+}
+
+/// Bytes an event takes as a repeated message field.
+fn wire_len(ev: &pb::Event) -> usize {
+    let n = ev.encoded_len();
+    1 + prost::encoding::encoded_len_varint(n as u64) + n
+}
+
+/// Whether `hay` holds `needle` (already lowercased), ignoring case the way
+/// `str::to_lowercase` does; lowercases `hay` in place when it is ASCII.
+fn lowercase_contains(hay: &mut String, needle: &str) -> bool {
+    if hay.is_ascii() {
+        hay.make_ascii_lowercase();
+        hay.contains(needle)
+    } else {
+        hay.to_lowercase().contains(needle)
+    }
+}
+
+/// The text a search looks in: process, command line, the event's detail
+/// as `fdrctl` prints it, and the scope.
 pub fn haystack(ev: &pb::Event) -> String {
     let p = ev.process.clone().unwrap_or_default();
     format!(
@@ -116,9 +355,325 @@ pub fn haystack(ev: &pb::Event) -> String {
     )
 }
 
+/// [`haystack`] of the event a domain event becomes, written into `out`
+/// without converting it (`meta` looks a container up, for the name and
+/// image a container start or stop shows).
+fn write_haystack(ev: &Event, meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>, out: &mut String) {
+    // Writing into a String cannot fail.
+    let t = &ev.record.task;
+    let _ = write!(out, "{} {} ", t.comm, ev.exe());
+    join_into(out, ev.argv().iter().map(String::as_str), " ");
+    out.push(' ');
+    write_detail(ev, meta, out);
+    out.push(' ');
+    match &ev.scope {
+        Scope::Host => out.push_str("host"),
+        Scope::Container(id) => {
+            let _ = write!(out, "container:{id}");
+        }
+    }
+}
+
+fn join_into<'a>(out: &mut String, items: impl Iterator<Item = &'a str>, sep: &str) {
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(s);
+    }
+}
+
+/// A command line the way a shell would take it back (as `fdrctl` shows it).
+fn shell_words_into(out: &mut String, argv: &[String]) {
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+        {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', r"'\''"));
+            out.push('\'');
+        }
+    }
+}
+
+fn addr_into(out: &mut String, ip: std::net::IpAddr, port: u16) {
+    let _ = if ip.is_ipv6() {
+        write!(out, "[{ip}]:{port}")
+    } else {
+        write!(out, "{ip}:{port}")
+    };
+}
+
+/// `fdrctl`'s detail column of the event, from the domain event.
+fn write_detail(ev: &Event, meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>, out: &mut String) {
+    let t = &ev.record.task;
+    match &ev.record.detail {
+        Detail::Fork { .. } => {
+            let _ = write!(out, "parent {}", t.ppid);
+        }
+        Detail::Exec {
+            filename,
+            argv,
+            argv_truncated,
+            ..
+        } => {
+            out.push_str(filename);
+            out.push(' ');
+            shell_words_into(out, argv);
+            if *argv_truncated {
+                out.push_str(" [truncated]");
+            }
+        }
+        Detail::Exit { status } => {
+            let s = ExitStatus::from_wait_status(*status);
+            let _ = match (s.code, s.signal) {
+                (Some(c), _) => write!(out, "exit code {c}"),
+                (_, Some(sig)) => write!(
+                    out,
+                    "killed by signal {sig}{}",
+                    if s.core_dumped { " (core dumped)" } else { "" }
+                ),
+                _ => write!(out, "status {status}"),
+            };
+        }
+        Detail::File { kind, file: f } => {
+            let path2 = f.path2.as_deref().unwrap_or("?");
+            let p = &f.path;
+            let _ = match kind {
+                EventKind::FileRename => write!(out, "{p} -> {path2}"),
+                EventKind::FileLink if f.flags & 1 != 0 => {
+                    write!(out, "{path2} -> {p} (symlink)")
+                }
+                EventKind::FileLink => write!(out, "{path2} = {p}"),
+                EventKind::FileChmod => match f.old_mode {
+                    Some(old) => write!(
+                        out,
+                        "{p} mode {:o} -> {:o}",
+                        old & 0o7777,
+                        f.new_mode.unwrap_or(0)
+                    ),
+                    None => write!(out, "{p} mode {:o}", f.new_mode.unwrap_or(0)),
+                },
+                EventKind::FileChown => {
+                    let _ = write!(out, "{p} owner ");
+                    let _ = match f.uid {
+                        Some(u) => write!(out, "{u}"),
+                        None => write!(out, "-"),
+                    };
+                    let _ = match f.gid {
+                        Some(g) => write!(out, ":{g}"),
+                        None => write!(out, ":-"),
+                    };
+                    Ok(())
+                }
+                EventKind::FileTruncate => {
+                    write!(out, "{p} to {} bytes", f.size.unwrap_or(0))
+                }
+                _ => write!(out, "{p}"),
+            };
+            if f.incomplete {
+                out.push_str(" [path incomplete]");
+            }
+        }
+        Detail::Net { net: n, .. } => {
+            let _ = write!(out, "{} ", protocol_name(n.protocol));
+            addr_into(out, n.local.ip(), n.local.port());
+            if let Some(r) = n.remote {
+                out.push_str(" -> ");
+                addr_into(out, r.ip(), r.port());
+            }
+            if let Some(e) = n.error() {
+                let _ = write!(out, " ({e})");
+            }
+        }
+        Detail::Priv(p) => {
+            let (o, n) = (&p.old, &p.new);
+            let _ = write!(
+                out,
+                "{}: uid {}/{}/{} -> {}/{}/{}, gid {}/{}/{} -> {}/{}/{}, caps {:#x} -> {:#x}",
+                p.syscall,
+                o.uid,
+                o.euid,
+                o.suid,
+                n.uid,
+                n.euid,
+                n.suid,
+                o.gid,
+                o.egid,
+                o.sgid,
+                n.gid,
+                n.egid,
+                n.sgid,
+                o.cap_effective,
+                n.cap_effective
+            );
+        }
+        Detail::Account(a) => {
+            let _ = write!(
+                out,
+                "accounts-modified by {} ({}){}: ",
+                a.user,
+                a.uid,
+                if a.interactive { ", interactive" } else { "" }
+            );
+            join_into(out, a.files.iter().map(String::as_str), ", ");
+            out.push_str(" [");
+            shell_words_into(out, &a.command);
+            out.push(']');
+        }
+        Detail::Container(c) => {
+            // As the event shows its scope's container: the runtime's
+            // name and image when known, else empty.
+            let what = |out: &mut String| {
+                if let Some(id) = ev.scope.container_id() {
+                    let m = meta(id);
+                    let (name, image) = m
+                        .as_deref()
+                        .map_or(("", ""), |m| (m.name.as_str(), m.image.as_str()));
+                    let _ = write!(out, " {name} ({image})");
+                }
+            };
+            match &c.change {
+                Change::Started => {
+                    out.push_str("container started");
+                    what(out);
+                    let _ = write!(out, " [{}]", c.source);
+                }
+                Change::Stopped {
+                    exit_code, reason, ..
+                } => {
+                    out.push_str("container stopped");
+                    what(out);
+                    let _ = write!(out, ": {reason}");
+                    if let Some(x) = exit_code {
+                        let _ = write!(out, ", exit code {x}");
+                    }
+                    let _ = write!(out, " [{}]", c.source);
+                }
+            }
+        }
+        Detail::Learned(l) => {
+            let _ = write!(out, "added to model {}: {} {}", l.model, l.section, l.item);
+        }
+        Detail::Audit(a) => {
+            let _ = write!(out, "[{}] {}", a.severity.name(), a.message);
+            if a.incident > 0 {
+                let _ = write!(out, " (incident #{})", a.incident);
+            }
+        }
+        Detail::Binary(b) => {
+            let _ = write!(out, "{} {} (written by pid ", b.reason.name(), b.path);
+            let _ = match b.writer_pid {
+                Some(p) => write!(out, "{p})"),
+                None => write!(out, "?)"),
+            };
+        }
+    }
+}
+
+/// Bytes of an export chunk.
+const EXPORT_CHUNK: usize = 64 * 1024;
+/// Events rendered at a time for an export.
+const EXPORT_BATCH: usize = 256;
+
+/// A snapshot's export (CSV or JSON Lines), rendered a few events at a
+/// time as the client reads it: never the whole file in memory.
+pub struct ExportChunks {
+    /// The snapshot without its events.
+    head: pb::Snapshot,
+    events: std::vec::IntoIter<pb::Event>,
+    csv: bool,
+    /// The CSV header's length (rendered with the first batch only).
+    header_len: usize,
+    first: bool,
+    /// Rendered, not sent yet.
+    pending: Vec<u8>,
+}
+
+impl ExportChunks {
+    pub fn new(mut snap: pb::Snapshot, csv: bool) -> Result<Self, Status> {
+        let events = std::mem::take(&mut snap.events).into_iter();
+        let header_len = if csv {
+            super::export::csv(&snap)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .len()
+        } else {
+            0
+        };
+        Ok(ExportChunks {
+            head: snap,
+            events,
+            csv,
+            header_len,
+            first: true,
+            pending: Vec::new(),
+        })
+    }
+
+    fn render(&mut self, batch: Vec<pb::Event>) -> Result<(), Status> {
+        let part = pb::Snapshot {
+            info: self.head.info.clone(),
+            events: batch,
+            ..Default::default()
+        };
+        if self.csv {
+            let data = super::export::csv(&part).map_err(|e| Status::internal(e.to_string()))?;
+            let skip = if self.first { 0 } else { self.header_len };
+            self.pending
+                .extend_from_slice(data.get(skip..).unwrap_or_default());
+        } else {
+            self.pending.extend(super::export::jsonl(&part));
+        }
+        self.first = false;
+        Ok(())
+    }
+}
+
+impl Iterator for ExportChunks {
+    type Item = Result<pb::ExportChunk, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pending.len() < EXPORT_CHUNK {
+            let batch: Vec<pb::Event> = self.events.by_ref().take(EXPORT_BATCH).collect();
+            if batch.is_empty() && !self.first {
+                break;
+            }
+            if let Err(e) = self.render(batch) {
+                self.events = Vec::new().into_iter();
+                self.pending.clear();
+                return Some(Err(e));
+            }
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = if self.pending.len() > EXPORT_CHUNK {
+            self.pending.split_off(EXPORT_CHUNK)
+        } else {
+            Vec::new()
+        };
+        let data = std::mem::replace(&mut self.pending, rest);
+        Some(Ok(pb::ExportChunk { data }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        buffer::tests::event,
+        event::{
+            AccountDetail, AuditDetail, BinaryDetail, BinaryReason, ContainerDetail, Creds,
+            FileDetail, LearnedDetail, NetDetail, PrivDetail, Severity,
+        },
+        recorder::Limits,
+    };
 
     fn ev(seq: u64, secs: i64, kind: pb::EventKind, comm: &str) -> pb::Event {
         pb::Event {
@@ -134,6 +689,10 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    fn seqs(p: &Page<pb::Event>) -> Vec<u64> {
+        p.events.iter().map(|e| e.seq).collect()
     }
 
     #[test]
@@ -152,15 +711,18 @@ mod tests {
                 )
             })
             .collect();
-        let q = EventQuery::new(&[pb::EventKind::Exec as i32], None, None, "", "", 2).unwrap();
-        let (page, next) = q.page(evs.iter());
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 4]);
-        assert_eq!(next.as_deref(), Some("4"));
-        let q = EventQuery::new(&[pb::EventKind::Exec as i32], None, None, "", "4", 2).unwrap();
-        let (page, _) = q.page(evs.iter());
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 8]);
+        let exec = [pb::EventKind::Exec as i32];
+        let q = EventQuery::new(&exec, None, None, "", "", 2).unwrap();
+        let page = q.page_stored(&mut evs.clone());
+        assert_eq!(seqs(&page), [2, 4]);
+        assert_eq!(page.next_cursor.as_deref(), Some("4"));
+        let q = EventQuery::new(&exec, None, None, "", "4", 2).unwrap();
+        assert_eq!(seqs(&q.page_stored(&mut evs.clone())), [6, 8]);
+        let q = EventQuery::new(&exec, None, None, "", "8", 2).unwrap();
+        let last = q.page_stored(&mut evs.clone());
+        assert_eq!((seqs(&last), last.next_cursor), (vec![10], None));
         let q = EventQuery::new(&[], None, None, "curl", "", 0).unwrap();
-        assert_eq!(q.page(evs.iter()).0.len(), 1);
+        assert_eq!(seqs(&q.page_stored(&mut evs.clone())), [4]);
         let from = prost_types::Timestamp {
             seconds: 3,
             nanos: 0,
@@ -170,14 +732,7 @@ mod tests {
             nanos: 0,
         };
         let q = EventQuery::new(&[], Some(&from), Some(&to), "", "", 0).unwrap();
-        assert_eq!(
-            q.page(evs.iter())
-                .0
-                .iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            [3, 4, 5]
-        );
+        assert_eq!(seqs(&q.page_stored(&mut evs.clone())), [3, 4, 5]);
     }
 
     #[test]
@@ -196,6 +751,458 @@ mod tests {
             EventQuery::new(&[99], None, None, "", "", 0),
         ] {
             assert_eq!(res.err().unwrap().code(), tonic::Code::InvalidArgument);
+        }
+    }
+
+    /// Pages every event out of `page` (a query from a cursor), checking
+    /// each page against the caps.
+    fn drain(mut page: impl FnMut(&str) -> Page<pb::Event>, limit: usize) -> Vec<u64> {
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let p = page(&cursor);
+            assert!(p.events.len() <= limit.min(MAX_PAGE_EVENTS));
+            let bytes: usize = p.events.iter().map(wire_len).sum();
+            assert!(p.events.len() == 1 || bytes <= MAX_PAGE_BYTES, "{bytes}");
+            all.extend(p.events.iter().map(|e| e.seq));
+            match p.next_cursor {
+                Some(c) => cursor = c,
+                None => return all,
+            }
+        }
+    }
+
+    #[test]
+    fn stored_pages_are_capped_by_count_and_bytes() {
+        let evs: Vec<pb::Event> = (1..=MAX_PAGE_EVENTS as u64 + 5)
+            .map(|i| ev(i, 1, pb::EventKind::Exit, "sh"))
+            .collect();
+        let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
+        let first = q.page_stored(&mut evs.clone());
+        assert_eq!(first.events.len(), MAX_PAGE_EVENTS);
+        assert_eq!(
+            first.next_cursor,
+            Some(MAX_PAGE_EVENTS.to_string()),
+            "limit 0 is the cap, and the cursor continues"
+        );
+        let got = drain(
+            |c| {
+                EventQuery::new(&[], None, None, "", c, u32::MAX)
+                    .unwrap()
+                    .page_stored(&mut evs.clone())
+            },
+            usize::MAX,
+        );
+        assert_eq!(got, (1..=MAX_PAGE_EVENTS as u64 + 5).collect::<Vec<_>>());
+
+        // 64 KiB events: about 63 to a page.
+        let big: Vec<pb::Event> = (1..=200)
+            .map(|i| {
+                let mut e = ev(i, 1, pb::EventKind::Exec, "sh");
+                e.process.as_mut().unwrap().argv = vec!["x".repeat(64 * 1024)];
+                e
+            })
+            .collect();
+        let pages = std::cell::Cell::new(0);
+        let got = drain(
+            |c| {
+                pages.set(pages.get() + 1);
+                EventQuery::new(&[], None, None, "", c, 0)
+                    .unwrap()
+                    .page_stored(&mut big.clone())
+            },
+            usize::MAX,
+        );
+        assert_eq!(got, (1..=200).collect::<Vec<_>>());
+        assert_eq!(pages.get(), 4, "63 + 63 + 63 + 11");
+    }
+
+    fn in_scope(seq: u64, detail: Detail, comm: &str) -> Arc<Event> {
+        let mut e = event(seq, 1, detail);
+        e.record.task.comm = comm.into();
+        Arc::new(e)
+    }
+
+    fn exit(seq: u64) -> Arc<Event> {
+        in_scope(seq, Detail::Exit { status: 0 }, "t")
+    }
+
+    fn buffers() -> Mutex<ScopeBuffers> {
+        Mutex::new(ScopeBuffers::new(Limits {
+            scope_quota: 1 << 30,
+            budget: 1 << 30,
+            grace_ns: 0,
+        }))
+    }
+
+    fn live<'a>(
+        b: &'a Mutex<ScopeBuffers>,
+        kinds: &[i32],
+        text: &str,
+        limit: u32,
+    ) -> impl FnMut(&str) -> Page<pb::Event> + 'a {
+        let kinds = kinds.to_vec();
+        let text = text.to_owned();
+        move |c: &str| {
+            let q = EventQuery::new(&kinds, None, None, &text, c, limit).unwrap();
+            q.page_live(b, &Scope::Host, None, 0).0
+        }
+    }
+
+    #[test]
+    fn live_pages_continue_under_concurrent_pushes() {
+        const N: u64 = 40_000;
+        let b = buffers();
+        for seq in 1..=1000 {
+            lock(&b).push(exit(seq));
+        }
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                for chunk in (1001..=N).collect::<Vec<_>>().chunks(64) {
+                    let mut g = lock(&b);
+                    for &seq in chunk {
+                        g.push(exit(seq));
+                    }
+                    drop(g);
+                    std::thread::yield_now();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut all = Vec::new();
+            let mut cursor = String::new();
+            let mut page = live(&b, &[], "", 700);
+            loop {
+                // Read before the page: once done, a page without a cursor
+                // has seen everything.
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let p = page(&cursor);
+                assert!(p.events.len() <= 700);
+                all.extend(p.events.iter().map(|e| e.seq));
+                if let Some(last) = all.last() {
+                    cursor = last.to_string();
+                }
+                if finished && p.next_cursor.is_none() {
+                    return all;
+                }
+            }
+        });
+        assert_eq!(
+            got,
+            (1..=N).collect::<Vec<_>>(),
+            "each event once, in order"
+        );
+    }
+
+    #[test]
+    fn live_limit_zero_is_the_cap_and_holds_are_bounded() {
+        let b = buffers();
+        let n = 3 * SCAN_PER_LOCK as u64;
+        for seq in 1..=n {
+            lock(&b).push(exit(seq));
+        }
+        let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
+        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
+        assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
+        assert_eq!(stats.holds, 1, "one hold picks the page and one more");
+        assert_eq!(stats.examined, MAX_PAGE_EVENTS as u64 + 1);
+        assert_eq!(
+            drain(live(&b, &[], "", 0), usize::MAX),
+            (1..=n).collect::<Vec<_>>()
+        );
+
+        // A rare kind: the whole scope is examined, a bounded part per hold.
+        let exec = [pb::EventKind::Exec as i32];
+        let q = EventQuery::new(&exec, None, None, "", "", 0).unwrap();
+        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        assert!(p.events.is_empty() && p.next_cursor.is_none());
+        assert_eq!(stats.examined, n);
+        assert_eq!(stats.holds, 3, "{stats:?}");
+    }
+
+    #[test]
+    fn text_matches_across_chunks() {
+        let b = buffers();
+        let n = 5 * TEXT_CHUNK as u64 + 17;
+        let marked = |seq: u64| seq % 997 == 0 || seq == TEXT_CHUNK as u64 || seq == n;
+        for seq in 1..=n {
+            let e = if marked(seq) {
+                in_scope(seq, Detail::Exit { status: 0 }, "MaRkEr")
+            } else {
+                exit(seq)
+            };
+            lock(&b).push(e);
+        }
+        let want: Vec<u64> = (1..=n).filter(|&s| marked(s)).collect();
+        for limit in [1, 3, 0] {
+            assert_eq!(
+                drain(live(&b, &[], "marKER", limit), usize::MAX),
+                want,
+                "limit {limit}"
+            );
+        }
+        // The same, combined with a kind filter; none of another kind.
+        let exit_kind = [pb::EventKind::Exit as i32];
+        assert_eq!(drain(live(&b, &exit_kind, "MARKER", 2), usize::MAX), want);
+        let exec = [pb::EventKind::Exec as i32];
+        assert!(drain(live(&b, &exec, "marker", 2), usize::MAX).is_empty());
+        // The detail text is searched too: "exit code 0" of every event.
+        assert_eq!(
+            drain(live(&b, &[], "EXIT CODE 0", 0), usize::MAX).len() as u64,
+            n
+        );
+    }
+
+    fn file(kind: EventKind, f: FileDetail) -> Detail {
+        Detail::File {
+            kind,
+            file: Box::new(f),
+        }
+    }
+
+    /// One event of every detail (and variants of their text).
+    fn samples() -> Vec<Event> {
+        let path = |p: &str| FileDetail {
+            path: p.into(),
+            syscall: "openat",
+            ..Default::default()
+        };
+        let creds = |uid| Creds {
+            uid,
+            euid: uid,
+            cap_effective: 0x1ff,
+            ..Default::default()
+        };
+        let net = |local: &str, remote: Option<&str>, ret| NetDetail {
+            protocol: 6,
+            local: local.parse().unwrap(),
+            remote: remote.map(|r| r.parse().unwrap()),
+            backlog: 0,
+            ret,
+        };
+        let container = |change| {
+            Detail::Container(Box::new(ContainerDetail {
+                id: Arc::from("c0ffee"),
+                change,
+                source: "cri",
+            }))
+        };
+        let details = vec![
+            Detail::Fork { parent_tid: 4 },
+            Detail::Exec {
+                filename: "/usr/bin/Curl".into(),
+                exe: "/usr/bin/curl".into(),
+                exe_incomplete: false,
+                exe_dev: 0,
+                exe_ino: 0,
+                argv: vec!["curl".into(), "-H".into(), "it's a test".into(), "".into()],
+                old_tid: 0,
+                argv_truncated: true,
+                argv_unreadable: false,
+                filename_truncated: false,
+                stdin_socket: false,
+            },
+            Detail::Exit { status: 3 << 8 },
+            Detail::Exit { status: 0x80 | 11 },
+            file(
+                EventKind::FileRename,
+                FileDetail {
+                    path2: Some("/tmp/b".into()),
+                    ..path("/tmp/a")
+                },
+            ),
+            file(EventKind::FileRename, path("/tmp/a")),
+            file(
+                EventKind::FileLink,
+                FileDetail {
+                    flags: 1,
+                    path2: Some("/tmp/l".into()),
+                    ..path("target")
+                },
+            ),
+            file(
+                EventKind::FileLink,
+                FileDetail {
+                    path2: Some("/tmp/h".into()),
+                    ..path("/tmp/a")
+                },
+            ),
+            file(
+                EventKind::FileChmod,
+                FileDetail {
+                    old_mode: Some(0o100644),
+                    new_mode: Some(0o755),
+                    ..path("/tmp/x")
+                },
+            ),
+            file(
+                EventKind::FileChmod,
+                FileDetail {
+                    new_mode: Some(0o4755),
+                    ..path("/tmp/x")
+                },
+            ),
+            file(
+                EventKind::FileChown,
+                FileDetail {
+                    uid: Some(0),
+                    ..path("/tmp/x")
+                },
+            ),
+            file(
+                EventKind::FileTruncate,
+                FileDetail {
+                    size: Some(12),
+                    incomplete: true,
+                    ..path("/tmp/Ünïcode")
+                },
+            ),
+            file(EventKind::FileWrite, path("/etc/passwd")),
+            Detail::Net {
+                kind: EventKind::NetConnect,
+                net: net("10.0.0.1:4242", Some("[::1]:80"), -111),
+            },
+            Detail::Net {
+                kind: EventKind::NetListen,
+                net: net("[fe80::1]:22", None, 0),
+            },
+            Detail::Priv(Box::new(PrivDetail {
+                syscall: "setuid",
+                old: creds(1000),
+                new: creds(0),
+            })),
+            Detail::Account(Box::new(AccountDetail {
+                hostname: "h".into(),
+                uid: 0,
+                user: "root".into(),
+                files: vec!["/etc/passwd".into(), "/etc/shadow".into()],
+                command: vec!["useradd".into(), "eve smith".into()],
+                interactive: true,
+                first_boot_ns: 0,
+            })),
+            Detail::Binary(Box::new(BinaryDetail {
+                path: "/tmp/bin".into(),
+                reason: BinaryReason::MadeExecutable,
+                writer_pid: Some(7),
+                writer_exe: None,
+            })),
+            Detail::Binary(Box::new(BinaryDetail {
+                path: "/tmp/bin".into(),
+                reason: BinaryReason::Executed,
+                writer_pid: None,
+                writer_exe: None,
+            })),
+            Detail::Learned(Box::new(LearnedDetail {
+                model: Arc::from("image:nginx"),
+                section: "exec",
+                item: "/bin/sh".into(),
+            })),
+            Detail::Audit(Box::new(AuditDetail {
+                model: Arc::from("image:nginx"),
+                section: "rule",
+                rule: "shell".into(),
+                severity: Severity::High,
+                message: "A Shell".into(),
+                item: String::new(),
+                incident: 3,
+                trigger_seq: 1,
+            })),
+            container(Change::Started),
+            container(Change::Stopped {
+                exit_code: Some(137),
+                reason: "OOMKilled".into(),
+                finished_ns: 0,
+            }),
+            container(Change::Stopped {
+                exit_code: None,
+                reason: String::new(),
+                finished_ns: 0,
+            }),
+        ];
+        details
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let container = matches!(d, Detail::Container(_)) || i % 3 == 0;
+                let mut e = event(i as u64 + 1, 40 + i as u32, d);
+                if container {
+                    e.scope = Scope::Container(Arc::from("c0ffee"));
+                }
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn domain_haystack_is_the_converted_events() {
+        let meta = Arc::new(ContainerMeta {
+            id: Arc::from("c0ffee"),
+            name: "Web".into(),
+            image: "nginx:1".into(),
+            ..Default::default()
+        });
+        let mut reg = ContainerRegistry::new(Duration::from_secs(60));
+        reg.running((*meta).clone(), false);
+        for e in samples() {
+            for (lookup, en) in [
+                (None, Enrich::BARE),
+                (
+                    Some(meta.clone()),
+                    Enrich {
+                        containers: Some(&reg),
+                        ancestry_depth: 0,
+                    },
+                ),
+            ] {
+                let mut mine = String::new();
+                write_haystack(&e, &|_: &str| lookup.clone(), &mut mine);
+                assert_eq!(mine, haystack(&event_to_pb(&e, &en)), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn export_chunks_are_the_whole_export() {
+        let events: Vec<pb::Event> = samples()
+            .iter()
+            .cycle()
+            .take(3000)
+            .enumerate()
+            .map(|(i, e)| {
+                let mut pb = event_to_pb(e, &Enrich::BARE);
+                pb.seq = i as u64 + 1;
+                pb
+            })
+            .collect();
+        for n in [0, 1, EXPORT_BATCH, 3000] {
+            let snap = pb::Snapshot {
+                info: Some(pb::SnapshotInfo {
+                    id: 1,
+                    host: "h".into(),
+                    ..Default::default()
+                }),
+                events: events[..n].to_vec(),
+                ..Default::default()
+            };
+            for csv in [true, false] {
+                let whole = if csv {
+                    super::super::export::csv(&snap).unwrap()
+                } else {
+                    super::super::export::jsonl(&snap)
+                };
+                let chunks: Vec<Vec<u8>> = ExportChunks::new(snap.clone(), csv)
+                    .unwrap()
+                    .map(|c| c.unwrap().data)
+                    .collect();
+                assert!(chunks
+                    .iter()
+                    .all(|c| !c.is_empty() && c.len() <= EXPORT_CHUNK));
+                assert_eq!(chunks.concat(), whole, "{n} events, csv {csv}");
+                if n == 3000 {
+                    assert!(chunks.len() > 2);
+                }
+            }
         }
     }
 }

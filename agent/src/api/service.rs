@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{buffer_stats_to_pb, event_to_pb, kind_from_pb, kind_to_pb, timestamp},
-    query::EventQuery,
+    query::{EventQuery, ExportChunks},
 };
 use crate::{
     event::{Event, EventKind},
@@ -222,7 +222,7 @@ type Chunks<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, Status>>>;
 impl FlightRecorder for Service {
     type StreamEventsStream = ReceiverStream<Result<pb::StreamEventsResponse, Status>>;
     type GetSnapshotStream = Chunks<pb::GetSnapshotResponse>;
-    type ExportSnapshotStream = Chunks<pb::ExportChunk>;
+    type ExportSnapshotStream = tokio_stream::Iter<ExportChunks>;
     type StreamIncidentsStream = super::analysis::IncidentStream;
 
     async fn list_containers(
@@ -355,7 +355,7 @@ impl FlightRecorder for Service {
             &req.cursor,
             req.limit,
         )?;
-        let snap = self.snapshot(req.id).await?;
+        let mut snap = self.snapshot(req.id).await?;
         let item = |i: G| Ok(pb::GetSnapshotResponse { item: Some(i) });
         let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
         if req.cursor.is_empty() {
@@ -368,9 +368,10 @@ impl FlightRecorder for Service {
                     .map(|l| item(G::Listening(l))),
             );
         }
-        let (page, next) = q.page(snap.events.iter());
-        out.extend(page.into_iter().cloned().map(|e| item(G::Event(e))));
-        if let Some(c) = next {
+        let page = q.page_stored(&mut snap.events);
+        drop(snap);
+        out.extend(page.events.into_iter().map(|e| item(G::Event(e))));
+        if let Some(c) = page.next_cursor {
             out.push(item(G::NextCursor(c)));
         }
         Ok(Response::new(tokio_stream::iter(out)))
@@ -388,19 +389,7 @@ impl FlightRecorder for Service {
             )));
         }
         let snap = self.snapshot(req.id).await?;
-        let csv = req.format == "csv";
-        let data = blocking(move || {
-            if csv {
-                super::export::csv(&snap).map_err(internal)
-            } else {
-                Ok(super::export::jsonl(&snap))
-            }
-        })
-        .await?;
-        let chunks: Vec<Result<pb::ExportChunk, Status>> = data
-            .chunks(64 * 1024)
-            .map(|c| Ok(pb::ExportChunk { data: c.to_vec() }))
-            .collect();
+        let chunks = ExportChunks::new(snap, req.format == "csv")?;
         Ok(Response::new(tokio_stream::iter(chunks)))
     }
 
@@ -418,16 +407,29 @@ impl FlightRecorder for Service {
             &req.cursor,
             req.limit,
         )?;
-        let events: Vec<pb::Event> = {
-            let buffers = lock(&self.state.buffers);
-            self.state.with_enrich(self.state.ancestry_depth, |en| {
-                buffers.scope(&scope).map(|e| event_to_pb(e, en)).collect()
-            })
-        };
-        let (page, next) = q.page(events.iter());
+        // Off the runtime's threads: the lock is taken in short holds, the
+        // page converted outside it.
+        let state = self.state.clone();
+        let (page, scan) = tokio::task::spawn_blocking(move || {
+            q.page_live(
+                &state.buffers,
+                &scope,
+                Some(&state.containers),
+                state.ancestry_depth,
+            )
+        })
+        .await
+        .map_err(internal)?;
+        tracing::debug!(
+            events = page.events.len(),
+            holds = scan.holds,
+            longest_hold_us = scan.longest_hold.as_micros() as u64,
+            examined = scan.examined,
+            "query"
+        );
         Ok(Response::new(pb::QueryEventsResponse {
-            events: page.into_iter().cloned().collect(),
-            next_cursor: next.unwrap_or_default(),
+            events: page.events,
+            next_cursor: page.next_cursor.unwrap_or_default(),
         }))
     }
 

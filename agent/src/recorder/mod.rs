@@ -227,6 +227,12 @@ impl ScopeBuffers {
         }
         dead.len()
     }
+
+    /// Events of `scope` with a `seq` above `after`, oldest first (for
+    /// paged queries, which resume from their last seq).
+    pub fn scope_after(&self, scope: &Scope, after: u64) -> impl Iterator<Item = &Arc<Event>> {
+        self.scope(scope).skip_while(move |e| e.seq <= after)
+    }
 }
 
 #[cfg(test)]
