@@ -151,8 +151,8 @@ impl EventQuery {
     fn cheap_match(&self, ev: &Event) -> bool {
         ev.seq > self.after_seq
             && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&ev.kind()))
-            && !self.from_ns.is_some_and(|f| ev.time_ns < f)
-            && !self.to_ns.is_some_and(|t| ev.time_ns > t)
+            && self.from_ns.is_none_or(|f| ev.time_ns >= f)
+            && self.to_ns.is_none_or(|t| ev.time_ns <= t)
     }
 
     /// The text filter on a domain event (true without one); `hay` is a
@@ -830,6 +830,7 @@ mod tests {
     fn buffers() -> Mutex<ScopeBuffers> {
         Mutex::new(ScopeBuffers::new(Limits {
             scope_quota: 1 << 30,
+            critical_reserve: 0,
             budget: 1 << 30,
             grace_ns: 0,
         }))
@@ -1002,6 +1003,7 @@ mod tests {
                 argv_unreadable: false,
                 filename_truncated: false,
                 stdin_socket: false,
+                not_utf8: Default::default(),
             },
             Detail::Exit { status: 3 << 8 },
             Detail::Exit { status: 0x80 | 11 },
