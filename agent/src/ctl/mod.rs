@@ -105,7 +105,7 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
 }
 
 /// The kind's name as `--kind` takes it (`exec`, `sensitive-read`, …).
-fn kind_name(raw: i32) -> String {
+pub(crate) fn kind_name(raw: i32) -> String {
     u16::try_from(raw)
         .ok()
         .and_then(EventKind::from_raw)

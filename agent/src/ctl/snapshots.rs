@@ -228,13 +228,23 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
     Ok(())
 }
 
-/// `gap FROM .. TO: N events lost (cause)`.
+/// `gap FROM .. TO: N [KIND] events lost[, host-wide] (cause)`.
 pub fn gap_line(g: &pb::Gap) -> String {
+    let kind = if g.kind == 0 {
+        String::new()
+    } else {
+        format!(" {}", super::kind_name(g.kind))
+    };
     format!(
-        "gap {} .. {}: {} events lost ({})",
+        "gap {} .. {}: {}{kind} events lost{} ({})",
         time_text(g.from.as_ref()),
         time_text(g.to.as_ref()),
         g.lost,
+        if g.host_wide {
+            ", counted host-wide (at most this many here)"
+        } else {
+            ""
+        },
         e(&g.cause)
     )
 }
