@@ -352,10 +352,7 @@ impl Recorder {
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
         let (closing, committer) = {
             let mut snaps = lock(&self.state.snapshots);
-            (
-                snaps.take_closed(now, all),
-                snaps.committer().clone(),
-            )
+            (snaps.take_closed(now, all), snaps.committer().clone())
         };
         if closing.is_empty() {
             return;

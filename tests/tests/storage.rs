@@ -23,7 +23,13 @@ impl Tmpfs {
         let dir = std::env::temp_dir().join(unique(tag));
         std::fs::create_dir_all(&dir).expect("mount point");
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(&dir)
             .status()
             .expect("run mount")
@@ -88,15 +94,21 @@ async fn create(c: &mut client::Client, reason: &str) -> Result<pb::SnapshotInfo
 
 /// Ids listed as committed (closed).
 async fn committed(c: &mut client::Client) -> Vec<u64> {
-    c.list_snapshots(pb::ListSnapshotsRequest {})
+    let l = c
+        .list_snapshots(pb::ListSnapshotsRequest {})
         .await
         .expect("ListSnapshots")
         .into_inner()
-        .snapshots
-        .into_iter()
-        .filter(|i| !i.open)
-        .map(|i| i.id)
-        .collect()
+        .snapshots;
+    if std::env::var_os("FDR_DEBUG_STORAGE").is_some() {
+        let st = stats(c).await;
+        eprintln!(
+            "DEBUG {:?} {:?}",
+            l.iter().map(|i| (i.id, i.open)).collect::<Vec<_>>(),
+            st
+        );
+    }
+    l.into_iter().filter(|i| !i.open).map(|i| i.id).collect()
 }
 
 fn run_some_processes(tag: &str) {
@@ -109,11 +121,11 @@ fn run_some_processes(tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
-    let fs = Tmpfs::mount("storage-enospc", "8m");
+    let fs = Tmpfs::mount("storage-enospc", "128m");
     let data = fs.0.join("data");
     let cap = Capture::start_with("storage-enospc", |c| {
         c.recorder.data_dir = data.clone();
-        c.recorder.snapshot_before = Duration::from_secs(2);
+        c.recorder.snapshot_before = Duration::from_secs(1);
         c.recorder.snapshot_after = Duration::from_millis(300);
         c.attribution.runtime_endpoints.clear();
     })
@@ -123,7 +135,10 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
 
     // Before: a snapshot commits normally.
     run_some_processes(&tag);
-    let first = create(&mut c, "before the disk filled").await.expect("create").id;
+    let first = create(&mut c, "before the disk filled")
+        .await
+        .expect("create")
+        .id;
     eventually("the first snapshot committed", || {
         let mut c = c.clone();
         async move { committed(&mut c).await.contains(&first).then_some(()) }
@@ -186,7 +201,10 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
 
     // Space returns: everything kept is committed, in place, no restart.
     std::fs::remove_file(&filler).expect("free the space");
-    let after = create(&mut c, "after the space returned").await.expect("create").id;
+    let after = create(&mut c, "after the space returned")
+        .await
+        .expect("create")
+        .id;
     kept.push(after);
     let want = kept.clone();
     eventually("every kept snapshot committed", || {
@@ -208,7 +226,9 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
             .unwrap_or_else(|e| panic!("snapshot {id}: {e:?}"))
             .into_inner();
         let first = s.message().await.expect("stream").expect("info");
-        assert!(matches!(first.item, Some(pb::get_snapshot_response::Item::Info(ref i)) if i.id == id));
+        assert!(
+            matches!(first.item, Some(pb::get_snapshot_response::Item::Info(ref i)) if i.id == id)
+        );
     }
     let ok = eventually("storage ok again with nothing pending", || {
         let mut c = c.clone();
@@ -309,7 +329,10 @@ async fn after_kill_9_ids_are_not_reused_and_the_open_snapshot_says_why_it_is_em
     }
     let info = info.expect("info");
     assert_eq!(info.id, open.id);
-    assert_eq!(info.reason, "open when killed", "its own summary, not the new one's");
+    assert_eq!(
+        info.reason, "open when killed",
+        "its own summary, not the new one's"
+    );
     assert!(!info.open);
     assert_eq!(events, 0, "never the new snapshot's events");
     assert!(info.completeness < 1.0);

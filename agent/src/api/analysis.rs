@@ -99,10 +99,8 @@ pub async fn list_incidents(
     };
     let after = req.after_serial;
     let st = state.clone();
-    let mut incidents = blocking(move || {
-        persist::after(&st.store, after, limit).map_err(store_status)
-    })
-    .await?;
+    let mut incidents =
+        blocking(move || persist::after(&st.store, after, limit).map_err(store_status)).await?;
     // Open incidents change in memory first: show them as they are now.
     {
         let open = lock(&state.incidents);
@@ -116,10 +114,7 @@ pub async fn list_incidents(
         let full = incidents.len() >= limit;
         let last = incidents.last().map_or(u64::MAX, |i| i.serial);
         for cur in open.all() {
-            if cur.serial > after
-                && !stored.contains(&cur.serial)
-                && (!full || cur.serial < last)
-            {
+            if cur.serial > after && !stored.contains(&cur.serial) && (!full || cur.serial < last) {
                 incidents.push(incident_to_pb(cur));
             }
         }

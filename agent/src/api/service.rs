@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     event::{Event, EventKind},
-    recorder::store::StoreError,
     recorder::live::{LiveFilter, Subscription},
+    recorder::store::StoreError,
     scope::Scope,
     state::{lock, State},
     stats::SubscriberGuard,

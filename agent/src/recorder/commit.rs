@@ -647,7 +647,10 @@ mod tests {
         assert!(h.reopens >= 1, "{h:?}");
         let ids: Vec<u64> = store.list().unwrap().iter().map(|i| i.id).collect();
         assert_eq!(ids, [1, 2, 3, 4], "in order, nothing lost");
-        assert_eq!(store.get(3).unwrap().unwrap().info.unwrap().reason.len(), 300 << 10);
+        assert_eq!(
+            store.get(3).unwrap().unwrap().info.unwrap().reason.len(),
+            300 << 10
+        );
         c.shutdown(Duration::from_secs(5));
         drop(c);
         drop(store);
@@ -684,7 +687,10 @@ mod tests {
         assert_eq!(c.pending(), (0, 0));
         assert_eq!(store.count().unwrap(), 300);
         assert_eq!(ids, (1..=300).collect::<Vec<_>>());
-        assert!(c.submit(1000, 1, Box::new(|| snap(1000, 1))).is_err(), "stopped");
+        assert!(
+            c.submit(1000, 1, Box::new(|| snap(1000, 1))).is_err(),
+            "stopped"
+        );
         drop(c);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();

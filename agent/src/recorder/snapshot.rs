@@ -487,9 +487,7 @@ impl Closing {
 
     /// Memory the snapshot holds until it is stored, roughly.
     pub fn approx_bytes(&self) -> usize {
-        self.bytes
-            + self.known.len() * std::mem::size_of::<ProcEntry>()
-            + 1024
+        self.bytes + self.known.len() * std::mem::size_of::<ProcEntry>() + 1024
     }
 
     /// Hands the snapshot to the committer: conversion and writing happen
@@ -679,9 +677,7 @@ mod tests {
             snaps.close(3_000, &procs, &Enrich::BARE, true).unwrap(),
             vec![info.id]
         );
-        snaps
-            .committer()
-            .drain(std::time::Duration::from_secs(10));
+        snaps.committer().drain(std::time::Duration::from_secs(10));
         let stored = snaps.store().get(info.id).unwrap().expect("committed");
         assert_eq!(stored.events.len(), 1);
         assert_eq!(stored.events[0].seq, 1);

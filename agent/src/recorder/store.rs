@@ -180,8 +180,7 @@ impl Store {
         let path = dir.join("snapshots.redb");
         let mut db = open_db(&path)?;
         let t = Instant::now();
-        let integrity = match std::panic::catch_unwind(AssertUnwindSafe(|| db.check_integrity()))
-        {
+        let integrity = match std::panic::catch_unwind(AssertUnwindSafe(|| db.check_integrity())) {
             Ok(Ok(true)) => "ok".to_owned(),
             Ok(Ok(false)) => {
                 tracing::warn!(path = %path.display(), "snapshot database failed its integrity check and was repaired");
@@ -439,7 +438,10 @@ impl Store {
         let mut info = snap.info.clone().unwrap_or_default();
         info.bytes = bytes.len() as u64;
         let info = info.encode_to_vec();
-        self.write(|| format!("snapshot {id}"), |db| self.put_tx(db, id, &bytes, &info))
+        self.write(
+            || format!("snapshot {id}"),
+            |db| self.put_tx(db, id, &bytes, &info),
+        )
     }
 
     fn put_tx(
@@ -556,7 +558,10 @@ impl Store {
 
     /// Whether writes currently succeed, and the record of failures.
     pub fn health(&self) -> StorageHealth {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records a failed write; one log line when the store starts failing.
@@ -618,11 +623,7 @@ impl Store {
     }
 
     fn reopen_locked(&self) -> Result<(), StoreError> {
-        let old = self
-            .db
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut old) = old {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
@@ -1011,7 +1012,10 @@ mod tests {
         drop(store);
         let store = Store::open(&d, r).unwrap();
         let next = store.next_id().unwrap();
-        assert!(next > 10, "an id handed out before the crash is not reused: {next}");
+        assert!(
+            next > 10,
+            "an id handed out before the crash is not reused: {next}"
+        );
         // Without renewal the lease runs out: an error, not a reused id.
         let mut n = 1;
         let err = loop {
@@ -1045,7 +1049,10 @@ mod tests {
         drop(store);
         let store = Store::open(&d, r).unwrap();
         let next = crate::incidents::persist::next_serial(&store).unwrap();
-        assert!(next > 5, "serials handed out before the crash are not reused: {next}");
+        assert!(
+            next > 5,
+            "serials handed out before the crash are not reused: {next}"
+        );
         assert!(store.serial_lease() > next);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
@@ -1081,7 +1088,11 @@ mod tests {
             Ok(s) => s,
             Err(err) => {
                 eprintln!("open: {err}");
-                assert!(err.to_string().contains("snapshots.redb") || err.to_string().contains("corrupt"), "{err}");
+                assert!(
+                    err.to_string().contains("snapshots.redb")
+                        || err.to_string().contains("corrupt"),
+                    "{err}"
+                );
                 std::fs::remove_dir_all(&d).unwrap();
                 return;
             }
@@ -1099,7 +1110,10 @@ mod tests {
             }
         }
         let _ = store.list();
-        assert!(errors > 0 || integrity != "ok", "the garbage went unnoticed");
+        assert!(
+            errors > 0 || integrity != "ok",
+            "the garbage went unnoticed"
+        );
         eprintln!("integrity at open: {integrity}; {errors} of 40 snapshots unreadable");
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
@@ -1123,15 +1137,27 @@ mod tests {
         };
         store.mark_open(&info).unwrap();
         let done = store.next_id().unwrap();
-        store.mark_open(&pb::SnapshotInfo { id: done, ..info.clone() }).unwrap();
+        store
+            .mark_open(&pb::SnapshotInfo {
+                id: done,
+                ..info.clone()
+            })
+            .unwrap();
         store.put(&snap(done, 10)).unwrap();
         drop(store); // killed before `id` committed
         let store = Store::open(&d, r).unwrap();
         let stub = store.get(id).unwrap().expect("stored as incomplete");
         let i = stub.info.unwrap();
         assert_eq!((i.id, i.incident, i.open, i.event_count), (id, 7, false, 0));
-        assert!(stub.gaps[0].cause.contains("agent stopped"), "{:?}", stub.gaps);
-        assert_eq!(store.get(done).unwrap().unwrap().info.unwrap().reason.len(), 10);
+        assert!(
+            stub.gaps[0].cause.contains("agent stopped"),
+            "{:?}",
+            stub.gaps
+        );
+        assert_eq!(
+            store.get(done).unwrap().unwrap().info.unwrap().reason.len(),
+            10
+        );
         assert!(store.next_id().unwrap() > done);
         assert_eq!(store.list().unwrap().len(), 2);
         drop(store);

@@ -144,9 +144,7 @@ pub fn run() -> Result<Value> {
         false,
     )?;
     // Committed on the committer thread: the figure is close + write.
-    snaps
-        .committer()
-        .drain(std::time::Duration::from_secs(60));
+    snaps.committer().drain(std::time::Duration::from_secs(60));
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
     let stored = snaps.store().list()?;
     anyhow::ensure!(
