@@ -181,12 +181,11 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
     assert!(failing.failures >= 1, "{failing:?}");
     assert!(!failing.last_error.is_empty(), "{failing:?}");
     // A queued snapshot is pending, not "not found".
-    let s = eventually("a snapshot waiting for the disk", || {
+    eventually("a snapshot waiting for the disk", || {
         let mut c = c.clone();
         async move { (stats(&mut c).await.pending_commits > 0).then_some(()) }
     })
     .await;
-    let _ = s;
     let last = *kept.last().unwrap();
     let listed = committed(&mut c).await;
     assert!(!listed.contains(&last), "committed on a full disk?");
