@@ -11,7 +11,7 @@ use fdr_common::{
 };
 
 use crate::{
-    event::{Detail, FileDetail, NetDetail, PrivDetail, Record, Task},
+    event::{Detail, FileDetail, NetDetail, NotUtf8, PrivDetail, Record, Task},
     probes::syscalls::name_of,
 };
 
@@ -153,10 +153,22 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
         });
     }
     let (argv_bytes, rest) = var.split_at(argv_len);
-    let exe = join_walked_path(&rest[..exe_len], fl);
-    let mut filename = c_str(&fixed.filename[..filename_len]);
+    let (exe, exe_raw) = lossless(join_walked_bytes(&rest[..exe_len], fl));
+    let (mut filename, mut filename_raw) = c_str_lossless(&fixed.filename[..filename_len]);
     if !filename.starts_with('/') && exe.starts_with('/') {
         filename.clone_from(&exe);
+        filename_raw = exe_raw;
+    }
+    let (argv, argv_raw) = split_argv_lossless(argv_bytes);
+    let mut not_utf8 = NotUtf8::NONE;
+    for (set, bit) in [
+        (filename_raw, NotUtf8::FILENAME),
+        (exe_raw, NotUtf8::EXE),
+        (argv_raw, NotUtf8::ARGV),
+    ] {
+        if set {
+            not_utf8 = not_utf8.with(bit);
+        }
     }
     Ok((
         fixed.task,
@@ -166,12 +178,13 @@ fn decode_exec(data: &[u8], fl: u16) -> Result<(TaskInfo, Detail), DecodeError> 
             exe_incomplete: fl & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED) != 0,
             exe_dev: fixed.exe_dev,
             exe_ino: fixed.exe_ino,
-            argv: split_argv(argv_bytes),
+            argv,
             old_tid: fixed.old_tid,
             argv_truncated: fl & flags::ARGV_TRUNCATED != 0,
             argv_unreadable: fl & flags::ARGV_UNREADABLE != 0,
             filename_truncated: fl & flags::FILENAME_TRUNCATED != 0,
             stdin_socket: fl & flags::STDIN_SOCKET != 0,
+            not_utf8,
         },
     ))
 }
@@ -229,13 +242,22 @@ fn decode_file(data: &[u8], kind: EventKind) -> Result<(TaskInfo, Detail), Decod
     let f: FileFixed = read_pod(data)?;
     let var = &data[FileEvent::FIXED_LEN..];
     let (path, inc1) = path_in(var, 0, &f.path)?;
+    let (path, path_raw) = lossless(path);
     let two = matches!(kind, EventKind::FileRename | EventKind::FileLink);
-    let (path2, inc2) = if two {
+    let (path2, inc2, path2_raw) = if two {
         let (p, i) = path_in(var, 1, &f.path2)?;
-        (Some(p), i)
+        let (p, raw) = lossless(p);
+        (Some(p), i, raw)
     } else {
-        (None, false)
+        (None, false, false)
     };
+    let mut not_utf8 = NotUtf8::NONE;
+    if path_raw {
+        not_utf8 = not_utf8.with(NotUtf8::PATH);
+    }
+    if path2_raw {
+        not_utf8 = not_utf8.with(NotUtf8::PATH2);
+    }
     let some = |v: u32| (v != u32::MAX).then_some(v);
     let detail = FileDetail {
         path,
@@ -259,6 +281,7 @@ fn decode_file(data: &[u8], kind: EventKind) -> Result<(TaskInfo, Detail), Decod
         dev: f.dev,
         ino: f.ino,
         syscall: name_of(f.syscall_nr).unwrap_or("?"),
+        not_utf8,
     };
     Ok((
         f.task,
@@ -269,8 +292,9 @@ fn decode_file(data: &[u8], kind: EventKind) -> Result<(TaskInfo, Detail), Decod
     ))
 }
 
-/// Path number `slot` of a file record's data, and whether it is incomplete.
-fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(String, bool), DecodeError> {
+/// Path number `slot` of a file record's data (its bytes, exactly), and
+/// whether it is incomplete.
+fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(Vec<u8>, bool), DecodeError> {
     let area_start = slot * PATH_AREA;
     let tail_len = r.tail_len as usize;
     let walk = r.walk_off as usize..r.walk_off as usize + r.walk_len as usize;
@@ -296,22 +320,23 @@ fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(String, bool), Decod
     };
     let walk_flags = r.flags & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED);
     let mut incomplete = walk_flags != 0 || r.flags & PathRef::TAIL_UNREADABLE != 0;
-    let tail = String::from_utf8_lossy(tail);
     let path = if r.flags & PathRef::TAIL_ONLY != 0 {
-        if tail.starts_with('/') {
-            normalize(&tail)
+        if tail.starts_with(b"/") {
+            normalize_bytes(tail)
         } else {
-            tail.into_owned() // a symlink's target text, as written
+            tail.to_vec() // a symlink's target text, as written
         }
     } else {
-        let dir = join_walked_path(walked, walk_flags);
+        let mut dir = join_walked_bytes(walked, walk_flags);
         if dir.is_empty() && tail.is_empty() {
             incomplete = true;
         }
         if tail.is_empty() {
             dir
         } else {
-            normalize(&format!("{dir}/{tail}"))
+            dir.push(b'/');
+            dir.extend_from_slice(tail);
+            normalize_bytes(&dir)
         }
     };
     Ok((path, incomplete))
@@ -319,27 +344,100 @@ fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(String, bool), Decod
 
 /// `.` and `..` resolved lexically, repeated and trailing `/` removed.
 pub fn normalize(path: &str) -> String {
-    let absolute = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
+    // Splitting valid UTF-8 at `/` keeps it valid.
+    String::from_utf8(normalize_bytes(path.as_bytes())).unwrap_or_default()
+}
+
+/// [`normalize`] on a path's bytes (which need not be UTF-8).
+pub fn normalize_bytes(path: &[u8]) -> Vec<u8> {
+    let absolute = path.starts_with(b"/");
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
         match c {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
+            b"" | b"." => {}
+            b".." => {
+                if parts.last().is_some_and(|p| *p != b"..") {
                     parts.pop();
                 } else if !absolute {
-                    parts.push("..");
+                    parts.push(b"..");
                 }
             }
             c => parts.push(c),
         }
     }
-    let joined = parts.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for (i, p) in parts.iter().enumerate() {
+        if absolute || i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p);
     }
+    if absolute && out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// A name's bytes as text, losslessly, and whether they were not UTF-8.
+///
+/// Valid UTF-8 is kept as is (no copy: the common case costs nothing).
+/// Otherwise every byte that is not part of a valid character becomes
+/// `\xNN` and every backslash `\\`, so that the text is injective among
+/// non-UTF-8 names; the flag (kept with the event) tells a name written
+/// `\xff` from the byte 0xff, and [`lossless_bytes`] gives the bytes back.
+pub fn lossless(bytes: Vec<u8>) -> (String, bool) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, false),
+        Err(e) => (escape_not_utf8(e.as_bytes()), true),
+    }
+}
+
+fn escape_not_utf8(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The bytes of a name [`lossless`] found not UTF-8, from its text.
+pub fn lossless_bytes(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b.get(i + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'x') {
+                let hex = b
+                    .get(i + 2..i + 4)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// [`ExecEvent`] without its variable-length `data`.
@@ -362,19 +460,22 @@ struct ExecFixed {
 /// an absolute path. A walk that did not reach the root (flags say so) is
 /// returned without the leading `/`, so it is never mistaken for a full path.
 pub fn join_walked_path(bytes: &[u8], fl: u16) -> String {
+    lossless(join_walked_bytes(bytes, fl)).0
+}
+
+/// [`join_walked_path`] as bytes, exactly.
+pub fn join_walked_bytes(bytes: &[u8], fl: u16) -> Vec<u8> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     let complete = fl & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED) == 0;
     if bytes.is_empty() {
-        return if complete { "/".into() } else { String::new() };
+        return if complete { b"/".to_vec() } else { Vec::new() };
     }
-    let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
-    parts.reverse();
-    let mut out = String::with_capacity(bytes.len() + 1);
-    for (i, p) in parts.iter().enumerate() {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    for (i, p) in bytes.rsplit(|&b| b == 0).enumerate() {
         if complete || i > 0 {
-            out.push('/');
+            out.push(b'/');
         }
-        out.push_str(&String::from_utf8_lossy(p));
+        out.extend_from_slice(p);
     }
     out
 }
@@ -401,17 +502,34 @@ pub fn c_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// Text up to the first NUL, losslessly (see [`lossless`]).
+pub fn c_str_lossless(bytes: &[u8]) -> (String, bool) {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    lossless(bytes[..end].to_vec())
+}
+
 /// `argv` bytes as the kernel lays them out: each argument ends with NUL. A
 /// final argument without NUL (truncated) is kept.
 pub fn split_argv(bytes: &[u8]) -> Vec<String> {
+    split_argv_lossless(bytes).0
+}
+
+/// [`split_argv`], and whether some argument was not UTF-8: then every
+/// argument is in [`lossless`]'s escaped form, so that one flag covers all.
+pub fn split_argv_lossless(bytes: &[u8]) -> (Vec<String>, bool) {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     if bytes.is_empty() {
-        return Vec::new();
+        return (Vec::new(), false);
     }
-    bytes
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    let args = bytes.split(|&b| b == 0);
+    let utf8: Option<Vec<String>> = args
+        .clone()
+        .map(|a| std::str::from_utf8(a).ok().map(str::to_owned))
+        .collect();
+    match utf8 {
+        Some(argv) => (argv, false),
+        None => (args.map(escape_not_utf8).collect(), true),
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +587,170 @@ mod tests {
         let mut bytes = as_bytes(&*ev);
         bytes.truncate(ExecEvent::FIXED_LEN + argv.len() + exe.len());
         bytes
+    }
+
+    #[test]
+    fn names_are_kept_exactly_and_never_merge() {
+        // Valid UTF-8 (control characters included) is kept as is.
+        assert_eq!(
+            lossless(b"/tmp/a\nb\\x".to_vec()),
+            ("/tmp/a\nb\\x".into(), false)
+        );
+        let names: [&[u8]; 5] = [
+            b"/tmp/b-\xff\xfe",
+            b"/tmp/b-\xfe\xff",
+            b"/tmp/b-\\xff\xfe",
+            b"\xc3",
+            b"\\\xff\\xzz\\x4",
+        ];
+        let mut texts = std::collections::HashSet::new();
+        for n in names {
+            let (text, not_utf8) = lossless(n.to_vec());
+            assert!(not_utf8, "{n:?}");
+            assert_eq!(lossless_bytes(&text), n, "{text}");
+            assert!(texts.insert(text));
+        }
+        assert_eq!(lossless(names[0].to_vec()).0, r"/tmp/b-\xff\xfe");
+        assert_eq!(lossless(names[2].to_vec()).0, r"/tmp/b-\\xff\xfe");
+        // The flag tells the escaped text from a valid name spelled so.
+        assert_eq!(
+            lossless(br"/tmp/b-\xff\xfe".to_vec()),
+            (r"/tmp/b-\xff\xfe".into(), false)
+        );
+        // Paths join and normalise on bytes.
+        assert_eq!(join_walked_bytes(b"\xff\0tmp\0", 0), b"/tmp/\xff");
+        assert_eq!(normalize_bytes(b"/a/./\xfe/../b\xff//"), b"/a/b\xff");
+        assert_eq!(normalize("/a/../"), "/");
+        assert_eq!(normalize("a/../../b/"), "../b");
+    }
+
+    #[test]
+    fn exec_names_that_are_not_utf8_are_flagged() {
+        let rec = decode(&exec_record(b"cat\0b-\xff\0a\\b\0", b"/bin/c\xfe", 0)).unwrap();
+        match rec.detail {
+            Detail::Exec {
+                filename,
+                exe,
+                argv,
+                not_utf8,
+                ..
+            } => {
+                assert_eq!(filename, r"/bin/c\xfe");
+                assert_eq!(exe, "/usr/bin/dash");
+                // One flag for all arguments: every one escaped.
+                assert_eq!(argv, ["cat", r"b-\xff", r"a\\b"]);
+                assert!(not_utf8.contains(NotUtf8::FILENAME));
+                assert!(not_utf8.contains(NotUtf8::ARGV));
+                assert!(!not_utf8.contains(NotUtf8::EXE));
+            }
+            other => panic!("{other:?}"),
+        }
+        let rec = decode(&exec_record(b"a\\b\0", b"/bin/c", 0)).unwrap();
+        match rec.detail {
+            Detail::Exec { argv, not_utf8, .. } => {
+                assert_eq!(argv, [r"a\b"]);
+                assert_eq!(not_utf8, NotUtf8::NONE);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A file record: `paths` are (tail, walked components leaf first,
+    /// flags) for path and path2.
+    fn file_record(kind: EventKind, paths: [(&[u8], &[u8], u16); 2]) -> Vec<u8> {
+        let mut refs = [PathRef {
+            tail_len: 0,
+            walk_len: 0,
+            walk_off: 0,
+            flags: 0,
+        }; 2];
+        let mut var = vec![0u8; 2 * PATH_AREA];
+        for (i, (tail, walked, fl)) in paths.into_iter().enumerate() {
+            let area = &mut var[i * PATH_AREA..];
+            area[..tail.len()].copy_from_slice(tail);
+            let off = PATH_MAX;
+            area[off..off + walked.len()].copy_from_slice(walked);
+            refs[i] = PathRef {
+                tail_len: tail.len() as u16,
+                walk_len: walked.len() as u16,
+                walk_off: off as u16,
+                flags: fl,
+            };
+        }
+        let fixed = FileFixed {
+            header: EventHeader {
+                kind: kind as u16,
+                flags: 0,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            task: task(),
+            syscall_nr: 0,
+            flags: 0,
+            mode: 0,
+            new_mode: 0,
+            old_mode: 0,
+            _pad2: 0,
+            uid: 0,
+            gid: 0,
+            dev: 0,
+            _pad: 0,
+            ino: 0,
+            size: 0,
+            path: refs[0],
+            path2: refs[1],
+        };
+        let mut bytes = as_bytes(&fixed);
+        bytes.extend_from_slice(&var);
+        bytes
+    }
+
+    #[test]
+    fn file_paths_are_decoded_exactly() {
+        let file = |rec: Vec<u8>| match decode(&rec).unwrap().detail {
+            Detail::File { file, .. } => file,
+            other => panic!("{other:?}"),
+        };
+        // A relative name in a walked directory, both not UTF-8.
+        let f = file(file_record(
+            EventKind::FileRename,
+            [
+                (b"./b-\xff\xfe", b"d\xe9\0tmp\0", 0),
+                (b"/tmp/ok/../x", b"", PathRef::TAIL_ONLY),
+            ],
+        ));
+        assert_eq!(f.path, r"/tmp/d\xe9/b-\xff\xfe");
+        assert_eq!(lossless_bytes(&f.path), b"/tmp/d\xe9/b-\xff\xfe");
+        assert_eq!(f.path2.as_deref(), Some("/tmp/x"));
+        assert_eq!(f.not_utf8, NotUtf8::PATH);
+        // The other order of the same bytes is another name.
+        let g = file(file_record(
+            EventKind::FileWrite,
+            [(b"b-\xfe\xff", b"tmp\0", 0), (b"", b"", 0)],
+        ));
+        assert_eq!(g.path, r"/tmp/b-\xfe\xff");
+        assert!(g.not_utf8.contains(NotUtf8::PATH) && g.path2.is_none());
+        // Valid UTF-8 with control characters: kept as is, no flag.
+        let h = file(file_record(
+            EventKind::FileWrite,
+            [(b"a\nb\x1b\\x", b"tmp\0", 0), (b"", b"", 0)],
+        ));
+        assert_eq!(
+            (h.path.as_str(), h.not_utf8),
+            ("/tmp/a\nb\x1b\\x", NotUtf8::NONE)
+        );
+    }
+
+    #[test]
+    fn comm_keeps_its_bytes() {
+        let a = crate::event::Comm::from_kernel(b"b-\xff\xfe\0\0");
+        let b = crate::event::Comm::from_kernel(b"b-\xfe\xff\0\0");
+        assert_ne!(a, b);
+        assert_eq!(a.raw(), Some(&b"b-\xff\xfe"[..]));
+        assert_eq!(a.to_string(), r"b-\xff\xfe");
+        assert_eq!(a.as_str(), "b-");
+        let c = crate::event::Comm::from_kernel(b"sh\0");
+        assert_eq!((c.raw(), c.to_string()), (None, "sh".into()));
     }
 
     #[test]

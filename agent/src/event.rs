@@ -23,9 +23,12 @@ pub struct Task {
 }
 
 /// A task's `comm` (at most 15 bytes and a NUL in the kernel), kept
-/// inline: no allocation per event.
+/// inline: no allocation per event. Its bytes are kept exactly, also when
+/// they are not UTF-8 (then [`Comm::as_str`] is their valid prefix and
+/// `to_string` their lossless text, see [`crate::decode::lossless`]).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Comm {
+    /// Length; [`Comm::NOT_UTF8`] set when the bytes are not UTF-8.
     len: u8,
     buf: [u8; 16],
 }
@@ -45,15 +48,44 @@ impl Comm {
         }
     }
 
-    /// From the kernel's NUL-padded bytes (invalid UTF-8 replaced).
+    const NOT_UTF8: u8 = 0x80;
+
+    /// From the kernel's NUL-padded bytes, exactly (cut to 16 bytes).
     pub fn from_kernel(raw: &[u8]) -> Comm {
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        Comm::new(&String::from_utf8_lossy(&raw[..end]))
+        let end = raw
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.len())
+            .min(16);
+        let mut buf = [0u8; 16];
+        buf[..end].copy_from_slice(&raw[..end]);
+        let flag = if std::str::from_utf8(&raw[..end]).is_ok() {
+            0
+        } else {
+            Comm::NOT_UTF8
+        };
+        Comm {
+            len: end as u8 | flag,
+            buf,
+        }
     }
 
+    /// The bytes, exactly.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len & !Comm::NOT_UTF8)]
+    }
+
+    /// The bytes when they are not UTF-8.
+    pub fn raw(&self) -> Option<&[u8]> {
+        (self.len & Comm::NOT_UTF8 != 0).then(|| self.as_bytes())
+    }
+
+    /// The text; for a name that is not UTF-8, its valid prefix.
     pub fn as_str(&self) -> &str {
-        // Built from a &str cut at a character boundary.
-        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+        match std::str::from_utf8(self.as_bytes()) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&self.as_bytes()[..e.valid_up_to()]).unwrap_or(""),
+        }
     }
 }
 
@@ -66,13 +98,17 @@ impl std::ops::Deref for Comm {
 
 impl std::fmt::Debug for Comm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
+        std::fmt::Debug::fmt(&self.to_string(), f)
     }
 }
 
+/// The text, losslessly (see [`crate::decode::lossless`]).
 impl std::fmt::Display for Comm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        match self.raw() {
+            None => f.write_str(self.as_str()),
+            Some(raw) => f.write_str(&crate::decode::lossless(raw.to_vec()).0),
+        }
     }
 }
 
@@ -84,7 +120,7 @@ impl From<&str> for Comm {
 
 impl PartialEq<&str> for Comm {
     fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -114,6 +150,9 @@ pub enum Detail {
         filename_truncated: bool,
         /// Standard input was a socket when the program started.
         stdin_socket: bool,
+        /// Which of `filename`, `exe`, `argv` were not UTF-8 (kept in
+        /// [`crate::decode::lossless`]'s form; for `argv`: every argument).
+        not_utf8: NotUtf8,
     },
     Exit {
         /// wait(2) status.
@@ -166,6 +205,35 @@ pub struct FileDetail {
     pub ino: u64,
     /// Name of the syscall.
     pub syscall: &'static str,
+    /// Which of `path`, `path2` were not UTF-8 (kept in
+    /// [`crate::decode::lossless`]'s form).
+    pub not_utf8: NotUtf8,
+}
+
+/// Which names of an event were not valid UTF-8: their text is then
+/// [`crate::decode::lossless`]'s escaped form, and
+/// [`crate::decode::lossless_bytes`] gives their exact bytes back (what
+/// the API sends in its `*_raw` fields). Empty for valid UTF-8, the
+/// common case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct NotUtf8(u8);
+
+impl NotUtf8 {
+    pub const NONE: NotUtf8 = NotUtf8(0);
+    pub const PATH: NotUtf8 = NotUtf8(1);
+    pub const PATH2: NotUtf8 = NotUtf8(2);
+    pub const FILENAME: NotUtf8 = NotUtf8(4);
+    pub const EXE: NotUtf8 = NotUtf8(8);
+    pub const ARGV: NotUtf8 = NotUtf8(16);
+
+    #[must_use]
+    pub fn with(self, other: NotUtf8) -> NotUtf8 {
+        NotUtf8(self.0 | other.0)
+    }
+
+    pub fn contains(self, other: NotUtf8) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
 }
 
 /// A network event's fields.

@@ -26,6 +26,13 @@ const BATCH: usize = 256;
 /// A non-tool process that changed account files and has been quiet this
 /// long gets its account record.
 const ACCOUNT_IDLE: Duration = Duration::from_secs(2);
+/// Records read from one ring in one pass: adapted between these so that a
+/// pass takes about `PASS_TARGET`.
+const MIN_READ_CAP: usize = 32;
+const MAX_READ_CAP: usize = 8192;
+const PASS_TARGET: Duration = Duration::from_millis(10);
+/// A pipeline step longer than this is logged.
+const SLOW_STEP: Duration = Duration::from_millis(100);
 /// Losses are remembered this long beyond a snapshot window's length.
 const LOSS_MARGIN: Duration = Duration::from_secs(60);
 
@@ -60,21 +67,46 @@ struct Recorder {
     tap: Option<std::io::BufWriter<std::fs::File>>,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
+    /// The last pass left records in a ring.
+    more: bool,
+    /// Records read from one ring in one pass.
+    read_cap: usize,
+    /// Per-cgroup kernel drop counters at the last sample.
+    scope_drops_seen: std::collections::HashMap<(u64, u16), u64>,
     /// Kernel drop counters at the last sample, by kind number.
     kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
 }
 
 impl Recorder {
-    /// Records everything pending in both rings, in time order. The
-    /// critical ring is read first: whatever its records depend on (a fork
-    /// before an exec) was committed to the other ring before them.
+    /// Records what is pending in both rings, in time order, at most
+    /// `read_cap` records a ring per pass (so one pass never keeps the
+    /// task from its other duties for long; `more` then asks for another
+    /// pass at once). The critical ring is read first: whatever its
+    /// records depend on (a fork before an exec) was committed to the
+    /// other ring before them.
     fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
-        self.read_ring(critical);
-        self.read_ring(events);
-        // Once more: a critical record committed before a record just read
-        // from the other ring (a process's exec before its exit) is then in
-        // this pass, and sorted before it.
-        self.read_ring(critical);
+        let began = std::time::Instant::now();
+        self.drain_pass(critical, events);
+        // Passes of about PASS_TARGET: fewer records a pass when one took
+        // longer (a slow build, a loaded machine), more when it was quick.
+        let took = began.elapsed();
+        if took > PASS_TARGET {
+            self.read_cap = (self.read_cap / 2).max(MIN_READ_CAP);
+        } else if self.more && took < PASS_TARGET / 4 {
+            self.read_cap = (self.read_cap * 2).min(MAX_READ_CAP);
+        }
+    }
+
+    fn drain_pass(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
+        // A capped read leaves newer records behind in that ring: reading
+        // the other one past them could put a record before one it depends
+        // on, so the pass ends there.
+        self.more = self.read_ring(critical)
+            || self.read_ring(events)
+            // Once more: a critical record committed before a record just
+            // read from the other ring (a process's exec before its exit) is
+            // then in this pass, and sorted before it.
+            || self.read_ring(critical);
         self.records.sort_by_key(|r| r.boot_ns);
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
@@ -175,8 +207,10 @@ impl Recorder {
     }
 
     /// Decodes everything pending in `ring` into `records`.
-    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) {
+    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        let mut n = 0;
         while let Some(item) = ring.next() {
+            n += 1;
             if let Some(tap) = &mut self.tap {
                 use std::io::Write;
                 let len = (item.len() as u32).to_le_bytes();
@@ -192,7 +226,11 @@ impl Recorder {
                     tracing::debug!(%err, "undecodable record");
                 }
             }
+            if n >= self.read_cap {
+                return true;
+            }
         }
+        false
     }
 
     /// Turns a record into an event with the process's context.
@@ -289,14 +327,12 @@ impl Recorder {
     }
 
     /// Notes the kernel drops since the last sample, at this time, for the
-    /// snapshots whose windows hold it.
+    /// snapshots whose windows hold it: those the kernel counted by cgroup
+    /// for that cgroup's scope, the rest (cgroups the kernel's map forgot)
+    /// for the whole host.
     fn sample_kernel_drops(&mut self) {
         let drops = self.state.kernel_drops();
-        if drops.is_empty() {
-            return;
-        }
-        let now = self.clock.wall_ns(BootClock::boot_now_ns());
-        let mut snaps = None;
+        let mut fresh: Vec<(crate::event::EventKind, u64)> = Vec::new();
         for (kind, total) in drops {
             let Some(last) = self.kernel_drops_seen.get_mut(kind as usize) else {
                 continue;
@@ -304,10 +340,38 @@ impl Recorder {
             let new = total.saturating_sub(*last);
             *last = total;
             if new > 0 {
-                snaps
-                    .get_or_insert_with(|| lock(&self.state.snapshots))
-                    .note_kernel_drops(kind, now, new);
+                fresh.push((kind, new));
             }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let mut scoped: Vec<(crate::scope::Scope, crate::event::EventKind, u64)> = Vec::new();
+        for (cgroup, kind, total) in self.state.scope_drops() {
+            let last = self
+                .scope_drops_seen
+                .entry((cgroup, kind as u16))
+                .or_insert(0);
+            // A smaller total: the kernel forgot the entry and began again.
+            let new = if total >= *last { total - *last } else { total };
+            *last = total;
+            if new == 0 {
+                continue;
+            }
+            let scope = self.scopes.resolve(cgroup).scope;
+            if let Some(f) = fresh.iter_mut().find(|(k, _)| *k == kind) {
+                let n = new.min(f.1);
+                f.1 -= n;
+                scoped.push((scope, kind, n));
+            }
+        }
+        let mut snaps = lock(&self.state.snapshots);
+        for (scope, kind, n) in scoped {
+            snaps.note_scope_drops(scope, kind, now, n);
+        }
+        for (kind, n) in fresh {
+            snaps.note_kernel_drops(kind, now, n);
         }
     }
 
@@ -318,6 +382,15 @@ impl Recorder {
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
         procs.prune(now, cfg.exited_grace.as_nanos() as u64);
+        let counts = procs.counts();
+        for (c, v) in state.counters.processes.iter().zip([
+            procs.len() as u64,
+            counts.live,
+            counts.exited,
+            counts.pruned,
+        ]) {
+            c.store(v, Relaxed);
+        }
         self.deriver
             .flush_idle(now, ACCOUNT_IDLE.as_nanos() as u64, &mut self.derived);
         self.push_derived(&mut procs);
@@ -432,6 +505,9 @@ pub async fn run(
         scopes: crate::scope::ScopeResolver::new(),
         wake_containers: io.wake_containers,
         refresh_watch: false,
+        more: false,
+        read_cap: 1024,
+        scope_drops_seen: std::collections::HashMap::new(),
         kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
         tap: match &cfg.record_raw {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
@@ -450,8 +526,8 @@ pub async fn run(
     loop {
         // Each branch runs right after its wake-up: its duration is how
         // long capture stood still (the wait before it is not).
-        let woke = std::time::Instant::now;
-        let step;
+        let woke = StepClock::start;
+        let step: (StepClock, &str);
         tokio::select! {
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
@@ -465,34 +541,40 @@ pub async fn run(
                 return Ok(());
             }
             _ = housekeeping.tick() => {
-                step = woke();
+                step = (woke(), "housekeeping");
                 rec.housekeeping(&cfg);
             }
             _ = snapshot_tick.tick() => {
-                step = woke();
+                step = (woke(), "snapshots");
                 rec.sample_kernel_drops();
                 rec.close_snapshots(false);
             }
             _ = watch_tick.tick() => {
-                step = woke();
+                step = (woke(), "watch refresh");
                 refresh_watch(&rec.state, &cfg);
             }
             _ = poll.tick() => {
-                step = woke();
+                step = (woke(), "poll");
+                rec.drain(critical.get_mut(), events.get_mut());
+            }
+            // Through the scheduler: a task that never waits would keep
+            // every task queued behind it on this worker (API calls) waiting.
+            _ = tokio::task::yield_now(), if rec.more => {
+                step = (woke(), "more");
                 rec.drain(critical.get_mut(), events.get_mut());
             }
             Some(n) = notices.recv() => {
-                step = woke();
+                step = (woke(), "container notice");
                 rec.container_notice(n);
             }
             guard = events.readable_mut() => {
-                step = woke();
+                step = (woke(), "events ring");
                 let mut guard = guard?;
                 rec.drain(critical.get_mut(), guard.get_inner_mut());
                 guard.clear_ready();
             }
             guard = critical.readable_mut() => {
-                step = woke();
+                step = (woke(), "critical ring");
                 let mut guard = guard?;
                 rec.drain(guard.get_inner_mut(), events.get_mut());
                 guard.clear_ready();
@@ -501,6 +583,63 @@ pub async fn run(
         if std::mem::take(&mut rec.refresh_watch) {
             refresh_watch(&rec.state, &cfg);
         }
-        rec.state.counters.pipeline_step(step.elapsed());
+        let (took, blocked) = step.0.finish();
+        rec.state.counters.pipeline_step(took, blocked);
+        if blocked.is_some_and(|b| b > SLOW_STEP) {
+            tracing::warn!(
+                step = step.1,
+                ms = took.as_millis() as u64,
+                blocked_ms = blocked.map_or(0, |b| b.as_millis() as u64),
+                "pipeline step blocked: capture stood still"
+            );
+        }
+    }
+}
+
+/// Times one pipeline step: its wall-clock duration, and of it the time the
+/// thread was blocked (neither running nor waiting for a CPU: a lock, the
+/// disk), from the scheduler's per-thread accounting. A machine too busy
+/// to run the agent makes steps long but not blocked.
+struct StepClock {
+    wall: std::time::Instant,
+    sched: Option<(u64, u64)>,
+}
+
+thread_local! {
+    static SCHEDSTAT: Option<std::fs::File> = std::fs::File::open("/proc/thread-self/schedstat").ok();
+}
+
+/// This thread's (on-CPU ns, run-queue wait ns) so far.
+fn schedstat() -> Option<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    SCHEDSTAT.with(|f| {
+        let f = f.as_ref()?;
+        let mut buf = [0u8; 96];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut it = text.split_ascii_whitespace().map(str::parse::<u64>);
+        Some((it.next()?.ok()?, it.next()?.ok()?))
+    })
+}
+
+impl StepClock {
+    fn start() -> Self {
+        StepClock {
+            wall: std::time::Instant::now(),
+            sched: schedstat(),
+        }
+    }
+
+    /// Duration, and of it the blocked time (when the kernel tells).
+    fn finish(self) -> (Duration, Option<Duration>) {
+        let took = self.wall.elapsed();
+        let blocked = match (self.sched, schedstat()) {
+            (Some((cpu0, wait0)), Some((cpu1, wait1))) => {
+                let busy = cpu1.saturating_sub(cpu0) + wait1.saturating_sub(wait0);
+                Some(took.saturating_sub(Duration::from_nanos(busy)))
+            }
+            _ => None,
+        };
+        (took, blocked)
     }
 }

@@ -359,6 +359,7 @@ mod tests {
             argv_unreadable: false,
             filename_truncated: false,
             stdin_socket: false,
+            not_utf8: crate::event::NotUtf8::NONE,
         };
         t.apply(&rec(10, 1, 0, exec(&["/bin/bash", "-l"])));
         let img = t.apply(&rec(11, 10, 1, Detail::Fork { parent_tid: 10 }));

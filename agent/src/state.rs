@@ -74,6 +74,7 @@ pub struct Parts {
 
 impl State {
     pub fn new(p: Parts) -> Self {
+        let counters = Arc::new(Counters::default());
         let committer = p.snapshots.committer().clone();
         State {
             committer,
@@ -86,8 +87,8 @@ impl State {
             models: Mutex::new(p.models),
             incidents: Mutex::new(p.incidents),
             incident_live: crate::analysis::incident_channel(),
-            counters: Arc::new(Counters::default()),
-            live: Arc::new(Subscribers::default()),
+            live: Arc::new(Subscribers::new(counters.clone())),
+            counters,
             stream_queue: (p.stream_queue, p.stream_queue_bytes),
             probes: Mutex::new(None),
             started: SystemTime::now(),
@@ -116,6 +117,18 @@ impl State {
     /// Kernel drops of every kind, summed.
     pub fn total_kernel_drops(&self) -> u64 {
         self.kernel_drops().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Kernel drops per cgroup and kind (empty when no probes are loaded).
+    pub fn scope_drops(&self) -> Vec<(u64, fdr_common::EventKind, u64)> {
+        match lock(&self.probes).as_ref().map(Probes::scope_drops) {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "reading per-cgroup kernel drop counters");
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Kernel drops per kind (zeros when no probes are loaded).

@@ -14,8 +14,14 @@ pub struct Counters {
     /// The longest single step of the pipeline task (reading, recording,
     /// housekeeping, closing snapshots), in µs: how long capture stood still.
     pub pipeline_max_step_us: AtomicU64,
-    /// Pipeline steps that took longer than 100 ms.
+    /// The longest time a single pipeline step was blocked (µs).
+    pub pipeline_max_blocked_us: AtomicU64,
+    /// Pipeline steps blocked for longer than 100 ms.
     pub pipeline_slow_steps: AtomicU64,
+    /// The process table's counts as of the pipeline's last housekeeping
+    /// (so that `GetStats` never waits for the table's lock): tracked,
+    /// live, exited, pruned.
+    pub processes: [AtomicU64; 4],
 }
 
 impl Default for Counters {
@@ -26,7 +32,9 @@ impl Default for Counters {
             stream_drops: AtomicU64::new(0),
             subscribers: AtomicU32::new(0),
             pipeline_max_step_us: AtomicU64::new(0),
+            pipeline_max_blocked_us: AtomicU64::new(0),
             pipeline_slow_steps: AtomicU64::new(0),
+            processes: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -38,12 +46,16 @@ impl Counters {
         }
     }
 
-    /// Notes how long one pipeline step took.
-    pub fn pipeline_step(&self, took: std::time::Duration) {
-        let us = took.as_micros().min(u64::MAX as u128) as u64;
-        self.pipeline_max_step_us.fetch_max(us, Relaxed);
-        if us > 100_000 {
-            self.pipeline_slow_steps.fetch_add(1, Relaxed);
+    /// Notes how long one pipeline step took, and how long of it the
+    /// pipeline was blocked (a lock, the disk; not waiting for a CPU).
+    pub fn pipeline_step(&self, took: std::time::Duration, blocked: Option<std::time::Duration>) {
+        let us = |d: std::time::Duration| d.as_micros().min(u64::MAX as u128) as u64;
+        self.pipeline_max_step_us.fetch_max(us(took), Relaxed);
+        if let Some(b) = blocked {
+            self.pipeline_max_blocked_us.fetch_max(us(b), Relaxed);
+            if b > std::time::Duration::from_millis(100) {
+                self.pipeline_slow_steps.fetch_add(1, Relaxed);
+            }
         }
     }
 

@@ -5,8 +5,10 @@ use fdr_proto::v1 as pb;
 use crate::{
     buffer::BufferStats,
     containers::{Change, ContainerMeta, ContainerRegistry},
+    decode::lossless_bytes,
     event::{
-        AccountDetail, Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail, Severity,
+        AccountDetail, Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail, NotUtf8,
+        Severity,
     },
     scope::Scope,
 };
@@ -112,6 +114,7 @@ pub fn process_to_pb(ev: &Event) -> pb::Process {
         argv: ev.argv().to_vec(),
         has_tty: t.has_tty,
         start_ns: t.start_ns,
+        comm_raw: t.comm.raw().map(<[u8]>::to_vec).unwrap_or_default(),
     }
 }
 
@@ -152,6 +155,7 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
             argv_unreadable,
             filename_truncated,
             stdin_socket,
+            not_utf8,
         } => pb::event::Detail::Exec(pb::ExecDetail {
             filename: filename.clone(),
             argv: argv.clone(),
@@ -162,6 +166,13 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
             exe: exe.clone(),
             exe_incomplete: *exe_incomplete,
             stdin_socket: *stdin_socket,
+            filename_raw: raw(filename, *not_utf8, NotUtf8::FILENAME),
+            exe_raw: raw(exe, *not_utf8, NotUtf8::EXE),
+            argv_raw: if not_utf8.contains(NotUtf8::ARGV) {
+                argv.iter().map(|a| lossless_bytes(a)).collect()
+            } else {
+                Vec::new()
+            },
         }),
         Detail::Exit { status } => {
             let s = ExitStatus::from_wait_status(*status);
@@ -263,6 +274,21 @@ fn file_to_pb(f: &FileDetail) -> pb::FileDetail {
         dev: f.dev,
         ino: f.ino,
         syscall: f.syscall.to_owned(),
+        path_raw: raw(&f.path, f.not_utf8, NotUtf8::PATH),
+        path2_raw: f
+            .path2
+            .as_deref()
+            .map_or_else(Vec::new, |p| raw(p, f.not_utf8, NotUtf8::PATH2)),
+    }
+}
+
+/// A name's exact bytes when it was not UTF-8 (`which` in `not_utf8`), else
+/// nothing: the `*_raw` fields.
+fn raw(text: &str, not_utf8: NotUtf8, which: NotUtf8) -> Vec<u8> {
+    if not_utf8.contains(which) {
+        lossless_bytes(text)
+    } else {
+        Vec::new()
     }
 }
 
@@ -342,6 +368,36 @@ mod tests {
                 assert_eq!(x.code, Some(7));
                 assert_eq!(x.signal, None);
                 assert_eq!(x.raw_status, 7 << 8);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_go_out_as_exact_bytes() {
+        let (path, p1) = crate::decode::lossless(b"/tmp/b-\xff\xfe".to_vec());
+        let (path2, _) = crate::decode::lossless(b"/tmp/ok".to_vec());
+        assert!(p1);
+        let file = FileDetail {
+            path,
+            path2: Some(path2),
+            not_utf8: NotUtf8::PATH,
+            ..Default::default()
+        };
+        let ev = event(
+            1,
+            2,
+            Detail::File {
+                kind: EventKind::FileRename,
+                file: Box::new(file),
+            },
+        );
+        match event_to_pb(&ev, &Enrich::BARE).detail {
+            Some(pb::event::Detail::File(f)) => {
+                assert_eq!(f.path, r"/tmp/b-\xff\xfe");
+                assert_eq!(f.path_raw, b"/tmp/b-\xff\xfe");
+                assert_eq!(f.path2.as_deref(), Some("/tmp/ok"));
+                assert!(f.path2_raw.is_empty(), "UTF-8: no copy");
             }
             other => panic!("{other:?}"),
         }

@@ -1,10 +1,16 @@
 //! Snapshots as CSV (for spreadsheets) and JSON Lines.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use fdr_proto::v1::{self as pb, event::Detail};
 
-use crate::{ctl, derive::accounts::user_name};
+use crate::{
+    ctl::{
+        self,
+        escape::{escape, escape_bytes, name},
+    },
+    derive::accounts::user_name,
+};
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 13] = [
@@ -23,42 +29,63 @@ pub const CSV_COLUMNS: [&str; 13] = [
     "message",
 ];
 
+/// Arguments, each escaped (from its exact bytes when the API has them),
+/// joined by spaces.
+fn args_text(argv: &[String], raw: &[Vec<u8>]) -> String {
+    if raw.len() == argv.len() && !raw.is_empty() {
+        let args: Vec<_> = raw.iter().map(|a| escape_bytes(a)).collect();
+        args.join(" ")
+    } else {
+        let args: Vec<_> = argv.iter().map(|a| escape(a)).collect();
+        args.join(" ")
+    }
+}
+
+/// The command or path, and the port or address, escaped.
 fn target(ev: &pb::Event) -> (String, String) {
+    let process_args = || {
+        ev.process
+            .as_ref()
+            .map(|p| args_text(&p.argv, &[]))
+            .unwrap_or_default()
+    };
     match &ev.detail {
-        Some(Detail::Exec(x)) => (x.argv.join(" "), String::new()),
-        Some(Detail::File(f)) => (f.path.clone(), String::new()),
+        Some(Detail::Exec(x)) => (args_text(&x.argv, &x.argv_raw), String::new()),
+        Some(Detail::File(f)) => (name(&f.path, &f.path_raw).into_owned(), String::new()),
         Some(Detail::Net(n)) => {
             let addr = if n.remote_address.is_empty() {
                 format!("{}:{}", n.local_address, n.local_port)
             } else {
                 format!("{}:{}", n.remote_address, n.remote_port)
             };
-            (
-                ev.process
-                    .as_ref()
-                    .map(|p| p.argv.join(" "))
-                    .unwrap_or_default(),
-                addr,
-            )
+            (process_args(), escape(&addr).into_owned())
         }
-        Some(Detail::Account(a)) => (a.files.join(" "), String::new()),
-        Some(Detail::Binary(b)) => (b.path.clone(), String::new()),
-        _ => (
-            ev.process
-                .as_ref()
-                .map(|p| p.argv.join(" "))
-                .unwrap_or_default(),
-            String::new(),
-        ),
+        Some(Detail::Account(a)) => (args_text(&a.files, &[]), String::new()),
+        Some(Detail::Binary(b)) => (escape(&b.path).into_owned(), String::new()),
+        _ => (process_args(), String::new()),
     }
 }
 
-/// The snapshot's events as CSV with a header row.
+/// A cell a spreadsheet cannot take for a formula: one beginning with `=`,
+/// `+`, `-`, `@`, tab or carriage return gets a `'` in front (OWASP's
+/// advice against CSV injection). The text is escaped before (so a tab or
+/// CR is `\t` / `\r` by then, and no control character is left); quotes
+/// and separators are the CSV writer's.
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// The snapshot's events as CSV with a header row: every cell escaped
+/// ([`ctl::escape`]) and [`neutralise`]d.
 pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
     let host = snap
         .info
         .as_ref()
-        .map(|i| i.host.clone())
+        .map(|i| escape(&i.host).into_owned())
         .unwrap_or_default();
     let mut users: HashMap<u32, String> = HashMap::new();
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -67,27 +94,28 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
         let p = ev.process.clone().unwrap_or_default();
         let user = users
             .entry(p.uid)
-            .or_insert_with(|| user_name(p.uid))
+            .or_insert_with(|| escape(&user_name(p.uid)).into_owned())
             .clone();
         let v = ctl::event_json(ev);
         let (what, addr) = target(ev);
         // The container as the snapshot recorded it (kept after it is gone).
         let c = ev.container.clone().unwrap_or_default();
-        w.write_record([
-            v["time"].as_str().unwrap_or_default(),
-            &host,
-            &ev.container_id,
-            &c.pod_name,
-            &c.pod_namespace,
-            &c.image,
-            &p.pid.to_string(),
-            &p.ppid.to_string(),
-            &user,
-            v["kind"].as_str().unwrap_or_default(),
-            &what,
-            &addr,
-            &ctl::detail_text(ev),
-        ])?;
+        let cells = [
+            Cow::Borrowed(v["time"].as_str().unwrap_or_default()),
+            Cow::Borrowed(host.as_str()),
+            escape(&ev.container_id),
+            escape(&c.pod_name),
+            escape(&c.pod_namespace),
+            escape(&c.image),
+            Cow::Owned(p.pid.to_string()),
+            Cow::Owned(p.ppid.to_string()),
+            Cow::Borrowed(user.as_str()),
+            Cow::Borrowed(v["kind"].as_str().unwrap_or_default()),
+            Cow::Owned(what),
+            Cow::Owned(addr),
+            Cow::Owned(ctl::detail_text(ev)),
+        ];
+        w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
@@ -96,8 +124,86 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
 pub fn jsonl(snap: &pb::Snapshot) -> Vec<u8> {
     let mut out = Vec::new();
     for ev in &snap.events {
-        out.extend_from_slice(ctl::event_json(ev).to_string().as_bytes());
+        out.extend_from_slice(ctl::escape::json(&ctl::event_json(ev)).as_bytes());
         out.push(b'\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for (cell, want) in [
+            ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(1)", "'@SUM(1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("/tmp/=x", "/tmp/=x"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralise(cell), want, "{cell:?}");
+        }
+    }
+
+    fn file_event(path: &[u8]) -> pb::Event {
+        let (text, not_utf8) = crate::decode::lossless(path.to_vec());
+        pb::Event {
+            seq: 1,
+            kind: pb::EventKind::FileWrite as i32,
+            process: Some(pb::Process {
+                pid: 7,
+                comm: "sh".into(),
+                ..Default::default()
+            }),
+            detail: Some(Detail::File(pb::FileDetail {
+                path: text,
+                path_raw: if not_utf8 { path.to_vec() } else { Vec::new() },
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn csv_cells_are_escaped_neutralised_and_names_kept_apart() {
+        let snap = pb::Snapshot {
+            events: [
+                &b"=1+1"[..],
+                b"/tmp/a\nfake,row\r\x1b[31m",
+                b"/tmp/b-\xff\xfe",
+                b"/tmp/b-\xfe\xff",
+                b"/tmp/b-\\xff\\xfe",
+            ]
+            .map(file_event)
+            .to_vec(),
+            ..Default::default()
+        };
+        let data = csv(&snap).unwrap();
+        assert!(
+            !data
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f || b == 0xff),
+            "{data:?}"
+        );
+        let mut rdr = csv::Reader::from_reader(data.as_slice());
+        let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 5, "one row per event");
+        let paths: Vec<&str> = rows.iter().map(|r| &r[10]).collect();
+        assert_eq!(
+            paths,
+            [
+                "'=1+1",
+                r"/tmp/a\nfake,row\r\x1b[31m",
+                r"/tmp/b-\xff\xfe",
+                r"/tmp/b-\xfe\xff",
+                r"/tmp/b-\\xff\\xfe"
+            ]
+        );
+        assert_eq!(&rows[0][12], "'=1+1", "the message column too");
+    }
 }

@@ -507,15 +507,12 @@ impl FlightRecorder for Service {
         // One lock at a time, each released at the end of its statement: a
         // guard kept alive across a second `lock` (a temporary in a struct
         // literal lives until the literal's end) would break the lock order.
-        let (totals, per_scope) = {
+        let (totals, per_scope, open_snapshot_bytes) = {
             let b = lock(&st.buffers);
-            (b.stats(), b.scopes())
+            (b.stats(), b.scopes(), b.charged() as u64)
         };
-        let open_snapshot_bytes = lock(&st.snapshots).open_bytes() as u64;
-        let (processes_tracked, procs) = {
-            let p = lock(&st.procs);
-            (p.len() as u64, p.counts())
-        };
+        let [processes_tracked, live, exited, pruned] =
+            st.counters.processes.each_ref().map(|c| c.load(Relaxed));
         let analysis = {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -555,21 +552,22 @@ impl FlightRecorder for Service {
             kinds,
             decode_errors: st.counters.decode_errors.load(Relaxed),
             buffers: Some(buffer_stats_to_pb(totals)),
-            stream_drops: st.counters.stream_drops.load(Relaxed) + st.live.dropped.load(Relaxed),
+            stream_drops: st.counters.stream_drops.load(Relaxed),
             subscribers: st.counters.subscribers.load(Relaxed),
             processes_tracked,
             started: Some(timestamp(started_ns)),
             ring_buffer_bytes: st.ring_bytes,
             scopes,
             processes: Some(pb::ProcessStats {
-                live: procs.live,
-                exited: procs.exited,
-                pruned: procs.pruned,
+                live,
+                exited,
+                pruned,
             }),
             containers: Some(containers),
             analysis: Some(analysis),
             pipeline_max_step_us: st.counters.pipeline_max_step_us.load(Relaxed),
             pipeline_slow_steps: st.counters.pipeline_slow_steps.load(Relaxed),
+            pipeline_max_blocked_us: st.counters.pipeline_max_blocked_us.load(Relaxed),
             open_snapshot_bytes,
             storage: Some(storage_stats(st)),
         }))

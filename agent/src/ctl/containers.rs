@@ -5,7 +5,7 @@ use std::io::Write;
 use fdr_proto::v1 as pb;
 use serde_json::json;
 
-use super::{container_json, quiet_pipe, time_text, Result};
+use super::{container_json, escape::escape as e, quiet_pipe, time_text, Result};
 use crate::client::Client;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -27,7 +27,7 @@ pub async fn containers(
         .containers;
     let text = if args.json {
         list.iter()
-            .map(|k| known_json(k).to_string() + "\n")
+            .map(|k| super::escape::json(&known_json(k)) + "\n")
             .collect::<String>()
     } else {
         containers_table(&list)
@@ -45,11 +45,12 @@ fn known_json(k: &pb::KnownContainer) -> serde_json::Value {
     })
 }
 
-fn or_dash(s: &str) -> &str {
+/// Escaped, `-` when empty.
+fn or_dash(s: &str) -> std::borrow::Cow<'_, str> {
     if s.is_empty() {
-        "-"
+        "-".into()
     } else {
-        s
+        e(s)
     }
 }
 
@@ -63,7 +64,7 @@ pub fn containers_table(list: &[pb::KnownContainer]) -> String {
         let id: String = c.id.chars().take(12).collect();
         t += &format!(
             "{:<12}  {:<8}  {:<24}  {:<20}  {:<32}  {:<16}  {}\n",
-            id,
+            e(&id),
             if k.running { "running" } else { "stopped" },
             or_dash(&c.pod_name),
             or_dash(&c.name),

@@ -6,7 +6,11 @@ use std::io::Write;
 use fdr_proto::v1::{self as pb, event::Detail, stream_events_response::Item};
 use serde_json::{json, Value};
 
-use super::{detail_text, kind_name, parse_kind, quiet_pipe, shell_words, time_text, Result};
+use super::{
+    detail_text,
+    escape::{escape, json as json_line, name},
+    kind_name, parse_kind, quiet_pipe, shell_words, time_text, Result,
+};
 use crate::{api::convert::kind_to_pb, client::Client, event::EventKind};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,7 +49,7 @@ pub async fn events(client: &mut Client, args: &EventsArgs, out: &mut impl Write
     }
     while let Some(msg) = stream.message().await? {
         let line = match msg.item {
-            Some(Item::Event(ev)) if args.json => event_json(&ev).to_string(),
+            Some(Item::Event(ev)) if args.json => json_line(&event_json(&ev)),
             Some(Item::Event(ev)) if args.ancestry => {
                 let mut row = table_row(&ev);
                 row.push_str(&ancestry_text(&ev));
@@ -77,7 +81,7 @@ pub(super) fn print_events<'a>(
     }
     for ev in events {
         let line = if json {
-            event_json(ev).to_string()
+            json_line(&event_json(ev))
         } else {
             table_row(ev)
         };
@@ -104,30 +108,35 @@ pub fn ancestry_text(ev: &pb::Event) -> String {
 }
 
 /// A container, short: `namespace/pod/container` when it is a pod's, else
-/// `ctr:` and the id's first 12 characters; `None` without either.
+/// `ctr:` and the id's first 12 characters; `None` without either. Escaped.
 pub(super) fn container_where(c: Option<&pb::ContainerInfo>, id: &str) -> Option<String> {
     if let Some(c) = c.filter(|c| !c.pod_name.is_empty()) {
-        return Some(format!("{}/{}/{}", c.pod_namespace, c.pod_name, c.name));
+        let text = format!("{}/{}/{}", c.pod_namespace, c.pod_name, c.name);
+        return Some(escape(&text).into_owned());
     }
     let id = if id.is_empty() {
         c.map_or("", |c| &c.id)
     } else {
         id
     };
-    (!id.is_empty()).then(|| format!("ctr:{}", id.chars().take(12).collect::<String>()))
+    (!id.is_empty()).then(|| {
+        let short: String = id.chars().take(12).collect();
+        format!("ctr:{}", escape(&short))
+    })
 }
 
-/// Where an event happened, short: a container, a service, or host.
+/// Where an event happened, short: a container, a service, or host. Escaped.
 fn where_text(ev: &pb::Event) -> String {
     container_where(ev.container.as_ref(), &ev.container_id).unwrap_or_else(|| {
         if ev.service.is_empty() {
             "host".into()
         } else {
-            ev.service.clone()
+            escape(&ev.service).into_owned()
         }
     })
 }
 
+/// One line (every text escaped, see [`super::escape`]).
 pub fn table_row(ev: &pb::Event) -> String {
     let p = ev.process.clone().unwrap_or_default();
     format!(
@@ -138,7 +147,7 @@ pub fn table_row(ev: &pb::Event) -> String {
         p.pid,
         p.ppid,
         p.uid,
-        p.comm,
+        name(&p.comm, &p.comm_raw),
         detail_text(ev)
     )
 }
@@ -151,6 +160,10 @@ pub fn event_json(ev: &pb::Event) -> Value {
             "filename": x.filename, "exe": x.exe, "exe_incomplete": x.exe_incomplete, "argv": x.argv, "argv_truncated": x.argv_truncated,
             "argv_unreadable": x.argv_unreadable, "filename_truncated": x.filename_truncated,
             "old_tid": x.old_tid, "stdin_socket": x.stdin_socket,
+            // false: the name was not UTF-8 and its text is escaped
+            // (`\xNN` per byte that is not, `\\` per backslash).
+            "filename_utf8": x.filename_raw.is_empty(), "exe_utf8": x.exe_raw.is_empty(),
+            "argv_utf8": x.argv_raw.is_empty(),
         }),
         Some(Detail::Exit(x)) => json!({
             "code": x.code, "signal": x.signal, "core_dumped": x.core_dumped, "raw_status": x.raw_status,
@@ -159,6 +172,7 @@ pub fn event_json(ev: &pb::Event) -> Value {
             "path": f.path, "path2": f.path2, "incomplete": f.incomplete, "flags": f.flags,
             "mode": f.mode, "new_mode": f.new_mode, "old_mode": f.old_mode, "uid": f.uid,
             "gid": f.gid, "size": f.size, "dev": f.dev, "ino": f.ino, "syscall": f.syscall,
+            "path_utf8": f.path_raw.is_empty(), "path2_utf8": f.path2_raw.is_empty(),
         }),
         Some(Detail::Net(n)) => json!({
             "protocol": n.protocol, "local_address": n.local_address, "local_port": n.local_port,
@@ -207,6 +221,7 @@ pub fn event_json(ev: &pb::Event) -> Value {
             "pid": p.pid, "tid": p.tid, "ppid": p.ppid, "uid": p.uid, "gid": p.gid,
             "loginuid": p.loginuid, "cgroup_id": p.cgroup_id, "comm": p.comm, "exe": p.exe,
             "argv": p.argv, "has_tty": p.has_tty, "start_ns": p.start_ns,
+            "comm_utf8": p.comm_raw.is_empty(),
         },
         "detail": detail,
         "scope": ev.scope,
@@ -273,6 +288,43 @@ mod tests {
         assert!(row.contains(" sshd.service "), "{row}");
         assert!(row.contains(" 42 "), "{row}");
         assert!(row.ends_with("/bin/sh sh -c 'exit 7'"), "{row}");
+    }
+
+    #[test]
+    fn hostile_names_stay_on_one_line_escaped_and_apart() {
+        let file = |path: &str, raw: &[u8]| pb::Event {
+            kind: pb::EventKind::FileWrite as i32,
+            process: Some(pb::Process {
+                comm: "x\x1b[2J".into(),
+                ..Default::default()
+            }),
+            detail: Some(Detail::File(pb::FileDetail {
+                path: path.into(),
+                path_raw: raw.to_vec(),
+                ..Default::default()
+            })),
+            ..exec_event()
+        };
+        let row = table_row(&file(
+            "/tmp/a\n2023-11-14T22:13:20.005Z exec fake\r\x07",
+            b"",
+        ));
+        assert!(!row.contains(['\n', '\r', '\x07', '\x1b']), "{row:?}");
+        assert!(row.contains(r"x\x1b[2J"), "{row}");
+        assert!(
+            row.ends_with(r"/tmp/a\n2023-11-14T22:13:20.005Z exec fake\r\x07"),
+            "{row}"
+        );
+        let a = table_row(&file(r"/tmp/b-\xff\xfe", b"/tmp/b-\xff\xfe"));
+        let b = table_row(&file(r"/tmp/b-\xfe\xff", b"/tmp/b-\xfe\xff"));
+        let spelled = table_row(&file(r"/tmp/b-\xff\xfe", b""));
+        assert!(a.ends_with(r" /tmp/b-\xff\xfe"), "{a}");
+        assert!(b.ends_with(r" /tmp/b-\xfe\xff"), "{b}");
+        assert!(spelled.ends_with(r" /tmp/b-\\xff\\xfe"), "{spelled}");
+        let v = event_json(&file(r"/tmp/b-\xff\xfe", b"/tmp/b-\xff\xfe"));
+        assert_eq!(v["detail"]["path"], r"/tmp/b-\xff\xfe");
+        assert_eq!(v["detail"]["path_utf8"], false);
+        assert_eq!(event_json(&exec_event())["detail"]["argv_utf8"], true);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use fdr_proto::v1::{self as pb, event::Detail};
 use serde_json::{json, Value};
 
 use super::{
+    escape::escape as e,
     event_json,
     events::table_header,
     incidents::{incident_json, snapshot_text},
@@ -27,7 +28,7 @@ pub(super) async fn show(
     let i = client.get_incident(req).await?.into_inner();
     let timeline = timeline(client, i.snapshot_id).await?;
     let text = if json {
-        show_json(&i, &timeline).to_string() + "\n"
+        super::escape::json(&show_json(&i, &timeline)) + "\n"
     } else {
         show_text(&i, &timeline)
     };
@@ -78,11 +79,11 @@ fn show_json(i: &pb::Incident, t: &Timeline) -> Value {
     v
 }
 
-/// `label   value` lines; empty values are left out.
+/// `label   value` lines (the value escaped); empty values are left out.
 fn field(s: &mut String, label: &str, value: impl AsRef<str>) {
     let value = value.as_ref();
     if !value.is_empty() {
-        *s += &format!("{label:<12}{value}\n");
+        *s += &format!("{label:<12}{}\n", e(value));
     }
 }
 
@@ -92,7 +93,7 @@ fn show_text(i: &pb::Incident, t: &Timeline) -> String {
         "incident #{}: {} {}\n",
         i.serial,
         severity_name(i.severity),
-        i.r#type
+        e(&i.r#type)
     );
     field(&mut s, "summary", &i.summary);
     field(&mut s, "scope", &i.scope);
@@ -126,7 +127,11 @@ fn show_text(i: &pb::Incident, t: &Timeline) -> String {
             format!("{} (uid {}){how}", a.user, a.uid),
         );
         field(&mut s, "  files", a.files.join(", "));
-        field(&mut s, "  command", shell_words(&a.command));
+        // Shell words are escaped already.
+        let command = shell_words(&a.command);
+        if !command.is_empty() {
+            s += &format!("{:<12}{command}\n", "  command");
+        }
     }
     s += &audits_text(i);
     s += &timeline_text(i, t);
@@ -147,16 +152,22 @@ fn audits_text(i: &pb::Incident) -> String {
             .collect::<Vec<_>>()
             .join("/");
         s += &format!(
-            "{} {:<8} {what}: {}\n",
+            "{} {:<8} {}: {}\n",
             time_text(a.time.as_ref()),
             severity_name(a.severity),
-            a.message
+            e(&what),
+            e(&a.message)
         );
         if let Some(p) = &a.process {
-            s += &format!("    pid {} {} {}\n", p.pid, p.exe, shell_words(&p.argv));
+            s += &format!("    pid {} {} {}\n", p.pid, e(&p.exe), shell_words(&p.argv));
         }
         for x in &a.ancestry {
-            s += &format!("    <- {:>7} {} {}\n", x.pid, x.exe, shell_words(&x.argv));
+            s += &format!(
+                "    <- {:>7} {} {}\n",
+                x.pid,
+                e(&x.exe),
+                shell_words(&x.argv)
+            );
         }
     }
     s
@@ -252,6 +263,25 @@ audits (2):
 no snapshot: no timeline
 "
         );
+    }
+
+    #[test]
+    fn hostile_text_cannot_add_lines() {
+        let mut i = backdoor();
+        i.summary = "x\nincident #1: low fake".into();
+        i.audits[0].message = "m\r\x1b[2Jfake".into();
+        i.audits[0].process.as_mut().unwrap().exe = "/tmp/a\nb".into();
+        i.account.as_mut().unwrap().files = vec!["/etc/x\ny".into()];
+        let text = show_text(&i, &Timeline::NoSnapshot);
+        let clean = show_text(&backdoor(), &Timeline::NoSnapshot);
+        assert_eq!(text.lines().count(), clean.lines().count(), "{text}");
+        assert!(!text.contains(['\r', '\x1b']), "{text:?}");
+        assert!(
+            text.contains(r"summary     x\nincident #1: low fake"),
+            "{text}"
+        );
+        assert!(text.contains(r"m\r\x1b[2Jfake"), "{text}");
+        assert!(text.contains(r"pid 4242 /tmp/a\nb useradd"), "{text}");
     }
 
     #[test]

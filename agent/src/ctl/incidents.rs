@@ -7,8 +7,8 @@ use fdr_proto::v1 as pb;
 use serde_json::{json, Value};
 
 use super::{
-    container_json, events::container_where, incident_show, quiet_pipe, severity_name, time_text,
-    Result,
+    container_json, escape::escape as e, events::container_where, incident_show, quiet_pipe,
+    severity_name, time_text, Result,
 };
 use crate::client::Client;
 
@@ -115,7 +115,7 @@ fn incident_header() -> String {
 }
 
 /// Where, short: the container (pod path or id prefix), else
-/// `hostname/service` or the host name alone.
+/// `hostname/service` or the host name alone. Escaped.
 fn incident_where(i: &pb::Incident) -> String {
     let id = i.scope.strip_prefix("container:").unwrap_or_default();
     container_where(i.container.as_ref(), id).unwrap_or_else(|| {
@@ -125,9 +125,9 @@ fn incident_where(i: &pb::Incident) -> String {
             &i.hostname
         };
         if i.service.is_empty() {
-            host.to_owned()
+            e(host).into_owned()
         } else {
-            format!("{host}/{}", i.service)
+            e(&format!("{host}/{}", i.service)).into_owned()
         }
     })
 }
@@ -145,19 +145,19 @@ fn incident_row(i: &pb::Incident) -> String {
         "{:>6} {:<8} {:<20} {:<24} {:<24} {:<24} {:>6} {:>8} {}",
         i.serial,
         severity_name(i.severity),
-        i.r#type,
+        e(&i.r#type),
         incident_where(i),
         time_text(i.first.as_ref()),
         time_text(i.last.as_ref()),
         i.audit_count,
         snapshot_text(i.snapshot_id),
-        i.summary
+        e(&i.summary)
     )
 }
 
 fn incident_line(i: &pb::Incident, json: bool) -> String {
     if json {
-        incident_json(i).to_string()
+        super::escape::json(&incident_json(i))
     } else {
         incident_row(i)
     }

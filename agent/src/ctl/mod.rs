@@ -8,6 +8,7 @@ use crate::event::EventKind;
 
 mod containers;
 mod detail;
+pub mod escape;
 mod events;
 mod incident_show;
 mod incidents;
@@ -18,6 +19,7 @@ mod stats;
 
 pub use containers::{containers, ContainersArgs};
 pub use detail::detail_text;
+pub use escape::{escape, escape_bytes};
 pub use events::{
     ancestry_text, container_json, event_json, events, severity_name, table_row, EventsArgs,
 };
@@ -57,6 +59,8 @@ impl From<tonic::Status> for CtlError {
             message.push_str(&format!(": {e}"));
             cause = e.source();
         }
+        // Escaped: the agent may quote what it was sent (a name, a key).
+        let message = escape::escape(&message).into_owned();
         CtlError::Rpc {
             code: s.code(),
             message,
@@ -87,21 +91,10 @@ fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Arguments quoted where a shell would need it, so the line reads back.
+/// Arguments quoted where a shell would need it, so the line reads back
+/// (and escaped: see [`escape::shell_word`]).
 fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    escape::shell_words_raw(argv, &[])
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
@@ -165,6 +158,8 @@ mod tests {
     fn status_becomes_message_and_code() {
         let e = CtlError::from(tonic::Status::not_found("no incident #5"));
         assert_eq!(e.to_string(), "no incident #5 [NotFound]");
+        let e = CtlError::from(tonic::Status::not_found("no model \"a\nb\x1b[2J\""));
+        assert_eq!(e.to_string(), r#"no model "a\nb\x1b[2J" [NotFound]"#);
         let e = CtlError::from(tonic::Status::unimplemented(""));
         assert_eq!(
             e.to_string(),

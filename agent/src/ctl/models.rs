@@ -6,7 +6,7 @@ use std::io::Write;
 use fdr_proto::v1 as pb;
 use serde_json::{json, Map, Value};
 
-use super::{quiet_pipe, time_text, Result};
+use super::{escape::escape as e, quiet_pipe, time_text, Result};
 use crate::client::Client;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -46,7 +46,7 @@ pub async fn model(client: &mut Client, cmd: &ModelCmd, out: &mut impl Write) ->
             if *json {
                 list.models
                     .iter()
-                    .map(|m| summary_json(m).to_string() + "\n")
+                    .map(|m| super::escape::json(&summary_json(m)) + "\n")
                     .collect()
             } else {
                 models_table(&list.models)
@@ -67,7 +67,7 @@ pub async fn model(client: &mut Client, cmd: &ModelCmd, out: &mut impl Write) ->
                 all: *all,
             };
             let done = client.relearn_model(req).await?.into_inner();
-            done.keys.iter().map(|k| format!("{k}\n")).collect()
+            done.keys.iter().map(|k| format!("{}\n", e(k))).collect()
         }
     };
     quiet_pipe(out.write_all(text.as_bytes()))?;
@@ -88,7 +88,7 @@ const KEY_WIDTH: usize = 48;
 /// The models as a table, the key column as wide as the longest key (up to
 /// [`KEY_WIDTH`]).
 fn models_table(models: &[pb::Model]) -> String {
-    let longest = models.iter().map(|m| m.key.chars().count()).max();
+    let longest = models.iter().map(|m| e(&m.key).chars().count()).max();
     let w = longest.unwrap_or(0).clamp(3, KEY_WIDTH);
     let mut t = format!(
         "{:<w$} {:<8} {:>7} {:>9} LEARNING UNTIL\n",
@@ -97,7 +97,7 @@ fn models_table(models: &[pb::Model]) -> String {
     for m in models {
         t += &format!(
             "{:<w$} {:<8} {:>7} {:>9} {}\n",
-            m.key,
+            e(&m.key),
             state_name(m.state),
             m.item_count,
             m.anomalies,
@@ -147,12 +147,12 @@ fn model_json_text(m: &pb::Model) -> String {
         .map(|(name, items)| (name.to_owned(), json!(items)))
         .collect();
     v["sections"] = Value::Object(sections);
-    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    super::escape::json_safe(serde_json::to_string_pretty(&v).unwrap_or_default()) + "\n"
 }
 
 /// A JSON string: double-quoted, escaped, and valid YAML.
 fn quoted(s: &str) -> String {
-    Value::from(s).to_string()
+    super::escape::json(&Value::from(s))
 }
 
 /// `s` as a YAML scalar: plain when it cannot be read as anything but this

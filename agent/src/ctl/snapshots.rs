@@ -7,8 +7,8 @@ use fdr_proto::v1 as pb;
 use serde_json::{json, Value};
 
 use super::{
-    detail::addr_text, events::print_events, parse_kind, quiet_pipe, shell_words, time_text,
-    CtlError, Result, ScopeArgs,
+    detail::addr_text, escape::escape as e, events::print_events, parse_kind, quiet_pipe,
+    shell_words, time_text, CtlError, Result, ScopeArgs,
 };
 use crate::{api::convert::kind_to_pb, client::Client, event::EventKind};
 
@@ -55,11 +55,11 @@ fn info_row(i: &pb::SnapshotInfo) -> String {
         "{:>5}  {:<24} {:<28} {:>7} {:>6.1}%  {:<6} {}",
         i.id,
         time_text(i.at.as_ref()),
-        i.scope,
+        e(&i.scope),
         i.event_count,
         i.completeness * 100.0,
         if i.open { "open" } else { "closed" },
-        i.reason
+        e(&i.reason)
     )
 }
 
@@ -118,7 +118,7 @@ pub(super) async fn fetch_snapshot(
 fn snapshot_header(s: &SnapshotPages, json: bool) -> Vec<String> {
     let info = s.info.iter();
     if json {
-        return info.map(|i| info_json(i).to_string()).collect();
+        return info.map(|i| super::escape::json(&info_json(i))).collect();
     }
     let gaps = s.gaps.iter().map(gap_line);
     let processes = s.processes.iter().map(|p| {
@@ -127,14 +127,14 @@ fn snapshot_header(s: &SnapshotPages, json: bool) -> Vec<String> {
             p.pid,
             p.ppid,
             p.uid,
-            p.exe,
+            e(&p.exe),
             shell_words(&p.argv)
         )
     });
-    let listening = s
-        .listening
-        .iter()
-        .map(|l| format!("listening {} {}", l.protocol, addr_text(&l.address, l.port)));
+    let listening = s.listening.iter().map(|l| {
+        let text = format!("{} {}", l.protocol, addr_text(&l.address, l.port));
+        format!("listening {}", e(&text))
+    });
     info.map(info_row)
         .chain(gaps)
         .chain(processes)
@@ -156,7 +156,7 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
                 out,
                 "snapshot {} of {}: {} events before, window open until {}",
                 info.id,
-                info.scope,
+                e(&info.scope),
                 info.event_count,
                 time_text(info.window_end.as_ref())
             ))?;
@@ -168,7 +168,7 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
                 .into_inner();
             if *json {
                 for i in &list.snapshots {
-                    quiet_pipe(writeln!(out, "{}", info_json(i)))?;
+                    quiet_pipe(writeln!(out, "{}", super::escape::json(&info_json(i))))?;
                 }
             } else {
                 quiet_pipe(writeln!(
@@ -235,6 +235,6 @@ pub fn gap_line(g: &pb::Gap) -> String {
         time_text(g.from.as_ref()),
         time_text(g.to.as_ref()),
         g.lost,
-        g.cause
+        e(&g.cause)
     )
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use fdr_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use super::{quiet_pipe, time_text, Result};
+use super::{escape::escape as e, quiet_pipe, time_text, Result};
 use crate::client::Client;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -18,7 +18,7 @@ pub struct StatsArgs {
 pub async fn stats(client: &mut Client, args: &StatsArgs, out: &mut impl Write) -> Result<()> {
     let s = client.get_stats(pb::GetStatsRequest {}).await?.into_inner();
     let text = if args.json {
-        stats_json(&s).to_string() + "\n"
+        super::escape::json(&stats_json(&s)) + "\n"
     } else {
         stats_table(&s)
     };
@@ -66,7 +66,7 @@ fn stats_json(s: &pb::Stats) -> Value {
 fn stats_table(s: &pb::Stats) -> String {
     let mut t = format!("{:<16} {:>12} {:>12}\n", "KIND", "SEEN", "KERNEL_DROPS");
     for k in &s.kinds {
-        t += &format!("{:<16} {:>12} {:>12}\n", k.name, k.seen, k.kernel_drops);
+        t += &format!("{:<16} {:>12} {:>12}\n", e(&k.name), k.seen, k.kernel_drops);
     }
     let b = s.buffers.unwrap_or_default();
     let per_event = b.bytes.checked_div(b.events).unwrap_or(0);
@@ -78,7 +78,10 @@ fn stats_table(s: &pb::Stats) -> String {
         let b = sc.buffer.unwrap_or_default();
         t += &format!(
             "  {:<30} {} events, {} bytes, {} evicted\n",
-            sc.scope, b.events, b.bytes, b.evicted
+            e(&sc.scope),
+            b.events,
+            b.bytes,
+            b.evicted
         );
     }
     t += &format!("decode errors      {}\n", s.decode_errors);
@@ -98,9 +101,9 @@ fn stats_table(s: &pb::Stats) -> String {
         c.tombstones,
         c.with_metadata,
         if c.runtime.is_empty() {
-            "none"
+            "none".into()
         } else {
-            &c.runtime
+            e(&c.runtime)
         }
     );
     let a = s.analysis.unwrap_or_default();

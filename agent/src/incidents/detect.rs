@@ -404,6 +404,7 @@ mod tests {
             argv_unreadable: false,
             filename_truncated: false,
             stdin_socket,
+            not_utf8: crate::event::NotUtf8::NONE,
         }
     }
 

@@ -6,14 +6,14 @@ pub mod syscalls;
 pub mod tracefs;
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint,
         TracePoint,
     },
     Ebpf, EbpfLoader,
 };
-use fdr_common::{globals, maps, EventKind, InodeKey, Prefixes, MAX_KINDS};
+use fdr_common::{globals, maps, DropKey, EventKind, InodeKey, Prefixes, MAX_KINDS};
 
 /// The kernel programs, built by this crate's build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FDR_EBPF_OBJECT"));
@@ -121,6 +121,7 @@ pub struct Rings {
 pub struct Probes {
     ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
+    scope_drops: PerCpuHashMap<MapData, DropKey, u64>,
     watch: HashMap<MapData, InodeKey, u32>,
     hooks: Vec<(&'static str, Hook)>,
     links: Vec<Link>,
@@ -175,6 +176,7 @@ impl Probes {
         Ok((
             Probes {
                 drops: typed_map(&mut ebpf, maps::DROPS)?,
+                scope_drops: typed_map(&mut ebpf, maps::SCOPE_DROPS)?,
                 watch: typed_map(&mut ebpf, maps::WATCH)?,
                 ebpf,
                 hooks,
@@ -279,6 +281,26 @@ impl Probes {
             out.push((kind, per_cpu.iter().sum()));
         }
         debug_assert!(out.len() <= MAX_KINDS as usize);
+        Ok(out)
+    }
+}
+
+impl Probes {
+    /// Records refused per cgroup and kind, summed over CPUs, since the
+    /// programs were loaded (as far as the map remembers: the least recently
+    /// dropping cgroups are forgotten beyond its size).
+    pub fn scope_drops(&self) -> Result<Vec<(u64, EventKind, u64)>, ProbeError> {
+        let mut out = Vec::new();
+        for entry in self.scope_drops.iter() {
+            let (key, per_cpu) = entry.map_err(|source| ProbeError::Map {
+                name: maps::SCOPE_DROPS,
+                source,
+            })?;
+            let Some(kind) = u16::try_from(key.kind).ok().and_then(EventKind::from_raw) else {
+                continue;
+            };
+            out.push((key.cgroup_id, kind, per_cpu.iter().sum()));
+        }
         Ok(out)
     }
 }

@@ -20,6 +20,7 @@ use crate::{
     buffer::charged_bytes,
     event::{Event, EventKind},
     state::lock,
+    stats::Counters,
 };
 
 /// Most subscribers at once; one more is refused.
@@ -54,24 +55,22 @@ struct Sub {
 /// Every live subscriber.
 pub struct Subscribers {
     subs: Mutex<Vec<Arc<Sub>>>,
-    /// Events skipped over all subscribers.
-    pub dropped: AtomicU64,
+    /// Events skipped over all subscribers (`stream_drops`).
+    counters: Arc<Counters>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("too many live subscribers (at most {MAX_SUBSCRIBERS})")]
 pub struct TooMany;
 
-impl Default for Subscribers {
-    fn default() -> Self {
+impl Subscribers {
+    pub fn new(counters: Arc<Counters>) -> Self {
         Subscribers {
             subs: Mutex::new(Vec::new()),
-            dropped: AtomicU64::new(0),
+            counters,
         }
     }
-}
 
-impl Subscribers {
     /// A new subscriber; it gets every event published from now on that
     /// matches `filter`.
     pub fn subscribe(
@@ -125,7 +124,7 @@ impl Subscribers {
                     || s.queued_bytes.load(Relaxed) + size > s.max_bytes;
                 if full {
                     s.lost[ev.kind() as usize].fetch_add(1, Relaxed);
-                    self.dropped.fetch_add(1, Relaxed);
+                    self.counters.stream_drops.fetch_add(1, Relaxed);
                     continue;
                 }
                 s.queued.fetch_add(1, Relaxed);
@@ -200,7 +199,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_filtered_subscriber_keeps_its_kinds_through_a_flood() {
-        let subs = Arc::new(Subscribers::default());
+        let subs = Arc::new(Subscribers::new(Arc::new(Counters::default())));
         let filter = LiveFilter {
             kinds: [EventKind::NetListen].into_iter().collect(),
             ..Default::default()
@@ -230,7 +229,7 @@ mod tests {
         let total: u64 = lost.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 1000 - 16);
         assert!(lost.contains(&(EventKind::Exit, 990 - 15)));
-        assert_eq!(subs.dropped.load(Relaxed), 1000 - 16);
+        assert_eq!(subs.counters.stream_drops.load(Relaxed), 1000 - 16);
         drop(everything);
         subs.publish(&batch[..1]);
         assert_eq!(subs.count(), 1, "a dropped subscription is forgotten");

@@ -80,9 +80,9 @@ impl LossLedger {
         out
     }
 
-    /// Adds `other`'s counts (a freed scope's evictions, say).
-    pub fn absorb_total(&mut self, n: u64) {
-        self.total += n;
+    /// Whether no second is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 }
 

@@ -81,6 +81,11 @@ impl ScopeBuffers {
         self.charged.clone()
     }
 
+    /// Bytes charged by open snapshots.
+    pub fn charged(&self) -> usize {
+        self.charged.load(Relaxed)
+    }
+
     /// Bytes held by the buffers plus those charged by open snapshots.
     pub fn used(&self) -> usize {
         self.bytes + self.charged.load(Relaxed)

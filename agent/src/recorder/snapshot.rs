@@ -95,8 +95,11 @@ pub struct Snapshots {
     open: Vec<Open>,
     /// Bytes of all open snapshots, shared with the buffers' budget.
     charged: Arc<AtomicUsize>,
-    /// Kernel ring buffer drops by kind, at the time the agent saw them.
+    /// Kernel ring buffer drops by kind, at the time the agent saw them,
+    /// of cgroups the kernel could not name (host-wide).
     kernel_losses: LossLedger,
+    /// The same, per scope, where the kernel named the cgroup.
+    scope_losses: HashMap<Scope, LossLedger>,
 }
 
 impl Snapshots {
@@ -117,6 +120,7 @@ impl Snapshots {
             open: Vec::new(),
             charged: Arc::new(AtomicUsize::new(0)),
             kernel_losses: LossLedger::default(),
+            scope_losses: HashMap::new(),
         }
     }
 
@@ -147,6 +151,21 @@ impl Snapshots {
         self.kernel_losses.note(kind, time_ns, n);
     }
 
+    /// Notes kernel drops of `kind` of processes of `scope`, seen at
+    /// `time_ns`: a gap of that scope's snapshots only.
+    pub fn note_scope_drops(
+        &mut self,
+        scope: Scope,
+        kind: crate::event::EventKind,
+        time_ns: u64,
+        n: u64,
+    ) {
+        self.scope_losses
+            .entry(scope)
+            .or_default()
+            .note(kind, time_ns, n);
+    }
+
     /// Forgets losses no window can reach any more.
     pub fn forget_losses_before(&mut self, before_ns: u64) {
         let oldest_open = self
@@ -156,7 +175,12 @@ impl Snapshots {
             .map(|t| t.seconds as u64 * 1_000_000_000)
             .min()
             .unwrap_or(u64::MAX);
-        self.kernel_losses.forget_before(before_ns.min(oldest_open));
+        let before = before_ns.min(oldest_open);
+        self.kernel_losses.forget_before(before);
+        self.scope_losses.retain(|_, l| {
+            l.forget_before(before);
+            !l.is_empty()
+        });
     }
 
     /// Whether an event of `size` bytes and this class may join `o`.
@@ -401,14 +425,42 @@ impl Snapshots {
                 .map_or(0, |t| t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
         };
         let (start, end) = (ns(&o.info.window_start), ns(&o.info.window_end));
+        if let Some(scoped) = self.scope_losses.get(&o.scope) {
+            for l in scoped.within(start, end.min(now_ns)) {
+                o.gaps.push(gap(
+                    &l,
+                    "kernel ring buffer full: this scope's records dropped before the agent read \
+                     them",
+                    false,
+                ));
+            }
+        }
         for l in self.kernel_losses.within(start, end.min(now_ns)) {
             o.gaps.push(gap(
                 &l,
-                "kernel ring buffer full: records dropped before the agent read them (counted \
-                 for the whole host; the kernel cannot tell whose they were)",
+                "kernel ring buffer full: records dropped before the agent read them, of \
+                 processes the kernel could not attribute (counted for the whole host)",
                 true,
             ));
         }
+    }
+}
+
+/// An event as a snapshot stores it: critical kinds with their ancestry,
+/// bulk kinds without (the snapshot's process list holds every process's
+/// ancestors; repeating them on each of a flood's writes would multiply
+/// the snapshot's size by the ancestry's depth).
+fn snapshot_event(e: &Event, en: &Enrich) -> pb::Event {
+    if kept_first(e.kind()) {
+        event_to_pb(e, en)
+    } else {
+        event_to_pb(
+            e,
+            &Enrich {
+                containers: en.containers,
+                ancestry_depth: 0,
+            },
+        )
     }
 }
 
@@ -523,7 +575,7 @@ impl Closing {
                 .iter()
                 .map(|e| pb::Event {
                     container: container.clone(),
-                    ..event_to_pb(e, &en)
+                    ..snapshot_event(e, &en)
                 })
                 .collect(),
             listening: self
@@ -687,6 +739,124 @@ mod tests {
         assert_eq!(gap.to, Some(timestamp(62_000)));
         assert!(gap.cause.contains("stopped"));
         assert!(snaps.open_infos().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_drops_are_gaps_of_their_scope_and_host_wide_ones_of_every_scope() {
+        let dir = std::env::temp_dir().join(format!("fdr-snap-drops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(
+            &dir,
+            Retention {
+                max_snapshots: 10,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+        let mut snaps = Snapshots::new(
+            std::sync::Arc::new(store),
+            Window {
+                before_ns: 10_000_000_000,
+                after_ns: 10_000_000_000,
+            },
+        );
+        let buffers = ScopeBuffers::new(Limits {
+            scope_quota: 1 << 20,
+            critical_reserve: 0,
+            budget: 1 << 20,
+            grace_ns: 0,
+        });
+        let at = 100_000_000_000;
+        let ctr = Scope::from_key("container:abc").unwrap();
+        snaps.freeze(Scope::Host, "t", at, &buffers, 0).unwrap();
+        snaps.freeze(ctr.clone(), "t", at, &buffers, 0).unwrap();
+        use crate::event::EventKind;
+        snaps.note_scope_drops(ctr.clone(), EventKind::FileWrite, at + 1, 5);
+        snaps.note_kernel_drops(EventKind::Exec, at + 2, 2);
+        // Outside both windows: no gap.
+        snaps.note_scope_drops(ctr.clone(), EventKind::FileWrite, at + 50_000_000_000, 9);
+        let closed = snaps.take_closed(at + 20_000_000_000, false);
+        assert_eq!(closed.len(), 2);
+        for c in &closed {
+            let lost = |k: EventKind, host_wide: bool| -> u64 {
+                c.gaps
+                    .iter()
+                    .filter(|g| g.kind == kind_to_pb(k) as i32 && g.host_wide == host_wide)
+                    .map(|g| g.lost)
+                    .sum()
+            };
+            assert_eq!(lost(EventKind::Exec, true), 2, "host-wide: every scope");
+            let writes = if c.scope == ctr { 5 } else { 0 };
+            assert_eq!(lost(EventKind::FileWrite, false), writes, "{:?}", c.scope);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_open_snapshot_keeps_critical_kinds_past_its_bulk_share() {
+        let dir = std::env::temp_dir().join(format!("fdr-snap-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(
+            &dir,
+            Retention {
+                max_snapshots: 10,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+        let buffers = ScopeBuffers::new(Limits {
+            scope_quota: 1 << 20,
+            critical_reserve: 0,
+            budget: 1 << 20,
+            grace_ns: 0,
+        });
+        let exit = |seq| Arc::new(event(seq, 7, Detail::Exit { status: 0 }));
+        let listen = |seq| {
+            let mut e = event(seq, 7, Detail::Exit { status: 0 });
+            e.record.detail = crate::recorder::test_support::listen_detail();
+            Arc::new(e)
+        };
+        let one = charged_bytes(&listen(0)).max(charged_bytes(&exit(0)));
+        let charged = buffers.charge_handle();
+        let mut snaps = Snapshots::new(
+            std::sync::Arc::new(store),
+            Window {
+                before_ns: 0,
+                after_ns: u64::MAX / 2,
+            },
+        )
+        .with_limits(
+            SnapshotLimits {
+                max_bytes: one * 100,
+                open_bytes: one * 100,
+                reserve_percent: 50,
+            },
+            charged.clone(),
+        );
+        snaps.freeze(Scope::Host, "t", 0, &buffers, 0).unwrap();
+        for seq in 1..=1000 {
+            snaps.observe(&exit(seq));
+        }
+        for seq in 1001..=1010 {
+            snaps.observe(&listen(seq));
+        }
+        let held = snaps.open_bytes();
+        assert!(held <= one * 100, "{held} within the limit");
+        assert_eq!(charged.load(Relaxed), held, "charged to the budget");
+        let closed = snaps.take_closed(u64::MAX, true);
+        let c = &closed[0];
+        let listens = c.events.iter().filter(|e| kept_first(e.kind())).count();
+        assert_eq!(listens, 10, "critical kinds kept past the bulk share");
+        let refused: u64 = c
+            .gaps
+            .iter()
+            .filter(|g| g.kind == kind_to_pb(crate::event::EventKind::Exit) as i32)
+            .map(|g| g.lost)
+            .sum();
+        let kept_exits = c.events.len() as u64 - 10;
+        assert_eq!(kept_exits + refused, 1000, "every refusal counted");
+        assert_eq!(charged.load(Relaxed), 0, "closing releases the charge");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

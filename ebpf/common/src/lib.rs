@@ -296,6 +296,22 @@ pub struct InodeKey {
     pub ino: u64,
 }
 
+/// Key of the `FDR_SCOPE_DROPS` map: records of a kind the ring buffer
+/// refused for a task of a cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    /// cgroup v2 id of the task whose record was dropped.
+    pub cgroup_id: u64,
+    /// Its [`EventKind`] number.
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// Entries of `FDR_SCOPE_DROPS`; beyond them the least recently dropping
+/// cgroups lose their counts (those drops are then host-wide only).
+pub const MAX_DROP_KEYS: u32 = 4096;
+
 /// Syscall shapes the generic syscall programs know; user space maps this
 /// architecture's syscall numbers to them in `FDR_SYSCALLS`.
 pub mod op {
@@ -662,6 +678,9 @@ pub mod maps {
     pub const ARGS: &str = "FDR_ARGS";
     /// `PerCpuArray<u64>` indexed by kind: records the ring buffer refused.
     pub const DROPS: &str = "FDR_DROPS";
+    /// `LruPerCpuHashMap<DropKey, u64>`: records the ring buffer refused,
+    /// by cgroup and kind (so a gap can name its scope).
+    pub const SCOPE_DROPS: &str = "FDR_SCOPE_DROPS";
     /// `PerCpuArray<ExecEvent>`: scratch space for building large records.
     pub const SCRATCH: &str = "FDR_SCRATCH";
 }
@@ -675,6 +694,7 @@ const _: () =
 const _: () = assert!(size_of::<ExitEvent>() == 16 + 56 + 8);
 const _: () = assert!(size_of::<KernelOffsets>() == 68 * 4);
 const _: () = assert!(size_of::<InodeKey>() == 16);
+const _: () = assert!(size_of::<DropKey>() == 16);
 const _: () = assert!(size_of::<PathRef>() == 8);
 const _: () = assert!(size_of::<FileEvent>() == 16 + 56 + 10 * 4 + 16 + 16 + 2 * PATH_AREA);
 const _: () = assert!(size_of::<NetEvent>() == 16 + 56 + 16 + 32);
@@ -697,4 +717,6 @@ mod user {
     unsafe impl aya::Pod for super::InodeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Prefixes {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropKey {}
 }

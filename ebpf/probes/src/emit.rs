@@ -4,13 +4,13 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use fdr_common::{
-    EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs, MAX_KINDS,
-    MAX_SYSCALL,
+    DropKey, EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs,
+    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL,
 };
 
 /// Default ring size; user space resizes it from the config before load.
@@ -167,11 +167,30 @@ pub fn send_to<T>(critical: bool, kind: u16, record: &T, len: usize) {
     }
 }
 
+#[map(name = "FDR_SCOPE_DROPS")]
+static SCOPE_DROPS: LruPerCpuHashMap<DropKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+
+/// Counts a refused record by kind, and by the current task's cgroup and
+/// kind (only on this path: a full ring costs the map update, nothing else).
 #[inline(always)]
 fn count_drop(kind: u16) {
     if let Some(n) = DROPS.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it.
         unsafe { *n += 1 };
+    }
+    let key = DropKey {
+        // SAFETY: a helper without arguments, allowed in tracepoints.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        kind: kind as u32,
+        _pad: 0,
+    };
+    match SCOPE_DROPS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of the entry; only this CPU writes it.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = SCOPE_DROPS.insert(&key, &1, 0);
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub fn events(n: usize) -> Vec<Arc<Event>> {
                     argv_unreadable: false,
                     filename_truncated: false,
                     stdin_socket: false,
+                    not_utf8: fdr_agent::event::NotUtf8::NONE,
                 },
                 1 => Detail::Exit { status: 0 },
                 _ => Detail::File {
