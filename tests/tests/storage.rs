@@ -239,10 +239,16 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
     .await;
     assert!(ok.reopens >= 1, "{ok:?}");
     assert!(ok.failures >= failing.failures, "{ok:?}");
+    let all = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("GetStats")
+        .into_inner();
     eprintln!(
-        "kept {} snapshots, refused {}; storage: {ok:?}",
+        "kept {} snapshots, refused {}; longest pipeline step {} µs; storage: {ok:?}",
         kept.len(),
-        refused.len()
+        refused.len(),
+        all.pipeline_max_step_us
     );
 
     // Models and incidents are written again: what the agent learned is
