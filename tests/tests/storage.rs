@@ -94,15 +94,21 @@ async fn create(c: &mut client::Client, reason: &str) -> Result<pb::SnapshotInfo
 
 /// Ids listed as committed (closed).
 async fn committed(c: &mut client::Client) -> Vec<u64> {
-    c.list_snapshots(pb::ListSnapshotsRequest {})
+    let l = c
+        .list_snapshots(pb::ListSnapshotsRequest {})
         .await
         .expect("ListSnapshots")
         .into_inner()
-        .snapshots
-        .into_iter()
-        .filter(|i| !i.open)
-        .map(|i| i.id)
-        .collect()
+        .snapshots;
+    if std::env::var_os("FDR_DEBUG_STORAGE").is_some() {
+        let st = stats(c).await;
+        eprintln!(
+            "DEBUG {:?} {:?}",
+            l.iter().map(|i| (i.id, i.open)).collect::<Vec<_>>(),
+            st
+        );
+    }
+    l.into_iter().filter(|i| !i.open).map(|i| i.id).collect()
 }
 
 fn run_some_processes(tag: &str) {
@@ -115,11 +121,11 @@ fn run_some_processes(tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
-    let fs = Tmpfs::mount("storage-enospc", "8m");
+    let fs = Tmpfs::mount("storage-enospc", "128m");
     let data = fs.0.join("data");
     let cap = Capture::start_with("storage-enospc", |c| {
         c.recorder.data_dir = data.clone();
-        c.recorder.snapshot_before = Duration::from_secs(2);
+        c.recorder.snapshot_before = Duration::from_secs(1);
         c.recorder.snapshot_after = Duration::from_millis(300);
         c.attribution.runtime_endpoints.clear();
     })
@@ -175,12 +181,11 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
     assert!(failing.failures >= 1, "{failing:?}");
     assert!(!failing.last_error.is_empty(), "{failing:?}");
     // A queued snapshot is pending, not "not found".
-    let s = eventually("a snapshot waiting for the disk", || {
+    eventually("a snapshot waiting for the disk", || {
         let mut c = c.clone();
         async move { (stats(&mut c).await.pending_commits > 0).then_some(()) }
     })
     .await;
-    let _ = s;
     let last = *kept.last().unwrap();
     let listed = committed(&mut c).await;
     assert!(!listed.contains(&last), "committed on a full disk?");
@@ -234,10 +239,16 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
     .await;
     assert!(ok.reopens >= 1, "{ok:?}");
     assert!(ok.failures >= failing.failures, "{ok:?}");
+    let all = c
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("GetStats")
+        .into_inner();
     eprintln!(
-        "kept {} snapshots, refused {}; storage: {ok:?}",
+        "kept {} snapshots, refused {}; longest pipeline step {} µs; storage: {ok:?}",
         kept.len(),
-        refused.len()
+        refused.len(),
+        all.pipeline_max_step_us
     );
 
     // Models and incidents are written again: what the agent learned is

@@ -114,19 +114,59 @@ fn stats_table(s: &pb::Stats) -> String {
     if let Some(st) = &s.storage {
         t += &format!(
             "storage            {} since {}; {} writes ({} bytes) pending; {} failures, {} reopens; integrity at open: {}\n",
-            st.state,
+            e(&st.state),
             time_text(st.since.as_ref()),
             st.pending_commits,
             st.pending_bytes,
             st.failures,
             st.reopens,
-            st.integrity
+            e(&st.integrity)
         );
         if !st.last_error.is_empty() {
-            t += &format!("  last error       {:?}\n", st.last_error);
+            t += &format!("  last error       {}\n", e(&st.last_error));
         }
     }
     t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
     t += &format!("agent started      {}\n", time_text(s.started.as_ref()));
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_state_in_the_table_and_json() {
+        let s = pb::Stats {
+            storage: Some(pb::StorageStats {
+                state: "failing".into(),
+                last_error: "I/O error: No space left on device\n(os error 28)".into(),
+                pending_commits: 3,
+                pending_bytes: 4096,
+                failures: 2,
+                reopens: 2,
+                integrity: "ok".into(),
+                ids_left: 40,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = stats_table(&s);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("storage"))
+            .expect("a storage line");
+        assert!(
+            line.contains("failing") && line.contains("3 writes (4096 bytes) pending"),
+            "{line}"
+        );
+        assert!(
+            t.contains("last error       I/O error: No space left on device\\n(os error 28)"),
+            "{t}"
+        );
+        let j = stats_json(&s);
+        assert_eq!(j["storage"]["state"], "failing");
+        assert_eq!(j["storage"]["pending_commits"], 3);
+        assert_eq!(j["storage"]["ids_left"], 40);
+    }
 }

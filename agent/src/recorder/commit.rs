@@ -57,7 +57,7 @@ enum Work {
     Snapshot {
         id: u64,
         build: Option<Build>,
-        built: Option<pb::Snapshot>,
+        built: Option<Box<pb::Snapshot>>,
     },
     Write {
         what: &'static str,
@@ -415,7 +415,7 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
                 };
                 let t = Instant::now();
                 match std::panic::catch_unwind(AssertUnwindSafe(b)) {
-                    Ok(s) => *built = Some(s),
+                    Ok(s) => *built = Some(Box::new(s)),
                     Err(_) => {
                         tracing::error!(id, "building snapshot panicked: it is lost");
                         return Ok(());

@@ -156,8 +156,18 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// Opens (or creates) the database; redb's repair of a damaged file may
+/// panic: that is an error naming the file.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
-    Database::create(path).map_err(|source| match source {
+    let opened =
+        std::panic::catch_unwind(|| Database::create(path)).map_err(|p| StoreError::Corrupt {
+            what: format!(
+                "{} (the file is left as it is; move it away to start with an empty store)",
+                path.display()
+            ),
+            detail: panic_text(p),
+        })?;
+    opened.map_err(|source| match source {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.display().to_string(),
         },
@@ -201,15 +211,7 @@ impl Store {
             // A failed check discards redb's allocator state: open again
             // (which repairs what it can).
             drop(db);
-            db = match std::panic::catch_unwind(AssertUnwindSafe(|| open_db(&path))) {
-                Ok(r) => r?,
-                Err(p) => {
-                    return Err(StoreError::Corrupt {
-                        what: path.display().to_string(),
-                        detail: panic_text(p),
-                    })
-                }
-            };
+            db = open_db(&path)?;
         }
         let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db)));
         let (next, serial) = match guarded {
@@ -259,7 +261,7 @@ impl Store {
     }
 
     /// Runs `f` on the database; a panic inside redb becomes an error
-    /// naming `what`, and has the database reopened.
+    /// naming `what`; a latched error has the committer reopen it.
     fn guarded<T>(
         &self,
         what: impl FnOnce() -> String,
@@ -275,8 +277,10 @@ impl Store {
                 }
                 r
             }
+            // A corrupt page: the same read panics again, reopening would
+            // not help; a lock poisoned by it shows as a latched error in
+            // the next operation, which reopens then.
             Err(p) => {
-                self.reopen_wanted.store(true, Relaxed);
                 let what = what();
                 let detail = panic_text(p);
                 tracing::error!(%what, %detail, "the database panicked (corrupt file?)");
@@ -295,7 +299,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let before = Arc::as_ptr(&self.handle()?) as usize;
         match self.guarded(&what, &f) {
-            Err(e) if latched(&e) || self.reopen_wanted() => {
+            Err(e) if latched(&e) => {
                 if let Err(err) = self.reopen_if(before) {
                     tracing::debug!(%err, "reopening for a read");
                 }
@@ -647,15 +651,7 @@ impl Store {
                 }
             }
         }
-        let db = match std::panic::catch_unwind(AssertUnwindSafe(|| open_db(&self.path))) {
-            Ok(r) => r?,
-            Err(p) => {
-                return Err(StoreError::Corrupt {
-                    what: self.path.display().to_string(),
-                    detail: panic_text(p),
-                })
-            }
-        };
+        let db = open_db(&self.path)?;
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
         self.reopen_wanted.store(false, Relaxed);
         self.health
@@ -1162,5 +1158,60 @@ mod tests {
         assert_eq!(store.list().unwrap().len(), 2);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn garbage_anywhere_is_an_error_at_open_or_in_the_request_never_a_panic() {
+        use std::os::unix::fs::FileExt;
+        let r = Retention {
+            max_snapshots: 100,
+            max_bytes: u64::MAX,
+        };
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 131 + 17) as u8).collect();
+        // Which eighths of the file get 4 KiB of garbage.
+        for (n, eighths) in [&[0u64][..], &[1], &[4], &[7], &[1, 2, 3, 4, 5, 6, 7]]
+            .into_iter()
+            .enumerate()
+        {
+            let d = dir(&format!("garbage-{n}"));
+            let _ = std::fs::remove_dir_all(&d);
+            let store = Store::open(&d, r).unwrap();
+            for id in 1..=40 {
+                store.put(&snap(id, 20_000)).unwrap();
+            }
+            drop(store);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("snapshots.redb"))
+                .unwrap();
+            let len = f.metadata().unwrap().len();
+            for k in eighths {
+                f.write_all_at(&garbage, (len * k / 8) & !4095).unwrap();
+            }
+            drop(f);
+            let outcome = match Store::open(&d, r) {
+                Err(err) => {
+                    assert!(err.to_string().contains("snapshots.redb"), "{err}");
+                    format!("refused at open: {err}")
+                }
+                Ok(store) => {
+                    let mut errors = 0;
+                    for id in 1..=40 {
+                        if let Err(err) = store.get(id) {
+                            errors += 1;
+                            let text = err.to_string();
+                            assert!(text.contains(&format!("snapshot {id}")), "{text}");
+                        }
+                    }
+                    let _ = store.list();
+                    format!(
+                        "integrity {}; {errors} of 40 unreadable",
+                        store.health().integrity
+                    )
+                }
+            };
+            eprintln!("garbage at eighths {eighths:?}: {outcome}");
+            std::fs::remove_dir_all(&d).unwrap();
+        }
     }
 }
