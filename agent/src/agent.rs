@@ -110,8 +110,10 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     )
     .with_limits(
         SnapshotLimits {
-            max_bytes: r.snapshot_max_bytes as usize,
-            open_bytes: r.snapshots_open_bytes as usize,
+            // Open snapshots take at most half the budget, whatever the
+            // configured limits: the buffers keep the other half.
+            max_bytes: r.snapshot_max_bytes.min(r.budget_bytes / 2) as usize,
+            open_bytes: r.snapshots_open_bytes.min(r.budget_bytes / 2) as usize,
             reserve_percent: r.critical_reserve_percent,
         },
         buffers.charge_handle(),

@@ -387,7 +387,7 @@ async fn the_recorder_holds_up_under_a_flood() {
             .unwrap()
             .success());
         execs.push(marker);
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             ports.push(u32::from(l.local_addr().unwrap().port()));
         }

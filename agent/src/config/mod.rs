@@ -149,8 +149,8 @@ pub struct RecorderConfig {
     /// a gap instead of kept. Charged to `budget_bytes`. Default 32 MiB.
     pub snapshot_max_bytes: u64,
     /// Memory all open snapshots together may hold; charged to
-    /// `budget_bytes` (the buffers shrink while snapshots are open). At
-    /// most half of `budget_bytes`. Default 64 MiB.
+    /// `budget_bytes` (the buffers shrink while snapshots are open). Both
+    /// limits are clamped to half of `budget_bytes`. Default 64 MiB.
     pub snapshots_open_bytes: u64,
 }
 

@@ -292,16 +292,6 @@ impl Config {
             u64::from(r.critical_reserve_percent),
             (0, 90),
         )?;
-        if r.snapshots_open_bytes > r.budget_bytes / 2 {
-            return Err(invalid(
-                "recorder.snapshots_open_bytes",
-                r.snapshots_open_bytes,
-                format_args!(
-                    "must be at most half of recorder.budget_bytes ({})",
-                    r.budget_bytes / 2
-                ),
-            ));
-        }
         int(
             "recorder.snapshot_max_bytes",
             r.snapshot_max_bytes,
