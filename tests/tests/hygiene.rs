@@ -106,6 +106,15 @@ async fn huge_arguments_are_not_echoed_whole() {
         Ok(_) => panic!("bad format accepted"),
     };
     check("ExportSnapshot format", err);
+    let err = client
+        .query_events(pb::QueryEventsRequest {
+            scope: "host".into(),
+            cursor: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad cursor");
+    check("QueryEvents cursor", err);
     cap.stop().await;
 }
 

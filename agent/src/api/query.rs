@@ -110,9 +110,9 @@ impl EventQuery {
         let after_seq = if cursor.is_empty() {
             0
         } else {
-            cursor
-                .parse()
-                .map_err(|_| Status::invalid_argument(format!("bad cursor {cursor:?}")))?
+            cursor.parse().map_err(|_| {
+                Status::invalid_argument(format!("bad cursor {:?}", super::clip(cursor)))
+            })?
         };
         Ok(EventQuery {
             kinds: kinds.to_vec(),
