@@ -314,7 +314,7 @@ async fn the_recorder_holds_up_under_a_flood() {
                             t.duration_since(begun)
                         );
                     }
-                    if lat.len() % 200 == 1 {
+                    if lat.len() % 40 == 1 {
                         let seen: u64 = st.kinds.iter().map(|k| k.seen).sum();
                         let drops: u64 = st.kinds.iter().map(|k| k.kernel_drops).sum();
                         eprintln!(

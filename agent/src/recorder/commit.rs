@@ -22,7 +22,7 @@ use std::{
 
 use fdr_proto::v1 as pb;
 
-use super::store::{Store, StoreError};
+use super::store::{Encoded, Store, StoreError};
 
 /// First retry delay after a failed write.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -31,8 +31,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the thread looks at the leases and the health state when idle.
 const TICK: Duration = Duration::from_millis(50);
 
-/// Builds a snapshot's protobuf on the committer thread.
-pub type Build = Box<dyn FnOnce() -> pb::Snapshot + Send>;
+/// Builds a snapshot's stored form on the committer thread.
+pub type Build = Box<dyn FnOnce() -> Encoded + Send>;
 /// A write of other tables (models, incidents); called again on retry.
 pub type WriteFn = Box<dyn FnMut(&Store) -> Result<(), StoreError> + Send>;
 
@@ -57,7 +57,7 @@ enum Work {
     Snapshot {
         id: u64,
         build: Option<Build>,
-        built: Option<Box<pb::Snapshot>>,
+        built: Option<Box<Encoded>>,
     },
     Write {
         what: &'static str,
@@ -200,12 +200,7 @@ impl Committer {
     /// queue until it is stored. Err when the queue (bytes) is full while
     /// the store is failing: the caller reports that the snapshot cannot be
     /// kept.
-    pub fn submit(
-        &self,
-        id: u64,
-        approx_bytes: usize,
-        build: Box<dyn FnOnce() -> pb::Snapshot + Send>,
-    ) -> Result<(), CommitError> {
+    pub fn submit(&self, id: u64, approx_bytes: usize, build: Build) -> Result<(), CommitError> {
         self.push(
             Job {
                 id: Some(id),
@@ -404,6 +399,15 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T
     })
 }
 
+/// Returns freed heap memory to the system (glibc keeps it otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Stores one job; Err leaves it to be retried.
 fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
     match &mut job.work {
@@ -427,8 +431,8 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
                 return Ok(());
             };
             let t = Instant::now();
-            let evicted = guarded(&format!("snapshot {id}"), || store.put(snap))?;
-            let events = snap.events.len();
+            let evicted = guarded(&format!("snapshot {id}"), || store.put_encoded(snap))?;
+            let events = snap.events;
             tracing::info!(
                 id,
                 events,
@@ -438,6 +442,10 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
             if !evicted.is_empty() {
                 tracing::info!(?evicted, "snapshots evicted by retention");
             }
+            // The snapshot's memory goes back to the system, not only to
+            // the allocator (a flood's snapshots are tens of MiB).
+            *built = None;
+            trim_heap();
             Ok(())
         }
         Work::Write { what, f } => guarded(what, || f(store)),
@@ -599,15 +607,20 @@ mod tests {
             .unwrap(),
         );
         let c = Committer::spawn(store.clone(), 8 << 20);
-        c.submit(1, 1000, Box::new(|| snap(1, 1000))).unwrap();
+        c.submit(1, 1000, Box::new(|| (&snap(1, 1000)).into()))
+            .unwrap();
         poll("the first snapshot committed", || c.pending().0 == 0);
         assert!(store.health().ok);
 
         let filler = fs.0.join("filler");
         fill(&filler);
         for id in 2..=4 {
-            c.submit(id, 300 << 10, Box::new(move || snap(id, 300 << 10)))
-                .unwrap();
+            c.submit(
+                id,
+                300 << 10,
+                Box::new(move || (&snap(id, 300 << 10)).into()),
+            )
+            .unwrap();
         }
         poll("the store failing", || !store.health().ok);
         let h = store.health();
@@ -621,7 +634,7 @@ mod tests {
         // While failing, the queue holds at most its budget.
         assert!(!c.can_accept(8 << 20));
         let err = c
-            .submit(99, 8 << 20, Box::new(|| snap(99, 1)))
+            .submit(99, 8 << 20, Box::new(|| (&snap(99, 1)).into()))
             .expect_err("over the queue's budget while failing");
         assert!(err.to_string().contains("snapshot 99"), "{err}");
         assert!(!c.is_pending(99));
@@ -681,14 +694,16 @@ mod tests {
                 }
             };
             ids.push(id);
-            c.submit(id, 10, Box::new(move || snap(id, 10))).unwrap();
+            c.submit(id, 10, Box::new(move || (&snap(id, 10)).into()))
+                .unwrap();
         }
         c.shutdown(Duration::from_secs(30));
         assert_eq!(c.pending(), (0, 0));
         assert_eq!(store.count().unwrap(), 300);
         assert_eq!(ids, (1..=300).collect::<Vec<_>>());
         assert!(
-            c.submit(1000, 1, Box::new(|| snap(1000, 1))).is_err(),
+            c.submit(1000, 1, Box::new(|| (&snap(1000, 1)).into()))
+                .is_err(),
             "stopped"
         );
         drop(c);

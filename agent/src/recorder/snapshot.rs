@@ -19,7 +19,7 @@ use fdr_proto::v1 as pb;
 use super::{
     commit::{CommitError, Committer},
     loss::{KindCounts, KindLoss, LossLedger},
-    store::{Store, StoreError},
+    store::{Encoded, Store, StoreError},
     ScopeBuffers,
 };
 use crate::{
@@ -560,7 +560,7 @@ impl Closing {
     }
 
     /// The stored form (committer thread).
-    fn build(self, depth: usize) -> pb::Snapshot {
+    fn build(self, depth: usize) -> Encoded {
         let en = Enrich {
             containers: None,
             ancestry_depth: depth,
@@ -568,23 +568,29 @@ impl Closing {
         let container = self.container;
         let mut info = self.info;
         info.container = container.clone();
-        pb::Snapshot {
-            processes: ancestry(&self.events, &self.known),
-            events: self
-                .events
-                .iter()
-                .map(|e| pb::Event {
-                    container: container.clone(),
-                    ..snapshot_event(e, &en)
-                })
-                .collect(),
-            listening: self
-                .listening
-                .and_then(|h| h.join().ok())
-                .unwrap_or_default(),
-            gaps: self.gaps,
-            info: Some(info),
+        let mut out = Encoded::with_capacity(self.events.len() * 256);
+        // One event message at a time: the encoded form is a fraction of
+        // the messages' size, and only it is held.
+        for e in &self.events {
+            out.push_event(&pb::Event {
+                container: container.clone(),
+                ..snapshot_event(e, &en)
+            });
         }
+        for p in ancestry(&self.events, &self.known) {
+            out.push_process(&p);
+        }
+        for l in self
+            .listening
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+        {
+            out.push_listening(&l);
+        }
+        for g in &self.gaps {
+            out.push_gap(g);
+        }
+        out.finish(info)
     }
 }
 

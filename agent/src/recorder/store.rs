@@ -134,6 +134,60 @@ struct Lease {
     reserved: AtomicU64,
 }
 
+/// A snapshot encoded as stored (an `fdr.v1.Snapshot`), with its summary.
+/// Built event by event ([`Encoded::push_event`] & co.), so that encoding a
+/// large snapshot never holds all its events as messages at once.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub info: pb::SnapshotInfo,
+    pub bytes: Vec<u8>,
+    pub events: usize,
+}
+
+impl Encoded {
+    /// An empty snapshot, room for about `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Encoded {
+            bytes: Vec::with_capacity(capacity),
+            ..Default::default()
+        }
+    }
+
+    pub fn push_event(&mut self, ev: &pb::Event) {
+        prost::encoding::message::encode(2, ev, &mut self.bytes);
+        self.events += 1;
+    }
+
+    pub fn push_process(&mut self, p: &pb::Process) {
+        prost::encoding::message::encode(3, p, &mut self.bytes);
+    }
+
+    pub fn push_listening(&mut self, l: &pb::ListeningSocket) {
+        prost::encoding::message::encode(4, l, &mut self.bytes);
+    }
+
+    pub fn push_gap(&mut self, g: &pb::Gap) {
+        prost::encoding::message::encode(5, g, &mut self.bytes);
+    }
+
+    /// Adds the summary (last: fields may come in any order).
+    pub fn finish(mut self, info: pb::SnapshotInfo) -> Self {
+        prost::encoding::message::encode(1, &info, &mut self.bytes);
+        self.info = info;
+        self
+    }
+}
+
+impl From<&pb::Snapshot> for Encoded {
+    fn from(snap: &pb::Snapshot) -> Self {
+        Encoded {
+            info: snap.info.clone().unwrap_or_default(),
+            bytes: snap.encode_to_vec(),
+            events: snap.events.len(),
+        }
+    }
+}
+
 pub struct Store {
     path: PathBuf,
     /// `None` while being reopened (or when reopening failed).
@@ -437,14 +491,18 @@ impl Store {
     /// no incident first, then incident ones, oldest first within each;
     /// never the one just stored. Returns the ids evicted.
     pub fn put(&self, snap: &pb::Snapshot) -> Result<Vec<u64>, StoreError> {
-        let id = snap.info.as_ref().map_or(0, |i| i.id);
-        let bytes = snap.encode_to_vec();
-        let mut info = snap.info.clone().unwrap_or_default();
-        info.bytes = bytes.len() as u64;
+        self.put_encoded(&Encoded::from(snap))
+    }
+
+    /// [`Store::put`] of a snapshot already encoded.
+    pub fn put_encoded(&self, snap: &Encoded) -> Result<Vec<u64>, StoreError> {
+        let id = snap.info.id;
+        let mut info = snap.info.clone();
+        info.bytes = snap.bytes.len() as u64;
         let info = info.encode_to_vec();
         self.write(
             || format!("snapshot {id}"),
-            |db| self.put_tx(db, id, &bytes, &info),
+            |db| self.put_tx(db, id, &snap.bytes, &info),
         )
     }
 
