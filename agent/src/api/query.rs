@@ -151,8 +151,8 @@ impl EventQuery {
     fn cheap_match(&self, ev: &Event) -> bool {
         ev.seq > self.after_seq
             && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&ev.kind()))
-            && !self.from_ns.is_some_and(|f| ev.time_ns < f)
-            && !self.to_ns.is_some_and(|t| ev.time_ns > t)
+            && self.from_ns.is_none_or(|f| ev.time_ns >= f)
+            && self.to_ns.is_none_or(|t| ev.time_ns <= t)
     }
 
     /// The text filter on a domain event (true without one); `hay` is a
@@ -204,8 +204,8 @@ impl EventQuery {
         let t = ev.time.as_ref().and_then(|t| ts_ns(t).ok()).unwrap_or(0);
         ev.seq > self.after_seq
             && (self.kinds.is_empty() || self.kinds.contains(&ev.kind))
-            && !self.from_ns.is_some_and(|f| t < f)
-            && !self.to_ns.is_some_and(|x| t > x)
+            && self.from_ns.is_none_or(|f| t >= f)
+            && self.to_ns.is_none_or(|x| t <= x)
     }
 
     /// The page's events of `scope`, oldest first, from a live buffer:
@@ -332,7 +332,7 @@ fn wire_len(ev: &pb::Event) -> usize {
 
 /// Whether `hay` holds `needle` (already lowercased), ignoring case the way
 /// `str::to_lowercase` does; lowercases `hay` in place when it is ASCII.
-fn lowercase_contains(hay: &mut String, needle: &str) -> bool {
+fn lowercase_contains(hay: &mut str, needle: &str) -> bool {
     if hay.is_ascii() {
         hay.make_ascii_lowercase();
         hay.contains(needle)
@@ -925,7 +925,7 @@ mod tests {
     fn text_matches_across_chunks() {
         let b = buffers();
         let n = 5 * TEXT_CHUNK as u64 + 17;
-        let marked = |seq: u64| seq % 997 == 0 || seq == TEXT_CHUNK as u64 || seq == n;
+        let marked = |seq: u64| seq.is_multiple_of(997) || seq == TEXT_CHUNK as u64 || seq == n;
         for seq in 1..=n {
             let e = if marked(seq) {
                 in_scope(seq, Detail::Exit { status: 0 }, "MaRkEr")
