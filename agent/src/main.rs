@@ -10,6 +10,11 @@ use fdr_agent::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc returns memory freed after large replies (query pages,
+/// exports) to the system within seconds; glibc's malloc kept it.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// fdr: a security flight data recorder for this node.
 #[derive(Debug, Parser)]
 #[command(version, about)]
