@@ -13,9 +13,12 @@ use fdr_agent::recorder::store::{Retention, Store};
 use fdr_proto::v1 as pb;
 use prost::Message;
 
-/// Events kept per kind, and in all, per snapshot.
-const PER_KIND: usize = 3;
-const MAX_EVENTS: usize = 60;
+/// Events kept per kind, and in all, per snapshot; processes kept; ancestors
+/// kept per event (seeds stay small, so that fuzzing runs fast).
+const PER_KIND: usize = 2;
+const MAX_EVENTS: usize = 24;
+const MAX_PROCESSES: usize = 8;
+const MAX_ANCESTORS: usize = 3;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);
@@ -43,7 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             audit || *n <= PER_KIND
         });
         snap.events.truncate(MAX_EVENTS);
-        snap.processes.truncate(MAX_EVENTS);
+        for e in &mut snap.events {
+            e.ancestry.truncate(MAX_ANCESTORS);
+        }
+        snap.processes.truncate(MAX_PROCESSES);
         let bytes = snap.encode_to_vec();
         println!(
             "snapshot {}: {} events, {} processes, {} bytes",

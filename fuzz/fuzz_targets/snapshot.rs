@@ -34,7 +34,12 @@ fn get_snapshot(
         if cursor.is_empty() {
             out.extend(snap.gaps.iter().cloned().map(|g| item(G::Gap(g))));
             out.extend(snap.processes.iter().cloned().map(|p| item(G::Process(p))));
-            out.extend(snap.listening.iter().cloned().map(|l| item(G::Listening(l))));
+            out.extend(
+                snap.listening
+                    .iter()
+                    .cloned()
+                    .map(|l| item(G::Listening(l))),
+            );
         }
         let (page, next) = q.page(snap.events.iter());
         out.extend(page.into_iter().cloned().map(|e| item(G::Event(e))));

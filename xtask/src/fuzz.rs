@@ -59,13 +59,24 @@ pub fn run(root: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
             .arg("fuzz")
             .args(args)
             .current_dir(root)
-            .env("PATH", &path)
-            // cargo-fuzz builds in fuzz/target (its own workspace).
-            .env_remove("CARGO_TARGET_DIR");
+            .env("PATH", &path);
+        // What `cargo run` set for xtask (and CARGO_TARGET_DIR: cargo-fuzz
+        // builds in fuzz/target) would make the nested build differ from
+        // one run from a shell, and rebuild everything.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+                || matches!(&*key, "CARGO" | "RUSTC" | "RUSTUP_TOOLCHAIN" | "RUSTFLAGS")
+            {
+                c.env_remove(&*key);
+            }
+        }
         c
     };
     eprintln!("+ cargo +nightly fuzz build");
-    let status = fuzz(&["build"]).status().context("running cargo fuzz build")?;
+    let status = fuzz(&["build"])
+        .status()
+        .context("running cargo fuzz build")?;
     if !status.success() {
         bail!("`cargo +nightly fuzz build` failed: {status}");
     }

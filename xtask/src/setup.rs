@@ -123,7 +123,10 @@ pub fn ensure_cargo_fuzz(root: &Path, tools: &Path) -> Result<()> {
     if have.contains(CARGO_FUZZ_VERSION) {
         return Ok(());
     }
-    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} into {}", tools.display());
+    eprintln!(
+        "setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} into {}",
+        tools.display()
+    );
     let status = Command::new("cargo")
         .args(["install", "cargo-fuzz", "--locked", "--force", "--version"])
         .arg(CARGO_FUZZ_VERSION)
