@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the toolchain, build, run, test and benchmark fdr.
 
+mod fuzz;
 mod setup;
 
 use std::{
@@ -35,6 +36,17 @@ enum Task {
         /// Only run tests whose name contains this.
         filter: Option<String>,
     },
+    /// Fuzz the decoders with cargo-fuzz (optional; not part of `test`): each
+    /// target for N seconds from its checked-in corpus (fuzz/corpus); fails on
+    /// a crash, whose input is left in fuzz/artifacts/TARGET.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (decode_record, config, snapshot).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Benchmarks (probes attached vs detached, in one run); writes target/bench/results.json.
     Bench {
         /// Arguments passed to the benchmark harness (e.g. --iterations 500).
@@ -58,6 +70,7 @@ fn main() -> Result<()> {
         Task::Run { args } => run(&root, &args),
         Task::Test { filter } => test(&root, filter.as_deref()),
         Task::Bench { args } => bench(&root, &args),
+        Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
     }
 }
 

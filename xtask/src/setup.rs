@@ -6,6 +6,8 @@
 //!   (the distribution's LLVM is too old), installed under
 //!   `~/.cache/fdr/tools` (or `$FDR_TOOLS_DIR`), where the agent's build
 //!   script looks for it;
+//! - `cargo-fuzz` for `cargo xtask fuzz` ([`ensure_cargo_fuzz`]), in the
+//!   same tools directory;
 //! - for the tests ([`ensure_test_packages`]): the Debian packages
 //!   `containerd`, `runc` and `busybox-static`, which the CRI tests run
 //!   pods with, and `docker.io`, whose daemon the Docker Engine test runs.
@@ -106,6 +108,35 @@ fn install_bpf_linker(root: &Path, sysroot: &Path, tools: &Path) -> Result<()> {
         .context("running cargo install bpf-linker")?;
     if !status.success() {
         bail!("installing bpf-linker failed: {status}");
+    }
+    Ok(())
+}
+
+/// The cargo-fuzz version `cargo xtask fuzz` installs.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Installs cargo-fuzz from crates.io under `tools` (beside bpf-linker) when
+/// it is not there in [`CARGO_FUZZ_VERSION`]; quick when it is.
+pub fn ensure_cargo_fuzz(root: &Path, tools: &Path) -> Result<()> {
+    let bin = tools.join("bin/cargo-fuzz");
+    let have = output(bin.to_str().unwrap_or_default(), &["--version"]).unwrap_or_default();
+    if have.contains(CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} into {}",
+        tools.display()
+    );
+    let status = Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--locked", "--force", "--version"])
+        .arg(CARGO_FUZZ_VERSION)
+        .arg("--root")
+        .arg(tools)
+        .current_dir(root)
+        .status()
+        .context("running cargo install cargo-fuzz")?;
+    if !status.success() {
+        bail!("installing cargo-fuzz failed: {status}");
     }
     Ok(())
 }

@@ -62,7 +62,10 @@ fn ts_ns(t: &prost_types::Timestamp) -> Result<u64, Status> {
             "timestamps must be after 1970 and normalized",
         ));
     }
-    Ok(t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
+    // Saturating: a time past 2554 (a corrupt stored event) overflowed.
+    Ok((t.seconds as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.nanos as u64))
 }
 
 /// A page of events and the cursor of the next one, if there is more.
@@ -733,6 +736,20 @@ mod tests {
         };
         let q = EventQuery::new(&[], Some(&from), Some(&to), "", "", 0).unwrap();
         assert_eq!(seqs(&q.page_stored(&mut evs.clone())), [3, 4, 5]);
+    }
+
+    #[test]
+    fn times_past_u64_nanoseconds_do_not_overflow() {
+        // Found by fuzzing a stored snapshot (fuzz/corpus/snapshot/year-4147).
+        let late = ev(1, 1 << 36, pb::EventKind::Exec, "sh");
+        let from = prost_types::Timestamp {
+            seconds: 3,
+            nanos: 0,
+        };
+        let q = EventQuery::new(&[], Some(&from), None, "", "", 0).unwrap();
+        assert_eq!(q.page([late.clone()].iter()).0.len(), 1);
+        let q = EventQuery::new(&[], None, Some(&from), "", "", 0).unwrap();
+        assert!(q.page([late].iter()).0.is_empty());
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub(super) async fn show(
 
 /// What `incidents show` can tell of an incident's snapshot.
 #[derive(Debug)]
-enum Timeline {
+pub(super) enum Timeline {
     NoSnapshot,
     /// Its window has not ended yet.
     Open(u64),
@@ -65,7 +65,7 @@ async fn timeline(client: &mut Client, id: u64) -> Result<Timeline> {
 }
 
 /// `incidents show --json`: the incident, and its timeline's events.
-fn show_json(i: &pb::Incident, t: &Timeline) -> Value {
+pub(super) fn show_json(i: &pb::Incident, t: &Timeline) -> Value {
     let mut v = incident_json(i);
     v["timeline"] = match t {
         Timeline::NoSnapshot => json!({ "status": "none" }),
@@ -88,7 +88,7 @@ fn field(s: &mut String, label: &str, value: impl AsRef<str>) {
 }
 
 /// `incidents show`: header, where, account, audits, then the timeline.
-fn show_text(i: &pb::Incident, t: &Timeline) -> String {
+pub(super) fn show_text(i: &pb::Incident, t: &Timeline) -> String {
     let mut s = format!(
         "incident #{}: {} {}\n",
         i.serial,

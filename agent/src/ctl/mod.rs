@@ -26,6 +26,8 @@ pub use events::{
 pub use incidents::{incidents, IncidentsCmd};
 pub use models::{model, ModelCmd};
 pub use query::{query, QueryArgs};
+#[doc(hidden)]
+pub use snapshots::render_fetched;
 pub use snapshots::{snapshot, SnapshotCmd};
 pub use stats::{stats, StatsArgs};
 
@@ -83,6 +85,12 @@ fn quiet_pipe(res: io::Result<()>) -> Result<bool> {
 /// RFC 3339 with milliseconds, UTC; `-` when there is no time.
 fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
     let Some(ts) = ts else { return "-".into() };
+    // RFC 3339 ends with year 9999 (a later time, from a corrupt record,
+    // failed to format: a panic); such a time is shown as epoch seconds.
+    const YEAR_10000: i64 = 253_402_300_800;
+    if ts.seconds >= YEAR_10000 {
+        return format!("@{}", ts.seconds);
+    }
     let t = std::time::UNIX_EPOCH
         + std::time::Duration::new(
             ts.seconds.max(0) as u64,
@@ -146,6 +154,16 @@ mod tests {
         assert!(parse_kind("nope")
             .unwrap_err()
             .contains("fork, exec, exit, write"));
+    }
+
+    #[test]
+    fn times_past_year_9999_are_text_not_a_panic() {
+        // Found by fuzzing a stored snapshot (fuzz/corpus/snapshot/year-10000).
+        let t = |seconds, nanos| time_text(Some(&prost_types::Timestamp { seconds, nanos }));
+        assert_eq!(t(253_402_300_799, 999_999_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(t(253_402_300_800, 0), "@253402300800");
+        assert_eq!(t(i64::MAX, i32::MAX), format!("@{}", i64::MAX));
+        assert_eq!(t(i64::MIN, -1), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

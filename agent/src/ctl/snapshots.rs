@@ -90,20 +90,13 @@ pub(super) async fn fetch_snapshot(
     client: &mut Client,
     mut req: pb::GetSnapshotRequest,
 ) -> Result<SnapshotPages, tonic::Status> {
-    use pb::get_snapshot_response::Item as G;
     let mut pages = SnapshotPages::default();
     loop {
         let mut stream = client.get_snapshot(req.clone()).await?.into_inner();
         let mut next = None;
         while let Some(msg) = stream.message().await? {
-            match msg.item {
-                Some(G::Event(e)) => pages.events.push(e),
-                Some(G::NextCursor(c)) => next = Some(c),
-                Some(G::Info(i)) if pages.info.is_none() => pages.info = Some(i),
-                Some(G::Gap(g)) => pages.gaps.push(g),
-                Some(G::Process(p)) => pages.processes.push(p),
-                Some(G::Listening(l)) => pages.listening.push(l),
-                _ => {}
+            if let Some(c) = pages.add(msg) {
+                next = Some(c);
             }
         }
         match next {
@@ -111,6 +104,67 @@ pub(super) async fn fetch_snapshot(
             None => return Ok(pages),
         }
     }
+}
+
+impl SnapshotPages {
+    /// Keeps one `GetSnapshot` message; the next page's cursor when it is one.
+    fn add(&mut self, msg: pb::GetSnapshotResponse) -> Option<String> {
+        use pb::get_snapshot_response::Item as G;
+        match msg.item {
+            Some(G::Event(e)) => self.events.push(e),
+            Some(G::NextCursor(c)) => return Some(c),
+            Some(G::Info(i)) if self.info.is_none() => self.info = Some(i),
+            Some(G::Gap(g)) => self.gaps.push(g),
+            Some(G::Process(p)) => self.processes.push(p),
+            Some(G::Listening(l)) => self.listening.push(l),
+            _ => {}
+        }
+        None
+    }
+}
+
+/// `snapshot show`: the header lines, then the events.
+fn write_show(out: &mut impl Write, snap: &SnapshotPages, json: bool) -> Result<()> {
+    for h in snapshot_header(snap, json) {
+        if !quiet_pipe(writeln!(out, "{h}"))? {
+            return Ok(());
+        }
+    }
+    print_events(out, snap.events.iter(), json)?;
+    Ok(())
+}
+
+/// What `fdrctl` prints of a snapshot whose `GetSnapshot` pages were
+/// `pages` (each page's messages, in order): `snapshot list` (its summary),
+/// `snapshot show` and `incidents show` of `incident`, each as text and as
+/// JSON. The entry of the `snapshot` fuzz target (`fuzz/`), so that a
+/// corrupt stored snapshot is rendered by the very code `fdrctl` runs.
+#[doc(hidden)]
+pub fn render_fetched(
+    pages: Vec<Vec<pb::GetSnapshotResponse>>,
+    incident: &pb::Incident,
+) -> Vec<u8> {
+    let mut snap = SnapshotPages::default();
+    for msg in pages.into_iter().flatten() {
+        snap.add(msg);
+    }
+    let mut out = Vec::new();
+    if let Some(i) = &snap.info {
+        out.extend(format!("{}\n{}\n", info_row(i), info_json(i)).bytes());
+    }
+    for json in [false, true] {
+        // Writing to a Vec cannot fail.
+        let _ = write_show(&mut out, &snap, json);
+    }
+    let id = incident.snapshot_id;
+    let timeline = super::incident_show::Timeline::Events(id, Box::new(snap));
+    out.extend(super::incident_show::show_text(incident, &timeline).bytes());
+    out.extend(
+        super::incident_show::show_json(incident, &timeline)
+            .to_string()
+            .bytes(),
+    );
+    out
 }
 
 /// The lines above a snapshot's events: its summary, then (in text only)
@@ -195,12 +249,7 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
                 ..Default::default()
             };
             let snap = fetch_snapshot(client, req).await?;
-            for h in snapshot_header(&snap, *json) {
-                if !quiet_pipe(writeln!(out, "{h}"))? {
-                    return Ok(());
-                }
-            }
-            print_events(out, snap.events.iter(), *json)?;
+            write_show(out, &snap, *json)?;
         }
         SnapshotCmd::Export { id, format, output } => {
             let mut stream = client

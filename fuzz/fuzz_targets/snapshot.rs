@@ -1,0 +1,123 @@
+//! A snapshot as stored in the database, through everything that reads it:
+//! `Store::get` (prost decode of `fdr.v1.Snapshot`), the agent's
+//! `GetSnapshot` (filter and pages, as in `api/service.rs`) and
+//! `ExportSnapshot` (CSV, JSON Lines), then `fdrctl`'s rendering of the
+//! pages (`snapshot list`, `snapshot show`, `incidents show`; text and
+//! JSON). A corrupt but decodable snapshot must panic neither the agent
+//! nor `fdrctl`. The same bytes are also tried as the index entry
+//! (`fdr.v1.SnapshotInfo`) that `snapshot list` reads.
+#![no_main]
+
+use fdr_agent::api::{export, query::EventQuery};
+use fdr_proto::v1 as pb;
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+/// `GetSnapshot`'s answers, page after page, as `fdrctl` asks for them
+/// (following `next_cursor`); mirrors `Service::get_snapshot`.
+fn get_snapshot(
+    snap: &pb::Snapshot,
+    kinds: &[i32],
+    text: &str,
+    limit: u32,
+) -> Vec<Vec<pb::GetSnapshotResponse>> {
+    use pb::get_snapshot_response::Item as G;
+    let item = |i: G| pb::GetSnapshotResponse { item: Some(i) };
+    let mut pages = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        // The agent rejects a bad request before reading the snapshot; the
+        // cursors it hands out itself must always parse.
+        let q = EventQuery::new(kinds, None, None, text, &cursor, limit)
+            .expect("a request fdrctl sends, with a cursor the agent made");
+        let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
+        if cursor.is_empty() {
+            out.extend(snap.gaps.iter().cloned().map(|g| item(G::Gap(g))));
+            out.extend(snap.processes.iter().cloned().map(|p| item(G::Process(p))));
+            out.extend(
+                snap.listening
+                    .iter()
+                    .cloned()
+                    .map(|l| item(G::Listening(l))),
+            );
+        }
+        let (page, next) = q.page(snap.events.iter());
+        out.extend(page.into_iter().cloned().map(|e| item(G::Event(e))));
+        if let Some(c) = &next {
+            out.push(item(G::NextCursor(c.clone())));
+        }
+        pages.push(out);
+        match next {
+            Some(c) => cursor = c,
+            None => return pages,
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(info) = pb::SnapshotInfo::decode(data) {
+        let page = vec![pb::GetSnapshotResponse {
+            item: Some(pb::get_snapshot_response::Item::Info(info)),
+        }];
+        std::hint::black_box(fdr_agent::ctl::render_fetched(
+            vec![page],
+            &pb::Incident::default(),
+        ));
+    }
+    // `Store::get`.
+    let Ok(snap) = pb::Snapshot::decode(data) else {
+        return;
+    };
+    // `fdrctl snapshot export --format csv|jsonl`.
+    let _ = std::hint::black_box(export::csv(&snap));
+    std::hint::black_box(export::jsonl(&snap));
+    // `fdrctl snapshot show ID` / `incidents show N`: everything, 1000 a page.
+    let all = get_snapshot(&snap, &[], "", 1000);
+    // `snapshot show ID --kind K --grep TEXT`, with a small page: the kind
+    // and text of the first event (as fdrctl would send them), so filters
+    // match and paging runs.
+    let first = snap.events.first();
+    let kinds: Vec<i32> = first
+        .map(|e| e.kind)
+        .filter(|&k| fdr_agent::api::convert::kind_from_pb(k).is_some())
+        .into_iter()
+        .collect();
+    let text: String = first
+        .and_then(|e| e.process.as_ref())
+        .map(|p| p.comm.chars().take(3).collect())
+        .unwrap_or_default();
+    let filtered = get_snapshot(&snap, &kinds, &text, 7);
+    let incident = pb::Incident {
+        serial: snap
+            .events
+            .iter()
+            .find_map(|e| match &e.detail {
+                Some(pb::event::Detail::Audit(a)) => Some(a.incident),
+                _ => None,
+            })
+            .unwrap_or(1),
+        snapshot_id: snap.info.as_ref().map_or(1, |i| i.id),
+        audits: snap
+            .events
+            .iter()
+            .filter_map(|e| match &e.detail {
+                Some(pb::event::Detail::Audit(a)) => Some(pb::Audit {
+                    event_seq: e.seq,
+                    time: e.time,
+                    section: a.section.clone(),
+                    rule: a.rule.clone(),
+                    severity: a.severity,
+                    message: a.message.clone(),
+                    item: a.item.clone(),
+                    process: e.process.clone(),
+                    ancestry: e.ancestry.clone(),
+                }),
+                _ => None,
+            })
+            .take(4)
+            .collect(),
+        ..Default::default()
+    };
+    std::hint::black_box(fdr_agent::ctl::render_fetched(all, &incident));
+    std::hint::black_box(fdr_agent::ctl::render_fetched(filtered, &incident));
+});
