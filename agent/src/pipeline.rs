@@ -392,8 +392,12 @@ impl Recorder {
         ]) {
             c.store(v, Relaxed);
         }
-        self.deriver
-            .flush_idle(now, ACCOUNT_IDLE.as_nanos() as u64, &mut self.derived);
+        self.deriver.flush_idle(
+            now,
+            ACCOUNT_IDLE.as_nanos() as u64,
+            process_alive,
+            &mut self.derived,
+        );
         self.push_derived(&mut procs);
         drop(procs);
         crate::proctable::sweep_dropped_exits(&state);
@@ -459,6 +463,12 @@ impl Recorder {
             tracing::info!(?ids, all, "snapshots closed, committing");
         }
     }
+}
+
+/// Whether process `pid` still exists (one `stat`, for the few processes
+/// with account changes pending).
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Resolves the watched files again and hands them to the kernel.

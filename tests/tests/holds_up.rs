@@ -139,36 +139,45 @@ struct Snapshot {
 async fn wait_committed(c: &mut client::Client, id: u64, within: Duration) -> Snapshot {
     // Listed closed once its window closed; readable once committed.
     let deadline = Instant::now() + within;
-    let mut s = loop {
-        match c
-            .get_snapshot(pb::GetSnapshotRequest {
-                id,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(s) => break s.into_inner(),
-            Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
-            Err(e) => panic!("GetSnapshot {id}: {e}"),
-        }
-        assert!(Instant::now() < deadline, "snapshot {id} never committed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     let mut out = Snapshot {
         info: pb::SnapshotInfo::default(),
         events: Vec::new(),
         gaps: Vec::new(),
     };
-    eprintln!("snapshot {id} committed; fetching it");
-    while let Some(m) = s.message().await.expect("snapshot stream") {
-        match m.item {
-            Some(pb::get_snapshot_response::Item::Info(i)) => out.info = i,
-            Some(pb::get_snapshot_response::Item::Event(e)) => out.events.push(e),
-            Some(pb::get_snapshot_response::Item::Gap(g)) => out.gaps.push(g),
-            _ => {}
+    let mut cursor = String::new();
+    let mut first = true;
+    loop {
+        let mut s = match c
+            .get_snapshot(pb::GetSnapshotRequest {
+                id,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(e) if first && e.code() == tonic::Code::FailedPrecondition => {
+                assert!(Instant::now() < deadline, "snapshot {id} never committed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => panic!("GetSnapshot {id}: {e}"),
+        };
+        cursor.clear();
+        while let Some(m) = s.message().await.expect("snapshot stream") {
+            match m.item {
+                Some(pb::get_snapshot_response::Item::Info(i)) => out.info = i,
+                Some(pb::get_snapshot_response::Item::Event(e)) => out.events.push(e),
+                Some(pb::get_snapshot_response::Item::Gap(g)) if first => out.gaps.push(g),
+                Some(pb::get_snapshot_response::Item::NextCursor(n)) => cursor = n,
+                _ => {}
+            }
+        }
+        first = false;
+        if cursor.is_empty() {
+            return out;
         }
     }
-    out
 }
 
 /// For each flood kind: the writers' events kept plus the gaps' counts of

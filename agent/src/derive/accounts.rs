@@ -156,18 +156,25 @@ impl AccountTracker {
     }
 
     /// Records changes of non-tool processes quiet for `idle_ns`, and of
-    /// tools quiet for ten times that (a tool that never exits).
-    pub fn flush_idle(&mut self, now_boot_ns: u64, idle_ns: u64, out: &mut Vec<Record>) {
+    /// tools quiet for ten times that (a tool that never exits) — or for
+    /// `idle_ns` once `alive` says they are gone (their exit record was
+    /// lost, a flood filled the ring).
+    pub fn flush_idle(
+        &mut self,
+        now_boot_ns: u64,
+        idle_ns: u64,
+        alive: impl Fn(u32) -> bool,
+        out: &mut Vec<Record>,
+    ) {
         let due: Vec<u32> = self
             .pending
             .iter()
-            .filter(|(_, p)| {
-                let limit = if p.tool {
-                    idle_ns.saturating_mul(10)
-                } else {
-                    idle_ns
-                };
-                now_boot_ns.saturating_sub(p.last_boot_ns) >= limit
+            .filter(|(&pid, p)| {
+                let idle = now_boot_ns.saturating_sub(p.last_boot_ns);
+                if !p.tool {
+                    return idle >= idle_ns;
+                }
+                idle >= idle_ns.saturating_mul(10) || (idle >= idle_ns && !alive(pid))
             })
             .map(|(pid, _)| *pid)
             .collect();

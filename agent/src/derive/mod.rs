@@ -33,9 +33,16 @@ impl Deriver {
         self.accounts.observe(ev, procs, out);
     }
 
-    /// Records of changes by processes that have been quiet for `idle_ns`.
-    pub fn flush_idle(&mut self, now_boot_ns: u64, idle_ns: u64, out: &mut Vec<Record>) {
-        self.accounts.flush_idle(now_boot_ns, idle_ns, out);
+    /// Records of changes by processes that have been quiet for `idle_ns`
+    /// (tools: and are gone, by `alive`).
+    pub fn flush_idle(
+        &mut self,
+        now_boot_ns: u64,
+        idle_ns: u64,
+        alive: impl Fn(u32) -> bool,
+        out: &mut Vec<Record>,
+    ) {
+        self.accounts.flush_idle(now_boot_ns, idle_ns, alive, out);
     }
 }
 

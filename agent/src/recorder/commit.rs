@@ -399,15 +399,6 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T
     })
 }
 
-/// Returns freed heap memory to the system (glibc keeps it otherwise).
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Stores one job; Err leaves it to be retried.
 fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
     match &mut job.work {
@@ -442,10 +433,8 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
             if !evicted.is_empty() {
                 tracing::info!(?evicted, "snapshots evicted by retention");
             }
-            // The snapshot's memory goes back to the system, not only to
-            // the allocator (a flood's snapshots are tens of MiB).
+            // Freed now, not when the job is dropped.
             *built = None;
-            trim_heap();
             Ok(())
         }
         Work::Write { what, f } => guarded(what, || f(store)),
