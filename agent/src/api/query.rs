@@ -747,9 +747,9 @@ mod tests {
             nanos: 0,
         };
         let q = EventQuery::new(&[], Some(&from), None, "", "", 0).unwrap();
-        assert_eq!(seqs(&q.page_stored(&mut vec![late.clone()])), [1]);
+        assert_eq!(seqs(&q.page_stored(&mut [late.clone()])), [1]);
         let q = EventQuery::new(&[], None, Some(&from), "", "", 0).unwrap();
-        assert!(seqs(&q.page_stored(&mut vec![late])).is_empty());
+        assert!(seqs(&q.page_stored(&mut [late])).is_empty());
     }
 
     #[test]
