@@ -53,6 +53,20 @@ while True:
 print(n)
 "#;
 
+/// Runs `f` on a thread and runtime of its own (the test's runtime blocks
+/// on processes, which must not delay what `f` measures).
+fn on_own_thread<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    })
+}
+
 fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -240,12 +254,8 @@ async fn the_recorder_holds_up_under_a_flood() {
     let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     let follow_task = {
         let (followed, socket) = (followed.clone(), socket.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
+        on_own_thread(async move {
+            {
                 let mut c = client::connect_unix(&socket).await.expect("connect");
                 let mut follower = c
                     .stream_events(pb::StreamEventsRequest {
@@ -269,7 +279,7 @@ async fn the_recorder_holds_up_under_a_flood() {
                         None => {}
                     }
                 }
-            })
+            }
         })
     };
     subscribed
@@ -297,12 +307,8 @@ async fn the_recorder_holds_up_under_a_flood() {
     // On threads of their own: the test's runtime blocks on processes.
     let stats_task = {
         let (stop, socket) = (stop.clone(), socket.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
+        on_own_thread(async move {
+            {
                 let mut c = client::connect_unix(&socket).await.expect("connect");
                 let mut lat = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -341,7 +347,7 @@ async fn the_recorder_holds_up_under_a_flood() {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
                 lat
-            })
+            }
         })
     };
 

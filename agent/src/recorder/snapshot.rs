@@ -693,18 +693,30 @@ mod tests {
         },
     };
 
+    /// A fresh store in a directory of its own (removed by the test).
+    fn test_store(tag: &str) -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let retention = Retention {
+            max_snapshots: 10,
+            max_bytes: 1 << 20,
+        };
+        let store = Store::open(&dir, retention).unwrap();
+        (dir, store)
+    }
+
+    fn test_buffers() -> ScopeBuffers {
+        ScopeBuffers::new(Limits {
+            scope_quota: 1 << 20,
+            critical_reserve: 0,
+            budget: 1 << 20,
+            grace_ns: 0,
+        })
+    }
+
     #[test]
     fn stopping_commits_open_snapshots_with_a_gap_for_the_rest() {
-        let dir = std::env::temp_dir().join(format!("fdr-snap-stop-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(
-            &dir,
-            Retention {
-                max_snapshots: 10,
-                max_bytes: 1 << 20,
-            },
-        )
-        .unwrap();
+        let (dir, store) = test_store("fdr-snap-stop");
         let mut snaps = Snapshots::new(
             std::sync::Arc::new(store),
             Window {
@@ -712,12 +724,7 @@ mod tests {
                 after_ns: 60_000,
             },
         );
-        let mut buffers = ScopeBuffers::new(Limits {
-            scope_quota: 1 << 20,
-            critical_reserve: 0,
-            budget: 1 << 20,
-            grace_ns: 0,
-        });
+        let mut buffers = test_buffers();
         buffers.push(Arc::new(event(1, 7, Detail::Exit { status: 0 }))); // time_ns 1000
         let info = snaps
             .freeze(Scope::Host, "test", 2_000, &buffers, 0)
@@ -750,16 +757,7 @@ mod tests {
 
     #[test]
     fn kernel_drops_are_gaps_of_their_scope_and_host_wide_ones_of_every_scope() {
-        let dir = std::env::temp_dir().join(format!("fdr-snap-drops-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(
-            &dir,
-            Retention {
-                max_snapshots: 10,
-                max_bytes: 1 << 20,
-            },
-        )
-        .unwrap();
+        let (dir, store) = test_store("fdr-snap-drops");
         let mut snaps = Snapshots::new(
             std::sync::Arc::new(store),
             Window {
@@ -767,12 +765,7 @@ mod tests {
                 after_ns: 10_000_000_000,
             },
         );
-        let buffers = ScopeBuffers::new(Limits {
-            scope_quota: 1 << 20,
-            critical_reserve: 0,
-            budget: 1 << 20,
-            grace_ns: 0,
-        });
+        let buffers = test_buffers();
         let at = 100_000_000_000;
         let ctr = Scope::from_key("container:abc").unwrap();
         snaps.freeze(Scope::Host, "t", at, &buffers, 0).unwrap();
@@ -801,22 +794,8 @@ mod tests {
 
     #[test]
     fn an_open_snapshot_keeps_critical_kinds_past_its_bulk_share() {
-        let dir = std::env::temp_dir().join(format!("fdr-snap-cap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(
-            &dir,
-            Retention {
-                max_snapshots: 10,
-                max_bytes: 1 << 20,
-            },
-        )
-        .unwrap();
-        let buffers = ScopeBuffers::new(Limits {
-            scope_quota: 1 << 20,
-            critical_reserve: 0,
-            budget: 1 << 20,
-            grace_ns: 0,
-        });
+        let (dir, store) = test_store("fdr-snap-cap");
+        let buffers = test_buffers();
         let exit = |seq| Arc::new(event(seq, 7, Detail::Exit { status: 0 }));
         let listen = |seq| {
             let mut e = event(seq, 7, Detail::Exit { status: 0 });

@@ -185,11 +185,11 @@ fn count_drop(kind: u16) {
         kind: kind as u32,
         _pad: 0,
     };
-    match SCOPE_DROPS.get_ptr_mut(&key) {
+    match SCOPE_DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry; only this CPU writes it.
         Some(n) => unsafe { *n += 1 },
         None => {
-            let _ = SCOPE_DROPS.insert(&key, &1, 0);
+            let _ = SCOPE_DROPS.insert(key, 1, 0);
         }
     }
 }
