@@ -41,7 +41,7 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("recorder", "exited_process_grace = \"0s\"", "recorder.exited_process_grace"),
     ("recorder", "critical_reserve_percent = 95", "recorder.critical_reserve_percent"),
     ("recorder", "critical_reserve_percent = 300", "recorder.critical_reserve_percent"),
-    ("recorder", "snapshots_open_bytes = 134217728", "recorder.snapshots_open_bytes"),
+    ("recorder", "snapshots_open_bytes = 0", "recorder.snapshots_open_bytes"),
     ("recorder", "snapshot_max_bytes = 0", "recorder.snapshot_max_bytes"),
     ("recorder", "snapshot_max_bytes = 1073741824", "recorder.snapshot_max_bytes"),
     ("attribution", "runtime_poll = \"0s\"", "attribution.runtime_poll"),
@@ -79,15 +79,28 @@ const INVALID: &[(&str, &str, &str)] = &[
 fn run_with(dir: &TempDir, n: usize, toml: &str) -> std::process::Output {
     let file = dir.path().join(format!("bad-{n}.toml"));
     std::fs::write(&file, toml).expect("write config");
-    Command::new(agent_binary())
+    let mut child = Command::new(agent_binary())
         .arg("--config")
         .arg(&file)
         // Nothing may be touched even if a value slipped through.
         .arg("--socket")
         .arg(dir.path().join("never.sock"))
         .env_remove("RUST_LOG")
-        .output()
-        .expect("run fdr-agent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run fdr-agent");
+    // A value that slipped through starts the agent: stop it, and the row
+    // fails on its exit status.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("fdr-agent output")
 }
 
 #[test]

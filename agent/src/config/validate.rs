@@ -293,6 +293,11 @@ impl Config {
             (0, 90),
         )?;
         int(
+            "recorder.snapshots_open_bytes",
+            r.snapshots_open_bytes,
+            (bounds::SCOPE_QUOTA_MIN, 1 << 40),
+        )?;
+        int(
             "recorder.snapshot_max_bytes",
             r.snapshot_max_bytes,
             (
