@@ -378,6 +378,7 @@ impl Recorder {
     /// Periodic work: clock, pruning, idle account changes.
     fn housekeeping(&mut self, cfg: &PipelineConfig) {
         self.clock = BootClock::sample();
+        self.sample_kernel_drops();
         let now = BootClock::boot_now_ns();
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
@@ -558,7 +559,11 @@ pub async fn run(
             }
             _ = snapshot_tick.tick() => {
                 step = (woke(), "snapshots");
-                rec.sample_kernel_drops();
+                // Drops are noted to the second; sampled here only while a
+                // snapshot may close (else once a second, in housekeeping).
+                if lock(&rec.state.snapshots).has_open() {
+                    rec.sample_kernel_drops();
+                }
                 rec.close_snapshots(false);
             }
             _ = watch_tick.tick() => {
