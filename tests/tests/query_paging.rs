@@ -352,7 +352,10 @@ async fn looping_unlimited_queries_do_not_hold_up_recording() {
         percentile(&mut latencies, 0.5),
     );
     assert!(rounds.iter().all(|&r| r >= 1), "{rounds:?}");
-    assert!(p99 < Duration::from_millis(250), "GetStats p99 {p99:?}");
+    // A debug build, sharing two CPUs with this binary's other test and
+    // three clients converting pages: the bound is for "never stalls"
+    // (before paging, calls waited for whole-scope conversions, seconds).
+    assert!(p99 < Duration::from_millis(500), "GetStats p99 {p99:?}");
 
     // Every exec made while the queries looped was recorded.
     let p = page_all(
