@@ -8,21 +8,22 @@
 //! (`fdr.v1.SnapshotInfo`) that `snapshot list` reads.
 #![no_main]
 
-use fdr_agent::api::{export, query::EventQuery};
+use fdr_agent::api::{
+    export,
+    query::{self, EventQuery},
+};
 use fdr_proto::v1 as pb;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
 /// `GetSnapshot`'s answers, page after page, as `fdrctl` asks for them
-/// (following `next_cursor`); mirrors `Service::get_snapshot`.
+/// (following `next_cursor`), built by the agent's own `query::snapshot_page`.
 fn get_snapshot(
     snap: &pb::Snapshot,
     kinds: &[i32],
     text: &str,
     limit: u32,
 ) -> Vec<Vec<pb::GetSnapshotResponse>> {
-    use pb::get_snapshot_response::Item as G;
-    let item = |i: G| pb::GetSnapshotResponse { item: Some(i) };
     let mut pages = Vec::new();
     let mut cursor = String::new();
     loop {
@@ -30,22 +31,11 @@ fn get_snapshot(
         // cursors it hands out itself must always parse.
         let q = EventQuery::new(kinds, None, None, text, &cursor, limit)
             .expect("a request fdrctl sends, with a cursor the agent made");
-        let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
-        if cursor.is_empty() {
-            out.extend(snap.gaps.iter().cloned().map(|g| item(G::Gap(g))));
-            out.extend(snap.processes.iter().cloned().map(|p| item(G::Process(p))));
-            out.extend(
-                snap.listening
-                    .iter()
-                    .cloned()
-                    .map(|l| item(G::Listening(l))),
-            );
-        }
-        let (page, next) = q.page(snap.events.iter());
-        out.extend(page.into_iter().cloned().map(|e| item(G::Event(e))));
-        if let Some(c) = &next {
-            out.push(item(G::NextCursor(c.clone())));
-        }
+        let out = query::snapshot_page(&q, snap.clone(), cursor.is_empty());
+        let next = out.iter().find_map(|r| match &r.item {
+            Some(pb::get_snapshot_response::Item::NextCursor(c)) => Some(c.clone()),
+            _ => None,
+        });
         pages.push(out);
         match next {
             Some(c) => cursor = c,

@@ -333,6 +333,32 @@ fn wire_len(ev: &pb::Event) -> usize {
     1 + prost::encoding::encoded_len_varint(n as u64) + n
 }
 
+/// One `GetSnapshot` answer: the summary; on the first page (no cursor)
+/// the gaps, processes and listening sockets; then the page's events and
+/// the next cursor when there is one. Takes the snapshot so that the page's
+/// events are moved out, not copied.
+pub fn snapshot_page(
+    q: &EventQuery,
+    mut snap: pb::Snapshot,
+    first: bool,
+) -> Vec<pb::GetSnapshotResponse> {
+    use pb::get_snapshot_response::Item as G;
+    let item = |i: G| pb::GetSnapshotResponse { item: Some(i) };
+    let mut out = vec![item(G::Info(snap.info.take().unwrap_or_default()))];
+    if first {
+        out.extend(snap.gaps.drain(..).map(|g| item(G::Gap(g))));
+        out.extend(snap.processes.drain(..).map(|p| item(G::Process(p))));
+        out.extend(snap.listening.drain(..).map(|l| item(G::Listening(l))));
+    }
+    let page = q.page_stored(&mut snap.events);
+    drop(snap);
+    out.extend(page.events.into_iter().map(|e| item(G::Event(e))));
+    if let Some(c) = page.next_cursor {
+        out.push(item(G::NextCursor(c)));
+    }
+    out
+}
+
 /// Whether `hay` holds `needle` (already lowercased), ignoring case the way
 /// `str::to_lowercase` does; lowercases `hay` in place when it is ASCII.
 fn lowercase_contains(hay: &mut str, needle: &str) -> bool {

@@ -345,7 +345,6 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<Self::GetSnapshotStream>, Status> {
-        use pb::get_snapshot_response::Item as G;
         let req = request.into_inner();
         let q = EventQuery::new(
             &req.kinds,
@@ -355,25 +354,11 @@ impl FlightRecorder for Service {
             &req.cursor,
             req.limit,
         )?;
-        let mut snap = self.snapshot(req.id).await?;
-        let item = |i: G| Ok(pb::GetSnapshotResponse { item: Some(i) });
-        let mut out = vec![item(G::Info(snap.info.clone().unwrap_or_default()))];
-        if req.cursor.is_empty() {
-            out.extend(snap.gaps.iter().cloned().map(|g| item(G::Gap(g))));
-            out.extend(snap.processes.iter().cloned().map(|p| item(G::Process(p))));
-            out.extend(
-                snap.listening
-                    .iter()
-                    .cloned()
-                    .map(|l| item(G::Listening(l))),
-            );
-        }
-        let page = q.page_stored(&mut snap.events);
-        drop(snap);
-        out.extend(page.events.into_iter().map(|e| item(G::Event(e))));
-        if let Some(c) = page.next_cursor {
-            out.push(item(G::NextCursor(c)));
-        }
+        let snap = self.snapshot(req.id).await?;
+        let out: Vec<_> = super::query::snapshot_page(&q, snap, req.cursor.is_empty())
+            .into_iter()
+            .map(Ok)
+            .collect();
         Ok(Response::new(tokio_stream::iter(out)))
     }
 

@@ -523,7 +523,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::recorder::store::Retention;
+    use crate::recorder::{store::Retention, test_support::snap};
 
     /// A private tmpfs of `size`, unmounted on drop (even when the test
     /// fails).
@@ -561,17 +561,6 @@ mod tests {
         let chunk = vec![0x5au8; 16 << 10];
         while f.write_all(&chunk).is_ok() {}
         let _ = f.sync_all();
-    }
-
-    fn snap(id: u64, payload: usize) -> pb::Snapshot {
-        pb::Snapshot {
-            info: Some(pb::SnapshotInfo {
-                id,
-                reason: "x".repeat(payload),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
     }
 
     fn poll(what: &str, mut f: impl FnMut() -> bool) {

@@ -862,17 +862,7 @@ fn rebuild_index(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn snap(id: u64, payload: usize) -> pb::Snapshot {
-        pb::Snapshot {
-            info: Some(pb::SnapshotInfo {
-                id,
-                reason: "x".repeat(payload),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::recorder::test_support::snap;
 
     fn dir(tag: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("fdr-store-{tag}-{}", std::process::id()))

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use fdr_proto::v1 as pb;
+
 use crate::event::{Detail, Event, EventKind, NetDetail, Record, Task};
 
 /// An event of `pid` at `seq` (time `seq` µs), in the host scope.
@@ -48,5 +50,17 @@ pub(crate) fn listen_detail() -> Detail {
             backlog: 128,
             ret: 0,
         },
+    }
+}
+
+/// A stored snapshot `id` of about `payload` bytes (its reason).
+pub(crate) fn snap(id: u64, payload: usize) -> pb::Snapshot {
+    pb::Snapshot {
+        info: Some(pb::SnapshotInfo {
+            id,
+            reason: "x".repeat(payload),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
