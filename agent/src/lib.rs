@@ -1,32 +1,35 @@
 //! fdr agent: a per-node security flight data recorder.
 //!
-//! Modules follow the data: [`probes`] (load and attach the kernel
-//! programs) → [`pipeline`] (ring buffer reader) with [`decode`] and
-//! [`clock`] → [`proctable`] (process context) → [`buffer`] (the recorder)
-//! → [`api`] (gRPC `fdr.v1`). [`agent`] assembles them; [`client`] and
-//! [`ctl`] are the client side used by `fdrctl`.
+//! The crate is laid out in data order, one folder per stage; a stage
+//! imports only the foundation and the stages before it (checked by
+//! `cargo xtask layers`):
+//!
+//! - foundation: [`event`] (the typed events, their ancestry and their
+//!   `fdr.v1` form), [`config`], [`util`];
+//! - [`probes`]: load and attach the kernel programs, the watched files;
+//! - [`pipeline`]: ring buffers → decoded records, clocks;
+//! - [`process`]: the process table and its image chains;
+//! - [`attribution`]: cgroup → scope (host or container), runtime metadata;
+//! - [`derive`]: events derived from others (account changes, binaries);
+//! - [`store`]: the database (snapshots, models, incidents) and its
+//!   committer thread;
+//! - [`analysis`]: runtime models, rules, detectors, incidents;
+//! - [`recorder`]: per-scope rolling buffers, snapshots, live subscribers;
+//! - [`api`]: gRPC `fdr.v1`, served from the shared [`api::state::State`];
+//! - [`daemon`]: assembles the stages and runs the per-record step.
 
-pub mod agent;
 pub mod analysis;
 pub mod api;
-pub mod buffer;
+pub mod attribution;
 pub mod client;
-pub mod clock;
 pub mod config;
-pub mod containers;
 pub mod ctl;
-pub mod decode;
+pub mod daemon;
 pub mod derive;
 pub mod event;
-pub mod host;
-pub mod incidents;
-pub mod lineage;
-pub mod model;
 pub mod pipeline;
 pub mod probes;
-pub mod proctable;
+pub mod process;
 pub mod recorder;
-pub mod scope;
-pub mod state;
-pub mod stats;
-pub mod watch;
+pub mod store;
+pub mod util;

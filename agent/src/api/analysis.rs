@@ -8,12 +8,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{
-    convert_models::{incident_to_pb, model_to_pb},
     service::{blocking, store_status},
 };
 use crate::{
-    incidents::persist,
-    state::{lock, State},
+    analysis::wire::{incident_to_pb, model_to_pb},
+    analysis::incidents::persist,
+    api::state::{lock, State},
 };
 
 fn now_ns() -> u64 {
@@ -45,7 +45,7 @@ fn find_key(state: &State, key: &str) -> Result<Arc<str>, Status> {
         1 => Ok(hits[0].clone()),
         0 => Err(Status::not_found(format!(
             "no model matches {:?}",
-            super::clip(key)
+            crate::util::clip(key)
         ))),
         _ => {
             let mut names: Vec<&str> = hits.iter().map(|k| &**k).collect();
@@ -54,7 +54,7 @@ fn find_key(state: &State, key: &str) -> Result<Arc<str>, Status> {
             names.truncate(10);
             Err(Status::invalid_argument(format!(
                 "{:?} matches several models: {}{}",
-                super::clip(key),
+                crate::util::clip(key),
                 names.join(", "),
                 if more > 0 {
                     format!(" and {more} more")

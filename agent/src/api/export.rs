@@ -151,7 +151,7 @@ mod tests {
     }
 
     fn file_event(path: &[u8]) -> pb::Event {
-        let (text, not_utf8) = crate::decode::lossless(path.to_vec());
+        let (text, not_utf8) = crate::pipeline::decode::lossless(path.to_vec());
         pb::Event {
             seq: 1,
             kind: pb::EventKind::FileWrite as i32,

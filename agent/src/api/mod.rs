@@ -2,11 +2,11 @@
 
 mod analysis;
 mod authority;
-pub mod convert;
-pub mod convert_models;
+mod convert;
 pub mod export;
 pub mod query;
 mod service;
+pub mod state;
 mod tcp;
 
 pub use tcp::{bind as bind_tcp, Tcp};
@@ -27,7 +27,7 @@ use tonic::transport::Server;
 
 pub use service::Service;
 
-use crate::state::State;
+use crate::api::state::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -371,24 +371,6 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::rename(from, to)
         }
         _ => Err(err),
-    }
-}
-
-/// How many characters of a user-supplied value an error message shows.
-pub const CLIP_CHARS: usize = 128;
-
-/// `s` for an error message: whole when short, else its first
-/// [`CLIP_CHARS`] characters, an ellipsis and its length, so that a huge
-/// argument is never echoed back (nor logged) whole.
-pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
-    clip_to(s, CLIP_CHARS)
-}
-
-/// [`clip`] to `chars` characters.
-pub fn clip_to(s: &str, chars: usize) -> std::borrow::Cow<'_, str> {
-    match s.char_indices().nth(chars) {
-        None => std::borrow::Cow::Borrowed(s),
-        Some((end, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len())),
     }
 }
 

@@ -17,13 +17,13 @@ use fdr_proto::v1 as pb;
 use prost::Message;
 use tonic::Status;
 
-use super::convert::{event_to_pb, kind_from_pb, protocol_name, Enrich};
+use crate::event::wire::{event_to_pb, kind_from_pb, protocol_name, Enrich};
 use crate::{
-    containers::{Change, ContainerMeta, ContainerRegistry},
+    attribution::containers::{Change, ContainerMeta, ContainerRegistry},
     event::{Detail, Event, EventKind, ExitStatus},
     recorder::ScopeBuffers,
-    scope::Scope,
-    state::lock,
+    attribution::scope::Scope,
+    util::lock,
 };
 
 /// Events in one response at most; a `limit` of 0 or above means this.
@@ -114,7 +114,7 @@ impl EventQuery {
             0
         } else {
             cursor.parse().map_err(|_| {
-                Status::invalid_argument(format!("bad cursor {:?}", super::clip(cursor)))
+                Status::invalid_argument(format!("bad cursor {:?}", crate::util::clip(cursor)))
             })?
         };
         Ok(EventQuery {
@@ -231,7 +231,7 @@ impl EventQuery {
         'convert: for batch in picked.chunks(CONVERT_BATCH) {
             let guard = containers.map(lock);
             let en = Enrich {
-                containers: guard.as_deref(),
+                containers: guard.as_deref().map(|c| c as &dyn crate::event::container::ContainerLookup),
                 ancestry_depth,
             };
             for ev in batch {
@@ -696,7 +696,7 @@ impl Iterator for ExportChunks {
 mod tests {
     use super::*;
     use crate::{
-        buffer::tests::event,
+        event::test_support::event,
         event::{
             AccountDetail, AuditDetail, BinaryDetail, BinaryReason, ContainerDetail, Creds,
             FileDetail, LearnedDetail, NetDetail, PrivDetail, Severity,

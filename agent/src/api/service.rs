@@ -10,16 +10,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{buffer_stats_to_pb, event_to_pb, kind_from_pb, kind_to_pb, timestamp},
     query::{EventQuery, ExportChunks},
 };
+use super::convert::buffer_stats_to_pb;
 use crate::{
+    event::wire::{event_to_pb, kind_from_pb, kind_to_pb, timestamp},
     event::{Event, EventKind},
     recorder::live::{LiveFilter, Subscription},
-    recorder::store::StoreError,
-    scope::Scope,
-    state::{lock, State},
-    stats::SubscriberGuard,
+    store::StoreError,
+    attribution::scope::Scope,
+    api::state::{lock, State},
+    util::stats::SubscriberGuard,
 };
 
 pub struct Service {
@@ -125,7 +126,7 @@ async fn forward_live(
 
 fn parse_scope(s: &str) -> Result<Scope, Status> {
     Scope::from_key(s).ok_or_else(|| {
-        let s = super::clip(s);
+        let s = crate::util::clip(s);
         Status::invalid_argument(format!("bad scope {s:?}: \"host\" or \"container:<id>\""))
     })
 }
@@ -317,7 +318,7 @@ impl FlightRecorder for Service {
             buffers.enforce_budget();
             info
         };
-        crate::recorder::commit::mark_open(&committer, &info);
+        crate::store::commit::mark_open(&committer, &info);
         Ok(Response::new(info))
     }
 
@@ -370,7 +371,7 @@ impl FlightRecorder for Service {
         if req.format != "csv" && req.format != "jsonl" {
             return Err(Status::invalid_argument(format!(
                 "bad format {:?}: \"csv\" or \"jsonl\"",
-                super::clip(&req.format)
+                crate::util::clip(&req.format)
             )));
         }
         let snap = self.snapshot(req.id).await?;

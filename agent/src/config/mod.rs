@@ -422,7 +422,7 @@ impl Config {
         let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
             at: parse_error_place(&text, e.span()),
-            message: crate::api::clip_to(e.message().trim(), 1024).into_owned(),
+            message: crate::util::clip_to(e.message().trim(), 1024).into_owned(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -456,9 +456,9 @@ fn parse_error_place(text: &str, span: Option<std::ops::Range<usize>>) -> String
         .map(|(k, _)| k.trim())
         .filter(|k| !k.is_empty() && !k.starts_with('['));
     let dotted = match (section, key) {
-        (Some(s), Some(k)) => format!("{}.{}", crate::api::clip(s), crate::api::clip(k)),
-        (None, Some(k)) => crate::api::clip(k).into_owned(),
-        (Some(s), None) => format!("[{}]", crate::api::clip(s)),
+        (Some(s), Some(k)) => format!("{}.{}", crate::util::clip(s), crate::util::clip(k)),
+        (None, Some(k)) => crate::util::clip(k).into_owned(),
+        (Some(s), None) => format!("[{}]", crate::util::clip(s)),
         (None, None) => String::new(),
     };
     if dotted.is_empty() {

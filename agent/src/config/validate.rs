@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{ApiConfig, Config, ConfigError};
-use crate::api::clip;
+use crate::util::clip;
 
 const SEC: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -386,7 +386,7 @@ impl super::AnalysisConfig {
             self.max_audits_per_incident as u64,
             bounds::MAX_AUDITS_PER_INCIDENT,
         )?;
-        crate::model::rules::Rules::from_config(&self.rules).map_err(|e| match e {
+        crate::analysis::model::rules::Rules::from_config(&self.rules).map_err(|e| match e {
             ConfigError::Invalid(m) => ConfigError::Invalid(format!("analysis.rules: {m}")),
             other => other,
         })?;

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use crate::{
     config::CaptureConfig,
     event::{AccountDetail, Detail, Event, EventKind, Record},
-    proctable::ProcessTable,
-    watch::path_match,
+    process::table::ProcessTable,
+    probes::watch::path_match,
 };
 
 use super::derived;
@@ -213,7 +213,7 @@ fn hostname() -> String {
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         return String::new();
     }
-    crate::decode::c_str(&buf)
+    crate::pipeline::decode::c_str(&buf)
 }
 
 /// The name of `uid` in the agent's `/etc/passwd`, or the number.

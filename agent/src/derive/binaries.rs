@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::{
     event::{BinaryDetail, BinaryReason, Detail, Event, EventKind, Record},
-    proctable::ProcessTable,
+    process::table::ProcessTable,
 };
 
 use super::derived;

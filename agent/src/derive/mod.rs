@@ -8,7 +8,7 @@ pub mod binaries;
 use crate::{
     config::CaptureConfig,
     event::{Detail, Event, Record},
-    proctable::ProcessTable,
+    process::table::ProcessTable,
 };
 
 pub use accounts::AccountTracker;

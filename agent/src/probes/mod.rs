@@ -4,6 +4,7 @@ pub mod btf;
 pub mod offsets;
 pub mod syscalls;
 pub mod tracefs;
+pub mod watch;
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},

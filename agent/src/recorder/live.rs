@@ -17,10 +17,10 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::{
-    buffer::charged_bytes,
+    recorder::buffer::charged_bytes,
     event::{Event, EventKind},
-    state::lock,
-    stats::Counters,
+    util::lock,
+    util::stats::Counters,
 };
 
 /// Most subscribers at once; one more is refused.
@@ -185,7 +185,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Detail, recorder::test_support};
+    use crate::{event::Detail, event::test_support};
 
     fn exit(seq: u64) -> Arc<Event> {
         Arc::new(test_support::event(seq, 1, Detail::Exit { status: 0 }))

@@ -2,11 +2,10 @@
 //! host) under one memory budget, and snapshots that freeze a window of a
 //! scope's history — before and after a moment — onto disk.
 
-pub mod commit;
+pub mod buffer;
 pub mod live;
 pub mod loss;
 pub mod snapshot;
-pub mod store;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -19,17 +18,17 @@ use std::{
 };
 
 use crate::{
-    buffer::{BufferStats, EventBuffer},
+    recorder::buffer::{BufferStats, EventBuffer},
     event::Event,
     recorder::loss::KindLoss,
-    scope::Scope,
+    attribution::scope::Scope,
 };
 
 /// Limits of the buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Bytes one scope may hold; its oldest events go first beyond it
-    /// (bulk kinds before critical ones, see [`crate::buffer`]).
+    /// (bulk kinds before critical ones, see [`crate::recorder::buffer`]).
     pub scope_quota: usize,
     /// Bytes of each scope's quota reserved for critical kinds.
     pub critical_reserve: usize,
@@ -238,7 +237,7 @@ impl ScopeBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Detail, recorder::test_support::event};
+    use crate::{event::Detail, event::test_support::event};
 
     fn in_scope(seq: u64, scope: &str) -> Arc<Event> {
         let mut e = event(seq, 1, Detail::Exit { status: 0 });

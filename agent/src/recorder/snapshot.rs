@@ -17,18 +17,20 @@ use std::{
 use fdr_proto::v1 as pb;
 
 use super::{
-    commit::{CommitError, Committer},
     loss::{KindCounts, KindLoss, LossLedger},
-    store::{Encoded, Store, StoreError},
     ScopeBuffers,
 };
 use crate::{
-    api::convert::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
-    buffer::{charged_bytes, kept_first},
-    containers::ContainerRegistry,
+    store::{
+        commit::{CommitError, Committer},
+        Encoded, Store, StoreError,
+    },
+    event::wire::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
+    recorder::buffer::{charged_bytes, kept_first},
+    event::container::ContainerLookup,
     event::Event,
-    proctable::{ProcEntry, ProcessTable},
-    scope::Scope,
+    process::table::{ProcEntry, ProcessTable},
+    attribution::scope::Scope,
 };
 
 /// What the committer queue holds while the store is failing, for
@@ -533,7 +535,7 @@ impl Closing {
 
     /// The scope's container metadata, looked up now (the caller holds the
     /// registry's lock only for this).
-    pub fn set_container(&mut self, containers: Option<&ContainerRegistry>) {
+    pub fn set_container(&mut self, containers: Option<&dyn ContainerLookup>) {
         self.container = scope_container(&self.scope, containers);
     }
 
@@ -686,7 +688,7 @@ mod tests {
     use super::*;
     use crate::{
         event::Detail,
-        recorder::test_support::event,
+        event::test_support::event,
         recorder::{
             store::{Retention, Store},
             Limits,
@@ -799,7 +801,7 @@ mod tests {
         let exit = |seq| Arc::new(event(seq, 7, Detail::Exit { status: 0 }));
         let listen = |seq| {
             let mut e = event(seq, 7, Detail::Exit { status: 0 });
-            e.record.detail = crate::recorder::test_support::listen_detail();
+            e.record.detail = crate::event::test_support::listen_detail();
             Arc::new(e)
         };
         let one = charged_bytes(&listen(0)).max(charged_bytes(&exit(0)));

@@ -1,0 +1,285 @@
+//! Runtime models and incidents ↔ `fdr.v1` messages (also their stored
+//! form).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use fdr_proto::v1 as pb;
+
+use crate::event::wire::{account_to_pb, container_to_pb, severity_to_pb, timestamp};
+use crate::{
+    attribution::containers::ContainerMeta,
+    event::{AccountDetail, Severity},
+    analysis::incidents::{AncestorSummary, AuditEntry, Incident, IncidentType, ProcSummary},
+    analysis::model::{AuditDraft, Model, Section},
+    attribution::scope::Scope,
+};
+
+fn ns_of(ts: Option<&prost_types::Timestamp>) -> u64 {
+    ts.map_or(0, |t| {
+        (t.seconds.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos.max(0) as u64)
+    })
+}
+
+/// A model; `with_items` false for listings.
+pub fn model_to_pb(m: &Model, now_ns: u64, with_items: bool) -> pb::Model {
+    pb::Model {
+        key: m.key.to_string(),
+        state: if m.learning(now_ns) {
+            pb::ModelState::Learning
+        } else {
+            pb::ModelState::Active
+        } as i32,
+        learning_since: Some(timestamp(m.learning_since)),
+        learning_until: Some(timestamp(m.learning_until)),
+        sections: if with_items {
+            m.sections
+                .iter()
+                .map(|(s, items)| pb::ModelSection {
+                    name: s.name().to_owned(),
+                    items: {
+                        // Sorted: stored and shown the same way every time.
+                        let mut items: Vec<pb::ModelItem> = items
+                            .iter()
+                            .map(|(v, at)| pb::ModelItem {
+                                value: v.clone(),
+                                learned_at: Some(timestamp(*at)),
+                            })
+                            .collect();
+                        items.sort_by(|a, b| a.value.cmp(&b.value));
+                        items
+                    },
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        item_count: m.item_count() as u64,
+        anomalies: m.anomalies,
+    }
+}
+
+pub fn model_from_pb(p: &pb::Model) -> Model {
+    let sections: BTreeMap<Section, std::collections::HashMap<String, u64>> = p
+        .sections
+        .iter()
+        .filter_map(|s| {
+            let section = Section::from_name(&s.name)?;
+            let items = s
+                .items
+                .iter()
+                .map(|i| (i.value.clone(), ns_of(i.learned_at.as_ref())))
+                .collect();
+            Some((section, items))
+        })
+        .collect();
+    Model::restored(
+        Arc::from(p.key.as_str()),
+        ns_of(p.learning_since.as_ref()),
+        ns_of(p.learning_until.as_ref()),
+        sections,
+        p.anomalies,
+    )
+}
+
+fn audit_to_pb(a: &AuditEntry) -> pb::Audit {
+    let p = &a.process;
+    pb::Audit {
+        event_seq: a.event_seq,
+        time: Some(timestamp(a.time_ns)),
+        section: a.draft.section.to_owned(),
+        rule: a.draft.rule.clone(),
+        severity: severity_to_pb(a.draft.severity) as i32,
+        message: a.draft.message.clone(),
+        item: a.draft.item.clone(),
+        process: Some(pb::Process {
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            comm: p.comm.clone(),
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
+            ..Default::default()
+        }),
+        ancestry: a
+            .ancestry
+            .iter()
+            .map(|x| pb::Ancestor {
+                pid: x.pid,
+                uid: x.uid,
+                exe: x.exe.clone(),
+                argv: x.argv.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn incident_to_pb(i: &Incident) -> pb::Incident {
+    pb::Incident {
+        serial: i.serial,
+        r#type: i.kind.name().to_owned(),
+        severity: severity_to_pb(i.severity) as i32,
+        scope: i.scope.key(),
+        container: match (&i.scope, &i.container) {
+            (_, Some(m)) => Some(container_to_pb(m)),
+            (Scope::Container(id), None) => Some(pb::ContainerInfo {
+                id: id.to_string(),
+                ..Default::default()
+            }),
+            (Scope::Host, None) => None,
+        },
+        hostname: i.hostname.clone(),
+        service: i.service.as_deref().unwrap_or_default().to_owned(),
+        model: i.model.to_string(),
+        first: Some(timestamp(i.first_ns)),
+        last: Some(timestamp(i.last_ns)),
+        audits: i.audits.iter().map(audit_to_pb).collect(),
+        audit_count: i.audit_count,
+        snapshot_id: i.snapshot_id,
+        summary: i.summary.clone(),
+        account: i.account.as_ref().map(|a| account_to_pb(a, None)),
+    }
+}
+
+/// Section names as the audit drafts hold them.
+fn static_section(s: &str) -> &'static str {
+    Section::from_name(s).map_or("rule", Section::name)
+}
+
+/// An incident read back from the store (to keep updating it after a
+/// restart). `None` when the record is not one this build understands.
+pub fn incident_from_pb(p: &pb::Incident) -> Option<Incident> {
+    let kind = IncidentType::from_name(&p.r#type)?;
+    let scope = Scope::from_key(&p.scope)?;
+    let audits = p
+        .audits
+        .iter()
+        .map(|a| {
+            let proc_ = a.process.clone().unwrap_or_default();
+            AuditEntry {
+                event_seq: a.event_seq,
+                time_ns: ns_of(a.time.as_ref()),
+                draft: AuditDraft {
+                    section: static_section(&a.section),
+                    rule: a.rule.clone(),
+                    severity: Severity::from_raw(a.severity).unwrap_or(Severity::Low),
+                    message: a.message.clone(),
+                    item: a.item.clone(),
+                    incident: kind,
+                },
+                process: ProcSummary {
+                    pid: proc_.pid,
+                    ppid: proc_.ppid,
+                    uid: proc_.uid,
+                    comm: proc_.comm,
+                    exe: proc_.exe,
+                    argv: proc_.argv,
+                },
+                ancestry: a
+                    .ancestry
+                    .iter()
+                    .map(|x| AncestorSummary {
+                        pid: x.pid,
+                        uid: x.uid,
+                        exe: x.exe.clone(),
+                        argv: x.argv.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Some(Incident {
+        serial: p.serial,
+        kind,
+        severity: Severity::from_raw(p.severity).unwrap_or(Severity::Low),
+        scope,
+        container: p
+            .container
+            .as_ref()
+            .filter(|c| !c.name.is_empty() || !c.image.is_empty())
+            .map(|c| {
+                Arc::new(ContainerMeta {
+                    id: Arc::from(c.id.as_str()),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    image_digest: c.image_digest.clone(),
+                    pod_name: c.pod_name.clone(),
+                    pod_namespace: c.pod_namespace.clone(),
+                    pod_uid: c.pod_uid.clone(),
+                    labels: c.labels.clone().into_iter().collect(),
+                    runtime: c.runtime.clone(),
+                    ..Default::default()
+                })
+            }),
+        service: (!p.service.is_empty()).then(|| Arc::from(p.service.as_str())),
+        hostname: p.hostname.clone(),
+        model: Arc::from(p.model.as_str()),
+        first_ns: ns_of(p.first.as_ref()),
+        last_ns: ns_of(p.last.as_ref()),
+        audits,
+        audit_count: p.audit_count,
+        snapshot_id: p.snapshot_id,
+        summary: p.summary.clone(),
+        account: p.account.as_ref().map(|a| AccountDetail {
+            hostname: a.hostname.clone(),
+            uid: a.uid,
+            user: a.user.clone(),
+            files: a.files.clone(),
+            command: a.command.clone(),
+            interactive: a.interactive,
+            first_boot_ns: 0,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_round_trip() {
+        let mut sections = BTreeMap::new();
+        sections.insert(
+            Section::Exec,
+            [("/bin/sh -> /bin/true".to_string(), 5u64)]
+                .into_iter()
+                .collect(),
+        );
+        let m = Model::restored(Arc::from("image:x"), 1, 10, sections, 3);
+        let pb = model_to_pb(&m, 5, true);
+        assert_eq!(pb.state, pb::ModelState::Learning as i32);
+        assert_eq!(pb.item_count, 1);
+        assert_eq!(model_from_pb(&pb), m);
+        assert_eq!(
+            model_to_pb(&m, 11, false).state,
+            pb::ModelState::Active as i32
+        );
+    }
+
+    #[test]
+    fn incidents_round_trip() {
+        let ev = crate::event::test_support::event(9, 7, crate::event::Detail::Exit { status: 0 });
+        let draft = AuditDraft {
+            section: "listen",
+            rule: "model".into(),
+            severity: Severity::High,
+            message: "new listen".into(),
+            item: "tcp/1".into(),
+            incident: IncidentType::BackdoorListener,
+        };
+        let mut inc = crate::analysis::incidents::Incidents::new(1, 100, 10);
+        let r = inc.raise(&Scope::Host, IncidentType::BackdoorListener, 9);
+        let i = inc
+            .add(
+                r.serial,
+                AuditEntry::new(4, draft, &ev, 4),
+                &ev,
+                &Arc::from("exe:/bin/t"),
+                None,
+            )
+            .clone();
+        let back = incident_from_pb(&incident_to_pb(&i)).expect("decodes");
+        assert_eq!(back, i);
+    }
+}

@@ -1,0 +1,141 @@
+//! What the pipeline writes and the API reads.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use tokio::sync::broadcast;
+
+use crate::{
+    event::wire::Enrich,
+    attribution::containers::ContainerRegistry,
+    analysis::incidents::{Incident, Incidents},
+    analysis::model::ModelSet,
+    probes::Probes,
+    process::table::ProcessTable,
+    store::{commit::Committer, Store},
+    recorder::{live::Subscribers, snapshot::Snapshots, ScopeBuffers},
+    util::stats::Counters,
+};
+
+/// Shared state. Lock order, where more than one is held: `procs`, then
+/// `buffers`, then `snapshots`, then `containers`; and `procs`, then
+/// `models`, then `incidents`, then `containers` (`models` / `incidents`
+/// are never held with `buffers` / `snapshots`; `probes` is only ever held
+/// alone).
+pub struct State {
+    /// One rolling buffer per scope.
+    pub buffers: Mutex<ScopeBuffers>,
+    /// Open snapshots and the store of committed ones.
+    pub snapshots: Mutex<Snapshots>,
+    pub procs: Mutex<ProcessTable>,
+    /// Container metadata and tombstones.
+    pub containers: Mutex<ContainerRegistry>,
+    /// Ancestors listed with an event where the API includes ancestry.
+    pub ancestry_depth: usize,
+    /// The agent's database (snapshots, models, incidents).
+    pub store: Arc<Store>,
+    /// Every write to `store` goes through it, off the pipeline and the
+    /// API's threads (the snapshots' committer).
+    pub committer: Committer,
+    /// Runtime models.
+    pub models: Mutex<ModelSet>,
+    /// Incidents still open for updates.
+    pub incidents: Mutex<Incidents>,
+    /// Incidents as they open and change.
+    pub incident_live: broadcast::Sender<Arc<Incident>>,
+    pub counters: Arc<Counters>,
+    /// Live subscribers, each with its filter and bounded queue.
+    pub live: Arc<Subscribers>,
+    /// Bounds of one live subscriber's queue: events, bytes.
+    pub stream_queue: (usize, usize),
+    /// The loaded programs (for their drop counters); `None` in tests that
+    /// feed the pipeline without a kernel.
+    pub probes: Mutex<Option<Probes>>,
+    pub started: SystemTime,
+    pub ring_bytes: u64,
+}
+
+/// What a `State` is made of.
+pub struct Parts {
+    pub buffers: ScopeBuffers,
+    pub snapshots: Snapshots,
+    pub stream_queue: usize,
+    pub stream_queue_bytes: usize,
+    pub procs: ProcessTable,
+    pub containers: ContainerRegistry,
+    pub ancestry_depth: usize,
+    pub ring_bytes: u64,
+    pub store: Arc<Store>,
+    pub models: ModelSet,
+    pub incidents: Incidents,
+}
+
+impl State {
+    pub fn new(p: Parts) -> Self {
+        let counters = Arc::new(Counters::default());
+        let committer = p.snapshots.committer().clone();
+        State {
+            committer,
+            buffers: Mutex::new(p.buffers),
+            snapshots: Mutex::new(p.snapshots),
+            procs: Mutex::new(p.procs),
+            containers: Mutex::new(p.containers),
+            ancestry_depth: p.ancestry_depth,
+            store: p.store,
+            models: Mutex::new(p.models),
+            incidents: Mutex::new(p.incidents),
+            incident_live: crate::analysis::incident_channel(),
+            live: Arc::new(Subscribers::new(counters.clone())),
+            counters,
+            stream_queue: (p.stream_queue, p.stream_queue_bytes),
+            probes: Mutex::new(None),
+            started: SystemTime::now(),
+            ring_bytes: p.ring_bytes,
+        }
+    }
+}
+
+pub use crate::util::lock;
+
+impl State {
+    /// Runs `f` with container metadata (the `containers` lock held) and
+    /// ancestry up to `depth`.
+    pub fn with_enrich<R>(&self, depth: usize, f: impl FnOnce(&Enrich) -> R) -> R {
+        let containers = lock(&self.containers);
+        f(&Enrich {
+            containers: Some(&*containers),
+            ancestry_depth: depth,
+        })
+    }
+
+    /// Kernel drops of every kind, summed.
+    pub fn total_kernel_drops(&self) -> u64 {
+        self.kernel_drops().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Kernel drops per cgroup and kind (empty when no probes are loaded).
+    pub fn scope_drops(&self) -> Vec<(u64, fdr_common::EventKind, u64)> {
+        match lock(&self.probes).as_ref().map(Probes::scope_drops) {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "reading per-cgroup kernel drop counters");
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Kernel drops per kind (zeros when no probes are loaded).
+    pub fn kernel_drops(&self) -> Vec<(fdr_common::EventKind, u64)> {
+        match lock(&self.probes).as_ref().map(Probes::drops) {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "reading kernel drop counters");
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The task that keeps the container registry current: it reads the
+//! runtime's container list on a timer, and at once when the pipeline sees
+//! a container it does not know, and reports starts and stops as
+//! [`Notice`]s for the pipeline to record. Containers the CRI does not
+//! know are asked of containerd's own API and of the Docker Engine API,
+//! else known by their cgroup alone. It never runs on the event path; the
+//! registry lock is never held across a runtime call.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    cri::{self, Cri},
+    engine::Engine,
+    Notice,
+};
+use crate::{
+    config::AttributionConfig,
+    api::state::{lock, State},
+};
+
+/// How often a missing or failed runtime is tried again.
+const RECONNECT: Duration = Duration::from_secs(10);
+
+struct Watcher {
+    state: Arc<State>,
+    cfg: AttributionConfig,
+    cri: Option<Cri>,
+    /// containerd's own API on the same socket, when the runtime is
+    /// containerd: names containers the CRI does not know.
+    native: Option<super::native::Native>,
+    last_attempt: Option<Instant>,
+    /// The Docker Engine API (dockerd, podman), when one answers.
+    engine: Option<Engine>,
+    engine_attempt: Option<Instant>,
+    /// Engine containers whose cgroup went before the engine recorded
+    /// their exit: given one more look for their exit code.
+    engine_pending: HashSet<Arc<str>>,
+    /// The first look after connecting: containers already running are
+    /// registered without start events.
+    first: bool,
+    /// Runtime state of each listed container at the last look.
+    seen: HashMap<Arc<str>, cri::State>,
+    cgroup_root: Option<PathBuf>,
+}
+
+impl Watcher {
+    async fn ensure_connected(&mut self) {
+        if self.cri.is_some() || self.cfg.runtime_endpoints.is_empty() {
+            return;
+        }
+        if self.last_attempt.is_some_and(|t| t.elapsed() < RECONNECT) {
+            return;
+        }
+        self.last_attempt = Some(Instant::now());
+        match Cri::connect(&self.cfg.runtime_endpoints).await {
+            Ok(c) => {
+                tracing::info!(runtime = %c.runtime, endpoint = c.endpoint(), "container runtime connected");
+                lock(&self.state.containers).runtime =
+                    Some(format!("{} at {}", c.runtime, c.endpoint()));
+                self.native = None;
+                if c.runtime.starts_with("containerd") {
+                    let socket = std::path::Path::new(c.endpoint());
+                    match super::native::Native::connect(socket, &c.runtime).await {
+                        Ok(n) => self.native = Some(n),
+                        Err(err) => tracing::debug!(%err, "containerd metadata API"),
+                    }
+                }
+                self.cri = Some(c);
+                self.first = true;
+                self.seen.clear();
+            }
+            Err(cri::CriError::NoSocket(_)) => {}
+            Err(err) => tracing::debug!(%err, "container runtime not available"),
+        }
+    }
+
+    fn disconnect(&mut self, err: &cri::CriError) {
+        tracing::warn!(%err, "container runtime lost; events keep their container ids");
+        self.cri = None;
+        self.native = None;
+        self.seen.clear();
+        lock(&self.state.containers).runtime = None;
+    }
+
+    async fn ensure_engine(&mut self) {
+        if self.engine.is_some() || self.cfg.engine_endpoints.is_empty() {
+            return;
+        }
+        if self.engine_attempt.is_some_and(|t| t.elapsed() < RECONNECT) {
+            return;
+        }
+        self.engine_attempt = Some(Instant::now());
+        match Engine::connect(&self.cfg.engine_endpoints).await {
+            Ok(e) => {
+                tracing::info!(runtime = %e.runtime, endpoint = %e.endpoint().display(), "Docker Engine API connected");
+                self.engine = Some(e);
+            }
+            Err(super::engine::EngineError::NoSocket(_)) => {}
+            Err(err) => tracing::debug!(%err, "Docker Engine API not available"),
+        }
+    }
+
+    /// Sighted containers the CRI did not list (all of them without a
+    /// CRI): containerd's own API, the engine, else their cgroup alone.
+    async fn resolve_others(&mut self, out: &mut Vec<Notice>) {
+        let unknown: Vec<(Arc<str>, Option<PathBuf>)> = {
+            let reg = lock(&self.state.containers);
+            reg.unresolved()
+                .into_iter()
+                .filter(|id| !self.seen.contains_key(id))
+                .map(|id| {
+                    let path = reg.cgroup_path(&id);
+                    (id, path)
+                })
+                .collect()
+        };
+        for (id, path) in unknown {
+            let ns = path.as_deref().and_then(super::native::namespace_of);
+            if let (Some(n), Some(ns)) = (self.native.as_mut(), ns) {
+                if let Some(m) = n.lookup(&ns, &id).await {
+                    out.extend(lock(&self.state.containers).named_by(m, "containerd"));
+                    continue;
+                }
+            }
+            if let Some(c) = self.engine_lookup(&id).await {
+                out.extend(lock(&self.state.containers).named_by(c.meta, "docker"));
+                continue;
+            }
+            out.extend(lock(&self.state.containers).unknown_to_runtime(&id));
+        }
+    }
+
+    async fn engine_lookup(&mut self, id: &str) -> Option<super::engine::EngineContainer> {
+        let e = self.engine.as_ref()?;
+        match e.lookup(id).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%err, "Docker Engine API lost");
+                self.engine = None;
+                None
+            }
+        }
+    }
+
+    /// Engine containers whose cgroup is gone: their stop with the exit
+    /// code the engine recorded. Returns the cgroup paths to treat as
+    /// still there for one more look (the engine has not recorded the
+    /// exit yet).
+    async fn engine_stops(&mut self, out: &mut Vec<Notice>) -> HashSet<PathBuf> {
+        let mut hold = HashSet::new();
+        if self.engine.is_none() {
+            return hold;
+        }
+        let root = self.cgroup_root.clone();
+        let gone = lock(&self.state.containers).gone_named_by("docker", |p| {
+            root.as_ref().is_none_or(|r| r.join(p).exists())
+        });
+        for (id, path) in gone {
+            match self.engine_lookup(&id).await {
+                Some(c) if !c.running => {
+                    let n = lock(&self.state.containers).exited(
+                        &id,
+                        Some(c.meta),
+                        Some(c.exit_code),
+                        c.reason,
+                        c.finished_ns,
+                    );
+                    out.extend(n.map(|mut n| {
+                        n.source = "docker";
+                        n
+                    }));
+                    self.engine_pending.remove(&id);
+                }
+                Some(_) if self.engine_pending.insert(id.clone()) => {
+                    hold.insert(path);
+                }
+                _ => {
+                    self.engine_pending.remove(&id);
+                }
+            }
+        }
+        hold
+    }
+
+    /// One look at the runtime and the cgroups; returns what changed.
+    async fn refresh(&mut self) -> Vec<Notice> {
+        self.ensure_connected().await;
+        self.ensure_engine().await;
+        let mut out = Vec::new();
+        let listed = match self.cri.as_mut() {
+            Some(c) => c.list().await.map(Some),
+            None => Ok(None),
+        };
+        let listed = listed.unwrap_or_else(|err| {
+            self.disconnect(&err);
+            None
+        });
+        if let Some(listed) = listed {
+            if let Err(err) = self.apply_list(listed, &mut out).await {
+                self.disconnect(&err);
+            }
+            self.first = false;
+        }
+        self.resolve_others(&mut out).await;
+        let hold = self.engine_stops(&mut out).await;
+        let root = self.cgroup_root.clone();
+        let mut reg = lock(&self.state.containers);
+        out.extend(reg.gone_cgroups(|p| {
+            hold.contains(p) || root.as_ref().is_none_or(|r| r.join(p).exists())
+        }));
+        let pruned = reg.prune(Instant::now());
+        if pruned > 0 {
+            tracing::debug!(pruned, "container tombstones expired");
+        }
+        out
+    }
+
+    async fn apply_list(
+        &mut self,
+        listed: Vec<cri::Listed>,
+        out: &mut Vec<Notice>,
+    ) -> Result<(), cri::CriError> {
+        let Some(c) = self.cri.as_mut() else {
+            return Ok(());
+        };
+        let announce = !self.first;
+        let mut now_seen = HashMap::with_capacity(listed.len());
+        for l in listed {
+            let prev = self.seen.get(&l.id).copied();
+            now_seen.insert(l.id.clone(), l.state);
+            let known = lock(&self.state.containers).get(&l.id).is_some();
+            let changed = prev != Some(l.state);
+            let wanted = match l.state {
+                cri::State::Running | cri::State::Exited => !known || changed,
+                cri::State::Created | cri::State::Unknown => false,
+            };
+            if !wanted {
+                continue;
+            }
+            let Some(st) = c.status(&l.id).await? else {
+                continue;
+            };
+            let mut reg = lock(&self.state.containers);
+            match st.state {
+                cri::State::Running => out.extend(reg.running(st.meta, announce)),
+                cri::State::Exited => {
+                    if announce && !known {
+                        // Started and stopped between two looks.
+                        out.extend(reg.running(st.meta.clone(), true));
+                    }
+                    out.extend(reg.exited(
+                        &l.id,
+                        Some(st.meta),
+                        Some(st.exit_code),
+                        st.reason,
+                        st.finished_ns,
+                    ));
+                }
+                cri::State::Created | cri::State::Unknown => {}
+            }
+        }
+        // Running containers the CRI no longer lists.
+        let gone: Vec<Arc<str>> = lock(&self.state.containers)
+            .running_ids()
+            .into_iter()
+            .filter(|id| !now_seen.contains_key(id))
+            .collect();
+        let mut reg = lock(&self.state.containers);
+        for id in gone {
+            out.extend(reg.exited(&id, None, None, "removed".into(), 0));
+        }
+        self.seen = now_seen;
+        Ok(())
+    }
+}
+
+/// Runs until `shutdown`: looks every `runtime_poll`, and soon after a
+/// `wake` (a container the pipeline has not seen before).
+pub async fn run(
+    state: Arc<State>,
+    cfg: AttributionConfig,
+    mut wake: mpsc::Receiver<()>,
+    notices: mpsc::UnboundedSender<Notice>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(cfg.runtime_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = Watcher {
+        state,
+        cfg,
+        cri: None,
+        native: None,
+        last_attempt: None,
+        engine: None,
+        engine_attempt: None,
+        engine_pending: HashSet::new(),
+        first: true,
+        seen: HashMap::new(),
+        cgroup_root: crate::attribution::scope::cgroup2_root(),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|&v| v) => return,
+            _ = tick.tick() => {}
+            Some(()) = wake.recv() => {}
+        }
+        for n in w.refresh().await {
+            if notices.send(n).is_err() {
+                return; // the pipeline is gone
+            }
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! Ring buffers → decoder → process table → derived events → scope buffers and snapshots →
+//! live subscribers.
+
+use std::{
+    path::PathBuf,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+
+use crate::{
+    pipeline::ring::{register, StepClock},
+    pipeline::clock::BootClock,
+    config::CaptureConfig,
+    pipeline::decode::decode,
+    derive::Deriver,
+    event::{Event, Record},
+    probes::Rings,
+    api::state::{lock, State},
+    probes::watch,
+};
+
+/// Events handed to the buffer and subscribers at once.
+const BATCH: usize = 256;
+/// A non-tool process that changed account files and has been quiet this
+/// long gets its account record.
+const ACCOUNT_IDLE: Duration = Duration::from_secs(2);
+/// Records read from one ring in one pass: adapted between these so that a
+/// pass takes about `PASS_TARGET`.
+const MIN_READ_CAP: usize = 32;
+const MAX_READ_CAP: usize = 8192;
+const PASS_TARGET: Duration = Duration::from_millis(10);
+/// A pipeline step longer than this is logged.
+const SLOW_STEP: Duration = Duration::from_millis(100);
+/// Losses are remembered this long beyond a snapshot window's length.
+const LOSS_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub exited_grace: Duration,
+    pub poll_interval: Duration,
+    pub capture: CaptureConfig,
+    pub data_dir: PathBuf,
+    pub analysis: crate::config::AnalysisConfig,
+    pub ancestry_depth: usize,
+    /// A snapshot window's whole length (before + after), in ns.
+    pub window_ns: u64,
+    /// Where raw kernel records are copied (debugging, benchmarks).
+    pub record_raw: Option<PathBuf>,
+}
+
+/// Turns kernel records into recorded events.
+struct Recorder {
+    state: Arc<State>,
+    clock: BootClock,
+    seq: u64,
+    batch: Vec<Arc<Event>>,
+    records: Vec<Record>,
+    derived: Vec<Record>,
+    deriver: Deriver,
+    analyzer: crate::analysis::Analyzer,
+    scopes: crate::attribution::scope::ScopeResolver,
+    /// Tells the container watcher a new container was seen.
+    wake_containers: tokio::sync::mpsc::Sender<()>,
+    /// Raw records are appended here, length-prefixed.
+    tap: Option<std::io::BufWriter<std::fs::File>>,
+    /// An account change was recorded: watched files were likely replaced.
+    refresh_watch: bool,
+    /// The last pass left records in a ring.
+    more: bool,
+    /// Records read from one ring in one pass.
+    read_cap: usize,
+    /// Per-cgroup kernel drop counters at the last sample.
+    scope_drops_seen: std::collections::HashMap<(u64, u16), u64>,
+    /// Kernel drop counters at the last sample, by kind number.
+    kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
+}
+
+impl Recorder {
+    /// Records what is pending in both rings, in time order, at most
+    /// `read_cap` records a ring per pass (so one pass never keeps the
+    /// task from its other duties for long; `more` then asks for another
+    /// pass at once). The critical ring is read first: whatever its
+    /// records depend on (a fork before an exec) was committed to the
+    /// other ring before them.
+    fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
+        let began = std::time::Instant::now();
+        self.drain_pass(critical, events);
+        // Passes of about PASS_TARGET: fewer records a pass when one took
+        // longer (a slow build, a loaded machine), more when it was quick.
+        let took = began.elapsed();
+        if took > PASS_TARGET {
+            self.read_cap = (self.read_cap / 2).max(MIN_READ_CAP);
+        } else if self.more && took < PASS_TARGET / 4 {
+            self.read_cap = (self.read_cap * 2).min(MAX_READ_CAP);
+        }
+    }
+
+    fn drain_pass(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
+        // A capped read leaves newer records behind in that ring: reading
+        // the other one past them could put a record before one it depends
+        // on, so the pass ends there.
+        self.more = self.read_ring(critical)
+            || self.read_ring(events)
+            // Once more: a critical record committed before a record just
+            // read from the other ring (a process's exec before its exit) is
+            // then in this pass, and sorted before it.
+            || self.read_ring(critical);
+        self.records.sort_by_key(|r| r.boot_ns);
+        let state = self.state.clone();
+        let mut procs = lock(&state.procs);
+        let mut records = std::mem::take(&mut self.records);
+        for rec in records.drain(..) {
+            let ev = self.record(rec, &mut procs);
+            self.deriver.observe(&ev, &procs, &mut self.derived);
+            self.accept(ev);
+            self.push_derived(&mut procs);
+        }
+        self.records = records;
+        drop(procs);
+        self.publish();
+        self.report_new_containers();
+    }
+
+    /// Registers containers seen for the first time and has the watcher
+    /// look them up (off the event path).
+    fn report_new_containers(&mut self) {
+        let new = self.scopes.take_new();
+        if new.is_empty() {
+            return;
+        }
+        let mut reg = lock(&self.state.containers);
+        for (id, cgroup_id, path) in new {
+            reg.sighted(&id, cgroup_id, path);
+        }
+        drop(reg);
+        // Full: a look is already pending, which will see these too.
+        let _ = self.wake_containers.try_send(());
+    }
+
+    /// Records a container start or stop.
+    fn container_notice(&mut self, n: crate::attribution::containers::Notice) {
+        let now = BootClock::boot_now_ns();
+        let rec = Record {
+            boot_ns: now,
+            cpu: 0,
+            task: crate::event::Task {
+                pid: n.pid,
+                tid: n.pid,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                loginuid: None,
+                cgroup_id: n.cgroup_id,
+                start_ns: 0,
+                comm: crate::event::Comm::default(),
+                has_tty: false,
+            },
+            detail: crate::event::Detail::Container(Box::new(crate::event::ContainerDetail {
+                id: n.id,
+                change: n.change,
+                source: n.source,
+            })),
+        };
+        let state = self.state.clone();
+        let mut procs = lock(&state.procs);
+        let ev = self.record(rec, &mut procs);
+        drop(procs);
+        self.accept(ev);
+        self.publish();
+    }
+
+    /// Records an event and what the models and detectors make of it.
+    /// The trigger goes first in the timeline, its audits right after.
+    fn accept(&mut self, ev: Arc<Event>) {
+        let raised = self.analyzer.analyze(&ev, &self.state, self.seq + 1);
+        if raised.is_empty() {
+            self.push(ev);
+            return;
+        }
+        self.push(ev.clone());
+        for detail in raised {
+            let e = self.raised_event(&ev, detail);
+            self.push(e);
+        }
+    }
+
+    /// An event the agent raises about `trigger` (an audit, a learned
+    /// model item): same time, process and scope.
+    fn raised_event(&mut self, trigger: &Event, detail: crate::event::Detail) -> Arc<Event> {
+        self.seq += 1;
+        self.state.counters.add_seen(detail.kind(), 1);
+        Arc::new(Event {
+            seq: self.seq,
+            time_ns: trigger.time_ns,
+            record: Record {
+                boot_ns: trigger.record.boot_ns,
+                cpu: trigger.record.cpu,
+                task: trigger.record.task.clone(),
+                detail,
+            },
+            image: trigger.image.clone(),
+            scope: trigger.scope.clone(),
+            unit: trigger.unit.clone(),
+        })
+    }
+
+    /// Decodes everything pending in `ring` into `records`.
+    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            n += 1;
+            if let Some(tap) = &mut self.tap {
+                use std::io::Write;
+                let len = (item.len() as u32).to_le_bytes();
+                if let Err(err) = tap.write_all(&len).and_then(|()| tap.write_all(&item)) {
+                    tracing::warn!(%err, "raw record file: stopped copying");
+                    self.tap = None;
+                }
+            }
+            match decode(&item) {
+                Ok(rec) => self.records.push(rec),
+                Err(err) => {
+                    self.state.counters.decode_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(%err, "undecodable record");
+                }
+            }
+            if n >= self.read_cap {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Turns a record into an event with the process's context.
+    fn record(&mut self, rec: Record, procs: &mut crate::process::table::ProcessTable) -> Arc<Event> {
+        let (image, who) = match &rec.detail {
+            // Not a process's doing: the table is not told of it.
+            crate::event::Detail::Container(c) => (
+                procs.image(rec.task.pid),
+                crate::attribution::scope::Attribution {
+                    scope: crate::attribution::scope::Scope::Container(c.id.clone()),
+                    unit: None,
+                },
+            ),
+            _ => (procs.apply(&rec), self.scopes.resolve(rec.task.cgroup_id)),
+        };
+        self.seq += 1;
+        self.state.counters.add_seen(rec.detail.kind(), 1);
+        Arc::new(Event {
+            seq: self.seq,
+            time_ns: self.clock.wall_ns(rec.boot_ns),
+            record: rec,
+            image,
+            scope: who.scope,
+            unit: who.unit,
+        })
+    }
+
+    fn push_derived(&mut self, procs: &mut crate::process::table::ProcessTable) {
+        let mut derived = std::mem::take(&mut self.derived);
+        for rec in derived.drain(..) {
+            if matches!(rec.detail, crate::event::Detail::Account(_)) {
+                self.refresh_watch = true;
+            }
+            let ev = self.record(rec, procs);
+            self.accept(ev);
+        }
+        self.derived = derived;
+    }
+
+    fn push(&mut self, ev: Arc<Event>) {
+        self.batch.push(ev);
+        if self.batch.len() >= BATCH {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        {
+            let mut buffers = lock(&self.state.buffers);
+            for ev in &self.batch {
+                buffers.push(ev.clone());
+            }
+        }
+        {
+            let mut snaps = lock(&self.state.snapshots);
+            for ev in &self.batch {
+                snaps.observe(ev);
+            }
+        }
+        self.state.live.publish(&self.batch);
+        self.batch.clear();
+        self.freeze_for_incidents();
+    }
+
+    /// Freezes the snapshots of incidents opened since the last publish
+    /// (now that their triggers are in the buffers).
+    fn freeze_for_incidents(&mut self) {
+        if self.analyzer.freezes.is_empty() {
+            return;
+        }
+        let state = self.state.clone();
+        for f in std::mem::take(&mut self.analyzer.freezes) {
+            let info = {
+                let mut buffers = lock(&state.buffers);
+                let info =
+                    lock(&state.snapshots).freeze(f.scope, &f.reason, f.at_ns, &buffers, f.serial);
+                // The new snapshot's memory is charged: the buffers make room.
+                buffers.enforce_budget();
+                info
+            };
+            match info {
+                Ok(info) => {
+                    crate::store::commit::mark_open(&state.committer, &info);
+                    self.analyzer.snapshot_frozen(&state, f.serial, info.id)
+                }
+                Err(err) => {
+                    tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")
+                }
+            }
+        }
+    }
+
+    /// Notes the kernel drops since the last sample, at this time, for the
+    /// snapshots whose windows hold it: those the kernel counted by cgroup
+    /// for that cgroup's scope, the rest (cgroups the kernel's map forgot)
+    /// for the whole host.
+    fn sample_kernel_drops(&mut self) {
+        let drops = self.state.kernel_drops();
+        let mut fresh: Vec<(crate::event::EventKind, u64)> = Vec::new();
+        for (kind, total) in drops {
+            let Some(last) = self.kernel_drops_seen.get_mut(kind as usize) else {
+                continue;
+            };
+            let new = total.saturating_sub(*last);
+            *last = total;
+            if new > 0 {
+                fresh.push((kind, new));
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let mut scoped: Vec<(crate::attribution::scope::Scope, crate::event::EventKind, u64)> = Vec::new();
+        for (cgroup, kind, total) in self.state.scope_drops() {
+            let last = self
+                .scope_drops_seen
+                .entry((cgroup, kind as u16))
+                .or_insert(0);
+            // A smaller total: the kernel forgot the entry and began again.
+            let new = if total >= *last { total - *last } else { total };
+            *last = total;
+            if new == 0 {
+                continue;
+            }
+            let scope = self.scopes.resolve(cgroup).scope;
+            if let Some(f) = fresh.iter_mut().find(|(k, _)| *k == kind) {
+                let n = new.min(f.1);
+                f.1 -= n;
+                scoped.push((scope, kind, n));
+            }
+        }
+        let mut snaps = lock(&self.state.snapshots);
+        for (scope, kind, n) in scoped {
+            snaps.note_scope_drops(scope, kind, now, n);
+        }
+        for (kind, n) in fresh {
+            snaps.note_kernel_drops(kind, now, n);
+        }
+    }
+
+    /// Periodic work: clock, pruning, idle account changes.
+    fn housekeeping(&mut self, cfg: &PipelineConfig) {
+        self.clock = BootClock::sample();
+        self.sample_kernel_drops();
+        let now = BootClock::boot_now_ns();
+        let state = self.state.clone();
+        let mut procs = lock(&state.procs);
+        procs.prune(now, cfg.exited_grace.as_nanos() as u64);
+        let counts = procs.counts();
+        for (c, v) in state.counters.processes.iter().zip([
+            procs.len() as u64,
+            counts.live,
+            counts.exited,
+            counts.pruned,
+            counts.reaped,
+        ]) {
+            c.store(v, Relaxed);
+        }
+        self.deriver.flush_idle(
+            now,
+            ACCOUNT_IDLE.as_nanos() as u64,
+            process_alive,
+            &mut self.derived,
+        );
+        self.push_derived(&mut procs);
+        drop(procs);
+        crate::process::table::sweep_dropped_exits(&state);
+        self.publish();
+        self.close_snapshots(false);
+        self.analyzer
+            .flush(&state, self.clock.wall_ns(BootClock::boot_now_ns()));
+        // Losses older than any window that can still be frozen.
+        let horizon = self
+            .clock
+            .wall_ns(now)
+            .saturating_sub(cfg.window_ns + LOSS_MARGIN.as_nanos() as u64);
+        lock(&state.buffers).forget_losses_before(horizon);
+        lock(&state.snapshots).forget_losses_before(horizon);
+        let scopes = &self.scopes;
+        let freed =
+            lock(&state.buffers).free_gone(self.clock.wall_ns(now), |cg| !scopes.exists(cg));
+        if freed > 0 {
+            tracing::debug!(freed, "buffers of gone containers freed");
+        }
+    }
+
+    /// Hands the snapshots whose after-window has closed to the committer;
+    /// with `all` (shutdown), every open one, cut short. Each lock is held
+    /// only for its step (detaching, copying ancestors, container
+    /// metadata); conversion and writing happen on the committer thread.
+    fn close_snapshots(&mut self, all: bool) {
+        if !lock(&self.state.snapshots).has_open() {
+            return;
+        }
+        let now = self.clock.wall_ns(BootClock::boot_now_ns());
+        let (closing, committer) = {
+            let mut snaps = lock(&self.state.snapshots);
+            (snaps.take_closed(now, all), snaps.committer().clone())
+        };
+        if closing.is_empty() {
+            return;
+        }
+        let roots: Vec<Vec<u32>> = closing.iter().map(|c| c.roots()).collect();
+        let mut closing = closing;
+        {
+            let procs = lock(&self.state.procs);
+            for (c, r) in closing.iter_mut().zip(&roots) {
+                c.gather_from(r, &procs);
+            }
+        }
+        {
+            let containers = lock(&self.state.containers);
+            for c in &mut closing {
+                c.set_container(Some(&*containers));
+            }
+        }
+        let mut ids = Vec::new();
+        for c in closing {
+            let id = c.id();
+            match c.submit(&committer, self.state.ancestry_depth) {
+                Ok(Some(id)) => ids.push(id),
+                Ok(None) => {}
+                Err(err) => tracing::error!(%err, id, all, "committing snapshot"),
+            }
+        }
+        if !ids.is_empty() {
+            tracing::info!(?ids, all, "snapshots closed, committing");
+        }
+    }
+}
+
+/// Whether process `pid` still exists (one `stat`, for the few processes
+/// with account changes pending).
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Resolves the watched files again and hands them to the kernel.
+fn refresh_watch(state: &State, cfg: &PipelineConfig) {
+    let entries = watch::watched_inodes(&cfg.capture, &cfg.data_dir);
+    if let Some(p) = lock(&state.probes).as_mut() {
+        if let Err(err) = p.set_watch(&entries) {
+            tracing::warn!(%err, "updating watched files");
+        }
+    }
+}
+
+/// Reads and records events until `shutdown` fires: on every poll tick, and
+/// sooner when the kernel wakes us because a burst is filling a ring.
+/// The pipeline's channels to the container watcher.
+pub struct ContainerIo {
+    pub wake_containers: tokio::sync::mpsc::Sender<()>,
+    pub notices: tokio::sync::mpsc::UnboundedReceiver<crate::attribution::containers::Notice>,
+}
+
+pub async fn run(
+    rings: Rings,
+    state: Arc<State>,
+    cfg: PipelineConfig,
+    io: ContainerIo,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut events = register(rings.events)?;
+    let mut critical = register(rings.critical)?;
+    let mut rec = Recorder {
+        state,
+        clock: BootClock::sample(),
+        seq: 0,
+        batch: Vec::with_capacity(BATCH),
+        records: Vec::new(),
+        derived: Vec::new(),
+        deriver: Deriver::new(&cfg.capture),
+        analyzer: crate::analysis::Analyzer::new(&cfg.analysis, cfg.ancestry_depth),
+        scopes: crate::attribution::scope::ScopeResolver::new(),
+        wake_containers: io.wake_containers,
+        refresh_watch: false,
+        more: false,
+        read_cap: 1024,
+        scope_drops_seen: std::collections::HashMap::new(),
+        kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
+        tap: match &cfg.record_raw {
+            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+            None => None,
+        },
+    };
+    let mut notices = io.notices;
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let mut watch_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.capture.watch_refresh,
+        cfg.capture.watch_refresh,
+    );
+    let mut snapshot_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut poll = tokio::time::interval(cfg.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        // Each branch runs right after its wake-up: its duration is how
+        // long capture stood still (the wait before it is not).
+        let woke = StepClock::start;
+        let step: (StepClock, &str);
+        tokio::select! {
+            _ = shutdown.changed() => {
+                rec.drain(critical.get_mut(), events.get_mut());
+                if let Some(tap) = &mut rec.tap {
+                    use std::io::Write;
+                    let _ = tap.flush();
+                }
+                rec.close_snapshots(true);
+                let now = rec.clock.wall_ns(BootClock::boot_now_ns());
+                rec.analyzer.flush(&rec.state, now);
+                return Ok(());
+            }
+            _ = housekeeping.tick() => {
+                step = (woke(), "housekeeping");
+                rec.housekeeping(&cfg);
+            }
+            _ = snapshot_tick.tick() => {
+                step = (woke(), "snapshots");
+                // Drops are noted to the second; sampled here only while a
+                // snapshot may close (else once a second, in housekeeping).
+                if lock(&rec.state.snapshots).has_open() {
+                    rec.sample_kernel_drops();
+                }
+                rec.close_snapshots(false);
+            }
+            _ = watch_tick.tick() => {
+                step = (woke(), "watch refresh");
+                refresh_watch(&rec.state, &cfg);
+            }
+            _ = poll.tick() => {
+                step = (woke(), "poll");
+                rec.drain(critical.get_mut(), events.get_mut());
+            }
+            // Through the scheduler: a task that never waits would keep
+            // every task queued behind it on this worker (API calls) waiting.
+            _ = tokio::task::yield_now(), if rec.more => {
+                step = (woke(), "more");
+                rec.drain(critical.get_mut(), events.get_mut());
+            }
+            Some(n) = notices.recv() => {
+                step = (woke(), "container notice");
+                rec.container_notice(n);
+            }
+            guard = events.readable_mut() => {
+                step = (woke(), "events ring");
+                let mut guard = guard?;
+                rec.drain(critical.get_mut(), guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            guard = critical.readable_mut() => {
+                step = (woke(), "critical ring");
+                let mut guard = guard?;
+                rec.drain(guard.get_inner_mut(), events.get_mut());
+                guard.clear_ready();
+            }
+        }
+        if std::mem::take(&mut rec.refresh_watch) {
+            refresh_watch(&rec.state, &cfg);
+        }
+        let (took, blocked) = step.0.finish();
+        rec.state.counters.pipeline_step(took, blocked);
+        if blocked.is_some_and(|b| b > SLOW_STEP) {
+            tracing::warn!(
+                step = step.1,
+                ms = took.as_millis() as u64,
+                blocked_ms = blocked.map_or(0, |b| b.as_millis() as u64),
+                "pipeline step blocked: capture stood still"
+            );
+        }
+    }
+}
+

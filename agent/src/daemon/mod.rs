@@ -1,0 +1,260 @@
+//! The assembled daemon: probes → pipeline → state → API.
+
+pub mod flow;
+
+use std::{path::PathBuf, sync::Arc};
+
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    api,
+    config::Config,
+    attribution::containers::ContainerRegistry,
+    probes::{ProbeError, ProbeOptions, Probes},
+    process::table::ProcessTable,
+    recorder::{
+        snapshot::{SnapshotLimits, Snapshots, Window},
+        Limits, ScopeBuffers,
+    },
+    store::{commit::Committer, Retention, Store},
+    api::state::{lock, Parts, State},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("attaching the ring buffer to the event loop: {0}")]
+    Ring(std::io::Error),
+}
+
+/// How the agent treats its own process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfFilter {
+    /// The agent's own events never leave the kernel (production).
+    ExcludeSelf,
+    /// Record everything (tests and benchmarks that run the agent in the
+    /// process that generates the load).
+    RecordAll,
+}
+
+/// How long shutdown waits for the API and the pipeline to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A running agent. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub state: Arc<State>,
+    pub socket: PathBuf,
+    /// The TCP listener's address, when there is one.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// The socket file, removed at shutdown if it is still ours.
+    unix_socket: api::UnixSocket,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), AgentError>>>,
+}
+
+/// Loads and attaches the probes, seeds the process table, starts the
+/// pipeline and the API. Must run inside a tokio runtime.
+pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, AgentError> {
+    // Out-of-bounds values would panic (or allocate without bound) later.
+    cfg.validate()?;
+    let opts = ProbeOptions {
+        ring_bytes: cfg.probes.ring_buffer_bytes,
+        agent_tgid: match self_filter {
+            SelfFilter::ExcludeSelf => std::process::id(),
+            SelfFilter::RecordAll => 0,
+        },
+        kinds: cfg.capture.kinds().map_err(AgentError::Config)?,
+        prefixes: crate::probes::watch::prefixes(&cfg.capture, &cfg.recorder.data_dir),
+    };
+    // The socket path first: a second agent on it stops here, before it
+    // touches the store or the kernel.
+    let socket_claim = api::claim_unix(&cfg.api.socket)?;
+    // The store next: a data directory we cannot use is a clear error
+    // before any probe is loaded.
+    let r = &cfg.recorder;
+    let store = Store::open(
+        &r.data_dir,
+        Retention {
+            max_snapshots: r.max_snapshots,
+            max_bytes: r.max_snapshot_bytes,
+        },
+    )?;
+    let store = Arc::new(store);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let analysis = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
+    let quota = r.scope_quota_bytes as usize;
+    let buffers = ScopeBuffers::new(Limits {
+        scope_quota: quota,
+        critical_reserve: quota / 100 * r.critical_reserve_percent as usize,
+        budget: r.budget_bytes as usize,
+        grace_ns: r.exited_container_grace.as_nanos() as u64,
+    });
+    // Every write goes through the committer thread; while the disk fails
+    // it keeps up to half the memory budget of work queued.
+    let committer = Committer::spawn(store.clone(), (r.budget_bytes / 2) as usize);
+    let snapshots = Snapshots::with_committer(
+        committer,
+        Window {
+            before_ns: r.snapshot_before.as_nanos() as u64,
+            after_ns: r.snapshot_after.as_nanos() as u64,
+        },
+    )
+    .with_limits(
+        SnapshotLimits {
+            // Open snapshots take at most half the budget, whatever the
+            // configured limits: the buffers keep the other half.
+            max_bytes: r.snapshot_max_bytes.min(r.budget_bytes / 2) as usize,
+            open_bytes: r.snapshots_open_bytes.min(r.budget_bytes / 2) as usize,
+            reserve_percent: r.critical_reserve_percent,
+        },
+        buffers.charge_handle(),
+    );
+    let (mut probes, rings) = Probes::load(&opts)?;
+    let ring_bytes = ring_size(&opts);
+    // Watched files first, so that the first events already honour them.
+    probes.set_watch(&crate::probes::watch::watched_inodes(
+        &cfg.capture,
+        &cfg.recorder.data_dir,
+    ))?;
+    // Attach before the /proc scan, so a process started during the scan
+    // is seen by one or the other.
+    probes.attach()?;
+    // The API appears only now: a client that finds the socket can rely on
+    // what it does next being recorded.
+    let (unix, unix_socket) = socket_claim.bind()?;
+    let tcp = api::bind_tcp(&cfg.api).await?;
+    let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
+    let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
+    tracing::info!(processes = procs.len(), "process table seeded from /proc");
+    let (models, incidents) = analysis;
+    let state = Arc::new(State::new(Parts {
+        buffers,
+        snapshots,
+        stream_queue: cfg.api.stream_queue,
+        stream_queue_bytes: cfg.api.stream_queue_bytes as usize,
+        procs,
+        containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
+        ancestry_depth: cfg.attribution.ancestry_depth,
+        ring_bytes,
+        store,
+        models,
+        incidents,
+    }));
+    *lock(&state.probes) = Some(probes);
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let pipe_state = state.clone();
+    let pipe_cfg = flow::PipelineConfig {
+        analysis: cfg.analysis.clone(),
+        record_raw: cfg.probes.record_raw.clone(),
+        ancestry_depth: cfg.attribution.ancestry_depth,
+        window_ns: (cfg.recorder.snapshot_before + cfg.recorder.snapshot_after).as_nanos() as u64,
+        exited_grace: cfg.recorder.exited_process_grace,
+        poll_interval: cfg.probes.poll_interval,
+        capture: cfg.capture.clone(),
+        data_dir: cfg.recorder.data_dir.clone(),
+    };
+    let pipe_rx = rx.clone();
+    let (wake_containers, wake_rx) = tokio::sync::mpsc::channel(1);
+    let (notice_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+    let io = flow::ContainerIo {
+        wake_containers,
+        notices,
+    };
+    tasks.push(tokio::spawn(async move {
+        flow::run(rings, pipe_state, pipe_cfg, io, pipe_rx)
+            .await
+            .map_err(AgentError::Ring)
+    }));
+    let watch_state = state.clone();
+    let watch_cfg = cfg.attribution.clone();
+    let watch_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        crate::attribution::containers::watcher::run(watch_state, watch_cfg, wake_rx, notice_tx, watch_rx).await;
+        Ok(())
+    }));
+    let api_state = state.clone();
+    tasks.push(tokio::spawn(async move {
+        api::serve(unix, tcp, api_state, rx)
+            .await
+            .map_err(AgentError::Api)
+    }));
+    tracing::info!(socket = %cfg.api.socket.display(), "fdr agent running");
+    Ok(Running {
+        state,
+        socket: cfg.api.socket.clone(),
+        tcp: tcp_addr,
+        unix_socket,
+        shutdown,
+        tasks,
+    })
+}
+
+fn ring_size(opts: &ProbeOptions) -> u64 {
+    u64::from(opts.ring_bytes.next_power_of_two().max(4096))
+}
+
+impl Running {
+    /// Waits until a task ends by itself (an error) — normally never.
+    pub async fn wait_failure(&mut self) -> Result<(), AgentError> {
+        first_finished(&mut self.tasks).await
+    }
+
+    /// Stops the API and the pipeline, detaches the probes, removes the socket
+    /// (if it is still ours) and releases its lock.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        let _ = self.shutdown.send(true);
+        let mut first_err = Ok(());
+        for mut t in self.tasks {
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await {
+                Ok(Ok(Err(e))) if first_err.is_ok() => first_err = Err(e),
+                Ok(Err(join)) => tracing::error!(%join, "agent task panicked"),
+                Err(_) => {
+                    tracing::warn!("a task did not stop within {SHUTDOWN_GRACE:?}; aborting it");
+                    t.abort();
+                }
+                _ => {}
+            }
+        }
+        // What the pipeline queued last (open snapshots, models,
+        // incidents) is written before the database closes.
+        let committer = self.state.committer.clone();
+        let _ = tokio::task::spawn_blocking(move || committer.shutdown(SHUTDOWN_GRACE)).await;
+        if let Some(mut p) = lock(&self.state.probes).take() {
+            if let Err(err) = p.detach() {
+                tracing::warn!(%err, "detaching probes");
+            }
+        }
+        // Only our own socket: never a file someone put in its place.
+        self.unix_socket.remove();
+        first_err
+    }
+}
+
+/// The result of the first of `tasks` to finish.
+async fn first_finished(
+    tasks: &mut [JoinHandle<Result<(), AgentError>>],
+) -> Result<(), AgentError> {
+    use std::{future::Future, pin::Pin, task::Poll};
+    std::future::poll_fn(|cx| {
+        for t in tasks.iter_mut() {
+            if let Poll::Ready(res) = Pin::new(t).poll(cx) {
+                return Poll::Ready(res.unwrap_or_else(|join| {
+                    Err(AgentError::Ring(std::io::Error::other(join.to_string())))
+                }));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,66 @@
+//! Events for unit tests.
+
+use std::sync::Arc;
+
+use fdr_proto::v1 as pb;
+
+use crate::event::{Detail, Event, EventKind, NetDetail, Record, Task};
+
+/// An event of `pid` at `seq` (time `seq` µs), in the host scope.
+pub(crate) fn event(seq: u64, pid: u32, detail: Detail) -> Event {
+    Event {
+        seq,
+        time_ns: seq * 1000,
+        record: Record {
+            boot_ns: seq,
+            cpu: 0,
+            task: Task {
+                pid,
+                tid: pid,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                loginuid: None,
+                cgroup_id: 1,
+                start_ns: 0,
+                comm: "t".into(),
+                has_tty: false,
+            },
+            detail,
+        },
+        image: crate::event::lineage::Image::root(
+            pid,
+            0,
+            Arc::from("/bin/t"),
+            Arc::from(vec!["t".to_string()]),
+        ),
+        scope: crate::attribution::scope::Scope::Host,
+        unit: None,
+    }
+}
+
+/// A TCP listen on port 8080.
+pub(crate) fn listen_detail() -> Detail {
+    Detail::Net {
+        kind: EventKind::NetListen,
+        net: NetDetail {
+            protocol: 6,
+            local: "0.0.0.0:8080".parse().expect("literal address"),
+            remote: None,
+            backlog: 128,
+            ret: 0,
+        },
+    }
+}
+
+/// A stored snapshot `id` of about `payload` bytes (its reason).
+pub(crate) fn snap(id: u64, payload: usize) -> pb::Snapshot {
+    pb::Snapshot {
+        info: Some(pb::SnapshotInfo {
+            id,
+            reason: "x".repeat(payload),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
