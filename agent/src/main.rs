@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use fdr_agent::{
-    agent::{self, SelfFilter},
+    daemon::{self as agent, SelfFilter},
     config::{Config, ConfigError},
 };
 use tracing_subscriber::EnvFilter;

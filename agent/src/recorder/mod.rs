@@ -6,8 +6,6 @@ pub mod buffer;
 pub mod live;
 pub mod loss;
 pub mod snapshot;
-#[cfg(test)]
-pub(crate) mod test_support;
 
 use std::{
     collections::HashMap,

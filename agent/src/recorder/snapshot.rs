@@ -689,10 +689,8 @@ mod tests {
     use crate::{
         event::Detail,
         event::test_support::event,
-        recorder::{
-            store::{Retention, Store},
-            Limits,
-        },
+        recorder::Limits,
+        store::{Retention, Store},
     };
 
     /// A fresh store in a directory of its own (removed by the test).

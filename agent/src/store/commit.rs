@@ -523,7 +523,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::recorder::{store::Retention, test_support::snap};
+    use crate::{event::test_support::snap, store::Retention};
 
     /// A private tmpfs of `size`, unmounted on drop (even when the test
     /// fails).

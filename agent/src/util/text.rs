@@ -80,3 +80,18 @@ pub fn lossless_bytes(text: &str) -> Vec<u8> {
     out
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_values_and_cuts_long_ones() {
+        assert_eq!(clip("scope"), "scope");
+        let long = "é".repeat(1 << 20);
+        let c = clip(&long);
+        assert!(c.starts_with(&"é".repeat(CLIP_CHARS)));
+        assert!(c.ends_with(&format!("… ({} bytes)", long.len())), "{c}");
+        assert!(c.len() < 400);
+    }
+}
