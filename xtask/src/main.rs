@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the toolchain, build, run, test and benchmark fdr.
 
 mod fuzz;
+mod layers;
 mod setup;
 
 use std::{
@@ -31,7 +32,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then: fmt check, clippy, unit tests and privileged integration tests.
+    /// Set up, then: fmt check, import check (`layers`), clippy, unit tests and
+    /// privileged integration tests.
     Test {
         /// Only run tests whose name contains this.
         filter: Option<String>,
@@ -47,6 +49,9 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Import check of the agent crate: prints the module graph and every import
+    /// that breaks the layering written in xtask/src/layers.rs (fails if any).
+    Layers,
     /// Benchmarks (probes attached vs detached, in one run); writes target/bench/results.json.
     Bench {
         /// Arguments passed to the benchmark harness (e.g. --iterations 500).
@@ -69,6 +74,7 @@ fn main() -> Result<()> {
         Task::Build => build(&root),
         Task::Run { args } => run(&root, &args),
         Task::Test { filter } => test(&root, filter.as_deref()),
+        Task::Layers => layers::run(&root, true),
         Task::Bench { args } => bench(&root, &args),
         Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
     }
@@ -128,6 +134,8 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     require_root("the privileged integration tests")?;
     setup::ensure_test_packages(root)?;
     cmd(root, "cargo", &["fmt", "--all", "--", "--check"])?;
+    eprintln!("+ import check (cargo xtask layers)");
+    layers::run(root, false)?;
     cmd(
         root,
         "cargo",
