@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use fdr_agent::{
-    daemon::{self as agent, SelfFilter},
     config::{Config, ConfigError},
+    daemon::{self as agent, SelfFilter},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -64,7 +64,10 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         e.downcast_ref::<ConfigError>().is_some()
             || matches!(
                 e.downcast_ref::<agent::AgentError>(),
-                Some(agent::AgentError::Config(_))
+                Some(
+                    agent::AgentError::Config(_)
+                        | agent::AgentError::Restore(fdr_agent::analysis::RestoreError::Config(_))
+                )
             )
     });
     if config {
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         cfg.log.level = l;
     }
     cfg.validate()?;
+    fdr_agent::analysis::model::rules::check(&cfg.analysis)?;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log.level))
         .context("invalid log filter")?;

@@ -13,8 +13,8 @@ use std::{
 };
 
 use fdr_agent::{
-    agent::{self, Running, SelfFilter},
     config::Config,
+    daemon::{self, Running, SelfFilter},
     event::Event,
 };
 
@@ -69,7 +69,7 @@ impl Capture {
         cfg.api.socket = dir.path().join("fdr.sock");
         cfg.recorder.data_dir = dir.path().join("data");
         tweak(&mut cfg);
-        let agent = agent::start(&cfg, SelfFilter::RecordAll)
+        let agent = daemon::start(&cfg, SelfFilter::RecordAll)
             .await
             .expect("agent starts (root, eBPF, BTF and tracefs needed)");
         // A deep queue: the tests' own receiver; what it loses anyway is

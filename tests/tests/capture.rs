@@ -337,7 +337,7 @@ async fn refused_connects_are_events_with_their_target_and_error() {
         assert_eq!(net.ret, -111, "{ip}");
         assert_eq!(net.error().as_deref(), Some("ECONNREFUSED"));
         // Through the API too, with the error named.
-        let pb = fdr_agent::api::convert::event_to_pb(&ev, &fdr_agent::api::convert::Enrich::BARE);
+        let pb = fdr_agent::event::wire::event_to_pb(&ev, &fdr_agent::event::wire::Enrich::BARE);
         let Some(fdr_proto::v1::event::Detail::Net(n)) = pb.detail else {
             panic!("{pb:?}")
         };

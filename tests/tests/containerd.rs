@@ -224,7 +224,7 @@ async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Re
     let exec_items = fdr_tests::wait_until("the image's model", || {
         let models = state.models.lock().ok()?;
         let m = models.get(&image_key)?;
-        let items = m.sections.get(&fdr_agent::model::Section::Exec)?;
+        let items = m.sections.get(&fdr_agent::analysis::model::Section::Exec)?;
         Some(items.keys().cloned().collect::<Vec<_>>())
     })
     .await;
@@ -296,7 +296,7 @@ async fn cri_container_events_name_pod_image_and_outlive_the_pod() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_containerd_container_is_named_by_containerd() -> anyhow::Result<()> {
     use fdr_agent::{
-        containers::Change,
+        attribution::containers::Change,
         event::{Detail, EventKind},
     };
 

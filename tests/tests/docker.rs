@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use fdr_agent::{
-    containers::Change,
+    attribution::containers::Change,
     event::{Detail, EventKind},
 };
 use fdr_proto::v1 as pb;

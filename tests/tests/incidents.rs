@@ -132,7 +132,11 @@ fn python_in(cg: &Cgroup, program: &str) {
     assert!(st.success(), "{program}");
 }
 
-fn audits_in(cap: &Capture, scope: &fdr_agent::scope::Scope, after_seq: u64) -> Vec<Arc<Event>> {
+fn audits_in(
+    cap: &Capture,
+    scope: &fdr_agent::attribution::scope::Scope,
+    after_seq: u64,
+) -> Vec<Arc<Event>> {
     cap.recorded(|e| e.kind() == EventKind::Audit && &e.scope == scope && e.seq > after_seq)
 }
 
@@ -181,7 +185,7 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
         unique("k8s"),
         unique("uid").replace('-', "_")
     ));
-    let scope = fdr_agent::scope::Scope::Container(id.as_str().into());
+    let scope = fdr_agent::attribution::scope::Scope::Container(id.as_str().into());
     let backend = sink();
     let svc = start_service(&cg, work.path(), backend);
 
@@ -550,7 +554,7 @@ async fn a_shell_on_a_socket_its_process_connected_is_a_reverse_shell() {
     python_in(&cg, &one_liner);
     answer.join().expect("attacker thread");
 
-    let scope = fdr_agent::scope::Scope::Container(id.as_str().into());
+    let scope = fdr_agent::attribution::scope::Scope::Container(id.as_str().into());
     let shell = cap
         .wait_for("the shell's exec", |e| {
             e.scope == scope && e.argv() == ["sh", "-i"] && e.kind() == EventKind::Exec

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use fdr_agent::{
-    api::convert::Enrich,
+    event::wire::Enrich,
     event::{Detail, EventKind, ExitStatus},
 };
 use fdr_tests::{unique, Capture, Cgroup};
@@ -154,9 +154,9 @@ async fn host_process_is_attributed_to_its_systemd_service() {
     let unit = format!("{}.service", unique("svc"));
     let cg = Cgroup::create(&format!("{}/system.slice/{unit}", unique("units")));
     let exec = exec_in(&mut cap, &cg, "insvc").await;
-    assert_eq!(exec.scope, fdr_agent::scope::Scope::Host);
+    assert_eq!(exec.scope, fdr_agent::attribution::scope::Scope::Host);
     assert_eq!(exec.unit.as_deref(), Some(unit.as_str()));
-    let pb = fdr_agent::api::convert::event_to_pb(&exec, &fdr_agent::api::convert::Enrich::BARE);
+    let pb = fdr_agent::event::wire::event_to_pb(&exec, &fdr_agent::event::wire::Enrich::BARE);
     assert_eq!(pb.service, unit);
     assert_eq!(pb.scope, "host");
     assert_eq!(
@@ -185,11 +185,11 @@ async fn process_in_a_kubepods_systemd_scope_is_attributed_to_its_container() {
     let exec = exec_in(&mut cap, &cg, "inpod").await;
     assert_eq!(
         exec.scope,
-        fdr_agent::scope::Scope::Container(id.as_str().into())
+        fdr_agent::attribution::scope::Scope::Container(id.as_str().into())
     );
     assert_eq!(exec.unit, None);
     assert_eq!(
-        fdr_agent::api::convert::event_to_pb(&exec, &Enrich::BARE).container_id,
+        fdr_agent::event::wire::event_to_pb(&exec, &Enrich::BARE).container_id,
         id
     );
     // No runtime knows this container: its start and stop come from its
@@ -215,7 +215,7 @@ async fn process_in_a_kubepods_systemd_scope_is_attributed_to_its_container() {
         .await;
     assert!(
         matches!(&stop.record.detail, Detail::Container(c) if c.change
-        == fdr_agent::containers::Change::Stopped {
+        == fdr_agent::attribution::containers::Change::Stopped {
             exit_code: None,
             reason: "cgroup removed".into(),
             finished_ns: 0
@@ -257,7 +257,7 @@ async fn ancestry_lists_the_shells_in_order() {
         containers: None,
         ancestry_depth: 2,
     };
-    let pb = fdr_agent::api::convert::event_to_pb(&exec, &depth);
+    let pb = fdr_agent::event::wire::event_to_pb(&exec, &depth);
     let argvs: Vec<&[String]> = pb.ancestry.iter().map(|a| &a.argv[..]).collect();
     assert_eq!(argvs, [&chain[0].1[..], &chain[1].1[..]]);
     let sh = std::fs::canonicalize("/bin/sh").expect("resolve /bin/sh");

@@ -256,15 +256,15 @@ async fn a_full_disk_queues_snapshots_and_commits_them_when_space_returns() {
     run_some_processes(&tag);
     tokio::time::sleep(Duration::from_millis(1500)).await; // one flush
     cap.stop().await;
-    let store = fdr_agent::recorder::store::Store::open(
+    let store = fdr_agent::store::Store::open(
         &data,
-        fdr_agent::recorder::store::Retention {
+        fdr_agent::store::Retention {
             max_snapshots: 1000,
             max_bytes: u64::MAX,
         },
     )
     .expect("reopen after stop");
-    let models = fdr_agent::model::persist::load(&store).expect("models");
+    let models = fdr_agent::analysis::persist::models::load(&store).expect("models");
     assert!(!models.is_empty(), "models persisted after the recovery");
     let stored: Vec<u64> = store.list().unwrap().iter().map(|i| i.id).collect();
     for id in &kept {

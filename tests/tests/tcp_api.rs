@@ -155,7 +155,7 @@ async fn a_bad_certificate_fails_start_up_with_its_path() {
     cfg.api.tcp_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.api.tls_cert_file = Some(cert.clone());
     cfg.api.tls_key_file = Some(key);
-    let err = fdr_agent::agent::start(&cfg, fdr_agent::agent::SelfFilter::RecordAll)
+    let err = fdr_agent::daemon::start(&cfg, fdr_agent::daemon::SelfFilter::RecordAll)
         .await
         .err()
         .expect("start-up fails")

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 
 /// Foundation: may be imported by any module; imports only other foundation
 /// modules.
-pub const FOUNDATION: &[&str] = &["event", "config", "util", "stats"];
+pub const FOUNDATION: &[&str] = &["event", "config", "util"];
 
 /// Stages, in data order: a stage imports foundation modules and the stages
 /// at or before its own position, never a later one.
@@ -36,9 +36,11 @@ pub const STAGES: &[&str] = &[
     "process",
     "attribution",
     "derive",
+    // The database and its committer thread: what analysis (models,
+    // incidents) and the recorder (snapshots) write into, so below both.
+    "store",
     "analysis",
     "recorder",
-    "store",
     "api",
 ];
 

@@ -11,18 +11,42 @@ use prost::Message;
 use tokio::sync::broadcast;
 
 use crate::{
-    analysis::wire::incident_to_pb,
-    config::AnalysisConfig,
-    event::{AuditDetail, Detail, Event, LearnedDetail},
     analysis::incidents::{
         detect::{DetectConfig, Detectors},
-        persist, AuditEntry, Incident, Incidents,
+        AuditEntry, Incident, Incidents,
     },
     analysis::model::{self, items, ModelSet, Verdict},
-    store::Store,
-    attribution::scope::Scope,
-    api::state::{lock, State},
+    analysis::persist,
+    analysis::wire::incident_to_pb,
+    attribution::{containers::ContainerRegistry, scope::Scope},
+    config::AnalysisConfig,
+    config::ConfigError,
+    event::{AuditDetail, Detail, Event, LearnedDetail},
+    store::{commit::Committer, Store, StoreError},
+    util::lock,
 };
+
+/// What analysis reads and writes of the agent's shared state (the daemon
+/// lends it from its `State`).
+pub struct Shared<'a> {
+    pub containers: &'a std::sync::Mutex<ContainerRegistry>,
+    pub models: &'a std::sync::Mutex<ModelSet>,
+    pub incidents: &'a std::sync::Mutex<Incidents>,
+    /// Incidents as they open and change.
+    pub incident_live: &'a broadcast::Sender<Arc<Incident>>,
+    pub store: &'a Store,
+    /// Every write to `store` goes through it.
+    pub committer: &'a Committer,
+}
+
+/// Why models and incidents could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// How often a container without runtime metadata is looked up again for
 /// its model key.
@@ -70,7 +94,7 @@ impl Analyzer {
         }
     }
 
-    fn key(&mut self, ev: &Event, state: &State) -> Arc<str> {
+    fn key(&mut self, ev: &Event, state: &Shared<'_>) -> Arc<str> {
         let Scope::Container(id) = &ev.scope else {
             // Keyed by what `key_for` uses: the service unit, else the
             // executable (an exec's: the program that ran it).
@@ -97,13 +121,13 @@ impl Analyzer {
                 return key.clone();
             }
         }
-        let meta = lock(&state.containers).get(id);
+        let meta = lock(state.containers).get(id);
         let key = model::key_for(ev, meta.as_deref());
         if let Some((old, _, false)) = self.container_keys.get(id) {
             if *old != key {
                 // The runtime named the image: what the container did
                 // before belongs to the image's model.
-                lock(&state.models).merge_into(old, &key);
+                lock(state.models).merge_into(old, &key);
             }
         }
         self.container_keys
@@ -113,7 +137,7 @@ impl Analyzer {
 
     /// The details of the events `ev` raises (learned items, audits), in
     /// order; the pipeline records them with seqs from `first_seq` on.
-    pub fn analyze(&mut self, ev: &Event, state: &State, first_seq: u64) -> Vec<Detail> {
+    pub fn analyze(&mut self, ev: &Event, state: &Shared<'_>, first_seq: u64) -> Vec<Detail> {
         if !self.enabled {
             return Vec::new();
         }
@@ -134,7 +158,7 @@ impl Analyzer {
         let mut key: Option<Arc<str>> = None;
         if let Some(obs) = items::observe(ev) {
             let k = self.key(ev, state);
-            match lock(&state.models).check(&k, &obs, ev, ev.time_ns) {
+            match lock(state.models).check(&k, &obs, ev, ev.time_ns) {
                 Verdict::Normal => {}
                 Verdict::Learned => out.push(Detail::Learned(Box::new(LearnedDetail {
                     model: k.clone(),
@@ -183,16 +207,16 @@ impl Analyzer {
         seq: u64,
         ev: &Event,
         key: &Arc<str>,
-        state: &State,
+        state: &Shared<'_>,
     ) -> u64 {
         let kind = d.incident;
         let entry = AuditEntry::new(seq, d, ev, self.depth);
-        let mut incs = lock(&state.incidents);
+        let mut incs = lock(state.incidents);
         let raised = incs.raise(&ev.scope, kind, ev.time_ns);
         let meta = ev
             .scope
             .container_id()
-            .and_then(|id| lock(&state.containers).get(id));
+            .and_then(|id| lock(state.containers).get(id));
         let next = incs.next_serial();
         let inc = incs.add(raised.serial, entry, ev, key, meta);
         if raised.opened {
@@ -220,8 +244,8 @@ impl Analyzer {
     }
 
     /// Records the snapshot frozen for an incident.
-    pub fn snapshot_frozen(&mut self, state: &State, serial: u64, snapshot_id: u64) {
-        let inc = lock(&state.incidents)
+    pub fn snapshot_frozen(&mut self, state: &Shared<'_>, serial: u64, snapshot_id: u64) {
+        let inc = lock(state.incidents)
             .set_snapshot(serial, snapshot_id)
             .cloned();
         if let Some(inc) = inc {
@@ -232,7 +256,7 @@ impl Analyzer {
 
     /// Containers modelled by their id whose image the runtime has named
     /// since: their model moves to the image's.
-    fn adopt_named_images(&mut self, state: &State) {
+    fn adopt_named_images(&mut self, state: &Shared<'_>) {
         let pending: Vec<Arc<str>> = self
             .container_keys
             .iter()
@@ -240,13 +264,13 @@ impl Analyzer {
             .map(|(id, _)| id.clone())
             .collect();
         for id in pending {
-            let Some(meta) = lock(&state.containers).get(&id) else {
+            let Some(meta) = lock(state.containers).get(&id) else {
                 continue;
             };
             let key = model::container_key(&id, Some(&meta));
             if let Some((old, _, named)) = self.container_keys.get_mut(&id) {
                 if *old != key {
-                    lock(&state.models).merge_into(old, &key);
+                    lock(state.models).merge_into(old, &key);
                 }
                 *old = key;
                 *named = true;
@@ -256,14 +280,14 @@ impl Analyzer {
 
     /// Stores updated incidents and changed models; forgets incidents
     /// past their window.
-    pub fn flush(&mut self, state: &State, now_ns: u64) {
+    pub fn flush(&mut self, state: &Shared<'_>, now_ns: u64) {
         self.adopt_named_images(state);
         // Encoded under the lock, written by the committer.
         let (changed, encoded) = {
-            let mut m = lock(&state.models);
+            let mut m = lock(state.models);
             let (changed, removed) = m.take_dirty();
             let models: Vec<&model::Model> = changed.iter().filter_map(|k| m.get(k)).collect();
-            let encoded = model::persist::Encoded::new(&models, &removed);
+            let encoded = persist::models::Encoded::new(&models, &removed);
             (changed, encoded)
         };
         if !encoded.is_empty() {
@@ -271,14 +295,14 @@ impl Analyzer {
             let write = Box::new(move |store: &Store| encoded.write(store));
             if let Err(err) = state.committer.submit_write("models", bytes, write) {
                 tracing::warn!(%err, "storing models: kept for the next flush");
-                let mut m = lock(&state.models);
+                let mut m = lock(state.models);
                 for k in changed {
                     m.mark_dirty(k);
                 }
             }
         }
         let (incidents, next) = {
-            let mut incs = lock(&state.incidents);
+            let mut incs = lock(state.incidents);
             let list: Vec<Incident> = std::mem::take(&mut self.dirty)
                 .into_iter()
                 .filter_map(|s| incs.get(s).cloned())
@@ -298,13 +322,14 @@ impl Analyzer {
 /// Queues incidents for the store (encoded now, written by the committer,
 /// retried there on failure). False when the committer cannot take them
 /// (the store failing with its queue full): the caller keeps them dirty.
-fn store_incidents(state: &State, incidents: &[&Incident], next: u64) -> bool {
+fn store_incidents(state: &Shared<'_>, incidents: &[&Incident], next: u64) -> bool {
     let encoded: Vec<(u64, Vec<u8>)> = incidents
         .iter()
         .map(|i| (i.serial, incident_to_pb(i).encode_to_vec()))
         .collect();
     let bytes = encoded.iter().map(|(_, b)| b.len() + 64).sum();
-    let write = Box::new(move |store: &Store| persist::put_encoded(store, &encoded, next));
+    let write =
+        Box::new(move |store: &Store| persist::incidents::put_encoded(store, &encoded, next));
     match state.committer.submit_write("incidents", bytes, write) {
         Ok(()) => true,
         Err(err) => {
@@ -319,20 +344,20 @@ pub fn restore(
     store: &Store,
     cfg: &AnalysisConfig,
     now_ns: u64,
-) -> Result<(ModelSet, Incidents), crate::daemon::AgentError> {
-    let mut models = ModelSet::new(cfg).map_err(crate::daemon::AgentError::Config)?;
-    let loaded = model::persist::load(store)?;
+) -> Result<(ModelSet, Incidents), RestoreError> {
+    let mut models = ModelSet::new(cfg)?;
+    let loaded = persist::models::load(store)?;
     let n = loaded.len();
     for m in loaded {
         models.insert(m);
     }
     let window = cfg.incident_window.as_nanos() as u64;
     let mut incidents = Incidents::new(
-        persist::next_serial(store)?,
+        persist::incidents::next_serial(store)?,
         window,
         cfg.max_audits_per_incident,
     );
-    let recent = persist::recent(store, now_ns.saturating_sub(window))?;
+    let recent = persist::incidents::recent(store, now_ns.saturating_sub(window))?;
     let open = recent.len();
     for p in recent {
         if let Some(i) = crate::analysis::wire::incident_from_pb(&p) {

@@ -9,6 +9,7 @@
 mod analyzer;
 pub mod incidents;
 pub mod model;
+pub mod persist;
 pub mod wire;
 
 pub use analyzer::*;

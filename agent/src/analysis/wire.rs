@@ -7,11 +7,11 @@ use fdr_proto::v1 as pb;
 
 use crate::event::wire::{account_to_pb, container_to_pb, severity_to_pb, timestamp};
 use crate::{
-    attribution::containers::ContainerMeta,
-    event::{AccountDetail, Severity},
     analysis::incidents::{AncestorSummary, AuditEntry, Incident, IncidentType, ProcSummary},
     analysis::model::{AuditDraft, Model, Section},
+    attribution::containers::ContainerMeta,
     attribution::scope::Scope,
+    event::{AccountDetail, Severity},
 };
 
 fn ns_of(ts: Option<&prost_types::Timestamp>) -> u64 {

@@ -7,12 +7,10 @@ use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::{
-    service::{blocking, store_status},
-};
+use super::{blocking, store_status};
 use crate::{
+    analysis::persist::incidents as persist,
     analysis::wire::{incident_to_pb, model_to_pb},
-    analysis::incidents::persist,
     api::state::{lock, State},
 };
 

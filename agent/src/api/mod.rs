@@ -374,6 +374,30 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A store error as a status: corruption is data loss (naming what was
+/// read), a store being reopened is unavailable.
+pub(crate) fn store_status(e: crate::store::StoreError) -> tonic::Status {
+    match e {
+        crate::store::StoreError::Corrupt { .. } | crate::store::StoreError::Decode { .. } => {
+            tonic::Status::data_loss(e.to_string())
+        }
+        crate::store::StoreError::Unavailable(_) | crate::store::StoreError::NoIdReserved(_) => {
+            tonic::Status::unavailable(e.to_string())
+        }
+        e => tonic::Status::internal(e.to_string()),
+    }
+}
+
+/// Runs a read of the database on the blocking pool, never on the
+/// executor's threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tonic::Status> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("database read: {e}")))?
+}
+
 /// Serves the API until `stop` becomes `true`; open streams end then too.
 pub async fn serve(
     unix: UnixListener,

@@ -20,9 +20,9 @@ use tonic::Status;
 use crate::event::wire::{event_to_pb, kind_from_pb, protocol_name, Enrich};
 use crate::{
     attribution::containers::{Change, ContainerMeta, ContainerRegistry},
+    attribution::scope::Scope,
     event::{Detail, Event, EventKind, ExitStatus},
     recorder::ScopeBuffers,
-    attribution::scope::Scope,
     util::lock,
 };
 
@@ -231,7 +231,9 @@ impl EventQuery {
         'convert: for batch in picked.chunks(CONVERT_BATCH) {
             let guard = containers.map(lock);
             let en = Enrich {
-                containers: guard.as_deref().map(|c| c as &dyn crate::event::container::ContainerLookup),
+                containers: guard
+                    .as_deref()
+                    .map(|c| c as &dyn crate::event::container::ContainerLookup),
                 ancestry_depth,
             };
             for ev in batch {

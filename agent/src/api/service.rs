@@ -10,16 +10,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
+    blocking,
+    convert::buffer_stats_to_pb,
     query::{EventQuery, ExportChunks},
+    store_status,
 };
-use super::convert::buffer_stats_to_pb;
 use crate::{
+    api::state::{lock, State},
+    attribution::scope::Scope,
     event::wire::{event_to_pb, kind_from_pb, kind_to_pb, timestamp},
     event::{Event, EventKind},
     recorder::live::{LiveFilter, Subscription},
-    store::StoreError,
-    attribution::scope::Scope,
-    api::state::{lock, State},
     util::stats::SubscriberGuard,
 };
 
@@ -133,28 +134,6 @@ fn parse_scope(s: &str) -> Result<Scope, Status> {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
-}
-
-/// A store error as a status: corruption is data loss (naming what was
-/// read), a store being reopened is unavailable.
-pub(crate) fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Corrupt { .. } | StoreError::Decode { .. } => Status::data_loss(e.to_string()),
-        StoreError::Unavailable(_) | StoreError::NoIdReserved(_) => {
-            Status::unavailable(e.to_string())
-        }
-        e => Status::internal(e.to_string()),
-    }
-}
-
-/// Runs a read of the database on the blocking pool, never on the
-/// executor's threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("database read: {e}")))?
 }
 
 impl Service {

@@ -8,14 +8,14 @@ use std::{
 use tokio::sync::broadcast;
 
 use crate::{
-    event::wire::Enrich,
-    attribution::containers::ContainerRegistry,
     analysis::incidents::{Incident, Incidents},
     analysis::model::ModelSet,
+    attribution::containers::ContainerRegistry,
+    event::wire::Enrich,
     probes::Probes,
     process::table::ProcessTable,
-    store::{commit::Committer, Store},
     recorder::{live::Subscribers, snapshot::Snapshots, ScopeBuffers},
+    store::{commit::Committer, Store},
     util::stats::Counters,
 };
 
@@ -29,9 +29,9 @@ pub struct State {
     pub buffers: Mutex<ScopeBuffers>,
     /// Open snapshots and the store of committed ones.
     pub snapshots: Mutex<Snapshots>,
-    pub procs: Mutex<ProcessTable>,
+    pub procs: Arc<Mutex<ProcessTable>>,
     /// Container metadata and tombstones.
-    pub containers: Mutex<ContainerRegistry>,
+    pub containers: Arc<Mutex<ContainerRegistry>>,
     /// Ancestors listed with an event where the API includes ancestry.
     pub ancestry_depth: usize,
     /// The agent's database (snapshots, models, incidents).
@@ -73,6 +73,18 @@ pub struct Parts {
 }
 
 impl State {
+    /// What the analysis stage works on.
+    pub fn analysis(&self) -> crate::analysis::Shared<'_> {
+        crate::analysis::Shared {
+            containers: &self.containers,
+            models: &self.models,
+            incidents: &self.incidents,
+            incident_live: &self.incident_live,
+            store: &self.store,
+            committer: &self.committer,
+        }
+    }
+
     pub fn new(p: Parts) -> Self {
         let counters = Arc::new(Counters::default());
         let committer = p.snapshots.committer().clone();
@@ -80,8 +92,8 @@ impl State {
             committer,
             buffers: Mutex::new(p.buffers),
             snapshots: Mutex::new(p.snapshots),
-            procs: Mutex::new(p.procs),
-            containers: Mutex::new(p.containers),
+            procs: Arc::new(Mutex::new(p.procs)),
+            containers: Arc::new(Mutex::new(p.containers)),
             ancestry_depth: p.ancestry_depth,
             store: p.store,
             models: Mutex::new(p.models),

@@ -13,7 +13,7 @@ use tonic::{
 };
 
 use super::{ApiError, Service};
-use crate::{config::ApiConfig, api::state::State};
+use crate::{api::state::State, config::ApiConfig};
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use super::{
     escape::{escape, json as json_line, name},
     kind_name, parse_kind, quiet_pipe, shell_words, time_text, Result,
 };
-use crate::{event::wire::kind_to_pb, client::Client, event::EventKind};
+use crate::{client::Client, event::wire::kind_to_pb, event::EventKind};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventsArgs {

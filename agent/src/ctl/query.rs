@@ -6,7 +6,7 @@ use std::io::Write;
 use fdr_proto::v1 as pb;
 
 use super::{events::print_events, parse_kind, Result, ScopeArgs};
-use crate::{event::wire::kind_to_pb, client::Client, event::EventKind};
+use crate::{client::Client, event::wire::kind_to_pb, event::EventKind};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {

@@ -10,7 +10,7 @@ use super::{
     detail::addr_text, escape::escape as e, events::print_events, parse_kind, quiet_pipe,
     shell_words, time_text, CtlError, Result, ScopeArgs,
 };
-use crate::{event::wire::kind_to_pb, client::Client, event::EventKind};
+use crate::{client::Client, event::wire::kind_to_pb, event::EventKind};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SnapshotCmd {

@@ -10,15 +10,15 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 
 use crate::{
-    pipeline::ring::{register, StepClock},
-    pipeline::clock::BootClock,
+    api::state::{lock, State},
     config::CaptureConfig,
-    pipeline::decode::decode,
     derive::Deriver,
     event::{Event, Record},
-    probes::Rings,
-    api::state::{lock, State},
+    pipeline::clock::BootClock,
+    pipeline::decode::decode,
+    pipeline::ring::{register, StepClock},
     probes::watch,
+    probes::Rings,
 };
 
 /// Events handed to the buffer and subscribers at once.
@@ -50,8 +50,27 @@ pub struct PipelineConfig {
     pub record_raw: Option<PathBuf>,
 }
 
-/// Turns kernel records into recorded events.
-struct Recorder {
+impl PipelineConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        PipelineConfig {
+            analysis: cfg.analysis.clone(),
+            record_raw: cfg.probes.record_raw.clone(),
+            ancestry_depth: cfg.attribution.ancestry_depth,
+            window_ns: (cfg.recorder.snapshot_before + cfg.recorder.snapshot_after).as_nanos()
+                as u64,
+            exited_grace: cfg.recorder.exited_process_grace,
+            poll_interval: cfg.probes.poll_interval,
+            capture: cfg.capture.clone(),
+            data_dir: cfg.recorder.data_dir.clone(),
+        }
+    }
+}
+
+/// The per-record step: turns kernel records into recorded events —
+/// process context, scope, derived events, analysis, buffers, snapshots,
+/// live subscribers — in that order. [`run`] drives it from the rings;
+/// benchmarks drive it from recorded records ([`Step::replay`]).
+pub struct Step {
     state: Arc<State>,
     clock: BootClock,
     seq: u64,
@@ -77,7 +96,46 @@ struct Recorder {
     kernel_drops_seen: [u64; fdr_common::MAX_KINDS as usize],
 }
 
-impl Recorder {
+impl Step {
+    /// A step writing into `state`; `wake_containers` is told of
+    /// containers seen for the first time.
+    pub fn new(
+        state: Arc<State>,
+        cfg: &PipelineConfig,
+        wake_containers: tokio::sync::mpsc::Sender<()>,
+    ) -> std::io::Result<Step> {
+        Ok(Step {
+            state,
+            clock: BootClock::sample(),
+            seq: 0,
+            batch: Vec::with_capacity(BATCH),
+            records: Vec::new(),
+            derived: Vec::new(),
+            deriver: Deriver::new(&cfg.capture),
+            analyzer: crate::analysis::Analyzer::new(&cfg.analysis, cfg.ancestry_depth),
+            scopes: crate::attribution::scope::ScopeResolver::new(),
+            wake_containers,
+            refresh_watch: false,
+            more: false,
+            read_cap: 1024,
+            scope_drops_seen: std::collections::HashMap::new(),
+            kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
+            tap: match &cfg.record_raw {
+                Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// Runs raw kernel records (as the rings hold them) through the step,
+    /// as one pass of [`run`] would.
+    pub fn replay<'a>(&mut self, raw: impl IntoIterator<Item = &'a [u8]>) {
+        for item in raw {
+            self.decode_one(item);
+        }
+        self.record_pending();
+    }
+
     /// Records what is pending in both rings, in time order, at most
     /// `read_cap` records a ring per pass (so one pass never keeps the
     /// task from its other duties for long; `more` then asks for another
@@ -107,6 +165,11 @@ impl Recorder {
             // read from the other ring (a process's exec before its exit) is
             // then in this pass, and sorted before it.
             || self.read_ring(critical);
+        self.record_pending();
+    }
+
+    /// Records the records read so far, in time order.
+    fn record_pending(&mut self) {
         self.records.sort_by_key(|r| r.boot_ns);
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
@@ -174,7 +237,9 @@ impl Recorder {
     /// Records an event and what the models and detectors make of it.
     /// The trigger goes first in the timeline, its audits right after.
     fn accept(&mut self, ev: Arc<Event>) {
-        let raised = self.analyzer.analyze(&ev, &self.state, self.seq + 1);
+        let raised = self
+            .analyzer
+            .analyze(&ev, &self.state.analysis(), self.seq + 1);
         if raised.is_empty() {
             self.push(ev);
             return;
@@ -206,6 +271,16 @@ impl Recorder {
         })
     }
 
+    fn decode_one(&mut self, item: &[u8]) {
+        match decode(item) {
+            Ok(rec) => self.records.push(rec),
+            Err(err) => {
+                self.state.counters.decode_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%err, "undecodable record");
+            }
+        }
+    }
+
     /// Decodes everything pending in `ring` into `records`.
     fn read_ring(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         let mut n = 0;
@@ -219,13 +294,7 @@ impl Recorder {
                     self.tap = None;
                 }
             }
-            match decode(&item) {
-                Ok(rec) => self.records.push(rec),
-                Err(err) => {
-                    self.state.counters.decode_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(%err, "undecodable record");
-                }
-            }
+            self.decode_one(&item);
             if n >= self.read_cap {
                 return true;
             }
@@ -234,7 +303,11 @@ impl Recorder {
     }
 
     /// Turns a record into an event with the process's context.
-    fn record(&mut self, rec: Record, procs: &mut crate::process::table::ProcessTable) -> Arc<Event> {
+    fn record(
+        &mut self,
+        rec: Record,
+        procs: &mut crate::process::table::ProcessTable,
+    ) -> Arc<Event> {
         let (image, who) = match &rec.detail {
             // Not a process's doing: the table is not told of it.
             crate::event::Detail::Container(c) => (
@@ -317,7 +390,8 @@ impl Recorder {
             match info {
                 Ok(info) => {
                     crate::store::commit::mark_open(&state.committer, &info);
-                    self.analyzer.snapshot_frozen(&state, f.serial, info.id)
+                    self.analyzer
+                        .snapshot_frozen(&state.analysis(), f.serial, info.id)
                 }
                 Err(err) => {
                     tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")
@@ -347,7 +421,11 @@ impl Recorder {
             return;
         }
         let now = self.clock.wall_ns(BootClock::boot_now_ns());
-        let mut scoped: Vec<(crate::attribution::scope::Scope, crate::event::EventKind, u64)> = Vec::new();
+        let mut scoped: Vec<(
+            crate::attribution::scope::Scope,
+            crate::event::EventKind,
+            u64,
+        )> = Vec::new();
         for (cgroup, kind, total) in self.state.scope_drops() {
             let last = self
                 .scope_drops_seen
@@ -401,11 +479,13 @@ impl Recorder {
         );
         self.push_derived(&mut procs);
         drop(procs);
-        crate::process::table::sweep_dropped_exits(&state);
+        crate::process::table::sweep_dropped_exits(&state.procs);
         self.publish();
         self.close_snapshots(false);
-        self.analyzer
-            .flush(&state, self.clock.wall_ns(BootClock::boot_now_ns()));
+        self.analyzer.flush(
+            &state.analysis(),
+            self.clock.wall_ns(BootClock::boot_now_ns()),
+        );
         // Losses older than any window that can still be frozen.
         let horizon = self
             .clock
@@ -499,27 +579,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut events = register(rings.events)?;
     let mut critical = register(rings.critical)?;
-    let mut rec = Recorder {
-        state,
-        clock: BootClock::sample(),
-        seq: 0,
-        batch: Vec::with_capacity(BATCH),
-        records: Vec::new(),
-        derived: Vec::new(),
-        deriver: Deriver::new(&cfg.capture),
-        analyzer: crate::analysis::Analyzer::new(&cfg.analysis, cfg.ancestry_depth),
-        scopes: crate::attribution::scope::ScopeResolver::new(),
-        wake_containers: io.wake_containers,
-        refresh_watch: false,
-        more: false,
-        read_cap: 1024,
-        scope_drops_seen: std::collections::HashMap::new(),
-        kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
-        tap: match &cfg.record_raw {
-            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
-            None => None,
-        },
-    };
+    let mut rec = Step::new(state, &cfg, io.wake_containers)?;
     let mut notices = io.notices;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut watch_tick = tokio::time::interval_at(
@@ -543,7 +603,7 @@ pub async fn run(
                 }
                 rec.close_snapshots(true);
                 let now = rec.clock.wall_ns(BootClock::boot_now_ns());
-                rec.analyzer.flush(&rec.state, now);
+                rec.analyzer.flush(&rec.state.analysis(), now);
                 return Ok(());
             }
             _ = housekeeping.tick() => {
@@ -605,4 +665,3 @@ pub async fn run(
         }
     }
 }
-

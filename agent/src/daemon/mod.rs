@@ -8,8 +8,9 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     api,
-    config::Config,
+    api::state::{lock, Parts, State},
     attribution::containers::ContainerRegistry,
+    config::Config,
     probes::{ProbeError, ProbeOptions, Probes},
     process::table::ProcessTable,
     recorder::{
@@ -17,7 +18,6 @@ use crate::{
         Limits, ScopeBuffers,
     },
     store::{commit::Committer, Retention, Store},
-    api::state::{lock, Parts, State},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum AgentError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Restore(#[from] crate::analysis::RestoreError),
     #[error("attaching the ring buffer to the event loop: {0}")]
     Ring(std::io::Error),
 }
@@ -154,16 +156,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let pipe_state = state.clone();
-    let pipe_cfg = flow::PipelineConfig {
-        analysis: cfg.analysis.clone(),
-        record_raw: cfg.probes.record_raw.clone(),
-        ancestry_depth: cfg.attribution.ancestry_depth,
-        window_ns: (cfg.recorder.snapshot_before + cfg.recorder.snapshot_after).as_nanos() as u64,
-        exited_grace: cfg.recorder.exited_process_grace,
-        poll_interval: cfg.probes.poll_interval,
-        capture: cfg.capture.clone(),
-        data_dir: cfg.recorder.data_dir.clone(),
-    };
+    let pipe_cfg = flow::PipelineConfig::from_config(cfg);
     let pipe_rx = rx.clone();
     let (wake_containers, wake_rx) = tokio::sync::mpsc::channel(1);
     let (notice_tx, notices) = tokio::sync::mpsc::unbounded_channel();
@@ -176,11 +169,18 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             .await
             .map_err(AgentError::Ring)
     }));
-    let watch_state = state.clone();
+    let watch_state = state.containers.clone();
     let watch_cfg = cfg.attribution.clone();
     let watch_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
-        crate::attribution::containers::watcher::run(watch_state, watch_cfg, wake_rx, notice_tx, watch_rx).await;
+        crate::attribution::containers::watcher::run(
+            watch_state,
+            watch_cfg,
+            wake_rx,
+            notice_tx,
+            watch_rx,
+        )
+        .await;
         Ok(())
     }));
     let api_state = state.clone();

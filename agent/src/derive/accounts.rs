@@ -9,7 +9,7 @@ use crate::{
     config::CaptureConfig,
     event::{AccountDetail, Detail, Event, EventKind, Record},
     process::table::ProcessTable,
-    probes::watch::path_match,
+    util::glob::path_match,
 };
 
 use super::derived;

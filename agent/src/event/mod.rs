@@ -32,7 +32,7 @@ pub struct Task {
 /// A task's `comm` (at most 15 bytes and a NUL in the kernel), kept
 /// inline: no allocation per event. Its bytes are kept exactly, also when
 /// they are not UTF-8 (then [`Comm::as_str`] is their valid prefix and
-/// `to_string` their lossless text, see [`crate::pipeline::decode::lossless`]).
+/// `to_string` their lossless text, see [`crate::util::text::lossless`]).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Comm {
     /// Length; [`Comm::NOT_UTF8`] set when the bytes are not UTF-8.
@@ -109,12 +109,12 @@ impl std::fmt::Debug for Comm {
     }
 }
 
-/// The text, losslessly (see [`crate::pipeline::decode::lossless`]).
+/// The text, losslessly (see [`crate::util::text::lossless`]).
 impl std::fmt::Display for Comm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.raw() {
             None => f.write_str(self.as_str()),
-            Some(raw) => f.write_str(&crate::pipeline::decode::lossless(raw.to_vec()).0),
+            Some(raw) => f.write_str(&crate::util::text::lossless(raw.to_vec()).0),
         }
     }
 }
@@ -158,7 +158,7 @@ pub enum Detail {
         /// Standard input was a socket when the program started.
         stdin_socket: bool,
         /// Which of `filename`, `exe`, `argv` were not UTF-8 (kept in
-        /// [`crate::pipeline::decode::lossless`]'s form; for `argv`: every argument).
+        /// [`crate::util::text::lossless`]'s form; for `argv`: every argument).
         not_utf8: NotUtf8,
     },
     Exit {
@@ -213,13 +213,13 @@ pub struct FileDetail {
     /// Name of the syscall.
     pub syscall: &'static str,
     /// Which of `path`, `path2` were not UTF-8 (kept in
-    /// [`crate::pipeline::decode::lossless`]'s form).
+    /// [`crate::util::text::lossless`]'s form).
     pub not_utf8: NotUtf8,
 }
 
 /// Which names of an event were not valid UTF-8: their text is then
-/// [`crate::pipeline::decode::lossless`]'s escaped form, and
-/// [`crate::pipeline::decode::lossless_bytes`] gives their exact bytes back (what
+/// [`crate::util::text::lossless`]'s escaped form, and
+/// [`crate::util::text::lossless_bytes`] gives their exact bytes back (what
 /// the API sends in its `*_raw` fields). Empty for valid UTF-8, the
 /// common case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -459,7 +459,7 @@ pub struct Event {
     /// when unknown), linked to its ancestry.
     pub image: Arc<crate::event::lineage::Image>,
     /// The container it happened in, or the host.
-    pub scope: crate::attribution::scope::Scope,
+    pub scope: crate::event::scope::Scope,
     /// For host events: the systemd unit (service or session) of the process.
     pub unit: Option<Arc<str>>,
 }

@@ -34,7 +34,7 @@ pub(crate) fn event(seq: u64, pid: u32, detail: Detail) -> Event {
             Arc::from("/bin/t"),
             Arc::from(vec!["t".to_string()]),
         ),
-        scope: crate::attribution::scope::Scope::Host,
+        scope: crate::event::scope::Scope::Host,
         unit: None,
     }
 }

@@ -4,12 +4,12 @@ use fdr_proto::v1 as pb;
 
 use crate::{
     event::container::{Change, ContainerLookup, ContainerMeta},
-    util::text::lossless_bytes,
+    event::scope::Scope,
     event::{
         AccountDetail, Creds, Detail, Event, EventKind, ExitStatus, FileDetail, NetDetail, NotUtf8,
         Severity,
     },
-    event::scope::Scope,
+    util::text::lossless_bytes,
 };
 
 /// Kernel and API kind numbers are the same by design.
@@ -60,7 +60,6 @@ pub fn container_to_pb(m: &ContainerMeta) -> pb::ContainerInfo {
         runtime: m.runtime.clone(),
     }
 }
-
 
 /// The container info of a scope: the runtime's metadata when known,
 /// else the id alone.
@@ -311,7 +310,6 @@ fn creds_to_pb(c: &Creds) -> pb::Creds {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,8 +346,8 @@ mod tests {
 
     #[test]
     fn names_that_are_not_utf8_go_out_as_exact_bytes() {
-        let (path, p1) = crate::pipeline::decode::lossless(b"/tmp/b-\xff\xfe".to_vec());
-        let (path2, _) = crate::pipeline::decode::lossless(b"/tmp/ok".to_vec());
+        let (path, p1) = crate::util::text::lossless(b"/tmp/b-\xff\xfe".to_vec());
+        let (path2, _) = crate::util::text::lossless(b"/tmp/ok".to_vec());
         assert!(p1);
         let file = FileDetail {
             path,

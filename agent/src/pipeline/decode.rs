@@ -378,8 +378,8 @@ pub fn normalize_bytes(path: &[u8]) -> Vec<u8> {
     out
 }
 
-pub use crate::util::text::{lossless, lossless_bytes};
 use crate::util::text::escape_not_utf8;
+pub use crate::util::text::{lossless, lossless_bytes};
 
 /// [`ExecEvent`] without its variable-length `data`.
 #[repr(C)]

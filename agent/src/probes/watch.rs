@@ -9,51 +9,13 @@ use std::{
 
 use fdr_common::{watch, InodeKey, Prefixes, MAX_PREFIXES, PREFIX_LEN};
 
-use crate::config::CaptureConfig;
+use crate::{config::CaptureConfig, util::glob::wildcard_match};
 
 /// The kernel's device number for a `st_dev`.
 pub fn kernel_dev(st_dev: u64) -> u32 {
     let major = libc::major(st_dev);
     let minor = libc::minor(st_dev);
     (major << 20) | minor
-}
-
-/// `*` within one component matches any run of characters.
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        if pi < p.len() && p[pi] != b'*' && p[pi] == n[ni] {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// Whether `path` matches `pattern` component by component.
-/// Runs on every file event (account tracking): no allocation.
-pub fn path_match(pattern: &str, path: &str) -> bool {
-    let mut pc = pattern.trim_end_matches('/').split('/');
-    let mut fc = path.trim_end_matches('/').split('/');
-    loop {
-        match (pc.next(), fc.next()) {
-            (None, None) => return true,
-            (Some(p), Some(f)) if wildcard_match(p, f) => {}
-            _ => return false,
-        }
-    }
 }
 
 /// Existing paths matching `pattern` (absolute, `*` within components).
@@ -154,23 +116,6 @@ pub fn prefixes(cfg: &CaptureConfig, data_dir: &Path) -> Prefixes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_match_within_components() {
-        assert!(wildcard_match("id_*", "id_rsa"));
-        assert!(wildcard_match("*", "anything"));
-        assert!(wildcard_match("a*c", "abbbc"));
-        assert!(!wildcard_match("id_*", "known_hosts"));
-        assert!(path_match(
-            "/home/*/.ssh/authorized_keys",
-            "/home/bob/.ssh/authorized_keys"
-        ));
-        assert!(!path_match(
-            "/home/*/.ssh/authorized_keys",
-            "/home/bob/x/.ssh/authorized_keys"
-        ));
-        assert!(path_match("/etc/sudoers.d/", "/etc/sudoers.d"));
-    }
 
     #[test]
     fn expands_existing_paths() {

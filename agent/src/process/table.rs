@@ -6,8 +6,8 @@
 use std::{collections::HashMap, path::Path, sync::Arc};
 
 use crate::{
-    event::{Comm, Detail, Record},
     event::lineage::Image,
+    event::{Comm, Detail, Record},
 };
 
 /// One process.
@@ -373,13 +373,13 @@ impl ProcessTable {
 /// blocking thread, without the table's lock held while it reads. Cheap
 /// when not due. Does nothing outside the initial pid namespace (the
 /// kernel's pids would not be ours to look up).
-pub fn sweep_dropped_exits(state: &Arc<crate::api::state::State>) {
+pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>) {
     if !host_pid_namespace() {
         return;
     }
     let now = crate::pipeline::clock::BootClock::boot_now_ns();
     let batch = {
-        let mut procs = crate::util::lock(&state.procs);
+        let mut procs = crate::util::lock(table);
         if procs.sweep.in_flight || now.saturating_sub(procs.sweep.last_ns) < SWEEP_EVERY_NS {
             return;
         }
@@ -391,10 +391,10 @@ pub fn sweep_dropped_exits(state: &Arc<crate::api::state::State>) {
         procs.sweep.in_flight = true;
         procs.next_batch(SWEEP_BATCH)
     };
-    let state = state.clone();
+    let table = table.clone();
     tokio::task::spawn_blocking(move || {
         let gone = gone_from_proc(Path::new("/proc"), &batch);
-        let mut procs = crate::util::lock(&state.procs);
+        let mut procs = crate::util::lock(&table);
         procs.note_gone(&gone, crate::pipeline::clock::BootClock::boot_now_ns());
         procs.sweep.in_flight = false;
     });

@@ -215,8 +215,8 @@ impl<'a> Iterator for Merged<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::Detail;
     pub(crate) use crate::event::test_support::event;
+    use crate::event::Detail;
 
     fn exit(seq: u64) -> Arc<Event> {
         Arc::new(event(seq, 1, Detail::Exit { status: 0 }))

@@ -17,8 +17,8 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::{
-    recorder::buffer::charged_bytes,
     event::{Event, EventKind},
+    recorder::buffer::charged_bytes,
     util::lock,
     util::stats::Counters,
 };
@@ -185,7 +185,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Detail, event::test_support};
+    use crate::{event::test_support, event::Detail};
 
     fn exit(seq: u64) -> Arc<Event> {
         Arc::new(test_support::event(seq, 1, Detail::Exit { status: 0 }))

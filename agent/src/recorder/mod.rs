@@ -16,10 +16,10 @@ use std::{
 };
 
 use crate::{
-    recorder::buffer::{BufferStats, EventBuffer},
-    event::Event,
-    recorder::loss::KindLoss,
     attribution::scope::Scope,
+    event::Event,
+    recorder::buffer::{BufferStats, EventBuffer},
+    recorder::loss::KindLoss,
 };
 
 /// Limits of the buffers.
@@ -235,7 +235,7 @@ impl ScopeBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Detail, event::test_support::event};
+    use crate::{event::test_support::event, event::Detail};
 
     fn in_scope(seq: u64, scope: &str) -> Arc<Event> {
         let mut e = event(seq, 1, Detail::Exit { status: 0 });

@@ -21,16 +21,16 @@ use super::{
     ScopeBuffers,
 };
 use crate::{
+    attribution::scope::Scope,
+    event::container::ContainerLookup,
+    event::wire::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
+    event::Event,
+    process::table::{ProcEntry, ProcessTable},
+    recorder::buffer::{charged_bytes, kept_first},
     store::{
         commit::{CommitError, Committer},
         Encoded, Store, StoreError,
     },
-    event::wire::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
-    recorder::buffer::{charged_bytes, kept_first},
-    event::container::ContainerLookup,
-    event::Event,
-    process::table::{ProcEntry, ProcessTable},
-    attribution::scope::Scope,
 };
 
 /// What the committer queue holds while the store is failing, for
@@ -687,8 +687,8 @@ fn parse_proc_addr(s: &str) -> Option<(String, u32)> {
 mod tests {
     use super::*;
     use crate::{
-        event::Detail,
         event::test_support::event,
+        event::Detail,
         recorder::Limits,
         store::{Retention, Store},
     };

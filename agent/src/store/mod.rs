@@ -1080,31 +1080,6 @@ mod tests {
     }
 
     #[test]
-    fn incident_serials_are_leased_too() {
-        let d = dir("serials");
-        let _ = std::fs::remove_dir_all(&d);
-        let r = Retention {
-            max_snapshots: 10,
-            max_bytes: u64::MAX,
-        };
-        let store = Store::open(&d, r).unwrap();
-        let first = crate::analysis::incidents::persist::next_serial(&store).unwrap();
-        assert_eq!(first, 1);
-        // Serials 1..=5 handed out in memory, none stored: a crash.
-        store.note_serial(6);
-        drop(store);
-        let store = Store::open(&d, r).unwrap();
-        let next = crate::analysis::incidents::persist::next_serial(&store).unwrap();
-        assert!(
-            next > 5,
-            "serials handed out before the crash are not reused: {next}"
-        );
-        assert!(store.serial_lease() > next);
-        drop(store);
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
     fn a_corrupt_page_is_an_error_naming_the_snapshot_never_a_panic() {
         let d = dir("garbage");
         let _ = std::fs::remove_dir_all(&d);

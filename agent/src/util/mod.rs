@@ -1,6 +1,7 @@
 //! Small helpers every layer uses: locking, wall-clock time, text clipping
 //! and lossless byte text, host facts, counters. Imports no stage.
 
+pub mod glob;
 pub mod host;
 pub mod stats;
 pub mod text;

@@ -80,7 +80,6 @@ pub fn lossless_bytes(text: &str) -> Vec<u8> {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

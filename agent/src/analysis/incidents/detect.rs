@@ -7,9 +7,9 @@ use std::{
 };
 
 use crate::{
-    event::{Detail, Event, EventKind, Severity},
     analysis::model::AuditDraft,
     attribution::scope::Scope,
+    event::{Detail, Event, EventKind, Severity},
 };
 
 use super::IncidentType;
@@ -350,8 +350,8 @@ fn connect(
 mod tests {
     use super::*;
     use crate::{
-        event::{FileDetail, NetDetail},
         event::lineage::Image,
+        event::{FileDetail, NetDetail},
     };
     use std::sync::Arc;
 

@@ -3,70 +3,17 @@
 //! around it); more of the same type within the incident window update it.
 
 pub mod detect;
-pub mod persist;
 
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
+    analysis::model::AuditDraft,
     attribution::containers::ContainerMeta,
-    event::{AccountDetail, Detail, Event, Severity},
-    analysis::model::{AuditDraft, Section},
     attribution::scope::Scope,
+    event::{AccountDetail, Detail, Event, Severity},
 };
 
-/// What kind of attack an incident looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IncidentType {
-    BackdoorAccount,
-    BackdoorListener,
-    SuspiciousBinary,
-    ReverseShell,
-    DataExfiltration,
-    CryptoMiner,
-    PortScan,
-    /// Other behaviour outside the model (a new program, file, destination).
-    Unexpected,
-}
-
-impl IncidentType {
-    pub const ALL: [IncidentType; 8] = [
-        IncidentType::BackdoorAccount,
-        IncidentType::BackdoorListener,
-        IncidentType::SuspiciousBinary,
-        IncidentType::ReverseShell,
-        IncidentType::DataExfiltration,
-        IncidentType::CryptoMiner,
-        IncidentType::PortScan,
-        IncidentType::Unexpected,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            IncidentType::BackdoorAccount => "backdoor-account",
-            IncidentType::BackdoorListener => "backdoor-listener",
-            IncidentType::SuspiciousBinary => "suspicious-binary",
-            IncidentType::ReverseShell => "reverse-shell",
-            IncidentType::DataExfiltration => "data-exfiltration",
-            IncidentType::CryptoMiner => "crypto-miner",
-            IncidentType::PortScan => "port-scan",
-            IncidentType::Unexpected => "unexpected-behaviour",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == s)
-    }
-
-    /// The type an anomaly in a model section raises.
-    pub fn for_section(s: Section) -> Self {
-        match s {
-            Section::Account => IncidentType::BackdoorAccount,
-            Section::Listen => IncidentType::BackdoorListener,
-            Section::Binary => IncidentType::SuspiciousBinary,
-            _ => IncidentType::Unexpected,
-        }
-    }
-}
+pub use crate::analysis::model::IncidentType;
 
 /// The process behind an audit, as the incident record keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

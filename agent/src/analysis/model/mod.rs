@@ -4,7 +4,6 @@
 
 pub mod generalise;
 pub mod items;
-pub mod persist;
 pub mod rules;
 
 use std::{
@@ -13,14 +12,67 @@ use std::{
 };
 
 use crate::{
-    config::AnalysisConfig,
     attribution::containers::ContainerMeta,
-    event::{Event, Severity},
-    analysis::incidents::IncidentType,
     attribution::scope::Scope,
+    config::AnalysisConfig,
+    event::{Event, Severity},
 };
 
 pub use items::{Observation, Section};
+
+/// What kind of attack an incident looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IncidentType {
+    BackdoorAccount,
+    BackdoorListener,
+    SuspiciousBinary,
+    ReverseShell,
+    DataExfiltration,
+    CryptoMiner,
+    PortScan,
+    /// Other behaviour outside the model (a new program, file, destination).
+    Unexpected,
+}
+
+impl IncidentType {
+    pub const ALL: [IncidentType; 8] = [
+        IncidentType::BackdoorAccount,
+        IncidentType::BackdoorListener,
+        IncidentType::SuspiciousBinary,
+        IncidentType::ReverseShell,
+        IncidentType::DataExfiltration,
+        IncidentType::CryptoMiner,
+        IncidentType::PortScan,
+        IncidentType::Unexpected,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IncidentType::BackdoorAccount => "backdoor-account",
+            IncidentType::BackdoorListener => "backdoor-listener",
+            IncidentType::SuspiciousBinary => "suspicious-binary",
+            IncidentType::ReverseShell => "reverse-shell",
+            IncidentType::DataExfiltration => "data-exfiltration",
+            IncidentType::CryptoMiner => "crypto-miner",
+            IncidentType::PortScan => "port-scan",
+            IncidentType::Unexpected => "unexpected-behaviour",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// The type an anomaly in a model section raises.
+    pub fn for_section(s: Section) -> Self {
+        match s {
+            Section::Account => IncidentType::BackdoorAccount,
+            Section::Listen => IncidentType::BackdoorListener,
+            Section::Binary => IncidentType::SuspiciousBinary,
+            _ => IncidentType::Unexpected,
+        }
+    }
+}
 
 /// One model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -519,7 +571,8 @@ mod tests {
 
     #[test]
     fn keys_by_image_service_or_executable() {
-        let mut ev = crate::event::test_support::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let mut ev =
+            crate::event::test_support::event(1, 1, crate::event::Detail::Exit { status: 0 });
         assert_eq!(&*key_for(&ev, None), "exe:/bin/t");
         ev.unit = Some(Arc::from("sshd.service"));
         assert_eq!(&*key_for(&ev, None), "service:sshd.service");

@@ -4,11 +4,25 @@
 use crate::{
     config::{ConfigError, RuleAction, RuleConfig},
     event::{Event, Severity},
-    analysis::incidents::IncidentType,
-    probes::watch::wildcard_match,
+    util::glob::wildcard_match,
 };
 
-use super::items::{self, Observation, Section};
+use super::{
+    items::{self, Observation, Section},
+    IncidentType,
+};
+
+/// Checks `analysis.rules` (patterns, sections, incident types) the way the
+/// agent will compile them: the config's own checks do not know the rules'
+/// vocabulary.
+pub fn check(cfg: &crate::config::AnalysisConfig) -> Result<(), ConfigError> {
+    Rules::from_config(&cfg.rules)
+        .map(drop)
+        .map_err(|e| match e {
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("analysis.rules: {m}")),
+            other => other,
+        })
+}
 
 /// A glob with its longest literal run, checked first: most items lack it,
 /// and a substring search is much cheaper than wildcard matching.

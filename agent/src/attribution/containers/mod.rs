@@ -46,7 +46,6 @@ impl Notice {
     }
 }
 
-
 #[derive(Debug, Default)]
 struct Entry {
     meta: Option<Arc<ContainerMeta>>,

@@ -9,7 +9,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -20,16 +20,13 @@ use super::{
     engine::Engine,
     Notice,
 };
-use crate::{
-    config::AttributionConfig,
-    api::state::{lock, State},
-};
+use crate::{attribution::containers::ContainerRegistry, config::AttributionConfig, util::lock};
 
 /// How often a missing or failed runtime is tried again.
 const RECONNECT: Duration = Duration::from_secs(10);
 
 struct Watcher {
-    state: Arc<State>,
+    containers: Arc<Mutex<ContainerRegistry>>,
     cfg: AttributionConfig,
     cri: Option<Cri>,
     /// containerd's own API on the same socket, when the runtime is
@@ -62,8 +59,7 @@ impl Watcher {
         match Cri::connect(&self.cfg.runtime_endpoints).await {
             Ok(c) => {
                 tracing::info!(runtime = %c.runtime, endpoint = c.endpoint(), "container runtime connected");
-                lock(&self.state.containers).runtime =
-                    Some(format!("{} at {}", c.runtime, c.endpoint()));
+                lock(&self.containers).runtime = Some(format!("{} at {}", c.runtime, c.endpoint()));
                 self.native = None;
                 if c.runtime.starts_with("containerd") {
                     let socket = std::path::Path::new(c.endpoint());
@@ -86,7 +82,7 @@ impl Watcher {
         self.cri = None;
         self.native = None;
         self.seen.clear();
-        lock(&self.state.containers).runtime = None;
+        lock(&self.containers).runtime = None;
     }
 
     async fn ensure_engine(&mut self) {
@@ -111,7 +107,7 @@ impl Watcher {
     /// CRI): containerd's own API, the engine, else their cgroup alone.
     async fn resolve_others(&mut self, out: &mut Vec<Notice>) {
         let unknown: Vec<(Arc<str>, Option<PathBuf>)> = {
-            let reg = lock(&self.state.containers);
+            let reg = lock(&self.containers);
             reg.unresolved()
                 .into_iter()
                 .filter(|id| !self.seen.contains_key(id))
@@ -125,15 +121,15 @@ impl Watcher {
             let ns = path.as_deref().and_then(super::native::namespace_of);
             if let (Some(n), Some(ns)) = (self.native.as_mut(), ns) {
                 if let Some(m) = n.lookup(&ns, &id).await {
-                    out.extend(lock(&self.state.containers).named_by(m, "containerd"));
+                    out.extend(lock(&self.containers).named_by(m, "containerd"));
                     continue;
                 }
             }
             if let Some(c) = self.engine_lookup(&id).await {
-                out.extend(lock(&self.state.containers).named_by(c.meta, "docker"));
+                out.extend(lock(&self.containers).named_by(c.meta, "docker"));
                 continue;
             }
-            out.extend(lock(&self.state.containers).unknown_to_runtime(&id));
+            out.extend(lock(&self.containers).unknown_to_runtime(&id));
         }
     }
 
@@ -159,13 +155,13 @@ impl Watcher {
             return hold;
         }
         let root = self.cgroup_root.clone();
-        let gone = lock(&self.state.containers).gone_named_by("docker", |p| {
+        let gone = lock(&self.containers).gone_named_by("docker", |p| {
             root.as_ref().is_none_or(|r| r.join(p).exists())
         });
         for (id, path) in gone {
             match self.engine_lookup(&id).await {
                 Some(c) if !c.running => {
-                    let n = lock(&self.state.containers).exited(
+                    let n = lock(&self.containers).exited(
                         &id,
                         Some(c.meta),
                         Some(c.exit_code),
@@ -211,7 +207,7 @@ impl Watcher {
         self.resolve_others(&mut out).await;
         let hold = self.engine_stops(&mut out).await;
         let root = self.cgroup_root.clone();
-        let mut reg = lock(&self.state.containers);
+        let mut reg = lock(&self.containers);
         out.extend(reg.gone_cgroups(|p| {
             hold.contains(p) || root.as_ref().is_none_or(|r| r.join(p).exists())
         }));
@@ -235,7 +231,7 @@ impl Watcher {
         for l in listed {
             let prev = self.seen.get(&l.id).copied();
             now_seen.insert(l.id.clone(), l.state);
-            let known = lock(&self.state.containers).get(&l.id).is_some();
+            let known = lock(&self.containers).get(&l.id).is_some();
             let changed = prev != Some(l.state);
             let wanted = match l.state {
                 cri::State::Running | cri::State::Exited => !known || changed,
@@ -247,7 +243,7 @@ impl Watcher {
             let Some(st) = c.status(&l.id).await? else {
                 continue;
             };
-            let mut reg = lock(&self.state.containers);
+            let mut reg = lock(&self.containers);
             match st.state {
                 cri::State::Running => out.extend(reg.running(st.meta, announce)),
                 cri::State::Exited => {
@@ -267,12 +263,12 @@ impl Watcher {
             }
         }
         // Running containers the CRI no longer lists.
-        let gone: Vec<Arc<str>> = lock(&self.state.containers)
+        let gone: Vec<Arc<str>> = lock(&self.containers)
             .running_ids()
             .into_iter()
             .filter(|id| !now_seen.contains_key(id))
             .collect();
-        let mut reg = lock(&self.state.containers);
+        let mut reg = lock(&self.containers);
         for id in gone {
             out.extend(reg.exited(&id, None, None, "removed".into(), 0));
         }
@@ -284,7 +280,7 @@ impl Watcher {
 /// Runs until `shutdown`: looks every `runtime_poll`, and soon after a
 /// `wake` (a container the pipeline has not seen before).
 pub async fn run(
-    state: Arc<State>,
+    containers: Arc<Mutex<ContainerRegistry>>,
     cfg: AttributionConfig,
     mut wake: mpsc::Receiver<()>,
     notices: mpsc::UnboundedSender<Notice>,
@@ -293,7 +289,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.runtime_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut w = Watcher {
-        state,
+        containers,
         cfg,
         cri: None,
         native: None,

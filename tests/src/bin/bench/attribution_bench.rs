@@ -1,7 +1,8 @@
-//! Decode + attribution, and the pipeline with runtime models on, replayed
-//! on one core over kernel records recorded from a real workload (the
-//! agent's `record_raw` tap): events per second, and the models' cost per
-//! event.
+//! The pipeline's own per-record step (`daemon::flow::Step`, what the
+//! agent runs), with runtime models off and on, and two of its parts
+//! (decode; decode + attribution), replayed on one core over kernel
+//! records recorded from a real workload (the agent's `record_raw` tap):
+//! events per second, and the models' cost per event.
 
 use std::{
     net::TcpListener,
@@ -13,21 +14,21 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use fdr_agent::{
-    agent::{self, SelfFilter},
-    analysis::Analyzer,
+    api::state::{Parts, State},
+    attribution::{containers::ContainerRegistry, scope::ScopeResolver},
     config::{AnalysisConfig, Config},
-    containers::ContainerRegistry,
-    decode::decode,
-    derive::Deriver,
-    event::{Event, Record},
-    proctable::ProcessTable,
+    daemon::{
+        self,
+        flow::{PipelineConfig, Step},
+        SelfFilter,
+    },
+    pipeline::decode::decode,
+    process::table::ProcessTable,
     recorder::{
         snapshot::{Snapshots, Window},
-        store::{Retention, Store},
         Limits, ScopeBuffers,
     },
-    scope::ScopeResolver,
-    state::{Parts, State},
+    store::{Retention, Store},
 };
 use serde_json::{json, Value};
 
@@ -72,7 +73,7 @@ fn record(rt: &tokio::runtime::Runtime, dir: &Path) -> Result<Vec<Vec<u8>>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || for _ in listener.incoming() {});
-    let running = rt.block_on(agent::start(&cfg, SelfFilter::RecordAll))?;
+    let running = rt.block_on(daemon::start(&cfg, SelfFilter::RecordAll))?;
     workload(port)?;
     std::thread::sleep(Duration::from_millis(100));
     rt.block_on(running.shutdown())?;
@@ -90,98 +91,71 @@ fn record(rt: &tokio::runtime::Runtime, dir: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// What the pipeline does per record, up to `stage`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What is measured per record: the decoder alone and decode +
+/// attribution (parts, labelled so), or the pipeline's own step
+/// ([`Step::replay`], as the agent runs it) with the models off or on.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// Part: `decode` alone.
     Decode,
+    /// Part: decode, process table and scope.
     Attribute,
-    Models,
-    Derive,
-    Full,
+    /// The whole step, analysis disabled.
+    StepNoModels,
+    /// The whole step, as the agent runs it by default.
+    Step,
 }
 
-struct Replay {
-    procs: ProcessTable,
-    scopes: ScopeResolver,
-    deriver: Deriver,
-    analyzer: Analyzer,
-    buffers: ScopeBuffers,
-    state: Arc<State>,
-    seq: u64,
-    /// `FDR_BENCH_DEBUG` set: print what the models raise.
-    debug: bool,
-}
+/// Records per call of the step: about one pass over the rings.
+const PASS: usize = 1024;
 
-impl Replay {
-    fn one(&mut self, raw: &[u8], stage: Stage) -> usize {
-        let Ok(rec) = decode(raw) else { return 0 };
-        if stage == Stage::Decode {
-            return std::hint::black_box(rec.boot_ns) as usize & 1;
-        }
-        let image = self.procs.apply(&rec);
-        let who = self.scopes.resolve(rec.task.cgroup_id);
-        self.seq += 1;
-        let ev = Arc::new(Event {
-            seq: self.seq,
-            time_ns: rec.boot_ns,
-            record: rec,
-            image,
-            scope: who.scope,
-            unit: who.unit,
-        });
-        if stage == Stage::Attribute {
-            return std::hint::black_box(&ev).seq as usize & 1;
-        }
-        let raised = self.analyzer.analyze(&ev, &self.state, self.seq + 1);
-        if self.debug {
-            for d in &raised {
-                eprintln!("{:?}", d);
+fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> f64 {
+    let mut procs = ProcessTable::default();
+    let mut scopes = ScopeResolver::new();
+    let mut cfg = Config::default();
+    cfg.analysis.enabled = stage != Stage::StepNoModels;
+    if std::env::var_os("FDR_BENCH_NO_RULES").is_some() {
+        cfg.analysis.rules.clear();
+    }
+    let (wake, _wake_rx) = tokio::sync::mpsc::channel(1);
+    let mut step = match Step::new(state.clone(), &PipelineConfig::from_config(&cfg), wake) {
+        Ok(s) => s,
+        Err(e) => panic!("pipeline step: {e}"),
+    };
+    let mut one_pass = |stage: Stage| -> usize {
+        match stage {
+            Stage::Decode => records
+                .iter()
+                .filter_map(|raw| decode(raw).ok())
+                .map(|r| std::hint::black_box(r.boot_ns) as usize & 1)
+                .sum(),
+            Stage::Attribute => records
+                .iter()
+                .filter_map(|raw| decode(raw).ok())
+                .map(|rec| {
+                    let image = procs.apply(&rec);
+                    let who = scopes.resolve(rec.task.cgroup_id);
+                    std::hint::black_box((&image, &who.scope));
+                    1
+                })
+                .sum(),
+            Stage::Step | Stage::StepNoModels => {
+                for chunk in records.chunks(PASS) {
+                    step.replay(chunk.iter().map(Vec::as_slice));
+                }
+                records.len()
             }
         }
-        self.seq += raised.len() as u64;
-        if stage == Stage::Models {
-            return raised.len();
-        }
-        let mut derived: Vec<Record> = Vec::new();
-        self.deriver.observe(&ev, &self.procs, &mut derived);
-        if stage == Stage::Derive {
-            return derived.len();
-        }
-        self.buffers.push(ev);
-        derived.len() + raised.len()
-    }
-}
-
-fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> (f64, usize) {
-    let mut r = Replay {
-        procs: ProcessTable::default(),
-        scopes: ScopeResolver::new(),
-        deriver: Deriver::new(&Config::default().capture),
-        analyzer: Analyzer::new(&AnalysisConfig::default(), 16),
-        buffers: ScopeBuffers::new(Limits {
-            scope_quota: 16 << 20,
-            critical_reserve: 4 << 20,
-            budget: 128 << 20,
-            grace_ns: u64::MAX,
-        }),
-        state: state.clone(),
-        seq: 0,
-        debug: std::env::var_os("FDR_BENCH_DEBUG").is_some(),
     };
     // Warm-up pass: caches filled, models learned (steady state).
-    for raw in records {
-        r.one(raw, stage);
-    }
+    one_pass(stage);
     let passes = REPLAY_EVENTS.div_ceil(records.len().max(1));
-    let mut extra = 0;
     let t = Instant::now();
     for _ in 0..passes {
-        for raw in records {
-            extra += r.one(raw, stage);
-        }
+        one_pass(stage);
     }
     let n = passes * records.len();
-    (n as f64 / t.elapsed().as_secs_f64(), extra)
+    n as f64 / t.elapsed().as_secs_f64()
 }
 
 fn bench_state(dir: &Path) -> Result<Arc<State>> {
@@ -238,29 +212,19 @@ pub fn run(rt: &tokio::runtime::Runtime) -> Result<Value> {
         }
     }
     let state = bench_state(&dir)?;
-    if std::env::var_os("FDR_BENCH_STAGES").is_some() {
-        for (name, stage) in [
-            ("models", Stage::Models),
-            ("derive", Stage::Derive),
-            ("full", Stage::Full),
-        ] {
-            let (rate, _) = replay(&records, stage, &state);
-            println!("{name} {:.2} M/s", rate / 1e6);
-        }
-    }
-    let (decode_rate, _) = replay(&records, Stage::Decode, &state);
-    let (attr_rate, _) = replay(&records, Stage::Attribute, &state);
-    let (model_rate, raised) = replay(&records, Stage::Models, &state);
-    let (full_rate, _) = replay(&records, Stage::Full, &state);
-    let model_ns = 1e9 / model_rate - 1e9 / attr_rate;
+    let decode_rate = replay(&records, Stage::Decode, &state);
+    let attr_rate = replay(&records, Stage::Attribute, &state);
+    let plain_rate = replay(&records, Stage::StepNoModels, &state);
+    let full_rate = replay(&records, Stage::Step, &state);
+    let model_ns = 1e9 / full_rate - 1e9 / plain_rate;
     println!(
-        "replay of {} recorded records ({kinds:?}), one core:\n  decode {:.2} M/s, decode+attribution {:.2} M/s, +models {:.2} M/s ({:.0} ns/event for models, {raised} events raised), full pipeline step {:.2} M/s",
+        "replay of {} recorded records ({kinds:?}), one core:\n  parts: decode {:.2} M/s, decode+attribution {:.2} M/s\n  the pipeline's step: models off {:.2} M/s, models on {:.2} M/s ({:.0} ns/event for models)",
         records.len(),
         decode_rate / 1e6,
         attr_rate / 1e6,
-        model_rate / 1e6,
-        model_ns,
+        plain_rate / 1e6,
         full_rate / 1e6,
+        model_ns,
     );
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
@@ -270,7 +234,7 @@ pub fn run(rt: &tokio::runtime::Runtime) -> Result<Value> {
         "mix": kinds,
         "decode_per_s": decode_rate,
         "decode_attribution_per_s": attr_rate,
-        "with_models_per_s": model_rate,
+        "step_without_models_per_s": plain_rate,
         "model_ns_per_event": model_ns,
         "full_pipeline_per_s": full_rate,
         "target_per_s": 1_000_000,

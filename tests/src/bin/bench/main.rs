@@ -13,10 +13,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fdr_agent::{
-    agent::{self, SelfFilter},
     config::Config,
+    daemon::{self, SelfFilter},
     event::EventKind,
-    state::lock,
+    util::lock,
 };
 use serde_json::json;
 
@@ -186,7 +186,7 @@ fn main() -> Result<()> {
     cfg.api.socket = dir.join("fdr.sock");
     cfg.capture.disabled_kinds = args.disable.clone();
     // The workload runs in this process: record its forks too.
-    let running = rt.block_on(agent::start(&cfg, SelfFilter::RecordAll))?;
+    let running = rt.block_on(daemon::start(&cfg, SelfFilter::RecordAll))?;
     let state = running.state.clone();
     let set_attached = |on: bool| -> Result<()> {
         let mut probes = lock(&state.probes);
@@ -296,10 +296,10 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn total_drops(state: &fdr_agent::state::State) -> u64 {
+fn total_drops(state: &fdr_agent::api::state::State) -> u64 {
     state.kernel_drops().iter().map(|(_, n)| n).sum()
 }
 
-fn total_seen(state: &fdr_agent::state::State) -> u64 {
+fn total_seen(state: &fdr_agent::api::state::State) -> u64 {
     EventKind::ALL.iter().map(|&k| state.counters.seen(k)).sum()
 }

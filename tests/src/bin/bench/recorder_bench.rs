@@ -5,14 +5,14 @@ use std::{sync::Arc, time::Instant};
 
 use anyhow::Result;
 use fdr_agent::{
+    attribution::scope::Scope,
     event::{Detail, Event, EventKind, FileDetail, Record, Task},
-    proctable::ProcessTable,
+    process::table::ProcessTable,
     recorder::{
         snapshot::{Snapshots, Window},
-        store::{Retention, Store},
         Limits, ScopeBuffers,
     },
-    scope::Scope,
+    store::{Retention, Store},
 };
 use serde_json::{json, Value};
 
@@ -21,7 +21,7 @@ pub fn events(n: usize) -> Vec<Arc<Event>> {
     let scopes: Vec<Scope> = std::iter::once(Scope::Host)
         .chain((0..7).map(|i| Scope::Container(format!("{i:0>64x}").into())))
         .collect();
-    let image = fdr_agent::lineage::Image::root(
+    let image = fdr_agent::event::lineage::Image::root(
         4242,
         0,
         Arc::from("/usr/bin/python3"),
@@ -138,12 +138,7 @@ pub fn run() -> Result<Value> {
     let freeze_ms = t.elapsed().as_secs_f64() * 1e3;
     let procs = ProcessTable::default();
     let t = Instant::now();
-    let ids = snaps.close(
-        at + 1,
-        &procs,
-        &fdr_agent::api::convert::Enrich::BARE,
-        false,
-    )?;
+    let ids = snaps.close(at + 1, &procs, &fdr_agent::event::wire::Enrich::BARE, false)?;
     // Committed on the committer thread: the figure is close + write.
     snaps.committer().drain(std::time::Duration::from_secs(60));
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -7,7 +7,7 @@ use fdr_proto::v1 as pb;
 use prost::Message;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::Model;
+use crate::analysis::model::Model;
 use crate::{
     analysis::wire::{model_from_pb, model_to_pb},
     store::{db_err, Store, StoreError},

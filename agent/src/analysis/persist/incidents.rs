@@ -146,3 +146,34 @@ pub fn recent(store: &Store, since_ns: u64) -> Result<Vec<pb::Incident>, StoreEr
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Retention;
+
+    #[test]
+    fn incident_serials_are_leased_too() {
+        let d = std::env::temp_dir().join(format!("fdr-serials-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let first = next_serial(&store).unwrap();
+        assert_eq!(first, 1);
+        // Serials 1..=5 handed out in memory, none stored: a crash.
+        store.note_serial(6);
+        drop(store);
+        let store = Store::open(&d, r).unwrap();
+        let next = next_serial(&store).unwrap();
+        assert!(
+            next > 5,
+            "serials handed out before the crash are not reused: {next}"
+        );
+        assert!(store.serial_lease() > next);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
