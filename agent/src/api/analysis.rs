@@ -14,11 +14,7 @@ use crate::{
     api::state::{lock, State},
 };
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::util::now_ns;
 
 pub fn list_models(state: &State) -> pb::ListModelsResponse {
     let now = now_ns();

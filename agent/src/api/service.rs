@@ -272,9 +272,7 @@ impl FlightRecorder for Service {
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
         let req = request.into_inner();
         let scope = parse_scope(&req.scope)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let now = crate::util::now_ns();
         let reason = if req.reason.is_empty() {
             "on demand"
         } else {
@@ -468,10 +466,7 @@ impl FlightRecorder for Service {
                 kernel_drops: drops.iter().find(|(d, _)| *d == k).map_or(0, |(_, n)| *n),
             })
             .collect();
-        let started_ns = st
-            .started
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let started_ns = crate::util::unix_ns(st.started);
         // One lock at a time, each released at the end of its statement: a
         // guard kept alive across a second `lock` (a temporary in a struct
         // literal lives until the literal's end) would break the lock order.
@@ -482,9 +477,7 @@ impl FlightRecorder for Service {
         let [processes_tracked, live, exited, pruned, reaped] =
             st.counters.processes.each_ref().map(|c| c.load(Relaxed));
         let analysis = {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+            let now = crate::util::now_ns();
             let (models, learning, items) = {
                 let m = lock(&st.models);
                 let learning = m.all().filter(|x| x.learning(now)).count();

@@ -89,9 +89,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         },
     )?;
     let store = Arc::new(store);
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now_ns = crate::util::now_ns();
     let analysis = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
     let quota = r.scope_quota_bytes as usize;
     let buffers = ScopeBuffers::new(Limits {

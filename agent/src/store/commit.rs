@@ -341,11 +341,7 @@ fn count(q: &Queue) -> u64 {
     q.jobs.len() as u64 + u64::from(q.in_flight.is_some())
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::util::now_ns;
 
 enum Next {
     Job(Job),

@@ -120,11 +120,7 @@ pub struct StorageHealth {
     pub integrity: String,
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::util::now_ns;
 
 /// Ids handed out from a durably reserved range.
 #[derive(Debug, Default)]

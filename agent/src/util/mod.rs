@@ -17,8 +17,13 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Wall-clock time now, nanoseconds since the Unix epoch (0 before 1970).
+/// The one place the agent reads the wall clock for a timestamp.
 pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    unix_ns(std::time::SystemTime::now())
+}
+
+/// `t` as nanoseconds since the Unix epoch (0 before 1970).
+pub fn unix_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -249,8 +249,7 @@ fn repo_digest(i: &ImageInspect) -> Option<String> {
 fn rfc3339_ns(s: &str) -> u64 {
     humantime::parse_rfc3339(s)
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
+        .map_or(0, crate::util::unix_ns)
 }
 
 #[cfg(test)]

@@ -75,11 +75,7 @@ pub struct Known {
     pub cgroup_id: u64,
 }
 
-fn wall_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::util::now_ns as wall_now_ns;
 
 /// Counts for `GetStats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
