@@ -22,8 +22,34 @@ const MAX_BODY: usize = 4 << 20;
 pub enum EngineError {
     #[error("no Docker Engine API socket among {0:?}")]
     NoSocket(Vec<PathBuf>),
-    #[error("Docker Engine API at {socket}: {reason}")]
-    Call { socket: String, reason: String },
+    #[error("Docker Engine API at {socket}: GET {path}: {source}")]
+    Call {
+        socket: String,
+        path: String,
+        #[source]
+        source: CallError,
+    },
+}
+
+/// Why one call to the Engine API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("connecting: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("HTTP handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("building the request: {0}")]
+    Request(#[source] hyper::http::Error),
+    #[error("sending the request: {0}")]
+    Send(#[source] hyper::Error),
+    #[error("reading the answer: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{status}: {body}")]
+    Status { status: StatusCode, body: String },
+    #[error("decoding the answer: {0}")]
+    Decode(#[source] serde_json::Error),
 }
 
 /// A client of one Engine API socket.
@@ -181,51 +207,55 @@ impl Engine {
         &self,
         path: &str,
     ) -> Result<Option<T>, EngineError> {
-        let err = |reason: String| EngineError::Call {
+        let err = |source: CallError| EngineError::Call {
             socket: self.socket.display().to_string(),
-            reason: format!("GET {path}: {reason}"),
+            path: path.to_owned(),
+            source,
         };
         let body =
             tokio::time::timeout(CALL_TIMEOUT, get_raw(&self.socket, &format!("{API}{path}")))
                 .await
-                .map_err(|_| err("timed out".into()))?
+                .map_err(|_| err(CallError::TimedOut(CALL_TIMEOUT)))?
                 .map_err(err)?;
         match body {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| err(e.to_string())),
+                .map_err(|e| err(CallError::Decode(e))),
         }
     }
 }
 
 /// One HTTP/1.1 GET over the unix socket; `None` on 404.
-async fn get_raw(socket: &Path, uri: &str) -> Result<Option<Bytes>, String> {
+async fn get_raw(socket: &Path, uri: &str) -> Result<Option<Bytes>, CallError> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(CallError::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(CallError::Handshake)?;
     // Driven alongside the request; ends when the sender is dropped.
     let conn = tokio::spawn(conn);
     let req = Request::get(uri)
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(CallError::Request)?;
+    let resp = sender.send_request(req).await.map_err(CallError::Send)?;
     let status = resp.status();
     let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(CallError::Body)?
         .to_bytes();
     drop(sender);
     conn.abort();
     match status {
         StatusCode::NOT_FOUND => Ok(None),
         s if s.is_success() => Ok(Some(body)),
-        s => Err(format!("{s}: {}", String::from_utf8_lossy(&body).trim())),
+        status => Err(CallError::Status {
+            status,
+            body: crate::util::clip(String::from_utf8_lossy(&body).trim()).into_owned(),
+        }),
     }
 }
 
