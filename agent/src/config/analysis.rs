@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{humantime_serde_compat, strings};
+use super::{duration_serde, strings};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -11,12 +11,12 @@ pub struct AnalysisConfig {
     pub enabled: bool,
     /// How long a new model learns before anything new is an anomaly.
     /// Default 1h; between 1s and 365 days.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub learning_period: std::time::Duration,
     /// An audit of the same incident type on the same scope within this
     /// long updates the open incident instead of opening one. Default 24h;
     /// between 1s and 365 days.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub incident_window: std::time::Duration,
     /// Items kept per model section; past it nothing more is learned (and
     /// such items are anomalies once active). Default 2048; between 1 and
@@ -33,12 +33,12 @@ pub struct AnalysisConfig {
     /// that make a port scan. Default 20 in 60s; the threshold between 2
     /// and 65536, the window between 1s and 1 day.
     pub scan_threshold: usize,
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub scan_window: std::time::Duration,
     /// A sensitive file read, then an outbound connection from the same
     /// process tree within this long, is data exfiltration. Default 5m;
     /// between 1s and 1 day.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub exfil_window: std::time::Duration,
     /// Audits kept in an incident's record (all are in its snapshot and
     /// counted). Default 200; between 1 and 100 000.

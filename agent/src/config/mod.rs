@@ -56,7 +56,7 @@ pub struct ProbesConfig {
     /// earlier only when an eighth of the ring is pending: a wake-up per
     /// event would cost more than the probes themselves. Default 10ms;
     /// between 1ms and 1s.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub poll_interval: std::time::Duration,
     /// Debugging and benchmarks: append every raw kernel record to this
     /// file (each prefixed by its length, u32 little-endian), to be
@@ -93,7 +93,7 @@ pub struct CaptureConfig {
     pub account_tools: Vec<String>,
     /// How often the watched files are resolved again (files get replaced).
     /// Default 10s; between 1s and 1h.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub watch_refresh: std::time::Duration,
 }
 
@@ -114,15 +114,15 @@ pub struct RecorderConfig {
     pub budget_bytes: u64,
     /// How long a gone container's buffer is kept after its last event.
     /// Default 10 minutes; at most 7 days.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub exited_container_grace: std::time::Duration,
     /// History a snapshot keeps before its moment. Default 5 minutes;
     /// between 1s and 1 day.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub snapshot_before: std::time::Duration,
     /// History a snapshot keeps after its moment. Default 60 seconds; at
     /// most 1h.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub snapshot_after: std::time::Duration,
     /// Snapshots kept on disk. Over this or `max_snapshot_bytes`, snapshots
     /// of no incident are evicted first, then incident ones, oldest first.
@@ -134,7 +134,7 @@ pub struct RecorderConfig {
     /// How long an exited process stays in the process table, so that late
     /// events and queries still find it. Default 5 minutes; between 1s and
     /// 1 day.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub exited_process_grace: std::time::Duration,
     /// Share (percent) of each scope's quota, and of the open snapshots'
     /// limits, reserved for critical kinds (exec, listen, bind, privilege
@@ -171,12 +171,12 @@ pub struct AttributionConfig {
     /// How often the runtime's container list is read for starts and
     /// stops (a container the kernel shows first is looked up at once).
     /// Default 2s; between 100ms and 1h.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub runtime_poll: std::time::Duration,
     /// How long a stopped container's metadata is kept (its tombstone),
     /// so events and queries still name its pod. Default 1h; between 1s
     /// and 7 days.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_serde")]
     pub tombstone_ttl: std::time::Duration,
     /// Ancestors listed with an event (nearest first). Default 16; at most
     /// 64.
@@ -468,8 +468,11 @@ fn parse_error_place(text: &str, span: Option<std::ops::Range<usize>>) -> String
     }
 }
 
-/// Durations written as `"5m"`, `"30s"`, `"1h 30m"`.
-mod humantime_serde_compat {
+/// Durations written as `"5m"`, `"30s"`, `"1h 30m"`. Not the
+/// `humantime-serde` crate: its error ("invalid value: string …, expected a
+/// duration") drops humantime's reason (an unknown unit, a number too
+/// large) and the example of the syntax that this one gives.
+mod duration_serde {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
