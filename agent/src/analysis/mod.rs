@@ -1,10 +1,11 @@
-//! Stage 6, analysis: a runtime model learnt per image or service, rules,
+//! Stage 7, analysis: a runtime model learnt per image or service, rules,
 //! detectors, and the typed incidents raised when events fall outside the
 //! model.
 //!
 //! Takes: attributed events. Gives: learnt/audit events, incidents (and
 //! their windows to freeze), model and incident writes for the store.
-//! Imports: the foundation and the stages up to `store`.
+//! Imports: the foundation and the stages before it (it writes through
+//! the store's committer).
 
 mod analyzer;
 pub mod incidents;

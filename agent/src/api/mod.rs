@@ -1,4 +1,11 @@
-//! The gRPC API: a unix socket (mode 0600) always, TCP when configured.
+//! Stage 9, the gRPC API (`fdr.v1.FlightRecorder`): a unix socket (mode
+//! 0600) always, TCP with mutual TLS when configured. Served from
+//! [`state::State`], the handles to every stage's shared data that the
+//! daemon's step writes.
+//!
+//! Takes: requests. Gives: events, snapshots, models, incidents, stats —
+//! paged and bounded. Imports: every stage before it; only the daemon
+//! imports it.
 
 mod analysis;
 mod authority;

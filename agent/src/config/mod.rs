@@ -1,5 +1,8 @@
-//! Agent configuration: a TOML file with documented defaults; command-line
-//! flags override it. `fdr-agent --print-default-config` prints the defaults.
+//! Foundation: agent configuration, a TOML file with documented defaults;
+//! command-line flags override it. `fdr-agent --print-default-config`
+//! prints the defaults. Values are checked here ([`validate`]); the rules'
+//! own vocabulary is checked by the stage that owns them
+//! (`analysis::model::rules::check`). Imports: `util`.
 
 use std::{
     net::SocketAddr,

@@ -1,4 +1,8 @@
-//! The assembled daemon: probes → pipeline → state → API.
+//! The assembly: builds every stage from the config, shares them in the
+//! API's [`crate::api::state::State`], and runs the per-record step
+//! ([`flow`]: rings → decode → process → attribution → derive → analysis →
+//! recorder), the container watcher and the API. The only module that may
+//! import all the others; nothing imports it.
 
 pub mod flow;
 

@@ -1,6 +1,11 @@
-//! Events the agent derives from the kernel's: account modifications and
-//! written binaries. Each is placed in the stream right after the event
-//! that completed it.
+//! Stage 5, derive: events the agent derives from the kernel's — account
+//! modifications (a tool or process that changed `/etc/passwd`, `shadow`,
+//! `sudoers`…) and written binaries. Each is placed in the stream right
+//! after the event that completed it.
+//!
+//! Takes: attributed events and the process table. Gives: derived records,
+//! which go through the same step as the kernel's. Imports: the
+//! foundation, `pipeline`, `process`.
 
 pub mod accounts;
 pub mod binaries;

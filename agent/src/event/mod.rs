@@ -1,5 +1,8 @@
-//! The agent's typed events: what the decoder produces from kernel records
-//! and what the buffer, the process table and the API work with.
+//! Foundation: the agent's typed events — what the decoder produces from
+//! kernel records, what every stage adds to and works with — and their
+//! vocabulary: program images and their ancestry ([`lineage`]), scopes
+//! ([`scope`]), container metadata ([`container`]), and their `fdr.v1`
+//! form ([`wire`]; the stored form of snapshots too). Imports: `util`.
 
 pub mod container;
 pub mod lineage;

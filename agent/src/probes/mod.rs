@@ -1,4 +1,9 @@
-//! Loading, configuring and attaching the kernel programs.
+//! Stage 1, probes: loads the kernel programs (`ebpf/probes`), sizes
+//! their ring buffers, fills their filter maps (the agent's own pid, the
+//! watched files from [`watch`]) and attaches them to tracepoints.
+//!
+//! Takes: the config. Gives: the rings the pipeline reads ([`Rings`]) and
+//! the loaded programs' drop counters. Imports: the foundation only.
 
 pub mod btf;
 pub mod offsets;

@@ -1,6 +1,12 @@
-//! The flight recorder: a rolling buffer per scope (each container, and the
-//! host) under one memory budget, and snapshots that freeze a window of a
-//! scope's history — before and after a moment — onto disk.
+//! Stage 8, the flight recorder: a rolling buffer per scope (each
+//! container, and the host) under one memory budget ([`buffer`]), the
+//! snapshots that freeze a window of a scope's history — before and after
+//! a moment — for the store ([`snapshot`]), what was lost and when
+//! ([`loss`]), and live subscribers' bounded queues ([`live`]).
+//!
+//! Takes: recorded events (kernel, derived, raised by analysis), freeze
+//! requests. Gives: buffered history, closed snapshots to commit, live
+//! streams. Imports: the foundation and the stages before it.
 
 pub mod buffer;
 pub mod live;

@@ -1,11 +1,20 @@
-//! Snapshots on disk: an embedded, crash-safe database (redb) in the data
-//! directory, one protobuf-encoded `fdr.v1.Snapshot` per id, each committed
+//! Stage 6, store: the agent's database — an embedded, crash-safe redb
+//! file in the data directory holding snapshots, runtime models and
+//! incidents, as `fdr.v1` messages — and its committer thread
+//! ([`commit`]), through which every write goes, off the event path.
+//!
+//! Takes: encoded snapshots, and model/incident writes (closures over the
+//! store) from analysis and the recorder. Gives: ids, reads, storage
+//! health. Imports: the foundation only. It sits below analysis and the
+//! recorder because both write into it while they run.
+//!
+//! Snapshots: one protobuf-encoded `fdr.v1.Snapshot` per id, each committed
 //! in its own transaction with its summary (`fdr.v1.SnapshotInfo`) in an
 //! index table, so that listing and retention never decode a snapshot.
 //! Retention by count and bytes evicts snapshots frozen for no incident
 //! first, oldest first; incident evidence goes last.
 //!
-//! Writes happen on the committer thread ([`super::commit`]). A failed write
+//! Writes happen on the committer thread ([`commit`]). A failed write
 //! (a full disk, an I/O error) leaves redb unusable until the database is
 //! closed and opened again: [`Store::reopen`] does that, and the store's
 //! [`StorageHealth`] says whether writes currently succeed. Reads never
