@@ -3,18 +3,16 @@
 //! Modules follow the data: [`probes`] (load and attach the kernel
 //! programs) → [`pipeline`] (ring buffer reader) with [`decode`] and
 //! [`clock`] → [`proctable`] (process context) → [`buffer`] (the recorder)
-//! → [`api`] (gRPC `fdr.v1`). [`agent`] assembles them; [`client`] and
-//! [`ctl`] are the client side used by `fdrctl`.
+//! → [`api`] (gRPC `fdr.v1`). [`agent`] assembles them. The client side
+//! (`fdrctl`) is the crate `fdr-cli`; what both share is in `fdr-proto`.
 
 pub mod agent;
 pub mod analysis;
 pub mod api;
 pub mod buffer;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod containers;
-pub mod ctl;
 pub mod decode;
 pub mod derive;
 pub mod event;

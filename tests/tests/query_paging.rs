@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fdr_agent::client::{self, Client};
+use fdr_cli::client::{self, Client};
 use fdr_proto::v1::{self as pb, event::Detail};
 use fdr_tests::{unique, AgentProcess, Cgroup, TempDir, DEADLINE};
 
@@ -91,12 +91,11 @@ async fn page_all(c: &mut Client, mut req: pb::QueryEventsRequest) -> Paged {
                 assert!(e.seq > prev.seq, "seq {} after {}", e.seq, prev.seq);
             }
         }
-        let bytes: usize = resp
-            .events
-            .iter()
-            .map(prost::Message::encoded_len)
-            .sum();
-        assert!(bytes <= MAX_PAGE_BYTES || resp.events.len() == 1, "{bytes} bytes");
+        let bytes: usize = resp.events.iter().map(prost::Message::encoded_len).sum();
+        assert!(
+            bytes <= MAX_PAGE_BYTES || resp.events.len() == 1,
+            "{bytes} bytes"
+        );
         out.pages.push(resp.events.len());
         out.bytes.push(bytes);
         out.events.extend(resp.events);

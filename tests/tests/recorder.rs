@@ -3,7 +3,8 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use fdr_agent::{client, event::Detail, scope::Scope};
+use fdr_agent::{event::Detail, scope::Scope};
+use fdr_cli::client;
 use fdr_proto::v1 as pb;
 use fdr_tests::{poll_until, unique, AgentProcess, Capture, Cgroup, TempDir, DEADLINE};
 
