@@ -17,13 +17,14 @@
 //! - [`recorder`]: per-scope rolling buffers, snapshots, live subscribers;
 //! - [`api`]: gRPC `fdr.v1`, served from the shared [`api::state::State`];
 //! - [`daemon`]: assembles the stages and runs the per-record step.
+//!
+//! The client side (`fdrctl`) is the crate `fdr-cli`; what both sides
+//! share (rendering, transport) is in `fdr-proto`.
 
 pub mod analysis;
 pub mod api;
 pub mod attribution;
-pub mod client;
 pub mod config;
-pub mod ctl;
 pub mod daemon;
 pub mod derive;
 pub mod event;

@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         let page = vec![pb::GetSnapshotResponse {
             item: Some(pb::get_snapshot_response::Item::Info(info)),
         }];
-        std::hint::black_box(fdr_agent::ctl::render_fetched(
+        std::hint::black_box(fdr_cli::ctl::render_fetched(
             vec![page],
             &pb::Incident::default(),
         ));
@@ -108,6 +108,6 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         ..Default::default()
     };
-    std::hint::black_box(fdr_agent::ctl::render_fetched(all, &incident));
-    std::hint::black_box(fdr_agent::ctl::render_fetched(filtered, &incident));
+    std::hint::black_box(fdr_cli::ctl::render_fetched(all, &incident));
+    std::hint::black_box(fdr_cli::ctl::render_fetched(filtered, &incident));
 });

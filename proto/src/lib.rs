@@ -1,7 +1,16 @@
 //! Generated code for the `fdr.v1` protobuf package and its gRPC service,
-//! and for the subset of the Kubernetes CRI (`runtime.v1`) fdr uses.
-#![allow(clippy::all, clippy::pedantic)]
+//! and for the subset of the Kubernetes CRI (`runtime.v1`) fdr uses; and
+//! the code the agent and its client (`fdrctl`, crate `fdr-cli`) share
+//! about it: names of the wire enums, the text and JSON of events
+//! ([`render`]), unix-socket channels ([`transport`]).
 
+pub mod render;
+pub mod transport;
+
+mod names;
+pub use names::UnknownKind;
+
+#[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("fdr.v1");
 }
@@ -17,6 +26,7 @@ pub mod cri {
 
 /// A subset of containerd's own metadata API (containers and images), for
 /// containers made outside the CRI. Wire-compatible with containerd.
+#[allow(clippy::all, clippy::pedantic)]
 pub mod containerd {
     pub mod services {
         pub mod containers {

@@ -234,7 +234,8 @@ pub fn agent_binary() -> PathBuf {
     built_binary("fdr-agent", "FDR_AGENT_BIN")
 }
 
-/// The `fdrctl` binary built next to the test binaries (or `FDRCTL_BIN`).
+/// The `fdrctl` binary (crate `fdr-cli`) built next to the test binaries
+/// (or `FDRCTL_BIN`).
 pub fn fdrctl_binary() -> PathBuf {
     built_binary("fdrctl", "FDRCTL_BIN")
 }
@@ -252,7 +253,7 @@ fn built_binary(name: &str, env: &str) -> PathBuf {
         .expect("target directory");
     assert!(
         bin.exists(),
-        "{} missing: run `cargo build -p fdr-agent --bins` (cargo xtask test does)",
+        "{} missing: run `cargo build -p fdr-agent -p fdr-cli --bins` (cargo xtask test does)",
         bin.display()
     );
     bin
@@ -287,7 +288,7 @@ impl Drop for AgentProcess {
 
 /// The agent's `ListContainers` entry for container `id`.
 pub async fn listed_container(socket: &Path, id: &str) -> fdr_proto::v1::KnownContainer {
-    let mut client = fdr_agent::client::connect_unix(socket)
+    let mut client = fdr_cli::client::connect_unix(socket)
         .await
         .expect("connect");
     client

@@ -143,7 +143,7 @@ async fn useradd_under_a_terminal_is_interactive_and_a_backdoor_account_incident
     };
     assert_eq!(x.rule, "interactive-account-change");
     assert!(x.incident > 0);
-    let mut client = fdr_agent::client::connect_unix(&cap.socket())
+    let mut client = fdr_cli::client::connect_unix(&cap.socket())
         .await
         .expect("connect");
     let inc = client

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use fdr_agent::client;
+use fdr_cli::client;
 use fdr_proto::v1::{self as pb, event::Detail, stream_events_response::Item};
 use fdr_tests::{poll_until, unique, AgentProcess, Capture, TempDir, DEADLINE};
 

@@ -160,7 +160,7 @@ async fn events_of(
     socket: &std::path::Path,
     id: &str,
 ) -> anyhow::Result<Vec<fdr_proto::v1::Event>> {
-    let mut client = fdr_agent::client::connect_unix(socket).await?;
+    let mut client = fdr_cli::client::connect_unix(socket).await?;
     let resp = client
         .query_events(fdr_proto::v1::QueryEventsRequest {
             scope: format!("container:{id}"),

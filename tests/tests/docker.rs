@@ -83,7 +83,7 @@ async fn docker_container_is_named_by_the_engine_and_keeps_its_exit_code() -> an
         (name.as_str(), Docker::IMAGE)
     );
     // The exec event, read now, is named too.
-    let mut client = fdr_agent::client::connect_unix(&cap.socket()).await?;
+    let mut client = fdr_cli::client::connect_unix(&cap.socket()).await?;
     let events = client
         .query_events(pb::QueryEventsRequest {
             scope: format!("container:{id}"),

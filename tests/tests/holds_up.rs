@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fdr_agent::client;
+use fdr_cli::client;
 use fdr_proto::v1 as pb;
 use fdr_tests::{unique, AgentProcess, TempDir};
 

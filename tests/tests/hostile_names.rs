@@ -14,10 +14,10 @@ use std::{
 };
 
 use fdr_agent::{
-    client,
     event::{Detail, Event, EventKind},
     pipeline::decode::lossless,
 };
+use fdr_cli::client;
 use fdr_proto::v1::{self as pb, stream_events_response::Item};
 use fdr_tests::{fdrctl_binary, unique, Capture, Cgroup, TempDir, DEADLINE};
 

@@ -70,7 +70,7 @@ fn socket_never_appears_with_a_loose_mode_even_under_umask_000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_arguments_are_not_echoed_whole() {
     let cap = Capture::start("huge-args").await;
-    let mut client = fdr_agent::client::connect_unix(&cap.socket())
+    let mut client = fdr_cli::client::connect_unix(&cap.socket())
         .await
         .expect("connect");
     let huge = "A".repeat(1 << 20);

@@ -145,7 +145,7 @@ fn file_written(e: &Event, path: &str) -> bool {
 }
 
 async fn incidents(socket: &std::path::Path, after: u64, limit: u32) -> pb::ListIncidentsResponse {
-    let mut c = fdr_agent::client::connect_unix(socket)
+    let mut c = fdr_cli::client::connect_unix(socket)
         .await
         .expect("connect");
     c.list_incidents(pb::ListIncidentsRequest {
@@ -395,7 +395,7 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
     let again = incidents(&socket, 0, 1000).await;
     let again_serials: BTreeSet<u64> = again.incidents.iter().map(|i| i.serial).collect();
     assert_eq!(again_serials, unique_serials, "incidents survive a restart");
-    let mut client = fdr_agent::client::connect_unix(&socket)
+    let mut client = fdr_cli::client::connect_unix(&socket)
         .await
         .expect("connect");
     let model = client

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fdr_agent::client::{self, Client};
+use fdr_cli::client::{self, Client};
 use fdr_proto::v1::{self as pb, event::Detail};
 use fdr_tests::{unique, AgentProcess, Cgroup, TempDir, DEADLINE};
 

@@ -3,7 +3,8 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use fdr_agent::{attribution::scope::Scope, client, event::Detail};
+use fdr_agent::{attribution::scope::Scope, event::Detail};
+use fdr_cli::client;
 use fdr_proto::v1 as pb;
 use fdr_tests::{poll_until, unique, AgentProcess, Capture, Cgroup, TempDir, DEADLINE};
 

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use fdr_agent::client::{self, ClientTls, Target};
+use fdr_cli::client::{self, ClientTls, Target};
 use fdr_proto::v1 as pb;
 use fdr_tests::{fdrctl_binary, pki::Ca, Capture, TempDir};
 

@@ -32,8 +32,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then: fmt check, import check (`layers`), clippy, unit tests and
-    /// privileged integration tests.
+    /// Set up, then: fmt check, import check (`layers`), clippy, fdrctl on
+    /// stable Rust without the eBPF toolchain, unit tests and privileged
+    /// integration tests.
     Test {
         /// Only run tests whose name contains this.
         filter: Option<String>,
@@ -107,7 +108,15 @@ fn build(root: &Path) -> Result<()> {
     cmd(
         root,
         "cargo",
-        &["build", "--release", "--package", "fdr-agent", "--bins"],
+        &[
+            "build",
+            "--release",
+            "--package",
+            "fdr-agent",
+            "--package",
+            "fdr-cli",
+            "--bins",
+        ],
     )
 }
 
@@ -160,11 +169,19 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
             "warnings",
         ],
     )?;
-    // The end-to-end tests start the real agent binary.
+    stable_only(root)?;
+    // The end-to-end tests start the real agent and fdrctl binaries.
     cmd(
         root,
         "cargo",
-        &["build", "--package", "fdr-agent", "--bins"],
+        &[
+            "build",
+            "--package",
+            "fdr-agent",
+            "--package",
+            "fdr-cli",
+            "--bins",
+        ],
     )?;
     // Every test binary runs, so one failure does not hide the others.
     let mut args = vec!["test", "--no-fail-fast", "--", "--test-threads=2"];
@@ -172,6 +189,77 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
         args.push(f);
     }
     cmd_with_deadline(root, "cargo", &args, TEST_DEADLINE)
+}
+
+/// `fdrctl` (crate `fdr-cli`) and what it shares with the agent
+/// (`fdr-proto`) build and pass their tests on stable Rust with the eBPF
+/// toolchain out of reach: `RUSTUP_TOOLCHAIN=stable`, no fdr tools
+/// directory (bpf-linker) on `PATH` nor where the agent's build script
+/// looks (`FDR_TOOLS_DIR` set to an empty directory), and a target
+/// directory of their own so the build starts clean. The agent's build
+/// fails there ("bpf-linker not found"), so this also proves fdr-cli does
+/// not depend on it; `cargo tree` says the same before anything builds.
+fn stable_only(root: &Path) -> Result<()> {
+    let out = Command::new("cargo")
+        .args(["tree", "--package", "fdr-cli", "--edges", "normal,build"])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(root)
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo tree --package fdr-cli` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let ours: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("fdr-"))
+        .collect();
+    let expected = std::collections::BTreeSet::from(["fdr-cli", "fdr-proto"]);
+    if ours != expected {
+        bail!("fdr-cli must depend on fdr-proto only of fdr's crates; it uses {ours:?}");
+    }
+    let tools_bin = setup::tools_dir().join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::env::split_paths(&path).filter(|p| *p != tools_bin))
+        .context("PATH without the fdr tools")?;
+    let target = root.join("target/stable-only");
+    let no_tools = target.join("no-tools");
+    std::fs::create_dir_all(&no_tools)
+        .with_context(|| format!("creating {}", no_tools.display()))?;
+    for args in [
+        &["build", "--package", "fdr-cli"][..],
+        &["test", "--package", "fdr-proto", "--package", "fdr-cli"],
+    ] {
+        eprintln!(
+            "+ RUSTUP_TOOLCHAIN=stable FDR_TOOLS_DIR={} CARGO_TARGET_DIR={} cargo {}",
+            no_tools.display(),
+            target.display(),
+            args.join(" ")
+        );
+        let status = Command::new("cargo")
+            .args(args)
+            .current_dir(root)
+            .env("RUSTUP_TOOLCHAIN", "stable")
+            .env("PATH", &path)
+            .env("FDR_TOOLS_DIR", &no_tools)
+            .env("CARGO_TARGET_DIR", &target)
+            // Set by the cargo running xtask: they could name another toolchain.
+            .env_remove("RUSTC")
+            .env_remove("RUSTDOC")
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!(
+                "`cargo {}` on stable without the eBPF toolchain failed: {status}",
+                args.join(" ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The whole test run normally takes well under a minute; a run that has

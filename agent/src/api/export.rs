@@ -4,13 +4,12 @@ use std::{borrow::Cow, collections::HashMap};
 
 use fdr_proto::v1::{self as pb, event::Detail};
 
-use crate::{
-    ctl::{
-        self,
-        escape::{escape, escape_bytes, name},
-    },
-    derive::accounts::user_name,
+use fdr_proto::render::{
+    self,
+    escape::{escape, escape_bytes, name},
 };
+
+use crate::derive::accounts::user_name;
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 13] = [
@@ -80,7 +79,7 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 }
 
 /// The snapshot's events as CSV with a header row: every cell escaped
-/// ([`ctl::escape`]) and [`neutralise`]d.
+/// ([`render::escape`]) and [`neutralise`]d.
 pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
     let host = snap
         .info
@@ -96,7 +95,7 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
             .entry(p.uid)
             .or_insert_with(|| escape(&user_name(p.uid)).into_owned())
             .clone();
-        let v = ctl::event_json(ev);
+        let v = render::event_json(ev);
         let (what, addr) = target(ev);
         // The container as the snapshot recorded it (kept after it is gone).
         let c = ev.container.clone().unwrap_or_default();
@@ -113,7 +112,7 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
             Cow::Borrowed(v["kind"].as_str().unwrap_or_default()),
             Cow::Owned(what),
             Cow::Owned(addr),
-            Cow::Owned(ctl::detail_text(ev)),
+            Cow::Owned(render::detail_text(ev)),
         ];
         w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))?;
     }
@@ -124,7 +123,7 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
 pub fn jsonl(snap: &pb::Snapshot) -> Vec<u8> {
     let mut out = Vec::new();
     for ev in &snap.events {
-        out.extend_from_slice(ctl::escape::json(&ctl::event_json(ev)).as_bytes());
+        out.extend_from_slice(render::escape::json(&render::event_json(ev)).as_bytes());
         out.push(b'\n');
     }
     out

@@ -381,7 +381,7 @@ pub fn haystack(ev: &pb::Event) -> String {
         p.comm,
         p.exe,
         p.argv.join(" "),
-        crate::ctl::detail_text(ev),
+        fdr_proto::render::detail_text(ev),
         ev.scope
     )
 }

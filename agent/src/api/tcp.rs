@@ -38,7 +38,7 @@ pub async fn bind(cfg: &ApiConfig) -> Result<Option<Tcp>, ApiError> {
         builder = builder.tls_config(tls).map_err(|e| ApiError::Tls {
             cert: display(cfg.tls_cert_file.as_deref()),
             key: display(cfg.tls_key_file.as_deref()),
-            reason: crate::client::error_chain(&e),
+            reason: fdr_proto::transport::error_chain(&e),
         })?;
     }
     let auth = match &cfg.tcp_token_file {

@@ -320,6 +320,12 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(kind_to_pb(k) as i32, k as i32);
             assert_eq!(kind_from_pb(kind_to_pb(k) as i32), Some(k));
+            // fdrctl's names (fdr-proto) are the agent's.
+            assert_eq!(kind_to_pb(k).name(), k.name());
+        }
+        for raw in 1..=4 {
+            let s = Severity::from_raw(raw).expect("a severity");
+            assert_eq!(pb::Severity::name_of(raw), s.name());
         }
         assert_eq!(kind_from_pb(0), None);
         assert_eq!(kind_from_pb(-1), None);

@@ -558,7 +558,7 @@ fn namespaces() -> NamespaceOption {
 
 /// A gRPC channel over a unix socket.
 async fn connect(socket: &Path) -> Result<Channel> {
-    fdr_agent::client::unix_channel(socket, Endpoint::from_static("http://containerd.invalid"))
+    fdr_proto::transport::unix_channel(socket, Endpoint::from_static("http://containerd.invalid"))
         .await
         .context("connecting to containerd")
 }

@@ -212,7 +212,7 @@ async fn channel(path: &Path) -> Result<Channel, String> {
     let endpoint = Endpoint::from_static("http://cri.invalid")
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    crate::client::unix_channel(path, endpoint)
+    fdr_proto::transport::unix_channel(path, endpoint)
         .await
         .map_err(|e| e.to_string())
 }

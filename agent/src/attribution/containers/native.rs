@@ -38,7 +38,7 @@ impl Native {
         let endpoint = tonic::transport::Endpoint::from_static("http://containerd.invalid")
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT);
-        let channel = crate::client::unix_channel(socket, endpoint)
+        let channel = fdr_proto::transport::unix_channel(socket, endpoint)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Native {

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fdr_agent::{
+use fdr_cli::{
     client::{self, Target},
     ctl,
 };
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Query the fdr flight data recorder")]
+#[command(name = "fdrctl", version, about = "Query the fdr flight data recorder")]
 struct Cli {
     /// Unix socket of the agent.
     #[arg(
@@ -132,4 +132,26 @@ async fn run(cli: Cli) -> Result<()> {
             if matches!(code, tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled));
         hint(e.into(), transport)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn version_names_fdrctl() {
+        let err = Cli::command()
+            .try_get_matches_from(["fdrctl", "--version"])
+            .expect_err("--version stops parsing");
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        let text = err.render().to_string();
+        assert_eq!(text, format!("fdrctl {}\n", env!("CARGO_PKG_VERSION")));
+        assert!(text.starts_with("fdrctl "), "{text}");
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
 }

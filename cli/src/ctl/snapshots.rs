@@ -3,14 +3,14 @@
 
 use std::io::Write;
 
-use fdr_proto::v1 as pb;
+use fdr_proto::v1::{self as pb, EventKind};
 use serde_json::{json, Value};
 
 use super::{
-    detail::addr_text, escape::escape as e, events::print_events, parse_kind, quiet_pipe,
-    shell_words, time_text, CtlError, Result, ScopeArgs,
+    addr_text, escape::escape as e, events::print_events, parse_kind, quiet_pipe, shell_words,
+    time_text, CtlError, Result, ScopeArgs,
 };
-use crate::{client::Client, event::wire::kind_to_pb, event::EventKind};
+use crate::client::Client;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SnapshotCmd {
@@ -243,7 +243,7 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
         } => {
             let req = pb::GetSnapshotRequest {
                 id: *id,
-                kinds: kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+                kinds: kind.iter().map(|&k| k as i32).collect(),
                 text: grep.clone().unwrap_or_default(),
                 limit: 1000,
                 ..Default::default()

@@ -1,14 +1,14 @@
 //! `fdrctl` subcommands: requests, and rendering as a table, JSON lines or
 //! (for models) YAML. One file per command family; the helpers they share
-//! (errors, output, times, shell quoting, kind names, scopes) live here.
+//! (errors, output, scopes) live here; the text and JSON of events, times,
+//! shell quoting and kind names are `fdr_proto::render`'s, shared with the
+//! agent.
 
 use std::io;
 
-use crate::event::EventKind;
+use fdr_proto::v1::EventKind;
 
 mod containers;
-mod detail;
-pub mod escape;
 mod events;
 mod incident_show;
 mod incidents;
@@ -18,10 +18,10 @@ mod snapshots;
 mod stats;
 
 pub use containers::{containers, ContainersArgs};
-pub use detail::detail_text;
-pub use escape::{escape, escape_bytes};
-pub use events::{
-    ancestry_text, container_json, event_json, events, severity_name, table_row, EventsArgs,
+pub use events::{ancestry_text, events, table_row, EventsArgs};
+pub use fdr_proto::render::{
+    addr_text, container_json, detail_text, escape, escape_bytes, event_json, kind_name,
+    severity_name, shell_words, time_text,
 };
 pub use incidents::{incidents, IncidentsCmd};
 pub use models::{model, ModelCmd};
@@ -82,42 +82,9 @@ fn quiet_pipe(res: io::Result<()>) -> Result<bool> {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC; `-` when there is no time.
-fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
-    let Some(ts) = ts else { return "-".into() };
-    // RFC 3339 ends with year 9999 (a later time, from a corrupt record,
-    // failed to format: a panic); such a time is shown as epoch seconds.
-    const YEAR_10000: i64 = 253_402_300_800;
-    if ts.seconds >= YEAR_10000 {
-        return format!("@{}", ts.seconds);
-    }
-    let t = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            ts.seconds.max(0) as u64,
-            ts.nanos.clamp(0, 999_999_999) as u32,
-        );
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Arguments quoted where a shell would need it, so the line reads back
-/// (and escaped: see [`escape::shell_word`]).
-fn shell_words(argv: &[String]) -> String {
-    escape::shell_words_raw(argv, &[])
-}
-
+/// `--kind`'s parser: a name of [`EventKind::ALL`].
 fn parse_kind(s: &str) -> Result<EventKind, String> {
-    EventKind::from_name(s).ok_or_else(|| {
-        let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown kind {s:?}; one of {}", names.join(", "))
-    })
-}
-
-/// The kind's name as `--kind` takes it (`exec`, `sensitive-read`, …).
-pub(crate) fn kind_name(raw: i32) -> String {
-    u16::try_from(raw)
-        .ok()
-        .and_then(EventKind::from_raw)
-        .map_or_else(|| raw.to_string(), |k| k.name().to_owned())
+    s.parse().map_err(|e: fdr_proto::UnknownKind| e.to_string())
 }
 
 /// Which scope a command is about.
@@ -151,25 +118,10 @@ mod tests {
         assert_eq!(parse_kind("sensitive-read"), Ok(EventKind::SensitiveRead));
         assert_eq!(kind_name(EventKind::AccountChange as i32), "account");
         assert_eq!(kind_name(999), "999");
+        assert_eq!(parse_kind("audit"), Ok(EventKind::Audit));
         assert!(parse_kind("nope")
             .unwrap_err()
             .contains("fork, exec, exit, write"));
-    }
-
-    #[test]
-    fn times_past_year_9999_are_text_not_a_panic() {
-        // Found by fuzzing a stored snapshot (fuzz/corpus/snapshot/year-10000).
-        let t = |seconds, nanos| time_text(Some(&prost_types::Timestamp { seconds, nanos }));
-        assert_eq!(t(253_402_300_799, 999_999_999), "9999-12-31T23:59:59.999Z");
-        assert_eq!(t(253_402_300_800, 0), "@253402300800");
-        assert_eq!(t(i64::MAX, i32::MAX), format!("@{}", i64::MAX));
-        assert_eq!(t(i64::MIN, -1), "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn shell_words_quote_only_what_needs_it() {
-        let argv = ["sh", "-c", "echo it's", ""].map(String::from);
-        assert_eq!(shell_words(&argv), r"sh -c 'echo it'\''s' ''");
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! One-line text of an event's detail: the DETAIL column of event tables,
 //! also used by the API's text search and the CSV export.
 
-use fdr_proto::v1::{self as pb, event::Detail};
-
 use super::{
     escape::{escape as e, name, shell_words_raw},
     severity_name, shell_words,
 };
+use crate::v1::{self as pb, event::Detail};
 
 /// A readable one-line description of the event's detail, every text from
 /// the event escaped ([`super::escape`]): safe to print, never more than
@@ -126,7 +125,8 @@ pub fn detail_text(ev: &pb::Event) -> String {
     }
 }
 
-pub(super) fn addr_text(ip: &str, port: u32) -> String {
+/// `ip:port`, or `[ip]:port` for IPv6.
+pub fn addr_text(ip: &str, port: u32) -> String {
     if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {

@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fdr_proto::v1::flight_recorder_client::FlightRecorderClient;
-use hyper_util::rt::TokioIo;
+use fdr_proto::{
+    transport::{error_chain, unix_channel},
+    v1::flight_recorder_client::FlightRecorderClient,
+};
 use tonic::{
     metadata::MetadataValue,
     service::{interceptor::InterceptedService, Interceptor},
@@ -177,35 +179,4 @@ pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client
         .await
         .map_err(|e| unreachable(error_chain(&e)))?;
     Ok(FlightRecorderClient::with_interceptor(channel, Token(None)))
-}
-
-/// A gRPC channel to a unix socket (the agent's, a container runtime's).
-/// The endpoint's URI is required but unused: the connector dials the
-/// socket.
-pub async fn unix_channel(
-    path: &Path,
-    endpoint: Endpoint,
-) -> Result<Channel, tonic::transport::Error> {
-    let socket = path.to_path_buf();
-    endpoint
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-}
-
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }

@@ -3,10 +3,10 @@
 
 use std::io::Write;
 
-use fdr_proto::v1 as pb;
+use fdr_proto::v1::{self as pb, EventKind};
 
 use super::{events::print_events, parse_kind, Result, ScopeArgs};
-use crate::{client::Client, event::wire::kind_to_pb, event::EventKind};
+use crate::client::Client;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
@@ -41,7 +41,7 @@ pub async fn query(client: &mut Client, args: &QueryArgs, out: &mut impl Write) 
                 scope: args.scope.key(),
                 from: Some(ts(from)),
                 to: None,
-                kinds: args.kind.iter().map(|&k| kind_to_pb(k) as i32).collect(),
+                kinds: args.kind.iter().map(|&k| k as i32).collect(),
                 text: args.grep.clone().unwrap_or_default(),
                 cursor: cursor.clone(),
                 limit: 5000,
