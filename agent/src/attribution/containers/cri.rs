@@ -17,8 +17,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum CriError {
     #[error("no container runtime socket among {0:?}")]
     NoSocket(Vec<PathBuf>),
-    #[error("connecting to the container runtime at {endpoint}: {reason}")]
-    Connect { endpoint: String, reason: String },
+    #[error(
+        "connecting to the container runtime at {endpoint}: {}",
+        fdr_proto::transport::error_chain(source)
+    )]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("CRI {call} on {endpoint}: {status}")]
     Call {
         call: &'static str,
@@ -84,9 +91,9 @@ impl Cri {
             .find(|p| p.exists())
             .ok_or_else(|| CriError::NoSocket(endpoints.to_vec()))?;
         let endpoint = path.display().to_string();
-        let channel = channel(path).await.map_err(|reason| CriError::Connect {
+        let channel = channel(path).await.map_err(|source| CriError::Connect {
             endpoint: endpoint.clone(),
-            reason,
+            source,
         })?;
         let mut client = RuntimeServiceClient::new(channel);
         let v = client
@@ -208,13 +215,11 @@ impl Cri {
     }
 }
 
-async fn channel(path: &Path) -> Result<Channel, String> {
+async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let endpoint = Endpoint::from_static("http://cri.invalid")
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    fdr_proto::transport::unix_channel(path, endpoint)
-        .await
-        .map_err(|e| e.to_string())
+    fdr_proto::transport::unix_channel(path, endpoint).await
 }
 
 /// Kubelet's labels on every container, used when the pod sandbox is gone.

@@ -32,15 +32,32 @@ fn in_namespace<T>(ns: &str, msg: T) -> Option<Request<T>> {
     Some(req)
 }
 
+/// Why containerd's own API could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error(
+        "connecting to containerd at {socket}: {}",
+        fdr_proto::transport::error_chain(source)
+    )]
+    Connect {
+        socket: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
 impl Native {
     /// A client on containerd's socket; `runtime` names it in metadata.
-    pub async fn connect(socket: &Path, runtime: &str) -> Result<Native, String> {
+    pub async fn connect(socket: &Path, runtime: &str) -> Result<Native, NativeError> {
         let endpoint = tonic::transport::Endpoint::from_static("http://containerd.invalid")
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT);
         let channel = fdr_proto::transport::unix_channel(socket, endpoint)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| NativeError::Connect {
+                socket: socket.display().to_string(),
+                source,
+            })?;
         Ok(Native {
             containers: ContainersClient::new(channel.clone()),
             images: ImagesClient::new(channel),
