@@ -7,7 +7,7 @@
 //! paged and bounded. Imports: every stage before it; only the daemon
 //! imports it.
 
-mod analysis;
+mod analysis_calls;
 mod authority;
 mod convert;
 pub mod export;

@@ -203,7 +203,7 @@ impl FlightRecorder for Service {
     type StreamEventsStream = ReceiverStream<Result<pb::StreamEventsResponse, Status>>;
     type GetSnapshotStream = Chunks<pb::GetSnapshotResponse>;
     type ExportSnapshotStream = tokio_stream::Iter<ExportChunks>;
-    type StreamIncidentsStream = super::analysis::IncidentStream;
+    type StreamIncidentsStream = super::analysis_calls::IncidentStream;
 
     async fn list_containers(
         &self,
@@ -222,28 +222,28 @@ impl FlightRecorder for Service {
         &self,
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        Ok(Response::new(super::analysis::list_models(&self.state)))
+        Ok(Response::new(super::analysis_calls::list_models(&self.state)))
     }
 
     async fn get_model(
         &self,
         request: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::Model>, Status> {
-        super::analysis::get_model(&self.state, request.get_ref()).map(Response::new)
+        super::analysis_calls::get_model(&self.state, request.get_ref()).map(Response::new)
     }
 
     async fn relearn_model(
         &self,
         request: Request<pb::RelearnModelRequest>,
     ) -> Result<Response<pb::RelearnModelResponse>, Status> {
-        super::analysis::relearn_model(&self.state, request.get_ref()).map(Response::new)
+        super::analysis_calls::relearn_model(&self.state, request.get_ref()).map(Response::new)
     }
 
     async fn list_incidents(
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
-        super::analysis::list_incidents(&self.state, request.get_ref())
+        super::analysis_calls::list_incidents(&self.state, request.get_ref())
             .await
             .map(Response::new)
     }
@@ -252,7 +252,7 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::GetIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        super::analysis::get_incident(&self.state, request.get_ref())
+        super::analysis_calls::get_incident(&self.state, request.get_ref())
             .await
             .map(Response::new)
     }
@@ -261,7 +261,7 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::StreamIncidentsRequest>,
     ) -> Result<Response<Self::StreamIncidentsStream>, Status> {
-        super::analysis::stream_incidents(self.state.clone(), request.get_ref(), self.stop.clone())
+        super::analysis_calls::stream_incidents(self.state.clone(), request.get_ref(), self.stop.clone())
             .await
             .map(Response::new)
     }
