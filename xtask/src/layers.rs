@@ -1087,11 +1087,11 @@ mod tests {
             lines(&report),
             vec![
                 "agent/src/analysis/mod.rs:2: analysis imports recorder \
-                 (stage 6 `analysis` may not import the later stage 7 `recorder`)",
+                 (stage 7 `analysis` may not import the later stage 8 `recorder`)",
                 "agent/src/analysis/rules.rs:3: analysis::rules imports recorder::snapshot \
-                 (stage 6 `analysis` may not import the later stage 7 `recorder`)",
+                 (stage 7 `analysis` may not import the later stage 8 `recorder`)",
                 "agent/src/event.rs:1: event imports recorder (foundation module `event` \
-                 may import only foundation modules (event, config, util, stats))",
+                 may import only foundation modules (event, config, util))",
                 "import cycle among the modules of `crate` (agent/src/): analysis, event, recorder\
                  \n    agent/src/analysis/mod.rs:1: analysis imports event\
                  \n    agent/src/analysis/mod.rs:2: analysis imports recorder\
@@ -1109,7 +1109,7 @@ mod tests {
         );
         assert!(report
             .summary()
-            .contains("stage 6       analysis     -> event, recorder"));
+            .contains("stage 7       analysis     -> event, recorder"));
     }
 
     #[test]

@@ -222,7 +222,9 @@ impl FlightRecorder for Service {
         &self,
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        Ok(Response::new(super::analysis_calls::list_models(&self.state)))
+        Ok(Response::new(super::analysis_calls::list_models(
+            &self.state,
+        )))
     }
 
     async fn get_model(
@@ -261,9 +263,13 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::StreamIncidentsRequest>,
     ) -> Result<Response<Self::StreamIncidentsStream>, Status> {
-        super::analysis_calls::stream_incidents(self.state.clone(), request.get_ref(), self.stop.clone())
-            .await
-            .map(Response::new)
+        super::analysis_calls::stream_incidents(
+            self.state.clone(),
+            request.get_ref(),
+            self.stop.clone(),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn create_snapshot(
