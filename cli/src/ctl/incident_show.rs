@@ -11,7 +11,7 @@ use super::{
     escape::escape as e,
     event_json,
     events::table_header,
-    incidents::{incident_json, snapshot_text},
+    incident_view::{incident_json, snapshot_text},
     quiet_pipe, severity_name, shell_words,
     snapshots::{fetch_snapshot, SnapshotPages},
     table_row, time_text, Result,
@@ -228,10 +228,46 @@ fn gap_text(g: &pb::Gap) -> String {
     format!("  -- {} --\n", super::snapshots::gap_line(g))
 }
 
+/// What `fdrctl` prints of a snapshot whose `GetSnapshot` pages were
+/// `pages` (each page's messages, in order): `snapshot list` (its summary),
+/// `snapshot show` and `incidents show` of `incident`, each as text and as
+/// JSON. The entry of the `snapshot` fuzz target (`fuzz/`), so that a
+/// corrupt stored snapshot is rendered by the very code `fdrctl` runs.
+#[doc(hidden)]
+pub fn render_fetched(
+    pages: Vec<Vec<pb::GetSnapshotResponse>>,
+    incident: &pb::Incident,
+) -> Vec<u8> {
+    let mut snap = SnapshotPages::default();
+    for msg in pages.into_iter().flatten() {
+        snap.add(msg);
+    }
+    let mut out = Vec::new();
+    if let Some(i) = &snap.info {
+        out.extend(
+            format!(
+                "{}\n{}\n",
+                super::snapshots::info_row(i),
+                super::snapshots::info_json(i)
+            )
+            .bytes(),
+        );
+    }
+    for json in [false, true] {
+        // Writing to a Vec cannot fail.
+        let _ = super::snapshots::write_show(&mut out, &snap, json);
+    }
+    let id = incident.snapshot_id;
+    let timeline = Timeline::Events(id, Box::new(snap));
+    out.extend(show_text(incident, &timeline).bytes());
+    out.extend(show_json(incident, &timeline).to_string().bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::incidents::tests::backdoor;
+    use crate::ctl::incident_view::tests::backdoor;
 
     #[test]
     fn show_text_has_header_account_audits_and_no_timeline() {

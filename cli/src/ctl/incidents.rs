@@ -4,11 +4,12 @@
 use std::io::Write;
 
 use fdr_proto::v1 as pb;
-use serde_json::{json, Value};
 
 use super::{
-    container_json, escape::escape as e, events::container_where, incident_show, quiet_pipe,
-    severity_name, time_text, Result,
+    escape::escape as e,
+    incident_show,
+    incident_view::{incident_json, incident_where, snapshot_text},
+    quiet_pipe, severity_name, time_text, Result,
 };
 use crate::client::Client;
 
@@ -116,30 +117,6 @@ fn incident_header() -> String {
 
 /// Where, short: the container (pod path or id prefix), else
 /// `hostname/service` or the host name alone. Escaped.
-fn incident_where(i: &pb::Incident) -> String {
-    let id = i.scope.strip_prefix("container:").unwrap_or_default();
-    container_where(i.container.as_ref(), id).unwrap_or_else(|| {
-        let host = if i.hostname.is_empty() {
-            "host"
-        } else {
-            &i.hostname
-        };
-        if i.service.is_empty() {
-            e(host).into_owned()
-        } else {
-            e(&format!("{host}/{}", i.service)).into_owned()
-        }
-    })
-}
-
-pub(super) fn snapshot_text(id: u64) -> String {
-    if id == 0 {
-        "-".into()
-    } else {
-        id.to_string()
-    }
-}
-
 fn incident_row(i: &pb::Incident) -> String {
     format!(
         "{:>6} {:<8} {:<20} {:<24} {:<24} {:<24} {:>6} {:>8} {}",
@@ -163,126 +140,10 @@ fn incident_line(i: &pb::Incident, json: bool) -> String {
     }
 }
 
-fn process_json(p: &pb::Process) -> Value {
-    json!({
-        "pid": p.pid, "ppid": p.ppid, "uid": p.uid, "comm": p.comm, "exe": p.exe, "argv": p.argv,
-    })
-}
-
-pub(super) fn incident_json(i: &pb::Incident) -> Value {
-    let audits: Vec<Value> = i
-        .audits
-        .iter()
-        .map(|a| {
-            json!({
-                "event_seq": a.event_seq, "time": time_text(a.time.as_ref()),
-                "section": a.section, "rule": a.rule, "severity": severity_name(a.severity),
-                "message": a.message, "item": a.item,
-                "process": a.process.as_ref().map(process_json),
-                "ancestry": a.ancestry.iter().map(|x| json!({
-                    "pid": x.pid, "uid": x.uid, "exe": x.exe, "argv": x.argv,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({
-        "serial": i.serial, "type": i.r#type, "severity": severity_name(i.severity),
-        "scope": i.scope, "where": incident_where(i),
-        "container": i.container.as_ref().map(container_json),
-        "hostname": i.hostname, "service": i.service, "model": i.model,
-        "first": time_text(i.first.as_ref()), "last": time_text(i.last.as_ref()),
-        "audits": audits, "audit_count": i.audit_count,
-        "snapshot_id": i.snapshot_id, "summary": i.summary,
-        "account": i.account.as_ref().map(|a| json!({
-            "user": a.user, "uid": a.uid, "files": a.files, "command": a.command,
-            "interactive": a.interactive, "hostname": a.hostname,
-        })),
-    })
-}
-
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
-
-    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
-        Some(prost_types::Timestamp { seconds, nanos: 0 })
-    }
-
-    fn audit(seq: u64, at: i64, rule: &str, message: &str, argv: &[&str]) -> pb::Audit {
-        pb::Audit {
-            event_seq: seq,
-            time: ts(at),
-            section: "account".into(),
-            rule: rule.into(),
-            severity: pb::Severity::High as i32,
-            message: message.into(),
-            item: String::new(),
-            process: Some(pb::Process {
-                pid: 4242,
-                exe: "/usr/sbin/useradd".into(),
-                argv: argv.iter().map(|a| (*a).into()).collect(),
-                ..Default::default()
-            }),
-            ancestry: vec![
-                pb::Ancestor {
-                    pid: 4200,
-                    uid: 0,
-                    exe: "/usr/bin/bash".into(),
-                    argv: vec!["-bash".into()],
-                },
-                pb::Ancestor {
-                    pid: 1,
-                    uid: 0,
-                    exe: "/usr/lib/systemd/systemd".into(),
-                    argv: vec!["/sbin/init".into()],
-                },
-            ],
-        }
-    }
-
-    pub(crate) fn backdoor() -> pb::Incident {
-        pb::Incident {
-            serial: 7,
-            r#type: "backdoor-account".into(),
-            severity: pb::Severity::Critical as i32,
-            scope: "host".into(),
-            container: None,
-            hostname: "node-1".into(),
-            service: "sshd.service".into(),
-            model: "service:sshd.service".into(),
-            first: ts(1_700_000_000),
-            last: ts(1_700_000_065),
-            audits: vec![
-                audit(
-                    101,
-                    1_700_000_000,
-                    "new-account",
-                    "account fdrdemo added",
-                    &["useradd", "-M", "fdrdemo"],
-                ),
-                audit(
-                    140,
-                    1_700_000_065,
-                    "",
-                    "password of fdrdemo set",
-                    &["passwd", "fdrdemo"],
-                ),
-            ],
-            audit_count: 2,
-            snapshot_id: 0,
-            summary: "account fdrdemo added by root".into(),
-            account: Some(pb::AccountDetail {
-                r#type: "accounts-modified".into(),
-                hostname: "node-1".into(),
-                uid: 0,
-                user: "root".into(),
-                files: vec!["/etc/passwd".into(), "/etc/shadow".into()],
-                command: vec!["useradd".into(), "-M".into(), "fdrdemo".into()],
-                interactive: true,
-                first_change: None,
-            }),
-        }
-    }
+    use crate::ctl::incident_view::tests::backdoor;
 
     #[test]
     fn table_row_of_a_host_and_of_a_pod_incident() {

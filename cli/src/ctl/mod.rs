@@ -11,6 +11,7 @@ use fdr_proto::v1::EventKind;
 mod containers;
 mod events;
 mod incident_show;
+mod incident_view;
 mod incidents;
 mod models;
 mod query;
@@ -23,11 +24,11 @@ pub use fdr_proto::render::{
     addr_text, container_json, detail_text, escape, escape_bytes, event_json, kind_name,
     severity_name, shell_words, time_text,
 };
+#[doc(hidden)]
+pub use incident_show::render_fetched;
 pub use incidents::{incidents, IncidentsCmd};
 pub use models::{model, ModelCmd};
 pub use query::{query, QueryArgs};
-#[doc(hidden)]
-pub use snapshots::render_fetched;
 pub use snapshots::{snapshot, SnapshotCmd};
 pub use stats::{stats, StatsArgs};
 

@@ -50,7 +50,7 @@ pub enum SnapshotCmd {
     },
 }
 
-fn info_row(i: &pb::SnapshotInfo) -> String {
+pub(super) fn info_row(i: &pb::SnapshotInfo) -> String {
     format!(
         "{:>5}  {:<24} {:<28} {:>7} {:>6.1}%  {:<6} {}",
         i.id,
@@ -63,7 +63,7 @@ fn info_row(i: &pb::SnapshotInfo) -> String {
     )
 }
 
-fn info_json(i: &pb::SnapshotInfo) -> Value {
+pub(super) fn info_json(i: &pb::SnapshotInfo) -> Value {
     json!({
         "id": i.id, "scope": i.scope, "reason": i.reason, "host": i.host,
         "at": time_text(i.at.as_ref()),
@@ -108,7 +108,7 @@ pub(super) async fn fetch_snapshot(
 
 impl SnapshotPages {
     /// Keeps one `GetSnapshot` message; the next page's cursor when it is one.
-    fn add(&mut self, msg: pb::GetSnapshotResponse) -> Option<String> {
+    pub(super) fn add(&mut self, msg: pb::GetSnapshotResponse) -> Option<String> {
         use pb::get_snapshot_response::Item as G;
         match msg.item {
             Some(G::Event(e)) => self.events.push(e),
@@ -124,7 +124,7 @@ impl SnapshotPages {
 }
 
 /// `snapshot show`: the header lines, then the events.
-fn write_show(out: &mut impl Write, snap: &SnapshotPages, json: bool) -> Result<()> {
+pub(super) fn write_show(out: &mut impl Write, snap: &SnapshotPages, json: bool) -> Result<()> {
     for h in snapshot_header(snap, json) {
         if !quiet_pipe(writeln!(out, "{h}"))? {
             return Ok(());
@@ -132,39 +132,6 @@ fn write_show(out: &mut impl Write, snap: &SnapshotPages, json: bool) -> Result<
     }
     print_events(out, snap.events.iter(), json)?;
     Ok(())
-}
-
-/// What `fdrctl` prints of a snapshot whose `GetSnapshot` pages were
-/// `pages` (each page's messages, in order): `snapshot list` (its summary),
-/// `snapshot show` and `incidents show` of `incident`, each as text and as
-/// JSON. The entry of the `snapshot` fuzz target (`fuzz/`), so that a
-/// corrupt stored snapshot is rendered by the very code `fdrctl` runs.
-#[doc(hidden)]
-pub fn render_fetched(
-    pages: Vec<Vec<pb::GetSnapshotResponse>>,
-    incident: &pb::Incident,
-) -> Vec<u8> {
-    let mut snap = SnapshotPages::default();
-    for msg in pages.into_iter().flatten() {
-        snap.add(msg);
-    }
-    let mut out = Vec::new();
-    if let Some(i) = &snap.info {
-        out.extend(format!("{}\n{}\n", info_row(i), info_json(i)).bytes());
-    }
-    for json in [false, true] {
-        // Writing to a Vec cannot fail.
-        let _ = write_show(&mut out, &snap, json);
-    }
-    let id = incident.snapshot_id;
-    let timeline = super::incident_show::Timeline::Events(id, Box::new(snap));
-    out.extend(super::incident_show::show_text(incident, &timeline).bytes());
-    out.extend(
-        super::incident_show::show_json(incident, &timeline)
-            .to_string()
-            .bytes(),
-    );
-    out
 }
 
 /// The lines above a snapshot's events: its summary, then (in text only)
