@@ -1,14 +1,17 @@
-//! Import check for the agent crate (`cargo xtask layers`, also run by
-//! `cargo xtask test`): imports only point down the stage list, and no
-//! import cycle joins the modules of one folder.
+//! Import check of the library crates (`cargo xtask layers`, also run by
+//! `cargo xtask test`), listed in [`CRATES`]: in each, no import cycle joins
+//! the modules of one folder; in the agent (`fdr-agent`) also, imports only
+//! point down the stage list.
 //!
-//! A small hand-written scanner, no compiler: each `.rs` file under
-//! `agent/src` has its comments and string/char literals blanked out, then
+//! A small hand-written scanner, no compiler: each `.rs` file under a
+//! crate's `src` has its comments and string/char literals blanked out, then
 //! every `use` tree and every inline `crate::`/`super::`/`self::` path is
 //! resolved to an absolute module path (`super` counts the inline `mod x {}`
 //! blocks it sits in, so `super::` in a `mod tests {}` is the file's module).
-//! `main.rs` and `bin/*` are separate crates (they use `fdr_agent::`) and
-//! the assembly anyway, so they are not scanned.
+//! `main.rs` and `bin/*` are separate crates (they use `fdr_agent::`,
+//! `fdr_cli::`) and the assembly anyway, so they are not scanned; nor is
+//! generated code pulled in with `include!` / `tonic::include_proto!` (not a
+//! file under `src`; its inline `mod` is still a module others may name).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,6 +20,37 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+
+/// A library crate the import check covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crate {
+    /// Its `src` folder, from the workspace root: `agent/src`.
+    pub src: &'static str,
+    /// Whether the layer lists below apply (the agent only); every crate is
+    /// checked for import cycles.
+    pub layered: bool,
+}
+
+/// `fdr-agent`: layer order and no cycles.
+pub const AGENT: Crate = Crate {
+    src: "agent/src",
+    layered: true,
+};
+
+/// Every crate checked, in the order `cargo xtask layers` reports them:
+/// `fdr-agent`, `fdr-cli` (fdrctl's commands), `fdr-proto` (the generated
+/// code and what agent and client share about it).
+pub const CRATES: &[Crate] = &[
+    AGENT,
+    Crate {
+        src: "cli/src",
+        layered: false,
+    },
+    Crate {
+        src: "proto/src",
+        layered: false,
+    },
+];
 
 // ---------------------------------------------------------------------------
 // The layering: the one place it is written down. Every top-level module of
@@ -510,7 +544,7 @@ pub fn scan(src: &str, module: &[String]) -> FileScan {
 // The checks over the whole crate.
 // ---------------------------------------------------------------------------
 
-/// The module of a file, from its path under `agent/src`; `None` for the
+/// The module of a file, from its path under the crate's `src`; `None` for the
 /// binaries (`main.rs`, `bin/*`), which are other crates.
 pub fn module_of(rel: &str) -> Option<Vec<String>> {
     let stem = rel.strip_suffix(".rs")?;
@@ -530,6 +564,7 @@ pub fn module_of(rel: &str) -> Option<Vec<String>> {
 /// A reference from one module to another, where it is written.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Edge {
+    /// From the workspace root: `agent/src/api/mod.rs`.
     pub file: String,
     pub line: usize,
     pub from: Vec<String>,
@@ -541,7 +576,7 @@ impl fmt::Display for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "agent/src/{}:{}: {} imports {}",
+            "{}:{}: {} imports {}",
             self.file,
             self.line,
             self.from.join("::"),
@@ -554,11 +589,13 @@ impl fmt::Display for Edge {
 pub enum Violation {
     /// An import that breaks the layer order.
     Layer { edge: Edge, reason: String },
-    /// A top-level module in no layer list.
+    /// A top-level module in no layer list (`file` from the workspace root).
     Unclassified { module: String, file: String },
     /// Child modules of `parent` that import each other in a cycle, with one
     /// example edge per pair.
     Cycle {
+        /// The crate's `src` folder: `agent/src`.
+        src: String,
         parent: Vec<String>,
         members: Vec<String>,
         edges: Vec<Edge>,
@@ -571,21 +608,19 @@ impl fmt::Display for Violation {
             Violation::Layer { edge, reason } => write!(f, "{edge} ({reason})"),
             Violation::Unclassified { module, file } => write!(
                 f,
-                "agent/src/{file}:1: {module} is in no layer (classify it: add it to \
+                "{file}:1: {module} is in no layer (classify it: add it to \
                  FOUNDATION, STAGES or ASSEMBLY in xtask/src/layers.rs)"
             ),
             Violation::Cycle {
+                src,
                 parent,
                 members,
                 edges,
             } => {
                 let (name, dir) = if parent.is_empty() {
-                    ("crate".to_string(), "agent/src/".to_string())
+                    ("crate".to_string(), format!("{src}/"))
                 } else {
-                    (
-                        parent.join("::"),
-                        format!("agent/src/{}/", parent.join("/")),
-                    )
+                    (parent.join("::"), format!("{src}/{}/", parent.join("/")))
                 };
                 write!(
                     f,
@@ -601,8 +636,9 @@ impl fmt::Display for Violation {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Report {
+    pub krate: Crate,
     pub files: usize,
     pub refs: usize,
     /// Top-level module → the top-level modules it imports.
@@ -611,14 +647,24 @@ pub struct Report {
 }
 
 impl Report {
-    /// The module graph, one top-level module a line, in layer order.
+    /// One line for the crate; for a layered crate, then the module graph,
+    /// one top-level module a line, in layer order.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "agent/src: {} files, {} top-level modules, {} crate paths\n",
+            "{}: {} files, {} top-level modules, {} crate paths{}\n",
+            self.krate.src,
             self.files,
             self.graph.len(),
-            self.refs
+            self.refs,
+            if self.krate.layered {
+                ""
+            } else {
+                " (import cycles checked, no layers)"
+            }
         );
+        if !self.krate.layered {
+            return s;
+        }
         let order = |m: &String| match layer_of(m) {
             Some(Layer::Foundation) => (0, FOUNDATION.iter().position(|f| f == m)),
             Some(Layer::Stage(i)) => (1, Some(i)),
@@ -651,9 +697,16 @@ impl Report {
     }
 }
 
-/// Checks the files of the crate: `(path under agent/src, source)`.
-pub fn analyse(files: &[(String, String)]) -> Report {
-    let mut report = Report::default();
+/// Checks the files of `krate`: `(path under its src, source)`.
+pub fn analyse(krate: &Crate, files: &[(String, String)]) -> Report {
+    let mut report = Report {
+        krate: *krate,
+        files: 0,
+        refs: 0,
+        graph: BTreeMap::new(),
+        violations: Vec::new(),
+    };
+    let path = |rel: &str| format!("{}/{rel}", krate.src);
     let mut modules: BTreeSet<Vec<String>> = BTreeSet::new();
     let mut scans = Vec::new();
     // Top-level module → the file that defines it (for unclassified).
@@ -667,10 +720,10 @@ pub fn analyse(files: &[(String, String)]) -> Report {
             modules.insert(module[..k].to_vec());
         }
         if let Some(top) = module.first() {
-            let entry = tops.entry(top.clone()).or_insert_with(|| rel.clone());
+            let entry = tops.entry(top.clone()).or_insert_with(|| path(rel));
             // Prefer `x.rs` / `x/mod.rs` over a file deeper in the folder.
             if module.len() == 1 {
-                *entry = rel.clone();
+                *entry = path(rel);
             }
         }
         let scan = scan(src, &module);
@@ -693,7 +746,7 @@ pub fn analyse(files: &[(String, String)]) -> Report {
                 continue; // an item of the crate root (a macro, …)
             };
             edges.insert(Edge {
-                file: rel.clone(),
+                file: path(rel),
                 line: r.line,
                 from: r.from.clone(),
                 to: to.to_vec(),
@@ -701,9 +754,10 @@ pub fn analyse(files: &[(String, String)]) -> Report {
         }
     }
 
-    // 1. Unclassified modules, and the layer order between top-level modules.
+    // 1. Unclassified modules, and the layer order between top-level modules
+    // (layered crates only; every crate gets the graph for its summary).
     for (module, file) in &tops {
-        if layer_of(module).is_none() {
+        if krate.layered && layer_of(module).is_none() {
             report.violations.push(Violation::Unclassified {
                 module: module.clone(),
                 file: file.clone(),
@@ -722,7 +776,12 @@ pub fn analyse(files: &[(String, String)]) -> Report {
             .entry(from.clone())
             .or_default()
             .insert(to.clone());
-        if let Some(reason) = layer_rule(from, to) {
+        let reason = if krate.layered {
+            layer_rule(from, to)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             report.violations.push(Violation::Layer {
                 edge: e.clone(),
                 reason,
@@ -753,6 +812,7 @@ pub fn analyse(files: &[(String, String)]) -> Report {
                 .map(|(_, e)| e.clone())
                 .collect();
             report.violations.push(Violation::Cycle {
+                src: krate.src.to_string(),
                 parent: parent.clone(),
                 members,
                 edges,
@@ -859,7 +919,7 @@ fn read_tree(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result
         } else if path.extension().is_some_and(|e| e == "rs") {
             let rel = path
                 .strip_prefix(base)
-                .context("a file under agent/src")?
+                .context("a file under the crate's src")?
                 .to_string_lossy()
                 .replace('\\', "/");
             let src = std::fs::read_to_string(&path)
@@ -873,25 +933,29 @@ fn read_tree(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result
 /// Checks `agent/src` of the workspace at `root`; prints the module graph
 /// (when `summary`) and every violation; fails when there is one.
 pub fn run(root: &Path, summary: bool) -> Result<()> {
-    let src = root.join("agent/src");
-    let mut files = Vec::new();
-    read_tree(&src, &src, &mut files)?;
-    let report = analyse(&files);
-    if summary {
-        print!("{}", report.summary());
+    let (mut files, mut refs, mut violations) = (0, 0, 0);
+    for krate in CRATES {
+        let src = root.join(krate.src);
+        let mut sources = Vec::new();
+        read_tree(&src, &src, &mut sources)?;
+        let report = analyse(krate, &sources);
+        if summary {
+            print!("{}", report.summary());
+        }
+        for v in &report.violations {
+            println!("{v}");
+        }
+        files += report.files;
+        refs += report.refs;
+        violations += report.violations.len();
     }
-    for v in &report.violations {
-        println!("{v}");
+    if violations > 0 {
+        bail!("import check: {violations} violation(s) of the layering in xtask/src/layers.rs");
     }
-    if !report.violations.is_empty() {
-        bail!(
-            "import check: {} violation(s) of the layering in xtask/src/layers.rs",
-            report.violations.len()
-        );
-    }
+    let crates: Vec<&str> = CRATES.iter().map(|c| c.src).collect();
     eprintln!(
-        "import check: {} files, {} crate paths, no violation",
-        report.files, report.refs
+        "import check: {files} files, {refs} crate paths in {}, no violation",
+        crates.join(", ")
     );
     Ok(())
 }
@@ -1062,27 +1126,30 @@ mod tests {
 
     #[test]
     fn a_stage_importing_a_later_stage_is_a_violation() {
-        let report = analyse(&files(&[
-            (
-                "lib.rs",
-                "pub mod analysis; pub mod recorder; pub mod event;",
-            ),
-            (
-                "analysis/mod.rs",
-                "use crate::event::Event;\nuse crate::recorder::Ring;\nmod rules;",
-            ),
-            (
-                "analysis/rules.rs",
-                "fn f() {\n\n crate::recorder::snapshot::take(); }",
-            ),
-            (
-                "recorder/mod.rs",
-                "use crate::analysis::Model; pub mod snapshot;",
-            ),
-            ("recorder/snapshot.rs", "use super::super::event::Event;"),
-            ("event.rs", "use crate::recorder::Ring;"),
-            ("main.rs", "use fdr_agent::daemon; mod crate_local { }"),
-        ]));
+        let report = analyse(
+            &AGENT,
+            &files(&[
+                (
+                    "lib.rs",
+                    "pub mod analysis; pub mod recorder; pub mod event;",
+                ),
+                (
+                    "analysis/mod.rs",
+                    "use crate::event::Event;\nuse crate::recorder::Ring;\nmod rules;",
+                ),
+                (
+                    "analysis/rules.rs",
+                    "fn f() {\n\n crate::recorder::snapshot::take(); }",
+                ),
+                (
+                    "recorder/mod.rs",
+                    "use crate::analysis::Model; pub mod snapshot;",
+                ),
+                ("recorder/snapshot.rs", "use super::super::event::Event;"),
+                ("event.rs", "use crate::recorder::Ring;"),
+                ("main.rs", "use fdr_agent::daemon; mod crate_local { }"),
+            ]),
+        );
         assert_eq!(
             lines(&report),
             vec![
@@ -1114,15 +1181,18 @@ mod tests {
 
     #[test]
     fn the_assembly_imports_anything_and_nothing_imports_it() {
-        let report = analyse(&files(&[
-            ("daemon.rs", "use crate::{api::Server, event::Event};"),
-            (
-                "api/mod.rs",
-                "use crate::store::Db; fn f() { crate::daemon::run() }",
-            ),
-            ("store.rs", "use crate::event::Event;"),
-            ("event.rs", ""),
-        ]));
+        let report = analyse(
+            &AGENT,
+            &files(&[
+                ("daemon.rs", "use crate::{api::Server, event::Event};"),
+                (
+                    "api/mod.rs",
+                    "use crate::store::Db; fn f() { crate::daemon::run() }",
+                ),
+                ("store.rs", "use crate::event::Event;"),
+                ("event.rs", ""),
+            ]),
+        );
         assert_eq!(
             lines(&report),
             vec![
@@ -1137,7 +1207,7 @@ mod tests {
 
     #[test]
     fn a_cycle_between_siblings_is_reported_with_one_edge_each() {
-        let report = analyse(&files(&[
+        let report = analyse(&AGENT, &files(&[
             ("analysis/mod.rs", "pub mod model; pub mod incidents; pub mod rules;"),
             (
                 "analysis/model.rs",
@@ -1158,35 +1228,44 @@ mod tests {
 
     #[test]
     fn parent_and_child_referring_to_each_other_is_not_a_cycle() {
-        let report = analyse(&files(&[
-            (
-                "recorder/mod.rs",
-                "mod buffer; pub use buffer::Ring; pub use self::buffer::Other;\n\
+        let report = analyse(
+            &AGENT,
+            &files(&[
+                (
+                    "recorder/mod.rs",
+                    "mod buffer; pub use buffer::Ring; pub use self::buffer::Other;\n\
                  pub struct Shared; fn f() { buffer::g(); self::buffer::h(); }",
-            ),
-            (
-                "recorder/buffer.rs",
-                "use super::Shared; use crate::recorder::Shared as S;\n\
+                ),
+                (
+                    "recorder/buffer.rs",
+                    "use super::Shared; use crate::recorder::Shared as S;\n\
                  #[cfg(test)] mod tests { use super::*; use super::super::Shared; }",
-            ),
-        ]));
+                ),
+            ]),
+        );
         assert!(report.violations.is_empty(), "{:?}", lines(&report));
         // An inline test module and its file are parent and child too.
-        let report = analyse(&files(&[(
-            "store.rs",
-            "fn f() { tests::helper() }\nmod tests { use super::f; pub fn helper() {} }",
-        )]));
+        let report = analyse(
+            &AGENT,
+            &files(&[(
+                "store.rs",
+                "fn f() { tests::helper() }\nmod tests { use super::f; pub fn helper() {} }",
+            )]),
+        );
         assert!(report.violations.is_empty(), "{:?}", lines(&report));
     }
 
     #[test]
     fn a_module_in_no_list_must_be_classified() {
-        let report = analyse(&files(&[
-            ("lib.rs", "pub mod widgets; pub mod event;"),
-            ("widgets/mod.rs", "pub mod gear;"),
-            ("widgets/gear.rs", "use crate::event::Event;"),
-            ("event.rs", ""),
-        ]));
+        let report = analyse(
+            &AGENT,
+            &files(&[
+                ("lib.rs", "pub mod widgets; pub mod event;"),
+                ("widgets/mod.rs", "pub mod gear;"),
+                ("widgets/gear.rs", "use crate::event::Event;"),
+                ("event.rs", ""),
+            ]),
+        );
         assert_eq!(
             lines(&report),
             vec![
@@ -1197,6 +1276,122 @@ mod tests {
         assert!(report
             .summary()
             .contains("unclassified  widgets      -> event"));
+    }
+
+    const CLI: Crate = CRATES[1];
+    const PROTO: Crate = CRATES[2];
+
+    #[test]
+    fn the_crates_checked() {
+        let srcs: Vec<(&str, bool)> = CRATES.iter().map(|c| (c.src, c.layered)).collect();
+        assert_eq!(
+            srcs,
+            [
+                ("agent/src", true),
+                ("cli/src", false),
+                ("proto/src", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cycle_in_another_crate_is_reported_with_its_path() {
+        let report = analyse(
+            &CLI,
+            &files(&[
+                ("lib.rs", "pub mod client; pub mod ctl;"),
+                ("main.rs", "use fdr_cli::ctl; fn main() { ctl::run() }"),
+                ("ctl/mod.rs", "mod events; mod query;\npub use events::run;"),
+                (
+                    "ctl/events.rs",
+                    "use crate::client::Client;\n\n\nuse super::query::Filter;",
+                ),
+                (
+                    "ctl/query.rs",
+                    "fn f() {\n\n\n\n\n\n\n\n\n\n\n super::events::print(); }",
+                ),
+                ("client.rs", "use crate::ctl::events::Row;"),
+            ]),
+        );
+        assert_eq!(
+            lines(&report),
+            vec![
+                "import cycle among the modules of `crate` (cli/src/): client, ctl\
+                 \n    cli/src/client.rs:1: client imports ctl::events\
+                 \n    cli/src/ctl/events.rs:1: ctl::events imports client",
+                "import cycle among the modules of `ctl` (cli/src/ctl/): events, query\
+                 \n    cli/src/ctl/events.rs:4: ctl::events imports ctl::query\
+                 \n    cli/src/ctl/query.rs:12: ctl::query imports ctl::events",
+            ]
+        );
+        assert_eq!(report.files, 5, "main.rs is another crate");
+        assert_eq!(
+            report.summary(),
+            "cli/src: 5 files, 2 top-level modules, 4 crate paths \
+             (import cycles checked, no layers)\n"
+        );
+
+        let report = analyse(
+            &PROTO,
+            &files(&[
+                ("names.rs", "use crate::render::Text;"),
+                ("render/mod.rs", "mod json;"),
+                ("render/json.rs", "fn f() {\n crate::names::kind_name() }"),
+            ]),
+        );
+        assert_eq!(
+            lines(&report),
+            vec![
+                "import cycle among the modules of `crate` (proto/src/): names, render\
+                 \n    proto/src/names.rs:1: names imports render\
+                 \n    proto/src/render/json.rs:2: render::json imports names"
+            ]
+        );
+    }
+
+    #[test]
+    fn another_crate_has_no_layers() {
+        // Top-level modules in no list, a "foundation" name importing a
+        // "stage" name: none of it matters outside the agent.
+        let sources = files(&[
+            (
+                "lib.rs",
+                "pub mod render; pub mod transport; pub mod event; pub mod api;\n\
+                 pub mod v1 { tonic::include_proto!(\"fdr.v1\"); }\n\
+                 pub mod daemon { pub struct X; }",
+            ),
+            (
+                "render/mod.rs",
+                "mod json; use crate::v1::Event; use crate::transport::Channel;",
+            ),
+            ("render/json.rs", "use super::super::v1::Kind;"),
+            ("transport.rs", "use crate::daemon::X;"),
+            ("event.rs", "use crate::api::Y;"),
+            ("api.rs", ""),
+        ]);
+        let report = analyse(&PROTO, &sources);
+        assert!(report.violations.is_empty(), "{:?}", lines(&report));
+        // The inline module of generated code is a module others import.
+        assert_eq!(
+            report.graph["render"],
+            ["transport", "v1"].iter().map(|x| x.to_string()).collect()
+        );
+        assert!(report
+            .summary()
+            .starts_with("proto/src: 6 files, 4 top-level modules, 5 crate paths"));
+        // The same files break the agent's layering.
+        let agent = analyse(&AGENT, &sources);
+        assert_eq!(
+            lines(&agent),
+            vec![
+                "agent/src/render/mod.rs:1: render is in no layer (classify it: add it to \
+                 FOUNDATION, STAGES or ASSEMBLY in xtask/src/layers.rs)",
+                "agent/src/transport.rs:1: transport is in no layer (classify it: add it to \
+                 FOUNDATION, STAGES or ASSEMBLY in xtask/src/layers.rs)",
+                "agent/src/event.rs:1: event imports api (foundation module `event` \
+                 may import only foundation modules (event, config, util))",
+            ]
+        );
     }
 
     #[test]

@@ -50,8 +50,9 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
-    /// Import check of the agent crate: prints the module graph and every import
-    /// that breaks the layering written in xtask/src/layers.rs (fails if any).
+    /// Import check of the library crates (agent, cli, proto): a line per crate,
+    /// the agent's module graph, and every import that breaks the layering
+    /// written in xtask/src/layers.rs or closes a cycle (fails if any).
     Layers,
     /// Benchmarks (probes attached vs detached, in one run); writes target/bench/results.json.
     Bench {
