@@ -697,8 +697,14 @@ impl Report {
     }
 }
 
-/// Checks the files of `krate`: `(path under its src, source)`.
-pub fn analyse(krate: &Crate, files: &[(String, String)]) -> Report {
+impl Crate {
+    /// Checks the files of this crate: `(path under its src, source)`.
+    pub fn analyse(&self, files: &[(String, String)]) -> Report {
+        analyse(self, files)
+    }
+}
+
+fn analyse(krate: &Crate, files: &[(String, String)]) -> Report {
     let mut report = Report {
         krate: *krate,
         files: 0,
@@ -938,7 +944,7 @@ pub fn run(root: &Path, summary: bool) -> Result<()> {
         let src = root.join(krate.src);
         let mut sources = Vec::new();
         read_tree(&src, &src, &mut sources)?;
-        let report = analyse(krate, &sources);
+        let report = krate.analyse(&sources);
         if summary {
             print!("{}", report.summary());
         }
@@ -1126,30 +1132,27 @@ mod tests {
 
     #[test]
     fn a_stage_importing_a_later_stage_is_a_violation() {
-        let report = analyse(
-            &AGENT,
-            &files(&[
-                (
-                    "lib.rs",
-                    "pub mod analysis; pub mod recorder; pub mod event;",
-                ),
-                (
-                    "analysis/mod.rs",
-                    "use crate::event::Event;\nuse crate::recorder::Ring;\nmod rules;",
-                ),
-                (
-                    "analysis/rules.rs",
-                    "fn f() {\n\n crate::recorder::snapshot::take(); }",
-                ),
-                (
-                    "recorder/mod.rs",
-                    "use crate::analysis::Model; pub mod snapshot;",
-                ),
-                ("recorder/snapshot.rs", "use super::super::event::Event;"),
-                ("event.rs", "use crate::recorder::Ring;"),
-                ("main.rs", "use fdr_agent::daemon; mod crate_local { }"),
-            ]),
-        );
+        let report = AGENT.analyse(&files(&[
+            (
+                "lib.rs",
+                "pub mod analysis; pub mod recorder; pub mod event;",
+            ),
+            (
+                "analysis/mod.rs",
+                "use crate::event::Event;\nuse crate::recorder::Ring;\nmod rules;",
+            ),
+            (
+                "analysis/rules.rs",
+                "fn f() {\n\n crate::recorder::snapshot::take(); }",
+            ),
+            (
+                "recorder/mod.rs",
+                "use crate::analysis::Model; pub mod snapshot;",
+            ),
+            ("recorder/snapshot.rs", "use super::super::event::Event;"),
+            ("event.rs", "use crate::recorder::Ring;"),
+            ("main.rs", "use fdr_agent::daemon; mod crate_local { }"),
+        ]));
         assert_eq!(
             lines(&report),
             vec![
@@ -1181,18 +1184,15 @@ mod tests {
 
     #[test]
     fn the_assembly_imports_anything_and_nothing_imports_it() {
-        let report = analyse(
-            &AGENT,
-            &files(&[
-                ("daemon.rs", "use crate::{api::Server, event::Event};"),
-                (
-                    "api/mod.rs",
-                    "use crate::store::Db; fn f() { crate::daemon::run() }",
-                ),
-                ("store.rs", "use crate::event::Event;"),
-                ("event.rs", ""),
-            ]),
-        );
+        let report = AGENT.analyse(&files(&[
+            ("daemon.rs", "use crate::{api::Server, event::Event};"),
+            (
+                "api/mod.rs",
+                "use crate::store::Db; fn f() { crate::daemon::run() }",
+            ),
+            ("store.rs", "use crate::event::Event;"),
+            ("event.rs", ""),
+        ]));
         assert_eq!(
             lines(&report),
             vec![
@@ -1207,7 +1207,7 @@ mod tests {
 
     #[test]
     fn a_cycle_between_siblings_is_reported_with_one_edge_each() {
-        let report = analyse(&AGENT, &files(&[
+        let report = AGENT.analyse(&files(&[
             ("analysis/mod.rs", "pub mod model; pub mod incidents; pub mod rules;"),
             (
                 "analysis/model.rs",
@@ -1228,44 +1228,35 @@ mod tests {
 
     #[test]
     fn parent_and_child_referring_to_each_other_is_not_a_cycle() {
-        let report = analyse(
-            &AGENT,
-            &files(&[
-                (
-                    "recorder/mod.rs",
-                    "mod buffer; pub use buffer::Ring; pub use self::buffer::Other;\n\
+        let report = AGENT.analyse(&files(&[
+            (
+                "recorder/mod.rs",
+                "mod buffer; pub use buffer::Ring; pub use self::buffer::Other;\n\
                  pub struct Shared; fn f() { buffer::g(); self::buffer::h(); }",
-                ),
-                (
-                    "recorder/buffer.rs",
-                    "use super::Shared; use crate::recorder::Shared as S;\n\
+            ),
+            (
+                "recorder/buffer.rs",
+                "use super::Shared; use crate::recorder::Shared as S;\n\
                  #[cfg(test)] mod tests { use super::*; use super::super::Shared; }",
-                ),
-            ]),
-        );
+            ),
+        ]));
         assert!(report.violations.is_empty(), "{:?}", lines(&report));
         // An inline test module and its file are parent and child too.
-        let report = analyse(
-            &AGENT,
-            &files(&[(
-                "store.rs",
-                "fn f() { tests::helper() }\nmod tests { use super::f; pub fn helper() {} }",
-            )]),
-        );
+        let report = AGENT.analyse(&files(&[(
+            "store.rs",
+            "fn f() { tests::helper() }\nmod tests { use super::f; pub fn helper() {} }",
+        )]));
         assert!(report.violations.is_empty(), "{:?}", lines(&report));
     }
 
     #[test]
     fn a_module_in_no_list_must_be_classified() {
-        let report = analyse(
-            &AGENT,
-            &files(&[
-                ("lib.rs", "pub mod widgets; pub mod event;"),
-                ("widgets/mod.rs", "pub mod gear;"),
-                ("widgets/gear.rs", "use crate::event::Event;"),
-                ("event.rs", ""),
-            ]),
-        );
+        let report = AGENT.analyse(&files(&[
+            ("lib.rs", "pub mod widgets; pub mod event;"),
+            ("widgets/mod.rs", "pub mod gear;"),
+            ("widgets/gear.rs", "use crate::event::Event;"),
+            ("event.rs", ""),
+        ]));
         assert_eq!(
             lines(&report),
             vec![
@@ -1296,23 +1287,20 @@ mod tests {
 
     #[test]
     fn a_cycle_in_another_crate_is_reported_with_its_path() {
-        let report = analyse(
-            &CLI,
-            &files(&[
-                ("lib.rs", "pub mod client; pub mod ctl;"),
-                ("main.rs", "use fdr_cli::ctl; fn main() { ctl::run() }"),
-                ("ctl/mod.rs", "mod events; mod query;\npub use events::run;"),
-                (
-                    "ctl/events.rs",
-                    "use crate::client::Client;\n\n\nuse super::query::Filter;",
-                ),
-                (
-                    "ctl/query.rs",
-                    "fn f() {\n\n\n\n\n\n\n\n\n\n\n super::events::print(); }",
-                ),
-                ("client.rs", "use crate::ctl::events::Row;"),
-            ]),
-        );
+        let report = CLI.analyse(&files(&[
+            ("lib.rs", "pub mod client; pub mod ctl;"),
+            ("main.rs", "use fdr_cli::ctl; fn main() { ctl::run() }"),
+            ("ctl/mod.rs", "mod events; mod query;\npub use events::run;"),
+            (
+                "ctl/events.rs",
+                "use crate::client::Client;\n\n\nuse super::query::Filter;",
+            ),
+            (
+                "ctl/query.rs",
+                "fn f() {\n\n\n\n\n\n\n\n\n\n\n super::events::print(); }",
+            ),
+            ("client.rs", "use crate::ctl::events::Row;"),
+        ]));
         assert_eq!(
             lines(&report),
             vec![
@@ -1331,14 +1319,11 @@ mod tests {
              (import cycles checked, no layers)\n"
         );
 
-        let report = analyse(
-            &PROTO,
-            &files(&[
-                ("names.rs", "use crate::render::Text;"),
-                ("render/mod.rs", "mod json;"),
-                ("render/json.rs", "fn f() {\n crate::names::kind_name() }"),
-            ]),
-        );
+        let report = PROTO.analyse(&files(&[
+            ("names.rs", "use crate::render::Text;"),
+            ("render/mod.rs", "mod json;"),
+            ("render/json.rs", "fn f() {\n crate::names::kind_name() }"),
+        ]));
         assert_eq!(
             lines(&report),
             vec![
@@ -1369,7 +1354,7 @@ mod tests {
             ("event.rs", "use crate::api::Y;"),
             ("api.rs", ""),
         ]);
-        let report = analyse(&PROTO, &sources);
+        let report = PROTO.analyse(&sources);
         assert!(report.violations.is_empty(), "{:?}", lines(&report));
         // The inline module of generated code is a module others import.
         assert_eq!(
@@ -1380,7 +1365,7 @@ mod tests {
             .summary()
             .starts_with("proto/src: 6 files, 4 top-level modules, 5 crate paths"));
         // The same files break the agent's layering.
-        let agent = analyse(&AGENT, &sources);
+        let agent = AGENT.analyse(&sources);
         assert_eq!(
             lines(&agent),
             vec![
