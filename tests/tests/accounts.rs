@@ -1,7 +1,7 @@
 //! Account modifications with the real `useradd`, in a private mount
 //! namespace over a copy of /etc: the machine's accounts are never touched.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use fdr_agent::event::{AccountDetail, Detail, Event};
 use fdr_proto::v1 as pb;
@@ -146,11 +146,25 @@ async fn useradd_under_a_terminal_is_interactive_and_a_backdoor_account_incident
     let mut client = fdr_cli::client::connect_unix(&cap.socket())
         .await
         .expect("connect");
-    let inc = client
-        .get_incident(pb::GetIncidentRequest { serial: x.incident })
-        .await
-        .expect("GetIncident")
-        .into_inner();
+    // The incident is live as soon as its audit is; its snapshot is linked
+    // by the same pipeline pass right after: poll for it.
+    let deadline = std::time::Instant::now() + fdr_tests::DEADLINE;
+    let inc = loop {
+        let inc = client
+            .get_incident(pb::GetIncidentRequest { serial: x.incident })
+            .await
+            .expect("GetIncident")
+            .into_inner();
+        if inc.snapshot_id > 0 {
+            break inc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "incident {} never got its snapshot",
+            x.incident
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(inc.r#type, "backdoor-account");
     assert_eq!(inc.severity, pb::Severity::Critical as i32);
     assert_eq!(inc.scope, "host");
