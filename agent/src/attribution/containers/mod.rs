@@ -75,8 +75,6 @@ pub struct Known {
     pub cgroup_id: u64,
 }
 
-use crate::util::now_ns as wall_now_ns;
-
 /// Counts for `GetStats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ContainerCounts {
@@ -175,7 +173,7 @@ impl ContainerRegistry {
             return None;
         }
         e.stopped = Some(Instant::now());
-        e.stopped_wall_ns = wall_now_ns();
+        e.stopped_wall_ns = crate::util::now_ns();
         if !e.started && e.cgroup.is_none() {
             return None;
         }
@@ -262,7 +260,7 @@ impl ContainerRegistry {
                 continue;
             }
             e.stopped = Some(Instant::now());
-            e.stopped_wall_ns = wall_now_ns();
+            e.stopped_wall_ns = crate::util::now_ns();
             out.push(Notice {
                 id: id.clone(),
                 change: Change::Stopped {

@@ -109,7 +109,7 @@ enum Stage {
 /// Records per call of the step: about one pass over the rings.
 const PASS: usize = 1024;
 
-fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> f64 {
+fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> Result<f64> {
     let mut procs = ProcessTable::default();
     let mut scopes = ScopeResolver::new();
     let mut cfg = Config::default();
@@ -118,10 +118,8 @@ fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> f64 {
         cfg.analysis.rules.clear();
     }
     let (wake, _wake_rx) = tokio::sync::mpsc::channel(1);
-    let mut step = match Step::new(state.clone(), &PipelineConfig::from_config(&cfg), wake) {
-        Ok(s) => s,
-        Err(e) => panic!("pipeline step: {e}"),
-    };
+    let mut step = Step::new(state.clone(), &PipelineConfig::from_config(&cfg), wake)
+        .context("the pipeline's step")?;
     let mut one_pass = |stage: Stage| -> usize {
         match stage {
             Stage::Decode => records
@@ -155,7 +153,7 @@ fn replay(records: &[Vec<u8>], stage: Stage, state: &Arc<State>) -> f64 {
         one_pass(stage);
     }
     let n = passes * records.len();
-    n as f64 / t.elapsed().as_secs_f64()
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 fn bench_state(dir: &Path) -> Result<Arc<State>> {
@@ -212,10 +210,10 @@ pub fn run(rt: &tokio::runtime::Runtime) -> Result<Value> {
         }
     }
     let state = bench_state(&dir)?;
-    let decode_rate = replay(&records, Stage::Decode, &state);
-    let attr_rate = replay(&records, Stage::Attribute, &state);
-    let plain_rate = replay(&records, Stage::StepNoModels, &state);
-    let full_rate = replay(&records, Stage::Step, &state);
+    let decode_rate = replay(&records, Stage::Decode, &state)?;
+    let attr_rate = replay(&records, Stage::Attribute, &state)?;
+    let plain_rate = replay(&records, Stage::StepNoModels, &state)?;
+    let full_rate = replay(&records, Stage::Step, &state)?;
     let model_ns = 1e9 / full_rate - 1e9 / plain_rate;
     println!(
         "replay of {} recorded records ({kinds:?}), one core:\n  parts: decode {:.2} M/s, decode+attribution {:.2} M/s\n  the pipeline's step: models off {:.2} M/s, models on {:.2} M/s ({:.0} ns/event for models)",
