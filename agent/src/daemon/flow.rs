@@ -16,6 +16,7 @@ use crate::{
     event::{Event, Record},
     pipeline::clock::BootClock,
     pipeline::decode::decode,
+    pipeline::merge::{Mark, RingMarks, CRITICAL, EVENTS},
     pipeline::ring::{register, StepClock},
     probes::watch,
     probes::Rings,
@@ -75,7 +76,12 @@ pub struct Step {
     clock: BootClock,
     seq: u64,
     batch: Vec<Arc<Event>>,
+    /// Records read from the rings, not yet recorded (see `drain_pass`).
     records: Vec<Record>,
+    /// Records being recorded (kept for its allocation).
+    ready: Vec<Record>,
+    /// How far each ring has been read.
+    marks: RingMarks,
     derived: Vec<Record>,
     deriver: Deriver,
     analyzer: crate::analysis::Analyzer,
@@ -110,6 +116,8 @@ impl Step {
             seq: 0,
             batch: Vec::with_capacity(BATCH),
             records: Vec::new(),
+            ready: Vec::new(),
+            marks: RingMarks::default(),
             derived: Vec::new(),
             deriver: Deriver::new(&cfg.capture),
             analyzer: crate::analysis::Analyzer::new(&cfg.analysis, cfg.ancestry_depth),
@@ -133,15 +141,13 @@ impl Step {
         for item in raw {
             self.decode_one(item);
         }
-        self.record_pending();
+        self.record_pending(u64::MAX);
     }
 
     /// Records what is pending in both rings, in time order, at most
     /// `read_cap` records a ring per pass (so one pass never keeps the
     /// task from its other duties for long; `more` then asks for another
-    /// pass at once). The critical ring is read first: whatever its
-    /// records depend on (a fork before an exec) was committed to the
-    /// other ring before them.
+    /// pass at once).
     fn drain(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
         let began = std::time::Instant::now();
         self.drain_pass(critical, events);
@@ -155,33 +161,54 @@ impl Step {
         }
     }
 
+    /// One pass: reads the rings, then records, in time order, what no
+    /// record still in either ring can precede. A process's records travel
+    /// in two rings (its exec in the critical one, its fork and exit in the
+    /// other): a record read from one ring waits while the other may still
+    /// hold an earlier one (it stopped at its read cap, or was read before
+    /// the record was written), so a fork is never recorded after its exec,
+    /// nor an exit before the changes the process made.
     fn drain_pass(&mut self, critical: &mut RingBuf<MapData>, events: &mut RingBuf<MapData>) {
-        // A capped read leaves newer records behind in that ring: reading
-        // the other one past them could put a record before one it depends
-        // on, so the pass ends there.
-        self.more = self.read_ring(critical)
-            || self.read_ring(events)
-            // Once more: a critical record committed before a record just
-            // read from the other ring (a process's exec before its exit) is
-            // then in this pass, and sorted before it.
-            || self.read_ring(critical);
-        self.record_pending();
+        let [read_critical, read_events] = self.marks.to_read(self.records.len(), self.read_cap);
+        if read_critical {
+            let m = self.read_ring(critical);
+            self.marks.set(CRITICAL, m);
+        }
+        if read_events {
+            let m = self.read_ring(events);
+            self.marks.set(EVENTS, m);
+        }
+        // Once more: records committed to the critical ring while the other
+        // one was read (an exec before the exit just read) are then in this
+        // pass. Cheap when it is empty.
+        if read_critical && !self.marks.capped(CRITICAL) {
+            let m = self.read_ring(critical);
+            self.marks.set(CRITICAL, m);
+        }
+        self.more = self.marks.capped(CRITICAL) || self.marks.capped(EVENTS);
+        self.record_pending(self.marks.release_up_to());
     }
 
-    /// Records the records read so far, in time order.
-    fn record_pending(&mut self) {
+    /// Records the records read so far up to `up_to` (boot ns), in time
+    /// order; later ones wait for the next pass.
+    fn record_pending(&mut self, up_to: u64) {
         self.records.sort_by_key(|r| r.boot_ns);
+        let ready = self.records.partition_point(|r| r.boot_ns <= up_to);
+        if ready == 0 {
+            return;
+        }
+        let mut now = std::mem::take(&mut self.ready);
+        now.extend(self.records.drain(..ready));
         let state = self.state.clone();
         let mut procs = lock(&state.procs);
-        let mut records = std::mem::take(&mut self.records);
-        for rec in records.drain(..) {
+        for rec in now.drain(..) {
             let ev = self.record(rec, &mut procs);
             self.deriver.observe(&ev, &procs, &mut self.derived);
             self.accept(ev);
             self.push_derived(&mut procs);
         }
-        self.records = records;
         drop(procs);
+        self.ready = now;
         self.publish();
         self.report_new_containers();
     }
@@ -271,19 +298,29 @@ impl Step {
         })
     }
 
-    fn decode_one(&mut self, item: &[u8]) {
+    /// Decodes one raw record into `records`; its time when it decoded.
+    fn decode_one(&mut self, item: &[u8]) -> Option<u64> {
         match decode(item) {
-            Ok(rec) => self.records.push(rec),
+            Ok(rec) => {
+                let ns = rec.boot_ns;
+                self.records.push(rec);
+                Some(ns)
+            }
             Err(err) => {
                 self.state.counters.decode_errors.fetch_add(1, Relaxed);
                 tracing::debug!(%err, "undecodable record");
+                None
             }
         }
     }
 
-    /// Decodes everything pending in `ring` into `records`.
-    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+    /// Decodes what is pending in `ring` into `records`, at most
+    /// `read_cap` records, and says how far the ring was read.
+    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) -> Mark {
+        // Anything written after this read finds the ring empty is later.
+        let began = BootClock::boot_now_ns();
         let mut n = 0;
+        let mut last = 0;
         while let Some(item) = ring.next() {
             n += 1;
             if let Some(tap) = &mut self.tap {
@@ -294,12 +331,14 @@ impl Step {
                     self.tap = None;
                 }
             }
-            self.decode_one(&item);
+            if let Some(ns) = self.decode_one(&item) {
+                last = ns;
+            }
             if n >= self.read_cap {
-                return true;
+                return Mark::Capped(last);
             }
         }
-        false
+        Mark::Drained(began)
     }
 
     /// Turns a record into an event with the process's context.
@@ -597,6 +636,8 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.changed() => {
                 rec.drain(critical.get_mut(), events.get_mut());
+                // What waited for a later read: nothing more is coming.
+                rec.record_pending(u64::MAX);
                 if let Some(tap) = &mut rec.tap {
                     use std::io::Write;
                     let _ = tap.flush();

@@ -2,9 +2,10 @@
 //! into typed [`crate::event::Record`]s, with the clocks that turn their
 //! boot-time stamps into wall-clock time.
 //!
-//! Takes: the rings [`crate::probes`] loaded. Gives: records, in order of
-//! arrival. Imports: the foundation and `probes`.
+//! Takes: the rings [`crate::probes`] loaded. Gives: records, merged from
+//! both rings into time order ([`merge`]). Imports: the foundation and `probes`.
 
 pub mod clock;
 pub mod decode;
+pub mod merge;
 pub mod ring;

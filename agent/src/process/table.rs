@@ -154,8 +154,17 @@ impl ProcessTable {
     pub fn apply(&mut self, rec: &Record) -> Arc<Image> {
         let t = &rec.task;
         match &rec.detail {
-            // The child starts as a copy of its parent.
-            Detail::Fork { .. } => self.insert_copy_of_parent(t),
+            // The child starts as a copy of its parent — unless the table
+            // already knows this very process (same start time) from a
+            // record of its that was recorded first: an exec read from the
+            // critical ring ahead of its fork is not undone by the fork.
+            Detail::Fork { .. } => match self.procs.get_mut(&t.pid) {
+                Some(p) if t.start_ns != 0 && p.start_ns == t.start_ns => {
+                    p.ppid = t.ppid;
+                    p.image.clone()
+                }
+                _ => self.insert_copy_of_parent(t),
+            },
             Detail::Exec {
                 filename,
                 exe,
@@ -688,5 +697,31 @@ mod tests {
         assert_eq!(t.prune(1000, 100), 1);
         assert!(t.get(11).is_none());
         assert!(t.get(10).is_some());
+        // An exec recorded ahead of its own fork (they travel in different
+        // rings) is not undone by the fork; a fork of another process
+        // with the same pid (another start) replaces the entry.
+        let with_start = |mut r: Record, start_ns: u64| {
+            r.task.start_ns = start_ns;
+            r
+        };
+        t.apply(&with_start(
+            rec(13, 10, 1010, exec(&["/usr/sbin/useradd", "u"])),
+            500,
+        ));
+        let img = t.apply(&with_start(
+            rec(13, 10, 1000, Detail::Fork { parent_tid: 10 }),
+            500,
+        ));
+        assert_eq!(&*img.exe, "/usr/sbin/useradd");
+        assert_eq!(&*t.get(13).unwrap().image.exe, "/usr/sbin/useradd");
+        t.apply(&with_start(
+            rec(13, 10, 1020, Detail::Exit { status: 0 }),
+            500,
+        ));
+        let img = t.apply(&with_start(
+            rec(13, 10, 1030, Detail::Fork { parent_tid: 10 }),
+            900,
+        ));
+        assert_eq!(&*img.exe, "/bin/bash", "a new process with the pid");
     }
 }
