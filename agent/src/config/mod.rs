@@ -75,8 +75,11 @@ pub struct CaptureConfig {
     /// `["write"]`. Default: none. Unknown names are an error.
     pub disabled_kinds: Vec<String>,
     /// Files whose read-only opens are reported (`sensitive-read`). `*`
-    /// matches within one path component. Re-resolved every `watch_refresh`.
-    /// Absolute paths (at most 4096 bytes each, 4096 entries).
+    /// matches within one path component. Resolved on the host and inside
+    /// each running container's root (its own `/etc/shadow`, service-account
+    /// token, cloud credentials), again every `watch_refresh` and when a
+    /// container starts. Absolute paths (at most 4096 bytes each, 4096
+    /// entries); a container's matches count at most 64 keys.
     pub sensitive_files: Vec<String>,
     /// Files and directories whose changes travel in the critical ring
     /// (directories: their whole subtree), and absolute-path prefixes
@@ -281,15 +284,22 @@ impl Default for CaptureConfig {
                 "/root/.ssh/authorized_keys",
                 "/home/*/.ssh/authorized_keys",
                 "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                "/run/secrets/kubernetes.io/serviceaccount/token",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+                "/run/secrets/eks.amazonaws.com/serviceaccount/token",
                 "/var/lib/kubelet/pods/*/volumes/kubernetes.io~projected/*/token",
                 "/root/.aws/credentials",
                 "/home/*/.aws/credentials",
-                "/root/.config/gcloud/credentials.db",
-                "/home/*/.config/gcloud/credentials.db",
-                "/root/.azure/msal_token_cache.json",
-                "/home/*/.azure/msal_token_cache.json",
+                "/root/.config/gcloud/*.db",
+                "/home/*/.config/gcloud/*.db",
+                "/root/.config/gcloud/*.json",
+                "/home/*/.config/gcloud/*.json",
+                "/root/.azure/*.json",
+                "/home/*/.azure/*.json",
                 "/root/.kube/config",
                 "/home/*/.kube/config",
+                "/root/.docker/config.json",
+                "/home/*/.docker/config.json",
             ]),
             critical_paths: strings(&["/etc/", "/root/.ssh/", "/home/*/.ssh/"]),
             excluded_paths: strings(&["/proc/", "/sys/", "/var/lib/fdr/"]),

@@ -18,7 +18,6 @@ use crate::{
     pipeline::decode::decode,
     pipeline::merge::{Mark, RingMarks, CRITICAL, EVENTS},
     pipeline::ring::{register, StepClock},
-    probes::watch,
     probes::Rings,
 };
 
@@ -92,6 +91,8 @@ pub struct Step {
     tap: Option<std::io::BufWriter<std::fs::File>>,
     /// An account change was recorded: watched files were likely replaced.
     refresh_watch: bool,
+    /// Resolves watched files off the event path (`run` starts it).
+    watch: Option<super::watched::WatchRefresher>,
     /// The last pass left records in a ring.
     more: bool,
     /// Records read from one ring in one pass.
@@ -124,6 +125,7 @@ impl Step {
             scopes: crate::attribution::scope::ScopeResolver::new(),
             wake_containers,
             refresh_watch: false,
+            watch: None,
             more: false,
             read_cap: 1024,
             scope_drops_seen: std::collections::HashMap::new(),
@@ -227,10 +229,14 @@ impl Step {
         drop(reg);
         // Full: a look is already pending, which will see these too.
         let _ = self.wake_containers.try_send(());
+        self.refresh_watch = true;
     }
 
     /// Records a container start or stop.
     fn container_notice(&mut self, n: crate::attribution::containers::Notice) {
+        // Its own sensitive files are resolved now (it runs in its root),
+        // or forgotten (it stopped).
+        self.refresh_watch = true;
         let now = BootClock::boot_now_ns();
         let rec = Record {
             boot_ns: now,
@@ -591,13 +597,12 @@ fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Resolves the watched files again and hands them to the kernel.
-fn refresh_watch(state: &State, cfg: &PipelineConfig) {
-    let entries = watch::watched_inodes(&cfg.capture, &cfg.data_dir);
-    if let Some(p) = lock(&state.probes).as_mut() {
-        if let Err(err) = p.set_watch(&entries) {
-            tracing::warn!(%err, "updating watched files");
-        }
+/// Has the watched files resolved again (the host's and each container's)
+/// and handed to the kernel, on the resolver's thread: never a filesystem
+/// walk on the pipeline's task.
+fn refresh_watch(rec: &Step) {
+    if let Some(w) = &rec.watch {
+        w.wake();
     }
 }
 
@@ -618,7 +623,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut events = register(rings.events)?;
     let mut critical = register(rings.critical)?;
-    let mut rec = Step::new(state, &cfg, io.wake_containers)?;
+    let mut rec = Step::new(state.clone(), &cfg, io.wake_containers)?;
+    rec.watch = Some(super::watched::WatchRefresher::spawn(
+        state,
+        cfg.capture.clone(),
+        cfg.data_dir.clone(),
+    )?);
+    // Containers already running get their keys at once.
+    refresh_watch(&rec);
     let mut notices = io.notices;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut watch_tick = tokio::time::interval_at(
@@ -662,7 +674,7 @@ pub async fn run(
             }
             _ = watch_tick.tick() => {
                 step = (woke(), "watch refresh");
-                refresh_watch(&rec.state, &cfg);
+                refresh_watch(&rec);
             }
             _ = poll.tick() => {
                 step = (woke(), "poll");
@@ -692,7 +704,7 @@ pub async fn run(
             }
         }
         if std::mem::take(&mut rec.refresh_watch) {
-            refresh_watch(&rec.state, &cfg);
+            refresh_watch(&rec);
         }
         let (took, blocked) = step.0.finish();
         rec.state.counters.pipeline_step(took, blocked);

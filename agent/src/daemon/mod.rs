@@ -5,6 +5,7 @@
 //! import all the others; nothing imports it.
 
 pub mod flow;
+pub mod watched;
 
 use std::{path::PathBuf, sync::Arc};
 

@@ -286,6 +286,10 @@ pub mod watch {
     pub const EXCLUDED: u32 = 1 << 2;
 }
 
+/// Entries of the `FDR_WATCH` map: the host's watched inodes and every
+/// container's own sensitive files.
+pub const MAX_WATCH: u32 = 4096;
+
 /// Key of the `FDR_WATCH` map: an inode on a device.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use fdr_common::{
     DropKey, EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs,
-    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL,
+    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL, MAX_WATCH,
 };
 
 /// Default ring size; user space resizes it from the config before load.
@@ -25,7 +25,7 @@ static CRITICAL: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Watched inodes: `fdr_common::watch` bits.
 #[map(name = "FDR_WATCH")]
-static WATCH: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+static WATCH: HashMap<InodeKey, u32> = HashMap::with_max_entries(MAX_WATCH, 0);
 
 /// Syscall number → `fdr_common::op`.
 #[map(name = "FDR_SYSCALLS")]
