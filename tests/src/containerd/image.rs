@@ -98,6 +98,8 @@ pub(crate) fn rootfs_layer(work: &Path) -> Result<PathBuf> {
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
+    // As in real images: a shadow file in the image's own layer.
+    std::fs::write(rootfs.join("etc/shadow"), "root:*:19000:0:99999:7:::\n")?;
     let layer = work.join("layer.tar");
     run(Command::new("tar")
         .args(["--create", "--file"])
