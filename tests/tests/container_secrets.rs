@@ -305,3 +305,133 @@ async fn a_learned_pod_reading_its_passwd_then_connecting_out_is_data_exfiltrati
     cap.stop().await;
     Ok(())
 }
+
+/// An overlay mounted for a test, unmounted (with its tmpfs) on drop.
+struct Overlay {
+    dir: fdr_tests::TempDir,
+}
+
+impl Overlay {
+    /// An overlay whose lower layer is on a tmpfs and upper layer on the
+    /// temporary directory's filesystem: layers on two filesystems.
+    fn two_filesystems(tag: &str) -> anyhow::Result<Overlay> {
+        let dir = fdr_tests::TempDir::new(tag);
+        let p = dir.path().to_path_buf();
+        for d in ["lowerfs", "upper", "work", "merged"] {
+            std::fs::create_dir_all(p.join(d))?;
+        }
+        let o = Overlay { dir };
+        mount(&["-t", "tmpfs", "tmpfs"], &p.join("lowerfs"))?;
+        std::fs::create_dir_all(p.join("lowerfs/l/etc"))?;
+        std::fs::write(p.join("lowerfs/l/etc/shadow"), "root:*:1::::::\n")?;
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            p.join("lowerfs/l").display(),
+            p.join("upper").display(),
+            p.join("work").display()
+        );
+        mount(
+            &["-t", "overlay", "overlay", "-o", &opts],
+            &p.join("merged"),
+        )?;
+        Ok(o)
+    }
+
+    fn merged(&self) -> std::path::PathBuf {
+        self.dir.path().join("merged")
+    }
+}
+
+fn mount(args: &[&str], at: &std::path::Path) -> anyhow::Result<()> {
+    let st = std::process::Command::new("mount")
+        .args(args)
+        .arg(at)
+        .status()?;
+    anyhow::ensure!(st.success(), "mount {args:?} {}: {st}", at.display());
+    Ok(())
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        for d in ["merged", "lowerfs"] {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path().join(d))
+                .status();
+        }
+    }
+}
+
+/// The device of `path`'s mount as the kernel's superblock has it (the
+/// mountinfo line of the longest mount point above it).
+fn superblock_dev(path: &std::path::Path) -> Option<(u32, u32)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (dev, at) = (f.get(2)?, f.get(4)?);
+            path.starts_with(at).then_some((at.len(), *dev))
+        })
+        .max_by_key(|(len, _)| *len)
+        .and_then(|(_, dev)| {
+            let (a, b) = dev.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+}
+
+/// `f_inode->i_ino` of `path` opened (the `ino:` line of its fdinfo).
+fn fdinfo_ino(path: &std::path::Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).ok()?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("ino:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What the probe sees of a file in an overlay whose layers are on two
+/// filesystems is not what `stat` says (a per-layer pseudo device): the
+/// watched key comes from the open file (fdinfo, mountinfo), so a read of
+/// it is still a `sensitive-read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_file_in_a_two_filesystem_overlay_is_matched() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let overlay = Overlay::two_filesystems("overlay-keys")?;
+    let secret = overlay.merged().join("etc/shadow");
+    let md = std::fs::metadata(&secret)?;
+    let stat_dev = (libc::major(md.dev()), libc::minor(md.dev()));
+    let sb_dev = superblock_dev(&secret).expect("the overlay's mountinfo line");
+    println!("stat: {stat_dev:?}, superblock (what the probe reads): {sb_dev:?}");
+    assert_ne!(stat_dev, sb_dev, "stat shows a per-layer device here");
+
+    let watched = secret.display().to_string();
+    let mut cap = Capture::start_with("overlay-keys", |c| {
+        c.capture.sensitive_files = vec![watched.clone()];
+    })
+    .await;
+    let st = std::process::Command::new("cat")
+        .arg(&secret)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    assert!(st.success());
+    let ev = cap
+        .wait_for("the sensitive-read in the overlay", |e| {
+            matches!(&e.record.detail,
+                Detail::File { kind: EventKind::SensitiveRead, file } if file.path == watched)
+        })
+        .await;
+    match &ev.record.detail {
+        Detail::File { file, .. } => {
+            let key_dev = (file.dev >> 20, file.dev & 0xfffff);
+            assert_eq!(key_dev, sb_dev, "the probe's device is the superblock's");
+            assert_eq!(
+                Some(file.ino),
+                fdinfo_ino(&secret),
+                "the probe's inode is f_inode's"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    cap.stop().await;
+    drop(overlay);
+    Ok(())
+}
