@@ -154,6 +154,21 @@ async fn a_pods_own_shadow_and_service_account_token_are_sensitive_reads() -> an
     }
     assert_eq!(meta.pod_name, pod_name);
 
+    // The resolution the agent does for each container, timed (off the
+    // event path, on the agent's resolver thread).
+    let cfg = fdr_agent::config::CaptureConfig::default();
+    let began = Instant::now();
+    let root = fdr_agent::probes::watch::Root::of_process(pid)?;
+    let keys = fdr_agent::probes::watch::container_inodes(&root, &cfg);
+    let took = began.elapsed();
+    println!(
+        "a container's {} sensitive-file patterns resolved in {took:?}: {} keys",
+        cfg.sensitive_files.len(),
+        keys.len()
+    );
+    // /etc/shadow, /etc/passwd and the token (through /var/run and /run).
+    assert_eq!(keys.len(), 3, "{keys:?}");
+
     containerd.remove_pod(&pod).await?;
     cap.stop().await;
     Ok(())

@@ -96,6 +96,7 @@ struct Live {
 
 impl Resolver {
     fn pass(&mut self) {
+        let began = std::time::Instant::now();
         let host = watch::watched_inodes(&self.capture, &self.data_dir);
         let host_root = Root::host().ok().and_then(|r| r.identity());
         let live: Vec<Live> = {
@@ -161,6 +162,7 @@ impl Resolver {
         tracing::debug!(
             keys = entries.len(),
             containers = self.containers.len(),
+            took_us = began.elapsed().as_micros() as u64,
             "watched files updated"
         );
         self.applied = entries;
