@@ -403,27 +403,35 @@ async fn looping_unlimited_queries_do_not_hold_up_recording() {
     // (before paging, calls waited for whole-scope conversions, seconds).
     assert!(p99 < Duration::from_millis(500), "GetStats p99 {p99:?}");
 
-    // Every exec made while the queries looped was recorded.
-    let p = page_all(
-        &mut c,
-        pb::QueryEventsRequest {
-            scope: "host".into(),
-            kinds: vec![pb::EventKind::Exec as i32],
-            text: marker.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let got: HashSet<String> = p
-        .events
-        .iter()
-        .filter_map(|e| match &e.detail {
-            Some(Detail::Exec(x)) => x.argv.last().cloned(),
-            _ => None,
-        })
-        .collect();
-    let missing: Vec<usize> = (0..60)
-        .filter(|i| !got.contains(&format!("{marker}-{i}")))
-        .collect();
+    // Every exec made while the queries looped was recorded (the last
+    // ones may still be on their way through a loaded pipeline: poll).
+    let deadline = Instant::now() + DEADLINE;
+    let missing = loop {
+        let p = page_all(
+            &mut c,
+            pb::QueryEventsRequest {
+                scope: "host".into(),
+                kinds: vec![pb::EventKind::Exec as i32],
+                text: marker.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        let got: HashSet<String> = p
+            .events
+            .iter()
+            .filter_map(|e| match &e.detail {
+                Some(Detail::Exec(x)) => x.argv.last().cloned(),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<usize> = (0..60)
+            .filter(|i| !got.contains(&format!("{marker}-{i}")))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(missing.is_empty(), "execs not recorded: {missing:?}");
 }
