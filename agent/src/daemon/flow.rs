@@ -269,12 +269,28 @@ impl Step {
             .analyze(&ev, &self.state.analysis(), self.seq + 1);
         if raised.is_empty() {
             self.push(ev);
-            return;
+        } else {
+            self.push(ev.clone());
+            for detail in raised {
+                let e = self.raised_event(&ev, detail);
+                self.push(e);
+            }
         }
-        self.push(ev.clone());
-        for detail in raised {
-            let e = self.raised_event(&ev, detail);
-            self.push(e);
+        self.released_verdicts();
+    }
+
+    /// The verdicts on a new container's events held until it was named
+    /// (see `Analyzer::analyze`): the events are recorded already, what
+    /// they raise is recorded now.
+    fn released_verdicts(&mut self) {
+        let state = self.state.clone();
+        while let Some((trigger, raised)) =
+            self.analyzer.next_released(&state.analysis(), self.seq + 1)
+        {
+            for detail in raised {
+                let e = self.raised_event(&trigger, detail);
+                self.push(e);
+            }
         }
     }
 
@@ -525,6 +541,8 @@ impl Step {
             &state.analysis(),
             self.clock.wall_ns(BootClock::boot_now_ns()),
         );
+        self.released_verdicts();
+        self.publish();
         // Losses older than any window that can still be frozen.
         let horizon = self
             .clock

@@ -61,6 +61,19 @@ struct Entry {
     stopped: Option<Instant>,
     /// The same, wall-clock ns, for listings.
     stopped_wall_ns: u64,
+    /// When the kernel first showed it.
+    sighted_at: Option<Instant>,
+}
+
+/// Whether a container is named yet, for whoever waits for its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Naming {
+    /// A runtime named it.
+    Named(Arc<ContainerMeta>),
+    /// Not yet: it is new, and the watcher has not had its answer.
+    Pending,
+    /// No runtime knows it (or it stopped unnamed): it stays unnamed.
+    Unnamed,
 }
 
 /// One container as `ListContainers` shows it.
@@ -121,7 +134,36 @@ impl ContainerRegistry {
         if e.cgroup.is_none() {
             e.cgroup = Some((cgroup_id, path));
         }
+        e.sighted_at.get_or_insert_with(Instant::now);
         new
+    }
+
+    /// Whether the container is named, or still may be. A container the
+    /// registry has not heard of is pending: the pipeline reports it after
+    /// the batch that showed it.
+    pub fn naming(&self, id: &str) -> Naming {
+        match self.entries.get(id) {
+            None => Naming::Pending,
+            Some(e) => match &e.meta {
+                Some(m) => Naming::Named(m.clone()),
+                None if e.stop_by_cgroup || e.stopped.is_some() => Naming::Unnamed,
+                None => Naming::Pending,
+            },
+        }
+    }
+
+    /// The kernel showed it and no runtime has named it yet (nor said it
+    /// does not know it).
+    pub fn needs_name(&self, id: &str) -> bool {
+        self.entries.get(id).is_some_and(|e| {
+            e.cgroup.is_some() && e.meta.is_none() && !e.stop_by_cgroup && e.stopped.is_none()
+        })
+    }
+
+    /// How long ago the kernel first showed it.
+    pub fn sighted_for(&self, id: &str, now: Instant) -> Option<Duration> {
+        let at = self.entries.get(id)?.sighted_at?;
+        Some(now.saturating_duration_since(at))
     }
 
     fn cgroup_id(&self, id: &str) -> u64 {
