@@ -639,3 +639,238 @@ pub fn restore(
 pub fn incident_channel() -> broadcast::Sender<Arc<Incident>> {
     broadcast::channel(256).0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        analysis::model::{IncidentType, Model, Section},
+        attribution::containers::{Change, ContainerMeta},
+        event::{test_support, ContainerDetail},
+        store::Retention,
+    };
+
+    const S: u64 = 1_000_000_000;
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        store: Store,
+        committer: Committer,
+        containers: std::sync::Mutex<ContainerRegistry>,
+        models: std::sync::Mutex<ModelSet>,
+        incidents: std::sync::Mutex<Incidents>,
+        live: broadcast::Sender<Arc<Incident>>,
+    }
+
+    impl Fixture {
+        /// A model `image:app` that has learned nothing and is active.
+        fn new(tag: &str) -> Fixture {
+            let dir = std::env::temp_dir().join(format!("fdr-hold-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let retention = Retention {
+                max_snapshots: 10,
+                max_bytes: 1 << 20,
+            };
+            let store = Store::open(&dir, retention).expect("store");
+            let committer = Committer::spawn(
+                Arc::new(Store::open(&dir.join("c"), retention).expect("store")),
+                8 << 20,
+            );
+            let cfg = AnalysisConfig::default();
+            let mut models = ModelSet::new(&cfg).expect("models");
+            models.insert(Model::restored(
+                Arc::from("image:app"),
+                0,
+                1,
+                Default::default(),
+                0,
+            ));
+            Fixture {
+                dir,
+                store,
+                committer,
+                containers: std::sync::Mutex::new(ContainerRegistry::new(Duration::from_secs(60))),
+                models: std::sync::Mutex::new(models),
+                incidents: std::sync::Mutex::new(Incidents::new(1, 60 * S, 100)),
+                live: incident_channel(),
+            }
+        }
+
+        fn shared(&self) -> Shared<'_> {
+            Shared {
+                containers: &self.containers,
+                models: &self.models,
+                incidents: &self.incidents,
+                incident_live: &self.live,
+                store: &self.store,
+                committer: &self.committer,
+            }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn in_container(id: &str, seq: u64, time_ns: u64, detail: Detail) -> Arc<Event> {
+        let mut ev = test_support::event(seq, 7, detail);
+        ev.time_ns = time_ns;
+        ev.scope = Scope::Container(Arc::from(id));
+        Arc::new(ev)
+    }
+
+    fn started(id: &str, seq: u64, time_ns: u64) -> Arc<Event> {
+        in_container(
+            id,
+            seq,
+            time_ns,
+            Detail::Container(Box::new(ContainerDetail {
+                id: Arc::from(id),
+                change: Change::Started,
+                source: "cri",
+            })),
+        )
+    }
+
+    fn meta(id: &str, sandbox: bool) -> ContainerMeta {
+        ContainerMeta {
+            id: Arc::from(id),
+            name: "web".into(),
+            image: "app".into(),
+            pod_name: "web-0".into(),
+            pod_namespace: "shop".into(),
+            sandbox,
+            ..Default::default()
+        }
+    }
+
+    fn analyzer() -> Analyzer {
+        Analyzer::new(&AnalysisConfig::default(), 4)
+    }
+
+    #[test]
+    fn verdicts_wait_for_the_name_then_judge_under_the_image() {
+        let f = Fixture::new("named");
+        let st = f.shared();
+        let mut a = analyzer();
+        let id: Arc<str> = Arc::from("c1");
+        lock(&f.containers).sighted(&id, 9, "kubepods/p/c1".into());
+        let ev = in_container("c1", 1, 10 * S, test_support::listen_detail());
+        assert!(a.analyze(&ev, &st, 2).is_empty(), "held");
+        assert!(a.next_released(&st, 2).is_none());
+        assert_eq!(a.hold_stats.held, 1);
+
+        let notice = lock(&f.containers).running(meta("c1", false), true);
+        assert!(notice.is_some());
+        assert!(a.analyze(&started("c1", 3, 10 * S + 5), &st, 4).is_empty());
+        let (trigger, raised) = a.next_released(&st, 4).expect("released");
+        assert_eq!(trigger.seq, 1);
+        let [Detail::Audit(audit)] = raised.as_slice() else {
+            panic!("{raised:?}");
+        };
+        assert_eq!(&*audit.model, "image:app");
+        assert_eq!(audit.section, Section::Listen.name());
+        let inc = lock(&f.incidents)
+            .get(audit.incident)
+            .cloned()
+            .expect("incident");
+        assert_eq!(inc.kind, IncidentType::BackdoorListener);
+        assert_eq!(inc.container.expect("named").pod_name, "web-0");
+        assert!(a.next_released(&st, 5).is_none());
+        assert!(lock(&f.models).get("container:c1").is_none());
+        assert_eq!(a.hold_stats.named, 1);
+        // Named: later events are judged at once.
+        let later = in_container("c1", 6, 11 * S, test_support::listen_detail());
+        assert!(
+            a.analyze(&later, &st, 7).is_empty(),
+            "flagged once per window"
+        );
+        assert!(a.next_released(&st, 7).is_none());
+    }
+
+    #[test]
+    fn an_unnamed_container_is_judged_under_its_id_when_the_hold_times_out() {
+        let f = Fixture::new("timeout");
+        let st = f.shared();
+        let mut a = analyzer();
+        let id: Arc<str> = Arc::from("c2");
+        lock(&f.containers).sighted(&id, 9, "kubepods/p/c2".into());
+        // Its own model, active (as if it had learned long ago).
+        lock(&f.models).insert(Model::restored(
+            Arc::from("container:c2"),
+            0,
+            1,
+            Default::default(),
+            0,
+        ));
+        let first = in_container("c2", 1, 10 * S, test_support::listen_detail());
+        assert!(a.analyze(&first, &st, 2).is_empty());
+        // Its time is up at the next housekeeping flush.
+        a.flush(&st, 10 * S + HOLD_NS);
+        let (_, raised) = a.next_released(&st, 2).expect("released");
+        let [Detail::Audit(audit)] = raised.as_slice() else {
+            panic!("{raised:?}");
+        };
+        assert_eq!(&*audit.model, "container:c2");
+        assert_eq!(a.hold_stats.timed_out, 1);
+        let inc = lock(&f.incidents)
+            .get(audit.incident)
+            .cloned()
+            .expect("incident");
+        assert!(inc.container.is_none());
+        let next = in_container("c2", 3, 10 * S + HOLD_NS + 1, Detail::Exit { status: 0 });
+        assert!(a.analyze(&next, &st, 4).is_empty(), "not held again");
+        assert!(a.next_released(&st, 4).is_none());
+        // Named later: its incident names the pod, its model is the image's.
+        lock(&f.containers).running(meta("c2", false), true);
+        a.flush(&st, 20 * S);
+        assert!(lock(&f.models).get("container:c2").is_none());
+        let inc = lock(&f.incidents)
+            .get(audit.incident)
+            .cloned()
+            .expect("incident");
+        assert_eq!(inc.container.expect("named").pod_name, "web-0");
+        assert_eq!(&*inc.model, "image:app");
+        assert!(inc.summary.contains("shop/web-0"), "{}", inc.summary);
+    }
+
+    #[test]
+    fn holds_are_bounded_and_sandboxes_get_no_model() {
+        let f = Fixture::new("bounded");
+        let st = f.shared();
+        let mut a = analyzer();
+        for n in 0..=HOLD_EVENTS as u64 {
+            let id = format!("c{}", n % 3);
+            if n < 3 {
+                lock(&f.containers).sighted(&Arc::from(id.as_str()), n, id.clone().into());
+            }
+            let ev = in_container(&id, n + 1, 10 * S + n, Detail::Exit { status: 0 });
+            assert!(a.analyze(&ev, &st, n + 2).is_empty());
+        }
+        assert_eq!(a.hold_stats.overflowed, 1, "{:?}", a.hold_stats);
+        assert!(a.held_events <= HOLD_EVENTS);
+        let mut released = 0;
+        while a.next_released(&st, 1).is_some() {
+            released += 1;
+        }
+        assert!(released > 0);
+
+        let sb: Arc<str> = Arc::from("sb");
+        lock(&f.containers).sighted(&sb, 1, "kubepods/p/sb".into());
+        let ev = in_container("sb", 1, 30 * S, test_support::listen_detail());
+        assert!(a.analyze(&ev, &st, 2).is_empty());
+        lock(&f.containers).named_by(meta("sb", true), "cri");
+        a.analyze(&started("sb", 3, 30 * S + 1), &st, 4);
+        let (_, raised) = a.next_released(&st, 4).expect("released");
+        assert!(raised.is_empty(), "{raised:?}");
+        assert!(lock(&f.models).get("container:sb").is_none());
+        assert_eq!(
+            lock(&f.models).get("image:app").map(Model::item_count),
+            Some(0)
+        );
+    }
+}

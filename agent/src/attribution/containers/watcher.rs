@@ -127,19 +127,6 @@ impl Watcher {
                 .collect()
         };
         for (id, path) in unknown {
-            if self.cri.is_some()
-                && lock(&self.containers)
-                    .sighted_for(&id, Instant::now())
-                    .is_some_and(|d| d < CRI_GRACE)
-                && path
-                    .as_deref()
-                    .and_then(super::native::namespace_of)
-                    .is_none()
-            {
-                // Perhaps a sandbox or container the CRI lists in a moment.
-                self.again = true;
-                continue;
-            }
             let ns = path.as_deref().and_then(super::native::namespace_of);
             if let (Some(n), Some(ns)) = (self.native.as_mut(), ns) {
                 if let Some(m) = n.lookup(&ns, &id).await {
@@ -149,6 +136,15 @@ impl Watcher {
             }
             if let Some(c) = self.engine_lookup(&id).await {
                 out.extend(lock(&self.containers).named_by(c.meta, "docker"));
+                continue;
+            }
+            if self.cri.is_some()
+                && lock(&self.containers)
+                    .sighted_for(&id, Instant::now())
+                    .is_some_and(|d| d < CRI_GRACE)
+            {
+                // Perhaps a sandbox or container the CRI lists in a moment.
+                self.again = true;
                 continue;
             }
             out.extend(lock(&self.containers).unknown_to_runtime(&id));
