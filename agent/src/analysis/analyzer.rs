@@ -256,13 +256,23 @@ impl Analyzer {
     /// Whether `ev`'s verdict waits for its container's name (then it is
     /// held, or queued behind held ones).
     fn hold(&mut self, ev: &Arc<Event>, id: &Arc<str>, state: &Shared<'_>) -> bool {
+        if self.container_keys.contains_key(id) {
+            return false; // named, or judged without a name already
+        }
         if !self.holds.contains_key(id) {
-            if self.container_keys.contains_key(id) {
-                return false; // named, or judged without a name already
-            }
-            match lock(state.containers).naming(id) {
+            let naming = lock(state.containers).naming(id);
+            match naming {
                 Naming::Pending => {}
-                Naming::Named(_) | Naming::Unnamed => return false,
+                Naming::Named(m) => {
+                    self.adopt(id, &m, state);
+                    return false;
+                }
+                Naming::Unnamed => {
+                    let key = model::container_key(id, None);
+                    self.container_keys
+                        .insert(id.clone(), (key, ev.time_ns, false));
+                    return false;
+                }
             }
             self.holds.insert(
                 id.clone(),
@@ -320,6 +330,16 @@ impl Analyzer {
         self.held_bytes -= h.bytes;
         self.held_events -= h.events.len();
         self.ready.extend(h.events.into_iter().map(Ready::Event));
+    }
+
+    /// Ends every hold (the agent is stopping): their events are judged
+    /// with what is known.
+    pub fn release_all(&mut self) {
+        let ids: Vec<Arc<str>> = self.holds.keys().cloned().collect();
+        for id in ids {
+            self.hold_stats.timed_out += 1;
+            self.release(&id);
+        }
     }
 
     /// Ends the holds whose container is named (the runtime did not

@@ -656,6 +656,10 @@ pub async fn run(
                 rec.drain(critical.get_mut(), events.get_mut());
                 // What waited for a later read: nothing more is coming.
                 rec.record_pending(u64::MAX);
+                // Verdicts still waiting for a container's name: now.
+                rec.analyzer.release_all();
+                rec.released_verdicts();
+                rec.publish();
                 if let Some(tap) = &mut rec.tap {
                     use std::io::Write;
                     let _ = tap.flush();
