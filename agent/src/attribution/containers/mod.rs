@@ -160,6 +160,15 @@ impl ContainerRegistry {
         })
     }
 
+    /// The kernel showed it, it runs, and no runtime has named it (also
+    /// when it was taken for one no runtime knows: a pod sandbox the CRI
+    /// listed late).
+    pub fn unnamed(&self, id: &str) -> bool {
+        self.entries
+            .get(id)
+            .is_some_and(|e| e.cgroup.is_some() && e.meta.is_none() && e.stopped.is_none())
+    }
+
     /// How long ago the kernel first showed it.
     pub fn sighted_for(&self, id: &str, now: Instant) -> Option<Duration> {
         let at = self.entries.get(id)?.sighted_at?;
@@ -446,6 +455,33 @@ mod tests {
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].cgroup_id, 9);
         assert!(r.gone_cgroups(|_| false).is_empty());
+    }
+
+    #[test]
+    fn naming_is_pending_until_a_runtime_answers_and_a_late_sandbox_is_named() {
+        let mut r = ContainerRegistry::new(Duration::from_secs(60));
+        let id: Arc<str> = Arc::from("p1");
+        assert_eq!(r.naming("p1"), Naming::Pending, "not reported yet");
+        r.sighted(&id, 5, "kubepods/besteffort/podu/p1".into());
+        assert_eq!(r.naming("p1"), Naming::Pending);
+        assert!(r.needs_name("p1") && r.unnamed("p1"));
+        assert!(r.sighted_for("p1", Instant::now()).is_some());
+        assert!(r.unknown_to_runtime(&id).is_some());
+        assert_eq!(r.naming("p1"), Naming::Unnamed);
+        assert!(!r.needs_name("p1") && r.unnamed("p1"));
+        let sandbox = ContainerMeta {
+            sandbox: true,
+            ..meta("p1")
+        };
+        assert!(
+            r.named_by(sandbox, "cri").is_none(),
+            "its start is recorded"
+        );
+        match r.naming("p1") {
+            Naming::Named(m) => assert!(m.sandbox && m.pod_name == "web-0"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!r.unnamed("p1"));
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl Watcher {
         // Pod sandboxes the kernel showed: the CRI does not list them as
         // containers; named as their pod's sandbox.
         for id in c.sandbox_ids() {
-            if !lock(&self.containers).needs_name(&id) {
+            if !lock(&self.containers).unnamed(&id) {
                 continue;
             }
             if let Some(meta) = c.sandbox_meta(&id).await {
