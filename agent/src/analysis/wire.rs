@@ -209,6 +209,7 @@ pub fn incident_from_pb(p: &pb::Incident) -> Option<Incident> {
                     pod_uid: c.pod_uid.clone(),
                     labels: c.labels.clone().into_iter().collect(),
                     runtime: c.runtime.clone(),
+                    sandbox: c.sandbox,
                     ..Default::default()
                 })
             }),

@@ -170,11 +170,34 @@ impl Service {
         let state = self.state.clone();
         let got = blocking(move || state.store.get(id).map_err(store_status)).await?;
         match got {
-            Some(s) => Ok(s),
+            Some(mut s) => {
+                name_snapshot_containers(&self.state, s.info.as_mut());
+                Ok(s)
+            }
             // Committed meanwhile is found above; closed meanwhile is here.
             None => Err(self
                 .not_yet(id)
                 .unwrap_or_else(|| Status::not_found(format!("no snapshot {id}")))),
+        }
+    }
+}
+
+/// Snapshots of a container not named when they were frozen or stored
+/// (still open, or the runtime named it late): named from the registry now.
+fn name_snapshot_containers<'a>(
+    st: &State,
+    infos: impl IntoIterator<Item = &'a mut pb::SnapshotInfo>,
+) {
+    let reg = lock(&st.containers);
+    for info in infos {
+        if info.container.as_ref().is_some_and(|c| !c.image.is_empty()) {
+            continue;
+        }
+        let Some(scope) = Scope::from_key(&info.scope) else {
+            continue;
+        };
+        if let Some(m) = scope.container_id().and_then(|id| reg.get(id)) {
+            info.container = Some(crate::event::wire::container_to_pb(&m));
         }
     }
 }
@@ -322,6 +345,7 @@ impl FlightRecorder for Service {
         snapshots.extend(open.into_iter().filter(|i| !stored.contains(&i.id)));
         let mut seen = std::collections::HashSet::new();
         snapshots.retain(|i| seen.insert(i.id));
+        name_snapshot_containers(&self.state, snapshots.iter_mut());
         Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
     }
 

@@ -275,12 +275,28 @@ impl Step {
             .analyze(&ev, &self.state.analysis(), self.seq + 1);
         if raised.is_empty() {
             self.push(ev);
-            return;
+        } else {
+            self.push(ev.clone());
+            for detail in raised {
+                let e = self.raised_event(&ev, detail);
+                self.push(e);
+            }
         }
-        self.push(ev.clone());
-        for detail in raised {
-            let e = self.raised_event(&ev, detail);
-            self.push(e);
+        self.released_verdicts();
+    }
+
+    /// The verdicts on a new container's events held until it was named
+    /// (see `Analyzer::analyze`): the events are recorded already, what
+    /// they raise is recorded now.
+    fn released_verdicts(&mut self) {
+        let state = self.state.clone();
+        while let Some((trigger, raised)) =
+            self.analyzer.next_released(&state.analysis(), self.seq + 1)
+        {
+            for detail in raised {
+                let e = self.raised_event(&trigger, detail);
+                self.push(e);
+            }
         }
     }
 
@@ -531,6 +547,8 @@ impl Step {
             &state.analysis(),
             self.clock.wall_ns(BootClock::boot_now_ns()),
         );
+        self.released_verdicts();
+        self.publish();
         // Losses older than any window that can still be frozen.
         let horizon = self
             .clock
@@ -650,6 +668,10 @@ pub async fn run(
                 rec.drain(critical.get_mut(), events.get_mut());
                 // What waited for a later read: nothing more is coming.
                 rec.record_pending(u64::MAX);
+                // Verdicts still waiting for a container's name: now.
+                rec.analyzer.release_all();
+                rec.released_verdicts();
+                rec.publish();
                 if let Some(tap) = &mut rec.tap {
                     use std::io::Write;
                     let _ = tap.flush();

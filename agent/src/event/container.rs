@@ -26,6 +26,9 @@ pub struct ContainerMeta {
     pub pid: Option<u32>,
     /// Wall-clock ns the runtime started it (0 when unknown).
     pub started_ns: u64,
+    /// A pod's sandbox ("pause") container, not one of its workloads: it
+    /// has no runtime model of its own.
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

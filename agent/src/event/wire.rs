@@ -58,6 +58,7 @@ pub fn container_to_pb(m: &ContainerMeta) -> pb::ContainerInfo {
         pod_uid: m.pod_uid.clone(),
         labels: m.labels.clone().into_iter().collect(),
         runtime: m.runtime.clone(),
+        sandbox: m.sandbox,
     }
 }
 

@@ -194,6 +194,29 @@ impl Incidents {
         inc
     }
 
+    /// The runtime named container `id`: its open incidents opened before
+    /// show its pod and image, and its model's key. Returns those changed.
+    pub fn name_container(
+        &mut self,
+        id: &str,
+        meta: &Arc<ContainerMeta>,
+        model: &Arc<str>,
+    ) -> Vec<Incident> {
+        let mut out = Vec::new();
+        for inc in self.open.values_mut() {
+            if inc.scope.container_id() != Some(id) || inc.container.as_ref() == Some(meta) {
+                continue;
+            }
+            inc.container = Some(meta.clone());
+            if !meta.sandbox {
+                inc.model = model.clone();
+            }
+            inc.summary = summary(inc);
+            out.push(inc.clone());
+        }
+        out
+    }
+
     /// Records the snapshot frozen for an incident.
     pub fn set_snapshot(&mut self, serial: u64, snapshot_id: u64) -> Option<&Incident> {
         let inc = self.open.values_mut().find(|i| i.serial == serial)?;

@@ -267,6 +267,15 @@ impl ModelSet {
         self.dirty.insert(to.clone());
     }
 
+    /// Drops model `key` (a pod sandbox's, learned before it was named).
+    pub fn remove(&mut self, key: &str) {
+        if let Some(m) = self.models.remove(key) {
+            self.total -= m.item_count();
+            self.dirty.remove(key);
+            self.removed.insert(m.key);
+        }
+    }
+
     /// Marks a model to be stored again (a failed write).
     pub fn mark_dirty(&mut self, key: Arc<str>) {
         if self.models.contains_key(&key) {

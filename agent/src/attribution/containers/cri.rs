@@ -197,6 +197,29 @@ impl Cri {
         }))
     }
 
+    /// Ids of the pod sandboxes in the last list.
+    pub fn sandbox_ids(&self) -> Vec<Arc<str>> {
+        self.pods.keys().map(|id| Arc::from(id.as_str())).collect()
+    }
+
+    /// A listed pod's sandbox ("pause") container as a container of its
+    /// pod: named `sandbox`, with the sandbox image the runtime reports
+    /// (`pause` when it does not say), marked as a sandbox. The CRI does
+    /// not list sandboxes among containers; their id is the pod's.
+    pub async fn sandbox_meta(&mut self, id: &str) -> Option<ContainerMeta> {
+        let pod = self.pods.get(id)?.clone();
+        let info = self
+            .client
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map(|r| r.into_inner().info)
+            .unwrap_or_default();
+        Some(sandbox_meta_from(&pod, &info, &self.runtime))
+    }
+
     async fn pod(&mut self, id: &str) -> Option<cri::PodSandbox> {
         let list = self
             .client
@@ -270,6 +293,46 @@ fn meta_from(
         runtime: runtime.to_owned(),
         pid: info.values().find_map(|v| pid_in(v)),
         started_ns: u64::try_from(st.started_at).unwrap_or(0),
+        sandbox: false,
+    }
+}
+
+/// The image a sandbox runs when the runtime does not name it.
+const SANDBOX_IMAGE: &str = "pause";
+/// containerd's label for what a containerd container is to the CRI.
+const KIND_LABEL: &str = "io.cri-containerd.kind";
+
+fn sandbox_meta_from(
+    pod: &cri::PodSandbox,
+    info: &HashMap<String, String>,
+    runtime: &str,
+) -> ContainerMeta {
+    let m = pod.metadata.clone().unwrap_or_default();
+    let json = |k: &str| {
+        info.values().find_map(|v| {
+            let v: serde_json::Value = serde_json::from_str(v).ok()?;
+            v.get(k)?.as_str().map(str::to_owned)
+        })
+    };
+    let mut labels: std::collections::BTreeMap<String, String> =
+        pod.labels.clone().into_iter().collect();
+    labels.insert(KIND_LABEL.into(), "sandbox".into());
+    ContainerMeta {
+        id: Arc::from(pod.id.as_str()),
+        name: "sandbox".into(),
+        image: json("image")
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| SANDBOX_IMAGE.to_owned()),
+        pod_name: m.name,
+        pod_namespace: m.namespace,
+        pod_uid: m.uid,
+        pod_id: pod.id.clone(),
+        labels,
+        runtime: runtime.to_owned(),
+        pid: info.values().find_map(|v| pid_in(v)),
+        started_ns: u64::try_from(pod.created_at).unwrap_or(0),
+        sandbox: true,
+        ..Default::default()
     }
 }
 
@@ -304,6 +367,46 @@ mod tests {
         assert_eq!(pid_in(r#"{"pid": 4711, "sandboxID": "x"}"#), Some(4711));
         assert_eq!(pid_in(r#"{"pid": 0}"#), None);
         assert_eq!(pid_in("not json"), None);
+    }
+
+    #[test]
+    fn sandboxes_are_named_as_their_pods_sandbox() {
+        let pod = cri::PodSandbox {
+            id: "p1".into(),
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "web-0".into(),
+                uid: "u-1".into(),
+                namespace: "shop".into(),
+                attempt: 0,
+            }),
+            created_at: 7,
+            ..Default::default()
+        };
+        let info = [(
+            "info".to_string(),
+            r#"{"pid":9,"image":"registry.k8s.io/pause:3.9"}"#.to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let m = sandbox_meta_from(&pod, &info, "containerd 1.6");
+        assert!(m.sandbox);
+        assert_eq!(&*m.id, "p1");
+        assert_eq!(m.pod_id, "p1");
+        assert_eq!(
+            (m.name.as_str(), m.image.as_str()),
+            ("sandbox", "registry.k8s.io/pause:3.9")
+        );
+        assert_eq!(
+            (m.pod_name.as_str(), m.pod_namespace.as_str()),
+            ("web-0", "shop")
+        );
+        assert_eq!(m.pid, Some(9));
+        assert_eq!(
+            m.labels.get(KIND_LABEL).map(String::as_str),
+            Some("sandbox")
+        );
+        let m = sandbox_meta_from(&pod, &HashMap::new(), "");
+        assert_eq!(m.image, "pause");
     }
 
     #[test]

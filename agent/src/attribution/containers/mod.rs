@@ -61,6 +61,19 @@ struct Entry {
     stopped: Option<Instant>,
     /// The same, wall-clock ns, for listings.
     stopped_wall_ns: u64,
+    /// When the kernel first showed it.
+    sighted_at: Option<Instant>,
+}
+
+/// Whether a container is named yet, for whoever waits for its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Naming {
+    /// A runtime named it.
+    Named(Arc<ContainerMeta>),
+    /// Not yet: it is new, and the watcher has not had its answer.
+    Pending,
+    /// No runtime knows it (or it stopped unnamed): it stays unnamed.
+    Unnamed,
 }
 
 /// One container as `ListContainers` shows it.
@@ -121,7 +134,45 @@ impl ContainerRegistry {
         if e.cgroup.is_none() {
             e.cgroup = Some((cgroup_id, path));
         }
+        e.sighted_at.get_or_insert_with(Instant::now);
         new
+    }
+
+    /// Whether the container is named, or still may be. A container the
+    /// registry has not heard of is pending: the pipeline reports it after
+    /// the batch that showed it.
+    pub fn naming(&self, id: &str) -> Naming {
+        match self.entries.get(id) {
+            None => Naming::Pending,
+            Some(e) => match &e.meta {
+                Some(m) => Naming::Named(m.clone()),
+                None if e.stop_by_cgroup || e.stopped.is_some() => Naming::Unnamed,
+                None => Naming::Pending,
+            },
+        }
+    }
+
+    /// The kernel showed it and no runtime has named it yet (nor said it
+    /// does not know it).
+    pub fn needs_name(&self, id: &str) -> bool {
+        self.entries.get(id).is_some_and(|e| {
+            e.cgroup.is_some() && e.meta.is_none() && !e.stop_by_cgroup && e.stopped.is_none()
+        })
+    }
+
+    /// The kernel showed it, it runs, and no runtime has named it (also
+    /// when it was taken for one no runtime knows: a pod sandbox the CRI
+    /// listed late).
+    pub fn unnamed(&self, id: &str) -> bool {
+        self.entries
+            .get(id)
+            .is_some_and(|e| e.cgroup.is_some() && e.meta.is_none() && e.stopped.is_none())
+    }
+
+    /// How long ago the kernel first showed it.
+    pub fn sighted_for(&self, id: &str, now: Instant) -> Option<Duration> {
+        let at = self.entries.get(id)?.sighted_at?;
+        Some(now.saturating_duration_since(at))
     }
 
     fn cgroup_id(&self, id: &str) -> u64 {
@@ -404,6 +455,33 @@ mod tests {
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].cgroup_id, 9);
         assert!(r.gone_cgroups(|_| false).is_empty());
+    }
+
+    #[test]
+    fn naming_is_pending_until_a_runtime_answers_and_a_late_sandbox_is_named() {
+        let mut r = ContainerRegistry::new(Duration::from_secs(60));
+        let id: Arc<str> = Arc::from("p1");
+        assert_eq!(r.naming("p1"), Naming::Pending, "not reported yet");
+        r.sighted(&id, 5, "kubepods/besteffort/podu/p1".into());
+        assert_eq!(r.naming("p1"), Naming::Pending);
+        assert!(r.needs_name("p1") && r.unnamed("p1"));
+        assert!(r.sighted_for("p1", Instant::now()).is_some());
+        assert!(r.unknown_to_runtime(&id).is_some());
+        assert_eq!(r.naming("p1"), Naming::Unnamed);
+        assert!(!r.needs_name("p1") && r.unnamed("p1"));
+        let sandbox = ContainerMeta {
+            sandbox: true,
+            ..meta("p1")
+        };
+        assert!(
+            r.named_by(sandbox, "cri").is_none(),
+            "its start is recorded"
+        );
+        match r.naming("p1") {
+            Naming::Named(m) => assert!(m.sandbox && m.pod_name == "web-0"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!r.unnamed("p1"));
     }
 
     #[test]

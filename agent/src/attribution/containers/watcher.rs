@@ -24,6 +24,12 @@ use crate::{attribution::containers::ContainerRegistry, config::AttributionConfi
 
 /// How often a missing or failed runtime is tried again.
 const RECONNECT: Duration = Duration::from_secs(10);
+/// A sighted container the CRI does not list yet is given this long
+/// before it is taken for one no runtime knows: the kernel shows a pod's
+/// sandbox, and a container being created, before the CRI lists them.
+const CRI_GRACE: Duration = Duration::from_secs(1);
+/// How soon a container left for the CRI to list is looked for again.
+const RELOOK: Duration = Duration::from_millis(100);
 
 struct Watcher {
     containers: Arc<Mutex<ContainerRegistry>>,
@@ -45,6 +51,9 @@ struct Watcher {
     /// Runtime state of each listed container at the last look.
     seen: HashMap<Arc<str>, cri::State>,
     cgroup_root: Option<PathBuf>,
+    /// A sighted container was left unnamed for the CRI to list it: look
+    /// again soon.
+    again: bool,
 }
 
 impl Watcher {
@@ -129,6 +138,15 @@ impl Watcher {
                 out.extend(lock(&self.containers).named_by(c.meta, "docker"));
                 continue;
             }
+            if self.cri.is_some()
+                && lock(&self.containers)
+                    .sighted_for(&id, Instant::now())
+                    .is_some_and(|d| d < CRI_GRACE)
+            {
+                // Perhaps a sandbox or container the CRI lists in a moment.
+                self.again = true;
+                continue;
+            }
             out.extend(lock(&self.containers).unknown_to_runtime(&id));
         }
     }
@@ -187,6 +205,7 @@ impl Watcher {
 
     /// One look at the runtime and the cgroups; returns what changed.
     async fn refresh(&mut self) -> Vec<Notice> {
+        self.again = false;
         self.ensure_connected().await;
         self.ensure_engine().await;
         let mut out = Vec::new();
@@ -231,11 +250,18 @@ impl Watcher {
         for l in listed {
             let prev = self.seen.get(&l.id).copied();
             now_seen.insert(l.id.clone(), l.state);
-            let known = lock(&self.containers).get(&l.id).is_some();
+            let (known, needs_name) = {
+                let reg = lock(&self.containers);
+                (reg.get(&l.id).is_some(), reg.needs_name(&l.id))
+            };
             let changed = prev != Some(l.state);
             let wanted = match l.state {
                 cri::State::Running | cri::State::Exited => !known || changed,
-                cri::State::Created | cri::State::Unknown => false,
+                // Created, and the kernel already shows its process (runc
+                // init, or its command before the CRI marks it running):
+                // named now, not at the next look.
+                cri::State::Created => needs_name,
+                cri::State::Unknown => false,
             };
             if !wanted {
                 continue;
@@ -245,7 +271,9 @@ impl Watcher {
             };
             let mut reg = lock(&self.containers);
             match st.state {
-                cri::State::Running => out.extend(reg.running(st.meta, announce)),
+                cri::State::Running | cri::State::Created => {
+                    out.extend(reg.running(st.meta, announce))
+                }
                 cri::State::Exited => {
                     if announce && !known {
                         // Started and stopped between two looks.
@@ -259,7 +287,17 @@ impl Watcher {
                         st.finished_ns,
                     ));
                 }
-                cri::State::Created | cri::State::Unknown => {}
+                cri::State::Unknown => {}
+            }
+        }
+        // Pod sandboxes the kernel showed: the CRI does not list them as
+        // containers; named as their pod's sandbox.
+        for id in c.sandbox_ids() {
+            if !lock(&self.containers).unnamed(&id) {
+                continue;
+            }
+            if let Some(meta) = c.sandbox_meta(&id).await {
+                out.extend(lock(&self.containers).named_by(meta, "cri"));
             }
         }
         // Running containers the CRI no longer lists.
@@ -300,12 +338,15 @@ pub async fn run(
         first: true,
         seen: HashMap::new(),
         cgroup_root: crate::attribution::scope::cgroup2_root(),
+        again: false,
     };
     loop {
+        let relook = tokio::time::sleep(RELOOK);
         tokio::select! {
             _ = shutdown.wait_for(|&v| v) => return,
             _ = tick.tick() => {}
             Some(()) = wake.recv() => {}
+            _ = relook, if w.again => {}
         }
         for n in w.refresh().await {
             if notices.send(n).is_err() {
