@@ -191,7 +191,11 @@ mod tests {
         ] {
             let (_, addr) = target(&ev);
             assert_eq!(addr, want);
-            assert!(render::detail_text(&ev).contains(want), "{}", render::detail_text(&ev));
+            assert!(
+                render::detail_text(&ev).contains(want),
+                "{}",
+                render::detail_text(&ev)
+            );
         }
     }
 

@@ -559,7 +559,11 @@ mod tests {
         };
         let listen = net_detail(&net(EventKind::NetListen)).unwrap();
         assert_eq!(listen.backlog, 1_000_204_052);
-        for kind in [EventKind::NetConnect, EventKind::NetAccept, EventKind::NetBind] {
+        for kind in [
+            EventKind::NetConnect,
+            EventKind::NetAccept,
+            EventKind::NetBind,
+        ] {
             assert_eq!(net_detail(&net(kind)).unwrap().backlog, 0, "{kind:?}");
         }
     }

@@ -23,13 +23,14 @@ use super::{
 use crate::{
     attribution::scope::Scope,
     event::container::ContainerLookup,
+    event::lineage::Image,
     event::wire::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
     event::Event,
     process::table::{ProcEntry, ProcessTable},
     recorder::buffer::{charged_bytes, kept_first},
     store::{
         commit::{CommitError, Committer},
-        Encoded, Store, StoreError,
+        Encoded, Store, StoreError, Writer,
     },
 };
 
@@ -448,24 +449,6 @@ impl Snapshots {
     }
 }
 
-/// An event as a snapshot stores it: critical kinds with their ancestry,
-/// bulk kinds without (the snapshot's process list holds every process's
-/// ancestors; repeating them on each of a flood's writes would multiply
-/// the snapshot's size by the ancestry's depth).
-fn snapshot_event(e: &Event, en: &Enrich) -> pb::Event {
-    if kept_first(e.kind()) {
-        event_to_pb(e, en)
-    } else {
-        event_to_pb(
-            e,
-            &Enrich {
-                containers: en.containers,
-                ancestry_depth: 0,
-            },
-        )
-    }
-}
-
 fn gap(l: &KindLoss, cause: &str, host_wide: bool) -> pb::Gap {
     pb::Gap {
         from: Some(timestamp(l.from_ns)),
@@ -561,23 +544,31 @@ impl Closing {
         }
     }
 
-    /// The stored form (committer thread).
+    /// The stored form (committer thread): every program image once (see
+    /// [`crate::store::compact`]), events referring to theirs.
     fn build(self, depth: usize) -> Encoded {
         let en = Enrich {
             containers: None,
-            ancestry_depth: depth,
+            ancestry_depth: 0,
         };
-        let container = self.container;
         let mut info = self.info;
-        info.container = container.clone();
-        let mut out = Encoded::with_capacity(self.events.len() * 256);
-        // One event message at a time: the encoded form is a fraction of
-        // the messages' size, and only it is held.
+        info.container = self.container;
+        let mut out = Writer::new(&info);
+        // Images by address: the events hold them (`Arc`), so an address
+        // names one image for as long as this runs.
+        let mut images: HashMap<*const Image, u32> = HashMap::new();
+        // One event message at a time: only the compressed form is held.
         for e in &self.events {
-            out.push_event(&pb::Event {
-                container: container.clone(),
-                ..snapshot_event(e, &en)
-            });
+            let image = intern_image(&mut out, &mut images, &e.image);
+            // Critical kinds with their ancestry, bulk kinds without (the
+            // snapshot's process list holds every process's ancestors).
+            let depth = if kept_first(e.kind()) { depth } else { 0 };
+            let ev = pb::Event {
+                // The snapshot's (see `Writer::push_event`).
+                container: None,
+                ..event_to_pb(e, &en)
+            };
+            out.push_event(ev, image, depth as u32);
         }
         for p in ancestry(&self.events, &self.known) {
             out.push_process(&p);
@@ -594,6 +585,32 @@ impl Closing {
         }
         out.finish(info)
     }
+}
+
+/// `img` and the images it came from in `out`'s table, parents first;
+/// returns its reference. Each image is added once.
+fn intern_image(out: &mut Writer, seen: &mut HashMap<*const Image, u32>, img: &Arc<Image>) -> u32 {
+    if let Some(&r) = seen.get(&Arc::as_ptr(img)) {
+        return r;
+    }
+    // The chain up to the first image already added (chains are capped,
+    // see `lineage`).
+    let mut chain: Vec<&Image> = vec![img];
+    let mut parent = 0;
+    let mut cur = img.parent.as_deref();
+    while let Some(p) = cur {
+        if let Some(&r) = seen.get(&(p as *const Image)) {
+            parent = r;
+            break;
+        }
+        chain.push(p);
+        cur = p.parent.as_deref();
+    }
+    for i in chain.into_iter().rev() {
+        parent = out.image(i.pid, i.uid, &i.exe, &i.argv, parent);
+        seen.insert(i as *const Image, parent);
+    }
+    parent
 }
 
 /// Ancestors followed per process.
