@@ -492,7 +492,10 @@ impl Store {
             for r in index.iter().map_err(db_err)? {
                 let (k, v) = r.map_err(db_err)?;
                 match decode_info(k.value(), v.value()) {
-                    Ok(i) => entries.push((i.incident != 0, i.id, i.bytes)),
+                    // Kept while any incident refers to it: evicted last.
+                    Ok(i) => {
+                        entries.push((i.incident != 0 || !i.incidents.is_empty(), i.id, i.bytes))
+                    }
                     // An unreadable summary goes first.
                     Err(err) => {
                         tracing::warn!(%err, "unreadable snapshot summary");
