@@ -43,7 +43,7 @@ const LEVEL: i32 = 3;
 
 /// The most a stored value may expand to when read (a corrupt value must
 /// not take the agent's memory).
-pub const MAX_RAW_BYTES: u64 = 1 << 30;
+pub const MAX_RAW_BYTES: u64 = 512 << 20;
 
 /// The stored form of a snapshot (never on the API: [`decode`] turns it
 /// into an `fdr.v1.Snapshot`).
