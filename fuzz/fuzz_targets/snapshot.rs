@@ -1,5 +1,6 @@
 //! A snapshot as stored in the database, through everything that reads it:
-//! `Store::get` (prost decode of `fdr.v1.Snapshot`), the agent's
+//! `Store::get` (`store::compact::decode`: zstd and the tables, or a
+//! plain `fdr.v1.Snapshot`), the agent's
 //! `GetSnapshot` (filter and pages, as in `api/service.rs`) and
 //! `ExportSnapshot` (CSV, JSON Lines), then `fdrctl`'s rendering of the
 //! pages (`snapshot list`, `snapshot show`, `incidents show`; text and
@@ -54,8 +55,9 @@ fuzz_target!(|data: &[u8]| {
             &pb::Incident::default(),
         ));
     }
-    // `Store::get`.
-    let Ok(snap) = pb::Snapshot::decode(data) else {
+    // `Store::get`: the stored format (interned, zstd) or the earlier one
+    // (a plain `fdr.v1.Snapshot`).
+    let Ok(snap) = fdr_agent::store::compact::decode(data) else {
         return;
     };
     // `fdrctl snapshot export --format csv|jsonl`.

@@ -5,7 +5,7 @@ use std::{borrow::Cow, collections::HashMap};
 use fdr_proto::v1::{self as pb, event::Detail};
 
 use fdr_proto::render::{
-    self,
+    self, addr_text,
     escape::{escape, escape_bytes, name},
 };
 
@@ -52,10 +52,11 @@ fn target(ev: &pb::Event) -> (String, String) {
         Some(Detail::Exec(x)) => (args_text(&x.argv, &x.argv_raw), String::new()),
         Some(Detail::File(f)) => (name(&f.path, &f.path_raw).into_owned(), String::new()),
         Some(Detail::Net(n)) => {
+            // The notation of the message (`[::]:40551`, `1.2.3.4:80`).
             let addr = if n.remote_address.is_empty() {
-                format!("{}:{}", n.local_address, n.local_port)
+                addr_text(&n.local_address, n.local_port)
             } else {
-                format!("{}:{}", n.remote_address, n.remote_port)
+                addr_text(&n.remote_address, n.remote_port)
             };
             (process_args(), escape(&addr).into_owned())
         }
@@ -165,6 +166,36 @@ mod tests {
                 ..Default::default()
             })),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_message_writes_them() {
+        let net = |local: &str, remote: &str, port: u32| pb::Event {
+            kind: pb::EventKind::NetListen as i32,
+            detail: Some(Detail::Net(pb::NetDetail {
+                protocol: "tcp".into(),
+                local_address: local.into(),
+                local_port: 40551,
+                remote_address: remote.into(),
+                remote_port: port,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        for (ev, want) in [
+            (net("::", "", 0), "[::]:40551"),
+            (net("0.0.0.0", "", 0), "0.0.0.0:40551"),
+            (net("::1", "2001:db8::1", 443), "[2001:db8::1]:443"),
+            (net("10.0.0.2", "1.2.3.4", 80), "1.2.3.4:80"),
+        ] {
+            let (_, addr) = target(&ev);
+            assert_eq!(addr, want);
+            assert!(
+                render::detail_text(&ev).contains(want),
+                "{}",
+                render::detail_text(&ev)
+            );
         }
     }
 

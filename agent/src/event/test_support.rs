@@ -53,12 +53,22 @@ pub(crate) fn listen_detail() -> Detail {
     }
 }
 
-/// A stored snapshot `id` of about `payload` bytes (its reason).
+/// A stored snapshot `id` of about `payload` bytes (its reason: random
+/// letters, which compression cannot shrink much).
 pub(crate) fn snap(id: u64, payload: usize) -> pb::Snapshot {
+    let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let reason = (0..payload)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
     pb::Snapshot {
         info: Some(pb::SnapshotInfo {
             id,
-            reason: "x".repeat(payload),
+            reason,
             ..Default::default()
         }),
         ..Default::default()

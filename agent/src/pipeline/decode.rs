@@ -210,7 +210,14 @@ fn net_detail(ev: &NetEvent) -> Result<NetDetail, DecodeError> {
         protocol: ev.protocol,
         local,
         remote: has_peer.then_some(remote),
-        backlog: ev.backlog,
+        // Only listen has a backlog; the kernel record's field is
+        // meaningless for the other kinds (older probes put connect's
+        // sockaddr pointer there).
+        backlog: if ev.header.kind == EventKind::NetListen as u16 {
+            ev.backlog
+        } else {
+            0
+        },
         ret: ev.ret,
     })
 }
@@ -528,6 +535,37 @@ mod tests {
         let mut bytes = as_bytes(&*ev);
         bytes.truncate(ExecEvent::FIXED_LEN + argv.len() + exe.len());
         bytes
+    }
+
+    #[test]
+    fn only_listen_keeps_a_backlog() {
+        let net = |kind: EventKind| NetEvent {
+            header: EventHeader {
+                kind: kind as u16,
+                flags: 0,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            task: task(),
+            family: 10,
+            protocol: 6,
+            local_port: 40551,
+            remote_port: 80,
+            ret: 0,
+            // What older probes left there for connect: a sockaddr pointer.
+            backlog: 1_000_204_052,
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+        };
+        let listen = net_detail(&net(EventKind::NetListen)).unwrap();
+        assert_eq!(listen.backlog, 1_000_204_052);
+        for kind in [
+            EventKind::NetConnect,
+            EventKind::NetAccept,
+            EventKind::NetBind,
+        ] {
+            assert_eq!(net_detail(&net(kind)).unwrap().backlog, 0, "{kind:?}");
+        }
     }
 
     #[test]

@@ -23,19 +23,36 @@ use super::{
 use crate::{
     attribution::scope::Scope,
     event::container::ContainerLookup,
+    event::lineage::Image,
     event::wire::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
     event::Event,
     process::table::{ProcEntry, ProcessTable},
     recorder::buffer::{charged_bytes, kept_first},
     store::{
         commit::{CommitError, Committer},
-        Encoded, Store, StoreError,
+        Encoded, Store, StoreError, Writer,
     },
 };
 
 /// What the committer queue holds while the store is failing, for
 /// snapshots built without [`Snapshots::with_committer`].
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// A snapshot shared by incidents ([`Snapshots::join`]) closes at most
+/// this many after-windows past its first incident.
+pub const MAX_AFTER_FACTOR: u64 = 5;
+
+/// A shared snapshot's reason lists its incidents up to about this length.
+const MAX_REASON: usize = 512;
+
+/// Wall-clock ns of a timestamp (0 when absent).
+fn ns_of(t: &Option<prost_types::Timestamp>) -> u64 {
+    t.as_ref().map_or(0, |t| {
+        (t.seconds.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos.max(0) as u64)
+    })
+}
 
 /// How much of a scope's history a snapshot keeps around its moment.
 #[derive(Debug, Clone, Copy)]
@@ -208,7 +225,10 @@ impl Snapshots {
     }
 
     /// Freezes `scope` around `at_ns` (wall clock): copies the before-part
-    /// now and keeps the snapshot open until `at + after`.
+    /// now and keeps the snapshot open until `at + after`. For an incident
+    /// (`incident` ≠ 0), a snapshot of the same scope frozen for another
+    /// incident and still open is shared instead ([`Snapshots::join`]):
+    /// the answer is then that snapshot's summary.
     pub fn freeze(
         &mut self,
         scope: Scope,
@@ -217,6 +237,11 @@ impl Snapshots {
         buffers: &ScopeBuffers,
         incident: u64,
     ) -> Result<pb::SnapshotInfo, StoreError> {
+        if incident != 0 {
+            if let Some(info) = self.join(&scope, reason, at_ns, incident) {
+                return Ok(info);
+            }
+        }
         let id = self.store.next_id()?;
         let start = at_ns.saturating_sub(self.window.before_ns);
         let end = at_ns.saturating_add(self.window.after_ns);
@@ -280,6 +305,11 @@ impl Snapshots {
             bytes: 0,
             host: self.host.clone(),
             incident,
+            incidents: if incident == 0 {
+                Vec::new()
+            } else {
+                vec![incident]
+            },
             ..Default::default()
         };
         let last_seq = buffers.scope(&scope).last().map_or(0, |e| e.seq);
@@ -296,6 +326,51 @@ impl Snapshots {
         });
         self.publish_charge();
         Ok(info)
+    }
+
+    /// Incident `incident` of `scope`, at `at_ns`, joins the newest open
+    /// snapshot of that scope frozen for an incident, when that snapshot
+    /// can cover its whole after-window within [`MAX_AFTER_FACTOR`] ×
+    /// `after` of its own moment: its window's end moves to `at + after`.
+    /// Its start stays: the new incident's before-window lies within it
+    /// (incidents of one scope opened together are milliseconds apart).
+    /// `None`: no such snapshot, a new one is frozen.
+    fn join(
+        &mut self,
+        scope: &Scope,
+        reason: &str,
+        at_ns: u64,
+        incident: u64,
+    ) -> Option<pb::SnapshotInfo> {
+        let after = self.window.after_ns;
+        let o = self
+            .open
+            .iter_mut()
+            .rev()
+            .find(|o| &o.scope == scope && o.info.incident != 0)?;
+        let first_at = ns_of(&o.info.at);
+        let end = at_ns.saturating_add(after).max(o.end_ns);
+        if end > first_at.saturating_add(after.saturating_mul(MAX_AFTER_FACTOR)) {
+            return None;
+        }
+        o.end_ns = end;
+        o.info.window_end = Some(timestamp(end));
+        if !o.info.incidents.contains(&incident) {
+            o.info.incidents.push(incident);
+        }
+        if o.info.reason.len() < MAX_REASON {
+            o.info.reason.push_str("; ");
+            o.info.reason.push_str(reason);
+        } else if !o.info.reason.ends_with('…') {
+            o.info.reason.push_str("; …");
+        }
+        tracing::info!(
+            id = o.info.id,
+            incident,
+            incidents = ?o.info.incidents,
+            "incident joins the open snapshot of its scope"
+        );
+        Some(o.info.clone())
     }
 
     /// Adds a new event to the open snapshots whose window it falls in,
@@ -448,24 +523,6 @@ impl Snapshots {
     }
 }
 
-/// An event as a snapshot stores it: critical kinds with their ancestry,
-/// bulk kinds without (the snapshot's process list holds every process's
-/// ancestors; repeating them on each of a flood's writes would multiply
-/// the snapshot's size by the ancestry's depth).
-fn snapshot_event(e: &Event, en: &Enrich) -> pb::Event {
-    if kept_first(e.kind()) {
-        event_to_pb(e, en)
-    } else {
-        event_to_pb(
-            e,
-            &Enrich {
-                containers: en.containers,
-                ancestry_depth: 0,
-            },
-        )
-    }
-}
-
 fn gap(l: &KindLoss, cause: &str, host_wide: bool) -> pb::Gap {
     pb::Gap {
         from: Some(timestamp(l.from_ns)),
@@ -561,23 +618,31 @@ impl Closing {
         }
     }
 
-    /// The stored form (committer thread).
+    /// The stored form (committer thread): every program image once (see
+    /// [`crate::store::compact`]), events referring to theirs.
     fn build(self, depth: usize) -> Encoded {
         let en = Enrich {
             containers: None,
-            ancestry_depth: depth,
+            ancestry_depth: 0,
         };
-        let container = self.container;
         let mut info = self.info;
-        info.container = container.clone();
-        let mut out = Encoded::with_capacity(self.events.len() * 256);
-        // One event message at a time: the encoded form is a fraction of
-        // the messages' size, and only it is held.
+        info.container = self.container;
+        let mut out = Writer::new(&info);
+        // Images by address: the events hold them (`Arc`), so an address
+        // names one image for as long as this runs.
+        let mut images: HashMap<*const Image, u32> = HashMap::new();
+        // One event message at a time: only the compressed form is held.
         for e in &self.events {
-            out.push_event(&pb::Event {
-                container: container.clone(),
-                ..snapshot_event(e, &en)
-            });
+            let image = intern_image(&mut out, &mut images, &e.image);
+            // Critical kinds with their ancestry, bulk kinds without (the
+            // snapshot's process list holds every process's ancestors).
+            let depth = if kept_first(e.kind()) { depth } else { 0 };
+            let ev = pb::Event {
+                // The snapshot's (see `Writer::push_event`).
+                container: None,
+                ..event_to_pb(e, &en)
+            };
+            out.push_event(ev, image, depth as u32);
         }
         for p in ancestry(&self.events, &self.known) {
             out.push_process(&p);
@@ -594,6 +659,32 @@ impl Closing {
         }
         out.finish(info)
     }
+}
+
+/// `img` and the images it came from in `out`'s table, parents first;
+/// returns its reference. Each image is added once.
+fn intern_image(out: &mut Writer, seen: &mut HashMap<*const Image, u32>, img: &Arc<Image>) -> u32 {
+    if let Some(&r) = seen.get(&Arc::as_ptr(img)) {
+        return r;
+    }
+    // The chain up to the first image already added (chains are capped,
+    // see `lineage`).
+    let mut chain: Vec<&Image> = vec![img];
+    let mut parent = 0;
+    let mut cur = img.parent.as_deref();
+    while let Some(p) = cur {
+        if let Some(&r) = seen.get(&(p as *const Image)) {
+            parent = r;
+            break;
+        }
+        chain.push(p);
+        cur = p.parent.as_deref();
+    }
+    for i in chain.into_iter().rev() {
+        parent = out.image(i.pid, i.uid, &i.exe, &i.argv, parent);
+        seen.insert(i as *const Image, parent);
+    }
+    parent
 }
 
 /// Ancestors followed per process.
@@ -842,6 +933,128 @@ mod tests {
         let kept_exits = c.events.len() as u64 - 10;
         assert_eq!(kept_exits + refused, 1000, "every refusal counted");
         assert_eq!(charged.load(Relaxed), 0, "closing releases the charge");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn incidents_of_one_scope_share_the_open_snapshot() {
+        let (dir, store) = test_store("fdr-snap-share");
+        let s = 1_000_000_000u64;
+        let mut snaps = Snapshots::new(
+            std::sync::Arc::new(store),
+            Window {
+                before_ns: 300 * s,
+                after_ns: 60 * s,
+            },
+        );
+        let buffers = test_buffers();
+        let ctr = Scope::from_key("container:abc").unwrap();
+        let at = 1_000 * s;
+        let first = snaps
+            .freeze(ctr.clone(), "incident #1: reverse-shell", at, &buffers, 1)
+            .unwrap();
+        assert_eq!(first.incidents, [1]);
+        let second = snaps
+            .freeze(
+                ctr.clone(),
+                "incident #2: data-exfiltration",
+                at + 3_000_000,
+                &buffers,
+                2,
+            )
+            .unwrap();
+        assert_eq!(second.id, first.id, "one snapshot for both");
+        assert_eq!((second.incident, &second.incidents[..]), (1, &[1, 2][..]));
+        assert_eq!(second.window_start, first.window_start);
+        assert_eq!(second.window_end, Some(timestamp(at + 3_000_000 + 60 * s)));
+        assert!(second.reason.contains("#1") && second.reason.contains("#2"));
+        // Another scope, a snapshot asked for by hand: their own.
+        let host = snaps.freeze(Scope::Host, "i3", at, &buffers, 3).unwrap();
+        let manual = snaps
+            .freeze(ctr.clone(), "by hand", at, &buffers, 0)
+            .unwrap();
+        assert!(host.id != first.id && manual.id != first.id && host.id != manual.id);
+        // Past the longest shared window: a snapshot of its own.
+        let late = at + (MAX_AFTER_FACTOR - 1) * 60 * s + 1;
+        let third = snaps.freeze(ctr.clone(), "i4", late, &buffers, 4).unwrap();
+        assert_ne!(third.id, first.id);
+        let joined = snaps
+            .freeze(ctr.clone(), "i5", late + 1, &buffers, 5)
+            .unwrap();
+        assert_eq!((joined.id, &joined.incidents[..]), (third.id, &[4, 5][..]));
+        // Events up to the extended end join the shared snapshot.
+        let mut late_ev = event(9, 7, Detail::Exit { status: 0 });
+        late_ev.scope = ctr.clone();
+        late_ev.time_ns = at + 60 * s + 2_000_000;
+        snaps.observe(&Arc::new(late_ev));
+        let open = snaps.open_infos();
+        let shared = open.iter().find(|i| i.id == first.id).unwrap();
+        assert_eq!(shared.event_count, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stored_snapshot_reads_as_the_events_with_their_ancestry() {
+        let (dir, store) = test_store("fdr-snap-compact");
+        let mut snaps = Snapshots::new(
+            std::sync::Arc::new(store),
+            Window {
+                before_ns: 1_000_000,
+                after_ns: 0,
+            },
+        );
+        let mut buffers = test_buffers();
+        let argv = |a: &[&str]| -> Arc<[String]> { a.iter().map(|s| s.to_string()).collect() };
+        let init = Image::root(1, 0, "/sbin/init".into(), argv(&["init"]));
+        let sshd = Image::child_of(Some(&init), 50, 0, "/usr/sbin/sshd".into(), argv(&["sshd"]));
+        let bash = Image::child_of(Some(&sshd), 60, 0, "/bin/bash".into(), argv(&["-bash"]));
+        let mut events = Vec::new();
+        for seq in 1..=20u64 {
+            let detail = if seq % 2 == 0 {
+                crate::event::test_support::listen_detail()
+            } else {
+                Detail::Exit { status: 0 }
+            };
+            let mut e = event(seq, 60 + (seq % 3) as u32, detail);
+            e.image = Image::child_of(
+                Some(&bash),
+                e.record.task.pid,
+                0,
+                "/usr/bin/curl".into(),
+                argv(&["curl", "-s", "http://10.0.0.1/"]),
+            );
+            let e = Arc::new(e);
+            buffers.push(e.clone());
+            events.push(e);
+        }
+        let info = snaps.freeze(Scope::Host, "t", 20_000, &buffers, 0).unwrap();
+        let procs = ProcessTable::default();
+        let en = Enrich {
+            containers: None,
+            ancestry_depth: 2,
+        };
+        assert_eq!(snaps.close(30_000, &procs, &en, false).unwrap(), [info.id]);
+        snaps.committer().drain(std::time::Duration::from_secs(10));
+        let stored = snaps.store().get(info.id).unwrap().expect("committed");
+        let want: Vec<pb::Event> = events
+            .iter()
+            .map(|e| {
+                let depth = if kept_first(e.kind()) { 2 } else { 0 };
+                event_to_pb(
+                    e,
+                    &Enrich {
+                        containers: None,
+                        ancestry_depth: depth,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(stored.events, want);
+        assert_eq!(
+            stored.events[1].ancestry.len(),
+            2,
+            "a listen with two ancestors"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -423,6 +423,8 @@ fn execute(store: &Store, job: &mut Job) -> Result<(), StoreError> {
             tracing::info!(
                 id,
                 events,
+                bytes = snap.bytes.len(),
+                uncompressed = snap.raw_bytes,
                 ms = t.elapsed().as_millis() as u64,
                 "snapshot committed"
             );

@@ -8,8 +8,9 @@
 //! health. Imports: the foundation only. It sits below analysis and the
 //! recorder because both write into it while they run.
 //!
-//! Snapshots: one protobuf-encoded `fdr.v1.Snapshot` per id, each committed
-//! in its own transaction with its summary (`fdr.v1.SnapshotInfo`) in an
+//! Snapshots: one per id, interned and compressed ([`compact`]; those of
+//! earlier versions, plain `fdr.v1.Snapshot` messages, read as before),
+//! each committed in its own transaction with its summary (`fdr.v1.SnapshotInfo`) in an
 //! index table, so that listing and retention never decode a snapshot.
 //! Retention by count and bytes evicts snapshots frozen for no incident
 //! first, oldest first; incident evidence goes last.
@@ -28,6 +29,7 @@
 //! it is used; freezing itself never does I/O.
 
 pub mod commit;
+pub mod compact;
 
 use std::{
     panic::AssertUnwindSafe,
@@ -87,7 +89,10 @@ pub enum StoreError {
     #[error("snapshot database: {0}")]
     Db(String),
     #[error("snapshot {id} is corrupt: {source}")]
-    Decode { id: u64, source: prost::DecodeError },
+    Decode {
+        id: u64,
+        source: compact::FormatError,
+    },
     #[error("reading {what} from the database failed (is the file corrupt?): {detail}")]
     Corrupt { what: String, detail: String },
     #[error("the database is not open (storage failing: {0}); retrying")]
@@ -141,59 +146,7 @@ struct Lease {
     reserved: AtomicU64,
 }
 
-/// A snapshot encoded as stored (an `fdr.v1.Snapshot`), with its summary.
-/// Built event by event ([`Encoded::push_event`] & co.), so that encoding a
-/// large snapshot never holds all its events as messages at once.
-#[derive(Debug, Default)]
-pub struct Encoded {
-    pub info: pb::SnapshotInfo,
-    pub bytes: Vec<u8>,
-    pub events: usize,
-}
-
-impl Encoded {
-    /// An empty snapshot, room for about `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> Self {
-        Encoded {
-            bytes: Vec::with_capacity(capacity),
-            ..Default::default()
-        }
-    }
-
-    pub fn push_event(&mut self, ev: &pb::Event) {
-        prost::encoding::message::encode(2, ev, &mut self.bytes);
-        self.events += 1;
-    }
-
-    pub fn push_process(&mut self, p: &pb::Process) {
-        prost::encoding::message::encode(3, p, &mut self.bytes);
-    }
-
-    pub fn push_listening(&mut self, l: &pb::ListeningSocket) {
-        prost::encoding::message::encode(4, l, &mut self.bytes);
-    }
-
-    pub fn push_gap(&mut self, g: &pb::Gap) {
-        prost::encoding::message::encode(5, g, &mut self.bytes);
-    }
-
-    /// Adds the summary (last: fields may come in any order).
-    pub fn finish(mut self, info: pb::SnapshotInfo) -> Self {
-        prost::encoding::message::encode(1, &info, &mut self.bytes);
-        self.info = info;
-        self
-    }
-}
-
-impl From<&pb::Snapshot> for Encoded {
-    fn from(snap: &pb::Snapshot) -> Self {
-        Encoded {
-            info: snap.info.clone().unwrap_or_default(),
-            bytes: snap.encode_to_vec(),
-            events: snap.events.len(),
-        }
-    }
-}
+pub use compact::{Encoded, Writer};
 
 pub struct Store {
     path: PathBuf,
@@ -539,7 +492,10 @@ impl Store {
             for r in index.iter().map_err(db_err)? {
                 let (k, v) = r.map_err(db_err)?;
                 match decode_info(k.value(), v.value()) {
-                    Ok(i) => entries.push((i.incident != 0, i.id, i.bytes)),
+                    // Kept while any incident refers to it: evicted last.
+                    Ok(i) => {
+                        entries.push((i.incident != 0 || !i.incidents.is_empty(), i.id, i.bytes))
+                    }
                     // An unreadable summary goes first.
                     Err(err) => {
                         tracing::warn!(%err, "unreadable snapshot summary");
@@ -591,7 +547,7 @@ impl Store {
         let Some(bytes) = bytes else {
             return Ok(None);
         };
-        pb::Snapshot::decode(bytes.as_slice())
+        compact::decode(&bytes)
             .map(Some)
             .map_err(|source| StoreError::Decode { id, source })
     }
@@ -810,7 +766,7 @@ fn store_orphans(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
             info: Some(info.clone()),
             ..Default::default()
         };
-        let enc = snap.encode_to_vec();
+        let enc = Encoded::from(&snap).bytes;
         info.bytes = enc.len() as u64;
         t.insert(id, enc.as_slice()).map_err(db_err)?;
         index
@@ -830,7 +786,10 @@ pub(crate) fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 fn decode_info(id: u64, bytes: &[u8]) -> Result<pb::SnapshotInfo, StoreError> {
-    pb::SnapshotInfo::decode(bytes).map_err(|source| StoreError::Decode { id, source })
+    pb::SnapshotInfo::decode(bytes).map_err(|source| StoreError::Decode {
+        id,
+        source: source.into(),
+    })
 }
 
 /// Rebuilds the index from the snapshots themselves (a store written
@@ -853,7 +812,7 @@ fn rebuild_index(
         let (k, v) = r.map_err(db_err)?;
         let id = k.value();
         let snap =
-            pb::Snapshot::decode(v.value()).map_err(|source| StoreError::Decode { id, source })?;
+            compact::decode(v.value()).map_err(|source| StoreError::Decode { id, source })?;
         let mut info = snap.info.unwrap_or_default();
         info.id = id;
         info.bytes = v.value().len() as u64;

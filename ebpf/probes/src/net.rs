@@ -54,7 +54,13 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
         if connect && rc < 0 && rc != -EINPROGRESS {
             user_addr = a.args[1];
         }
-        (kind, a.args[0] as i32 as i64, a.args[1] as u32)
+        // listen(fd, backlog); for bind and connect args[1] is the address.
+        let backlog = if kind == EventKind::NetListen {
+            a.args[1] as u32
+        } else {
+            0
+        };
+        (kind, a.args[0] as i32 as i64, backlog)
     };
     if !enabled(kind as u16) {
         return 0;
