@@ -151,7 +151,10 @@ async fn useradd_under_a_terminal_is_interactive_and_a_backdoor_account_incident
     let deadline = std::time::Instant::now() + fdr_tests::DEADLINE;
     let inc = loop {
         let inc = client
-            .get_incident(pb::GetIncidentRequest { serial: x.incident })
+            .get_incident(pb::GetIncidentRequest {
+                serial: x.incident,
+                ..Default::default()
+            })
             .await
             .expect("GetIncident")
             .into_inner();
