@@ -389,4 +389,140 @@ mod tests {
         let back = incident_from_pb(&incident_to_pb(&i)).expect("decodes");
         assert_eq!(back, i);
     }
+
+    fn incident_with(audits: u64) -> Incident {
+        let mut inc = crate::analysis::incidents::Incidents::new(1, u64::MAX, 100_000);
+        let r = inc.raise(&Scope::Host, IncidentType::BackdoorListener, 9);
+        let mut last = None;
+        for n in 0..audits {
+            let ev = crate::event::test_support::event(
+                n + 1,
+                7,
+                crate::event::Detail::Exit { status: 0 },
+            );
+            let draft = AuditDraft {
+                section: "listen",
+                rule: "model".into(),
+                severity: Severity::High,
+                message: format!("new listen {n}"),
+                item: "x".repeat(1000),
+                incident: IncidentType::BackdoorListener,
+            };
+            last = Some(
+                inc.add(
+                    r.serial,
+                    AuditEntry::new(n, draft, &ev, 4),
+                    &ev,
+                    &Arc::from("exe:/bin/t"),
+                    None,
+                )
+                .clone(),
+            );
+        }
+        last.expect("audits")
+    }
+
+    #[test]
+    fn audit_pages_follow_each_other_within_count_and_bytes() {
+        let i = incident_with(50);
+        // By count: 20, 20, 10, each once, in order.
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let p = incident_page_pb(
+                &i,
+                AuditPage {
+                    offset,
+                    limit: 20,
+                    max_bytes: usize::MAX,
+                },
+            );
+            assert_eq!(p.audits_offset, offset as u64);
+            assert_eq!((p.audits_kept, p.audit_count), (50, 50));
+            seen.extend(p.audits.iter().map(|a| a.event_seq));
+            if p.next_audit_offset == 0 {
+                break;
+            }
+            offset = p.next_audit_offset as usize;
+        }
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        // By bytes: about 1 KB each, 5 KB pages.
+        let p = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 0,
+                limit: 1000,
+                max_bytes: 5000,
+            },
+        );
+        let bytes: usize = p.audits.iter().map(audit_wire_len).sum();
+        assert!(
+            bytes <= 5000 && p.audits.len() >= 4,
+            "{bytes} {}",
+            p.audits.len()
+        );
+        assert_eq!(p.next_audit_offset, p.audits.len() as u64);
+        // One audit over the budget still makes a page.
+        let p = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 49,
+                limit: 10,
+                max_bytes: 10,
+            },
+        );
+        assert_eq!((p.audits.len(), p.next_audit_offset), (1, 0));
+        // Past the end: an empty page.
+        let p = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 80,
+                limit: 10,
+                max_bytes: 10,
+            },
+        );
+        assert!(p.audits.is_empty() && p.next_audit_offset == 0);
+        // The stored form pages the same way.
+        let stored = stored_page_pb(
+            incident_to_pb(&i),
+            AuditPage {
+                offset: 20,
+                limit: 20,
+                max_bytes: usize::MAX,
+            },
+        );
+        let mem = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 20,
+                limit: 20,
+                max_bytes: usize::MAX,
+            },
+        );
+        assert_eq!(stored, mem);
+    }
+
+    #[test]
+    fn an_old_record_with_one_account_lists_it() {
+        let mut p = incident_to_pb(&incident_with(1));
+        p.account = Some(pb::AccountDetail {
+            user: "root".into(),
+            command: vec!["useradd".into(), "x".into()],
+            ..Default::default()
+        });
+        p.accounts.clear();
+        p.account_count = 0;
+        let back = incident_from_pb(&p).expect("decodes");
+        assert_eq!((back.accounts.len(), back.account_count), (1, 1));
+        let page = stored_page_pb(
+            p,
+            AuditPage {
+                offset: 0,
+                limit: 1,
+                max_bytes: usize::MAX,
+            },
+        );
+        assert_eq!(page.accounts.len(), 1);
+        assert_eq!(incident_header_pb(&back).accounts[0].account, "x");
+    }
 }

@@ -489,3 +489,135 @@ pub async fn stream_incidents(
     });
     Ok(ReceiverStream::new(rx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::incidents::{AuditEntry, IncidentType},
+        analysis::model::AuditDraft,
+        attribution::scope::Scope,
+        event::{Detail, Severity},
+    };
+
+    fn add(incs: &mut Incidents, serial: u64, n: u64, severity: Severity) {
+        let ev = crate::event::test_support::event(n + 1, 7, Detail::Exit { status: 0 });
+        let draft = AuditDraft {
+            section: "listen",
+            rule: "model".into(),
+            severity,
+            message: format!("new listen {n}"),
+            item: format!("tcp/{n}"),
+            incident: IncidentType::BackdoorListener,
+        };
+        incs.add(
+            serial,
+            AuditEntry::new(n, draft, &ev, 4),
+            &ev,
+            &Arc::from("exe:/bin/t"),
+            None,
+        );
+    }
+
+    fn sent(d: Delta) -> pb::Incident {
+        match d {
+            Delta::Send(p) => p,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Each audit goes out once: the first message has the first page,
+    /// updates the audits added since, in pages; count-only changes are
+    /// paced; severity and snapshot changes go out at once.
+    #[test]
+    fn stream_deltas_send_each_audit_once() {
+        let mut incs = Incidents::new(1, u64::MAX, 10_000);
+        let r = incs.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        add(&mut incs, r.serial, 0, Severity::Low);
+        let mut d = Deltas::new(100);
+        let t0 = std::time::Instant::now();
+        let mut more = false;
+        let first = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+        assert!(!first.update && !more);
+        assert_eq!(first.audits.len(), 1);
+        let mut seen: Vec<u64> = first.audits.iter().map(|a| a.event_seq).collect();
+        assert!(matches!(
+            d.message(incs.get(r.serial).unwrap(), t0, &mut more),
+            Delta::Nothing
+        ));
+        for n in 1..1200 {
+            add(&mut incs, r.serial, n, Severity::Low);
+        }
+        // 1199 new audits: pages of UPDATE_AUDITS.
+        loop {
+            let mut more = false;
+            let p = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+            assert!(p.update);
+            assert!(p.audits.len() <= UPDATE_AUDITS);
+            assert_eq!(p.audits_offset as usize, seen.len());
+            assert!(p.accounts.is_empty());
+            seen.extend(p.audits.iter().map(|a| a.event_seq));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, (0..1200).collect::<Vec<_>>());
+        // Counts only (the record is full): paced.
+        let mut capped = Incidents::new(1, u64::MAX, 2);
+        let r2 = capped.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        add(&mut capped, r2.serial, 0, Severity::Low);
+        add(&mut capped, r2.serial, 1, Severity::Low);
+        let mut d = Deltas::new(100);
+        assert_eq!(
+            sent(d.message(capped.get(r2.serial).unwrap(), t0, &mut more))
+                .audits
+                .len(),
+            2
+        );
+        add(&mut capped, r2.serial, 2, Severity::Low);
+        assert!(matches!(
+            d.message(capped.get(r2.serial).unwrap(), t0, &mut more),
+            Delta::Later
+        ));
+        let later = t0 + COUNT_UPDATE_EVERY;
+        let p = sent(d.message(capped.get(r2.serial).unwrap(), later, &mut more));
+        assert!(p.update && p.audits.is_empty());
+        assert_eq!(p.audit_count, 3);
+        // A severity change goes out at once.
+        add(&mut capped, r2.serial, 3, Severity::Critical);
+        let p = sent(d.message(capped.get(r2.serial).unwrap(), later, &mut more));
+        assert_eq!(p.severity, pb::Severity::Critical as i32);
+        assert_eq!(p.audit_count, 4);
+    }
+
+    /// An incident first sent from the backlog with a first page: later
+    /// updates start after the audits it had then.
+    #[test]
+    fn backlog_first_page_then_only_new_audits() {
+        let mut incs = Incidents::new(1, u64::MAX, 10_000);
+        let r = incs.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        for n in 0..300 {
+            add(&mut incs, r.serial, n, Severity::Low);
+        }
+        let first = crate::analysis::wire::incident_page_pb(
+            incs.get(r.serial).unwrap(),
+            AuditPage {
+                offset: 0,
+                limit: 100,
+                max_bytes: UPDATE_BYTES,
+            },
+        );
+        assert_eq!((first.audits.len(), first.next_audit_offset), (100, 100));
+        let mut d = Deltas::new(100);
+        let t0 = std::time::Instant::now();
+        d.note_first(&first, t0);
+        add(&mut incs, r.serial, 300, Severity::Low);
+        let mut more = false;
+        let p = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+        assert_eq!(p.audits_offset, 300);
+        assert_eq!(
+            p.audits.iter().map(|a| a.event_seq).collect::<Vec<_>>(),
+            vec![300]
+        );
+    }
+}

@@ -485,4 +485,99 @@ mod tests {
         inc.expire(100_000);
         assert!(inc.get(5).is_none());
     }
+
+    #[test]
+    fn account_named_from_the_command() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (
+                &["useradd", "-M", "-s", "/bin/false", "fdrdemo"],
+                Some("fdrdemo"),
+            ),
+            (
+                &[
+                    "/usr/sbin/useradd",
+                    "-m",
+                    "-G",
+                    "sudo",
+                    "--shell",
+                    "/bin/sh",
+                    "bob",
+                ],
+                Some("bob"),
+            ),
+            (&["useradd", "--home-dir=/x", "-r", "svc"], Some("svc")),
+            (&["usermod", "-aG", "sudo", "evil"], Some("evil")),
+            (&["usermod", "-a", "-G", "sudo", "evil"], Some("evil")),
+            (&["userdel", "-r", "old"], Some("old")),
+            (&["groupadd", "-g", "1500", "ops"], Some("ops")),
+            (&["passwd", "-l", "bob"], Some("bob")),
+            (&["passwd"], None),
+            (&["chpasswd"], None),
+            (&["gpasswd", "-a", "bob", "wheel"], Some("wheel")),
+            (&["adduser", "--gecos", "", "alice", "sudo"], Some("alice")),
+            (&["adduser", "alice"], Some("alice")),
+            (
+                &["busybox", "adduser", "-D", "-s", "/bin/sh", "mallory"],
+                Some("mallory"),
+            ),
+            (&["/bin/busybox", "deluser", "mallory"], Some("mallory")),
+            (&["chage", "-M", "90", "--", "-odd"], Some("-odd")),
+            (&["sh", "-c", "echo x >> /etc/passwd"], None),
+            (&[], None),
+        ];
+        for (cmd, want) in cases {
+            let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+            assert_eq!(account_name(&cmd).as_deref(), *want, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn every_account_record_is_kept_up_to_the_cap_and_counted() {
+        let mut inc = Incidents::new(1, u64::MAX, 10);
+        let model: Arc<str> = Arc::from("service:x");
+        let r = inc.raise(&Scope::Host, IncidentType::BackdoorAccount, 1);
+        for n in 0..(MAX_ACCOUNTS as u64 + 5) {
+            let name = format!("user{n}");
+            let detail = Detail::Account(Box::new(AccountDetail {
+                hostname: "h".into(),
+                uid: 0,
+                user: "root".into(),
+                files: vec!["/etc/passwd".into()],
+                command: vec!["useradd".into(), name],
+                interactive: false,
+                first_boot_ns: 0,
+            }));
+            let ev = crate::event::test_support::event(n + 1, 7, detail);
+            let draft = AuditDraft {
+                section: "account",
+                rule: "model".into(),
+                severity: Severity::High,
+                message: "account".into(),
+                item: "x".into(),
+                incident: IncidentType::BackdoorAccount,
+            };
+            inc.add(
+                r.serial,
+                AuditEntry::new(n, draft, &ev, 4),
+                &ev,
+                &model,
+                None,
+            );
+        }
+        let i = inc.get(r.serial).expect("open");
+        assert_eq!(i.account_count, MAX_ACCOUNTS as u64 + 5);
+        assert_eq!(i.accounts.len(), MAX_ACCOUNTS);
+        assert_eq!(i.accounts[0].command[1], "user0");
+        assert_eq!(
+            i.account.as_ref().map(|a| a.command[1].as_str()),
+            Some("user54"),
+            "the latest"
+        );
+        let h = i.header();
+        assert!(h.audits.is_empty());
+        assert_eq!(
+            (h.audit_count, h.accounts.len()),
+            (i.audit_count, MAX_ACCOUNTS)
+        );
+    }
 }
