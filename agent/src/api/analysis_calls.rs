@@ -242,7 +242,7 @@ struct Deltas {
 /// What [`Deltas::message`] decided.
 #[derive(Debug)]
 enum Delta {
-    Send(pb::Incident),
+    Send(Box<pb::Incident>),
     /// Nothing new.
     Nothing,
     /// Only counts moved, and an update went out less than
@@ -288,7 +288,7 @@ impl Deltas {
                 },
             );
             self.note_first(&p, now);
-            return Delta::Send(p);
+            return Delta::Send(Box::new(p));
         };
         let page = AuditPage {
             offset: prev.next_audit,
@@ -325,7 +325,7 @@ impl Deltas {
                 sent_at: now,
             },
         );
-        Delta::Send(p)
+        Delta::Send(Box::new(p))
     }
 
     /// Forgets incidents no longer open once many are remembered.
@@ -456,7 +456,7 @@ pub async fn stream_incidents(
                         };
                         match d {
                             Delta::Send(p) => {
-                                out.push(p);
+                                out.push(*p);
                                 if more {
                                     busy = true;
                                 } else {
@@ -521,7 +521,7 @@ mod tests {
 
     fn sent(d: Delta) -> pb::Incident {
         match d {
-            Delta::Send(p) => p,
+            Delta::Send(p) => *p,
             other => panic!("expected a message, got {other:?}"),
         }
     }
