@@ -354,14 +354,15 @@ pub async fn stream_incidents(
     tokio::spawn(async move {
         let run = async move {
             let mut deltas = Deltas::new(first);
-            // The backlog, page by page.
+            // The backlog, a few incidents at a time (each stored record
+            // is decoded whole before its first page is cut).
             let mut from = after;
             loop {
                 let page = match list_incidents(
                     &state,
                     &pb::ListIncidentsRequest {
                         after_serial: from,
-                        limit: 100,
+                        limit: 10,
                         audit_limit: first as u32,
                     },
                 )
