@@ -260,6 +260,13 @@ async fn show_json_streamed(
 ) -> Result<()> {
     let serial = first.serial;
     let kept = audits_kept(&first);
+    // What the timeline needs: its snapshot and the first audit's time.
+    let head = pb::Incident {
+        serial,
+        snapshot_id: first.snapshot_id,
+        first: first.first,
+        ..Default::default()
+    };
     io(open_object(out, &incident_head_json(&first)))?;
     io(out.write_all(b",\"audits\":["))?;
     let mut shown = 0usize;
@@ -289,8 +296,6 @@ async fn show_json_streamed(
         "],\"audits_more\":{},\"timeline\":",
         kept.saturating_sub(shown as u64)
     ))?;
-    // The header again, for the timeline (its first time, snapshot).
-    let head = audit_page(client, serial, 0, 1).await?;
     let mut first_event = true;
     let mut started = false;
     let t = {
