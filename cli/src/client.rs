@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use fdr_proto::{
-    transport::{error_chain, unix_channel},
+    transport::{error_chain, unix_channel, MAX_MESSAGE_BYTES},
     v1::flight_recorder_client::FlightRecorderClient,
 };
 use tonic::{
@@ -148,10 +148,7 @@ pub async fn connect(target: &Target) -> Result<Client, ClientError> {
                         .map_err(|_| ClientError::BadToken("not ASCII".into()))
                 })
                 .transpose()?;
-            Ok(FlightRecorderClient::with_interceptor(
-                channel,
-                Token(token),
-            ))
+            Ok(client(channel, Token(token)))
         }
     }
 }
@@ -178,5 +175,13 @@ pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client
     let channel = unix_channel(path, endpoint)
         .await
         .map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(FlightRecorderClient::with_interceptor(channel, Token(None)))
+    Ok(client(channel, Token(None)))
+}
+
+/// A client over `channel` with the message size limit the agent has
+/// ([`MAX_MESSAGE_BYTES`]) both ways.
+fn client(channel: Channel, token: Token) -> Client {
+    FlightRecorderClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

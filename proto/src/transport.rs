@@ -6,6 +6,12 @@ use std::path::Path;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
+/// The largest gRPC message either side accepts or sends (`fdr.v1`), set
+/// explicitly on the agent's servers and on clients: 4 times tonic's
+/// default. Responses that can grow are paged well below it (about 4 MiB
+/// a page), so the margin is for one oversized item, never a normal page.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
 /// A gRPC channel to a unix socket (the agent's, a container runtime's).
 /// The endpoint's URI is required but unused: the connector dials the
 /// socket.

@@ -151,7 +151,10 @@ async fn useradd_under_a_terminal_is_interactive_and_a_backdoor_account_incident
     let deadline = std::time::Instant::now() + fdr_tests::DEADLINE;
     let inc = loop {
         let inc = client
-            .get_incident(pb::GetIncidentRequest { serial: x.incident })
+            .get_incident(pb::GetIncidentRequest {
+                serial: x.incident,
+                ..Default::default()
+            })
             .await
             .expect("GetIncident")
             .into_inner();
@@ -178,6 +181,12 @@ async fn useradd_under_a_terminal_is_interactive_and_a_backdoor_account_incident
         rec.files
     );
     assert!(rec.command.iter().any(|c| c == &user));
+    // Every record is listed, naming the account it created.
+    assert!(
+        inc.accounts.iter().any(|a| a.account == user),
+        "{:?}",
+        inc.accounts
+    );
     assert!(inc.snapshot_id > 0);
     assert!(
         inc.summary.starts_with("backdoor-account on host"),

@@ -443,6 +443,7 @@ async fn the_recorder_holds_up_under_a_flood() {
             .list_incidents(pb::ListIncidentsRequest {
                 after_serial: 0,
                 limit: 100,
+                ..Default::default()
             })
             .await
             .expect("ListIncidents")

@@ -151,6 +151,7 @@ async fn incidents(socket: &std::path::Path, after: u64, limit: u32) -> pb::List
     c.list_incidents(pb::ListIncidentsRequest {
         after_serial: after,
         limit,
+        ..Default::default()
     })
     .await
     .expect("ListIncidents")
@@ -420,6 +421,7 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
     let mut stream = client
         .stream_incidents(pb::StreamIncidentsRequest {
             after_serial: max_serial,
+            ..Default::default()
         })
         .await
         .expect("StreamIncidents")

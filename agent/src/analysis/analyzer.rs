@@ -523,9 +523,10 @@ impl Analyzer {
         } else {
             self.dirty.insert(inc.serial);
         }
-        // Copied only for listeners (an incident holds its audits).
+        // Announced to listeners without its audits: each stream reads the
+        // ones it has not sent from the record.
         if state.incident_live.receiver_count() > 0 {
-            let _ = state.incident_live.send(Arc::new(inc.clone()));
+            let _ = state.incident_live.send(Arc::new(inc.header()));
         }
         raised.serial
     }
@@ -534,7 +535,7 @@ impl Analyzer {
     pub fn snapshot_frozen(&mut self, state: &Shared<'_>, serial: u64, snapshot_id: u64) {
         let inc = lock(state.incidents)
             .set_snapshot(serial, snapshot_id)
-            .cloned();
+            .map(Incident::header);
         if let Some(inc) = inc {
             self.dirty.insert(serial);
             let _ = state.incident_live.send(Arc::new(inc));

@@ -83,7 +83,7 @@ pub fn model_from_pb(p: &pb::Model) -> Model {
     )
 }
 
-fn audit_to_pb(a: &AuditEntry) -> pb::Audit {
+pub fn audit_to_pb(a: &AuditEntry) -> pb::Audit {
     let p = &a.process;
     pb::Audit {
         event_seq: a.event_seq,
@@ -115,7 +115,18 @@ fn audit_to_pb(a: &AuditEntry) -> pb::Audit {
     }
 }
 
-pub fn incident_to_pb(i: &Incident) -> pb::Incident {
+/// An account record as an incident lists it: with the account it
+/// created or changed, from the command.
+fn incident_account_pb(a: &AccountDetail) -> pb::AccountDetail {
+    pb::AccountDetail {
+        account: crate::analysis::incidents::account_name(&a.command).unwrap_or_default(),
+        ..account_to_pb(a, None)
+    }
+}
+
+/// An incident without its audits (`audits_kept` says how many the record
+/// holds).
+pub fn incident_header_pb(i: &Incident) -> pb::Incident {
     pb::Incident {
         serial: i.serial,
         r#type: i.kind.name().to_owned(),
@@ -134,12 +145,97 @@ pub fn incident_to_pb(i: &Incident) -> pb::Incident {
         model: i.model.to_string(),
         first: Some(timestamp(i.first_ns)),
         last: Some(timestamp(i.last_ns)),
-        audits: i.audits.iter().map(audit_to_pb).collect(),
+        audits: Vec::new(),
         audit_count: i.audit_count,
         snapshot_id: i.snapshot_id,
         summary: i.summary.clone(),
-        account: i.account.as_ref().map(|a| account_to_pb(a, None)),
+        account: i.account.as_ref().map(incident_account_pb),
+        audits_offset: 0,
+        audits_kept: i.audits.len() as u64,
+        next_audit_offset: 0,
+        update: false,
+        accounts: i.accounts.iter().map(incident_account_pb).collect(),
+        account_count: i.account_count,
     }
+}
+
+/// The whole incident, every kept audit included: its stored form.
+pub fn incident_to_pb(i: &Incident) -> pb::Incident {
+    pb::Incident {
+        audits: i.audits.iter().map(audit_to_pb).collect(),
+        ..incident_header_pb(i)
+    }
+}
+
+/// Bytes an audit adds to an `Incident` message.
+pub fn audit_wire_len(a: &pb::Audit) -> usize {
+    use prost::Message;
+    let n = a.encoded_len();
+    1 + prost::encoding::encoded_len_varint(n as u64) + n
+}
+
+/// Which audits a page holds: from `offset`, at most `limit` and about
+/// `max_bytes` of them (at least one when any is left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPage {
+    pub offset: usize,
+    pub limit: usize,
+    pub max_bytes: usize,
+}
+
+impl AuditPage {
+    /// The page of `audits` (the record's, in order), and where the next
+    /// starts (0: none). `convert` is called only for audits in the page.
+    fn cut<T>(&self, audits: &[T], convert: impl Fn(&T) -> pb::Audit) -> (Vec<pb::Audit>, u64) {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let start = self.offset.min(audits.len());
+        for (n, a) in audits[start..].iter().enumerate() {
+            if out.len() >= self.limit {
+                return (out, (start + n) as u64);
+            }
+            let pb = convert(a);
+            let size = audit_wire_len(&pb);
+            if !out.is_empty() && bytes + size > self.max_bytes {
+                return (out, (start + n) as u64);
+            }
+            bytes += size;
+            out.push(pb);
+        }
+        (out, 0)
+    }
+}
+
+/// An incident with one page of its audits, converted from memory (only
+/// the page's audits are).
+pub fn incident_page_pb(i: &Incident, page: AuditPage) -> pb::Incident {
+    let (audits, next) = page.cut(&i.audits, audit_to_pb);
+    pb::Incident {
+        audits,
+        audits_offset: page.offset.min(i.audits.len()) as u64,
+        next_audit_offset: next,
+        ..incident_header_pb(i)
+    }
+}
+
+/// A stored incident (all its kept audits) cut to one page of them.
+pub fn stored_page_pb(mut p: pb::Incident, page: AuditPage) -> pb::Incident {
+    let all = std::mem::take(&mut p.audits);
+    // Records stored before `audits_kept` existed hold every kept audit.
+    p.audits_kept = all.len() as u64;
+    let (audits, next) = page.cut(&all, |a| {
+        // Moved would be cheaper; a page is small next to the record.
+        a.clone()
+    });
+    p.audits = audits;
+    p.audits_offset = page.offset.min(all.len()) as u64;
+    p.next_audit_offset = next;
+    if p.accounts.is_empty() {
+        // Stored before every record was listed: the one it kept.
+        p.accounts.extend(p.account.clone());
+        p.account_count = p.account_count.max(p.accounts.len() as u64);
+    }
+    p
 }
 
 /// Section names as the audit drafts hold them.
@@ -222,16 +318,27 @@ pub fn incident_from_pb(p: &pb::Incident) -> Option<Incident> {
         audit_count: p.audit_count,
         snapshot_id: p.snapshot_id,
         summary: p.summary.clone(),
-        account: p.account.as_ref().map(|a| AccountDetail {
-            hostname: a.hostname.clone(),
-            uid: a.uid,
-            user: a.user.clone(),
-            files: a.files.clone(),
-            command: a.command.clone(),
-            interactive: a.interactive,
-            first_boot_ns: 0,
-        }),
+        account: p.account.as_ref().map(account_from_pb),
+        accounts: if p.accounts.is_empty() {
+            // Stored before every record was listed: the one it kept.
+            p.account.iter().map(account_from_pb).collect()
+        } else {
+            p.accounts.iter().map(account_from_pb).collect()
+        },
+        account_count: p.account_count.max(p.account.is_some() as u64),
     })
+}
+
+fn account_from_pb(a: &pb::AccountDetail) -> AccountDetail {
+    AccountDetail {
+        hostname: a.hostname.clone(),
+        uid: a.uid,
+        user: a.user.clone(),
+        files: a.files.clone(),
+        command: a.command.clone(),
+        interactive: a.interactive,
+        first_boot_ns: 0,
+    }
 }
 
 #[cfg(test)]
@@ -282,5 +389,141 @@ mod tests {
             .clone();
         let back = incident_from_pb(&incident_to_pb(&i)).expect("decodes");
         assert_eq!(back, i);
+    }
+
+    fn incident_with(audits: u64) -> Incident {
+        let mut inc = crate::analysis::incidents::Incidents::new(1, u64::MAX, 100_000);
+        let r = inc.raise(&Scope::Host, IncidentType::BackdoorListener, 9);
+        let mut last = None;
+        for n in 0..audits {
+            let ev = crate::event::test_support::event(
+                n + 1,
+                7,
+                crate::event::Detail::Exit { status: 0 },
+            );
+            let draft = AuditDraft {
+                section: "listen",
+                rule: "model".into(),
+                severity: Severity::High,
+                message: format!("new listen {n}"),
+                item: "x".repeat(1000),
+                incident: IncidentType::BackdoorListener,
+            };
+            last = Some(
+                inc.add(
+                    r.serial,
+                    AuditEntry::new(n, draft, &ev, 4),
+                    &ev,
+                    &Arc::from("exe:/bin/t"),
+                    None,
+                )
+                .clone(),
+            );
+        }
+        last.expect("audits")
+    }
+
+    #[test]
+    fn audit_pages_follow_each_other_within_count_and_bytes() {
+        let i = incident_with(50);
+        // By count: 20, 20, 10, each once, in order.
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let p = incident_page_pb(
+                &i,
+                AuditPage {
+                    offset,
+                    limit: 20,
+                    max_bytes: usize::MAX,
+                },
+            );
+            assert_eq!(p.audits_offset, offset as u64);
+            assert_eq!((p.audits_kept, p.audit_count), (50, 50));
+            seen.extend(p.audits.iter().map(|a| a.event_seq));
+            if p.next_audit_offset == 0 {
+                break;
+            }
+            offset = p.next_audit_offset as usize;
+        }
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        // By bytes: about 1 KB each, 5 KB pages.
+        let p = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 0,
+                limit: 1000,
+                max_bytes: 5000,
+            },
+        );
+        let bytes: usize = p.audits.iter().map(audit_wire_len).sum();
+        assert!(
+            bytes <= 5000 && p.audits.len() >= 4,
+            "{bytes} {}",
+            p.audits.len()
+        );
+        assert_eq!(p.next_audit_offset, p.audits.len() as u64);
+        // One audit over the budget still makes a page.
+        let p = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 49,
+                limit: 10,
+                max_bytes: 10,
+            },
+        );
+        assert_eq!((p.audits.len(), p.next_audit_offset), (1, 0));
+        // Past the end: an empty page.
+        let p = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 80,
+                limit: 10,
+                max_bytes: 10,
+            },
+        );
+        assert!(p.audits.is_empty() && p.next_audit_offset == 0);
+        // The stored form pages the same way.
+        let stored = stored_page_pb(
+            incident_to_pb(&i),
+            AuditPage {
+                offset: 20,
+                limit: 20,
+                max_bytes: usize::MAX,
+            },
+        );
+        let mem = incident_page_pb(
+            &i,
+            AuditPage {
+                offset: 20,
+                limit: 20,
+                max_bytes: usize::MAX,
+            },
+        );
+        assert_eq!(stored, mem);
+    }
+
+    #[test]
+    fn an_old_record_with_one_account_lists_it() {
+        let mut p = incident_to_pb(&incident_with(1));
+        p.account = Some(pb::AccountDetail {
+            user: "root".into(),
+            command: vec!["useradd".into(), "x".into()],
+            ..Default::default()
+        });
+        p.accounts.clear();
+        p.account_count = 0;
+        let back = incident_from_pb(&p).expect("decodes");
+        assert_eq!((back.accounts.len(), back.account_count), (1, 1));
+        let page = stored_page_pb(
+            p,
+            AuditPage {
+                offset: 0,
+                limit: 1,
+                max_bytes: usize::MAX,
+            },
+        );
+        assert_eq!(page.accounts.len(), 1);
+        assert_eq!(incident_header_pb(&back).accounts[0].account, "x");
     }
 }

@@ -1,16 +1,24 @@
 //! The model and incident calls of `fdr.v1.FlightRecorder`.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use fdr_proto::v1 as pb;
-use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
+use prost::Message;
+use tokio::sync::{
+    broadcast::error::{RecvError, TryRecvError},
+    mpsc, watch,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::{blocking, store_status};
+use super::{blocking, query::MAX_PAGE_BYTES, store_status};
 use crate::{
+    analysis::incidents::{Incident, Incidents},
     analysis::persist::incidents as persist,
-    analysis::wire::{incident_to_pb, model_to_pb},
+    analysis::wire::{incident_page_pb, model_to_pb, stored_page_pb, AuditPage},
     api::state::{lock, State},
 };
 
@@ -90,9 +98,32 @@ pub fn relearn_model(
     Ok(pb::RelearnModelResponse { keys: done })
 }
 
+/// Audits per incident in a `ListIncidents` answer and in a stream's first
+/// message for an incident, unless asked otherwise; and at most.
+pub const FIRST_AUDITS: usize = 100;
+pub const MAX_FIRST_AUDITS: usize = 1_000;
+/// Audits in one `GetIncident` page at most.
+pub const MAX_PAGE_AUDITS: usize = 10_000;
+/// Audits in one stream update at most (more follow in the next message),
+/// and their bytes.
+const UPDATE_AUDITS: usize = 500;
+const UPDATE_BYTES: usize = 1024 * 1024;
+/// A stream update that only moves counts and the last time is sent at
+/// most this often per incident.
+const COUNT_UPDATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn first_audits(asked: u32) -> usize {
+    match asked {
+        0 => FIRST_AUDITS,
+        n => (n as usize).min(MAX_FIRST_AUDITS),
+    }
+}
+
 /// Incidents above `after_serial`, from the store (read on the blocking
 /// pool), with the open ones as they are in memory now (an incident just
 /// opened may still wait for the committer: it is added from memory).
+/// Each holds its first `audit_limit` audits; the answer stops at about
+/// [`MAX_PAGE_BYTES`] (at least one incident).
 pub async fn list_incidents(
     state: &Arc<State>,
     req: &pb::ListIncidentsRequest,
@@ -102,16 +133,29 @@ pub async fn list_incidents(
     } else {
         req.limit as usize
     };
+    let first = AuditPage {
+        offset: 0,
+        limit: first_audits(req.audit_limit),
+        max_bytes: MAX_PAGE_BYTES / 4,
+    };
     let after = req.after_serial;
     let st = state.clone();
-    let mut incidents =
-        blocking(move || persist::after(&st.store, after, limit).map_err(store_status)).await?;
+    let mut incidents = blocking(move || {
+        persist::after(&st.store, after, limit)
+            .map(|list| {
+                list.into_iter()
+                    .map(|i| stored_page_pb(i, first))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(store_status)
+    })
+    .await?;
     // Open incidents change in memory first: show them as they are now.
     {
         let open = lock(&state.incidents);
         for i in &mut incidents {
             if let Some(cur) = open.get(i.serial) {
-                *i = incident_to_pb(cur);
+                *i = incident_page_pb(cur, first);
             }
         }
         // Open ones not stored yet (queued while the disk is slow or full).
@@ -120,12 +164,24 @@ pub async fn list_incidents(
         let last = incidents.last().map_or(u64::MAX, |i| i.serial);
         for cur in open.all() {
             if cur.serial > after && !stored.contains(&cur.serial) && (!full || cur.serial < last) {
-                incidents.push(incident_to_pb(cur));
+                incidents.push(incident_page_pb(cur, first));
             }
         }
     }
     incidents.sort_by_key(|i| i.serial);
     incidents.truncate(limit);
+    // Within the message budget: the client continues from last_serial.
+    let mut bytes = 0;
+    let mut keep = 0;
+    for i in &incidents {
+        let size = i.encoded_len() + 8;
+        if keep > 0 && bytes + size > MAX_PAGE_BYTES {
+            break;
+        }
+        bytes += size;
+        keep += 1;
+    }
+    incidents.truncate(keep);
     let last_serial = incidents.last().map_or(req.after_serial, |i| i.serial);
     Ok(pb::ListIncidentsResponse {
         incidents,
@@ -133,70 +189,297 @@ pub async fn list_incidents(
     })
 }
 
+/// One incident with a page of its audits.
 pub async fn get_incident(
     state: &Arc<State>,
     req: &pb::GetIncidentRequest,
 ) -> Result<pb::Incident, Status> {
+    let page = AuditPage {
+        offset: usize::try_from(req.audit_offset).unwrap_or(usize::MAX),
+        limit: match req.audit_limit {
+            0 => MAX_PAGE_AUDITS,
+            n => (n as usize).min(MAX_PAGE_AUDITS),
+        },
+        max_bytes: MAX_PAGE_BYTES,
+    };
     if let Some(cur) = lock(&state.incidents).get(req.serial) {
-        return Ok(incident_to_pb(cur));
+        return Ok(incident_page_pb(cur, page));
     }
     let serial = req.serial;
     let st = state.clone();
-    blocking(move || persist::get(&st.store, serial).map_err(store_status))
-        .await?
-        .ok_or_else(|| Status::not_found(format!("no incident #{serial}")))
+    blocking(move || {
+        persist::get(&st.store, serial)
+            .map(|i| i.map(|i| stored_page_pb(i, page)))
+            .map_err(store_status)
+    })
+    .await?
+    .ok_or_else(|| Status::not_found(format!("no incident #{serial}")))
 }
 
 pub type IncidentStream = ReceiverStream<Result<pb::Incident, Status>>;
 
-/// Stored incidents after `after_serial`, then live openings and updates.
+/// What a stream has sent of one incident.
+#[derive(Debug, Clone)]
+struct Sent {
+    /// The next kept audit to send.
+    next_audit: usize,
+    audit_count: u64,
+    last: Option<prost_types::Timestamp>,
+    severity: i32,
+    snapshot_id: u64,
+    account_count: u64,
+    sent_at: std::time::Instant,
+}
+
+/// One stream's view of the incidents it has sent: turns an incident as
+/// it now stands into the message that carries what changed.
+#[derive(Default)]
+struct Deltas {
+    sent: HashMap<u64, Sent>,
+    first: usize,
+}
+
+/// What [`Deltas::message`] decided.
+#[derive(Debug)]
+enum Delta {
+    Send(Box<pb::Incident>),
+    /// Nothing new.
+    Nothing,
+    /// Only counts moved, and an update went out less than
+    /// [`COUNT_UPDATE_EVERY`] ago: ask again later.
+    Later,
+}
+
+impl Deltas {
+    fn new(first: usize) -> Self {
+        Deltas {
+            sent: HashMap::new(),
+            first,
+        }
+    }
+
+    /// Notes a first message sent (from the backlog).
+    fn note_first(&mut self, p: &pb::Incident, now: std::time::Instant) {
+        self.sent.insert(
+            p.serial,
+            Sent {
+                // What the first page left out is read with GetIncident.
+                next_audit: p.audits_kept as usize,
+                audit_count: p.audit_count,
+                last: p.last,
+                severity: p.severity,
+                snapshot_id: p.snapshot_id,
+                account_count: p.account_count,
+                sent_at: now,
+            },
+        );
+    }
+
+    /// The message for incident `i` as it stands now. `more` is set when
+    /// audits are left for another message.
+    fn message(&mut self, i: &Incident, now: std::time::Instant, more: &mut bool) -> Delta {
+        let Some(prev) = self.sent.get(&i.serial).cloned() else {
+            let p = incident_page_pb(
+                i,
+                AuditPage {
+                    offset: 0,
+                    limit: self.first,
+                    max_bytes: UPDATE_BYTES,
+                },
+            );
+            self.note_first(&p, now);
+            return Delta::Send(Box::new(p));
+        };
+        let page = AuditPage {
+            offset: prev.next_audit,
+            limit: UPDATE_AUDITS,
+            max_bytes: UPDATE_BYTES,
+        };
+        let mut p = incident_page_pb(i, page);
+        let new_audits = !p.audits.is_empty();
+        let accounts = p.account_count != prev.account_count;
+        let marked = p.severity != prev.severity || p.snapshot_id != prev.snapshot_id;
+        let counts = p.audit_count != prev.audit_count || p.last != prev.last;
+        if !new_audits && !accounts && !marked {
+            if !counts {
+                return Delta::Nothing;
+            }
+            if now.duration_since(prev.sent_at) < COUNT_UPDATE_EVERY {
+                return Delta::Later;
+            }
+        }
+        *more = p.next_audit_offset != 0;
+        if !accounts {
+            p.accounts.clear();
+        }
+        p.update = true;
+        self.sent.insert(
+            i.serial,
+            Sent {
+                next_audit: prev.next_audit + p.audits.len(),
+                audit_count: p.audit_count,
+                last: p.last,
+                severity: p.severity,
+                snapshot_id: p.snapshot_id,
+                account_count: p.account_count,
+                sent_at: now,
+            },
+        );
+        Delta::Send(Box::new(p))
+    }
+
+    /// Forgets incidents no longer open once many are remembered.
+    fn trim(&mut self, open: &Incidents) {
+        if self.sent.len() > 4096 {
+            self.sent.retain(|s, _| open.get(*s).is_some());
+        }
+    }
+}
+
+/// Stored incidents after `after_serial` (each with its first page of
+/// audits), then what changes: an incident opened after is sent whole
+/// (its first page), an update carries only what changed since the
+/// previous message for it (see [`Deltas`]).
 pub async fn stream_incidents(
     state: Arc<State>,
     req: &pb::StreamIncidentsRequest,
     mut stop: watch::Receiver<bool>,
 ) -> Result<IncidentStream, Status> {
-    // Subscribe first: an incident opened meanwhile is in one or the other
-    // (or both; duplicates of a serial already sent are skipped).
+    // Subscribe first: an incident changed meanwhile is in one or the
+    // other (or both: the deltas skip what was sent).
     let mut live = state.incident_live.subscribe();
-    let backlog = list_incidents(
-        &state,
-        &pb::ListIncidentsRequest {
-            after_serial: req.after_serial,
-            limit: u32::MAX,
-        },
-    )
-    .await?
-    .incidents;
+    let first = first_audits(req.audit_limit);
     let (tx, rx) = mpsc::channel(64);
     let after = req.after_serial;
     tokio::spawn(async move {
         let run = async move {
-            // What the backlog sent, to skip live copies of the same state.
-            let mut sent = std::collections::HashMap::new();
-            for i in backlog {
-                sent.insert(i.serial, i.clone());
-                if tx.send(Ok(i)).await.is_err() {
-                    return;
+            let mut deltas = Deltas::new(first);
+            // The backlog, a few incidents at a time (each stored record
+            // is decoded whole before its first page is cut).
+            let mut from = after;
+            loop {
+                let page = match list_incidents(
+                    &state,
+                    &pb::ListIncidentsRequest {
+                        after_serial: from,
+                        limit: 10,
+                        audit_limit: first as u32,
+                    },
+                )
+                .await
+                {
+                    Ok(p) => p,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if page.incidents.is_empty() || page.last_serial <= from {
+                    break;
+                }
+                from = page.last_serial;
+                for i in page.incidents {
+                    deltas.note_first(&i, std::time::Instant::now());
+                    if tx.send(Ok(i)).await.is_err() {
+                        return;
+                    }
                 }
             }
+            // Incidents changed and not sent yet, with their latest header
+            // (used when the incident has left memory meanwhile).
+            let mut dirty: BTreeMap<u64, Option<Arc<Incident>>> = BTreeMap::new();
+            let mut busy = false;
             loop {
-                match live.recv().await {
-                    Ok(inc) => {
-                        if inc.serial <= after {
-                            continue;
+                // Wait for a change (or for deferred count updates) unless
+                // audits are left to send.
+                let got = if !busy {
+                    let wait = async {
+                        if dirty.is_empty() {
+                            live.recv().await.map(Some)
+                        } else {
+                            tokio::select! {
+                                r = live.recv() => r.map(Some),
+                                _ = tokio::time::sleep(COUNT_UPDATE_EVERY) => Ok(None),
+                            }
                         }
-                        let pb = incident_to_pb(&inc);
-                        if sent.get(&pb.serial) == Some(&pb) {
-                            continue;
-                        }
-                        if tx.send(Ok(pb)).await.is_err() {
-                            return;
+                    };
+                    wait.await
+                } else {
+                    Ok(None)
+                };
+                let mut lagged = false;
+                match got {
+                    Ok(Some(h)) => {
+                        if h.serial > after {
+                            dirty.insert(h.serial, Some(h));
                         }
                     }
+                    Ok(None) => {}
                     Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "incident stream client too slow");
+                        tracing::debug!(skipped = n, "incident stream: resynchronising");
+                        lagged = true;
                     }
                     Err(RecvError::Closed) => return,
+                }
+                // Everything pending now, in one pass.
+                for _ in 0..4096 {
+                    match live.try_recv() {
+                        Ok(h) if h.serial > after => {
+                            dirty.insert(h.serial, Some(h));
+                        }
+                        Ok(_) => {}
+                        Err(TryRecvError::Lagged(_)) => lagged = true,
+                        Err(_) => break,
+                    }
+                }
+                let now = std::time::Instant::now();
+                let mut out = Vec::new();
+                busy = false;
+                {
+                    let open = lock(&state.incidents);
+                    if lagged {
+                        // Notices were lost: every open incident is looked at.
+                        for i in open.all().filter(|i| i.serial > after) {
+                            dirty.entry(i.serial).or_insert(None);
+                        }
+                    }
+                    let serials: Vec<u64> = dirty.keys().copied().collect();
+                    for serial in serials {
+                        let mut more = false;
+                        let d = match open.get(serial) {
+                            Some(i) => deltas.message(i, now, &mut more),
+                            None => match dirty.get(&serial).cloned().flatten() {
+                                // Gone from memory (past its window): its
+                                // header as last announced.
+                                Some(h) => deltas.message(&h, now, &mut more),
+                                None => Delta::Nothing,
+                            },
+                        };
+                        match d {
+                            Delta::Send(p) => {
+                                out.push(*p);
+                                if more {
+                                    busy = true;
+                                } else {
+                                    dirty.remove(&serial);
+                                }
+                            }
+                            Delta::Nothing => {
+                                dirty.remove(&serial);
+                            }
+                            Delta::Later => {}
+                        }
+                        if out.len() >= 64 {
+                            busy = true;
+                            break;
+                        }
+                    }
+                    deltas.trim(&open);
+                }
+                for p in out {
+                    if tx.send(Ok(p)).await.is_err() {
+                        return;
+                    }
                 }
             }
         };
@@ -206,4 +489,136 @@ pub async fn stream_incidents(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::incidents::{AuditEntry, IncidentType},
+        analysis::model::AuditDraft,
+        attribution::scope::Scope,
+        event::{Detail, Severity},
+    };
+
+    fn add(incs: &mut Incidents, serial: u64, n: u64, severity: Severity) {
+        let ev = crate::event::test_support::event(n + 1, 7, Detail::Exit { status: 0 });
+        let draft = AuditDraft {
+            section: "listen",
+            rule: "model".into(),
+            severity,
+            message: format!("new listen {n}"),
+            item: format!("tcp/{n}"),
+            incident: IncidentType::BackdoorListener,
+        };
+        incs.add(
+            serial,
+            AuditEntry::new(n, draft, &ev, 4),
+            &ev,
+            &Arc::from("exe:/bin/t"),
+            None,
+        );
+    }
+
+    fn sent(d: Delta) -> pb::Incident {
+        match d {
+            Delta::Send(p) => *p,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Each audit goes out once: the first message has the first page,
+    /// updates the audits added since, in pages; count-only changes are
+    /// paced; severity and snapshot changes go out at once.
+    #[test]
+    fn stream_deltas_send_each_audit_once() {
+        let mut incs = Incidents::new(1, u64::MAX, 10_000);
+        let r = incs.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        add(&mut incs, r.serial, 0, Severity::Low);
+        let mut d = Deltas::new(100);
+        let t0 = std::time::Instant::now();
+        let mut more = false;
+        let first = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+        assert!(!first.update && !more);
+        assert_eq!(first.audits.len(), 1);
+        let mut seen: Vec<u64> = first.audits.iter().map(|a| a.event_seq).collect();
+        assert!(matches!(
+            d.message(incs.get(r.serial).unwrap(), t0, &mut more),
+            Delta::Nothing
+        ));
+        for n in 1..1200 {
+            add(&mut incs, r.serial, n, Severity::Low);
+        }
+        // 1199 new audits: pages of UPDATE_AUDITS.
+        loop {
+            let mut more = false;
+            let p = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+            assert!(p.update);
+            assert!(p.audits.len() <= UPDATE_AUDITS);
+            assert_eq!(p.audits_offset as usize, seen.len());
+            assert!(p.accounts.is_empty());
+            seen.extend(p.audits.iter().map(|a| a.event_seq));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, (0..1200).collect::<Vec<_>>());
+        // Counts only (the record is full): paced.
+        let mut capped = Incidents::new(1, u64::MAX, 2);
+        let r2 = capped.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        add(&mut capped, r2.serial, 0, Severity::Low);
+        add(&mut capped, r2.serial, 1, Severity::Low);
+        let mut d = Deltas::new(100);
+        assert_eq!(
+            sent(d.message(capped.get(r2.serial).unwrap(), t0, &mut more))
+                .audits
+                .len(),
+            2
+        );
+        add(&mut capped, r2.serial, 2, Severity::Low);
+        assert!(matches!(
+            d.message(capped.get(r2.serial).unwrap(), t0, &mut more),
+            Delta::Later
+        ));
+        let later = t0 + COUNT_UPDATE_EVERY;
+        let p = sent(d.message(capped.get(r2.serial).unwrap(), later, &mut more));
+        assert!(p.update && p.audits.is_empty());
+        assert_eq!(p.audit_count, 3);
+        // A severity change goes out at once.
+        add(&mut capped, r2.serial, 3, Severity::Critical);
+        let p = sent(d.message(capped.get(r2.serial).unwrap(), later, &mut more));
+        assert_eq!(p.severity, pb::Severity::Critical as i32);
+        assert_eq!(p.audit_count, 4);
+    }
+
+    /// An incident first sent from the backlog with a first page: later
+    /// updates start after the audits it had then.
+    #[test]
+    fn backlog_first_page_then_only_new_audits() {
+        let mut incs = Incidents::new(1, u64::MAX, 10_000);
+        let r = incs.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        for n in 0..300 {
+            add(&mut incs, r.serial, n, Severity::Low);
+        }
+        let first = crate::analysis::wire::incident_page_pb(
+            incs.get(r.serial).unwrap(),
+            AuditPage {
+                offset: 0,
+                limit: 100,
+                max_bytes: UPDATE_BYTES,
+            },
+        );
+        assert_eq!((first.audits.len(), first.next_audit_offset), (100, 100));
+        let mut d = Deltas::new(100);
+        let t0 = std::time::Instant::now();
+        d.note_first(&first, t0);
+        add(&mut incs, r.serial, 300, Severity::Low);
+        let mut more = false;
+        let p = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+        assert_eq!(p.audits_offset, 300);
+        assert_eq!(
+            p.audits.iter().map(|a| a.event_seq).collect::<Vec<_>>(),
+            vec![300]
+        );
+    }
 }

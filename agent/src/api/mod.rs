@@ -405,6 +405,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| tonic::Status::internal(format!("database read: {e}")))?
 }
 
+/// The service with the message size limit of both sides
+/// ([`fdr_proto::transport::MAX_MESSAGE_BYTES`]), set explicitly.
+pub(crate) fn flight_recorder_server(svc: Service) -> FlightRecorderServer<Service> {
+    use fdr_proto::transport::MAX_MESSAGE_BYTES;
+    FlightRecorderServer::new(svc)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// Serves the API until `stop` becomes `true`; open streams end then too.
 pub async fn serve(
     unix: UnixListener,
@@ -414,7 +423,7 @@ pub async fn serve(
 ) -> Result<(), ApiError> {
     let shutdown = SharedShutdown(stop.clone());
     let unix_server = Server::builder()
-        .add_service(FlightRecorderServer::new(Service::new(
+        .add_service(flight_recorder_server(Service::new(
             state.clone(),
             stop.clone(),
         )))

@@ -3,7 +3,6 @@
 
 use std::{future::Future, net::SocketAddr, path::Path, pin::Pin, sync::Arc, time::Duration};
 
-use fdr_proto::v1::flight_recorder_server::FlightRecorderServer;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
@@ -80,7 +79,7 @@ impl Tcp {
         stop: watch::Receiver<bool>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> ServeFuture {
-        let svc = FlightRecorderServer::new(Service::new(state, stop));
+        let svc = super::flight_recorder_server(Service::new(state, stop));
         let incoming = TcpListenerStream::new(self.listener);
         match self.auth {
             Some(auth) => Box::pin(

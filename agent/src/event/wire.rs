@@ -112,6 +112,8 @@ pub fn account_to_pb(a: &AccountDetail, first_change: Option<u64>) -> pb::Accoun
         command: a.command.clone(),
         interactive: a.interactive,
         first_change: first_change.map(timestamp),
+        // Named where incidents list the record (analysis::incidents).
+        account: String::new(),
     }
 }
 

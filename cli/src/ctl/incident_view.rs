@@ -39,35 +39,67 @@ fn process_json(p: &pb::Process) -> Value {
     })
 }
 
-pub(super) fn incident_json(i: &pb::Incident) -> Value {
-    let audits: Vec<Value> = i
-        .audits
-        .iter()
-        .map(|a| {
-            json!({
-                "event_seq": a.event_seq, "time": time_text(a.time.as_ref()),
-                "section": a.section, "rule": a.rule, "severity": severity_name(a.severity),
-                "message": a.message, "item": a.item,
-                "process": a.process.as_ref().map(process_json),
-                "ancestry": a.ancestry.iter().map(|x| json!({
-                    "pid": x.pid, "uid": x.uid, "exe": x.exe, "argv": x.argv,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+pub(super) fn audit_json(a: &pb::Audit) -> Value {
+    json!({
+        "event_seq": a.event_seq, "time": time_text(a.time.as_ref()),
+        "section": a.section, "rule": a.rule, "severity": severity_name(a.severity),
+        "message": a.message, "item": a.item,
+        "process": a.process.as_ref().map(process_json),
+        "ancestry": a.ancestry.iter().map(|x| json!({
+            "pid": x.pid, "uid": x.uid, "exe": x.exe, "argv": x.argv,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn account_json(a: &pb::AccountDetail) -> Value {
+    json!({
+        "account": a.account, "user": a.user, "uid": a.uid, "files": a.files,
+        "command": a.command, "interactive": a.interactive, "hostname": a.hostname,
+    })
+}
+
+/// The account records an incident lists (records of an agent that kept
+/// only the latest: that one).
+pub(super) fn accounts(i: &pb::Incident) -> &[pb::AccountDetail] {
+    if i.accounts.is_empty() {
+        i.account.as_slice()
+    } else {
+        &i.accounts
+    }
+}
+
+/// Audits kept in the incident's record (pageable), at least those seen.
+pub(super) fn audits_kept(i: &pb::Incident) -> u64 {
+    i.audits_kept
+        .max(i.audits_offset + i.audits.len() as u64)
+        .min(i.audit_count.max(i.audits.len() as u64))
+}
+
+/// The incident's JSON without its audits.
+pub(super) fn incident_head_json(i: &pb::Incident) -> Value {
     json!({
         "serial": i.serial, "type": i.r#type, "severity": severity_name(i.severity),
         "scope": i.scope, "where": incident_where(i),
         "container": i.container.as_ref().map(container_json),
         "hostname": i.hostname, "service": i.service, "model": i.model,
         "first": time_text(i.first.as_ref()), "last": time_text(i.last.as_ref()),
-        "audits": audits, "audit_count": i.audit_count,
+        "audit_count": i.audit_count, "audits_kept": audits_kept(i),
         "snapshot_id": i.snapshot_id, "summary": i.summary,
-        "account": i.account.as_ref().map(|a| json!({
-            "user": a.user, "uid": a.uid, "files": a.files, "command": a.command,
-            "interactive": a.interactive, "hostname": a.hostname,
-        })),
+        "account": i.account.as_ref().map(account_json),
+        "accounts": accounts(i).iter().map(account_json).collect::<Vec<_>>(),
+        "account_count": i.account_count.max(accounts(i).len() as u64),
     })
+}
+
+/// One incident message as JSON: its header, and the audits it carries
+/// (from `audits_offset`; in a stream update, the new ones, with
+/// `"update": true`).
+pub(super) fn incident_json(i: &pb::Incident) -> Value {
+    let mut v = incident_head_json(i);
+    v["audits"] = Value::Array(i.audits.iter().map(audit_json).collect());
+    v["audits_offset"] = json!(i.audits_offset);
+    v["update"] = json!(i.update);
+    v
 }
 
 #[cfg(test)]
@@ -150,7 +182,11 @@ pub(super) mod tests {
                 command: vec!["useradd".into(), "-M".into(), "fdrdemo".into()],
                 interactive: true,
                 first_change: None,
+                account: "fdrdemo".into(),
             }),
+            audits_kept: 2,
+            account_count: 1,
+            ..Default::default()
         }
     }
 }

@@ -31,12 +31,17 @@ pub enum IncidentsCmd {
     /// the snapshot frozen when it opened.
     Show {
         serial: u64,
-        /// One JSON object instead of text.
+        /// Audits shown, and timeline events (around the first audit); a
+        /// line says how many more there are.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// One JSON object instead of text (written as it is read).
         #[arg(long)]
         json: bool,
     },
     /// Incidents after --after, then each one as it opens or is updated,
-    /// until interrupted.
+    /// until interrupted: an update shows what changed (its new audits,
+    /// counts, severity, snapshot).
     Watch {
         /// Only incidents with a serial above this one.
         #[arg(long, default_value_t = 0)]
@@ -65,6 +70,7 @@ pub async fn incidents(
                 let req = pb::ListIncidentsRequest {
                     after_serial: after,
                     limit: page as u32,
+                    ..Default::default()
                 };
                 let resp = client.list_incidents(req).await?.into_inner();
                 if std::mem::take(&mut header)
@@ -86,26 +92,63 @@ pub async fn incidents(
                 (after, left) = (resp.last_serial, left - n);
             }
         }
-        IncidentsCmd::Show { serial, json } => {
-            incident_show::show(client, *serial, *json, out).await?;
+        IncidentsCmd::Show {
+            serial,
+            limit,
+            json,
+        } => {
+            incident_show::show(client, *serial, *limit as usize, *json, out).await?;
         }
         IncidentsCmd::Watch { after, json } => {
             let req = pb::StreamIncidentsRequest {
                 after_serial: *after,
+                ..Default::default()
             };
             let mut stream = client.stream_incidents(req).await?.into_inner();
             if !*json && !quiet_pipe(writeln!(out, "{}", incident_header()))? {
                 return Ok(());
             }
             while let Some(i) = stream.message().await? {
-                let line = incident_line(&i, *json);
-                if !quiet_pipe(writeln!(out, "{line}").and_then(|_| out.flush()))? {
+                let text = watch_text(&i, *json);
+                if !quiet_pipe(write!(out, "{text}").and_then(|_| out.flush()))? {
                     return Ok(());
                 }
             }
         }
     }
     Ok(())
+}
+
+/// One `StreamIncidents` message as `incidents watch` prints it: JSON, one
+/// object per message (an update holds only what changed); or the
+/// incident's row (`+` before an update's serial), then one line per audit
+/// the message carries.
+fn watch_text(i: &pb::Incident, json: bool) -> String {
+    if json {
+        return incident_line(i, true) + "\n";
+    }
+    let row = incident_row(i);
+    let mut s = if i.update {
+        format!("+{}\n", row.strip_prefix(' ').unwrap_or(&row))
+    } else {
+        row + "\n"
+    };
+    for a in &i.audits {
+        let what = [a.section.as_str(), a.rule.as_str()]
+            .into_iter()
+            .filter(|x| !x.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+        s += &format!(
+            "{:>6}   {} {:<8} {}: {}\n",
+            "",
+            time_text(a.time.as_ref()),
+            severity_name(a.severity),
+            e(&what),
+            e(&a.message)
+        );
+    }
+    s
 }
 
 fn incident_header() -> String {
@@ -189,5 +232,28 @@ mod tests {
         assert_eq!(v["account"]["files"][1], "/etc/shadow");
         assert_eq!(v["audits"][0]["process"]["argv"][0], "useradd");
         assert_eq!(v["audits"][1]["time"], "2023-11-14T22:14:25.000Z");
+        assert_eq!(v["accounts"][0]["account"], "fdrdemo");
+        assert_eq!(v["update"], false);
+    }
+
+    #[test]
+    fn watch_prints_an_update_with_its_new_audits_only() {
+        let mut i = backdoor();
+        i.update = true;
+        i.audits.remove(0);
+        i.audits_offset = 1;
+        let text = watch_text(&i, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("+    7 critical "), "{text}");
+        assert!(
+            lines[1].ends_with("high     account: password of fdrdemo set"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(watch_text(&i, true).trim_end()).expect("one JSON object");
+        assert_eq!(json["update"], true);
+        assert_eq!(json["audits_offset"], 1);
+        assert_eq!(json["audits"].as_array().map(Vec::len), Some(1));
     }
 }

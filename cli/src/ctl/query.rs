@@ -33,8 +33,10 @@ pub async fn query(client: &mut Client, args: &QueryArgs, out: &mut impl Write) 
             nanos: d.subsec_nanos() as i32,
         }
     };
+    // Each page printed as it comes: memory is one page, whatever the
+    // query returns.
     let mut cursor = String::new();
-    let mut events = Vec::new();
+    let mut first = true;
     loop {
         let resp = client
             .query_events(pb::QueryEventsRequest {
@@ -48,12 +50,31 @@ pub async fn query(client: &mut Client, args: &QueryArgs, out: &mut impl Write) 
             })
             .await?
             .into_inner();
-        events.extend(resp.events);
-        if resp.next_cursor.is_empty() {
+        let printed = if std::mem::take(&mut first) {
+            print_events(out, resp.events.iter(), args.json)?
+        } else {
+            print_rows(out, &resp.events, args.json)?
+        };
+        if !printed || resp.next_cursor.is_empty() {
             break;
         }
         cursor = resp.next_cursor;
     }
-    print_events(out, events.iter(), args.json)?;
     Ok(())
+}
+
+/// Events of a later page: rows (no header again) or JSON lines. False
+/// when the reader went away.
+fn print_rows(out: &mut impl Write, events: &[pb::Event], json: bool) -> Result<bool> {
+    for ev in events {
+        let line = if json {
+            super::escape::json(&super::event_json(ev))
+        } else {
+            super::table_row(ev)
+        };
+        if !super::quiet_pipe(writeln!(out, "{line}"))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

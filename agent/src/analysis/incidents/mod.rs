@@ -93,7 +93,163 @@ pub struct Incident {
     pub audit_count: u64,
     pub snapshot_id: u64,
     pub summary: String,
+    /// The latest account record.
     pub account: Option<AccountDetail>,
+    /// Every account record, oldest first, up to [`MAX_ACCOUNTS`].
+    pub accounts: Vec<AccountDetail>,
+    /// Account records, kept or not.
+    pub account_count: u64,
+}
+
+/// Account records an incident keeps (all are counted).
+pub const MAX_ACCOUNTS: usize = 50;
+
+impl Incident {
+    /// The incident without its audits: what the live stream announces (the
+    /// stream reads the audits it has not sent from the record).
+    pub fn header(&self) -> Incident {
+        Incident {
+            serial: self.serial,
+            kind: self.kind,
+            severity: self.severity,
+            scope: self.scope.clone(),
+            container: self.container.clone(),
+            service: self.service.clone(),
+            hostname: self.hostname.clone(),
+            model: self.model.clone(),
+            first_ns: self.first_ns,
+            last_ns: self.last_ns,
+            audits: Vec::new(),
+            audit_count: self.audit_count,
+            snapshot_id: self.snapshot_id,
+            summary: self.summary.clone(),
+            account: self.account.clone(),
+            accounts: self.accounts.clone(),
+            account_count: self.account_count,
+        }
+    }
+}
+
+/// Account tools whose first operand is the account (`adduser USER
+/// GROUP` adds a user to a group); for the others it is the last one.
+const FIRST_OPERAND_TOOLS: &[&str] = &["adduser", "deluser", "addgroup", "delgroup"];
+/// Account tools whose last operand is the account (user or group).
+const LAST_OPERAND_TOOLS: &[&str] = &[
+    "useradd",
+    "usermod",
+    "userdel",
+    "groupadd",
+    "groupmod",
+    "groupdel",
+    "gpasswd",
+    "passwd",
+    "chage",
+    "chsh",
+    "chfn",
+    "lusermod",
+    "luseradd",
+    "luserdel",
+    "lgroupadd",
+    "lgroupdel",
+    "lgroupmod",
+    "lpasswd",
+];
+/// Long options of those tools that take a separate value
+/// (`--shell /bin/sh`): the value is not an operand.
+const VALUE_LONG_OPTIONS: &[&str] = &[
+    "--base-dir",
+    "--comment",
+    "--home-dir",
+    "--home",
+    "--expiredate",
+    "--inactive",
+    "--gid",
+    "--groups",
+    "--key",
+    "--password",
+    "--shell",
+    "--uid",
+    "--root",
+    "--prefix",
+    "--selinux-user",
+    "--login",
+    "--ingroup",
+    "--gecos",
+    "--firstuid",
+    "--lastuid",
+    "--mindays",
+    "--maxdays",
+    "--warndays",
+    "--lastday",
+    "--conf",
+    "--add-subuids",
+    "--del-subuids",
+    "--add-subgids",
+    "--del-subgids",
+];
+
+/// The account a tool's command line creates, changes or removes: the
+/// last operand (`useradd -m -s /bin/sh bob` → bob), the first for
+/// Debian's adduser/deluser, through busybox/toybox too. `None` for other
+/// programs (a shell appending to /etc/passwd), or without an operand
+/// (`passwd` changing its caller's password).
+pub fn account_name(command: &[String]) -> Option<String> {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let mut args = command.iter();
+    let mut tool = base(args.next()?);
+    if matches!(tool.as_str(), "busybox" | "toybox") {
+        tool = base(args.next()?);
+    }
+    let first = FIRST_OPERAND_TOOLS.contains(&tool.as_str());
+    if !first && !LAST_OPERAND_TOOLS.contains(&tool.as_str()) {
+        return None;
+    }
+    let mut operands = Vec::new();
+    let mut only_operands = false;
+    while let Some(a) = args.next() {
+        if only_operands || !a.starts_with('-') || a == "-" {
+            operands.push(a);
+        } else if a == "--" {
+            only_operands = true;
+        } else if a.starts_with("--") {
+            if !a.contains('=') && VALUE_LONG_OPTIONS.contains(&a.as_str()) {
+                args.next();
+            }
+        } else if a.len() == 2 && takes_value(&tool, a) {
+            args.next();
+        }
+    }
+    let name = if first {
+        operands.first()
+    } else {
+        operands.last()
+    }?;
+    (!name.is_empty()).then(|| crate::util::clip(name).into_owned())
+}
+
+/// Whether short option `opt` of `tool` takes a separate value (the flags
+/// of one tool are values of another: `useradd -m` vs `passwd -m`).
+fn takes_value(tool: &str, opt: &str) -> bool {
+    match tool {
+        // -m: create home; -M: no home; -r: system account.
+        "useradd" | "luseradd" => !matches!(
+            opt,
+            "-m" | "-M" | "-r" | "-N" | "-U" | "-l" | "-D" | "-o" | "-h"
+        ),
+        // -a: append (with -G); -m: move home; -U/-L: unlock/lock.
+        "usermod" | "lusermod" => !matches!(opt, "-a" | "-m" | "-L" | "-U" | "-o" | "-r"),
+        "userdel" | "luserdel" | "groupdel" | "lgroupdel" => matches!(opt, "-R" | "-P" | "-Z"),
+        "groupadd" | "lgroupadd" => matches!(opt, "-g" | "-K" | "-p" | "-R" | "-P"),
+        "groupmod" | "lgroupmod" => matches!(opt, "-g" | "-n" | "-p" | "-R" | "-P"),
+        // -a USER / -d USER / -M USERS: the operand is the group.
+        "gpasswd" => matches!(opt, "-a" | "-d" | "-M" | "-A" | "-R" | "-Q"),
+        "passwd" | "lpasswd" => matches!(opt, "-n" | "-x" | "-w" | "-i" | "-r" | "-R" | "-P"),
+        "chage" => !matches!(opt, "-l" | "-h"),
+        "chsh" => matches!(opt, "-s" | "-R" | "-P"),
+        "chfn" => matches!(opt, "-f" | "-r" | "-w" | "-h" | "-o" | "-R" | "-P"),
+        // Debian adduser/deluser and busybox's take -s/-h/-g/-G/-u values.
+        _ => matches!(opt, "-s" | "-h" | "-g" | "-G" | "-u" | "-k"),
+    }
 }
 
 /// Open incidents (those that can still be updated) and serials.
@@ -173,6 +329,8 @@ impl Incidents {
             snapshot_id: 0,
             summary: String::new(),
             account: None,
+            accounts: Vec::new(),
+            account_count: 0,
         });
         if container.is_some() {
             inc.container = container;
@@ -184,6 +342,10 @@ impl Incidents {
             let a = (**a).clone();
             if a.interactive {
                 inc.severity = inc.severity.max(Severity::Critical);
+            }
+            inc.account_count += 1;
+            if inc.accounts.len() < MAX_ACCOUNTS {
+                inc.accounts.push(a.clone());
             }
             inc.account = Some(a);
         }
@@ -345,5 +507,100 @@ mod tests {
         );
         inc.expire(100_000);
         assert!(inc.get(5).is_none());
+    }
+
+    #[test]
+    fn account_named_from_the_command() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (
+                &["useradd", "-M", "-s", "/bin/false", "fdrdemo"],
+                Some("fdrdemo"),
+            ),
+            (
+                &[
+                    "/usr/sbin/useradd",
+                    "-m",
+                    "-G",
+                    "sudo",
+                    "--shell",
+                    "/bin/sh",
+                    "bob",
+                ],
+                Some("bob"),
+            ),
+            (&["useradd", "--home-dir=/x", "-r", "svc"], Some("svc")),
+            (&["usermod", "-aG", "sudo", "evil"], Some("evil")),
+            (&["usermod", "-a", "-G", "sudo", "evil"], Some("evil")),
+            (&["userdel", "-r", "old"], Some("old")),
+            (&["groupadd", "-g", "1500", "ops"], Some("ops")),
+            (&["passwd", "-l", "bob"], Some("bob")),
+            (&["passwd"], None),
+            (&["chpasswd"], None),
+            (&["gpasswd", "-a", "bob", "wheel"], Some("wheel")),
+            (&["adduser", "--gecos", "", "alice", "sudo"], Some("alice")),
+            (&["adduser", "alice"], Some("alice")),
+            (
+                &["busybox", "adduser", "-D", "-s", "/bin/sh", "mallory"],
+                Some("mallory"),
+            ),
+            (&["/bin/busybox", "deluser", "mallory"], Some("mallory")),
+            (&["chage", "-M", "90", "--", "-odd"], Some("-odd")),
+            (&["sh", "-c", "echo x >> /etc/passwd"], None),
+            (&[], None),
+        ];
+        for (cmd, want) in cases {
+            let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+            assert_eq!(account_name(&cmd).as_deref(), *want, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn every_account_record_is_kept_up_to_the_cap_and_counted() {
+        let mut inc = Incidents::new(1, u64::MAX, 10);
+        let model: Arc<str> = Arc::from("service:x");
+        let r = inc.raise(&Scope::Host, IncidentType::BackdoorAccount, 1);
+        for n in 0..(MAX_ACCOUNTS as u64 + 5) {
+            let name = format!("user{n}");
+            let detail = Detail::Account(Box::new(AccountDetail {
+                hostname: "h".into(),
+                uid: 0,
+                user: "root".into(),
+                files: vec!["/etc/passwd".into()],
+                command: vec!["useradd".into(), name],
+                interactive: false,
+                first_boot_ns: 0,
+            }));
+            let ev = crate::event::test_support::event(n + 1, 7, detail);
+            let draft = AuditDraft {
+                section: "account",
+                rule: "model".into(),
+                severity: Severity::High,
+                message: "account".into(),
+                item: "x".into(),
+                incident: IncidentType::BackdoorAccount,
+            };
+            inc.add(
+                r.serial,
+                AuditEntry::new(n, draft, &ev, 4),
+                &ev,
+                &model,
+                None,
+            );
+        }
+        let i = inc.get(r.serial).expect("open");
+        assert_eq!(i.account_count, MAX_ACCOUNTS as u64 + 5);
+        assert_eq!(i.accounts.len(), MAX_ACCOUNTS);
+        assert_eq!(i.accounts[0].command[1], "user0");
+        assert_eq!(
+            i.account.as_ref().map(|a| a.command[1].as_str()),
+            Some("user54"),
+            "the latest"
+        );
+        let h = i.header();
+        assert!(h.audits.is_empty());
+        assert_eq!(
+            (h.audit_count, h.accounts.len()),
+            (i.audit_count, MAX_ACCOUNTS)
+        );
     }
 }
