@@ -198,7 +198,10 @@ async fn dropped_binary_in_a_new_containers_first_second_is_flagged_for_its_pod(
         .await
         .expect("connect");
     let served = client
-        .get_incident(pb::GetIncidentRequest { serial: inc.serial })
+        .get_incident(pb::GetIncidentRequest {
+            serial: inc.serial,
+            ..Default::default()
+        })
         .await
         .expect("GetIncident")
         .into_inner();

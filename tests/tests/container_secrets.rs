@@ -274,6 +274,7 @@ async fn a_learned_pod_reading_its_passwd_then_connecting_out_is_data_exfiltrati
             .list_incidents(pb::ListIncidentsRequest {
                 after_serial: 0,
                 limit: 100,
+                ..Default::default()
             })
             .await?
             .into_inner()

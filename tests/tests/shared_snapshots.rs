@@ -32,6 +32,7 @@ async fn list_incidents(socket: &std::path::Path) -> Vec<pb::Incident> {
     c.list_incidents(pb::ListIncidentsRequest {
         after_serial: 0,
         limit: 1000,
+        ..Default::default()
     })
     .await
     .expect("ListIncidents")
