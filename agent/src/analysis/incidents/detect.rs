@@ -217,6 +217,31 @@ impl Detectors {
                     cfg.window_ns,
                 );
             }
+            // Made executable by a network-facing process or its children
+            // (written by one, or chmod'ed by one): a payload staged by a
+            // web shell. Other chmods are not judged (`model::items`).
+            Detail::Binary(b) if b.reason == crate::event::BinaryReason::MadeExecutable => {
+                let Some(marks) = self.scopes.get(&ev.scope) else {
+                    return out;
+                };
+                let facing = std::iter::once(pid)
+                    .chain(ev.image.ancestors(4).map(|a| a.pid))
+                    .chain(b.writer_pid)
+                    .find(|p| marks.network_facing.contains_key(p));
+                if let Some(f) = facing {
+                    out.push(draft(
+                        IncidentType::SuspiciousBinary,
+                        "made-executable-by-network-service",
+                        Severity::High,
+                        format!(
+                            "{} made executable by {} (pid {pid}), below network-facing pid {f}",
+                            b.path,
+                            ev.exe()
+                        ),
+                        b.path.clone(),
+                    ));
+                }
+            }
             Detail::Exit { .. } => {
                 if let Some(m) = self.scopes.get_mut(&ev.scope) {
                     m.dests.remove(&pid);
