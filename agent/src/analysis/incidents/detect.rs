@@ -557,6 +557,47 @@ mod tests {
     }
 
     #[test]
+    fn made_executable_below_a_listener_is_a_suspicious_binary() {
+        let mut d = Detectors::default();
+        let made_exec = |path: &str| {
+            Detail::Binary(Box::new(crate::event::BinaryDetail {
+                path: path.into(),
+                reason: crate::event::BinaryReason::MadeExecutable,
+                writer_pid: Some(61),
+                writer_exe: Some("/bin/sh".into()),
+            }))
+        };
+        let web = Image::root(60, 0, "/usr/sbin/nginx".into(), argv(&["nginx"]));
+        let chmod = Image::child_of(Some(&web), 61, 0, "/bin/chmod".into(), argv(&["chmod"]));
+        // Before the server listens: nothing.
+        assert!(d
+            .observe(
+                &ev(61, 60, chmod.clone(), 1, made_exec("/tmp/x")),
+                false,
+                &CFG
+            )
+            .is_empty());
+        d.observe(
+            &ev(60, 1, web, 2, net(EventKind::NetListen, 80, None)),
+            false,
+            &CFG,
+        );
+        let a = d.observe(&ev(61, 60, chmod, 3, made_exec("/tmp/x")), false, &CFG);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].incident, IncidentType::SuspiciousBinary);
+        assert_eq!(a[0].item, "/tmp/x");
+        // A chmod elsewhere (a build in a work tree): nothing.
+        let dev = Image::root(70, 0, "/bin/chmod".into(), argv(&["chmod"]));
+        assert!(d
+            .observe(
+                &ev(70, 1, dev, 4, made_exec("/home/a/src/run.sh")),
+                false,
+                &CFG
+            )
+            .is_empty());
+    }
+
+    #[test]
     fn connect_then_shell_on_the_socket_is_a_reverse_shell() {
         let mut d = Detectors::default();
         let py = Image::root(40, 0, "/usr/bin/python3".into(), argv(&["python3"]));

@@ -10,7 +10,8 @@
 //!   judged by character classes, not only digits: hex of 12+ with a digit;
 //!   lower, upper and digits mixed (mktemp's alphabet); lower and upper
 //!   only, in 8+ characters with 40% or more upper case and 3+ case changes
-//!   (`timlGZoYGE`, not `XMLHttpRequest`); lower case and digits in 8+
+//!   (`timlGZoYGE`, not `XMLHttpRequest`); hex of 6+ with 3+ letter/digit
+//!   changes (`3a9f2b1`); lower case and digits in 8+
 //!   characters with 3+ letter/digit changes (Python's `1tfmz0fm`, not
 //!   `sha256sum`), or 6+ letters without a vowel;
 //! - a run of three or more digits inside a component, or of two after a
@@ -183,6 +184,14 @@ fn looks_random(s: &str) -> bool {
     if upper > 0 && lower > 0 && digits > 0 {
         return true;
     }
+    let class_changes = b
+        .windows(2)
+        .filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit())
+        .count();
+    if digits > 0 && lower > 0 && class_changes >= 3 && b.iter().all(u8::is_ascii_hexdigit) {
+        // Hex of 6+ mixing letters and digits: a short hash, a nonce.
+        return true;
+    }
     if b.len() < 8 {
         return false;
     }
@@ -194,10 +203,7 @@ fn looks_random(s: &str) -> bool {
         return changes >= 3 && upper * 10 >= b.len() * 4;
     }
     if upper == 0 && lower > 0 {
-        let changes = b
-            .windows(2)
-            .filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit())
-            .count();
+        let changes = class_changes;
         let vowels = b
             .iter()
             .filter(|c| matches!(c, b'a' | b'e' | b'i' | b'o' | b'u' | b'y'))
@@ -282,6 +288,7 @@ mod tests {
         ),
         ("/tmp/go-build1234567890/b001", "/tmp/go-build#/b#"),
         ("/tmp/cache-17", "/tmp/cache-#"),
+        ("/tmp/fdr-test-benign-4242-3a9f2b1/x", "/tmp/fdr-test-benign-#-*/x"),
         (
             "/usr/lib/python3/__pycache__/os.cpython-311.pyc",
             "/usr/lib/python3/__pycache__/os.cpython-#.pyc",
