@@ -217,17 +217,19 @@ impl Detectors {
                     cfg.window_ns,
                 );
             }
-            // Made executable by a network-facing process or its children
-            // (written by one, or chmod'ed by one): a payload staged by a
-            // web shell. Other chmods are not judged (`model::items`).
+            // Made executable below a network-facing process (a web shell's
+            // `chmod +x` of its payload). Not by that process itself: a
+            // runtime that listens (containerd) unpacks executables all day.
+            // Other chmods are not judged (`model::items`).
             Detail::Binary(b) if b.reason == crate::event::BinaryReason::MadeExecutable => {
                 let Some(marks) = self.scopes.get(&ev.scope) else {
                     return out;
                 };
-                let facing = std::iter::once(pid)
-                    .chain(ev.image.ancestors(4).map(|a| a.pid))
-                    .chain(b.writer_pid)
-                    .find(|p| marks.network_facing.contains_key(p));
+                let facing = ev
+                    .image
+                    .ancestors(4)
+                    .map(|a| a.pid)
+                    .find(|p| *p != pid && marks.network_facing.contains_key(p));
                 if let Some(f) = facing {
                     out.push(draft(
                         IncidentType::SuspiciousBinary,
@@ -586,7 +588,12 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].incident, IncidentType::SuspiciousBinary);
         assert_eq!(a[0].item, "/tmp/x");
-        // A chmod elsewhere (a build in a work tree): nothing.
+        // By the network-facing process itself (a runtime unpacking a
+        // layer), or elsewhere (a build in a work tree): nothing.
+        let web2 = Image::root(60, 0, "/usr/sbin/nginx".into(), argv(&["nginx"]));
+        assert!(d
+            .observe(&ev(60, 1, web2, 4, made_exec("/srv/bin/x")), false, &CFG)
+            .is_empty());
         let dev = Image::root(70, 0, "/bin/chmod".into(), argv(&["chmod"]));
         assert!(d
             .observe(

@@ -3,6 +3,8 @@
 //!
 //! - a component of digits only (a pid, a counter) → `*`;
 //! - mktemp's `tmp.XXXXXXXXXX` and Python's `tmpXXXXXXXX` → `tmp*`;
+//! - directly in `/tmp` or `/var/tmp`, Python's bare 8 of `[a-z0-9_]`
+//!   (its probe of the directory, `/tmp/1tfmz0fm`) → `*`;
 //! - a UUID anywhere in a component (`bash_tool_<uuid>`, `pod<uuid>`) → `*`;
 //! - a run of letters and digits that looks random → `*`: the whole
 //!   component or one part of it between separators (`runc.L0Sn0b` →
@@ -10,8 +12,8 @@
 //!   judged by character classes, not only digits: hex of 12+ with a digit;
 //!   lower, upper and digits mixed (mktemp's alphabet); lower and upper
 //!   only, in 8+ characters with 40% or more upper case and 3+ case changes
-//!   (`timlGZoYGE`, not `XMLHttpRequest`); hex of 6+ with 3+ letter/digit
-//!   changes (`3a9f2b1`); lower case and digits in 8+
+//!   (`timlGZoYGE`, not `XMLHttpRequest`); hex of 6+ with 2+ letter/digit
+//!   changes (`3a9f2b1`, `234fbb10`); lower case and digits in 8+
 //!   characters with 3+ letter/digit changes (Python's `1tfmz0fm`, not
 //!   `sha256sum`), or 6+ letters without a vowel;
 //! - a run of three or more digits inside a component, or of two after a
@@ -29,8 +31,15 @@ use std::borrow::Cow;
 pub fn path(p: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut offset = 0;
+    // A direct child of a temporary directory: `/tmp/x`, `/var/tmp/x`.
+    let tmp_child =
+        |i: usize| (i == 2 && p.starts_with("/tmp/")) || (i == 3 && p.starts_with("/var/tmp/"));
     for (i, comp) in p.split('/').enumerate() {
-        let g = component(comp);
+        let g = if tmp_child(i) && is_python_candidate(comp) {
+            Some(Cow::Borrowed("*"))
+        } else {
+            component(comp)
+        };
         match (&mut out, g) {
             (None, None) => {}
             (None, Some(g)) => {
@@ -148,6 +157,16 @@ fn digits(part: &str, sep: u8, prev: &str, out: &mut String) -> bool {
     changed
 }
 
+/// Python tempfile's bare candidate name, 8 of `[a-z0-9_]` (its probe of
+/// the temporary directory, `/tmp/1tfmz0fm`; names with a prefix are
+/// judged like any other): random whatever its letters, so only directly
+/// in a temporary directory.
+fn is_python_candidate(c: &str) -> bool {
+    c.len() == 8
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// mktemp's default `tmp.` + 6 or more letters and digits, or Python
 /// tempfile's `tmp` + 8 of `[a-z0-9_]`.
 fn is_tmp_name(c: &str) -> bool {
@@ -188,7 +207,7 @@ fn looks_random(s: &str) -> bool {
         .windows(2)
         .filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit())
         .count();
-    if digits > 0 && lower > 0 && class_changes >= 3 && b.iter().all(u8::is_ascii_hexdigit) {
+    if digits > 0 && lower > 0 && class_changes >= 2 && b.iter().all(u8::is_ascii_hexdigit) {
         // Hex of 6+ mixing letters and digits: a short hash, a nonce.
         return true;
     }
@@ -237,6 +256,10 @@ mod tests {
         ("/tmp/runc.L0Sn0b/state", "/tmp/runc.*/state"),
         ("/tmp/1tfmz0fm", "/tmp/*"),
         ("/tmp/1tfmz0fm/x.py", "/tmp/*/x.py"),
+        ("/tmp/2813wzp9", "/tmp/*"),
+        ("/tmp/abcdefgh", "/tmp/*"),
+        ("/var/tmp/k_3abcde", "/var/tmp/*"),
+        ("/tmp/fdr-test-benign-b-32049-234fbb10/image.tar", "/tmp/fdr-test-benign-b-#-*/image.tar"),
         (
             "/tmp/bash_tool_123e4567-e89b-12d3-a456-426614174000/out.txt",
             "/tmp/bash_tool_*/out.txt",
@@ -326,6 +349,8 @@ mod tests {
         "/home/bob/.cargo/registry/index",
         "/usr/bin/containerd-shim-runc-v2",
         "/tmp/tmpfiles.d",
+        "/srv/abcdefgh/x",
+        "/tmp/x/python39",
         "/opt/utf8mb4/lib",
         "/etc/nginx/sites-enabled/default",
         "/bin/busybox",
