@@ -69,10 +69,16 @@ pub struct Rule {
     /// Any may match.
     model: Vec<Glob>,
     section: Option<Section>,
+    /// Globs on the whole item.
     items: Vec<Glob>,
-    /// Every item glob's literal run in one automaton: an item with none
-    /// of them (nearly all) is rejected in a single pass. `None` when a
-    /// glob has no literal (`*`).
+    /// Exec patterns `parent -> program`, matched side by side: each side
+    /// with its alternatives (braces, invoked names), so that 10 servers ×
+    /// 10 shells × 3 forms a side are 60 globs, not 900.
+    exec: Vec<ExecPattern>,
+    /// Every pattern's literal run (an exec pattern's: a side's, for each
+    /// of its alternatives) in one automaton: an item with none of them
+    /// (nearly all) is rejected in a single pass. `None` when a pattern
+    /// has no literal (`*`).
     prefilter: Option<aho_corasick::AhoCorasick>,
     interactive: Option<bool>,
     pub severity: Severity,
@@ -107,17 +113,19 @@ impl Rule {
             return Err(bad("a rule needs a name".into()));
         }
         let mut items: Vec<Glob> = Vec::new();
+        let mut exec: Vec<ExecPattern> = Vec::new();
         let exec_items = section.is_none_or(|s| s == Section::Exec);
         for p in &c.items {
-            for p in expand_braces(p).map_err(bad)? {
-                let alts = if exec_items {
-                    program_alternatives(&p)
-                } else {
-                    vec![p]
-                };
-                for a in alts {
-                    if !items.iter().any(|g| g.pattern == a) {
-                        items.push(Glob::new(&a));
+            match p.split_once(" -> ").filter(|_| exec_items) {
+                Some((parent, program)) => exec.push(ExecPattern {
+                    parent: side_globs(parent).map_err(bad)?,
+                    program: side_globs(program).map_err(bad)?,
+                }),
+                None => {
+                    for p in expand_braces(p).map_err(bad)? {
+                        if !items.iter().any(|g| g.pattern == p) {
+                            items.push(Glob::new(&p));
+                        }
                     }
                 }
             }
@@ -127,14 +135,37 @@ impl Rule {
             .iter()
             .map(|p| Glob::new(p))
             .collect();
-        let prefilter = if items.iter().any(|g| g.needle.is_empty()) {
-            None
-        } else {
-            let needles = items.iter().map(|g| g.needle.as_str());
-            Some(
-                aho_corasick::AhoCorasick::new(needles)
-                    .map_err(|e| bad(format!("item globs: {e}")))?,
-            )
+        // An item matching an exec pattern holds the literal of one of the
+        // alternatives of either side: the side whose alternatives all
+        // have one.
+        let has_literals = |side: &[Glob]| side.iter().all(|g| !g.needle.is_empty());
+        let mut needles: Option<Vec<&str>> = Some(Vec::new());
+        for g in &items {
+            if g.needle.is_empty() {
+                needles = None;
+            }
+            if let Some(n) = needles.as_mut() {
+                n.push(&g.needle);
+            }
+        }
+        for e in &exec {
+            let side = if has_literals(&e.parent) {
+                Some(&e.parent)
+            } else if has_literals(&e.program) {
+                Some(&e.program)
+            } else {
+                None
+            };
+            match (side, needles.as_mut()) {
+                (Some(side), Some(n)) => n.extend(side.iter().map(|g| g.needle.as_str())),
+                _ => needles = None,
+            }
+        }
+        let prefilter = match needles {
+            Some(n) => Some(
+                aho_corasick::AhoCorasick::new(n).map_err(|e| bad(format!("item globs: {e}")))?,
+            ),
+            None => None,
         };
         Ok(Rule {
             name: c.name.clone(),
@@ -142,6 +173,7 @@ impl Rule {
             model,
             section,
             items,
+            exec,
             prefilter,
             interactive: c.interactive,
             severity,
@@ -157,11 +189,57 @@ impl Rule {
                 .prefilter
                 .as_ref()
                 .is_none_or(|ac| ac.is_match(obs.item.as_ref()))
-            && self.items.iter().any(|p| p.matches(&obs.item))
+            && self.item_matches(&obs.item)
             && self
                 .interactive
                 .is_none_or(|want| items::interactive(ev) == want)
     }
+}
+
+impl Rule {
+    fn item_matches(&self, item: &str) -> bool {
+        if self.items.iter().any(|g| g.matches(item)) {
+            return true;
+        }
+        if self.exec.is_empty() {
+            return false;
+        }
+        let Some((parent, program)) = item.split_once(" -> ") else {
+            return false;
+        };
+        self.exec.iter().any(|e| {
+            e.parent.iter().any(|g| g.matches(parent))
+                && e.program.iter().any(|g| g.matches(program))
+        })
+    }
+}
+
+/// One exec item pattern, by side.
+#[derive(Debug, Clone)]
+struct ExecPattern {
+    parent: Vec<Glob>,
+    program: Vec<Glob>,
+}
+
+/// A side of an exec pattern as globs: braces expanded, and each `*/NAME`
+/// also written for a program invoked under another name (see the module
+/// doc).
+fn side_globs(side: &str) -> Result<Vec<Glob>, String> {
+    let mut out: Vec<Glob> = Vec::new();
+    for s in expand_braces(side)? {
+        let alts = match s.strip_prefix("*/") {
+            Some(name) if !name.is_empty() && !name.contains(['/', '[', ']']) => {
+                vec![s.clone(), format!("*[{name}]"), format!("*/{name}[*]")]
+            }
+            _ => vec![s],
+        };
+        for a in alts {
+            if !out.iter().any(|g| g.pattern == a) {
+                out.push(Glob::new(&a));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Longest list of patterns one pattern expands to.
@@ -193,27 +271,6 @@ fn expand_braces(p: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
-}
-
-/// An exec item pattern with each `*/NAME` side also written for a
-/// program invoked under another name (see the module doc).
-fn program_alternatives(p: &str) -> Vec<String> {
-    let Some((parent, prog)) = p.split_once(" -> ") else {
-        return vec![p.to_owned()];
-    };
-    let side = |s: &str| -> Vec<String> {
-        match s.strip_prefix("*/") {
-            Some(name) if !name.is_empty() && !name.contains(['/', '[', ']']) => {
-                vec![s.to_owned(), format!("*[{name}]"), format!("*/{name}[*]")]
-            }
-            _ => vec![s.to_owned()],
-        }
-    };
-    let progs = side(prog);
-    side(parent)
-        .iter()
-        .flat_map(|a| progs.iter().map(move |b| format!("{a} -> {b}")))
-        .collect()
 }
 
 /// The configured rules, deny rules first.
