@@ -68,6 +68,9 @@ pub struct Rule {
     pub allow: bool,
     /// Any may match.
     model: Vec<Glob>,
+    /// Their literal runs in one automaton, when there are several globs
+    /// and each has one: most keys are rejected in a single pass.
+    model_prefilter: Option<aho_corasick::AhoCorasick>,
     section: Option<Section>,
     /// Globs on the whole item.
     items: Vec<Glob>,
@@ -135,6 +138,14 @@ impl Rule {
             .iter()
             .map(|p| Glob::new(p))
             .collect();
+        let model_prefilter = if model.len() > 1 && model.iter().all(|g| !g.needle.is_empty()) {
+            Some(
+                aho_corasick::AhoCorasick::new(model.iter().map(|g| g.needle.as_str()))
+                    .map_err(|e| bad(format!("model globs: {e}")))?,
+            )
+        } else {
+            None
+        };
         // An item matching an exec pattern holds the literal of one of the
         // alternatives of either side: the side whose alternatives all
         // have one.
@@ -171,6 +182,7 @@ impl Rule {
             name: c.name.clone(),
             allow: c.action == RuleAction::Allow,
             model,
+            model_prefilter,
             section,
             items,
             exec,
@@ -184,6 +196,10 @@ impl Rule {
 
     fn matches(&self, model: &str, obs: &Observation, ev: &Event) -> bool {
         self.section.is_none_or(|s| s == obs.section)
+            && self
+                .model_prefilter
+                .as_ref()
+                .is_none_or(|ac| ac.is_match(model))
             && self.model.iter().any(|g| g.matches(model))
             && self
                 .prefilter
