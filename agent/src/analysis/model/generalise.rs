@@ -77,26 +77,30 @@ fn component(c: &str) -> Option<Cow<'static, str>> {
     if is_uuid(c.as_bytes()) || (c.bytes().all(|b| b.is_ascii_alphanumeric()) && looks_random(c)) {
         return Some(Cow::Borrowed("*"));
     }
-    // Part by part: runs of letters and digits between separators.
+    // Part by part: runs of letters and digits between separators. The
+    // output is made at the first change only (most components have none).
     let b = c.as_bytes();
-    let mut out = String::with_capacity(c.len());
-    let mut changed = false;
+    let mut out: Option<String> = None;
+    // Bytes of `c` already in `out`.
+    let mut copied = 0;
+    let mut replace = |out: &mut Option<String>, from: usize, to: usize, with: &str| {
+        let o = out.get_or_insert_with(|| String::with_capacity(c.len()));
+        o.push_str(&c[copied..from]);
+        o.push_str(with);
+        copied = to;
+    };
     let mut i = 0;
     // The previous part, for `x86-64`.
     let mut prev_part: &str = "";
     while i < b.len() {
         if i + UUID_LEN <= b.len() && is_uuid(&b[i..i + UUID_LEN]) {
-            out.push('*');
-            changed = true;
+            replace(&mut out, i, i + UUID_LEN, "*");
             i += UUID_LEN;
             prev_part = "";
             continue;
         }
         if !b[i].is_ascii_alphanumeric() {
-            // Copy the separator (one character, maybe not ASCII).
-            let ch = c[i..].chars().next().unwrap_or('?');
-            out.push(ch);
-            i += ch.len_utf8();
+            i += 1;
             continue;
         }
         let start = i;
@@ -104,28 +108,34 @@ fn component(c: &str) -> Option<Cow<'static, str>> {
             i += 1;
         }
         // A UUID right after a prefix (`pod<uuid>`) ends the part.
-        if let Some(j) =
-            (start + 1..i).find(|&j| j + UUID_LEN <= b.len() && is_uuid(&b[j..j + UUID_LEN]))
-        {
-            i = j;
+        if i - start > 1 && start + 1 + UUID_LEN <= b.len() {
+            if let Some(j) =
+                (start + 1..i).find(|&j| j + UUID_LEN <= b.len() && is_uuid(&b[j..j + UUID_LEN]))
+            {
+                i = j;
+            }
         }
         let part = &c[start..i];
         let sep = if start > 0 { b[start - 1] } else { b'/' };
         if part.len() >= 6 && looks_random(part) {
-            out.push('*');
-            changed = true;
-        } else {
-            changed |= digits(part, sep, prev_part, &mut out);
+            replace(&mut out, start, i, "*");
+        } else if part.bytes().any(|x| x.is_ascii_digit()) {
+            if let Some(d) = digits(part, sep, prev_part) {
+                replace(&mut out, start, i, &d);
+            }
         }
         prev_part = part;
     }
-    changed.then_some(Cow::Owned(out))
+    let mut out = out?;
+    out.push_str(&c[copied..]);
+    Some(Cow::Owned(out))
 }
 
-/// Writes `part` with its digit runs generalised; whether any was.
-/// `sep` is the byte before the part, `prev` the part before it.
-fn digits(part: &str, sep: u8, prev: &str, out: &mut String) -> bool {
+/// `part` with its digit runs generalised, if any is. `sep` is the byte
+/// before the part, `prev` the part before it.
+fn digits(part: &str, sep: u8, prev: &str) -> Option<String> {
     let b = part.as_bytes();
+    let mut out = String::with_capacity(part.len());
     let mut changed = false;
     let mut i = 0;
     while i < b.len() {
@@ -154,7 +164,7 @@ fn digits(part: &str, sep: u8, prev: &str, out: &mut String) -> bool {
             out.push_str(&part[start..i]);
         }
     }
-    changed
+    changed.then_some(out)
 }
 
 /// Python tempfile's bare candidate name, 8 of `[a-z0-9_]` (its probe of
