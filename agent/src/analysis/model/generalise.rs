@@ -74,7 +74,9 @@ fn component(c: &str) -> Option<Cow<'static, str>> {
     if is_tmp_name(c) {
         return Some(Cow::Borrowed("tmp*"));
     }
-    if is_uuid(c.as_bytes()) || (c.bytes().all(|b| b.is_ascii_alphanumeric()) && looks_random(c)) {
+    // (A random component of letters and digits only is one random part
+    // below.)
+    if is_uuid(c.as_bytes()) {
         return Some(Cow::Borrowed("*"));
     }
     // Part by part: runs of letters and digits between separators. The
@@ -135,36 +137,45 @@ fn component(c: &str) -> Option<Cow<'static, str>> {
 /// before the part, `prev` the part before it.
 fn digits(part: &str, sep: u8, prev: &str) -> Option<String> {
     let b = part.as_bytes();
-    let mut out = String::with_capacity(part.len());
-    let mut changed = false;
-    let mut i = 0;
-    while i < b.len() {
-        let start = i;
-        if b[i].is_ascii_digit() {
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            let len = i - start;
-            let at_start = start == 0;
-            // `python3.11`, `libssl.so.3.0.11`: a version part is kept.
-            let version = at_start && sep == b'.';
-            // `x86_64`, `x86-64`: an architecture, not a counter.
-            let arch = at_start && prev.ends_with("86") && matches!(&part[..i], "64" | "32");
-            let short_ok = at_start && sep != b'_';
-            if !version && !arch && (len >= 3 || (len == 2 && short_ok)) {
-                out.push('#');
-                changed = true;
-            } else {
-                out.push_str(&part[start..i]);
-            }
-        } else {
+    // Whether the digit run `start..end` becomes `#`.
+    let varies = |start: usize, end: usize| {
+        let len = end - start;
+        let at_start = start == 0;
+        // `python3.11`, `libssl.so.3.0.11`: a version part is kept.
+        let version = at_start && sep == b'.';
+        // `x86_64`, `x86-64`: an architecture, not a counter.
+        let arch = at_start && prev.ends_with("86") && matches!(&part[..end], "64" | "32");
+        let short_ok = at_start && sep != b'_';
+        !version && !arch && (len >= 3 || (len == 2 && short_ok))
+    };
+    // Runs of digits: (start, end).
+    let runs = || {
+        let mut i = 0;
+        std::iter::from_fn(move || {
             while i < b.len() && !b[i].is_ascii_digit() {
                 i += 1;
             }
-            out.push_str(&part[start..i]);
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            (i > start).then_some((start, i))
+        })
+    };
+    if !runs().any(|(s, e)| varies(s, e)) {
+        return None;
+    }
+    let mut out = String::with_capacity(part.len());
+    let mut copied = 0;
+    for (s, e) in runs() {
+        if varies(s, e) {
+            out.push_str(&part[copied..s]);
+            out.push('#');
+            copied = e;
         }
     }
-    changed.then_some(out)
+    out.push_str(&part[copied..]);
+    Some(out)
 }
 
 /// Python tempfile's bare candidate name, 8 of `[a-z0-9_]` (its probe of
