@@ -109,13 +109,10 @@ fn component(c: &str) -> Option<Cow<'static, str>> {
         while i < b.len() && b[i].is_ascii_alphanumeric() {
             i += 1;
         }
-        // A UUID right after a prefix (`pod<uuid>`) ends the part.
-        if i - start > 1 && start + 1 + UUID_LEN <= b.len() {
-            if let Some(j) =
-                (start + 1..i).find(|&j| j + UUID_LEN <= b.len() && is_uuid(&b[j..j + UUID_LEN]))
-            {
-                i = j;
-            }
+        // A UUID right after a prefix (`pod<uuid>`) ends the part: its
+        // first group is the part's last 8 characters.
+        if i >= start + 9 && i - 8 + UUID_LEN <= b.len() && is_uuid(&b[i - 8..i - 8 + UUID_LEN]) {
+            i -= 8;
         }
         let part = &c[start..i];
         let sep = if start > 0 { b[start - 1] } else { b'/' };
