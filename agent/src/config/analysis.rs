@@ -63,15 +63,19 @@ pub struct RuleConfig {
     pub name: String,
     pub action: RuleAction,
     /// Glob on the model key (`image:…`, `service:…`, `exe:…`,
-    /// `container:…`). Default `*`.
+    /// `container:…`), `{a,b}` for alternatives. Default `*`.
     #[serde(default = "star")]
     pub model: String,
     /// Model section: exec, file, sensitive-read, listen, connect,
     /// account, priv, binary. Default: any.
     #[serde(default)]
     pub section: Option<String>,
-    /// Globs on the item (`*` matches anything, `/` included); any may
-    /// match. Default `["*"]`.
+    /// Globs on the item (`*` matches anything, `/` included; `{a,b}`
+    /// alternatives); any may match. Exec items are `parent -> program`,
+    /// a program being its executable, or `exe[name]` when it ran under
+    /// another name (`/bin/busybox[nc]`, `/usr/bin/dash[sh]`); a side
+    /// written `*/NAME` matches the program NAME either way. Default
+    /// `["*"]`.
     #[serde(default = "stars")]
     pub items: Vec<String>,
     /// Only in (true) or outside (false) interactive sessions.
@@ -86,6 +90,13 @@ pub struct RuleConfig {
     #[serde(default)]
     pub message: Option<String>,
 }
+
+/// The default web-server rule's item: a web server's process runs a shell.
+const WEB_SERVERS_RUN_SHELL: &str = "*/{nginx,httpd,apache2,lighttpd,caddy,php-fpm*,tomcat*,thttpd,mini_httpd,uhttpd} -> */{sh,bash,dash,ash,zsh,ksh,mksh,fish,tcsh,csh}";
+
+/// The default runtime-infrastructure rule's models: container runtimes,
+/// as systemd services and as executables (run outside systemd).
+const RUNTIME_INFRASTRUCTURE: &str = "{service:containerd.service,service:docker.service,service:kubelet.service,service:crio.service,exe:*/containerd,exe:*/containerd-shim*,exe:*/runc,exe:*/crun,exe:*/conmon,exe:*/kubelet,exe:*/dockerd,exe:*/docker-proxy,exe:*/crio}";
 
 fn star() -> String {
     "*".into()
@@ -175,21 +186,36 @@ impl Default for AnalysisConfig {
                     "crypto-miner",
                     "high",
                 ),
+                // Web servers and shells by program name: `*/httpd` also
+                // matches busybox's `httpd` applet (`/bin/busybox[httpd]`)
+                // and `*/sh` a shell run as `sh` (`/usr/bin/dash[sh]`,
+                // `/bin/busybox[sh]`); see the rules' doc. Python or Node
+                // servers are not named by their program: a shell they
+                // start is the detectors' `shell-by-network-service`.
                 deny(
                     "shell-run-by-web-server",
                     "exec",
-                    &[
-                        "*/nginx -> */*sh",
-                        "*/httpd -> */*sh",
-                        "*/apache2 -> */*sh",
-                        "*/php-fpm* -> */*sh",
-                        "*/lighttpd -> */*sh",
-                        "*/caddy -> */*sh",
-                        "*/tomcat* -> */*sh",
-                    ],
+                    &[WEB_SERVERS_RUN_SHELL],
                     "reverse-shell",
                     "high",
                 ),
+                // Container runtimes and their helpers pull images, unpack
+                // layers, make FIFOs and state under random names, exec
+                // shims and runc, and listen on a random port (the CRI
+                // streaming server of containerd) at each start: nothing
+                // of it is news. Deny rules still apply to them; what runs
+                // inside containers is judged in the containers' models.
+                RuleConfig {
+                    name: "runtime-infrastructure".into(),
+                    action: RuleAction::Allow,
+                    model: RUNTIME_INFRASTRUCTURE.into(),
+                    section: None,
+                    items: stars(),
+                    interactive: None,
+                    severity: None,
+                    incident: None,
+                    message: None,
+                },
                 allow_accounts("guest-agent-manages-accounts", "google-guest-agent.service"),
                 allow_accounts(
                     "accounts-daemon-manages-accounts",

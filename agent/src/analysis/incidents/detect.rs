@@ -217,6 +217,33 @@ impl Detectors {
                     cfg.window_ns,
                 );
             }
+            // Made executable below a network-facing process (a web shell's
+            // `chmod +x` of its payload). Not by that process itself: a
+            // runtime that listens (containerd) unpacks executables all day.
+            // Other chmods are not judged (`model::items`).
+            Detail::Binary(b) if b.reason == crate::event::BinaryReason::MadeExecutable => {
+                let Some(marks) = self.scopes.get(&ev.scope) else {
+                    return out;
+                };
+                let facing = ev
+                    .image
+                    .ancestors(4)
+                    .map(|a| a.pid)
+                    .find(|p| *p != pid && marks.network_facing.contains_key(p));
+                if let Some(f) = facing {
+                    out.push(draft(
+                        IncidentType::SuspiciousBinary,
+                        "made-executable-by-network-service",
+                        Severity::High,
+                        format!(
+                            "{} made executable by {} (pid {pid}), below network-facing pid {f}",
+                            b.path,
+                            ev.exe()
+                        ),
+                        b.path.clone(),
+                    ));
+                }
+            }
             Detail::Exit { .. } => {
                 if let Some(m) = self.scopes.get_mut(&ev.scope) {
                     m.dests.remove(&pid);
@@ -529,6 +556,52 @@ mod tests {
             found[0].message
         );
         assert!(found[1].message.contains("tried to connect to 3 distinct"));
+    }
+
+    #[test]
+    fn made_executable_below_a_listener_is_a_suspicious_binary() {
+        let mut d = Detectors::default();
+        let made_exec = |path: &str| {
+            Detail::Binary(Box::new(crate::event::BinaryDetail {
+                path: path.into(),
+                reason: crate::event::BinaryReason::MadeExecutable,
+                writer_pid: Some(61),
+                writer_exe: Some("/bin/sh".into()),
+            }))
+        };
+        let web = Image::root(60, 0, "/usr/sbin/nginx".into(), argv(&["nginx"]));
+        let chmod = Image::child_of(Some(&web), 61, 0, "/bin/chmod".into(), argv(&["chmod"]));
+        // Before the server listens: nothing.
+        assert!(d
+            .observe(
+                &ev(61, 60, chmod.clone(), 1, made_exec("/tmp/x")),
+                false,
+                &CFG
+            )
+            .is_empty());
+        d.observe(
+            &ev(60, 1, web, 2, net(EventKind::NetListen, 80, None)),
+            false,
+            &CFG,
+        );
+        let a = d.observe(&ev(61, 60, chmod, 3, made_exec("/tmp/x")), false, &CFG);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].incident, IncidentType::SuspiciousBinary);
+        assert_eq!(a[0].item, "/tmp/x");
+        // By the network-facing process itself (a runtime unpacking a
+        // layer), or elsewhere (a build in a work tree): nothing.
+        let web2 = Image::root(60, 0, "/usr/sbin/nginx".into(), argv(&["nginx"]));
+        assert!(d
+            .observe(&ev(60, 1, web2, 4, made_exec("/srv/bin/x")), false, &CFG)
+            .is_empty());
+        let dev = Image::root(70, 0, "/bin/chmod".into(), argv(&["chmod"]));
+        assert!(d
+            .observe(
+                &ev(70, 1, dev, 4, made_exec("/home/a/src/run.sh")),
+                false,
+                &CFG
+            )
+            .is_empty());
     }
 
     #[test]

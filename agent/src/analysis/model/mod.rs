@@ -340,6 +340,15 @@ impl ModelSet {
             self.dirty.insert(key.clone());
             return Verdict::Learned;
         }
+        if obs
+            .legacy
+            .as_deref()
+            .is_some_and(|l| m.contains(obs.section, l))
+        {
+            // Learned by an agent before invoked names (see
+            // `Observation::legacy`).
+            return Verdict::Normal;
+        }
         let flag = (obs.section, obs.item.to_string());
         if m.flagged
             .get(&flag)
@@ -444,10 +453,7 @@ mod tests {
     }
 
     fn obs(section: Section, item: &str) -> Observation<'_> {
-        Observation {
-            section,
-            item: item.into(),
-        }
+        Observation::new(section, item)
     }
 
     const S: u64 = 1_000_000_000;
@@ -499,6 +505,23 @@ mod tests {
             m.check(&svc, &obs(Section::Account, "useradd: /etc/passwd"), &ev, S),
             Verdict::Normal
         );
+    }
+
+    #[test]
+    fn a_model_learned_without_invoked_names_accepts_them() {
+        let mut m = set(10);
+        let ev = crate::event::test_support::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let key: Arc<str> = Arc::from("service:app.service");
+        // An older agent learned the executables only.
+        let old = obs(Section::Exec, "/usr/bin/app -> /usr/bin/dash");
+        assert_eq!(m.check(&key, &old, &ev, S), Verdict::Learned);
+        let mut now = obs(Section::Exec, "/usr/bin/app -> /usr/bin/dash[sh]");
+        now.legacy = Some("/usr/bin/app -> /usr/bin/dash".into());
+        assert_eq!(m.check(&key, &now, &ev, 12 * S), Verdict::Normal);
+        // Without that form learned, the invoked name is news.
+        let mut nc = obs(Section::Exec, "/usr/bin/app -> /bin/busybox[nc]");
+        nc.legacy = Some("/usr/bin/app -> /bin/busybox".into());
+        assert!(matches!(m.check(&key, &nc, &ev, 13 * S), Verdict::Audit(_)));
     }
 
     #[test]

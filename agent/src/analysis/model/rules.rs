@@ -1,5 +1,14 @@
 //! Rules from the config that override learning: allow rules silence what
 //! a scope is meant to do, deny rules always raise an audit.
+//!
+//! Patterns are globs (`*` matches anything, `/` included) with `{a,b}`
+//! alternatives (not nested). In an exec item (`parent -> program`), a side
+//! written `*/NAME` names the program however it was invoked
+//! (`model::items::program`): the executable `*/NAME`, a program run under
+//! the name NAME (`*[NAME]`: a busybox or toybox applet, a link), and the
+//! executable NAME run under another name (`*/NAME[*]`). So
+//! `*/httpd -> */sh` matches `/usr/sbin/httpd -> /bin/sh` as well as
+//! `/bin/busybox[httpd] -> /bin/busybox[sh]`.
 
 use crate::{
     config::{ConfigError, RuleAction, RuleConfig},
@@ -57,12 +66,22 @@ impl Glob {
 pub struct Rule {
     pub name: String,
     pub allow: bool,
-    model: Glob,
+    /// Any may match.
+    model: Vec<Glob>,
+    /// Their literal runs in one automaton, when there are several globs
+    /// and each has one: most keys are rejected in a single pass.
+    model_prefilter: Option<aho_corasick::AhoCorasick>,
     section: Option<Section>,
+    /// Globs on the whole item.
     items: Vec<Glob>,
-    /// Every item glob's literal run in one automaton: an item with none
-    /// of them (nearly all) is rejected in a single pass. `None` when a
-    /// glob has no literal (`*`).
+    /// Exec patterns `parent -> program`, matched side by side: each side
+    /// with its alternatives (braces, invoked names), so that 10 servers ×
+    /// 10 shells × 3 forms a side are 60 globs, not 900.
+    exec: Vec<ExecPattern>,
+    /// Every pattern's literal run (an exec pattern's: a side's, for each
+    /// of its alternatives) in one automaton: an item with none of them
+    /// (nearly all) is rejected in a single pass. `None` when a pattern
+    /// has no literal (`*`).
     prefilter: Option<aho_corasick::AhoCorasick>,
     interactive: Option<bool>,
     pub severity: Severity,
@@ -96,22 +115,77 @@ impl Rule {
         if c.name.is_empty() {
             return Err(bad("a rule needs a name".into()));
         }
-        let items: Vec<Glob> = c.items.iter().map(|p| Glob::new(p)).collect();
-        let prefilter = if items.iter().any(|g| g.needle.is_empty()) {
-            None
-        } else {
-            let needles = items.iter().map(|g| g.needle.as_str());
+        let mut items: Vec<Glob> = Vec::new();
+        let mut exec: Vec<ExecPattern> = Vec::new();
+        let exec_items = section.is_none_or(|s| s == Section::Exec);
+        for p in &c.items {
+            match p.split_once(" -> ").filter(|_| exec_items) {
+                Some((parent, program)) => exec.push(ExecPattern {
+                    parent: side_globs(parent).map_err(bad)?,
+                    program: side_globs(program).map_err(bad)?,
+                }),
+                None => {
+                    for p in expand_braces(p).map_err(bad)? {
+                        if !items.iter().any(|g| g.pattern == p) {
+                            items.push(Glob::new(&p));
+                        }
+                    }
+                }
+            }
+        }
+        let model: Vec<Glob> = expand_braces(&c.model)
+            .map_err(bad)?
+            .iter()
+            .map(|p| Glob::new(p))
+            .collect();
+        let model_prefilter = if model.len() > 1 && model.iter().all(|g| !g.needle.is_empty()) {
             Some(
-                aho_corasick::AhoCorasick::new(needles)
-                    .map_err(|e| bad(format!("item globs: {e}")))?,
+                aho_corasick::AhoCorasick::new(model.iter().map(|g| g.needle.as_str()))
+                    .map_err(|e| bad(format!("model globs: {e}")))?,
             )
+        } else {
+            None
+        };
+        // An item matching an exec pattern holds the literal of one of the
+        // alternatives of either side: the side whose alternatives all
+        // have one.
+        let has_literals = |side: &[Glob]| side.iter().all(|g| !g.needle.is_empty());
+        let mut needles: Option<Vec<&str>> = Some(Vec::new());
+        for g in &items {
+            if g.needle.is_empty() {
+                needles = None;
+            }
+            if let Some(n) = needles.as_mut() {
+                n.push(&g.needle);
+            }
+        }
+        for e in &exec {
+            let side = if has_literals(&e.parent) {
+                Some(&e.parent)
+            } else if has_literals(&e.program) {
+                Some(&e.program)
+            } else {
+                None
+            };
+            match (side, needles.as_mut()) {
+                (Some(side), Some(n)) => n.extend(side.iter().map(|g| g.needle.as_str())),
+                _ => needles = None,
+            }
+        }
+        let prefilter = match needles {
+            Some(n) => Some(
+                aho_corasick::AhoCorasick::new(n).map_err(|e| bad(format!("item globs: {e}")))?,
+            ),
+            None => None,
         };
         Ok(Rule {
             name: c.name.clone(),
             allow: c.action == RuleAction::Allow,
-            model: Glob::new(&c.model),
+            model,
+            model_prefilter,
             section,
             items,
+            exec,
             prefilter,
             interactive: c.interactive,
             severity,
@@ -122,16 +196,97 @@ impl Rule {
 
     fn matches(&self, model: &str, obs: &Observation, ev: &Event) -> bool {
         self.section.is_none_or(|s| s == obs.section)
-            && self.model.matches(model)
+            && self
+                .model_prefilter
+                .as_ref()
+                .is_none_or(|ac| ac.is_match(model))
+            && self.model.iter().any(|g| g.matches(model))
             && self
                 .prefilter
                 .as_ref()
                 .is_none_or(|ac| ac.is_match(obs.item.as_ref()))
-            && self.items.iter().any(|p| p.matches(&obs.item))
+            && self.item_matches(&obs.item)
             && self
                 .interactive
                 .is_none_or(|want| items::interactive(ev) == want)
     }
+}
+
+impl Rule {
+    fn item_matches(&self, item: &str) -> bool {
+        if self.items.iter().any(|g| g.matches(item)) {
+            return true;
+        }
+        if self.exec.is_empty() {
+            return false;
+        }
+        let Some((parent, program)) = item.split_once(" -> ") else {
+            return false;
+        };
+        self.exec.iter().any(|e| {
+            e.parent.iter().any(|g| g.matches(parent))
+                && e.program.iter().any(|g| g.matches(program))
+        })
+    }
+}
+
+/// One exec item pattern, by side.
+#[derive(Debug, Clone)]
+struct ExecPattern {
+    parent: Vec<Glob>,
+    program: Vec<Glob>,
+}
+
+/// A side of an exec pattern as globs: braces expanded, and each `*/NAME`
+/// also written for a program invoked under another name (see the module
+/// doc).
+fn side_globs(side: &str) -> Result<Vec<Glob>, String> {
+    let mut out: Vec<Glob> = Vec::new();
+    for s in expand_braces(side)? {
+        let alts = match s.strip_prefix("*/") {
+            Some(name) if !name.is_empty() && !name.contains(['/', '[', ']']) => {
+                vec![s.clone(), format!("*[{name}]"), format!("*/{name}[*]")]
+            }
+            _ => vec![s],
+        };
+        for a in alts {
+            if !out.iter().any(|g| g.pattern == a) {
+                out.push(Glob::new(&a));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Longest list of patterns one pattern expands to.
+const MAX_EXPANSION: usize = 4096;
+
+/// `{a,b}` alternatives expanded: `*/{sh,bash}` → `*/sh`, `*/bash`.
+fn expand_braces(p: &str) -> Result<Vec<String>, String> {
+    let Some(open) = p.find('{') else {
+        return Ok(vec![p.to_owned()]);
+    };
+    let close = p[open..]
+        .find('}')
+        .map(|i| open + i)
+        .ok_or_else(|| format!("unclosed `{{` in {p:?}"))?;
+    let inner = &p[open + 1..close];
+    if inner.contains('{') {
+        return Err(format!("nested `{{` in {p:?}"));
+    }
+    let mut out = Vec::new();
+    for alt in inner.split(',') {
+        let one = format!("{}{alt}{}", &p[..open], &p[close + 1..]);
+        for x in expand_braces(&one)? {
+            if out.len() >= MAX_EXPANSION {
+                return Err(format!(
+                    "{p:?} expands to more than {MAX_EXPANSION} patterns"
+                ));
+            }
+            out.push(x);
+        }
+    }
+    Ok(out)
 }
 
 /// The configured rules, deny rules first.
@@ -170,10 +325,7 @@ mod tests {
     use crate::config::AnalysisConfig;
 
     fn obs(section: Section, item: &str) -> Observation<'_> {
-        Observation {
-            section,
-            item: item.into(),
-        }
+        Observation::new(section, item)
     }
 
     #[test]
@@ -221,6 +373,101 @@ mod tests {
                 .map(|r| r.name.as_str()),
             Some("mining-pool-port")
         );
+    }
+
+    #[test]
+    fn web_server_rule_matches_applets_and_interpreters() {
+        let rules = Rules::from_config(&AnalysisConfig::default().rules).expect("valid");
+        let ev = crate::event::test_support::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        let hit = |item: &str| {
+            rules
+                .check("image:x", &obs(Section::Exec, item), &ev)
+                .map(|r| r.name.clone())
+        };
+        let web = Some("shell-run-by-web-server".to_string());
+        for item in [
+            "/bin/busybox[httpd] -> /bin/busybox[sh]",
+            "/bin/busybox[httpd] -> /bin/busybox[ash]",
+            "/usr/sbin/httpd -> /bin/bash",
+            "/usr/sbin/nginx -> /usr/bin/dash[sh]",
+            "/usr/sbin/apache2 -> /bin/busybox[sh]",
+            "/usr/sbin/lighttpd -> /usr/bin/zsh",
+            "/usr/bin/toybox[httpd] -> /usr/bin/toybox[sh]",
+            "/usr/sbin/php-fpm8.2 -> /usr/bin/dash[sh]",
+            "/usr/sbin/php-fpm8.2[php-fpm] -> /bin/sh",
+            "/usr/local/apache2/bin/httpd -> /bin/dash",
+            "/usr/sbin/thttpd -> /usr/bin/ksh93[ksh]",
+        ] {
+            assert_eq!(hit(item), web, "{item}");
+        }
+        for item in [
+            "/bin/busybox[httpd] -> /bin/busybox[nc]",
+            "/bin/busybox[sh] -> /bin/busybox[httpd]",
+            "/usr/sbin/nginx -> /usr/bin/ssh",
+            "/usr/sbin/nginx -> /usr/sbin/nginx",
+            "/bin/busybox -> /bin/busybox",
+            "/usr/bin/bash -> /usr/bin/dash[sh]",
+        ] {
+            assert_eq!(hit(item), None, "{item}");
+        }
+        // The miner rule sees a renamed miner too.
+        assert_eq!(
+            hit("/bin/busybox[sh] -> /tmp/x[xmrig]").as_deref(),
+            Some("crypto-miner-program")
+        );
+    }
+
+    #[test]
+    fn runtime_infrastructure_is_allowed_by_a_default_rule() {
+        let rules = Rules::from_config(&AnalysisConfig::default().rules).expect("valid");
+        let ev = crate::event::test_support::event(1, 1, crate::event::Detail::Exit { status: 0 });
+        for model in [
+            "service:containerd.service",
+            "exe:/usr/bin/containerd",
+            "exe:/usr/bin/containerd-shim-runc-v2",
+            "exe:/usr/sbin/runc",
+            "exe:/usr/bin/crun",
+            "exe:/usr/bin/kubelet",
+            "exe:/usr/bin/dockerd",
+            "exe:/usr/bin/conmon",
+        ] {
+            let hit = rules
+                .check(model, &obs(Section::Listen, "tcp/40551"), &ev)
+                .map(|r| (r.name.as_str(), r.allow));
+            assert_eq!(hit, Some(("runtime-infrastructure", true)), "{model}");
+        }
+        assert!(rules
+            .check(
+                "exe:/usr/bin/python3",
+                &obs(Section::Listen, "tcp/40551"),
+                &ev
+            )
+            .is_none());
+        // Deny rules still apply to them.
+        let miner = rules
+            .check(
+                "exe:/usr/bin/containerd",
+                &obs(Section::Exec, "/usr/bin/containerd -> /tmp/xmrig"),
+                &ev,
+            )
+            .expect("deny");
+        assert!(!miner.allow);
+    }
+
+    #[test]
+    fn braces_expand_and_bad_braces_are_errors() {
+        assert_eq!(
+            expand_braces("a{b,c}d{e,f}").unwrap(),
+            ["abde", "abdf", "acde", "acdf"]
+        );
+        assert_eq!(expand_braces("x}y").unwrap(), ["x}y"]);
+        assert!(expand_braces("a{b").is_err());
+        assert!(expand_braces("a{b{c}}").is_err());
+        let many = "{a,b,c,d,e,f,g,h}".repeat(5);
+        assert!(expand_braces(&many).is_err(), "bounded");
+        let mut r = AnalysisConfig::default().rules[0].clone();
+        r.items = vec!["* -> {sh".into()];
+        assert!(Rules::from_config(&[r]).is_err());
     }
 
     #[test]
