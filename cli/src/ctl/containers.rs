@@ -64,7 +64,8 @@ fn or_dash(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub fn containers_table(list: &[pb::KnownContainer]) -> String {
+#[cfg(test)]
+fn containers_table(list: &[pb::KnownContainer]) -> String {
     containers_rows(list, true)
 }
 

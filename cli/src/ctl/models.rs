@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use fdr_proto::v1 as pb;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{escape::escape as e, quiet_pipe, time_text, Result};
 use crate::client::Client;
@@ -286,6 +286,7 @@ impl ModelWriter {
 }
 
 /// The sections sorted by name, each with its item values sorted.
+#[cfg(test)]
 fn sorted_sections(m: &pb::Model) -> Vec<(&str, Vec<&str>)> {
     let mut sections: Vec<(&str, Vec<&str>)> = m
         .sections
@@ -318,9 +319,10 @@ fn summary_json(m: &pb::Model) -> Value {
 
 /// The whole model as pretty JSON: the summary and `sections`, an object
 /// of sorted arrays of item values.
+#[cfg(test)]
 fn model_json_text(m: &pb::Model) -> String {
     let mut v = summary_json(m);
-    let sections: Map<String, Value> = sorted_sections(m)
+    let sections: serde_json::Map<String, Value> = sorted_sections(m)
         .into_iter()
         .map(|(name, items)| (name.to_owned(), json!(items)))
         .collect();
@@ -356,6 +358,7 @@ fn yaml_time(ts: Option<&prost_types::Timestamp>) -> String {
 
 /// The whole model as YAML: fields in a fixed order, sections and items
 /// sorted, items always quoted, one per line.
+#[cfg(test)]
 fn model_yaml(m: &pb::Model) -> String {
     let mut y = format!(
         "key: {}\nstate: {}\nlearning_since: {}\nlearning_until: {}\nitem_count: {}\nanomalies: {}\n",
