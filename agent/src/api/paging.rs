@@ -60,7 +60,7 @@ pub fn smallest<T, K: Ord>(mut items: Vec<T>, n: usize, key: impl Fn(&T) -> K) -
         items.select_nth_unstable_by(n - 1, |a, b| key(a).cmp(&key(b)));
         items.truncate(n);
     }
-    items.sort_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_by_key(&key);
     items
 }
 
