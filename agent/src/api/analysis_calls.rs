@@ -16,7 +16,7 @@ use tonic::Status;
 
 use super::{
     blocking,
-    paging::{model_page, page, page_limit},
+    paging::{model_page, page, page_limit, MAX_PAGE_ENTRIES},
     query::MAX_PAGE_BYTES,
     store_status,
 };
@@ -109,8 +109,20 @@ pub fn relearn_model(
         .map(|k| k.to_string())
         .collect();
     done.sort();
-    tracing::info!(models = ?done, "models relearning");
-    Ok(pb::RelearnModelResponse { keys: done })
+    let count = done.len() as u64;
+    tracing::info!(count, first = ?done.iter().take(20).collect::<Vec<_>>(), "models relearning");
+    // Within a message: the first keys (every model may be many).
+    let mut bytes = 0;
+    let keep = done
+        .iter()
+        .take(MAX_PAGE_ENTRIES)
+        .take_while(|k| {
+            bytes += k.len() + 8;
+            bytes <= MAX_PAGE_BYTES
+        })
+        .count();
+    done.truncate(keep.max(1).min(done.len()));
+    Ok(pb::RelearnModelResponse { keys: done, count })
 }
 
 /// Audits per incident in a `ListIncidents` answer and in a stream's first

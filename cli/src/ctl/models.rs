@@ -120,6 +120,10 @@ pub async fn model(client: &mut Client, cmd: &ModelCmd, out: &mut impl Write) ->
                 all: *all,
             };
             let done = client.relearn_model(req).await?.into_inner();
+            let more = done.count.saturating_sub(done.keys.len() as u64);
+            if more > 0 {
+                eprintln!("fdrctl: {more} more models restarted learning (not listed)");
+            }
             done.keys.iter().map(|k| format!("{}\n", e(k))).collect()
         }
     };
