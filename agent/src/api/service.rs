@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 use super::{
     blocking,
     convert::buffer_stats_to_pb,
-    paging::{container_key, cut_by_bytes, page, page_limit, MAX_PAGE_BYTES},
+    paging::{
+        container_key, cut_by_bytes, page, page_limit, smallest, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
+    },
     query::{EventQuery, ExportChunks},
     store_status,
 };
@@ -568,6 +570,15 @@ impl FlightRecorder for Service {
                 with_metadata: n.with_metadata,
             }
         };
+        // Within a message however many scopes: the largest ones.
+        let scopes_left_out = per_scope.len().saturating_sub(MAX_PAGE_ENTRIES) as u64;
+        let mut per_scope = per_scope;
+        if scopes_left_out > 0 {
+            per_scope = smallest(per_scope, MAX_PAGE_ENTRIES, |(_, b)| {
+                std::cmp::Reverse(b.bytes)
+            });
+            per_scope.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         let scopes = per_scope
             .into_iter()
             .map(|(scope, b)| pb::ScopeStats {
@@ -598,6 +609,7 @@ impl FlightRecorder for Service {
             pipeline_max_blocked_us: st.counters.pipeline_max_blocked_us.load(Relaxed),
             open_snapshot_bytes,
             storage: Some(storage_stats(st)),
+            scopes_left_out,
         }))
     }
 }
