@@ -898,6 +898,19 @@ mod tests {
             "ids survive a restart, above every id reserved"
         );
         assert_eq!(store.list().unwrap().len(), 100);
+        // Pages of the index: ids above the cursor, in order.
+        let ids = |after, n| -> Vec<u64> {
+            store
+                .list_after(after, n)
+                .unwrap()
+                .iter()
+                .map(|i| i.id)
+                .collect()
+        };
+        assert_eq!(ids(0, 3), [2, 3, 4]);
+        assert_eq!(ids(99, 5), [100, 101]);
+        assert!(ids(101, 5).is_empty());
+        assert!(ids(u64::MAX, 5).is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
