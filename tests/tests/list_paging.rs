@@ -165,6 +165,7 @@ async fn snapshots_are_listed_once_across_pages() {
     let listed: BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(listed.len(), ids.len());
     assert!(created.is_subset(&listed));
+    println!("snapshots per page near the cap: {pages:?}");
     assert!(pages.len() >= 2, "cut by bytes: {pages:?}");
     let text = fdrctl(&socket, &["snapshot", "list", "--json"]).await;
     let ids = json_ids(&text);
