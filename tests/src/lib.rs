@@ -292,7 +292,7 @@ pub async fn listed_container(socket: &Path, id: &str) -> fdr_proto::v1::KnownCo
         .await
         .expect("connect");
     client
-        .list_containers(fdr_proto::v1::ListContainersRequest {})
+        .list_containers(fdr_proto::v1::ListContainersRequest::default())
         .await
         .expect("ListContainers")
         .into_inner()

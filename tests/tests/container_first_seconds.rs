@@ -226,7 +226,7 @@ async fn dropped_binary_in_a_new_containers_first_second_is_flagged_for_its_pod(
     let deadline = std::time::Instant::now() + fdr_tests::DEADLINE;
     let snc = loop {
         let snaps = client
-            .list_snapshots(pb::ListSnapshotsRequest {})
+            .list_snapshots(pb::ListSnapshotsRequest::default())
             .await
             .expect("ListSnapshots")
             .into_inner()

@@ -466,7 +466,7 @@ async fn the_recorder_holds_up_under_a_flood() {
     let deadline = Instant::now() + within;
     loop {
         let list = c
-            .list_snapshots(pb::ListSnapshotsRequest {})
+            .list_snapshots(pb::ListSnapshotsRequest::default())
             .await
             .expect("ListSnapshots")
             .into_inner();

@@ -440,7 +440,7 @@ async fn hostile_names_never_forge_output() {
     let deadline = tokio::time::Instant::now() + DEADLINE * 3;
     loop {
         let list = c
-            .list_snapshots(pb::ListSnapshotsRequest {})
+            .list_snapshots(pb::ListSnapshotsRequest::default())
             .await
             .expect("ListSnapshots")
             .into_inner();

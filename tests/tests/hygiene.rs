@@ -91,7 +91,10 @@ async fn huge_arguments_are_not_echoed_whole() {
         .expect_err("bad scope");
     check("CreateSnapshot scope", err);
     let err = client
-        .get_model(pb::GetModelRequest { key: huge.clone() })
+        .get_model(pb::GetModelRequest {
+            key: huge.clone(),
+            ..Default::default()
+        })
         .await
         .expect_err("unknown model");
     check("GetModel key", err);

@@ -328,7 +328,7 @@ async fn show_and_query_of_a_10000_audit_incident_stay_bounded() {
         let i = header(&mut c, inc.serial).await;
         if i.snapshot_id != 0 {
             let snaps = c
-                .list_snapshots(pb::ListSnapshotsRequest {})
+                .list_snapshots(pb::ListSnapshotsRequest::default())
                 .await
                 .expect("ListSnapshots")
                 .into_inner();

@@ -401,7 +401,10 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
         .await
         .expect("connect");
     let model = client
-        .get_model(pb::GetModelRequest { key: key.clone() })
+        .get_model(pb::GetModelRequest {
+            key: key.clone(),
+            ..Default::default()
+        })
         .await
         .expect("the model survives")
         .into_inner();

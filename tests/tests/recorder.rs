@@ -32,7 +32,7 @@ async fn wait_closed(c: &mut client::Client, id: u64) -> pb::SnapshotInfo {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let list = c
-            .list_snapshots(pb::ListSnapshotsRequest {})
+            .list_snapshots(pb::ListSnapshotsRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -112,7 +112,7 @@ async fn committed_snapshot_survives_kill_9_byte_for_byte() {
     let _agent2 = start_agent(&config, &socket);
     let mut c = client::connect_unix(&socket).await.expect("reconnect");
     let list = c
-        .list_snapshots(pb::ListSnapshotsRequest {})
+        .list_snapshots(pb::ListSnapshotsRequest::default())
         .await
         .unwrap()
         .into_inner();

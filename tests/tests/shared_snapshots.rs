@@ -121,7 +121,7 @@ async fn two_incidents_of_one_scope_within_a_window_share_one_snapshot() {
         .await
         .expect("connect");
     let listed = c
-        .list_snapshots(pb::ListSnapshotsRequest {})
+        .list_snapshots(pb::ListSnapshotsRequest::default())
         .await
         .expect("ListSnapshots")
         .into_inner()

@@ -95,7 +95,7 @@ async fn create(c: &mut client::Client, reason: &str) -> Result<pb::SnapshotInfo
 /// Ids listed as committed (closed).
 async fn committed(c: &mut client::Client) -> Vec<u64> {
     let l = c
-        .list_snapshots(pb::ListSnapshotsRequest {})
+        .list_snapshots(pb::ListSnapshotsRequest::default())
         .await
         .expect("ListSnapshots")
         .into_inner()

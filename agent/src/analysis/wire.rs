@@ -57,6 +57,7 @@ pub fn model_to_pb(m: &Model, now_ns: u64, with_items: bool) -> pb::Model {
         },
         item_count: m.item_count() as u64,
         anomalies: m.anomalies,
+        next_cursor: String::new(),
     }
 }
 

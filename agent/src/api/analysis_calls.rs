@@ -14,7 +14,12 @@ use tokio::sync::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::{blocking, query::MAX_PAGE_BYTES, store_status};
+use super::{
+    blocking,
+    paging::{model_page, page, page_limit, MAX_PAGE_ENTRIES},
+    query::MAX_PAGE_BYTES,
+    store_status,
+};
 use crate::{
     analysis::incidents::{Incident, Incidents},
     analysis::persist::incidents as persist,
@@ -24,12 +29,22 @@ use crate::{
 
 use crate::util::now_ns;
 
-pub fn list_models(state: &State) -> pb::ListModelsResponse {
+/// A page of models by key, after `cursor` (see [`super::paging`]).
+pub fn list_models(state: &State, req: &pb::ListModelsRequest) -> pb::ListModelsResponse {
     let now = now_ns();
     let models = lock(&state.models);
-    let mut out: Vec<pb::Model> = models.all().map(|m| model_to_pb(m, now, false)).collect();
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    pb::ListModelsResponse { models: out }
+    let after = (!req.cursor.is_empty()).then_some(req.cursor.as_str());
+    let (models, next) = page(
+        models.all(),
+        after.as_ref(),
+        page_limit(req.limit),
+        |m| &*m.key,
+        |m| model_to_pb(m, now, false),
+    );
+    pb::ListModelsResponse {
+        models,
+        next_cursor: next.map(str::to_owned).unwrap_or_default(),
+    }
 }
 
 /// The one model whose key is `key`, or the only one containing it.
@@ -74,7 +89,7 @@ pub fn get_model(state: &State, req: &pb::GetModelRequest) -> Result<pb::Model, 
     let m = models
         .get(&key)
         .ok_or_else(|| Status::not_found(format!("no model {key:?}")))?;
-    Ok(model_to_pb(m, now_ns(), true))
+    model_page(m, now_ns(), &req.cursor, page_limit(req.limit))
 }
 
 pub fn relearn_model(
@@ -94,8 +109,20 @@ pub fn relearn_model(
         .map(|k| k.to_string())
         .collect();
     done.sort();
-    tracing::info!(models = ?done, "models relearning");
-    Ok(pb::RelearnModelResponse { keys: done })
+    let count = done.len() as u64;
+    tracing::info!(count, first = ?done.iter().take(20).collect::<Vec<_>>(), "models relearning");
+    // Within a message: the first keys (every model may be many).
+    let mut bytes = 0;
+    let keep = done
+        .iter()
+        .take(MAX_PAGE_ENTRIES)
+        .take_while(|k| {
+            bytes += k.len() + 8;
+            bytes <= MAX_PAGE_BYTES
+        })
+        .count();
+    done.truncate(keep.max(1).min(done.len()));
+    Ok(pb::RelearnModelResponse { keys: done, count })
 }
 
 /// Audits per incident in a `ListIncidents` answer and in a stream's first

@@ -11,6 +11,7 @@ mod analysis_calls;
 mod authority;
 mod convert;
 pub mod export;
+mod paging;
 pub mod query;
 mod service;
 pub mod state;

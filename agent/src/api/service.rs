@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 use super::{
     blocking,
     convert::buffer_stats_to_pb,
+    paging::{
+        container_key, cut_by_bytes, page, page_limit, smallest, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
+    },
     query::{EventQuery, ExportChunks},
     store_status,
 };
@@ -230,23 +233,31 @@ impl FlightRecorder for Service {
 
     async fn list_containers(
         &self,
-        _request: Request<pb::ListContainersRequest>,
+        request: Request<pb::ListContainersRequest>,
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let req = request.get_ref();
         let known = lock(&self.state.containers).list();
+        let after = (!req.cursor.is_empty()).then(|| req.cursor.clone());
+        let (containers, next) = page(
+            known.into_iter(),
+            after.as_ref(),
+            page_limit(req.limit),
+            |k| container_key(k.running, &k.id),
+            super::convert::known_container_to_pb,
+        );
         Ok(Response::new(pb::ListContainersResponse {
-            containers: known
-                .iter()
-                .map(super::convert::known_container_to_pb)
-                .collect(),
+            containers,
+            next_cursor: next.unwrap_or_default(),
         }))
     }
 
     async fn list_models(
         &self,
-        _request: Request<pb::ListModelsRequest>,
+        request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         Ok(Response::new(super::analysis_calls::list_models(
             &self.state,
+            request.get_ref(),
         )))
     }
 
@@ -330,8 +341,16 @@ impl FlightRecorder for Service {
 
     async fn list_snapshots(
         &self,
-        _request: Request<pb::ListSnapshotsRequest>,
+        request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let req = request.get_ref();
+        let after: u64 = match req.cursor.as_str() {
+            "" => 0,
+            c => c
+                .parse()
+                .map_err(|_| Status::invalid_argument("bad snapshot cursor"))?,
+        };
+        let limit = page_limit(req.limit);
         // Open and pending ones first: a snapshot moving on meanwhile is
         // then listed twice rather than missed (duplicates dropped below).
         let (open, pending) = {
@@ -339,14 +358,33 @@ impl FlightRecorder for Service {
             (snaps.open_infos(), snaps.committer().pending_infos())
         };
         let state = self.state.clone();
-        let mut snapshots = blocking(move || state.store.list().map_err(store_status)).await?;
-        let stored: std::collections::HashSet<u64> = snapshots.iter().map(|i| i.id).collect();
-        snapshots.extend(pending.into_iter().filter(|i| !stored.contains(&i.id)));
-        snapshots.extend(open.into_iter().filter(|i| !stored.contains(&i.id)));
-        let mut seen = std::collections::HashSet::new();
-        snapshots.retain(|i| seen.insert(i.id));
+        // One more than the page: whether more follow. Stored ones not read
+        // have higher ids than all those read, so the page's first `limit`
+        // of them all is right.
+        let mut snapshots = blocking(move || {
+            state
+                .store
+                .list_after(after, limit.saturating_add(1))
+                .map_err(store_status)
+        })
+        .await?;
+        snapshots.extend(pending.into_iter().filter(|i| i.id > after));
+        snapshots.extend(open.into_iter().filter(|i| i.id > after));
+        // Stable: the stored copy of a snapshot comes first and is kept.
+        snapshots.sort_by_key(|i| i.id);
+        snapshots.dedup_by_key(|i| i.id);
+        let mut more = snapshots.len() > limit;
+        snapshots.truncate(limit);
         name_snapshot_containers(&self.state, snapshots.iter_mut());
-        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
+        more |= cut_by_bytes(&mut snapshots, MAX_PAGE_BYTES);
+        let next_cursor = match snapshots.last() {
+            Some(last) if more => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots,
+            next_cursor,
+        }))
     }
 
     async fn get_snapshot(
@@ -532,6 +570,15 @@ impl FlightRecorder for Service {
                 with_metadata: n.with_metadata,
             }
         };
+        // Within a message however many scopes: the largest ones.
+        let scopes_left_out = per_scope.len().saturating_sub(MAX_PAGE_ENTRIES) as u64;
+        let mut per_scope = per_scope;
+        if scopes_left_out > 0 {
+            per_scope = smallest(per_scope, MAX_PAGE_ENTRIES, |(_, b)| {
+                std::cmp::Reverse(b.bytes)
+            });
+            per_scope.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         let scopes = per_scope
             .into_iter()
             .map(|(scope, b)| pb::ScopeStats {
@@ -562,6 +609,7 @@ impl FlightRecorder for Service {
             pipeline_max_blocked_us: st.counters.pipeline_max_blocked_us.load(Relaxed),
             open_snapshot_bytes,
             storage: Some(storage_stats(st)),
+            scopes_left_out,
         }))
     }
 }

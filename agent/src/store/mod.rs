@@ -570,6 +570,31 @@ impl Store {
         )
     }
 
+    /// Summaries of at most `limit` stored snapshots with ids above
+    /// `after`, oldest first (from the index).
+    pub fn list_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<pb::SnapshotInfo>, StoreError> {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.read(
+            || "the snapshot index".into(),
+            |db| {
+                let tx = db.begin_read().map_err(db_err)?;
+                let t = tx.open_table(INDEX).map_err(db_err)?;
+                let mut out = Vec::new();
+                for r in t.range(from..).map_err(db_err)?.take(limit) {
+                    let (k, v) = r.map_err(db_err)?;
+                    out.push(decode_info(k.value(), v.value())?);
+                }
+                Ok(out)
+            },
+        )
+    }
+
     pub fn count(&self) -> Result<u64, StoreError> {
         self.read(
             || "the snapshot table".into(),
@@ -873,6 +898,19 @@ mod tests {
             "ids survive a restart, above every id reserved"
         );
         assert_eq!(store.list().unwrap().len(), 100);
+        // Pages of the index: ids above the cursor, in order.
+        let ids = |after, n| -> Vec<u64> {
+            store
+                .list_after(after, n)
+                .unwrap()
+                .iter()
+                .map(|i| i.id)
+                .collect()
+        };
+        assert_eq!(ids(0, 3), [2, 3, 4]);
+        assert_eq!(ids(99, 5), [100, 101]);
+        assert!(ids(101, 5).is_empty());
+        assert!(ids(u64::MAX, 5).is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -13,6 +13,9 @@ pub struct ContainersArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Containers asked for per call (0: as many as the agent sends).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub page_size: u32,
 }
 
 pub async fn containers(
@@ -20,20 +23,27 @@ pub async fn containers(
     args: &ContainersArgs,
     out: &mut impl Write,
 ) -> Result<()> {
-    let list = client
-        .list_containers(pb::ListContainersRequest {})
-        .await?
-        .into_inner()
-        .containers;
-    let text = if args.json {
-        list.iter()
-            .map(|k| super::escape::json(&known_json(k)) + "\n")
-            .collect::<String>()
-    } else {
-        containers_table(&list)
+    // Page by page, each written as it comes.
+    let mut req = pb::ListContainersRequest {
+        limit: args.page_size,
+        ..Default::default()
     };
-    quiet_pipe(out.write_all(text.as_bytes()))?;
-    Ok(())
+    let mut header = !args.json;
+    loop {
+        let page = client.list_containers(req.clone()).await?.into_inner();
+        let text = if args.json {
+            page.containers
+                .iter()
+                .map(|k| super::escape::json(&known_json(k)) + "\n")
+                .collect::<String>()
+        } else {
+            containers_rows(&page.containers, std::mem::take(&mut header))
+        };
+        if !quiet_pipe(out.write_all(text.as_bytes()))? || page.next_cursor.is_empty() {
+            return Ok(());
+        }
+        req.cursor = page.next_cursor;
+    }
 }
 
 fn known_json(k: &pb::KnownContainer) -> serde_json::Value {
@@ -54,11 +64,20 @@ fn or_dash(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub fn containers_table(list: &[pb::KnownContainer]) -> String {
-    let mut t = format!(
-        "{:<12}  {:<8}  {:<24}  {:<20}  {:<32}  {:<16}  {}\n",
-        "CONTAINER", "STATE", "POD", "NAME", "IMAGE", "NAMESPACE", "STOPPED"
-    );
+#[cfg(test)]
+fn containers_table(list: &[pb::KnownContainer]) -> String {
+    containers_rows(list, true)
+}
+
+/// The table's rows, after its header when `header`.
+fn containers_rows(list: &[pb::KnownContainer], header: bool) -> String {
+    let mut t = String::new();
+    if header {
+        t = format!(
+            "{:<12}  {:<8}  {:<24}  {:<20}  {:<32}  {:<16}  {}\n",
+            "CONTAINER", "STATE", "POD", "NAME", "IMAGE", "NAMESPACE", "STOPPED"
+        );
+    }
     for k in list {
         let c = k.info.clone().unwrap_or_default();
         let id: String = c.id.chars().take(12).collect();

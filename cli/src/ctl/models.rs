@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use fdr_proto::v1 as pb;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{escape::escape as e, quiet_pipe, time_text, Result};
 use crate::client::Client;
@@ -16,6 +16,9 @@ pub enum ModelCmd {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Models asked for per call (0: as many as the agent sends).
+        #[arg(long, default_value_t = 0, hide = true)]
+        page_size: u32,
     },
     /// A model and everything it learned (sorted, one item per line).
     Show {
@@ -23,6 +26,9 @@ pub enum ModelCmd {
         key: String,
         #[arg(long, value_parser = ["yaml", "json"], default_value = "yaml")]
         format: String,
+        /// Items asked for per call (0: as many as the agent sends).
+        #[arg(long, default_value_t = 0, hide = true)]
+        page_size: u32,
     },
     /// Forget what a model learned and learn again; prints the keys of the
     /// models that restarted learning.
@@ -38,28 +44,75 @@ pub enum ModelCmd {
 
 pub async fn model(client: &mut Client, cmd: &ModelCmd, out: &mut impl Write) -> Result<()> {
     let text = match cmd {
-        ModelCmd::List { json } => {
-            let list = client
-                .list_models(pb::ListModelsRequest {})
-                .await?
-                .into_inner();
-            if *json {
-                list.models
-                    .iter()
-                    .map(|m| super::escape::json(&summary_json(m)) + "\n")
-                    .collect()
-            } else {
-                models_table(&list.models)
+        ModelCmd::List { json, page_size } => {
+            // Page by page: the table's key column is as wide as the first
+            // page's longest key.
+            let mut req = pb::ListModelsRequest {
+                limit: *page_size,
+                ..Default::default()
+            };
+            let mut width = None;
+            loop {
+                let page = client.list_models(req.clone()).await?.into_inner();
+                let text: String = if *json {
+                    page.models
+                        .iter()
+                        .map(|m| super::escape::json(&summary_json(m)) + "\n")
+                        .collect()
+                } else {
+                    let w = *width.get_or_insert_with(|| key_width(&page.models));
+                    let mut t = if req.cursor.is_empty() {
+                        table_header(w)
+                    } else {
+                        String::new()
+                    };
+                    for m in &page.models {
+                        t += &table_row(m, w);
+                    }
+                    t
+                };
+                if !quiet_pipe(out.write_all(text.as_bytes()))? {
+                    return Ok(());
+                }
+                if page.next_cursor.is_empty() {
+                    return Ok(());
+                }
+                req.cursor = page.next_cursor;
             }
         }
-        ModelCmd::Show { key, format } => {
-            let req = pb::GetModelRequest { key: key.clone() };
-            let m = client.get_model(req).await?.into_inner();
-            if format == "json" {
-                model_json_text(&m)
-            } else {
-                model_yaml(&m)
+        ModelCmd::Show {
+            key,
+            format,
+            page_size,
+        } => {
+            // Page by page: the model's fields first, then its sections as
+            // they come, each section's items in order.
+            let mut req = pb::GetModelRequest {
+                key: key.clone(),
+                limit: *page_size,
+                ..Default::default()
+            };
+            let mut m = client.get_model(req.clone()).await?.into_inner();
+            // Later pages by the exact key (a part of one could match a
+            // model added meanwhile).
+            req.key = m.key.clone();
+            let mut w = ModelWriter::new(format == "json");
+            let mut text = w.header(&m);
+            loop {
+                for s in &m.sections {
+                    text += &w.section(s);
+                }
+                if !quiet_pipe(out.write_all(text.as_bytes()))? {
+                    return Ok(());
+                }
+                if m.next_cursor.is_empty() {
+                    break;
+                }
+                req.cursor = std::mem::take(&mut m.next_cursor);
+                m = client.get_model(req.clone()).await?.into_inner();
+                text = String::new();
             }
+            w.finish()
         }
         ModelCmd::Relearn { key, all } => {
             let req = pb::RelearnModelRequest {
@@ -67,6 +120,10 @@ pub async fn model(client: &mut Client, cmd: &ModelCmd, out: &mut impl Write) ->
                 all: *all,
             };
             let done = client.relearn_model(req).await?.into_inner();
+            let more = done.count.saturating_sub(done.keys.len() as u64);
+            if more > 0 {
+                eprintln!("fdrctl: {more} more models restarted learning (not listed)");
+            }
             done.keys.iter().map(|k| format!("{}\n", e(k))).collect()
         }
     };
@@ -85,29 +142,155 @@ fn state_name(raw: i32) -> &'static str {
 /// The key column's widest: a longer key pushes the rest of its row.
 const KEY_WIDTH: usize = 48;
 
-/// The models as a table, the key column as wide as the longest key (up to
+/// The key column's width for these models: the longest key (up to
 /// [`KEY_WIDTH`]).
-fn models_table(models: &[pb::Model]) -> String {
+fn key_width(models: &[pb::Model]) -> usize {
     let longest = models.iter().map(|m| e(&m.key).chars().count()).max();
-    let w = longest.unwrap_or(0).clamp(3, KEY_WIDTH);
-    let mut t = format!(
+    longest.unwrap_or(0).clamp(3, KEY_WIDTH)
+}
+
+fn table_header(w: usize) -> String {
+    format!(
         "{:<w$} {:<8} {:>7} {:>9} LEARNING UNTIL\n",
         "KEY", "STATE", "ITEMS", "ANOMALIES"
-    );
+    )
+}
+
+fn table_row(m: &pb::Model, w: usize) -> String {
+    format!(
+        "{:<w$} {:<8} {:>7} {:>9} {}\n",
+        e(&m.key),
+        state_name(m.state),
+        m.item_count,
+        m.anomalies,
+        time_text(m.learning_until.as_ref())
+    )
+}
+
+/// The models as a table, the key column as wide as the longest key (up to
+/// [`KEY_WIDTH`]).
+#[cfg(test)]
+fn models_table(models: &[pb::Model]) -> String {
+    let w = key_width(models);
+    let mut t = table_header(w);
     for m in models {
-        t += &format!(
-            "{:<w$} {:<8} {:>7} {:>9} {}\n",
-            e(&m.key),
-            state_name(m.state),
-            m.item_count,
-            m.anomalies,
-            time_text(m.learning_until.as_ref())
-        );
+        t += &table_row(m, w);
     }
     t
 }
 
+/// Writes a model shown page by page (`model_yaml` and `model_json_text`
+/// of the whole model, the same text): the fields from the first page,
+/// then each section's items as pages bring them (a section may go on in
+/// the next page), then the end.
+struct ModelWriter {
+    json: bool,
+    /// The JSON text after the sections.
+    json_tail: String,
+    /// The section being written, and how many of its items were.
+    current: Option<(String, usize)>,
+    sections: usize,
+}
+
+impl ModelWriter {
+    fn new(json: bool) -> Self {
+        ModelWriter {
+            json,
+            json_tail: String::new(),
+            current: None,
+            sections: 0,
+        }
+    }
+
+    /// The model's fields, up to its sections.
+    fn header(&mut self, m: &pb::Model) -> String {
+        if self.json {
+            let mut v = summary_json(m);
+            v["sections"] = json!({});
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            const MARK: &str = "\"sections\": {}";
+            let at = text.find(MARK).map_or(text.len(), |i| i + MARK.len() - 1);
+            self.json_tail = super::escape::json_safe(text[at..].to_owned()) + "\n";
+            return super::escape::json_safe(text[..at].to_owned());
+        }
+        format!(
+            "key: {}\nstate: {}\nlearning_since: {}\nlearning_until: {}\nitem_count: {}\nanomalies: {}\n",
+            yaml_scalar(&m.key),
+            state_name(m.state),
+            yaml_time(m.learning_since.as_ref()),
+            yaml_time(m.learning_until.as_ref()),
+            m.item_count,
+            m.anomalies
+        )
+    }
+
+    /// Closes the section being written.
+    fn close(&mut self) -> String {
+        match self.current.take() {
+            None => String::new(),
+            Some((_, n)) if self.json => if n > 0 { "\n    ]" } else { "]" }.to_owned(),
+            Some((name, 0)) => format!("  {}: []\n", yaml_scalar(&name)),
+            Some(_) => String::new(),
+        }
+    }
+
+    /// A page's part of one section.
+    fn section(&mut self, s: &pb::ModelSection) -> String {
+        let mut t = String::new();
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(name, _)| *name != s.name)
+        {
+            t += &self.close();
+            if self.json {
+                if self.sections > 0 {
+                    t.push(',');
+                }
+                t += &format!("\n    {}: [", quoted(&s.name));
+            } else if self.sections == 0 {
+                t += "sections:\n";
+            }
+            self.sections += 1;
+            self.current = Some((s.name.clone(), 0));
+        }
+        let Some((name, n)) = self.current.as_mut() else {
+            return t;
+        };
+        for item in &s.items {
+            if self.json {
+                if *n > 0 {
+                    t.push(',');
+                }
+                t += &format!("\n      {}", quoted(&item.value));
+            } else {
+                if *n == 0 {
+                    t += &format!("  {}:\n", yaml_scalar(name));
+                }
+                t += &format!("    - {}\n", quoted(&item.value));
+            }
+            *n += 1;
+        }
+        t
+    }
+
+    /// What follows the last section.
+    fn finish(&mut self) -> String {
+        let mut t = self.close();
+        if self.json {
+            if self.sections > 0 {
+                t += "\n  ";
+            }
+            t += &self.json_tail;
+        } else if self.sections == 0 {
+            t += "sections: {}\n";
+        }
+        t
+    }
+}
+
 /// The sections sorted by name, each with its item values sorted.
+#[cfg(test)]
 fn sorted_sections(m: &pb::Model) -> Vec<(&str, Vec<&str>)> {
     let mut sections: Vec<(&str, Vec<&str>)> = m
         .sections
@@ -140,9 +323,10 @@ fn summary_json(m: &pb::Model) -> Value {
 
 /// The whole model as pretty JSON: the summary and `sections`, an object
 /// of sorted arrays of item values.
+#[cfg(test)]
 fn model_json_text(m: &pb::Model) -> String {
     let mut v = summary_json(m);
-    let sections: Map<String, Value> = sorted_sections(m)
+    let sections: serde_json::Map<String, Value> = sorted_sections(m)
         .into_iter()
         .map(|(name, items)| (name.to_owned(), json!(items)))
         .collect();
@@ -178,6 +362,7 @@ fn yaml_time(ts: Option<&prost_types::Timestamp>) -> String {
 
 /// The whole model as YAML: fields in a fixed order, sections and items
 /// sorted, items always quoted, one per line.
+#[cfg(test)]
 fn model_yaml(m: &pb::Model) -> String {
     let mut y = format!(
         "key: {}\nstate: {}\nlearning_since: {}\nlearning_until: {}\nitem_count: {}\nanomalies: {}\n",
@@ -248,6 +433,7 @@ mod tests {
             ],
             item_count: 3,
             anomalies: 2,
+            next_cursor: String::new(),
         }
     }
 
@@ -293,6 +479,63 @@ sections:
         assert_eq!(v["sections"]["exec"][1], "/usr/bin/curl");
         assert_eq!(v["sections"]["file"], json!([]));
         assert_eq!(v["anomalies"], 2);
+    }
+
+    /// The whole model cut into pages of `n` items, as the agent sends it:
+    /// sections by name, items by value, a section going on in the next
+    /// page, every section in the pages.
+    fn pages(m: &pb::Model, n: usize) -> Vec<pb::Model> {
+        let head = pb::Model {
+            sections: Vec::new(),
+            ..m.clone()
+        };
+        let mut pages = vec![head.clone()];
+        let mut count = 0;
+        for (name, items) in sorted_sections(m) {
+            let section = |items: Vec<pb::ModelItem>| pb::ModelSection {
+                name: name.to_owned(),
+                items,
+            };
+            pages.last_mut().unwrap().sections.push(section(Vec::new()));
+            for v in items {
+                if count == n {
+                    pages.push(head.clone());
+                    pages.last_mut().unwrap().sections.push(section(Vec::new()));
+                    count = 0;
+                }
+                let last = pages.last_mut().unwrap().sections.last_mut().unwrap();
+                last.items.push(pb::ModelItem {
+                    value: v.to_owned(),
+                    learned_at: None,
+                });
+                count += 1;
+            }
+        }
+        pages
+    }
+
+    fn written(pages: &[pb::Model], json: bool) -> String {
+        let mut w = ModelWriter::new(json);
+        let mut t = w.header(&pages[0]);
+        for p in pages {
+            for s in &p.sections {
+                t += &w.section(s);
+            }
+        }
+        t + &w.finish()
+    }
+
+    #[test]
+    fn paged_show_writes_the_same_text() {
+        let mut big = model();
+        big.sections[0].items = items(&["a", "b", "c", "d", "e\u{202e}"]);
+        for m in [model(), big, pb::Model::default()] {
+            for n in [1, 2, 3, 100] {
+                let p = pages(&m, n);
+                assert_eq!(written(&p, false), model_yaml(&m), "{n}");
+                assert_eq!(written(&p, true), model_json_text(&m), "{n}");
+            }
+        }
     }
 
     #[test]

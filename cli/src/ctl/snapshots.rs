@@ -26,6 +26,9 @@ pub enum SnapshotCmd {
     List {
         #[arg(long)]
         json: bool,
+        /// Snapshots asked for per call (0: as many as the agent sends).
+        #[arg(long, default_value_t = 0, hide = true)]
+        page_size: u32,
     },
     /// A snapshot: summary, gaps, processes, listening sockets and events.
     Show {
@@ -182,24 +185,37 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
                 time_text(info.window_end.as_ref())
             ))?;
         }
-        SnapshotCmd::List { json } => {
-            let list = client
-                .list_snapshots(pb::ListSnapshotsRequest {})
-                .await?
-                .into_inner();
-            if *json {
-                for i in &list.snapshots {
-                    quiet_pipe(writeln!(out, "{}", super::escape::json(&info_json(i))))?;
-                }
-            } else {
-                quiet_pipe(writeln!(
+        SnapshotCmd::List { json, page_size } => {
+            if !*json
+                && !quiet_pipe(writeln!(
                     out,
                     "{:>5}  {:<24} {:<28} {:>7} {:>7}  {:<6} REASON",
                     "ID", "AT", "SCOPE", "EVENTS", "COMPLETE", "STATE"
-                ))?;
-                for i in &list.snapshots {
-                    quiet_pipe(writeln!(out, "{}", info_row(i)))?;
+                ))?
+            {
+                return Ok(());
+            }
+            // Page by page, each written as it comes.
+            let mut req = pb::ListSnapshotsRequest {
+                limit: *page_size,
+                ..Default::default()
+            };
+            loop {
+                let page = client.list_snapshots(req.clone()).await?.into_inner();
+                for i in &page.snapshots {
+                    let line = if *json {
+                        super::escape::json(&info_json(i))
+                    } else {
+                        info_row(i)
+                    };
+                    if !quiet_pipe(writeln!(out, "{line}"))? {
+                        return Ok(());
+                    }
                 }
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                req.cursor = page.next_cursor;
             }
         }
         SnapshotCmd::Show {

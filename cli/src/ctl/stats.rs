@@ -60,6 +60,7 @@ fn stats_json(s: &pb::Stats) -> Value {
             let b = sc.buffer.unwrap_or_default();
             json!({ "scope": sc.scope, "events": b.events, "bytes": b.bytes, "evicted": b.evicted })
         }).collect::<Vec<_>>(),
+        "scopes_left_out": s.scopes_left_out,
     })
 }
 
@@ -83,6 +84,9 @@ fn stats_table(s: &pb::Stats) -> String {
             b.bytes,
             b.evicted
         );
+    }
+    if s.scopes_left_out > 0 {
+        t += &format!("  ({} smaller scopes not listed)\n", s.scopes_left_out);
     }
     t += &format!("decode errors      {}\n", s.decode_errors);
     t += &format!(
