@@ -141,6 +141,16 @@ impl Capture {
         }
     }
 
+    /// When the model `key` stops learning (its `learning_until`, wall ns),
+    /// once the agent has created it, within [`DEADLINE`].
+    pub async fn model_learning_until(&self, key: &str) -> u64 {
+        let state = self.agent.as_ref().expect("running").state.clone();
+        wait_until(&format!("the model {key}"), || {
+            state.models.lock().ok()?.get(key).map(|m| m.learning_until)
+        })
+        .await
+    }
+
     pub async fn stop(mut self) {
         if let Some(a) = self.agent.take() {
             a.shutdown().await.expect("clean shutdown");

@@ -77,15 +77,7 @@ async fn dropped_binary_in_a_new_containers_first_second_is_flagged_for_its_pod(
     assert!(!meta.sandbox);
     let key = fdr_agent::analysis::model::container_key(&learner, Some(&meta)).to_string();
     assert!(key.starts_with("image:"), "{key}");
-    let until = wait_until("the image's model", || {
-        state
-            .models
-            .lock()
-            .ok()?
-            .get(&key)
-            .map(|m| m.learning_until)
-    })
-    .await;
+    let until = cap.model_learning_until(&key).await;
     let learned = wait_until("the first container's items learned", || {
         let l = learned_in(&cap, &learner);
         (!l.is_empty()).then_some(l)

@@ -238,17 +238,8 @@ async fn a_learned_pod_reading_its_passwd_then_connecting_out_is_data_exfiltrati
     let meta = named(&cap, &id).await;
 
     // Learning: the benign loop, until the image's model is active.
-    let state = cap.agent.as_ref().expect("running").state.clone();
     let key = format!("image:{}", meta.image_digest);
-    let until = wait_until("the image's model", || {
-        state
-            .models
-            .lock()
-            .ok()?
-            .get(&key)
-            .map(|m| m.learning_until)
-    })
-    .await;
+    let until = cap.model_learning_until(&key).await;
     let now_ns = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -196,15 +196,7 @@ async fn learned_service_attacked_raises_typed_incidents_that_survive_a_restart(
     }
     let key = format!("container:{id}");
     let state = cap.agent.as_ref().expect("running").state.clone();
-    let until = wait_until("the model", || {
-        state
-            .models
-            .lock()
-            .ok()?
-            .get(&key)
-            .map(|m| m.learning_until)
-    })
-    .await;
+    let until = cap.model_learning_until(&key).await;
     let learned_items = |cap: &Capture| -> Vec<String> {
         cap.recorded(|e| e.kind() == EventKind::ModelLearned && e.scope == scope)
             .iter()

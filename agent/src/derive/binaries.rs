@@ -22,14 +22,18 @@ struct Written {
     exe: String,
     /// Reasons already reported for this file.
     reported: Vec<BinaryReason>,
+    /// Which remembering this is (a key forgotten and remembered again has
+    /// a stale place in `order`).
+    generation: u64,
 }
 
 /// Remembers recently written files (bounded), by inode and by path.
 pub struct BinaryTracker {
     by_inode: HashMap<(u32, u64), Written>,
     by_path: HashMap<String, (u32, u64)>,
-    order: VecDeque<(u32, u64)>,
+    order: VecDeque<((u32, u64), u64)>,
     capacity: usize,
+    generation: u64,
 }
 
 impl BinaryTracker {
@@ -39,6 +43,7 @@ impl BinaryTracker {
             by_path: HashMap::new(),
             order: VecDeque::new(),
             capacity,
+            generation: 0,
         }
     }
 
@@ -49,7 +54,12 @@ impl BinaryTracker {
                 file,
             } if file.mode & S_IFMT == S_IFREG => {
                 let key = (file.dev, file.ino);
-                if !self.by_inode.contains_key(&key) {
+                // The same inode under another path is another file: the
+                // inode of a removed one, reused (or a second link). It
+                // starts afresh, with nothing reported yet.
+                let known = self.by_inode.get(&key).is_some_and(|w| w.path == file.path);
+                if !known {
+                    self.forget(key);
                     self.remember(key, &file.path, ev);
                 }
                 if file.mode & EXEC_BITS != 0 {
@@ -68,6 +78,16 @@ impl BinaryTracker {
                 };
                 if let (true, Some(key)) = (made_exec, key) {
                     self.report(key, BinaryReason::MadeExecutable, ev, out);
+                }
+            }
+            // A removed file is forgotten: its inode may soon be another
+            // file's, which must not inherit its path or what was reported.
+            Detail::File {
+                kind: EventKind::FileUnlink,
+                file,
+            } => {
+                if let Some(key) = self.by_path.get(&file.path).copied() {
+                    self.forget(key);
                 }
             }
             Detail::File {
@@ -98,19 +118,36 @@ impl BinaryTracker {
         }
     }
 
-    fn remember(&mut self, key: (u32, u64), path: &str, ev: &Event) {
-        if self.order.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                if let Some(w) = self.by_inode.remove(&old) {
-                    self.by_path.remove(&w.path);
-                }
+    /// Drops what is known of `key` (its path mapping too; its place in
+    /// `order` goes when it comes round).
+    fn forget(&mut self, key: (u32, u64)) {
+        if let Some(w) = self.by_inode.remove(&key) {
+            if self.by_path.get(&w.path) == Some(&key) {
+                self.by_path.remove(&w.path);
             }
         }
-        self.order.push_back(key);
+    }
+
+    fn remember(&mut self, key: (u32, u64), path: &str, ev: &Event) {
+        while self.order.len() >= self.capacity {
+            let Some((old, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .by_inode
+                .get(&old)
+                .is_some_and(|w| w.generation == generation)
+            {
+                self.forget(old);
+            }
+        }
+        self.generation += 1;
+        self.order.push_back((key, self.generation));
         self.by_path.insert(path.to_owned(), key);
         self.by_inode.insert(
             key,
             Written {
+                generation: self.generation,
                 path: path.to_owned(),
                 pid: ev.pid(),
                 exe: ev.exe().to_owned(),
@@ -134,5 +171,122 @@ impl BinaryTracker {
             writer_exe: Some(w.exe.clone()),
         };
         out.push(derived(&ev.record, Detail::Binary(Box::new(detail))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{test_support::event, FileDetail};
+
+    fn file(kind: EventKind, path: &str, ino: u64, mode: u32, new_mode: Option<u32>) -> Event {
+        event(
+            0,
+            7,
+            Detail::File {
+                kind,
+                file: Box::new(FileDetail {
+                    path: path.into(),
+                    dev: 1,
+                    ino,
+                    mode,
+                    new_mode,
+                    ..Default::default()
+                }),
+            },
+        )
+    }
+
+    fn reasons(out: &[Record]) -> Vec<(String, BinaryReason)> {
+        out.iter()
+            .filter_map(|r| match &r.detail {
+                Detail::Binary(b) => Some((b.path.clone(), b.reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_inode_is_a_new_file_with_nothing_reported_yet() {
+        let procs = ProcessTable::default();
+        let mut t = BinaryTracker::new(16);
+        let mut out = Vec::new();
+        // An unpacked file made executable, then removed.
+        t.observe(
+            &file(
+                EventKind::FileWrite,
+                "/tmp/a/tool",
+                42,
+                S_IFREG | 0o644,
+                None,
+            ),
+            &procs,
+            &mut out,
+        );
+        t.observe(
+            &file(EventKind::FileChmod, "/tmp/a/tool", 42, 0, Some(0o755)),
+            &procs,
+            &mut out,
+        );
+        t.observe(
+            &file(EventKind::FileUnlink, "/tmp/a/tool", 42, 0, None),
+            &procs,
+            &mut out,
+        );
+        // A new file gets the same inode, and is made executable too.
+        t.observe(
+            &file(
+                EventKind::FileWrite,
+                "/tmp/b/run.sh",
+                42,
+                S_IFREG | 0o644,
+                None,
+            ),
+            &procs,
+            &mut out,
+        );
+        t.observe(
+            &file(EventKind::FileChmod, "/tmp/b/run.sh", 42, 0, Some(0o755)),
+            &procs,
+            &mut out,
+        );
+        assert_eq!(
+            reasons(&out),
+            [
+                ("/tmp/a/tool".to_string(), BinaryReason::MadeExecutable),
+                ("/tmp/b/run.sh".to_string(), BinaryReason::MadeExecutable)
+            ]
+        );
+        // Without its unlink seen, a write under another path at the inode
+        // is another file as well.
+        t.observe(
+            &file(EventKind::FileWrite, "/tmp/c/x", 42, S_IFREG | 0o644, None),
+            &procs,
+            &mut out,
+        );
+        t.observe(
+            &file(EventKind::FileChmod, "/tmp/c/x", 42, 0, Some(0o700)),
+            &procs,
+            &mut out,
+        );
+        assert_eq!(reasons(&out).len(), 3);
+        assert_eq!(reasons(&out)[2].0, "/tmp/c/x");
+    }
+
+    #[test]
+    fn forgotten_and_remembered_keys_keep_the_bound() {
+        let procs = ProcessTable::default();
+        let mut t = BinaryTracker::new(4);
+        let mut out = Vec::new();
+        for i in 0..50u64 {
+            let path = format!("/tmp/f{}", i % 7);
+            t.observe(
+                &file(EventKind::FileWrite, &path, i % 5, S_IFREG | 0o644, None),
+                &procs,
+                &mut out,
+            );
+        }
+        assert!(t.by_inode.len() <= 4 && t.order.len() <= 4);
+        assert!(t.by_path.len() <= t.by_inode.len());
     }
 }

@@ -18,7 +18,9 @@ use super::{
     escape::escape as e,
     event_json,
     events::table_header,
-    incident_view::{accounts, audit_json, audits_kept, incident_head_json, snapshot_text},
+    incident_view::{
+        accounts, audit_json, audit_line, audits_kept, incident_head_json, snapshot_text,
+    },
     quiet_pipe, severity_name, shell_words,
     snapshots::SnapshotPages,
     table_row, time_text, CtlError, Result,
@@ -439,18 +441,8 @@ fn audits_text(i: &pb::Incident) -> String {
         format!("\naudits ({shown}):\n")
     };
     for a in &i.audits {
-        let what = [a.section.as_str(), a.rule.as_str()]
-            .into_iter()
-            .filter(|x| !x.is_empty())
-            .collect::<Vec<_>>()
-            .join("/");
-        s += &format!(
-            "{} {:<8} {}: {}\n",
-            time_text(a.time.as_ref()),
-            severity_name(a.severity),
-            e(&what),
-            e(&a.message)
-        );
+        s += &audit_line(a);
+        s.push('\n');
         if let Some(p) = &a.process {
             s += &format!("    pid {} {} {}\n", p.pid, e(&p.exe), shell_words(&p.argv));
         }

@@ -68,6 +68,22 @@ pub(super) fn accounts(i: &pb::Incident) -> &[pb::AccountDetail] {
     }
 }
 
+/// An audit's one-line text: time, severity, `section/rule: message`.
+pub(super) fn audit_line(a: &pb::Audit) -> String {
+    let what = [a.section.as_str(), a.rule.as_str()]
+        .into_iter()
+        .filter(|x| !x.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    format!(
+        "{} {:<8} {}: {}",
+        time_text(a.time.as_ref()),
+        severity_name(a.severity),
+        e(&what),
+        e(&a.message)
+    )
+}
+
 /// Audits kept in the incident's record (pageable), at least those seen.
 pub(super) fn audits_kept(i: &pb::Incident) -> u64 {
     i.audits_kept

@@ -8,7 +8,7 @@ use fdr_proto::v1 as pb;
 use super::{
     escape::escape as e,
     incident_show,
-    incident_view::{incident_json, incident_where, snapshot_text},
+    incident_view::{audit_line, incident_json, incident_where, snapshot_text},
     quiet_pipe, severity_name, time_text, Result,
 };
 use crate::client::Client;
@@ -134,19 +134,7 @@ fn watch_text(i: &pb::Incident, json: bool) -> String {
         row + "\n"
     };
     for a in &i.audits {
-        let what = [a.section.as_str(), a.rule.as_str()]
-            .into_iter()
-            .filter(|x| !x.is_empty())
-            .collect::<Vec<_>>()
-            .join("/");
-        s += &format!(
-            "{:>6}   {} {:<8} {}: {}\n",
-            "",
-            time_text(a.time.as_ref()),
-            severity_name(a.severity),
-            e(&what),
-            e(&a.message)
-        );
+        s += &format!("{:>6}   {}\n", "", audit_line(a));
     }
     s
 }
