@@ -285,13 +285,18 @@ impl Deltas {
         }
     }
 
-    /// Notes a first message sent (from the backlog).
+    /// Notes a first message sent from the backlog: what its first page
+    /// left out is read with GetIncident.
     fn note_first(&mut self, p: &pb::Incident, now: std::time::Instant) {
+        self.note(p, p.audits_kept as usize, now);
+    }
+
+    /// Notes message `p` sent, the next audit to send being `next_audit`.
+    fn note(&mut self, p: &pb::Incident, next_audit: usize, now: std::time::Instant) {
         self.sent.insert(
             p.serial,
             Sent {
-                // What the first page left out is read with GetIncident.
-                next_audit: p.audits_kept as usize,
+                next_audit,
                 audit_count: p.audit_count,
                 last: p.last,
                 severity: p.severity,
@@ -314,7 +319,10 @@ impl Deltas {
                     max_bytes: UPDATE_BYTES,
                 },
             );
-            self.note_first(&p, now);
+            // An incident that opened while streaming: every audit is sent,
+            // the ones past its first page in the next messages.
+            *more = p.next_audit_offset != 0;
+            self.note(&p, p.audits.len(), now);
             return Delta::Send(Box::new(p));
         };
         let page = AuditPage {
@@ -340,18 +348,7 @@ impl Deltas {
             p.accounts.clear();
         }
         p.update = true;
-        self.sent.insert(
-            i.serial,
-            Sent {
-                next_audit: prev.next_audit + p.audits.len(),
-                audit_count: p.audit_count,
-                last: p.last,
-                severity: p.severity,
-                snapshot_id: p.snapshot_id,
-                account_count: p.account_count,
-                sent_at: now,
-            },
-        );
+        self.note(&p, prev.next_audit + p.audits.len(), now);
         Delta::Send(Box::new(p))
     }
 
@@ -616,6 +613,32 @@ mod tests {
         let p = sent(d.message(capped.get(r2.serial).unwrap(), later, &mut more));
         assert_eq!(p.severity, pb::Severity::Critical as i32);
         assert_eq!(p.audit_count, 4);
+    }
+
+    /// An incident that opened while streaming with more audits than a
+    /// first page (a burst between two passes): the rest follows, none
+    /// skipped.
+    #[test]
+    fn a_new_incident_past_its_first_page_sends_the_rest() {
+        let mut incs = Incidents::new(1, u64::MAX, 10_000);
+        let r = incs.raise(&Scope::Host, IncidentType::BackdoorListener, 1);
+        for n in 0..250 {
+            add(&mut incs, r.serial, n, Severity::Low);
+        }
+        let mut d = Deltas::new(100);
+        let t0 = std::time::Instant::now();
+        let mut more = false;
+        let first = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+        assert!(more, "audits left for the next message");
+        assert_eq!(first.audits.len(), 100);
+        let mut seen: Vec<u64> = first.audits.iter().map(|a| a.event_seq).collect();
+        while more {
+            more = false;
+            let p = sent(d.message(incs.get(r.serial).unwrap(), t0, &mut more));
+            assert_eq!(p.audits_offset as usize, seen.len());
+            seen.extend(p.audits.iter().map(|a| a.event_seq));
+        }
+        assert_eq!(seen, (0..250).collect::<Vec<_>>());
     }
 
     /// An incident first sent from the backlog with a first page: later
