@@ -5,7 +5,9 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use fdr_proto::v1 as pb;
 
-use crate::event::wire::{account_to_pb, container_to_pb, severity_to_pb, timestamp};
+use crate::event::wire::{
+    account_from_pb, account_to_pb, container_to_pb, severity_to_pb, timestamp,
+};
 use crate::{
     analysis::incidents::{AncestorSummary, AuditEntry, Incident, IncidentType, ProcSummary},
     analysis::model::{AuditDraft, Model, Section},
@@ -328,18 +330,6 @@ pub fn incident_from_pb(p: &pb::Incident) -> Option<Incident> {
         },
         account_count: p.account_count.max(p.account.is_some() as u64),
     })
-}
-
-fn account_from_pb(a: &pb::AccountDetail) -> AccountDetail {
-    AccountDetail {
-        hostname: a.hostname.clone(),
-        uid: a.uid,
-        user: a.user.clone(),
-        files: a.files.clone(),
-        command: a.command.clone(),
-        interactive: a.interactive,
-        first_boot_ns: 0,
-    }
 }
 
 #[cfg(test)]

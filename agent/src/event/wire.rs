@@ -101,6 +101,20 @@ pub fn process_to_pb(ev: &Event) -> pb::Process {
     }
 }
 
+/// An account record from its wire form (its first change's boot time is
+/// not on the wire: 0).
+pub fn account_from_pb(a: &pb::AccountDetail) -> AccountDetail {
+    AccountDetail {
+        hostname: a.hostname.clone(),
+        uid: a.uid,
+        user: a.user.clone(),
+        files: a.files.clone(),
+        command: a.command.clone(),
+        interactive: a.interactive,
+        first_boot_ns: 0,
+    }
+}
+
 /// An account record; `first_change` in wall-clock ns when known.
 pub fn account_to_pb(a: &AccountDetail, first_change: Option<u64>) -> pb::AccountDetail {
     pb::AccountDetail {
