@@ -39,6 +39,24 @@ pub(crate) fn event(seq: u64, pid: u32, detail: Detail) -> Event {
     }
 }
 
+/// An exec of `exe` with `argv`, `filename` the path given to `execve`.
+pub(crate) fn exec_detail(filename: &str, exe: &str, argv: &[&str]) -> Detail {
+    Detail::Exec {
+        filename: filename.into(),
+        exe: exe.into(),
+        exe_incomplete: false,
+        exe_dev: 0,
+        exe_ino: 0,
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        old_tid: 0,
+        argv_truncated: false,
+        argv_unreadable: false,
+        filename_truncated: false,
+        stdin_socket: false,
+        not_utf8: crate::event::NotUtf8::NONE,
+    }
+}
+
 /// A TCP listen on port 8080.
 pub(crate) fn listen_detail() -> Detail {
     Detail::Net {

@@ -659,20 +659,7 @@ mod tests {
     #[test]
     fn fork_inherits_image_exec_replaces_it_exit_prunes_after_grace() {
         let mut t = ProcessTable::default();
-        let exec = |argv: &[&str]| Detail::Exec {
-            filename: argv[0].into(),
-            exe: argv[0].into(),
-            exe_incomplete: false,
-            exe_dev: 0,
-            exe_ino: 0,
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            old_tid: 0,
-            argv_truncated: false,
-            argv_unreadable: false,
-            filename_truncated: false,
-            stdin_socket: false,
-            not_utf8: crate::event::NotUtf8::NONE,
-        };
+        let exec = |argv: &[&str]| crate::event::test_support::exec_detail(argv[0], argv[0], argv);
         t.apply(&rec(10, 1, 0, exec(&["/bin/bash", "-l"])));
         let img = t.apply(&rec(11, 10, 1, Detail::Fork { parent_tid: 10 }));
         assert_eq!(&*img.exe, "/bin/bash");

@@ -419,20 +419,14 @@ mod tests {
 
     /// An exec; `stdin_socket`: its standard input is a socket.
     fn exec_on(stdin_socket: bool) -> Detail {
-        Detail::Exec {
-            filename: String::new(),
-            exe: String::new(),
-            exe_incomplete: false,
-            exe_dev: 0,
-            exe_ino: 0,
-            argv: Vec::new(),
-            old_tid: 0,
-            argv_truncated: false,
-            argv_unreadable: false,
-            filename_truncated: false,
-            stdin_socket,
-            not_utf8: crate::event::NotUtf8::NONE,
+        let mut d = crate::event::test_support::exec_detail("", "", &[]);
+        if let Detail::Exec {
+            stdin_socket: s, ..
+        } = &mut d
+        {
+            *s = stdin_socket;
         }
+        d
     }
 
     #[test]

@@ -365,20 +365,7 @@ mod tests {
         let mut e = crate::event::test_support::event(
             1,
             42,
-            Detail::Exec {
-                filename: child.2.into(),
-                exe: child.0.into(),
-                exe_incomplete: false,
-                exe_dev: 0,
-                exe_ino: 0,
-                argv: argv(child.1),
-                old_tid: 0,
-                argv_truncated: false,
-                argv_unreadable: false,
-                filename_truncated: false,
-                stdin_socket: false,
-                not_utf8: crate::event::NotUtf8::NONE,
-            },
+            crate::event::test_support::exec_detail(child.2, child.0, child.1),
         );
         e.image = Image::child_of(Some(&p), 42, 0, child.0.into(), Arc::from(argv(child.1)));
         let o = observe(&e).expect("an observation");
