@@ -368,6 +368,11 @@ impl Analyzer {
         }
     }
 
+    /// Whether held events wait to be judged ([`Analyzer::next_released`]).
+    pub fn has_released(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// The next held event whose wait ended, with the details it raises
     /// (recorded with seqs from `first_seq` on). The pipeline calls it
     /// after each event it records and after `flush`, until `None`.
@@ -405,7 +410,10 @@ impl Analyzer {
             if c.change == crate::attribution::containers::Change::Started {
                 // Named (or known to stay unnamed): its held events are
                 // judged now, under its image.
-                if let Naming::Named(m) = lock(state.containers).naming(&c.id) {
+                // The registry's lock is let go before adopting (which
+                // takes the models' and incidents' locks).
+                let naming = lock(state.containers).naming(&c.id);
+                if let Naming::Named(m) = naming {
                     self.adopt(&c.id, &m, state);
                 }
                 if self.holds.contains_key(&c.id) {
@@ -443,7 +451,7 @@ impl Analyzer {
             .scope
             .container_id()
             .is_some_and(|id| self.sandboxes.contains(id));
-        if let Some(obs) = items::observe(ev).filter(|_| !sandbox) {
+        if let Some(obs) = (!sandbox).then(|| items::observe(ev)).flatten() {
             let k = self.key(ev, state);
             match lock(state.models).check(&k, &obs, ev, ev.time_ns) {
                 Verdict::Normal => {}

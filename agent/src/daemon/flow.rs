@@ -259,12 +259,10 @@ impl Step {
                 source: n.source,
             })),
         };
-        let state = self.state.clone();
-        let mut procs = lock(&state.procs);
-        let ev = self.record(rec, &mut procs);
-        drop(procs);
-        self.accept(ev);
-        self.publish();
+        // In time order with the kernel's records still waiting to be
+        // recorded (a stop after its container's last events).
+        self.records.push(rec);
+        self.record_pending(self.marks.release_up_to());
     }
 
     /// Records an event and what the models and detectors make of it.
@@ -289,6 +287,9 @@ impl Step {
     /// (see `Analyzer::analyze`): the events are recorded already, what
     /// they raise is recorded now.
     fn released_verdicts(&mut self) {
+        if !self.analyzer.has_released() {
+            return;
+        }
         let state = self.state.clone();
         while let Some((trigger, raised)) =
             self.analyzer.next_released(&state.analysis(), self.seq + 1)
