@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use fdr_proto::v1 as pb;
 
 use crate::event::wire::{
-    account_from_pb, account_to_pb, container_to_pb, severity_to_pb, timestamp,
+    account_from_pb, account_to_pb, container_to_pb, ns_of, severity_to_pb, timestamp,
 };
 use crate::{
     analysis::incidents::{AncestorSummary, AuditEntry, Incident, IncidentType, ProcSummary},
@@ -15,14 +15,6 @@ use crate::{
     attribution::scope::Scope,
     event::{AccountDetail, Severity},
 };
-
-fn ns_of(ts: Option<&prost_types::Timestamp>) -> u64 {
-    ts.map_or(0, |t| {
-        (t.seconds.max(0) as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.nanos.max(0) as u64)
-    })
-}
 
 /// A model; `with_items` false for listings.
 pub fn model_to_pb(m: &Model, now_ns: u64, with_items: bool) -> pb::Model {

@@ -6,7 +6,6 @@ use std::{
 };
 
 use fdr_proto::v1 as pb;
-use prost::Message;
 use tokio::sync::{
     broadcast::error::{RecvError, TryRecvError},
     mpsc, watch,
@@ -133,6 +132,8 @@ pub const MAX_FIRST_AUDITS: usize = 1_000;
 pub const MAX_PAGE_AUDITS: usize = 10_000;
 /// Audits in one stream update at most (more follow in the next message),
 /// and their bytes.
+/// Incidents a ListIncidents call lists at most.
+const MAX_LISTED_INCIDENTS: usize = 1000;
 const UPDATE_AUDITS: usize = 500;
 const UPDATE_BYTES: usize = 1024 * 1024;
 /// A stream update that only moves counts and the last time is sent at
@@ -155,10 +156,11 @@ pub async fn list_incidents(
     state: &Arc<State>,
     req: &pb::ListIncidentsRequest,
 ) -> Result<pb::ListIncidentsResponse, Status> {
-    let limit = if req.limit == 0 {
-        100
-    } else {
-        req.limit as usize
+    // Stored records are decoded whole before their first page is cut:
+    // a bounded number a call.
+    let limit = match req.limit {
+        0 => 100,
+        n => (n as usize).min(MAX_LISTED_INCIDENTS),
     };
     let first = AuditPage {
         offset: 0,
@@ -198,17 +200,7 @@ pub async fn list_incidents(
     incidents.sort_by_key(|i| i.serial);
     incidents.truncate(limit);
     // Within the message budget: the client continues from last_serial.
-    let mut bytes = 0;
-    let mut keep = 0;
-    for i in &incidents {
-        let size = i.encoded_len() + 8;
-        if keep > 0 && bytes + size > MAX_PAGE_BYTES {
-            break;
-        }
-        bytes += size;
-        keep += 1;
-    }
-    incidents.truncate(keep);
+    super::paging::cut_by_bytes(&mut incidents, MAX_PAGE_BYTES);
     let last_serial = incidents.last().map_or(req.after_serial, |i| i.serial);
     Ok(pb::ListIncidentsResponse {
         incidents,

@@ -22,6 +22,15 @@ pub fn kind_from_pb(raw: i32) -> Option<EventKind> {
     u16::try_from(raw).ok().and_then(EventKind::from_raw)
 }
 
+/// Wall-clock ns of a timestamp (0 when absent or before the epoch).
+pub fn ns_of(ts: Option<&prost_types::Timestamp>) -> u64 {
+    ts.map_or(0, |t| {
+        (t.seconds.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos.max(0) as u64)
+    })
+}
+
 pub fn timestamp(ns: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: (ns / 1_000_000_000) as i64,

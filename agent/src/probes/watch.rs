@@ -42,6 +42,9 @@ use fdr_common::{watch, InodeKey, Prefixes, MAX_PREFIXES, PREFIX_LEN};
 
 use crate::{config::CaptureConfig, util::glob::wildcard_match};
 
+/// Paths a wildcard step of a pattern expands to at most.
+pub const MAX_EXPANDED: usize = 1024;
+
 /// The kernel's device number for a `st_dev`.
 pub fn kernel_dev(st_dev: u64) -> u32 {
     let major = libc::major(st_dev);
@@ -181,6 +184,7 @@ impl Root {
 
     /// Directory `dir` taken as a root (paths resolved inside it), with
     /// the agent's own mounts.
+    #[cfg(test)]
     pub fn at(dir: &Path) -> io::Result<Root> {
         let dir = dir
             .to_str()
@@ -245,7 +249,8 @@ impl Root {
     }
 
     /// Existing paths (relative to the root, no leading `/`) matching the
-    /// absolute `pattern` (`*` within components).
+    /// absolute `pattern` (`*` within components), at most
+    /// [`MAX_EXPANDED`] a wildcard step.
     pub fn expand(&self, pattern: &str) -> Vec<String> {
         let mut current = vec![String::new()];
         for comp in pattern.split('/').filter(|c| !c.is_empty()) {
@@ -270,6 +275,12 @@ impl Root {
                         let name = name.to_string_lossy();
                         if wildcard_match(comp, &name) {
                             next.push(join(&name));
+                        }
+                        // A root decides how many entries a directory has
+                        // (a container's huge /home): bounded.
+                        if next.len() >= MAX_EXPANDED {
+                            tracing::debug!(pattern, "wildcard matches cut");
+                            break;
                         }
                     }
                 } else {
@@ -356,7 +367,7 @@ fn mount_devs(mountinfo: &Path) -> HashMap<u64, u32> {
             let id = f.next()?.parse().ok()?;
             let (major, minor) = f.nth(1)?.split_once(':')?;
             let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
-            Some((id, (major << 20) | minor))
+            Some((id, kernel_dev(libc::makedev(major, minor))))
         })
         .collect()
 }

@@ -24,7 +24,9 @@ use crate::{
     attribution::scope::Scope,
     event::container::ContainerLookup,
     event::lineage::Image,
-    event::wire::{event_to_pb, kind_to_pb, process_to_pb, scope_container, timestamp, Enrich},
+    event::wire::{
+        event_to_pb, kind_to_pb, ns_of, process_to_pb, scope_container, timestamp, Enrich,
+    },
     event::Event,
     process::table::{ProcEntry, ProcessTable},
     recorder::buffer::{charged_bytes, kept_first},
@@ -44,15 +46,6 @@ pub const MAX_AFTER_FACTOR: u64 = 5;
 
 /// A shared snapshot's reason lists its incidents up to about this length.
 const MAX_REASON: usize = 512;
-
-/// Wall-clock ns of a timestamp (0 when absent).
-fn ns_of(t: &Option<prost_types::Timestamp>) -> u64 {
-    t.as_ref().map_or(0, |t| {
-        (t.seconds.max(0) as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.nanos.max(0) as u64)
-    })
-}
 
 /// How much of a scope's history a snapshot keeps around its moment.
 #[derive(Debug, Clone, Copy)]
@@ -347,8 +340,11 @@ impl Snapshots {
             .open
             .iter_mut()
             .rev()
-            .find(|o| &o.scope == scope && o.info.incident != 0)?;
-        let first_at = ns_of(&o.info.at);
+            // Still recording: a window that has ended (and awaits its
+            // closing) skipped what came since; extending it would leave a
+            // hole in the new incident's lead-up.
+            .find(|o| &o.scope == scope && o.info.incident != 0 && o.end_ns >= at_ns)?;
+        let first_at = ns_of(o.info.at.as_ref());
         let end = at_ns.saturating_add(after).max(o.end_ns);
         if end > first_at.saturating_add(after.saturating_mul(MAX_AFTER_FACTOR)) {
             return None;

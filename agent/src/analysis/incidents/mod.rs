@@ -357,7 +357,8 @@ impl Incidents {
     }
 
     /// The runtime named container `id`: its open incidents opened before
-    /// show its pod and image, and its model's key. Returns those changed.
+    /// show its pod and image, and its model's key. Returns those changed
+    /// (their headers: what the live stream announces).
     pub fn name_container(
         &mut self,
         id: &str,
@@ -374,7 +375,7 @@ impl Incidents {
                 inc.model = model.clone();
             }
             inc.summary = summary(inc);
-            out.push(inc.clone());
+            out.push(inc.header());
         }
         out
     }
