@@ -595,6 +595,7 @@ impl FlightRecorder for Service {
             processes_tracked,
             started: Some(timestamp(started_ns)),
             ring_buffer_bytes: st.ring_bytes,
+            critical_ring_buffer_bytes: st.critical_ring_bytes,
             scopes,
             processes: Some(pb::ProcessStats {
                 live,

@@ -54,7 +54,9 @@ pub struct State {
     /// feed the pipeline without a kernel.
     pub probes: Mutex<Option<Probes>>,
     pub started: SystemTime,
+    /// Sizes of the kernel rings: all but critical kinds, critical kinds.
     pub ring_bytes: u64,
+    pub critical_ring_bytes: u64,
 }
 
 /// What a `State` is made of.
@@ -67,6 +69,7 @@ pub struct Parts {
     pub containers: ContainerRegistry,
     pub ancestry_depth: usize,
     pub ring_bytes: u64,
+    pub critical_ring_bytes: u64,
     pub store: Arc<Store>,
     pub models: ModelSet,
     pub incidents: Incidents,
@@ -105,6 +108,7 @@ impl State {
             probes: Mutex::new(None),
             started: SystemTime::now(),
             ring_bytes: p.ring_bytes,
+            critical_ring_bytes: p.critical_ring_bytes,
         }
     }
 }

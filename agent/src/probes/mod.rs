@@ -72,8 +72,11 @@ fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
 /// Settings for loading the programs.
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
-    /// Size of each event ring buffer in bytes (a power of two, ≥ one page).
+    /// Size of the ring of all but the critical kinds, in bytes (rounded up
+    /// to a power of two, at least a page).
     pub ring_bytes: u32,
+    /// Size of the critical kinds' ring, likewise.
+    pub critical_ring_bytes: u32,
     /// Process id whose events never leave the kernel (the agent's own).
     pub agent_tgid: u32,
     /// Kinds to capture (others are dropped in the kernel).
@@ -121,6 +124,25 @@ pub struct Rings {
     pub events: RingBuf<MapData>,
     /// Critical kinds, so that floods of others cannot crowd them out.
     pub critical: RingBuf<MapData>,
+    /// The reader's sleep flag.
+    pub sleep: ReaderSleep,
+}
+
+/// Tells the programs whether the reader sleeps.
+pub struct ReaderSleep(Array<MapData, u32>);
+
+impl ReaderSleep {
+    /// `true`: the next record of either ring wakes the reader at once,
+    /// however little is pending. `false` (awake): it is woken only when a
+    /// ring is an eighth full, and otherwise reads on its own poll tick.
+    pub fn set(&mut self, asleep: bool) -> Result<(), ProbeError> {
+        self.0
+            .set(0, u32::from(asleep), 0)
+            .map_err(|source| ProbeError::Map {
+                name: maps::READER,
+                source,
+            })
+    }
 }
 
 /// The loaded programs and the maps user space reads and writes.
@@ -143,15 +165,20 @@ impl Probes {
         let offs = offsets::resolve(&kernel_btf, &tracefs)?;
         let hooks = hooks();
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096);
+        let critical_bytes = opts.critical_ring_bytes.next_power_of_two().max(4096);
         let enabled: u64 = opts.kinds.iter().fold(0, |m, k| m | 1 << (*k as u64));
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offs, true)
             .override_global(globals::AGENT_TGID, &opts.agent_tgid, true)
-            .override_global(globals::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)
+            .override_global(
+                globals::WAKEUP_BYTES,
+                &wakeup_bytes(ring_bytes.min(critical_bytes)),
+                true,
+            )
             .override_global(globals::ENABLED_KINDS, &enabled, true)
             .override_global(globals::PREFIXES, &opts.prefixes, true)
             .map_max_entries(maps::EVENTS, ring_bytes)
-            .map_max_entries(maps::CRITICAL, ring_bytes)
+            .map_max_entries(maps::CRITICAL, critical_bytes)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
         for &name in TRACEPOINT_PROGRAMS {
@@ -178,6 +205,7 @@ impl Probes {
         let rings = Rings {
             events: typed_map(&mut ebpf, maps::EVENTS)?,
             critical: typed_map(&mut ebpf, maps::CRITICAL)?,
+            sleep: ReaderSleep(typed_map(&mut ebpf, maps::READER)?),
         };
         Ok((
             Probes {

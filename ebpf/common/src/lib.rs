@@ -685,6 +685,9 @@ pub mod maps {
     /// `LruPerCpuHashMap<DropKey, u64>`: records the ring buffer refused,
     /// by cgroup and kind (so a gap can name its scope).
     pub const SCOPE_DROPS: &str = "FDR_SCOPE_DROPS";
+    /// `Array<u32>` of one element, non-zero while the agent's reader sleeps:
+    /// the next record wakes it whatever the ring's fill.
+    pub const READER: &str = "FDR_READER";
     /// `PerCpuArray<ExecEvent>`: scratch space for building large records.
     pub const SCRATCH: &str = "FDR_SCRATCH";
 }

@@ -36,6 +36,11 @@ static SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALL, 0);
 #[map(name = "FDR_ARGS")]
 pub static ARGS: LruHashMap<u32, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
 
+/// `[0]` non-zero while the reader sleeps: the next record wakes it (and
+/// clears the flag, so one record of a burst pays for the wake-up).
+#[map(name = "FDR_READER")]
+static READER: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "FDR_DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KINDS, 0);
 
@@ -157,13 +162,28 @@ pub fn send_to<T>(critical: bool, kind: u16, record: &T, len: usize) {
     let ring = if critical { &CRITICAL } else { &EVENTS };
     // SAFETY: a plain integer static; volatile so the loaded value is used.
     let threshold = unsafe { core::ptr::read_volatile(&FDR_WAKEUP_BYTES) };
-    let wake = if ring.query(BPF_RB_AVAIL_DATA) >= threshold {
+    let wake = if reader_asleep() || ring.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
     if ring.output::<[u8]>(bytes, wake).is_err() {
         count_drop(kind);
+    }
+}
+
+/// Whether the reader went to sleep; the flag is cleared by the caller
+/// that sees it set (it wakes the reader).
+#[inline(always)]
+fn reader_asleep() -> bool {
+    match READER.get_ptr_mut(0) {
+        // SAFETY: a valid pointer into the array's only element; a racing
+        // writer makes at worst one more wake-up.
+        Some(p) if unsafe { *p } != 0 => {
+            unsafe { *p = 0 };
+            true
+        }
+        _ => false,
     }
 }
 
