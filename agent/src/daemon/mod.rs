@@ -153,7 +153,10 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         store,
         models,
         incidents,
-    }));
+    })
+    .with_name_wait(crate::recorder::naming::NameWaitLimits::from_config(
+        &cfg.live,
+    )));
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
