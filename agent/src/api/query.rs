@@ -211,15 +211,18 @@ impl EventQuery {
             && self.to_ns.is_none_or(|x| t <= x)
     }
 
-    /// The page's events of `scope`, oldest first, from a live buffer:
-    /// candidates are picked under short holds of the lock, matched and
-    /// converted outside it. `containers` enriches the events (metadata
-    /// and `ancestry_depth` ancestors) and is what the text search sees of
-    /// a container; it is locked briefly, per batch.
+    /// The page's events of `scope` (every scope when `None`, merged in
+    /// the order they were recorded, which is time order), oldest first,
+    /// from the live buffers: candidates are picked under short holds of
+    /// the lock, matched and converted outside it. `containers` enriches
+    /// the events (metadata and `ancestry_depth` ancestors) and is what the
+    /// text search sees of a container; it is locked briefly, per batch.
+    /// The cursor is the last event's `seq`, one order over all scopes, so
+    /// paging works the same across them.
     pub fn page_live(
         &self,
         buffers: &Mutex<ScopeBuffers>,
-        scope: &Scope,
+        scope: Option<&Scope>,
         containers: Option<&Mutex<ContainerRegistry>>,
         ancestry_depth: usize,
     ) -> (Page<pb::Event>, ScanStats) {
@@ -264,7 +267,7 @@ impl EventQuery {
     fn select(
         &self,
         buffers: &Mutex<ScopeBuffers>,
-        scope: &Scope,
+        scope: Option<&Scope>,
         meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>,
     ) -> (Vec<Arc<Event>>, bool, ScanStats) {
         let mut stats = ScanStats::default();
@@ -285,7 +288,11 @@ impl EventQuery {
                 let mut examined = 0;
                 let mut last = after;
                 let mut end = true;
-                for ev in b.scope_after(scope, after) {
+                let keys: Vec<Scope> = match scope {
+                    Some(s) => vec![s.clone()],
+                    None => b.scopes().into_iter().map(|(s, _)| s).collect(),
+                };
+                for ev in merged_after(&b, &keys, after) {
                     if examined == SCAN_PER_LOCK || cands.len() == want {
                         end = false;
                         break;
@@ -318,6 +325,36 @@ impl EventQuery {
             after = last;
         }
     }
+}
+
+/// The events of `scopes` with a `seq` above `after`, in `seq` order (the
+/// order they were recorded in): each scope's buffer is in that order, so
+/// their heads are merged.
+fn merged_after<'a>(
+    b: &'a ScopeBuffers,
+    scopes: &'a [Scope],
+    after: u64,
+) -> impl Iterator<Item = &'a Arc<Event>> + 'a {
+    use std::{cmp::Reverse, collections::BinaryHeap};
+    let mut iters: Vec<_> = scopes.iter().map(|s| b.scope_after(s, after)).collect();
+    let mut heads: BinaryHeap<(Reverse<u64>, usize)> = BinaryHeap::new();
+    let mut pending: Vec<Option<&'a Arc<Event>>> = Vec::with_capacity(iters.len());
+    for (i, it) in iters.iter_mut().enumerate() {
+        let ev = it.next();
+        if let Some(ev) = ev {
+            heads.push((Reverse(ev.seq), i));
+        }
+        pending.push(ev);
+    }
+    std::iter::from_fn(move || {
+        let (_, i) = heads.pop()?;
+        let ev = pending[i].take()?;
+        if let Some(next) = iters[i].next() {
+            heads.push((Reverse(next.seq), i));
+            pending[i] = Some(next);
+        }
+        Some(ev)
+    })
 }
 
 /// A page cut short: the next one starts after its last event.
@@ -891,7 +928,7 @@ mod tests {
         let text = text.to_owned();
         move |c: &str| {
             let q = EventQuery::new(&kinds, None, None, &text, c, limit).unwrap();
-            q.page_live(b, &Scope::Host, None, 0).0
+            q.page_live(b, Some(&Scope::Host), None, 0).0
         }
     }
 
@@ -948,7 +985,7 @@ mod tests {
             lock(&b).push(exit(seq));
         }
         let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
         assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
         assert_eq!(stats.holds, 1, "one hold picks the page and one more");
@@ -961,7 +998,7 @@ mod tests {
         // A rare kind: the whole scope is examined, a bounded part per hold.
         let exec = [pb::EventKind::Exec as i32];
         let q = EventQuery::new(&exec, None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert!(p.events.is_empty() && p.next_cursor.is_none());
         assert_eq!(stats.examined, n);
         assert_eq!(stats.holds, 3, "{stats:?}");

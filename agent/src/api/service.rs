@@ -472,7 +472,11 @@ impl FlightRecorder for Service {
         request: Request<pb::QueryEventsRequest>,
     ) -> Result<Response<pb::QueryEventsResponse>, Status> {
         let req = request.into_inner();
-        let scope = parse_scope(&req.scope)?;
+        // No scope: every scope's buffer.
+        let scope = match req.scope.as_str() {
+            "" => None,
+            s => Some(parse_scope(s)?),
+        };
         let q = EventQuery::new(
             &req.kinds,
             req.from.as_ref(),
@@ -487,7 +491,7 @@ impl FlightRecorder for Service {
         let (page, scan) = tokio::task::spawn_blocking(move || {
             q.page_live(
                 &state.buffers,
-                &scope,
+                scope.as_ref(),
                 Some(&state.containers),
                 state.ancestry_depth,
             )

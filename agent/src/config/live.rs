@@ -87,12 +87,18 @@ mod tests {
 
     #[test]
     fn out_of_bounds_values_name_their_key() {
-        LiveConfig::default().validate().expect("defaults are valid");
+        LiveConfig::default()
+            .validate()
+            .expect("defaults are valid");
         let mut c = LiveConfig {
             name_wait: Duration::from_secs(11),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("live.name_wait"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("live.name_wait"));
         c.name_wait = Duration::ZERO;
         c.validate().expect("0s: never hold");
         c.name_wait_events = 0;

@@ -142,7 +142,6 @@ impl ContainerRegistry {
         self.changes.subscribe()
     }
 
-
     /// The container's metadata, also after it stopped (until its
     /// tombstone expires).
     pub fn get(&self, id: &str) -> Option<Arc<ContainerMeta>> {

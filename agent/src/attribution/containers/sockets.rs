@@ -108,11 +108,7 @@ impl SocketWatch {
             let n = match guard.try_io(|fd| {
                 // SAFETY: `buf` is valid for its length.
                 let n = unsafe {
-                    libc::read(
-                        fd.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
+                    libc::read(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())
