@@ -141,24 +141,21 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
     tracing::info!(processes = procs.len(), "process table seeded from /proc");
     let (models, incidents) = analysis;
-    let state = Arc::new(
-        State::new(Parts {
-            buffers,
-            snapshots,
-            stream_queue: cfg.api.stream_queue,
-            stream_queue_bytes: cfg.api.stream_queue_bytes as usize,
-            procs,
-            containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
-            ancestry_depth: cfg.attribution.ancestry_depth,
-            ring_bytes,
-            store,
-            models,
-            incidents,
-        })
-        .with_name_wait(crate::recorder::naming::NameWaitLimits::from_config(
-            &cfg.live,
-        )),
-    );
+    let state = State::new(Parts {
+        buffers,
+        snapshots,
+        stream_queue: cfg.api.stream_queue,
+        stream_queue_bytes: cfg.api.stream_queue_bytes as usize,
+        procs,
+        containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
+        ancestry_depth: cfg.attribution.ancestry_depth,
+        ring_bytes,
+        store,
+        models,
+        incidents,
+    });
+    let name_wait = crate::recorder::naming::NameWaitLimits::from_config(&cfg.live);
+    let state = Arc::new(state.with_name_wait(name_wait));
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
