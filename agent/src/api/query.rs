@@ -289,10 +289,14 @@ impl EventQuery {
                 let mut last = after;
                 let mut end = true;
                 let keys: Vec<Scope> = match scope {
-                    Some(s) => vec![s.clone()],
+                    Some(_) => Vec::new(),
                     None => b.scopes().into_iter().map(|(s, _)| s).collect(),
                 };
-                for ev in merged_after(&b, &keys, after) {
+                let events: Box<dyn Iterator<Item = &Arc<Event>>> = match scope {
+                    Some(s) => Box::new(b.scope_after(s, after)),
+                    None => Box::new(merged_after(&b, &keys, after)),
+                };
+                for ev in events {
                     if examined == SCAN_PER_LOCK || cands.len() == want {
                         end = false;
                         break;
@@ -930,6 +934,49 @@ mod tests {
             let q = EventQuery::new(&kinds, None, None, &text, c, limit).unwrap();
             q.page_live(b, Some(&Scope::Host), None, 0).0
         }
+    }
+
+    #[test]
+    fn without_a_scope_every_scope_is_searched_merged_in_order_with_paging() {
+        let b = buffers();
+        let scopes = ["host", "container:a", "container:b"];
+        // Interleaved over three scopes; every third one holds the text.
+        for seq in 1..=3 * SCAN_PER_LOCK as u64 {
+            let comm = if seq % 3 == 0 { "marker" } else { "t" };
+            let mut e = (*in_scope(seq, Detail::Exit { status: 0 }, comm)).clone();
+            e.scope = Scope::from_key(scopes[(seq / 3 % 3) as usize]).unwrap();
+            lock(&b).push(Arc::new(e));
+        }
+        let all = |text: &str, limit: u32| {
+            let mut seqs = Vec::new();
+            let mut seen_scopes = std::collections::BTreeSet::new();
+            let mut cursor = String::new();
+            let mut pages = 0;
+            loop {
+                let q = EventQuery::new(&[], None, None, text, &cursor, limit).unwrap();
+                let (p, stats) = q.page_live(&b, None, None, 0);
+                assert!(stats.longest_hold < Duration::from_secs(5));
+                pages += 1;
+                seqs.extend(p.events.iter().map(|e| e.seq));
+                seen_scopes.extend(p.events.iter().map(|e| e.scope.clone()));
+                match p.next_cursor {
+                    Some(c) => cursor = c,
+                    None => return (seqs, seen_scopes.len(), pages),
+                }
+            }
+        };
+        let n = 3 * SCAN_PER_LOCK as u64;
+        let (seqs, nscopes, pages) = all("", 5000);
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "each once, in order");
+        assert_eq!((nscopes, pages), (3, 10));
+        let (seqs, nscopes, _) = all("MARKER", 1000);
+        assert_eq!(seqs, (1..=n / 3).map(|i| 3 * i).collect::<Vec<_>>());
+        assert_eq!(nscopes, 3);
+        // A scope narrows it.
+        let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
+        let (p, _) = q.page_live(&b, Some(&Scope::from_key("container:a").unwrap()), None, 0);
+        assert!(p.events.iter().all(|e| e.scope == "container:a"));
+        assert_eq!(p.events.len(), MAX_PAGE_EVENTS.min(n as usize / 3));
     }
 
     #[test]
