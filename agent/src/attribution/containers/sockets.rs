@@ -211,7 +211,7 @@ mod tests {
             .expect("seen within 5 s")
             .unwrap();
         let _listener = made.await.unwrap();
-        assert_eq!(seen, [socket.clone()]);
+        assert_eq!(seen, std::slice::from_ref(&socket));
         // Again when it is made anew (a runtime restart).
         std::fs::remove_file(&socket).unwrap();
         let _again = std::os::unix::net::UnixListener::bind(&socket).unwrap();
