@@ -33,9 +33,9 @@ pub struct LiveConfig {
     /// it, the container held longest is sent unnamed at once. Default
     /// 4096; between 1 and 1048576.
     pub name_wait_events: usize,
-    /// Bytes of events one subscriber holds at most (as a buffer charges
-    /// them), with `name_wait_events`. Default 4 MiB; between 4096 and
-    /// 1 GiB.
+    /// Bytes of events one subscriber holds at most (their in-memory
+    /// size; the events are shared with the buffers), with
+    /// `name_wait_events`. Default 4 MiB; between 4096 and 1 GiB.
     pub name_wait_bytes: u64,
 }
 
