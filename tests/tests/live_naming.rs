@@ -48,7 +48,7 @@ async fn a_live_follower_gets_a_new_pods_first_exec_named() {
         c.attribution.engine_endpoints.clear();
         // The default wait is 500 ms; a loaded test machine may take longer
         // to create the container.
-        c.live.name_wait = Duration::from_secs(3);
+        c.live.name_wait = Duration::from_secs(5);
     })
     .await;
     let agent_socket = cap.socket();
