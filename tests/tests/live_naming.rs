@@ -168,7 +168,8 @@ async fn a_live_follower_gets_a_new_pods_first_exec_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runtime_started_after_the_agent_is_connected_within_a_second_of_its_socket() {
+async fn a_runtime_started_or_restarted_after_the_agent_is_connected_within_a_second_of_its_socket()
+{
     let dir = TempDir::new("live-sock");
     // Neither the socket nor its directory exists when the agent starts.
     let run_dir = dir.path().join("run/containerd");
@@ -218,6 +219,30 @@ async fn a_runtime_started_after_the_agent_is_connected_within_a_second_of_its_s
         after_ms <= 1000.0,
         "connected {after_ms:.1} ms after the socket appeared (at most 1 s)"
     );
+
+    // A restart: the runtime makes its socket anew; connected again as soon.
+    drop(containerd);
+    let containerd = Containerd::start_on("live-sock2", Some(&runtime_socket))
+        .await
+        .expect("containerd starts again");
+    let appeared = std::fs::symlink_metadata(&runtime_socket)
+        .and_then(|m| m.modified())
+        .expect("the new socket's creation time");
+    let deadline = Instant::now() + DEADLINE;
+    let again_ms = loop {
+        let c = stats(&agent_socket).await.containers.expect("containers");
+        let since = c.runtime_since.map(|t| ts_ns(t.seconds, t.nanos));
+        if let Some(since) = since.filter(|&t| t >= wall_ns(appeared)) {
+            break (since - wall_ns(appeared)) as f64 / 1e6;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reconnected within {DEADLINE:?}: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("connected again {again_ms:.1} ms after the restarted runtime's socket appeared");
+    assert!(again_ms <= 1000.0, "reconnected after {again_ms:.1} ms");
 
     cap.stop().await;
     drop(containerd);

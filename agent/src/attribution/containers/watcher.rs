@@ -64,6 +64,9 @@ struct Watcher {
     /// A runtime socket appeared at this time: connecting is retried every
     /// `RELOOK` for `APPEARED_RETRY`.
     appeared: Option<Instant>,
+    /// Whose socket appeared, not connected yet: the CRI runtime's, the
+    /// engine's.
+    awaited: (bool, bool),
 }
 
 impl Watcher {
@@ -93,6 +96,7 @@ impl Watcher {
                 reg.runtime_since_ns = 0;
             }
             self.last_attempt = None;
+            self.awaited.0 = true;
         }
         if paths.iter().any(|p| self.cfg.engine_endpoints.contains(p)) {
             if self
@@ -104,6 +108,7 @@ impl Watcher {
                 lock(&self.containers).engine = None;
             }
             self.engine_attempt = None;
+            self.awaited.1 = true;
         }
         self.appeared = Some(Instant::now());
     }
@@ -292,9 +297,9 @@ impl Watcher {
         self.resolve_others(&mut out).await;
         // A runtime whose socket just appeared and that did not answer yet:
         // tried again soon.
-        let missing = (self.cri.is_none() && !self.cfg.runtime_endpoints.is_empty())
-            || (self.engine.is_none() && !self.cfg.engine_endpoints.is_empty());
-        if missing && self.backoff() == RELOOK {
+        self.awaited.0 &= self.cri.is_none();
+        self.awaited.1 &= self.engine.is_none();
+        if (self.awaited.0 || self.awaited.1) && self.backoff() == RELOOK {
             self.again = true;
         }
         let hold = self.engine_stops(&mut out).await;
@@ -413,6 +418,7 @@ pub async fn run(
         cgroup_root: crate::attribution::scope::cgroup2_root(),
         again: false,
         appeared: None,
+        awaited: (false, false),
     };
     let endpoints: Vec<PathBuf> = w
         .cfg
