@@ -285,28 +285,13 @@ impl EventQuery {
             let (last, end) = {
                 let started = Instant::now();
                 let b = lock(buffers);
-                let mut examined = 0;
-                let mut last = after;
-                let mut end = true;
-                let keys: Vec<Scope> = match scope {
-                    Some(_) => Vec::new(),
-                    None => b.scopes().into_iter().map(|(s, _)| s).collect(),
-                };
-                let events: Box<dyn Iterator<Item = &Arc<Event>>> = match scope {
-                    Some(s) => Box::new(b.scope_after(s, after)),
-                    None => Box::new(merged_after(&b, &keys, after)),
-                };
-                for ev in events {
-                    if examined == SCAN_PER_LOCK || cands.len() == want {
-                        end = false;
-                        break;
+                let (examined, last, end) = match scope {
+                    Some(s) => self.pick(b.scope_after(s, after), after, want, &mut cands),
+                    None => {
+                        let keys: Vec<Scope> = b.scopes().into_iter().map(|(s, _)| s).collect();
+                        self.pick(merged_after(&b, &keys, after), after, want, &mut cands)
                     }
-                    examined += 1;
-                    last = ev.seq;
-                    if self.cheap_match(ev) {
-                        cands.push(ev.clone());
-                    }
-                }
+                };
                 drop(b);
                 let held = started.elapsed();
                 stats.holds += 1;
@@ -328,6 +313,34 @@ impl EventQuery {
             }
             after = last;
         }
+    }
+}
+
+impl EventQuery {
+    /// Takes the candidates of one hold of the `buffers` lock from
+    /// `events` (after the cursor), until `want` of them or
+    /// [`SCAN_PER_LOCK`] examined: how many were examined, the last seq
+    /// examined, and whether `events` ended.
+    fn pick<'a>(
+        &self,
+        events: impl Iterator<Item = &'a Arc<Event>>,
+        after: u64,
+        want: usize,
+        cands: &mut Vec<Arc<Event>>,
+    ) -> (usize, u64, bool) {
+        let mut examined = 0;
+        let mut last = after;
+        for ev in events {
+            if examined == SCAN_PER_LOCK || cands.len() == want {
+                return (examined, last, false);
+            }
+            examined += 1;
+            last = ev.seq;
+            if self.cheap_match(ev) {
+                cands.push(ev.clone());
+            }
+        }
+        (examined, last, true)
     }
 }
 
