@@ -314,9 +314,7 @@ impl EventQuery {
             after = last;
         }
     }
-}
 
-impl EventQuery {
     /// Takes the candidates of one hold of the `buffers` lock from
     /// `events` (after the cursor), until `want` of them or
     /// [`SCAN_PER_LOCK`] examined: how many were examined, the last seq
