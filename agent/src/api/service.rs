@@ -548,19 +548,30 @@ impl FlightRecorder for Service {
         tokio::spawn(async move {
             let _guard = SubscriberGuard::new(counters.clone());
             let stream = async move {
+                let Some(live) = live.as_mut() else {
+                    for ev in backlog {
+                        if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                };
+                let mut names = NameWait::new(
+                    state.name_wait,
+                    state.containers.clone(),
+                    state.name_wait_counters.clone(),
+                );
+                // Followed: the buffered events of a container still being
+                // named wait with its live ones.
                 for ev in backlog {
-                    if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
-                        return;
+                    names.offer(ev);
+                    while let Some(ev) = names.next_ready() {
+                        if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-                if let Some(live) = live.as_mut() {
-                    let mut names = NameWait::new(
-                        state.name_wait,
-                        state.containers.clone(),
-                        state.name_wait_counters.clone(),
-                    );
-                    forward_live(live, &mut names, &tx, &filter, last_seq, &state).await;
-                }
+                forward_live(live, &mut names, &tx, &filter, last_seq, &state).await;
             };
             tokio::select! {
                 _ = stream => {}

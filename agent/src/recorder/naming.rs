@@ -7,7 +7,8 @@
 //! the analyzer's verdict hold uses: a container the pipeline has just
 //! shown, or one the watcher is still asking the runtime about. Each
 //! subscriber keeps its own [`NameWait`], on its own task (the pipeline
-//! never waits, and pays nothing for it): an event of a pending container
+//! never waits, and pays nothing for it; a follower's buffered backlog goes
+//! through it too): an event of a pending container
 //! is held, with that container's later events behind it (never overtaken
 //! by them); other scopes' events pass. The held events go out, in order,
 //! when the registry says the container is named (or that no runtime
