@@ -211,15 +211,18 @@ impl EventQuery {
             && self.to_ns.is_none_or(|x| t <= x)
     }
 
-    /// The page's events of `scope`, oldest first, from a live buffer:
-    /// candidates are picked under short holds of the lock, matched and
-    /// converted outside it. `containers` enriches the events (metadata
-    /// and `ancestry_depth` ancestors) and is what the text search sees of
-    /// a container; it is locked briefly, per batch.
+    /// The page's events of `scope` (every scope when `None`, merged in
+    /// the order they were recorded, which is time order), oldest first,
+    /// from the live buffers: candidates are picked under short holds of
+    /// the lock, matched and converted outside it. `containers` enriches
+    /// the events (metadata and `ancestry_depth` ancestors) and is what the
+    /// text search sees of a container; it is locked briefly, per batch.
+    /// The cursor is the last event's `seq`, one order over all scopes, so
+    /// paging works the same across them.
     pub fn page_live(
         &self,
         buffers: &Mutex<ScopeBuffers>,
-        scope: &Scope,
+        scope: Option<&Scope>,
         containers: Option<&Mutex<ContainerRegistry>>,
         ancestry_depth: usize,
     ) -> (Page<pb::Event>, ScanStats) {
@@ -264,7 +267,7 @@ impl EventQuery {
     fn select(
         &self,
         buffers: &Mutex<ScopeBuffers>,
-        scope: &Scope,
+        scope: Option<&Scope>,
         meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>,
     ) -> (Vec<Arc<Event>>, bool, ScanStats) {
         let mut stats = ScanStats::default();
@@ -282,20 +285,13 @@ impl EventQuery {
             let (last, end) = {
                 let started = Instant::now();
                 let b = lock(buffers);
-                let mut examined = 0;
-                let mut last = after;
-                let mut end = true;
-                for ev in b.scope_after(scope, after) {
-                    if examined == SCAN_PER_LOCK || cands.len() == want {
-                        end = false;
-                        break;
+                let (examined, last, end) = match scope {
+                    Some(s) => self.pick(b.scope_after(s, after), after, want, &mut cands),
+                    None => {
+                        let keys: Vec<Scope> = b.scopes().into_iter().map(|(s, _)| s).collect();
+                        self.pick(merged_after(&b, &keys, after), after, want, &mut cands)
                     }
-                    examined += 1;
-                    last = ev.seq;
-                    if self.cheap_match(ev) {
-                        cands.push(ev.clone());
-                    }
-                }
+                };
                 drop(b);
                 let held = started.elapsed();
                 stats.holds += 1;
@@ -318,6 +314,62 @@ impl EventQuery {
             after = last;
         }
     }
+
+    /// Takes the candidates of one hold of the `buffers` lock from
+    /// `events` (after the cursor), until `want` of them or
+    /// [`SCAN_PER_LOCK`] examined: how many were examined, the last seq
+    /// examined, and whether `events` ended.
+    fn pick<'a>(
+        &self,
+        events: impl Iterator<Item = &'a Arc<Event>>,
+        after: u64,
+        want: usize,
+        cands: &mut Vec<Arc<Event>>,
+    ) -> (usize, u64, bool) {
+        let mut examined = 0;
+        let mut last = after;
+        for ev in events {
+            if examined == SCAN_PER_LOCK || cands.len() == want {
+                return (examined, last, false);
+            }
+            examined += 1;
+            last = ev.seq;
+            if self.cheap_match(ev) {
+                cands.push(ev.clone());
+            }
+        }
+        (examined, last, true)
+    }
+}
+
+/// The events of `scopes` with a `seq` above `after`, in `seq` order (the
+/// order they were recorded in): each scope's buffer is in that order, so
+/// their heads are merged.
+fn merged_after<'a>(
+    b: &'a ScopeBuffers,
+    scopes: &'a [Scope],
+    after: u64,
+) -> impl Iterator<Item = &'a Arc<Event>> + 'a {
+    use std::{cmp::Reverse, collections::BinaryHeap};
+    let mut iters: Vec<_> = scopes.iter().map(|s| b.scope_after(s, after)).collect();
+    let mut heads: BinaryHeap<(Reverse<u64>, usize)> = BinaryHeap::new();
+    let mut pending: Vec<Option<&'a Arc<Event>>> = Vec::with_capacity(iters.len());
+    for (i, it) in iters.iter_mut().enumerate() {
+        let ev = it.next();
+        if let Some(ev) = ev {
+            heads.push((Reverse(ev.seq), i));
+        }
+        pending.push(ev);
+    }
+    std::iter::from_fn(move || {
+        let (_, i) = heads.pop()?;
+        let ev = pending[i].take()?;
+        if let Some(next) = iters[i].next() {
+            heads.push((Reverse(next.seq), i));
+            pending[i] = Some(next);
+        }
+        Some(ev)
+    })
 }
 
 /// A page cut short: the next one starts after its last event.
@@ -891,8 +943,51 @@ mod tests {
         let text = text.to_owned();
         move |c: &str| {
             let q = EventQuery::new(&kinds, None, None, &text, c, limit).unwrap();
-            q.page_live(b, &Scope::Host, None, 0).0
+            q.page_live(b, Some(&Scope::Host), None, 0).0
         }
+    }
+
+    #[test]
+    fn without_a_scope_every_scope_is_searched_merged_in_order_with_paging() {
+        let b = buffers();
+        let scopes = ["host", "container:a", "container:b"];
+        // Interleaved over three scopes; every third one holds the text.
+        for seq in 1..=3 * SCAN_PER_LOCK as u64 {
+            let comm = if seq % 3 == 0 { "marker" } else { "t" };
+            let mut e = (*in_scope(seq, Detail::Exit { status: 0 }, comm)).clone();
+            e.scope = Scope::from_key(scopes[(seq / 3 % 3) as usize]).unwrap();
+            lock(&b).push(Arc::new(e));
+        }
+        let all = |text: &str, limit: u32| {
+            let mut seqs = Vec::new();
+            let mut seen_scopes = std::collections::BTreeSet::new();
+            let mut cursor = String::new();
+            let mut pages = 0;
+            loop {
+                let q = EventQuery::new(&[], None, None, text, &cursor, limit).unwrap();
+                let (p, stats) = q.page_live(&b, None, None, 0);
+                assert!(stats.longest_hold < Duration::from_secs(5));
+                pages += 1;
+                seqs.extend(p.events.iter().map(|e| e.seq));
+                seen_scopes.extend(p.events.iter().map(|e| e.scope.clone()));
+                match p.next_cursor {
+                    Some(c) => cursor = c,
+                    None => return (seqs, seen_scopes.len(), pages),
+                }
+            }
+        };
+        let n = 3 * SCAN_PER_LOCK as u64;
+        let (seqs, nscopes, pages) = all("", 5000);
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "each once, in order");
+        assert_eq!((nscopes, pages), (3, 10));
+        let (seqs, nscopes, _) = all("MARKER", 1000);
+        assert_eq!(seqs, (1..=n / 3).map(|i| 3 * i).collect::<Vec<_>>());
+        assert_eq!(nscopes, 3);
+        // A scope narrows it.
+        let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
+        let (p, _) = q.page_live(&b, Some(&Scope::from_key("container:a").unwrap()), None, 0);
+        assert!(p.events.iter().all(|e| e.scope == "container:a"));
+        assert_eq!(p.events.len(), MAX_PAGE_EVENTS.min(n as usize / 3));
     }
 
     #[test]
@@ -948,7 +1043,7 @@ mod tests {
             lock(&b).push(exit(seq));
         }
         let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
         assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
         assert_eq!(stats.holds, 1, "one hold picks the page and one more");
@@ -961,7 +1056,7 @@ mod tests {
         // A rare kind: the whole scope is examined, a bounded part per hold.
         let exec = [pb::EventKind::Exec as i32];
         let q = EventQuery::new(&exec, None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert!(p.events.is_empty() && p.next_cursor.is_none());
         assert_eq!(stats.examined, n);
         assert_eq!(stats.holds, 3, "{stats:?}");

@@ -12,9 +12,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod live;
 mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
+pub use live::LiveConfig;
 pub use validate::{bounds, total_ram};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,7 @@ pub struct Config {
     pub attribution: AttributionConfig,
     pub analysis: AnalysisConfig,
     pub api: ApiConfig,
+    pub live: LiveConfig,
     pub log: LogConfig,
 }
 

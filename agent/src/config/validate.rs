@@ -338,6 +338,7 @@ impl Config {
 
         self.analysis.validate()?;
         self.api.validate()?;
+        self.live.validate()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

@@ -143,7 +143,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
     tracing::info!(processes = procs.len(), "process table seeded from /proc");
     let (models, incidents) = analysis;
-    let state = Arc::new(State::new(Parts {
+    let state = State::new(Parts {
         buffers,
         snapshots,
         stream_queue: cfg.api.stream_queue,
@@ -156,7 +156,9 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         store,
         models,
         incidents,
-    }));
+    });
+    let name_wait = crate::recorder::naming::NameWaitLimits::from_config(&cfg.live);
+    let state = Arc::new(state.with_name_wait(name_wait));
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
