@@ -11,6 +11,8 @@ pub mod syscalls;
 pub mod tracefs;
 pub mod watch;
 
+use std::path::Path;
+
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
@@ -19,7 +21,10 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use fdr_common::{globals, maps, DropKey, EventKind, InodeKey, Prefixes, MAX_KINDS};
+use fdr_common::{
+    globals, maps, op, sys_tp, DropKey, EventKind, InodeKey, KernelOffsets, Prefixes, MAX_KINDS,
+    SENSITIVE_WORDS,
+};
 
 /// The kernel programs, built by this crate's build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FDR_EBPF_OBJECT"));
@@ -89,12 +94,23 @@ enum Hook {
     Raw(&'static str),
 }
 
-/// Programs by kind of hook (each loaded once, attached once).
-const TRACEPOINT_PROGRAMS: &[&str] = &["fdr_exec", "fdr_exit"];
-const RAW_PROGRAMS: &[&str] = &["fdr_fork", "fdr_sys_enter", "fdr_sys_exit"];
+/// Programs by kind of hook (each loaded once; the syscall programs are
+/// attached to the tracepoints of every watched syscall).
+const TRACEPOINT_PROGRAMS: &[&str] = &[
+    "fdr_exec",
+    "fdr_exit",
+    sys_tp::EXIT_PROGRAM,
+    sys_tp::ENTER_PROGRAMS[0],
+    sys_tp::ENTER_PROGRAMS[1],
+    sys_tp::ENTER_PROGRAMS[2],
+    sys_tp::ENTER_PROGRAMS[3],
+    sys_tp::ENTER_PROGRAMS[4],
+    sys_tp::ENTER_PROGRAMS[5],
+];
+const RAW_PROGRAMS: &[&str] = &["fdr_fork"];
 
-/// Every attachment: program and hook.
-fn hooks() -> Vec<(&'static str, Hook)> {
+/// The process lifecycle attachments: program and hook.
+fn process_hooks() -> Vec<(&'static str, Hook)> {
     vec![
         ("fdr_fork", Hook::Raw("sched_process_fork")),
         (
@@ -105,9 +121,54 @@ fn hooks() -> Vec<(&'static str, Hook)> {
             "fdr_exit",
             Hook::Tracepoint("sched", "sched_process_exit".into()),
         ),
-        ("fdr_sys_enter", Hook::Raw("sys_enter")),
-        ("fdr_sys_exit", Hook::Raw("sys_exit")),
     ]
+}
+
+/// The syscall attachments: `syscalls:sys_exit_<name>` of every watched
+/// syscall, and its `sys_enter_<name>` when its exit needs the arguments
+/// (all but opens and accepts, whose exit has what it needs). Returns them
+/// with the names of the watched syscalls this kernel has no tracepoints
+/// for, or whose records are laid out unlike the others (not attached).
+fn syscall_hooks(
+    tracefs: &Path,
+    offs: &KernelOffsets,
+) -> (Vec<(&'static str, Hook)>, Vec<&'static str>) {
+    let mut hooks = Vec::new();
+    let mut missing = Vec::new();
+    for sc in syscalls::SYSCALLS {
+        let needs_enter = sc.op != op::OPEN && sc.op != op::ACCEPT;
+        let enter = format!("sys_enter_{}", sc.name);
+        let exit = format!("sys_exit_{}", sc.name);
+        let format = |tp: &str| {
+            tracefs::Format::read(tracefs, "syscalls", tp)
+                .ok()
+                .filter(|f| f.offset(offsets::SYSCALL_NR).ok() == Some(offs.tp_sys_nr))
+        };
+        let exit_fits =
+            || format(&exit).is_some_and(|f| f.offset("ret").ok() == Some(offs.tp_sys_ret));
+        // The entry program that reads exactly this syscall's arguments.
+        let enter_program = || {
+            let f = format(&enter)?;
+            if f.offset_after(offsets::SYSCALL_NR) != Some(offs.tp_sys_args) {
+                return None;
+            }
+            let n = f.args_after(offsets::SYSCALL_NR);
+            sys_tp::ENTER_PROGRAMS.get(n.checked_sub(1)?).copied()
+        };
+        if offs.tp_sys_nr == u32::MAX || !exit_fits() {
+            missing.push(sc.name);
+            continue;
+        }
+        if needs_enter {
+            let Some(program) = enter_program() else {
+                missing.push(sc.name);
+                continue;
+            };
+            hooks.push((program, Hook::Tracepoint("syscalls", enter)));
+        }
+        hooks.push((sys_tp::EXIT_PROGRAM, Hook::Tracepoint("syscalls", exit)));
+    }
+    (hooks, missing)
 }
 
 enum Link {
@@ -129,8 +190,11 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
     scope_drops: PerCpuHashMap<MapData, DropKey, u64>,
     watch: HashMap<MapData, InodeKey, u32>,
+    sensitive_bits: Array<MapData, [u64; SENSITIVE_WORDS]>,
     hooks: Vec<(&'static str, Hook)>,
     links: Vec<Link>,
+    /// Watched syscalls without tracepoints on this kernel (not watched).
+    missing_syscalls: Vec<&'static str>,
 }
 
 impl Probes {
@@ -141,7 +205,16 @@ impl Probes {
         raise_memlock()?;
         let kernel_btf = btf::Btf::from_kernel()?;
         let offs = offsets::resolve(&kernel_btf, &tracefs)?;
-        let hooks = hooks();
+        let mut hooks = process_hooks();
+        let (sys_hooks, missing_syscalls) = syscall_hooks(&tracefs, &offs);
+        hooks.extend(sys_hooks);
+        if !missing_syscalls.is_empty() {
+            tracing::warn!(
+                syscalls = %missing_syscalls.join(","),
+                "no usable syscalls:sys_enter_/sys_exit_ tracepoints for these syscalls on this \
+                 kernel: they are not watched"
+            );
+        }
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096);
         let enabled: u64 = opts.kinds.iter().fold(0, |m, k| m | 1 << (*k as u64));
         let mut ebpf = EbpfLoader::new()
@@ -184,15 +257,21 @@ impl Probes {
                 drops: typed_map(&mut ebpf, maps::DROPS)?,
                 scope_drops: typed_map(&mut ebpf, maps::SCOPE_DROPS)?,
                 watch: typed_map(&mut ebpf, maps::WATCH)?,
+                sensitive_bits: typed_map(&mut ebpf, maps::SENSITIVE_BITS)?,
                 ebpf,
                 hooks,
                 links: Vec::new(),
+                missing_syscalls,
             },
             rings,
         ))
     }
 
     /// Replaces the watched inodes with `entries`.
+    ///
+    /// New entries go in before the bitmap of sensitive inode numbers is
+    /// rewritten, stale ones out after: a program that sees a bit always
+    /// finds the entry it stands for.
     pub fn set_watch(
         &mut self,
         entries: &std::collections::HashMap<InodeKey, u32>,
@@ -201,6 +280,22 @@ impl Probes {
             name: maps::WATCH,
             source,
         };
+        for (k, v) in entries {
+            self.watch.insert(k, v, 0).map_err(err)?;
+        }
+        let mut bits = Box::new([0u64; SENSITIVE_WORDS]);
+        for (k, v) in entries {
+            if v & fdr_common::watch::SENSITIVE != 0 {
+                let (word, bit) = fdr_common::sensitive_bit(k.ino);
+                bits[word] |= bit;
+            }
+        }
+        self.sensitive_bits
+            .set(0, &*bits, 0)
+            .map_err(|source| ProbeError::Map {
+                name: maps::SENSITIVE_BITS,
+                source,
+            })?;
         let stale: Vec<InodeKey> = self
             .watch
             .keys()
@@ -210,10 +305,13 @@ impl Probes {
         for k in stale {
             self.watch.remove(&k).map_err(err)?;
         }
-        for (k, v) in entries {
-            self.watch.insert(k, v, 0).map_err(err)?;
-        }
         Ok(())
+    }
+
+    /// Watched syscalls this kernel has no (usable) tracepoints for: their
+    /// events are not captured.
+    pub fn missing_syscalls(&self) -> &[&'static str] {
+        &self.missing_syscalls
     }
 
     /// Attaches every program to its hooks (no-op when attached).
@@ -221,6 +319,17 @@ impl Probes {
         if !self.links.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let res = self.attach_all();
+        tracing::info!(
+            tracepoints = self.links.len(),
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "attached the kernel programs"
+        );
+        res
+    }
+
+    fn attach_all(&mut self) -> Result<(), ProbeError> {
         for (name, hook) in &self.hooks {
             let name = *name;
             let prog = self.ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
@@ -247,6 +356,18 @@ impl Probes {
 
     /// Detaches every program; the maps and the ring buffer stay.
     pub fn detach(&mut self) -> Result<(), ProbeError> {
+        let started = std::time::Instant::now();
+        let n = self.links.len();
+        let res = self.detach_all();
+        tracing::info!(
+            tracepoints = n,
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "detached the kernel programs"
+        );
+        res
+    }
+
+    fn detach_all(&mut self) -> Result<(), ProbeError> {
         for link in self.links.drain(..) {
             let (name, res) = match link {
                 Link::Tracepoint(name, id) => (

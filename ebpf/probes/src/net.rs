@@ -67,7 +67,7 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
     }
     let task = current();
     let o = offsets();
-    let file = file_of_fd(task, fd);
+    let file = file_of_fd(fd);
     let socket: *const u8 = field(file, o.file_private_data).unwrap_or(core::ptr::null());
     let sk: *const u8 = field(socket, o.socket_sk).unwrap_or(core::ptr::null());
     let Some(family) = field::<u16>(sk, o.sk_family) else {

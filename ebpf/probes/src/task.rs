@@ -3,6 +3,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    generated::bpf_get_current_task_btf,
 };
 use fdr_common::{flags, TaskInfo, COMM_LEN};
 
@@ -74,23 +75,44 @@ pub fn current_info(task: *const u8) -> TaskInfo {
     }
 }
 
-/// The `struct file *` of descriptor `fd` of the current task.
+/// The current task's `task_struct` as the verifier's typed (BTF) pointer:
+/// loads through it and through the typed pointers read from it ([`load`])
+/// are plain memory loads the JIT guards, not helper calls — a
+/// `bpf_probe_read_kernel` costs tens of nanoseconds on a VM.
 #[inline(always)]
-pub fn file_of_fd(task: *const u8, fd: i64) -> *const u8 {
+fn current_btf() -> *const u8 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// A load of the `T` at `base + off` where `base` is a typed (BTF) pointer
+/// and `off` a member's offset from the read-only data (a constant to the
+/// verifier, which checks the load against the kernel's BTF and makes it a
+/// guarded load: a bad address reads 0 instead of faulting).
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: see above; the caller passes a typed pointer and a member offset.
+    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
+}
+
+/// The `struct file *` of descriptor `fd` of the current task.
+///
+/// task → files → fdt → (max_fds, fd[]) are typed loads; the slot of the
+/// `fd` array (a `struct file **`, which BTF does not type further) is one
+/// probe read.
+#[inline(always)]
+pub fn file_of_fd(fd: i64) -> *const u8 {
     let o = offsets();
     if fd < 0 {
         return core::ptr::null();
     }
-    let files: *const u8 = field(task, o.task_files).unwrap_or(core::ptr::null());
-    let fdt: *const u8 = field(files, o.files_fdt).unwrap_or(core::ptr::null());
-    // `max_fds` and `fd` are neighbours: one read when they fit in 16 bytes.
-    let (max, array) = if o.fdtable_max_fds == 0 && o.fdtable_fd == 8 {
-        let pair: [u64; 2] = field(fdt, 0).unwrap_or([0; 2]);
-        (pair[0] as u32, pair[1] as *const u8)
-    } else {
+    // SAFETY: typed loads of members at their BTF offsets (see `load`).
+    let (max, array) = unsafe {
+        let files: *const u8 = load(current_btf(), o.task_files);
+        let fdt: *const u8 = load(files, o.files_fdt);
         (
-            field::<u32>(fdt, o.fdtable_max_fds).unwrap_or(0),
-            field(fdt, o.fdtable_fd).unwrap_or(core::ptr::null()),
+            load::<u32>(fdt, o.fdtable_max_fds),
+            load::<u64>(fdt, o.fdtable_fd) as *const u8,
         )
     };
     if fd as u64 >= max as u64 || array.is_null() {
@@ -99,6 +121,37 @@ pub fn file_of_fd(task: *const u8, fd: i64) -> *const u8 {
     // SAFETY: pointer arithmetic only; the read is a probe read.
     let slot = unsafe { array.add(fd as usize * 8) };
     field(slot, 0).unwrap_or(core::ptr::null())
+}
+
+/// A file's inode and `f_flags`, in one read when they are neighbours.
+#[inline(always)]
+pub fn file_inode_flags(file: *const u8) -> Option<(*const u8, u32)> {
+    let o = offsets();
+    if o.file_f_flags == o.file_f_inode.wrapping_add(8) {
+        let pair: [u64; 2] = field(file, o.file_f_inode)?;
+        Some((pair[0] as *const u8, pair[1] as u32))
+    } else {
+        Some((field(file, o.file_f_inode)?, field(file, o.file_f_flags)?))
+    }
+}
+
+/// An inode's `i_sb` and `i_ino`, in one read when they are at most
+/// 24 bytes apart (they are 24 apart in 6.x kernels).
+#[inline(always)]
+pub fn inode_sb_ino(inode: *const u8) -> Option<(*const u8, u64)> {
+    let o = offsets();
+    let gap = o.inode_i_ino.wrapping_sub(o.inode_i_sb);
+    if o.inode_i_ino > o.inode_i_sb && gap <= 24 && gap % 8 == 0 {
+        let w: [u64; 4] = field(inode, o.inode_i_sb)?;
+        let ino = match gap {
+            8 => w[1],
+            16 => w[2],
+            _ => w[3],
+        };
+        Some((w[0] as *const u8, ino))
+    } else {
+        Some((field(inode, o.inode_i_sb)?, field(inode, o.inode_i_ino)?))
+    }
 }
 
 /// Identity and type of an inode.
