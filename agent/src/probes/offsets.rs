@@ -6,6 +6,18 @@ use fdr_common::KernelOffsets;
 
 use super::{btf::Btf, tracefs::Format, ProbeError};
 
+/// `struct pt_regs` members holding the syscall arguments.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ARG_REGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
+
+fn syscall_arg_regs(btf: &Btf) -> Result<[u32; 6], ProbeError> {
+    let mut out = [0; 6];
+    for (slot, name) in out.iter_mut().zip(SYSCALL_ARG_REGS) {
+        *slot = btf.member_offset("pt_regs", name)?;
+    }
+    Ok(out)
+}
+
 /// The record layout of the syscall tracepoints (`__syscall_nr`, first
 /// argument, `ret`), from `sys_enter_openat` / `sys_exit_openat`; each
 /// syscall's own format is checked against it when it is attached
@@ -105,6 +117,7 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, ProbeError> {
         tp_sys_nr,
         tp_sys_args,
         tp_sys_ret,
+        regs_args: syscall_arg_regs(btf)?,
         tp_exec_filename: exec.offset("filename")?,
         tp_exec_pid: exec.offset("pid")?,
         tp_exec_old_pid: exec.offset("old_pid")?,

@@ -587,6 +587,9 @@ pub struct KernelOffsets {
     pub tp_sys_args: u32,
     /// Offset of `ret` in `syscalls:sys_exit_*` records.
     pub tp_sys_ret: u32,
+    /// `struct pt_regs` slots of the six syscall arguments, in order (read
+    /// at a syscall's exit).
+    pub regs_args: [u32; 6],
     /// Offset of the `__data_loc char[] filename` field of `sched:sched_process_exec`.
     pub tp_exec_filename: u32,
     /// Offset of the `pid` field of `sched:sched_process_exec`.
@@ -659,6 +662,7 @@ impl KernelOffsets {
         tp_sys_nr: u32::MAX,
         tp_sys_args: u32::MAX,
         tp_sys_ret: u32::MAX,
+        regs_args: [u32::MAX; 6],
         tp_exec_filename: u32::MAX,
         tp_exec_pid: u32::MAX,
         tp_exec_old_pid: u32::MAX,
@@ -740,7 +744,7 @@ const _: () = assert!(size_of::<ForkEvent>() == 16 + 56 + 8);
 const _: () =
     assert!(size_of::<ExecEvent>() == 16 + 56 + 24 + FILENAME_MAX + ARGV_MAX + PATH_MAX + NAME_BUF);
 const _: () = assert!(size_of::<ExitEvent>() == 16 + 56 + 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 64 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 70 * 4);
 const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(SENSITIVE_WORDS.is_power_of_two());
 const _: () = assert!(size_of::<DropKey>() == 16);

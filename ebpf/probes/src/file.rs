@@ -5,7 +5,9 @@
 //! filesystems and excluded directories never leave the kernel.
 
 use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
-use fdr_common::{flags, op, watch, EventKind, FileEvent, PathRef, PATH_AREA, PATH_MAX};
+use fdr_common::{
+    flags, op, watch, EventKind, FileEvent, PathRef, SyscallArgs, PATH_AREA, PATH_MAX,
+};
 
 use crate::{
     emit::{
@@ -13,7 +15,7 @@ use crate::{
         watch_flags,
     },
     path::walk,
-    syscalls::{is_agent, take_args},
+    syscalls::is_agent,
     task::{
         current, current_info, field, file_inode_flags, file_of_fd, inode_info, inode_sb_ino,
         session_flags, InodeInfo,
@@ -302,10 +304,7 @@ fn prefix_class(area: usize) -> u32 {
 /// Path- and descriptor-based file changes, at exit, when they succeeded.
 /// Exit of a path or descriptor based file change.
 #[inline(never)]
-pub fn exit_file(rc: i64) -> i32 {
-    let Some(a) = take_args() else {
-        return 0;
-    };
+pub fn exit_file(rc: i64, a: SyscallArgs) -> i32 {
     if rc != 0 {
         return 0;
     }

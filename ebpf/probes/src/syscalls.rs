@@ -6,13 +6,16 @@
 //! attaches them to each one's tracepoints); the record carries the
 //! syscall's number, which `FDR_SYSCALLS` maps to its shape ([`fdr_common::op`]).
 //!
-//! `sys_enter` keeps the arguments (and, for credential changes, the
-//! credentials) until `sys_exit`, which hands them to the handler of their
-//! kind. Opens and accepts need nothing from their entry: only their exit
-//! is attached.
+//! Most watched syscalls need only their exit: the arguments are still in
+//! the saved user registers then. Credential changes and fchmod need the
+//! state before the call: their `sys_enter` keeps the arguments and the
+//! credentials or the old mode until `sys_exit`, which hands them to the
+//! handler of their kind.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_task_pt_regs},
+    macros::tracepoint,
+    programs::TracePointContext,
     EbpfContext,
 };
 use fdr_common::{op, sys_tp, Creds, SyscallArgs};
@@ -22,7 +25,7 @@ use crate::{
     emit::{agent_tgid, offsets, syscall_op, ARGS},
     file::{exit_file, exit_open},
     net::exit_net,
-    task::{creds, current, field, file_of_fd},
+    task::{creds, current, field, file_of_fd, load},
 };
 
 /// Whether the current process is the agent (whose activity is not recorded).
@@ -98,7 +101,7 @@ fn on_enter<const N: usize>(ctx: &TracePointContext) -> i32 {
         return 0;
     }
     let op = syscall_op(nr as u32);
-    if op == 0 || op == op::OPEN || op == op::ACCEPT || is_agent() {
+    if (op != op::CRED && op != op::FCHMOD) || is_agent() {
         return 0;
     }
     enter(args, nr as u32, op);
@@ -166,10 +169,61 @@ pub fn fdr_sys_exit(ctx: TracePointContext) -> i32 {
     match op {
         0 => 0,
         op::OPEN => exit_open(nr as u32, rc),
-        op::BIND | op::CONNECT | op::LISTEN | op::ACCEPT => exit_net(op, rc),
+        op::ACCEPT => exit_net(op, rc, None),
         op::CRED => exit_cred(rc),
-        _ => exit_file(rc),
+        op::BIND | op::CONNECT | op::LISTEN => match exit_args(nr as u32, op) {
+            Some(a) => exit_net(op, rc, Some(a)),
+            None => 0,
+        },
+        _ => {
+            // Only successful changes are reported; fchmod's entry state
+            // is taken out of the map whatever the result.
+            if rc != 0 && op != op::FCHMOD {
+                return 0;
+            }
+            match exit_args(nr as u32, op) {
+                Some(a) => exit_file(rc, a),
+                None => 0,
+            }
+        }
     }
+}
+
+/// The arguments of the syscall that is exiting: kept at its entry (for
+/// what needs the state before the call: credential changes, fchmod's old
+/// mode), read from the saved user registers otherwise — a syscall leaves
+/// its argument registers as they were, so most watched syscalls need no
+/// entry program at all. `None` for the agent's own syscalls.
+#[inline(always)]
+pub fn exit_args(nr: u32, op: u8) -> Option<SyscallArgs> {
+    if op == op::CRED || op == op::FCHMOD {
+        return take_args();
+    }
+    if is_agent() {
+        return None;
+    }
+    let o = offsets();
+    // SAFETY: the helper takes the typed current task; what it returns is
+    // a typed `struct pt_regs *`, read with typed loads at BTF offsets.
+    let args = unsafe {
+        let regs = bpf_task_pt_regs(current() as *mut _) as *const u8;
+        [
+            load(regs, o.regs_args[0]),
+            load(regs, o.regs_args[1]),
+            load(regs, o.regs_args[2]),
+            load(regs, o.regs_args[3]),
+            load(regs, o.regs_args[4]),
+            load(regs, o.regs_args[5]),
+        ]
+    };
+    Some(SyscallArgs {
+        nr,
+        op: op as u32,
+        args,
+        creds: Creds::default(),
+        old_mode: 0,
+        _pad: 0,
+    })
 }
 
 /// The arguments kept at entry for the current thread, removed.
