@@ -78,7 +78,7 @@ fn set_inode(ev: &mut FileEvent, i: &InodeInfo) {
 /// an inode whose bit is set pays for its device and the map lookup.
 #[inline(never)]
 pub fn exit_open(nr: u32, fd: i64) -> i32 {
-    if fd < 0 || is_agent() {
+    if fd < 0 {
         return 0;
     }
     let file = file_of_fd(fd);
@@ -113,6 +113,11 @@ pub fn exit_open(nr: u32, fd: i64) -> i32 {
         }
         own
     };
+    // After the read-only filter: the agent's own opens are mostly
+    // read-only ones of ordinary files, dropped above anyway.
+    if is_agent() {
+        return 0;
+    }
     let task = current();
     let Some(info) = inode_info(inode) else {
         return 0;
