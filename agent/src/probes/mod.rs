@@ -293,7 +293,7 @@ impl Probes {
             }
         }
         self.sensitive_bits
-            .set(0, &*bits, 0)
+            .set(0, *bits, 0)
             .map_err(|source| ProbeError::Map {
                 name: maps::SENSITIVE_BITS,
                 source,
