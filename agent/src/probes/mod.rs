@@ -466,3 +466,105 @@ fn raise_memlock() -> Result<(), ProbeError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMON: &str = "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+";
+
+    fn write_format(root: &Path, tp: &str, fields: &str) {
+        let dir = root.join("events/syscalls").join(tp);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("format"),
+            format!("name: {tp}\nID: 1\nformat:\n{COMMON}{fields}\nprint fmt: \"\"\n"),
+        )
+        .unwrap();
+    }
+
+    fn exit_fields() -> &'static str {
+        "\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n"
+    }
+
+    #[test]
+    fn syscall_hooks_attach_what_the_kernel_has_and_name_the_rest() {
+        let root = std::env::temp_dir().join(format!("fdr-tracefs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // openat: exit only; setuid: entry (1 argument) and exit;
+        // setresuid: entry with 3 arguments; connect: exit only;
+        // setgid: its entry record is laid out differently (skipped).
+        write_format(&root, "sys_exit_openat", exit_fields());
+        write_format(
+            &root,
+            "sys_enter_openat",
+            "\tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n",
+        );
+        for name in ["setuid", "setresuid", "connect", "setgid"] {
+            write_format(&root, &format!("sys_exit_{name}"), exit_fields());
+        }
+        write_format(
+            &root,
+            "sys_enter_setuid",
+            "\tfield:uid_t uid;\toffset:16;\tsize:8;\tsigned:0;\n",
+        );
+        write_format(
+            &root,
+            "sys_enter_setresuid",
+            "\tfield:uid_t ruid;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:uid_t euid;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:uid_t suid;\toffset:32;\tsize:8;\tsigned:0;\n",
+        );
+        write_format(
+            &root,
+            "sys_enter_setgid",
+            "\tfield:gid_t gid;\toffset:24;\tsize:8;\tsigned:0;\n",
+        );
+        let mut offs = KernelOffsets::UNSET;
+        offs.tp_sys_nr = 8;
+        offs.tp_sys_args = 16;
+        offs.tp_sys_ret = 16;
+        let (hooks, missing) = syscall_hooks(&root, &offs);
+        let got: Vec<(&str, String)> = hooks
+            .iter()
+            .map(|(p, h)| match h {
+                Hook::Tracepoint(cat, tp) => (*p, format!("{cat}:{tp}")),
+                Hook::Raw(tp) => (*p, (*tp).to_owned()),
+            })
+            .collect();
+        let want = [
+            ("fdr_sys_exit", "syscalls:sys_exit_openat"),
+            ("fdr_sys_exit", "syscalls:sys_exit_connect"),
+            ("fdr_sys_enter1", "syscalls:sys_enter_setuid"),
+            ("fdr_sys_exit", "syscalls:sys_exit_setuid"),
+            ("fdr_sys_enter3", "syscalls:sys_enter_setresuid"),
+            ("fdr_sys_exit", "syscalls:sys_exit_setresuid"),
+        ];
+        for (p, tp) in want {
+            assert!(
+                got.iter().any(|(gp, gtp)| *gp == p && gtp == tp),
+                "{p} on {tp} in {got:?}"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        assert!(missing.contains(&"setgid"), "{missing:?}");
+        assert!(missing.contains(&"unlink") && missing.contains(&"open"));
+        assert!(!missing.contains(&"openat") && !missing.contains(&"setuid"));
+        assert_eq!(
+            missing.len() + 4,
+            syscalls::SYSCALLS.len(),
+            "every watched syscall is attached or named: {missing:?}"
+        );
+        // No syscall tracepoints at all: every watched syscall is named.
+        let (hooks, missing) = syscall_hooks(&root, &KernelOffsets::UNSET);
+        assert!(hooks.is_empty());
+        assert_eq!(missing.len(), syscalls::SYSCALLS.len());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
