@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use fdr_common::{
     DropKey, EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs,
-    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL, MAX_WATCH,
+    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL, MAX_WATCH, SENSITIVE_WORDS,
 };
 
 /// Default ring size; user space resizes it from the config before load.
@@ -26,6 +26,12 @@ static CRITICAL: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// Watched inodes: `fdr_common::watch` bits.
 #[map(name = "FDR_WATCH")]
 static WATCH: HashMap<InodeKey, u32> = HashMap::with_max_entries(MAX_WATCH, 0);
+
+/// One bit per inode number (modulo the bitmap's size) of the inodes
+/// whose read-only opens are reported (`watch::SENSITIVE` in `FDR_WATCH`):
+/// a clear bit spares a read-only open the device read and the map lookup.
+#[map(name = "FDR_SENSITIVE_BITS")]
+static SENSITIVE_BITS: Array<[u64; SENSITIVE_WORDS]> = Array::with_max_entries(1, 0);
 
 /// Syscall number → `fdr_common::op`.
 #[map(name = "FDR_SYSCALLS")]
@@ -220,6 +226,17 @@ pub fn watch_flags(dev: u32, ino: u64) -> u32 {
     let key = InodeKey { dev, _pad: 0, ino };
     // SAFETY: a map lookup; the value is copied out at once.
     unsafe { WATCH.get(key) }.copied().unwrap_or(0)
+}
+
+/// Whether inode number `ino` may be a sensitive file's (its bit in
+/// `FDR_SENSITIVE_BITS` is set); `false` means it certainly is not.
+#[inline(always)]
+pub fn maybe_sensitive(ino: u64) -> bool {
+    let Some(bits) = SENSITIVE_BITS.get(0) else {
+        return true;
+    };
+    let (word, bit) = fdr_common::sensitive_bit(ino);
+    bits.get(word).is_some_and(|w| w & bit != 0)
 }
 
 /// The `fdr_common::op` of a syscall number, 0 when not of interest.
