@@ -17,7 +17,8 @@
 # Usage (root): tests/scripts/agent_cpu.sh [AGENT_BIN] [RUNS]
 #   AGENT_BIN  default $CARGO_TARGET_DIR/release/fdr-agent (or target/release/fdr-agent)
 #   RUNS       default 3
-# Env: WRITES (200000), EXECS (2000), IDLE_SECS (3), PERF=1 to record
+# Env: WRITES (200000), EXECS (2000), IDLE_SECS (3), FDRCTL (fdrctl next to
+#   AGENT_BIN, for the event counts), MAX_OTHER, TRIES, PERF=1 to record
 #   `perf record -g` (or PERF_ARGS, e.g. "--call-graph dwarf") of the agent
 #   during the workloads into $OUT/perf-*.data
 #   (kept with OUT=dir).
