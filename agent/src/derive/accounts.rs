@@ -29,6 +29,10 @@ struct Pending {
 
 pub struct AccountTracker {
     files: Vec<String>,
+    /// Each pattern of `files` up to its first `*`: a path of any role
+    /// but `Other` starts with it. Checked first, since nearly every path
+    /// written starts with none of them (this runs on every file event).
+    prefixes: Vec<String>,
     tools: Vec<String>,
     hostname: String,
     pending: HashMap<u32, Pending>,
@@ -48,6 +52,11 @@ impl AccountTracker {
     pub fn new(cfg: &CaptureConfig) -> Self {
         AccountTracker {
             files: cfg.account_files.clone(),
+            prefixes: cfg
+                .account_files
+                .iter()
+                .map(|p| literal_prefix(p).to_owned())
+                .collect(),
             tools: cfg.account_tools.clone(),
             hostname: hostname(),
             pending: HashMap::new(),
@@ -55,7 +64,10 @@ impl AccountTracker {
     }
 
     fn role(&self, path: &str) -> Role {
-        for pattern in &self.files {
+        for (pattern, prefix) in self.files.iter().zip(&self.prefixes) {
+            if !path.starts_with(prefix.as_str()) {
+                continue;
+            }
             if let Some(dir) = pattern.strip_suffix('/') {
                 if let Some((parent, _)) = path.rsplit_once('/') {
                     if path_match(dir, parent) {
@@ -204,6 +216,18 @@ impl AccountTracker {
         let mut rec = derived(at, Detail::Account(Box::new(detail)));
         rec.task = p.record.task;
         rec
+    }
+}
+
+/// `pattern` up to its first `*` (and, for a directory pattern, without
+/// its trailing `/`): every path `role` does not find `Other` under this
+/// pattern starts with it — a wildcard matches within components, so the
+/// literal bytes before the first `*` match themselves.
+fn literal_prefix(pattern: &str) -> &str {
+    let p = pattern.trim_end_matches('/');
+    match p.find('*') {
+        Some(i) => &p[..i],
+        None => p,
     }
 }
 

@@ -334,7 +334,8 @@ fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(Vec<u8>, bool), Deco
             tail.to_vec() // a symlink's target text, as written
         }
     } else {
-        let mut dir = join_walked_bytes(walked, walk_flags);
+        // Room for the tail too: one allocation for the whole path.
+        let mut dir = join_walked_into(walked, walk_flags, 1 + tail.len());
         if dir.is_empty() && tail.is_empty() {
             incomplete = true;
         }
@@ -343,7 +344,13 @@ fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(Vec<u8>, bool), Deco
         } else {
             dir.push(b'/');
             dir.extend_from_slice(tail);
-            normalize_bytes(&dir)
+            // Nearly always normal already (a plain name after the
+            // walked directory): kept as it is, without another copy.
+            if is_normal(&dir) {
+                dir
+            } else {
+                normalize_bytes(&dir)
+            }
         }
     };
     Ok((path, incomplete))
@@ -353,6 +360,17 @@ fn path_in(var: &[u8], slot: usize, r: &PathRef) -> Result<(Vec<u8>, bool), Deco
 pub fn normalize(path: &str) -> String {
     // Splitting valid UTF-8 at `/` keeps it valid.
     String::from_utf8(normalize_bytes(path.as_bytes())).unwrap_or_default()
+}
+
+/// Whether `normalize_bytes(path)` is `path` itself: the root, or no
+/// empty, `.` or `..` component (after an absolute path's leading `/`).
+fn is_normal(path: &[u8]) -> bool {
+    if path == b"/" {
+        return true;
+    }
+    let rest = path.strip_prefix(b"/").unwrap_or(path);
+    rest.split(|&b| b == b'/')
+        .all(|c| !matches!(c, b"" | b"." | b".."))
 }
 
 /// [`normalize`] on a path's bytes (which need not be UTF-8).
@@ -413,12 +431,21 @@ pub fn join_walked_path(bytes: &[u8], fl: u16) -> String {
 
 /// [`join_walked_path`] as bytes, exactly.
 pub fn join_walked_bytes(bytes: &[u8], fl: u16) -> Vec<u8> {
+    join_walked_into(bytes, fl, 0)
+}
+
+/// [`join_walked_bytes`] with room for `extra` more bytes.
+fn join_walked_into(bytes: &[u8], fl: u16, extra: usize) -> Vec<u8> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     let complete = fl & (flags::PATH_TRUNCATED | flags::PATH_DISCONNECTED) == 0;
     if bytes.is_empty() {
-        return if complete { b"/".to_vec() } else { Vec::new() };
+        let mut out = Vec::with_capacity(1 + extra);
+        if complete {
+            out.push(b'/');
+        }
+        return out;
     }
-    let mut out = Vec::with_capacity(bytes.len() + 1);
+    let mut out = Vec::with_capacity(bytes.len() + 1 + extra);
     for (i, p) in bytes.rsplit(|&b| b == 0).enumerate() {
         if complete || i > 0 {
             out.push(b'/');
@@ -535,6 +562,41 @@ mod tests {
         let mut bytes = as_bytes(&*ev);
         bytes.truncate(ExecEvent::FIXED_LEN + argv.len() + exe.len());
         bytes
+    }
+
+    #[test]
+    fn a_path_found_normal_is_what_normalizing_gives() {
+        let paths: &[&[u8]] = &[
+            b"/",
+            b"",
+            b"//",
+            b"/a",
+            b"/a/",
+            b"/a//b",
+            b"/a/./b",
+            b"/a/../b",
+            b"/..",
+            b"a",
+            b"a/b",
+            b"./a",
+            b"../a",
+            b"a/..",
+            b"/a/b.c/..d/...",
+            b"/a/\xff/b",
+            b"/.a/b.",
+        ];
+        for p in paths {
+            if is_normal(p) {
+                assert_eq!(
+                    normalize_bytes(p),
+                    p.to_vec(),
+                    "{:?}",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+        assert!(is_normal(b"/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(!is_normal(b"/tmp//x"));
     }
 
     #[test]

@@ -122,7 +122,17 @@ const MAX_NAME: usize = 64;
 /// comes from the process table, which keeps argv but not the path
 /// executed, and both sides must name one process alike.
 pub fn program<'a>(exe: &'a str, argv: &[String], filename: Option<&str>) -> Cow<'a, str> {
-    let path = exe_or_unknown(exe);
+    program_of(exe_or_unknown(exe), exe, argv, filename)
+}
+
+/// [`program`] with the executable already generalised (`path`, as
+/// `exe_or_unknown` gives it): an exec item needs both forms.
+fn program_of<'a>(
+    path: Cow<'a, str>,
+    exe: &str,
+    argv: &[String],
+    filename: Option<&str>,
+) -> Cow<'a, str> {
     match invoked_name(exe, argv, filename) {
         Some(name) => Cow::Owned(format!("{path}[{name}]")),
         None => path,
@@ -200,10 +210,13 @@ pub fn observe(ev: &Event) -> Option<Observation<'_>> {
     let (section, item) = match &ev.record.detail {
         Detail::Exec { filename, .. } => {
             let parent = ev.image.parent.as_deref();
-            let parent_prog = parent.map_or(Cow::Borrowed("?"), |p| program(&p.exe, &p.argv, None));
-            let prog = program(ev.exe(), ev.argv(), Some(filename));
+            // Each executable generalised once, for both forms.
             let parent_exe = parent.map_or(Cow::Borrowed("?"), |p| exe_or_unknown(&p.exe));
+            let parent_prog = parent.map_or(Cow::Borrowed("?"), |p| {
+                program_of(parent_exe.clone(), &p.exe, &p.argv, None)
+            });
             let exe = exe_or_unknown(ev.exe());
+            let prog = program_of(exe.clone(), ev.exe(), ev.argv(), Some(filename));
             let legacy = (parent_prog != parent_exe || prog != exe)
                 .then(|| format!("{parent_exe} -> {exe}"));
             return Some(Observation {

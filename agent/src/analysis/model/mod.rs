@@ -176,6 +176,10 @@ pub struct ModelSet {
     dirty: HashSet<Arc<str>>,
     /// Keys removed (evicted) since the last `take_dirty`.
     removed: HashSet<Arc<str>>,
+    /// Per model key, which rules' model patterns match it
+    /// (`Rules::model_mask`): the patterns are matched once per key, not
+    /// on every event. Emptied when it reaches `4 × max_models` keys.
+    rule_masks: HashMap<Arc<str>, u64>,
 }
 
 impl ModelSet {
@@ -191,6 +195,7 @@ impl ModelSet {
             total: 0,
             dirty: HashSet::new(),
             removed: HashSet::new(),
+            rule_masks: HashMap::new(),
         })
     }
 
@@ -298,7 +303,18 @@ impl ModelSet {
     /// Judges one observation of `ev` against the rules and the model
     /// `key` (created, learning, when new).
     pub fn check(&mut self, key: &Arc<str>, obs: &Observation, ev: &Event, now: u64) -> Verdict {
-        if let Some(rule) = self.rules.check(key, obs, ev) {
+        let mask = match self.rule_masks.get(key) {
+            Some(m) => *m,
+            None => {
+                if self.rule_masks.len() >= self.max_models.saturating_mul(4) {
+                    self.rule_masks.clear();
+                }
+                let m = self.rules.model_mask(key);
+                self.rule_masks.insert(key.clone(), m);
+                m
+            }
+        };
+        if let Some(rule) = self.rules.check_masked(mask, key, obs, ev) {
             if rule.allow {
                 return Verdict::Normal;
             }
@@ -315,7 +331,13 @@ impl ModelSet {
                     .unwrap_or_else(|| IncidentType::for_section(obs.section)),
             });
         }
-        if !self.models.contains_key(key) {
+        // Known already (one lookup, the common case), or a new model.
+        if let Some(m) = self.models.get_mut(key) {
+            m.last_used = now;
+            if m.contains(obs.section, &obs.item) {
+                return Verdict::Normal;
+            }
+        } else {
             self.evict_for_one();
             self.models
                 .insert(key.clone(), Model::new(key.clone(), now, self.learning_ns));

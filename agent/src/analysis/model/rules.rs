@@ -194,13 +194,18 @@ impl Rule {
         })
     }
 
-    fn matches(&self, model: &str, obs: &Observation, ev: &Event) -> bool {
-        self.section.is_none_or(|s| s == obs.section)
-            && self
-                .model_prefilter
-                .as_ref()
-                .is_none_or(|ac| ac.is_match(model))
+    /// Whether the rule's model patterns match model key `model`.
+    fn model_matches(&self, model: &str) -> bool {
+        self.model_prefilter
+            .as_ref()
+            .is_none_or(|ac| ac.is_match(model))
             && self.model.iter().any(|g| g.matches(model))
+    }
+
+    /// Whether the rule matches an observation of a model its model
+    /// patterns match (`model_matches`, known beforehand).
+    fn matches_in_model(&self, obs: &Observation, ev: &Event) -> bool {
+        self.section.is_none_or(|s| s == obs.section)
             && self
                 .prefilter
                 .as_ref()
@@ -289,6 +294,9 @@ fn expand_braces(p: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Rules whose model match a [`Rules::model_mask`] holds.
+const MASKED: usize = 64;
+
 /// The configured rules, deny rules first.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
@@ -312,10 +320,46 @@ impl Rules {
 
     /// The first deny rule that matches, else the first allow rule.
     pub fn check(&self, model: &str, obs: &Observation, ev: &Event) -> Option<&Rule> {
+        self.check_masked(self.model_mask(model), model, obs, ev)
+    }
+
+    /// Which rules' model patterns match model key `model`: bit `i` for
+    /// the `i`-th rule, deny rules first (the first [`MASKED`]; the rest
+    /// are matched on each check). A model's mask never changes, so the
+    /// caller keeps it per model instead of matching every key's globs on
+    /// every event.
+    pub fn model_mask(&self, model: &str) -> u64 {
         self.deny
             .iter()
             .chain(&self.allow)
-            .find(|r| r.matches(model, obs, ev))
+            .take(MASKED)
+            .enumerate()
+            .filter(|(_, r)| r.model_matches(model))
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// [`Rules::check`] with the model's [`Rules::model_mask`].
+    pub fn check_masked(
+        &self,
+        mask: u64,
+        model: &str,
+        obs: &Observation,
+        ev: &Event,
+    ) -> Option<&Rule> {
+        self.deny
+            .iter()
+            .chain(&self.allow)
+            .enumerate()
+            .find(|(i, r)| {
+                r.section.is_none_or(|s| s == obs.section)
+                    && if *i < MASKED {
+                        mask & 1 << i != 0
+                    } else {
+                        r.model_matches(model)
+                    }
+                    && r.matches_in_model(obs, ev)
+            })
+            .map(|(_, r)| r)
     }
 }
 
