@@ -307,6 +307,20 @@ fn cmd_with_deadline(
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure(root)?;
     require_root("the benchmarks (they load the probes)")?;
+    // The agent case runs the release binaries, found next to fdr-bench.
+    cmd(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "fdr-agent",
+            "-p",
+            "fdr-cli",
+            "--bins",
+        ],
+    )?;
     let mut full = vec![
         "run",
         "--release",
