@@ -63,13 +63,13 @@ const OPS: &[Op] = &[
         name: "open-ro",
         label: "read-only open+close",
         run: crate::open_read,
-        per_iteration: 200,
+        per_iteration: 100,
     },
     Op {
         name: "open-wr",
         label: "write-open+close",
         run: crate::open_write,
-        per_iteration: 200,
+        per_iteration: 100,
     },
     Op {
         name: "connect",
@@ -259,7 +259,7 @@ fn one_run(
         let t = Instant::now();
         (op.run)(n).with_context(|| format!("{} under {}", op.name, kind.name()))?;
         let wall = t.elapsed();
-        wait_quiet(&m, idle.cpu_usec, Duration::from_secs(5));
+        wait_quiet(&m, idle.cpu_usec, Duration::from_secs(3));
         let s1 = sample(&m);
         let after = quiet_window(&m);
         let bg = if kind == Kind::None {
@@ -401,8 +401,10 @@ fn range(v: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     })
 }
 
-/// A time in ns, in ns or µs as fits.
+/// A time in ns, in ns or µs as fits. A negative figure (the block cost
+/// less than the noise of the quiet windows around it) shows as 0.
 fn fmt_ns(ns: f64) -> String {
+    let ns = ns.max(0.0);
     if ns.abs() < 1000.0 {
         format!("{ns:.0} ns")
     } else if ns.abs() < 100_000.0 {
@@ -427,7 +429,7 @@ fn fmt_range(r: Option<(f64, f64)>, f: impl Fn(f64) -> String) -> String {
     }
 }
 
-fn runs_of<'a>(runs: &'a [Run], kind: Kind) -> impl Iterator<Item = &'a Run> + Clone {
+fn runs_of(runs: &[Run], kind: Kind) -> impl Iterator<Item = &Run> + Clone {
     runs.iter().filter(move |r| r.kind == kind)
 }
 
@@ -452,9 +454,13 @@ fn print_table(kinds: &[Kind], runs: &[Run], opts: &Opts) {
     println!("|{}", "---|".repeat(head.len()));
     for &kind in kinds {
         let rs = runs_of(runs, kind);
-        let idle = fmt_range(range(rs.clone().map(|r| r.idle_cpu_pct)), |p| {
-            format!("{p:.2} %")
-        });
+        let idle = if kind == Kind::None {
+            "–".to_string()
+        } else {
+            fmt_range(range(rs.clone().map(|r| r.idle_cpu_pct)), |p| {
+                format!("{:.2} %", p.max(0.0))
+            })
+        };
         let rss = fmt_range(
             range(rs.clone().filter_map(|r| r.rss_idle_kib).map(|k| k as f64)),
             |k| format!("{:.0} MB", k * 1024.0 / 1e6),
@@ -498,7 +504,7 @@ fn print_table(kinds: &[Kind], runs: &[Run], opts: &Opts) {
     println!(
         "(ranges over {} rounds; per block: {}; BPF = run time of the monitor's own \
          programs, process = CPU of its cgroup, both less their rate in the 1 s quiet windows \
-         before and after each block; idle CPU over \
+         before and after each block, below 0 shown as 0; idle CPU over \
          {} s for fdr, {} s for the others)",
         opts.rounds,
         OPS.iter()

@@ -49,12 +49,12 @@ struct Args {
     /// Rounds of the agent case (each starts every monitor once).
     #[arg(long, default_value_t = 3)]
     agent_rounds: u32,
-    /// Execs per block of the agent case; read-only and write opens run 200
+    /// Execs per block of the agent case; read-only and write opens run 100
     /// times as many, connects 10 times, getppid 2 000 times.
     #[arg(long, default_value_t = 1000)]
     agent_iterations: u32,
     /// Seconds of idle measured for fdr in each round of the agent case
-    /// (3 for the other monitors).
+    /// (2 for the other monitors).
     #[arg(long, default_value_t = 10)]
     agent_idle_secs: u64,
     /// Only run the cases with these names (exec, open-ro, open-wr, connect,
@@ -214,7 +214,7 @@ fn main() -> Result<()> {
             &agent_bench::Opts {
                 rounds: args.agent_rounds,
                 iterations: args.agent_iterations,
-                idle_secs: 3,
+                idle_secs: 2,
                 fdr_idle_secs: args.agent_idle_secs,
             },
         )?);

@@ -346,7 +346,12 @@ pub async fn stats(socket: &Path) -> Result<pb::Stats> {
 /// Waits until a peer's programs are loaded and have all run (an exec, an
 /// open and an openat are made to trigger them), and returns their ids.
 fn wait_programs_ran(m: &mut Monitor, pid: u32, deadline: Instant) -> Result<Vec<u32>> {
-    let probe = CString::new(m.output.with_extension("probe").as_os_str().as_encoded_bytes())?;
+    let probe = CString::new(
+        m.output
+            .with_extension("probe")
+            .as_os_str()
+            .as_encoded_bytes(),
+    )?;
     let mut last: Vec<u32> = Vec::new();
     loop {
         m.exited()?;
@@ -459,7 +464,9 @@ pub fn prog_stats(id: u32) -> std::io::Result<(u64, u64)> {
     let len = (attr[0] >> 32) as usize;
     let got_id = (info[0] >> 32) as u32;
     if len < INFO_RUN_CNT + 8 || got_id != id {
-        return Err(std::io::Error::other("bpf_prog_info without run statistics"));
+        return Err(std::io::Error::other(
+            "bpf_prog_info without run statistics",
+        ));
     }
     Ok((info[INFO_RUN_TIME_NS / 8], info[INFO_RUN_CNT / 8]))
 }
