@@ -31,7 +31,7 @@ pub struct Opts {
     pub iterations: u32,
     /// Idle measurement of the peers (seconds).
     pub idle_secs: u64,
-    /// Idle measurement of fdr (seconds).
+    /// Idle measurement of fdr in the first round (seconds).
     pub fdr_idle_secs: u64,
 }
 
@@ -112,8 +112,19 @@ struct Rates {
     bpf_runs: f64,
 }
 
-/// The quiet windows around each workload block.
-const BRACKET: Duration = Duration::from_secs(1);
+/// The quiet windows around each part of a workload block.
+const BRACKET: Duration = Duration::from_millis(300);
+/// Parts a workload block is split into.
+const PARTS: u32 = 4;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
 
 /// The rates over two windows together.
 fn rates2(w1: (Sample, Sample), w2: (Sample, Sample)) -> Rates {
@@ -140,12 +151,13 @@ fn rates(a: Sample, b: Sample) -> Rates {
 }
 
 /// Waits until the monitor's CPU falls back to `idle_usec_per_s` plus 2 %
-/// of a core (it has drained what the workload left), at most `max`.
+/// of a core for 0.2 s (it has drained what the workload left), at most
+/// `max`.
 fn wait_quiet(m: &Monitor, idle_usec_per_s: f64, max: Duration) {
     if m.kind == Kind::None {
         return;
     }
-    let step = Duration::from_millis(200);
+    let step = Duration::from_millis(100);
     let limit = idle_usec_per_s * step.as_secs_f64() + 0.02 * step.as_micros() as f64;
     let t = Instant::now();
     let mut quiet = 0;
@@ -229,7 +241,7 @@ fn one_run(
     std::thread::sleep(Duration::from_secs(1));
     let idle_secs = match kind {
         Kind::None => 0,
-        Kind::Fdr => opts.fdr_idle_secs,
+        Kind::Fdr if round == 0 => opts.fdr_idle_secs,
         _ => opts.idle_secs,
     };
     let a = sample(&m);
@@ -242,8 +254,10 @@ fn one_run(
     };
     let rss_idle_kib = m.rss_kib();
     // Other load on the machine runs the monitor's programs too (and feeds
-    // it events): each block's figures are less the rate of the quiet
-    // windows just before and after it.
+    // it events): each block is split in parts, each part's figures are
+    // less the rate of the quiet windows just before and after it, and the
+    // median part is kept (a burst of other load spoils one part, not the
+    // figure).
     let quiet_window = |m: &Monitor| {
         let a = sample(m);
         if kind != Kind::None {
@@ -254,28 +268,38 @@ fn one_run(
     let mut before = quiet_window(&m);
     let mut ops = Vec::new();
     for op in OPS {
-        let n = op.per_iteration * opts.iterations;
-        let s0 = sample(&m);
-        let t = Instant::now();
-        (op.run)(n).with_context(|| format!("{} under {}", op.name, kind.name()))?;
-        let wall = t.elapsed();
-        wait_quiet(&m, idle.cpu_usec, Duration::from_secs(3));
-        let s1 = sample(&m);
-        let after = quiet_window(&m);
-        let bg = if kind == Kind::None {
-            Rates::default()
-        } else {
-            rates2(before, after)
-        };
-        before = after;
-        let window = (s1.at - s0.at).as_secs_f64();
-        let per = |delta: u64, rate: f64| (delta as f64 - rate * window) / n as f64;
+        let n = (op.per_iteration * opts.iterations / PARTS).max(1);
+        let mut wall = Duration::ZERO;
+        let mut parts = Vec::new();
+        for _ in 0..PARTS {
+            let s0 = sample(&m);
+            let t = Instant::now();
+            (op.run)(n).with_context(|| format!("{} under {}", op.name, kind.name()))?;
+            wall += t.elapsed();
+            wait_quiet(&m, idle.cpu_usec, Duration::from_secs(2));
+            let s1 = sample(&m);
+            let after = quiet_window(&m);
+            let bg = if kind == Kind::None {
+                Rates::default()
+            } else {
+                rates2(before, after)
+            };
+            before = after;
+            let window = (s1.at - s0.at).as_secs_f64();
+            let per = |delta: u64, rate: f64| (delta as f64 - rate * window) / n as f64;
+            parts.push([
+                per(s1.cpu_usec.saturating_sub(s0.cpu_usec), bg.cpu_usec),
+                per(s1.bpf_ns.saturating_sub(s0.bpf_ns), bg.bpf_ns),
+                per(s1.bpf_runs.saturating_sub(s0.bpf_runs), bg.bpf_runs),
+            ]);
+        }
+        let median = |i: usize| median(parts.iter().map(|p| p[i]).collect());
         ops.push(OpRun {
-            n,
+            n: n * PARTS,
             wall,
-            cpu_us: per(s1.cpu_usec.saturating_sub(s0.cpu_usec), bg.cpu_usec),
-            bpf_ns: per(s1.bpf_ns.saturating_sub(s0.bpf_ns), bg.bpf_ns),
-            bpf_runs: per(s1.bpf_runs.saturating_sub(s0.bpf_runs), bg.bpf_runs),
+            cpu_us: median(0),
+            bpf_ns: median(1),
+            bpf_runs: median(2),
         });
     }
     let rss_after_kib = m.rss_kib();
@@ -349,7 +373,10 @@ pub fn run(rt: &tokio::runtime::Runtime, opts: &Opts) -> Result<Value> {
         agent.display()
     );
     let base = std::env::temp_dir().join(format!("fdr-agent-bench-{}", std::process::id()));
-    let cgroups = fdr_tests::cgroup2_root().join(format!("fdr-bench-{}", std::process::id()));
+    let root = fdr_tests::cgroup2_root();
+    monitors::remove_stale(&root, "fdr-bench-");
+    monitors::remove_stale(&std::env::temp_dir(), "fdr-agent-bench-");
+    let cgroups = root.join(format!("fdr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&cgroups)?;
     // Warm the page cache, the listener, the file.
     for op in OPS {
@@ -503,9 +530,9 @@ fn print_table(kinds: &[Kind], runs: &[Run], opts: &Opts) {
     println!();
     println!(
         "(ranges over {} rounds; per block: {}; BPF = run time of the monitor's own \
-         programs, process = CPU of its cgroup, both less their rate in the 1 s quiet windows \
-         before and after each block, below 0 shown as 0; idle CPU over \
-         {} s for fdr, {} s for the others)",
+         programs, process = CPU of its cgroup, both less their rate in the 0.3 s quiet windows \
+         around each quarter of a block, median quarter; below 0 shown as 0; idle CPU over \
+         {} s for fdr's first round, {} s otherwise)",
         opts.rounds,
         OPS.iter()
             .map(|o| format!("{} {}", o.per_iteration * opts.iterations, o.name))

@@ -51,10 +51,10 @@ struct Args {
     agent_rounds: u32,
     /// Execs per block of the agent case; read-only and write opens run 100
     /// times as many, connects 10 times, getppid 2 000 times.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 600)]
     agent_iterations: u32,
-    /// Seconds of idle measured for fdr in each round of the agent case
-    /// (2 for the other monitors).
+    /// Seconds of idle measured for fdr in the first round of the agent
+    /// case (2 otherwise).
     #[arg(long, default_value_t = 10)]
     agent_idle_secs: u64,
     /// Only run the cases with these names (exec, open-ro, open-wr, connect,

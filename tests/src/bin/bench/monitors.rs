@@ -159,10 +159,12 @@ impl Monitor {
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())?;
-        // SAFETY: only async-signal-safe calls (open, write, close) on data
-        // prepared before the fork.
+        // SAFETY: only async-signal-safe calls (prctl, open, write, close)
+        // on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Gone with the bench, however it ends.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -305,6 +307,35 @@ impl Drop for Monitor {
             while fs::remove_dir(&cg).is_err() && t.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+    }
+}
+
+/// Removes what an earlier bench that was killed left in `dir`: entries
+/// named `<prefix><pid>` whose process is gone (cgroups: their empty
+/// children first; temporary directories: all of them).
+pub fn remove_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let path = e.path();
+        if path.join("cgroup.procs").exists() {
+            for child in fs::read_dir(&path).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = fs::remove_dir(child.path());
+                }
+            }
+            let _ = fs::remove_dir(&path);
+        } else {
+            let _ = fs::remove_dir_all(&path);
         }
     }
 }
