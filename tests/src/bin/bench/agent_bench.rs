@@ -8,11 +8,13 @@
 //! runs one block of each workload. Per operation it reports the run time
 //! of the monitor's own BPF programs (the kernel's BPF statistics, by
 //! program id) and the CPU of the monitor's processes (a cgroup v2 of its
-//! own), both less their rate in the quiet windows just before and after
-//! the block (other load on the machine runs the programs too), the
-//! wall-clock time
-//! against no monitor in the same round. The CPU figures are the ones to
-//! trust on a shared machine: the wall clock moves with other load.
+//! own), both less their rate in quiet windows around the block (other
+//! load on the machine runs the programs too; median of four parts); the
+//! workload's own CPU above no monitor's in the same round (the programs
+//! run in its context: a figure other load hardly moves); and the
+//! wall-clock ratio against no monitor in the same round. The CPU figures
+//! are the ones to trust on a shared machine: the wall clock moves with
+//! other load.
 
 use std::{
     path::{Path, PathBuf},
@@ -182,6 +184,26 @@ struct OpRun {
     cpu_us: f64,
     bpf_ns: f64,
     bpf_runs: f64,
+    /// CPU of the workload itself (this process and its children).
+    work_us: f64,
+}
+
+/// CPU time (user + system) of this process and its waited-for children
+/// (µs): the workload's own cost, which the monitors' programs add to (they
+/// run in its context), free of the other load on the machine.
+fn workload_cpu_us() -> f64 {
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: a plain struct the kernel fills.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer.
+        if unsafe { libc::getrusage(who, &mut ru) } == 0 {
+            for tv in [ru.ru_utime, ru.ru_stime] {
+                total += tv.tv_sec as f64 * 1e6 + tv.tv_usec as f64;
+            }
+        }
+    }
+    total
 }
 
 /// One monitor started, idle, run through every workload, stopped.
@@ -273,9 +295,11 @@ fn one_run(
         let mut parts = Vec::new();
         for _ in 0..PARTS {
             let s0 = sample(&m);
+            let w0 = workload_cpu_us();
             let t = Instant::now();
             (op.run)(n).with_context(|| format!("{} under {}", op.name, kind.name()))?;
             wall += t.elapsed();
+            let work = (workload_cpu_us() - w0) / n as f64;
             wait_quiet(&m, idle.cpu_usec, Duration::from_secs(2));
             let s1 = sample(&m);
             let after = quiet_window(&m);
@@ -291,6 +315,7 @@ fn one_run(
                 per(s1.cpu_usec.saturating_sub(s0.cpu_usec), bg.cpu_usec),
                 per(s1.bpf_ns.saturating_sub(s0.bpf_ns), bg.bpf_ns),
                 per(s1.bpf_runs.saturating_sub(s0.bpf_runs), bg.bpf_runs),
+                work,
             ]);
         }
         let median = |i: usize| median(parts.iter().map(|p| p[i]).collect());
@@ -300,6 +325,7 @@ fn one_run(
             cpu_us: median(0),
             bpf_ns: median(1),
             bpf_runs: median(2),
+            work_us: median(3),
         });
     }
     let rss_after_kib = m.rss_kib();
@@ -472,6 +498,19 @@ fn wall_ratios(runs: &[Run], kind: Kind, op: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The workload's extra CPU per operation (ns) under `kind`, against no
+/// monitor in the same round.
+fn work_deltas(runs: &[Run], kind: Kind, op: usize) -> Vec<f64> {
+    runs_of(runs, kind)
+        .filter_map(|r| {
+            let none = runs
+                .iter()
+                .find(|n| n.kind == Kind::None && n.round == r.round)?;
+            Some((r.ops[op].work_us - none.ops[op].work_us) * 1e3)
+        })
+        .collect()
+}
+
 fn print_table(kinds: &[Kind], runs: &[Run], opts: &Opts) {
     let mut head = vec!["monitor", "per op"];
     head.extend(OPS.iter().map(|o| o.label));
@@ -515,10 +554,18 @@ fn print_table(kinds: &[Kind], runs: &[Run], opts: &Opts) {
                 per_op(&|o| o.wall.as_secs_f64() * 1e9 / o.n as f64, &fmt_ns),
                 true,
             );
+            row("workload CPU", per_op(&|o| o.work_us * 1e3, &fmt_ns), false);
             continue;
         }
         row("BPF", per_op(&|o| o.bpf_ns, &fmt_ns), true);
         row("process", per_op(&|o| o.cpu_us * 1e3, &fmt_ns), false);
+        row(
+            "workload CPU +",
+            (0..OPS.len())
+                .map(|i| fmt_range(range(work_deltas(runs, kind, i)), fmt_ns))
+                .collect(),
+            false,
+        );
         row(
             "wall ×",
             (0..OPS.len())
@@ -531,7 +578,8 @@ fn print_table(kinds: &[Kind], runs: &[Run], opts: &Opts) {
     println!(
         "(ranges over {} rounds; per block: {}; BPF = run time of the monitor's own \
          programs, process = CPU of its cgroup, both less their rate in the 0.3 s quiet windows \
-         around each quarter of a block, median quarter; below 0 shown as 0; idle CPU over \
+         around each quarter of a block, median quarter; below 0 shown as 0; workload CPU + = the workload's own CPU \
+         (its processes: the programs run in their context) above no monitor's; idle CPU over \
          {} s for fdr's first round, {} s otherwise)",
         opts.rounds,
         OPS.iter()
@@ -612,6 +660,7 @@ fn to_json(kinds: &[Kind], runs: &[Run], opts: &Opts) -> Value {
                                     "bpf_ns_per_op": o.bpf_ns,
                                     "bpf_runs_per_op": o.bpf_runs,
                                     "process_cpu_us_per_op": o.cpu_us,
+                                    "workload_cpu_us_per_op": o.work_us,
                                 }),
                             )
                         })
