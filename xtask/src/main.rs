@@ -54,7 +54,9 @@ enum Task {
     /// the agent's module graph, and every import that breaks the layering
     /// written in xtask/src/layers.rs or closes a cycle (fails if any).
     Layers,
-    /// Benchmarks (probes attached vs detached, in one run); writes target/bench/results.json.
+    /// Benchmarks: parts (probes attached vs detached, in one process) and the
+    /// release agent side by side with peers (`--only agent`); writes
+    /// target/bench/results.json.
     Bench {
         /// Arguments passed to the benchmark harness (e.g. --iterations 500).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -307,6 +309,24 @@ fn cmd_with_deadline(
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure(root)?;
     require_root("the benchmarks (they load the probes)")?;
+    // The agent case runs the release binaries, found next to fdr-bench;
+    // built in one go with it, so that the dependencies' features (and the
+    // artifacts) are the ones `cargo run` below finds fresh.
+    cmd(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "fdr-agent",
+            "-p",
+            "fdr-cli",
+            "-p",
+            "fdr-tests",
+            "--bins",
+        ],
+    )?;
     let mut full = vec![
         "run",
         "--release",

@@ -2,6 +2,10 @@
 //! as ratios within one run — each case alternates blocks with the probes
 //! detached and attached, so machine noise hits both sides alike.
 //!
+//! These in-process cases are "parts" benches (the probes loaded in this
+//! process); `--only agent` runs the release `fdr-agent` binary as users do,
+//! side by side with other monitors (`agent_bench`).
+//!
 //! Writes `target/bench/results.json` (or `--output`) and prints a table.
 
 use std::{
@@ -20,7 +24,9 @@ use fdr_agent::{
 };
 use serde_json::json;
 
+mod agent_bench;
 mod attribution_bench;
+mod monitors;
 mod recorder_bench;
 
 #[derive(Debug, Parser)]
@@ -40,7 +46,19 @@ struct Args {
     /// attached programs that report nothing.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
-    /// Only run the cases with these names.
+    /// Rounds of the agent case (each starts every monitor once).
+    #[arg(long, default_value_t = 3)]
+    agent_rounds: u32,
+    /// Execs per block of the agent case; read-only and write opens run 100
+    /// times as many, connects 10 times, getppid 2 000 times.
+    #[arg(long, default_value_t = 600)]
+    agent_iterations: u32,
+    /// Seconds of idle measured for fdr in the first round of the agent
+    /// case (2 otherwise).
+    #[arg(long, default_value_t = 10)]
+    agent_idle_secs: u64,
+    /// Only run the cases with these names (exec, open-ro, open-wr, connect,
+    /// recorder, attribution, agent).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the JSON results.
@@ -181,6 +199,44 @@ fn main() -> Result<()> {
     if args.only.is_empty() || args.only.iter().any(|o| o == "attribution") {
         results.push(attribution_bench::run(&rt)?);
     }
+    let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let in_process = ["recorder"]
+        .into_iter()
+        .chain(CASES.iter().map(|c| c.name))
+        .any(selected);
+    if in_process {
+        results.extend(parts(&args, &rt)?);
+    }
+    // Alone on the machine: the in-process probes are gone.
+    if selected("agent") {
+        results.push(agent_bench::run(
+            &rt,
+            &agent_bench::Opts {
+                rounds: args.agent_rounds,
+                iterations: args.agent_iterations,
+                idle_secs: 2,
+                fdr_idle_secs: args.agent_idle_secs,
+            },
+        )?);
+    }
+    if let Some(parent) = args.output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let doc = json!({
+        "rounds": args.rounds,
+        "disabled_kinds": args.disable,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cases": results,
+    });
+    std::fs::write(&args.output, serde_json::to_string_pretty(&doc)? + "\n")?;
+    println!("results written to {}", args.output.display());
+    Ok(())
+}
+
+/// The in-process ("parts") cases: the probes loaded in this process.
+fn parts(args: &Args, rt: &tokio::runtime::Runtime) -> Result<Vec<serde_json::Value>> {
+    let mut results = Vec::new();
     let dir = std::env::temp_dir().join(format!("fdr-bench-{}", std::process::id()));
     let mut cfg = Config::default();
     cfg.api.socket = dir.join("fdr.sock");
@@ -281,19 +337,7 @@ fn main() -> Result<()> {
     }
     rt.block_on(running.shutdown())?;
     let _ = std::fs::remove_dir_all(&dir);
-    if let Some(parent) = args.output.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let doc = json!({
-        "rounds": args.rounds,
-        "disabled_kinds": args.disable,
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cases": results,
-    });
-    std::fs::write(&args.output, serde_json::to_string_pretty(&doc)? + "\n")?;
-    println!("results written to {}", args.output.display());
-    Ok(())
+    Ok(results)
 }
 
 fn total_drops(state: &fdr_agent::api::state::State) -> u64 {
