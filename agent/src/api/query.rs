@@ -292,8 +292,8 @@ impl EventQuery {
                     }
                     examined += 1;
                     last = ev.seq;
-                    if self.cheap_match(ev) {
-                        cands.push(ev.clone());
+                    if self.cheap_match(&ev) {
+                        cands.push(ev);
                     }
                 }
                 drop(b);

@@ -9,6 +9,7 @@
 //! streams. Imports: the foundation and the stages before it.
 
 pub mod buffer;
+pub mod codec;
 pub mod live;
 pub mod loss;
 pub mod snapshot;
@@ -94,13 +95,16 @@ impl ScopeBuffers {
         self.bytes + self.charged.load(Relaxed)
     }
 
-    pub fn push(&mut self, ev: Arc<Event>) {
+    /// Adds an event to its scope's buffer (encoded: the buffer keeps no
+    /// reference to it).
+    pub fn push<E: std::borrow::Borrow<Event>>(&mut self, ev: E) {
+        let ev = ev.borrow();
         let (quota, reserve) = (self.limits.scope_quota, self.limits.critical_reserve);
         let b = self
             .scopes
             .entry(ev.scope.clone())
             .or_insert_with(|| ScopeBuffer {
-                events: EventBuffer::new(quota, reserve),
+                events: EventBuffer::new(ev.scope.clone(), quota, reserve),
                 last_ns: 0,
                 cgroup_id: ev.record.task.cgroup_id,
             });
@@ -124,12 +128,34 @@ impl ScopeBuffers {
         }
     }
 
-    /// Events of `scope`, oldest first.
-    pub fn scope(&self, scope: &Scope) -> impl Iterator<Item = &Arc<Event>> {
+    /// Events of `scope`, oldest first (decoded from the buffer).
+    pub fn scope(&self, scope: &Scope) -> impl Iterator<Item = Arc<Event>> + '_ {
         self.scopes
             .get(scope)
             .into_iter()
             .flat_map(|b| b.events.iter())
+    }
+
+    /// Events of `scope` whose time is within [from_ns, to_ns], oldest
+    /// first; the others are not decoded.
+    pub fn scope_within(
+        &self,
+        scope: &Scope,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> impl Iterator<Item = Arc<Event>> + '_ {
+        self.scopes.get(scope).into_iter().flat_map(move |b| {
+            b.events
+                .select(move |h| h.time_ns >= from_ns && h.time_ns <= to_ns)
+        })
+    }
+
+    /// The newest event's seq in `scope` (0 when none).
+    pub fn scope_last_seq(&self, scope: &Scope) -> u64 {
+        self.scopes
+            .get(scope)
+            .and_then(|b| b.events.last_seq())
+            .unwrap_or(0)
     }
 
     /// The newest event's seq (0 when nothing was recorded).
@@ -143,17 +169,12 @@ impl ScopeBuffers {
             .values()
             .flat_map(|b| b.events.iter())
             .filter(|e| pred(e))
-            .cloned()
             .collect()
     }
 
     /// Every buffered event, in arrival order.
     pub fn all(&self) -> Vec<Arc<Event>> {
-        let mut v: Vec<Arc<Event>> = self
-            .scopes
-            .values()
-            .flat_map(|b| b.events.iter().cloned())
-            .collect();
+        let mut v: Vec<Arc<Event>> = self.scopes.values().flat_map(|b| b.events.iter()).collect();
         v.sort_by_key(|e| e.seq);
         v
     }
@@ -233,8 +254,12 @@ impl ScopeBuffers {
 
     /// Events of `scope` with a `seq` above `after`, oldest first (for
     /// paged queries, which resume from their last seq).
-    pub fn scope_after(&self, scope: &Scope, after: u64) -> impl Iterator<Item = &Arc<Event>> {
-        self.scope(scope).skip_while(move |e| e.seq <= after)
+    /// (The skipped events are not decoded.)
+    pub fn scope_after(&self, scope: &Scope, after: u64) -> impl Iterator<Item = Arc<Event>> + '_ {
+        self.scopes
+            .get(scope)
+            .into_iter()
+            .flat_map(move |b| b.events.iter_after(after))
     }
 }
 
@@ -251,31 +276,47 @@ mod tests {
 
     #[test]
     fn a_noisy_scope_never_evicts_a_quiet_one() {
-        let one = in_scope(0, "host").approx_bytes() + std::mem::size_of::<(Arc<Event>, usize)>();
+        // What the quiet scope's three events take (records, chunk, and
+        // the dictionary: the images of its events).
+        let quiet_key = Scope::from_key("container:quiet").unwrap();
+        let quiet_bytes = {
+            let mut b = ScopeBuffers::new(Limits {
+                scope_quota: 1 << 20,
+                critical_reserve: 0,
+                budget: 1 << 20,
+                grace_ns: 0,
+            });
+            for seq in 0..3 {
+                b.push(in_scope(seq, "container:quiet"));
+            }
+            b.stats().bytes as usize
+        };
+        let quota = 64 << 10;
         let mut b = ScopeBuffers::new(Limits {
-            scope_quota: one * 10,
+            scope_quota: quota,
             critical_reserve: 0,
-            budget: one * 12,
+            budget: quota + quiet_bytes - (8 << 10),
             grace_ns: 0,
         });
         for seq in 0..3 {
             b.push(in_scope(seq, "container:quiet"));
         }
-        for seq in 3..1000 {
+        for seq in 3..20_000 {
             b.push(in_scope(seq, "container:noisy"));
         }
-        let quiet: Vec<u64> = b
-            .scope(&Scope::from_key("container:quiet").unwrap())
-            .map(|e| e.seq)
-            .collect();
+        let quiet: Vec<u64> = b.scope(&quiet_key).map(|e| e.seq).collect();
         assert_eq!(quiet, [0, 1, 2]);
         let noisy = b
             .scope_stats(&Scope::from_key("container:noisy").unwrap())
             .unwrap();
-        assert_eq!(noisy.events, 9, "budget 12 minus the quiet 3");
-        assert_eq!(noisy.evicted, 997 - 9);
-        assert_eq!(b.stats().events, 12);
-        assert!(b.stats().bytes <= (one * 12) as u64);
+        assert!(noisy.evicted > 0);
+        assert_eq!(noisy.events + noisy.evicted, 20_000 - 3);
+        assert!(
+            noisy.bytes as usize <= quota - (8 << 10),
+            "the budget, less the quiet scope: {noisy:?}"
+        );
+        assert!(b.stats().bytes as usize <= quota + quiet_bytes - (8 << 10));
+        assert_eq!(b.stats().bytes, b.used() as u64);
     }
 
     #[test]

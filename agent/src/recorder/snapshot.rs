@@ -239,24 +239,33 @@ impl Snapshots {
         let start = at_ns.saturating_sub(self.window.before_ns);
         let end = at_ns.saturating_add(self.window.after_ns);
         // Newest first, so that a limit keeps the moment and what led to it.
-        let mut events: Vec<Arc<Event>> = Vec::new();
+        // The buffer reads forward: a first pass sizes the window (each
+        // event decoded and dropped at once, so the window is never held
+        // decoded), the second decodes what was admitted.
         let mut bytes = 0usize;
         let mut refused = KindCounts::default();
-        let mut window: Vec<&Arc<Event>> = buffers
-            .scope(&scope)
-            .filter(|e| e.time_ns >= start && e.time_ns <= end)
+        let sized: Vec<(usize, bool)> = buffers
+            .scope_within(&scope, start, end)
+            .map(|e| (charged_bytes(&e), kept_first(e.kind())))
             .collect();
-        window.reverse();
-        for e in window {
-            let size = charged_bytes(e);
-            if self.admits(bytes, size, kept_first(e.kind())) {
+        let mut admitted = vec![false; sized.len()];
+        for (i, &(size, critical)) in sized.iter().enumerate().rev() {
+            if self.admits(bytes, size, critical) {
                 bytes += size;
-                events.push(e.clone());
+                admitted[i] = true;
+            }
+        }
+        drop(sized);
+        let mut i = 0;
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        for e in buffers.scope_within(&scope, start, end) {
+            if admitted.get(i).copied().unwrap_or(false) {
+                events.push(e);
             } else {
                 refused.note(e.kind(), e.time_ns);
             }
+            i += 1;
         }
-        events.reverse();
         let mut gaps: Vec<pb::Gap> = buffers
             .evicted_within(&scope, start, at_ns)
             .into_iter()
@@ -305,7 +314,7 @@ impl Snapshots {
             },
             ..Default::default()
         };
-        let last_seq = buffers.scope(&scope).last().map_or(0, |e| e.seq);
+        let last_seq = buffers.scope_last_seq(&scope);
         self.open.push(Open {
             info: info.clone(),
             scope,
