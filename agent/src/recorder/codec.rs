@@ -71,6 +71,7 @@ pub(crate) fn varint_len(v: u64) -> usize {
 }
 
 /// Reads a record's fields in order.
+#[derive(Clone)]
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -156,7 +157,7 @@ impl<'a> Reader<'a> {
 /// already holds, so flooding one index costs the flooder its own
 /// buffer's memory and nothing else.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct Fx(u64);
+pub struct Fx(u64);
 
 const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
 
@@ -330,9 +331,9 @@ pub struct Dict {
     /// cannot be reused while the entry lives).
     images: Slab<ImageEntry>,
     image_index: FxMap<usize, u32>,
-    /// systemd units by their `Arc`.
+    /// systemd units, by content.
     units: Slab<Arc<str>>,
-    unit_index: FxMap<usize, u32>,
+    unit_index: FxMap<Arc<str>, u32>,
     /// Directories of paths (with the trailing `/`), by content.
     dirs: Slab<Arc<str>>,
     dir_index: FxMap<Arc<str>, u32>,
@@ -350,7 +351,7 @@ impl Dict {
         self.images.bytes()
             + index_bytes::<usize>(self.image_index.capacity())
             + self.units.bytes()
-            + index_bytes::<usize>(self.unit_index.capacity())
+            + index_bytes::<Arc<str>>(self.unit_index.capacity())
             + self.dirs.bytes()
             + index_bytes::<Arc<str>>(self.dir_index.capacity())
             + self.statics.capacity() * std::mem::size_of::<&str>()
@@ -416,20 +417,18 @@ impl Dict {
     }
 
     fn intern_unit(&mut self, unit: &Arc<str>) -> u32 {
-        let key = Arc::as_ptr(unit) as *const u8 as usize;
-        if let Some(&id) = self.unit_index.get(&key) {
+        if let Some(&id) = self.unit_index.get(&**unit) {
             self.units.acquire(id);
             return id;
         }
         let id = self.units.insert(unit.clone(), 16 + unit.len());
-        self.unit_index.insert(key, id);
+        self.unit_index.insert(unit.clone(), id);
         id
     }
 
     fn release_unit(&mut self, id: u32) {
         if let Some(u) = self.units.release(id) {
-            self.unit_index
-                .remove(&(Arc::as_ptr(&u) as *const u8 as usize));
+            self.unit_index.remove(&*u);
         }
     }
 
@@ -640,7 +639,12 @@ pub fn encode(ev: &Event, dict: &mut Dict, st: &mut State, w: &mut Vec<u8>) {
         _ => dict.intern_image(&ev.image),
     };
     let unit = ev.unit.as_ref().map(|u| match st.unit {
-        Some(id) if dict.units.get(id).is_some_and(|x| Arc::ptr_eq(x, u)) => {
+        Some(id)
+            if dict
+                .units
+                .get(id)
+                .is_some_and(|x| Arc::ptr_eq(x, u) || **x == **u) =>
+        {
             dict.units.acquire(id);
             id
         }
@@ -1109,6 +1113,82 @@ pub fn release(s: Stepped, st: &State, dict: &mut Dict) -> Result<(), Corrupt> {
         _ => {}
     }
     Ok(())
+}
+
+/// Bytes of a path as decoded, without building it.
+fn path_len(r: &mut Reader, dict: &Dict) -> Result<usize, Corrupt> {
+    let dir = r.u32()?;
+    let rest = r.bytes()?.len();
+    if dir == 0 {
+        return Ok(rest);
+    }
+    Ok(dict.dirs.get(dir - 1).ok_or(Corrupt)?.len() + rest)
+}
+
+/// What the record's event is charged as an `Arc<Event>`
+/// ([`crate::recorder::buffer::charged_bytes`]: [`Event::approx_bytes`]
+/// and its place in a queue), read from the record for the common kinds.
+pub fn charged(s: Stepped, st: &State, dict: &Dict, scope: &Scope) -> Result<usize, Corrupt> {
+    const BASE: usize = std::mem::size_of::<Event>() + std::mem::size_of::<(Arc<Event>, usize)>();
+    let mut r = s.r.clone();
+    let detail = match s.head.kind {
+        EventKind::Fork
+        | EventKind::Exit
+        | EventKind::NetListen
+        | EventKind::NetBind
+        | EventKind::NetConnect
+        | EventKind::NetAccept => 0,
+        EventKind::Exec => {
+            let image = dict.image(st.image).ok_or(Corrupt)?;
+            let f = r.byte()?;
+            let filename = if f & X_FILENAME_EXE == 0 {
+                Some(path_len(&mut r, dict)?)
+            } else {
+                None
+            };
+            r.byte()?;
+            let exe = if f & X_EXE_IMAGE == 0 {
+                r.bytes()?.len()
+            } else {
+                image.exe.len()
+            };
+            r.u()?;
+            r.u()?;
+            r.u()?;
+            let argv = if f & X_ARGV_IMAGE == 0 {
+                let n = r.u()?;
+                let mut t = 0;
+                for _ in 0..n {
+                    t += r.bytes()?.len() + 24;
+                }
+                t
+            } else {
+                image.argv.iter().map(|a| a.len() + 24).sum()
+            };
+            filename.unwrap_or(exe) + exe + argv
+        }
+        EventKind::FileWrite
+        | EventKind::FileRename
+        | EventKind::FileUnlink
+        | EventKind::FileChmod
+        | EventKind::FileChown
+        | EventKind::FileLink
+        | EventKind::FileTruncate
+        | EventKind::SensitiveRead => {
+            let p1 = path_len(&mut r, dict)?;
+            let p2 = if r.byte()? & P_PATH2 != 0 {
+                path_len(&mut r, dict)?
+            } else {
+                0
+            };
+            std::mem::size_of::<FileDetail>() + p1 + p2
+        }
+        _ => {
+            return decode(s, st, dict, scope)
+                .map(|e| e.approx_bytes() + std::mem::size_of::<(Arc<Event>, usize)>())
+        }
+    };
+    Ok(BASE + detail)
 }
 
 /// The event of a record (`st`: its state, from [`step`]).

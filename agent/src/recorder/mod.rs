@@ -57,7 +57,8 @@ struct ScopeBuffer {
 /// One rolling buffer per scope.
 pub struct ScopeBuffers {
     limits: Limits,
-    scopes: HashMap<Scope, ScopeBuffer>,
+    /// (Hashed with [`codec::Fx`]: once per event, over a container id.)
+    scopes: HashMap<Scope, ScopeBuffer, std::hash::BuildHasherDefault<codec::Fx>>,
     bytes: usize,
     /// Bytes charged to the budget outside the buffers (open snapshots).
     charged: Arc<AtomicUsize>,
@@ -71,7 +72,7 @@ impl ScopeBuffers {
     pub fn new(limits: Limits) -> Self {
         ScopeBuffers {
             limits,
-            scopes: HashMap::new(),
+            scopes: HashMap::default(),
             bytes: 0,
             charged: Arc::new(AtomicUsize::new(0)),
             freed_evicted: 0,
@@ -100,14 +101,19 @@ impl ScopeBuffers {
     pub fn push<E: std::borrow::Borrow<Event>>(&mut self, ev: E) {
         let ev = ev.borrow();
         let (quota, reserve) = (self.limits.scope_quota, self.limits.critical_reserve);
-        let b = self
-            .scopes
-            .entry(ev.scope.clone())
-            .or_insert_with(|| ScopeBuffer {
-                events: EventBuffer::new(ev.scope.clone(), quota, reserve),
-                last_ns: 0,
-                cgroup_id: ev.record.task.cgroup_id,
-            });
+        if !self.scopes.contains_key(&ev.scope) {
+            self.scopes.insert(
+                ev.scope.clone(),
+                ScopeBuffer {
+                    events: EventBuffer::new(ev.scope.clone(), quota, reserve),
+                    last_ns: 0,
+                    cgroup_id: ev.record.task.cgroup_id,
+                },
+            );
+        }
+        let Some(b) = self.scopes.get_mut(&ev.scope) else {
+            return;
+        };
         b.last_ns = b.last_ns.max(ev.time_ns);
         self.last_seq = self.last_seq.max(ev.seq);
         let delta = b.events.push(ev);
@@ -147,6 +153,35 @@ impl ScopeBuffers {
         self.scopes.get(scope).into_iter().flat_map(move |b| {
             b.events
                 .select(move |h| h.time_ns >= from_ns && h.time_ns <= to_ns)
+        })
+    }
+
+    /// Events of `scope` whose head `keep` accepts, oldest first; the
+    /// others are not decoded.
+    pub fn scope_select<'a>(
+        &'a self,
+        scope: &Scope,
+        keep: impl FnMut(&codec::Head) -> bool + 'a,
+    ) -> impl Iterator<Item = Arc<Event>> + 'a {
+        self.scopes
+            .get(scope)
+            .map(|b| b.events.select(keep))
+            .into_iter()
+            .flatten()
+    }
+
+    /// The heads of `scope`'s events within [from_ns, to_ns], oldest
+    /// first, with what each is charged as an `Arc<Event>`, without
+    /// decoding them.
+    pub fn scope_sizes_within(
+        &self,
+        scope: &Scope,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> impl Iterator<Item = (codec::Head, usize)> + '_ {
+        self.scopes.get(scope).into_iter().flat_map(move |b| {
+            b.events
+                .sizes(move |h| h.time_ns >= from_ns && h.time_ns <= to_ns)
         })
     }
 

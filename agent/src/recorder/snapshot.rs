@@ -30,6 +30,7 @@ use crate::{
     event::Event,
     process::table::{ProcEntry, ProcessTable},
     recorder::buffer::{charged_bytes, kept_first},
+    recorder::codec::Head,
     store::{
         commit::{CommitError, Committer},
         Encoded, Store, StoreError, Writer,
@@ -239,33 +240,30 @@ impl Snapshots {
         let start = at_ns.saturating_sub(self.window.before_ns);
         let end = at_ns.saturating_add(self.window.after_ns);
         // Newest first, so that a limit keeps the moment and what led to it.
-        // The buffer reads forward: a first pass sizes the window (each
-        // event decoded and dropped at once, so the window is never held
-        // decoded), the second decodes what was admitted.
+        // The buffer reads forward: a first pass sizes the window from the
+        // records (nothing decoded), the second decodes what was admitted.
         let mut bytes = 0usize;
         let mut refused = KindCounts::default();
-        let sized: Vec<(usize, bool)> = buffers
-            .scope_within(&scope, start, end)
-            .map(|e| (charged_bytes(&e), kept_first(e.kind())))
-            .collect();
+        let sized: Vec<(Head, usize)> = buffers.scope_sizes_within(&scope, start, end).collect();
         let mut admitted = vec![false; sized.len()];
-        for (i, &(size, critical)) in sized.iter().enumerate().rev() {
-            if self.admits(bytes, size, critical) {
+        for (i, &(h, size)) in sized.iter().enumerate().rev() {
+            if self.admits(bytes, size, kept_first(h.kind)) {
                 bytes += size;
                 admitted[i] = true;
+            } else {
+                refused.note(h.kind, h.time_ns);
             }
         }
         drop(sized);
         let mut i = 0;
-        let mut events: Vec<Arc<Event>> = Vec::new();
-        for e in buffers.scope_within(&scope, start, end) {
-            if admitted.get(i).copied().unwrap_or(false) {
-                events.push(e);
-            } else {
-                refused.note(e.kind(), e.time_ns);
-            }
-            i += 1;
-        }
+        let events: Vec<Arc<Event>> = buffers
+            .scope_select(&scope, |h| {
+                let inside = h.time_ns >= start && h.time_ns <= end;
+                let keep = inside && admitted.get(i).copied().unwrap_or(false);
+                i += usize::from(inside);
+                keep
+            })
+            .collect();
         let mut gaps: Vec<pb::Gap> = buffers
             .evicted_within(&scope, start, at_ns)
             .into_iter()
