@@ -318,7 +318,6 @@ async fn a_flooding_container_cannot_evict_a_quiet_ones_history() {
         let kept: Vec<_> = b
             .scope(&quiet_scope)
             .filter(|e| matches!(&e.record.detail, Detail::Exec { argv, .. } if argv.last() == Some(&marker)))
-            .cloned()
             .collect();
         (kept, b.scope_stats(&noisy_scope).unwrap())
     };

@@ -33,8 +33,11 @@ pub const MAX_PAGE_EVENTS: usize = 10_000;
 /// for the rest of the message.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// Buffer entries examined per hold of the `buffers` lock (besides
-/// skipping to the cursor).
-const SCAN_PER_LOCK: usize = 16 * 1024;
+/// skipping to the cursor): each is read from its compact record.
+const SCAN_PER_LOCK: usize = 4 * 1024;
+/// Candidates decoded from the buffer's records per hold of the `buffers`
+/// lock.
+const DECODE_PER_LOCK: usize = 1024;
 /// Candidates taken per hold of the `buffers` lock when a text filter
 /// decides outside it.
 const TEXT_CHUNK: usize = 4096;
@@ -151,11 +154,11 @@ impl EventQuery {
     }
 
     /// Cursor, kind and time: what may be decided under the `buffers` lock.
-    fn cheap_match(&self, ev: &Event) -> bool {
-        ev.seq > self.after_seq
-            && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&ev.kind()))
-            && self.from_ns.is_none_or(|f| ev.time_ns >= f)
-            && self.to_ns.is_none_or(|t| ev.time_ns <= t)
+    fn cheap_match_head(&self, seq: u64, kind: EventKind, time_ns: u64) -> bool {
+        seq > self.after_seq
+            && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&kind))
+            && self.from_ns.is_none_or(|f| time_ns >= f)
+            && self.to_ns.is_none_or(|t| time_ns <= t)
     }
 
     /// The text filter on a domain event (true without one); `hay` is a
@@ -285,16 +288,17 @@ impl EventQuery {
                 let mut examined = 0;
                 let mut last = after;
                 let mut end = true;
-                for ev in b.scope_after(scope, after) {
-                    if examined == SCAN_PER_LOCK || cands.len() == want {
+                // Only candidates are decoded from the buffer's records.
+                for (seq, ev) in b.scope_scan_after(scope, after, |h| {
+                    self.cheap_match_head(h.seq, h.kind, h.time_ns)
+                }) {
+                    if examined == SCAN_PER_LOCK || cands.len() == want.min(DECODE_PER_LOCK) {
                         end = false;
                         break;
                     }
                     examined += 1;
-                    last = ev.seq;
-                    if self.cheap_match(&ev) {
-                        cands.push(ev);
-                    }
+                    last = seq;
+                    cands.extend(ev);
                 }
                 drop(b);
                 let held = started.elapsed();
@@ -951,7 +955,11 @@ mod tests {
         let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
         assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
-        assert_eq!(stats.holds, 1, "one hold picks the page and one more");
+        assert_eq!(
+            stats.holds as usize,
+            (MAX_PAGE_EVENTS + 1).div_ceil(DECODE_PER_LOCK),
+            "holds decode a bounded number each: the page and one more"
+        );
         assert_eq!(stats.examined, MAX_PAGE_EVENTS as u64 + 1);
         assert_eq!(
             drain(live(&b, &[], "", 0), usize::MAX),

@@ -313,6 +313,18 @@ impl EventBuffer {
         }
     }
 
+    /// Every event with a seq above `after`, oldest first: its seq, and the
+    /// event when `keep` accepts its head (the others are not decoded).
+    pub fn scan_after<F: FnMut(&Head) -> bool>(&self, after: u64, keep: F) -> Scan<'_, F> {
+        Scan {
+            buf: self,
+            a: Cursor::new(&self.bulk),
+            b: Cursor::new(&self.critical),
+            after,
+            keep,
+        }
+    }
+
     /// The heads of the events `keep` accepts, oldest first, with what
     /// each would be charged as an `Arc<Event>` (sized from the records).
     pub fn sizes<F: FnMut(&Head) -> bool>(&self, keep: F) -> Sizes<'_, F> {
@@ -479,6 +491,39 @@ impl<F: FnMut(&Head) -> bool> Iterator for Select<'_, F> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.a.left + self.b.left))
+    }
+}
+
+/// Every event after a seq, in seq order: its seq, and the event decoded
+/// when `keep` accepts its head (a scan that decides on seq, kind and time
+/// decodes only what it takes).
+pub struct Scan<'a, F> {
+    buf: &'a EventBuffer,
+    a: Cursor<'a>,
+    b: Cursor<'a>,
+    after: u64,
+    keep: F,
+}
+
+impl<F: FnMut(&Head) -> bool> Iterator for Scan<'_, F> {
+    type Item = (u64, Option<Arc<Event>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (from_a, s) = next_merged(&mut self.a, &mut self.b)?;
+            let seq = s.head.seq;
+            if seq <= self.after {
+                continue;
+            }
+            if !(self.keep)(&s.head) {
+                return Some((seq, None));
+            }
+            let cur = if from_a { &mut self.a } else { &mut self.b };
+            match codec::decode(s, &cur.st, &self.buf.dict, &self.buf.scope) {
+                Ok(ev) => return Some((seq, Some(Arc::new(ev)))),
+                Err(Corrupt) => cur.fail(),
+            }
+        }
     }
 }
 

@@ -156,6 +156,23 @@ impl ScopeBuffers {
         })
     }
 
+    /// Every event of `scope` with a seq above `after`, oldest first: its
+    /// seq, and the event when `keep` accepts its head (seq, kind, time);
+    /// the others are not decoded (for paged queries, which resume from
+    /// their last seq).
+    pub fn scope_scan_after<'a>(
+        &'a self,
+        scope: &Scope,
+        after: u64,
+        keep: impl FnMut(&codec::Head) -> bool + 'a,
+    ) -> impl Iterator<Item = (u64, Option<Arc<Event>>)> + 'a {
+        self.scopes
+            .get(scope)
+            .map(|b| b.events.scan_after(after, keep))
+            .into_iter()
+            .flatten()
+    }
+
     /// Events of `scope` whose head `keep` accepts, oldest first; the
     /// others are not decoded.
     pub fn scope_select<'a>(
