@@ -307,6 +307,7 @@ impl EventBuffer {
     pub fn select<F: FnMut(&Head) -> bool>(&self, keep: F) -> Select<'_, F> {
         Select {
             buf: self,
+            forks: Default::default(),
             a: Cursor::new(&self.bulk),
             b: Cursor::new(&self.critical),
             keep,
@@ -318,6 +319,7 @@ impl EventBuffer {
     pub fn scan_after<F: FnMut(&Head) -> bool>(&self, after: u64, keep: F) -> Scan<'_, F> {
         Scan {
             buf: self,
+            forks: Default::default(),
             a: Cursor::new(&self.bulk),
             b: Cursor::new(&self.critical),
             after,
@@ -467,6 +469,7 @@ fn next_merged<'a>(a: &mut Cursor<'a>, b: &mut Cursor<'a>) -> Option<(bool, Step
 /// `keep` accepts their head.
 pub struct Select<'a, F> {
     buf: &'a EventBuffer,
+    forks: codec::ForkCopies,
     a: Cursor<'a>,
     b: Cursor<'a>,
     keep: F,
@@ -482,7 +485,7 @@ impl<F: FnMut(&Head) -> bool> Iterator for Select<'_, F> {
                 continue;
             }
             let cur = if from_a { &mut self.a } else { &mut self.b };
-            match codec::decode(s, &cur.st, &self.buf.dict, &self.buf.scope) {
+            match codec::decode(s, &cur.st, &self.buf.dict, &self.buf.scope, &mut self.forks) {
                 Ok(ev) => return Some(Arc::new(ev)),
                 Err(Corrupt) => cur.fail(),
             }
@@ -499,6 +502,7 @@ impl<F: FnMut(&Head) -> bool> Iterator for Select<'_, F> {
 /// decodes only what it takes).
 pub struct Scan<'a, F> {
     buf: &'a EventBuffer,
+    forks: codec::ForkCopies,
     a: Cursor<'a>,
     b: Cursor<'a>,
     after: u64,
@@ -519,7 +523,7 @@ impl<F: FnMut(&Head) -> bool> Iterator for Scan<'_, F> {
                 return Some((seq, None));
             }
             let cur = if from_a { &mut self.a } else { &mut self.b };
-            match codec::decode(s, &cur.st, &self.buf.dict, &self.buf.scope) {
+            match codec::decode(s, &cur.st, &self.buf.dict, &self.buf.scope, &mut self.forks) {
                 Ok(ev) => return Some((seq, Some(Arc::new(ev)))),
                 Err(Corrupt) => cur.fail(),
             }
@@ -914,7 +918,15 @@ pub(crate) mod tests {
                 let mut want = want.clone();
                 want.scope = scope.clone();
                 assert_eq!(**got, want, "seq {}", want.seq);
-                assert!(Arc::ptr_eq(&got.image, &want.image), "the same lineage");
+                if want.image.inherited {
+                    // A fork's copy is made again, of the same parent.
+                    assert!(Arc::ptr_eq(
+                        got.image.parent.as_ref().unwrap(),
+                        want.image.parent.as_ref().unwrap()
+                    ));
+                } else {
+                    assert!(Arc::ptr_eq(&got.image, &want.image), "the same lineage");
+                }
             }
             // Sized from the records as decoded events are charged.
             let sizes: Vec<usize> = b.sizes(|_| true).map(|(_, n)| n).collect();
@@ -962,13 +974,14 @@ pub(crate) mod tests {
             b.push(e);
             images.push((parent, img));
         }
-        // Each image and its parent, one unit, each directory.
-        assert_eq!(b.dict_entries(), (200, 1, 100));
-        assert!(images.iter().all(|(_, i)| Arc::strong_count(i) == 2));
+        // Each fork's parent (the fork copies are not kept), one unit, each
+        // directory.
+        assert_eq!(b.dict_entries(), (100, 1, 100));
+        assert!(images.iter().all(|(p, _)| Arc::strong_count(p) == 3));
         for _ in 0..50 {
             assert!(b.evict_one().is_some());
         }
-        assert_eq!(b.dict_entries(), (100, 1, 50), "the evicted half let go");
+        assert_eq!(b.dict_entries(), (50, 1, 50), "the evicted half let go");
         assert!(images[..50]
             .iter()
             .all(|(p, i)| Arc::strong_count(i) == 1 && Arc::strong_count(p) == 2));

@@ -324,6 +324,17 @@ fn image_heap(img: &Image) -> usize {
     n
 }
 
+/// The parent of a fork's copy of its image, when `img` is one.
+fn fork_of(img: &Image) -> Option<&Arc<Image>> {
+    let p = img.parent.as_ref()?;
+    (img.inherited && Arc::ptr_eq(&p.exe, &img.exe) && Arc::ptr_eq(&p.argv, &img.argv)).then_some(p)
+}
+
+/// Fork copies made while reading, by (parent entry, pid, uid): the events
+/// of one process read in one pass share one image, as they did when
+/// recorded.
+pub type ForkCopies = HashMap<(u32, u32, u32), Arc<Image>, BuildHasherDefault<Fx>>;
+
 /// What a scope buffer's records refer to by number.
 #[derive(Default)]
 pub struct Dict {
@@ -487,6 +498,9 @@ pub struct State {
     comm: Comm,
     has_tty: bool,
     image: u32,
+    /// The process's image is a fork's copy of `image` (not interned: made
+    /// again when read), under this pid and uid.
+    fork: Option<(u32, u32)>,
     unit: Option<u32>,
 }
 
@@ -506,6 +520,7 @@ impl Default for State {
             comm: Comm::default(),
             has_tty: false,
             image: NO_IMAGE,
+            fork: None,
             unit: None,
         }
     }
@@ -630,13 +645,19 @@ pub fn encode(ev: &Event, dict: &mut Dict, st: &mut State, w: &mut Vec<u8>) {
 
     // The image: the previous record's when the same `Arc` (checked on the
     // entry, which holds it), else looked up.
-    let ptr = Arc::as_ptr(&ev.image);
+    // A fork's copy of its parent's image (a process that has not run a
+    // program of its own yet) is kept as the parent's and its pid and uid:
+    // one per process would take more than its events.
+    let (img, fork) = match fork_of(&ev.image) {
+        Some(parent) => (parent, Some((ev.image.pid, ev.image.uid))),
+        None => (&ev.image, None),
+    };
     let image = match dict.image(st.image) {
-        Some(i) if Arc::as_ptr(i) == ptr => {
+        Some(i) if Arc::ptr_eq(i, img) => {
             dict.images.acquire(st.image);
             st.image
         }
-        _ => dict.intern_image(&ev.image),
+        _ => dict.intern_image(img),
     };
     let unit = ev.unit.as_ref().map(|u| match st.unit {
         Some(id)
@@ -654,7 +675,7 @@ pub fn encode(ev: &Event, dict: &mut Dict, st: &mut State, w: &mut Vec<u8>) {
     if t.pid != st.pid {
         mask |= F_PID;
     }
-    if image != st.image {
+    if image != st.image || fork != st.fork {
         mask |= F_IMAGE;
     }
     if t.start_ns != st.start_ns {
@@ -691,6 +712,13 @@ pub fn encode(ev: &Event, dict: &mut Dict, st: &mut State, w: &mut Vec<u8>) {
         }
         if mask & F_IMAGE != 0 {
             put_u(w, u64::from(image));
+            match fork {
+                None => w.push(0),
+                Some((pid, uid)) => {
+                    put_u(w, u64::from(pid) + 1);
+                    put_u(w, u64::from(uid));
+                }
+            }
         }
         if mask & F_START != 0 {
             put_i(w, ev.record.boot_ns.wrapping_sub(t.start_ns) as i64);
@@ -736,6 +764,7 @@ pub fn encode(ev: &Event, dict: &mut Dict, st: &mut State, w: &mut Vec<u8>) {
     st.comm = t.comm;
     st.has_tty = t.has_tty;
     st.image = image;
+    st.fork = fork;
     st.unit = unit;
 
     match &ev.record.detail {
@@ -959,6 +988,10 @@ pub fn step<'a>(rec: &'a [u8], st: &mut State) -> Result<Stepped<'a>, Corrupt> {
         }
         if mask & F_IMAGE != 0 {
             st.image = r.u32()?;
+            st.fork = match r.u()? {
+                0 => None,
+                v => Some((u32::try_from(v - 1).map_err(|_| Corrupt)?, r.u32()?)),
+            };
         }
         if mask & F_START != 0 {
             let boot = st.time_ns.wrapping_sub(st.off);
@@ -1184,7 +1217,7 @@ pub fn charged(s: Stepped, st: &State, dict: &Dict, scope: &Scope) -> Result<usi
             std::mem::size_of::<FileDetail>() + p1 + p2
         }
         _ => {
-            return decode(s, st, dict, scope)
+            return decode(s, st, dict, scope, &mut ForkCopies::default())
                 .map(|e| e.approx_bytes() + std::mem::size_of::<(Arc<Event>, usize)>())
         }
     };
@@ -1192,8 +1225,21 @@ pub fn charged(s: Stepped, st: &State, dict: &Dict, scope: &Scope) -> Result<usi
 }
 
 /// The event of a record (`st`: its state, from [`step`]).
-pub fn decode(s: Stepped, st: &State, dict: &Dict, scope: &Scope) -> Result<Event, Corrupt> {
-    let image = dict.image(st.image).ok_or(Corrupt)?.clone();
+pub fn decode(
+    s: Stepped,
+    st: &State,
+    dict: &Dict,
+    scope: &Scope,
+    forks: &mut ForkCopies,
+) -> Result<Event, Corrupt> {
+    let base = dict.image(st.image).ok_or(Corrupt)?;
+    let image = match st.fork {
+        None => base.clone(),
+        Some((pid, uid)) => forks
+            .entry((st.image, pid, uid))
+            .or_insert_with(|| Image::forked(base, pid, uid))
+            .clone(),
+    };
     let unit = match st.unit {
         None => None,
         Some(u) => Some(dict.units.get(u).ok_or(Corrupt)?.clone()),
