@@ -66,10 +66,18 @@ struct Class {
     last: State,
     /// The oldest record's head.
     front: Option<Head>,
+    /// The state before each chunk's first record (the first chunk's is
+    /// `first` once its oldest records are gone): where a read after a
+    /// seq starts, found by halving.
+    marks: VecDeque<State>,
+    /// A record came with a seq below its predecessor's: reads after a seq
+    /// start at the oldest record.
+    unordered: bool,
 }
 
 impl Class {
-    fn append(&mut self, rec: &[u8], max_chunk: usize) {
+    /// Appends a record; `before` is the state before it.
+    fn append(&mut self, rec: &[u8], max_chunk: usize, before: &State) {
         let n = codec::framed_len(rec.len());
         if self
             .chunks
@@ -85,6 +93,7 @@ impl Class {
             let c = Vec::with_capacity(size);
             self.bytes += c.capacity();
             self.chunks.push_back(c);
+            self.marks.push_back(before.clone());
         }
         if let Some(c) = self.chunks.back_mut() {
             codec::frame_into(c, rec);
@@ -122,6 +131,7 @@ impl Class {
             if let Some(c) = self.chunks.pop_front() {
                 self.bytes -= c.capacity();
             }
+            self.marks.pop_front();
             self.head = 0;
         }
         self.front = self.read_front()?;
@@ -131,6 +141,7 @@ impl Class {
     /// Drops every record (after a record did not decode: a bug, logged).
     fn clear(&mut self) {
         self.chunks.clear();
+        self.marks.clear();
         self.head = 0;
         self.len = 0;
         self.bytes = 0;
@@ -203,6 +214,8 @@ impl EventBuffer {
             + self.critical.bytes
             + (self.bulk.chunks.capacity() + self.critical.chunks.capacity())
                 * std::mem::size_of::<Vec<u8>>()
+            + (self.bulk.marks.capacity() + self.critical.marks.capacity())
+                * std::mem::size_of::<State>()
             + self.dict.bytes()
             + self.scratch.capacity()
     }
@@ -235,8 +248,12 @@ impl EventBuffer {
         } else {
             &mut self.bulk
         };
+        let prev = class.last.clone();
         codec::encode(ev, &mut self.dict, &mut class.last, &mut self.scratch);
-        class.append(&self.scratch, self.chunk);
+        class.append(&self.scratch, self.chunk, &prev);
+        if class.len > 1 && ev.seq <= prev.seq {
+            class.unordered = true;
+        }
         if class.front.is_none() {
             class.front = Some(Head {
                 kind: ev.kind(),
@@ -286,6 +303,8 @@ impl EventBuffer {
             self.dict = Dict::default();
             self.bulk.chunks = VecDeque::new();
             self.critical.chunks = VecDeque::new();
+            self.bulk.marks = VecDeque::new();
+            self.critical.marks = VecDeque::new();
             self.scratch = Vec::new();
         }
         Some(before.saturating_sub(self.bytes()))
@@ -299,7 +318,13 @@ impl EventBuffer {
     /// Events with a seq above `after`, oldest first (skipped ones are not
     /// decoded).
     pub fn iter_after(&self, after: u64) -> Select<'_, impl FnMut(&Head) -> bool> {
-        self.select(move |h| h.seq > after)
+        Select {
+            buf: self,
+            forks: Default::default(),
+            a: Cursor::after(&self.bulk, after),
+            b: Cursor::after(&self.critical, after),
+            keep: move |h: &Head| h.seq > after,
+        }
     }
 
     /// The events whose head `keep` accepts, oldest first; only those are
@@ -320,8 +345,8 @@ impl EventBuffer {
         Scan {
             buf: self,
             forks: Default::default(),
-            a: Cursor::new(&self.bulk),
-            b: Cursor::new(&self.critical),
+            a: Cursor::after(&self.bulk, after),
+            b: Cursor::after(&self.critical, after),
             after,
             keep,
         }
@@ -400,18 +425,58 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A cursor at the chunk holding the first record with a seq above
+    /// `after` (or before it): the chunks before are not read.
+    fn after(class: &'a Class, after: u64) -> Self {
+        let mut c = Cursor::new(class);
+        if class.unordered || class.chunks.len() < 2 {
+            return c;
+        }
+        let first_seq = |i: usize| -> Option<u64> {
+            let (rec, _) = codec::frame(class.chunks.get(i)?, 0).ok()?;
+            codec::peek_head(rec, class.marks.get(i)?)
+                .ok()
+                .map(|h| h.seq)
+        };
+        // The last chunk (past the first) whose first record is at or
+        // before `after`.
+        let (mut lo, mut hi) = (1, class.chunks.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match first_seq(mid) {
+                Some(s) if s <= after => lo = mid + 1,
+                Some(_) => hi = mid,
+                None => return c,
+            }
+        }
+        let i = lo - 1;
+        if i >= 1 {
+            if let Some(st) = class.marks.get(i) {
+                c.chunk = i;
+                c.off = 0;
+                c.st = st.clone();
+                // (Only a bound from here: the count is for size hints.)
+                c.left = usize::MAX;
+            }
+        }
+        c
+    }
+
     /// The next record and where the one after it starts.
     fn current(&mut self) -> Result<Option<(&'a [u8], usize)>, Corrupt> {
         if self.left == 0 {
             return Ok(None);
         }
-        let mut c = self.class.chunks.get(self.chunk).ok_or(Corrupt)?;
-        if self.off >= c.len() {
+        loop {
+            let Some(c) = self.class.chunks.get(self.chunk) else {
+                return Ok(None);
+            };
+            if self.off < c.len() {
+                return codec::frame(c, self.off).map(Some);
+            }
             self.chunk += 1;
             self.off = 0;
-            c = self.class.chunks.get(self.chunk).ok_or(Corrupt)?;
         }
-        codec::frame(c, self.off).map(Some)
     }
 
     fn peek(&mut self) -> Option<u64> {
@@ -457,7 +522,7 @@ fn next_merged<'a>(a: &mut Cursor<'a>, b: &mut Cursor<'a>) -> Option<(bool, Step
         match codec::step(rec, &mut cur.st) {
             Ok(s) => {
                 cur.off = end;
-                cur.left -= 1;
+                cur.left = cur.left.saturating_sub(1);
                 return Some((from_a, s));
             }
             Err(Corrupt) => cur.fail(),
@@ -493,7 +558,7 @@ impl<F: FnMut(&Head) -> bool> Iterator for Select<'_, F> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.a.left + self.b.left))
+        (0, Some(self.a.left.saturating_add(self.b.left)))
     }
 }
 
@@ -623,6 +688,15 @@ pub(crate) mod tests {
         let seqs: Vec<u64> = b.iter().map(|e| e.seq).collect();
         let want: Vec<u64> = (st.evicted + 1..=n).collect();
         assert_eq!(seqs, want, "the newest kept, in order");
+        // Reads after a seq start at its chunk.
+        assert!(b.bulk.chunks.len() > 10);
+        for after in [0, st.evicted, st.evicted + 1, n - 1000, n - 1, n] {
+            let got: Vec<u64> = b.iter_after(after).map(|e| e.seq).collect();
+            let want: Vec<u64> = (after.max(st.evicted) + 1..=n).collect();
+            assert_eq!(got, want, "after {after}");
+            let scanned: Vec<u64> = b.scan_after(after, |_| false).map(|(s, _)| s).collect();
+            assert_eq!(scanned, want, "scanned after {after}");
+        }
         assert_eq!(b.last_seq(), Some(n));
         let lost = b.losses().within(0, u64::MAX);
         assert_eq!(lost.len(), 1);
