@@ -34,10 +34,10 @@ pub const MAX_PAGE_EVENTS: usize = 10_000;
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// Buffer entries examined per hold of the `buffers` lock (besides
 /// skipping to the cursor): each is read from its compact record.
-const SCAN_PER_LOCK: usize = 4 * 1024;
+const SCAN_PER_LOCK: usize = 1024;
 /// Candidates decoded from the buffer's records per hold of the `buffers`
 /// lock.
-const DECODE_PER_LOCK: usize = 1024;
+const DECODE_PER_LOCK: usize = 256;
 /// Candidates taken per hold of the `buffers` lock when a text filter
 /// decides outside it.
 const TEXT_CHUNK: usize = 4096;
