@@ -1125,11 +1125,7 @@ pub fn release(s: Stepped, st: &State, dict: &mut Dict) -> Result<(), Corrupt> {
     }
     let mut r = s.r;
     match s.head.kind {
-        EventKind::Exec => {
-            if r.byte()? & X_FILENAME_EXE == 0 {
-                skip_path(&mut r, dict)?;
-            }
-        }
+        EventKind::Exec if r.byte()? & X_FILENAME_EXE == 0 => skip_path(&mut r, dict)?,
         EventKind::FileWrite
         | EventKind::FileRename
         | EventKind::FileUnlink
