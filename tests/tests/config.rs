@@ -10,6 +10,16 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("probes", "ring_buffer_bytes = 0", "probes.ring_buffer_bytes"),
     ("probes", "ring_buffer_bytes = 2147483648", "probes.ring_buffer_bytes"),
     ("probes", "ring_buffer_bytes = 4294967295", "probes.ring_buffer_bytes"),
+    (
+        "probes",
+        "critical_ring_buffer_bytes = 0",
+        "probes.critical_ring_buffer_bytes",
+    ),
+    (
+        "probes",
+        "critical_ring_buffer_bytes = 2147483648",
+        "probes.critical_ring_buffer_bytes",
+    ),
     ("probes", "poll_interval = \"0s\"", "probes.poll_interval"),
     ("probes", "poll_interval = \"1h\"", "probes.poll_interval"),
     ("probes", "record_raw = \"raw.bin\"", "probes.record_raw"),

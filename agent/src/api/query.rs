@@ -18,6 +18,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::event::wire::{event_to_pb, kind_from_pb, protocol_name, Enrich};
+use crate::recorder::codec::Head;
 use crate::{
     attribution::containers::{Change, ContainerMeta, ContainerRegistry},
     attribution::scope::Scope,
@@ -214,15 +215,18 @@ impl EventQuery {
             && self.to_ns.is_none_or(|x| t <= x)
     }
 
-    /// The page's events of `scope`, oldest first, from a live buffer:
-    /// candidates are picked under short holds of the lock, matched and
-    /// converted outside it. `containers` enriches the events (metadata
-    /// and `ancestry_depth` ancestors) and is what the text search sees of
-    /// a container; it is locked briefly, per batch.
+    /// The page's events of `scope` (every scope when `None`, merged in
+    /// the order they were recorded, which is time order), oldest first,
+    /// from the live buffers: candidates are picked under short holds of
+    /// the lock, matched and converted outside it. `containers` enriches
+    /// the events (metadata and `ancestry_depth` ancestors) and is what the
+    /// text search sees of a container; it is locked briefly, per batch.
+    /// The cursor is the last event's `seq`, one order over all scopes, so
+    /// paging works the same across them.
     pub fn page_live(
         &self,
         buffers: &Mutex<ScopeBuffers>,
-        scope: &Scope,
+        scope: Option<&Scope>,
         containers: Option<&Mutex<ContainerRegistry>>,
         ancestry_depth: usize,
     ) -> (Page<pb::Event>, ScanStats) {
@@ -267,7 +271,7 @@ impl EventQuery {
     fn select(
         &self,
         buffers: &Mutex<ScopeBuffers>,
-        scope: &Scope,
+        scope: Option<&Scope>,
         meta: &dyn Fn(&str) -> Option<Arc<ContainerMeta>>,
     ) -> (Vec<Arc<Event>>, bool, ScanStats) {
         let mut stats = ScanStats::default();
@@ -285,21 +289,22 @@ impl EventQuery {
             let (last, end) = {
                 let started = Instant::now();
                 let b = lock(buffers);
-                let mut examined = 0;
-                let mut last = after;
-                let mut end = true;
                 // Only candidates are decoded from the buffer's records.
-                for (seq, ev) in b.scope_scan_after(scope, after, |h| {
-                    self.cheap_match_head(h.seq, h.kind, h.time_ns)
-                }) {
-                    if examined == SCAN_PER_LOCK || cands.len() == want.min(DECODE_PER_LOCK) {
-                        end = false;
-                        break;
+                let keep = |h: &Head| self.cheap_match_head(h.seq, h.kind, h.time_ns);
+                let (examined, last, end) = match scope {
+                    Some(s) => {
+                        self.pick(b.scope_scan_after(s, after, keep), after, want, &mut cands)
                     }
-                    examined += 1;
-                    last = seq;
-                    cands.extend(ev);
-                }
+                    None => {
+                        let keys: Vec<Scope> = b.scopes().into_iter().map(|(s, _)| s).collect();
+                        self.pick(
+                            merged_after(&b, &keys, after, keep),
+                            after,
+                            want,
+                            &mut cands,
+                        )
+                    }
+                };
                 drop(b);
                 let held = started.elapsed();
                 stats.holds += 1;
@@ -322,6 +327,64 @@ impl EventQuery {
             after = last;
         }
     }
+
+    /// Takes the candidates of one hold of the `buffers` lock from
+    /// `events` (after the cursor), until `want` of them or
+    /// [`SCAN_PER_LOCK`] examined: how many were examined, the last seq
+    /// examined, and whether `events` ended.
+    fn pick(
+        &self,
+        events: impl Iterator<Item = (u64, Option<Arc<Event>>)>,
+        after: u64,
+        want: usize,
+        cands: &mut Vec<Arc<Event>>,
+    ) -> (usize, u64, bool) {
+        let mut examined = 0;
+        let mut last = after;
+        for (seq, ev) in events {
+            if examined == SCAN_PER_LOCK || cands.len() == want.min(DECODE_PER_LOCK) {
+                return (examined, last, false);
+            }
+            examined += 1;
+            last = seq;
+            cands.extend(ev);
+        }
+        (examined, last, true)
+    }
+}
+
+/// The events of `scopes` with a `seq` above `after`, in `seq` order (the
+/// order they were recorded in): each scope's buffer is in that order, so
+/// their heads are merged.
+fn merged_after<'a>(
+    b: &'a ScopeBuffers,
+    scopes: &'a [Scope],
+    after: u64,
+    keep: impl Fn(&Head) -> bool + Copy + 'a,
+) -> impl Iterator<Item = (u64, Option<Arc<Event>>)> + 'a {
+    use std::{cmp::Reverse, collections::BinaryHeap};
+    let mut iters: Vec<_> = scopes
+        .iter()
+        .map(|s| b.scope_scan_after(s, after, keep))
+        .collect();
+    let mut heads: BinaryHeap<(Reverse<u64>, usize)> = BinaryHeap::new();
+    let mut pending: Vec<Option<(u64, Option<Arc<Event>>)>> = Vec::with_capacity(iters.len());
+    for (i, it) in iters.iter_mut().enumerate() {
+        let ev = it.next();
+        if let Some(ev) = &ev {
+            heads.push((Reverse(ev.0), i));
+        }
+        pending.push(ev);
+    }
+    std::iter::from_fn(move || {
+        let (_, i) = heads.pop()?;
+        let ev = pending[i].take()?;
+        if let Some(next) = iters[i].next() {
+            heads.push((Reverse(next.0), i));
+            pending[i] = Some(next);
+        }
+        Some(ev)
+    })
 }
 
 /// A page cut short: the next one starts after its last event.
@@ -895,8 +958,51 @@ mod tests {
         let text = text.to_owned();
         move |c: &str| {
             let q = EventQuery::new(&kinds, None, None, &text, c, limit).unwrap();
-            q.page_live(b, &Scope::Host, None, 0).0
+            q.page_live(b, Some(&Scope::Host), None, 0).0
         }
+    }
+
+    #[test]
+    fn without_a_scope_every_scope_is_searched_merged_in_order_with_paging() {
+        let b = buffers();
+        let scopes = ["host", "container:a", "container:b"];
+        // Interleaved over three scopes; every third one holds the text.
+        let n = 3 * 16 * 1024u64;
+        for seq in 1..=n {
+            let comm = if seq % 3 == 0 { "marker" } else { "t" };
+            let mut e = (*in_scope(seq, Detail::Exit { status: 0 }, comm)).clone();
+            e.scope = Scope::from_key(scopes[(seq / 3 % 3) as usize]).unwrap();
+            lock(&b).push(Arc::new(e));
+        }
+        let all = |text: &str, limit: u32| {
+            let mut seqs = Vec::new();
+            let mut seen_scopes = std::collections::BTreeSet::new();
+            let mut cursor = String::new();
+            let mut pages = 0;
+            loop {
+                let q = EventQuery::new(&[], None, None, text, &cursor, limit).unwrap();
+                let (p, stats) = q.page_live(&b, None, None, 0);
+                assert!(stats.longest_hold < Duration::from_secs(5));
+                pages += 1;
+                seqs.extend(p.events.iter().map(|e| e.seq));
+                seen_scopes.extend(p.events.iter().map(|e| e.scope.clone()));
+                match p.next_cursor {
+                    Some(c) => cursor = c,
+                    None => return (seqs, seen_scopes.len(), pages),
+                }
+            }
+        };
+        let (seqs, nscopes, pages) = all("", 5000);
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "each once, in order");
+        assert_eq!((nscopes, pages), (3, 10));
+        let (seqs, nscopes, _) = all("MARKER", 1000);
+        assert_eq!(seqs, (1..=n / 3).map(|i| 3 * i).collect::<Vec<_>>());
+        assert_eq!(nscopes, 3);
+        // A scope narrows it.
+        let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
+        let (p, _) = q.page_live(&b, Some(&Scope::from_key("container:a").unwrap()), None, 0);
+        assert!(p.events.iter().all(|e| e.scope == "container:a"));
+        assert_eq!(p.events.len(), MAX_PAGE_EVENTS.min(n as usize / 3));
     }
 
     #[test]
@@ -947,12 +1053,13 @@ mod tests {
     #[test]
     fn live_limit_zero_is_the_cap_and_holds_are_bounded() {
         let b = buffers();
-        let n = 3 * SCAN_PER_LOCK as u64;
+        // More than a page, a whole number of scans.
+        let n = (MAX_PAGE_EVENTS / SCAN_PER_LOCK + 2) as u64 * SCAN_PER_LOCK as u64;
         for seq in 1..=n {
             lock(&b).push(exit(seq));
         }
         let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
         assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
         assert_eq!(
@@ -969,10 +1076,14 @@ mod tests {
         // A rare kind: the whole scope is examined, a bounded part per hold.
         let exec = [pb::EventKind::Exec as i32];
         let q = EventQuery::new(&exec, None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, &Scope::Host, None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert!(p.events.is_empty() && p.next_cursor.is_none());
         assert_eq!(stats.examined, n);
-        assert_eq!(stats.holds, 3, "{stats:?}");
+        assert_eq!(
+            u64::from(stats.holds),
+            n / SCAN_PER_LOCK as u64,
+            "{stats:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::{
     event::wire::{event_to_pb, kind_from_pb, kind_to_pb, timestamp},
     event::{Event, EventKind},
     recorder::live::{LiveFilter, Subscription},
+    recorder::naming::{NameWait, NameWaitCounters},
     util::stats::SubscriberGuard,
 };
 
@@ -91,41 +92,72 @@ const TRANSPORT_QUEUE: usize = 64;
 /// Live events after `last_seq`, until the client goes away. The
 /// subscription's own queue absorbs a slow client (the pipeline skips
 /// events for it when that is full, counted by kind); what was skipped is
-/// announced in a `Lost` notice before the next event.
+/// announced in a `Lost` notice before the next event. A new container's
+/// events wait briefly for its name in `names` (`recorder::naming`).
 async fn forward_live(
     live: &mut Subscription,
+    names: &mut NameWait,
     tx: &mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
     filter: &Filter,
     last_seq: u64,
     state: &State,
 ) {
-    while let Some(ev) = live.recv().await {
-        if ev.seq <= last_seq {
-            continue; // already sent from the buffer
-        }
-        let lost = live.take_lost();
-        if !lost.is_empty() {
-            let notice = pb::Lost {
-                count: lost.iter().map(|(_, n)| n).sum(),
-                kinds: lost
-                    .iter()
-                    .map(|&(k, n)| pb::LostKind {
-                        kind: kind_to_pb(k) as i32,
-                        count: n,
-                    })
-                    .collect(),
-            };
-            let item = Ok(pb::StreamEventsResponse {
-                item: Some(Item::Lost(notice)),
-            });
-            if tx.send(item).await.is_err() {
+    loop {
+        while let Some(ev) = names.next_ready() {
+            if !send_live(live, tx, &ev, filter, state).await {
                 return; // client went away
             }
         }
-        if tx.send(event_item(&ev, state, filter)).await.is_err() {
-            return;
+        tokio::select! {
+            ev = live.recv() => match ev {
+                // Already sent from the buffer.
+                Some(ev) if ev.seq <= last_seq => {}
+                Some(ev) => names.offer(ev),
+                None => {
+                    // The agent stops: what waited goes out as it is.
+                    names.release_all();
+                    while let Some(ev) = names.next_ready() {
+                        if !send_live(live, tx, &ev, filter, state).await {
+                            return;
+                        }
+                    }
+                    return;
+                }
+            },
+            () = names.wait(), if names.holding() => {}
         }
     }
+}
+
+/// Sends one live event, after the notice of what was skipped before it;
+/// false when the client went away.
+async fn send_live(
+    live: &Subscription,
+    tx: &mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
+    ev: &Event,
+    filter: &Filter,
+    state: &State,
+) -> bool {
+    let lost = live.take_lost();
+    if !lost.is_empty() {
+        let notice = pb::Lost {
+            count: lost.iter().map(|(_, n)| n).sum(),
+            kinds: lost
+                .iter()
+                .map(|&(k, n)| pb::LostKind {
+                    kind: kind_to_pb(k) as i32,
+                    count: n,
+                })
+                .collect(),
+        };
+        let item = Ok(pb::StreamEventsResponse {
+            item: Some(Item::Lost(notice)),
+        });
+        if tx.send(item).await.is_err() {
+            return false;
+        }
+    }
+    tx.send(event_item(ev, state, filter)).await.is_ok()
 }
 
 fn parse_scope(s: &str) -> Result<Scope, Status> {
@@ -206,6 +238,17 @@ fn name_snapshot_containers<'a>(
 }
 
 /// The store's health and the committer's queue.
+fn live_naming_stats(c: &NameWaitCounters) -> pb::LiveNamingStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    pb::LiveNamingStats {
+        held: c.held.load(Relaxed),
+        released_named: c.named.load(Relaxed),
+        released_timeout: c.timed_out.load(Relaxed),
+        dropped_by_bound: c.overflowed.load(Relaxed),
+        holding: c.holding.load(Relaxed),
+    }
+}
+
 pub(crate) fn storage_stats(st: &State) -> pb::StorageStats {
     let h = st.store.health();
     let (pending_commits, pending_bytes) = st.committer.pending();
@@ -429,7 +472,11 @@ impl FlightRecorder for Service {
         request: Request<pb::QueryEventsRequest>,
     ) -> Result<Response<pb::QueryEventsResponse>, Status> {
         let req = request.into_inner();
-        let scope = parse_scope(&req.scope)?;
+        // No scope: every scope's buffer.
+        let scope = match req.scope.as_str() {
+            "" => None,
+            s => Some(parse_scope(s)?),
+        };
         let q = EventQuery::new(
             &req.kinds,
             req.from.as_ref(),
@@ -444,7 +491,7 @@ impl FlightRecorder for Service {
         let (page, scan) = tokio::task::spawn_blocking(move || {
             q.page_live(
                 &state.buffers,
-                &scope,
+                scope.as_ref(),
                 Some(&state.containers),
                 state.ancestry_depth,
             )
@@ -501,14 +548,30 @@ impl FlightRecorder for Service {
         tokio::spawn(async move {
             let _guard = SubscriberGuard::new(counters.clone());
             let stream = async move {
+                let Some(live) = live.as_mut() else {
+                    for ev in backlog {
+                        if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                };
+                let mut names = NameWait::new(
+                    state.name_wait,
+                    state.containers.clone(),
+                    state.name_wait_counters.clone(),
+                );
+                // Followed: the buffered events of a container still being
+                // named wait with its live ones.
                 for ev in backlog {
-                    if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
-                        return;
+                    names.offer(ev);
+                    while let Some(ev) = names.next_ready() {
+                        if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-                if let Some(live) = live.as_mut() {
-                    forward_live(live, &tx, &filter, last_seq, &state).await;
-                }
+                forward_live(live, &mut names, &tx, &filter, last_seq, &state).await;
             };
             tokio::select! {
                 _ = stream => {}
@@ -568,6 +631,8 @@ impl FlightRecorder for Service {
                 running: n.running,
                 tombstones: n.tombstones,
                 with_metadata: n.with_metadata,
+                runtime_since: (c.runtime_since_ns > 0).then(|| timestamp(c.runtime_since_ns)),
+                engine: c.engine.clone().unwrap_or_default(),
             }
         };
         // Within a message however many scopes: the largest ones.
@@ -595,6 +660,7 @@ impl FlightRecorder for Service {
             processes_tracked,
             started: Some(timestamp(started_ns)),
             ring_buffer_bytes: st.ring_bytes,
+            critical_ring_buffer_bytes: st.critical_ring_bytes,
             scopes,
             processes: Some(pb::ProcessStats {
                 live,
@@ -610,6 +676,7 @@ impl FlightRecorder for Service {
             open_snapshot_bytes,
             storage: Some(storage_stats(st)),
             scopes_left_out,
+            live_naming: Some(live_naming_stats(&st.name_wait_counters)),
         }))
     }
 }

@@ -14,7 +14,12 @@ use crate::{
     event::wire::Enrich,
     probes::Probes,
     process::table::ProcessTable,
-    recorder::{live::Subscribers, snapshot::Snapshots, ScopeBuffers},
+    recorder::{
+        live::Subscribers,
+        naming::{NameWaitCounters, NameWaitLimits},
+        snapshot::Snapshots,
+        ScopeBuffers,
+    },
     store::{commit::Committer, Store},
     util::stats::Counters,
 };
@@ -50,11 +55,17 @@ pub struct State {
     pub live: Arc<Subscribers>,
     /// Bounds of one live subscriber's queue: events, bytes.
     pub stream_queue: (usize, usize),
+    /// How live subscribers hold a new container's events for its name,
+    /// and what the holds did (`recorder::naming`).
+    pub name_wait: NameWaitLimits,
+    pub name_wait_counters: Arc<NameWaitCounters>,
     /// The loaded programs (for their drop counters); `None` in tests that
     /// feed the pipeline without a kernel.
     pub probes: Mutex<Option<Probes>>,
     pub started: SystemTime,
+    /// Sizes of the kernel rings: all but critical kinds, critical kinds.
     pub ring_bytes: u64,
+    pub critical_ring_bytes: u64,
 }
 
 /// What a `State` is made of.
@@ -67,6 +78,7 @@ pub struct Parts {
     pub containers: ContainerRegistry,
     pub ancestry_depth: usize,
     pub ring_bytes: u64,
+    pub critical_ring_bytes: u64,
     pub store: Arc<Store>,
     pub models: ModelSet,
     pub incidents: Incidents,
@@ -102,9 +114,12 @@ impl State {
             live: Arc::new(Subscribers::new(counters.clone())),
             counters,
             stream_queue: (p.stream_queue, p.stream_queue_bytes),
+            name_wait: NameWaitLimits::from_config(&crate::config::LiveConfig::default()),
+            name_wait_counters: Arc::default(),
             probes: Mutex::new(None),
             started: SystemTime::now(),
             ring_bytes: p.ring_bytes,
+            critical_ring_bytes: p.critical_ring_bytes,
         }
     }
 }
@@ -112,6 +127,13 @@ impl State {
 pub use crate::util::lock;
 
 impl State {
+    /// The same, with live subscribers holding new containers' events
+    /// within `limits` (the default is `[live]`'s).
+    pub fn with_name_wait(mut self, limits: NameWaitLimits) -> Self {
+        self.name_wait = limits;
+        self
+    }
+
     /// Runs `f` with container metadata (the `containers` lock held) and
     /// ancestry up to `depth`.
     pub fn with_enrich<R>(&self, depth: usize, f: impl FnOnce(&Enrich) -> R) -> R {

@@ -12,9 +12,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod live;
 mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
+pub use live::LiveConfig;
 pub use validate::{bounds, total_ram};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,21 +46,32 @@ pub struct Config {
     pub attribution: AttributionConfig,
     pub analysis: AnalysisConfig,
     pub api: ApiConfig,
+    pub live: LiveConfig,
     pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProbesConfig {
-    /// Size of the kernel → agent ring buffer in bytes, rounded up to a power
-    /// of two. Default 8 MiB: about 30k exec records or 100k others.
-    /// Between the page size and 1 GiB; with `recorder.budget_bytes`, the
-    /// two rings (events and critical) must fit in half the machine's RAM.
+    /// Size of the kernel → agent ring buffer of all but the critical kinds,
+    /// in bytes, rounded up to a power of two. Default 4 MiB: about 25k file
+    /// records, over 100 ms of the busiest flood this agent was measured to
+    /// produce while it reads at least as fast (see the README's
+    /// Benchmarks). Between the page size and 1 GiB; with
+    /// `recorder.budget_bytes` and `critical_ring_buffer_bytes`, the rings
+    /// must fit in half the machine's RAM. Both rings are resident memory of
+    /// the agent (twice their size: the kernel maps their data twice).
     pub ring_buffer_bytes: u32,
-    /// How often the agent drains the ring buffer. The kernel wakes it
-    /// earlier only when an eighth of the ring is pending: a wake-up per
-    /// event would cost more than the probes themselves. Default 10ms;
-    /// between 1ms and 1s.
+    /// Size of the ring of the critical kinds (exec, privilege and account
+    /// changes, critical files, listen/bind, sensitive reads), which floods
+    /// of other kinds cannot fill. Default 2 MiB: about 7 000 exec records.
+    /// Same bounds as `ring_buffer_bytes`.
+    pub critical_ring_buffer_bytes: u32,
+    /// How often the agent drains the rings while records arrive. The
+    /// kernel wakes it earlier only when an eighth of a ring is pending: a
+    /// wake-up per event would cost more than the probes themselves. After
+    /// 10 polls that found nothing the agent sleeps until the next record
+    /// wakes it. Default 10ms; between 1ms and 1s.
     #[serde(with = "duration_serde")]
     pub poll_interval: std::time::Duration,
     /// Debugging and benchmarks: append every raw kernel record to this
@@ -236,7 +249,8 @@ pub struct LogConfig {
 impl Default for ProbesConfig {
     fn default() -> Self {
         ProbesConfig {
-            ring_buffer_bytes: 8 << 20,
+            ring_buffer_bytes: 4 << 20,
+            critical_ring_buffer_bytes: 2 << 20,
             poll_interval: std::time::Duration::from_millis(10),
             record_raw: None,
         }
@@ -519,7 +533,8 @@ mod tests {
         let cfg: Config = toml::from_str("[api]\nsocket = \"/tmp/x.sock\"\n").unwrap();
         assert_eq!(cfg.api.socket, PathBuf::from("/tmp/x.sock"));
         assert_eq!(cfg.recorder, RecorderConfig::default());
-        assert_eq!(cfg.probes.ring_buffer_bytes, 8 << 20);
+        assert_eq!(cfg.probes.ring_buffer_bytes, 4 << 20);
+        assert_eq!(cfg.probes.critical_ring_buffer_bytes, 2 << 20);
     }
 
     #[test]

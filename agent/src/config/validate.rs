@@ -150,14 +150,22 @@ impl Config {
     /// of bounds is the error, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.probes;
-        let ring = u64::from(p.ring_buffer_bytes);
         let page = page_size();
-        if ring < page || ring > bounds::RING_MAX {
-            return Err(invalid(
-                "probes.ring_buffer_bytes",
-                ring,
-                format_args!("must be between the page size ({page}) and 1 GiB"),
-            ));
+        for (key, bytes) in [
+            ("probes.ring_buffer_bytes", p.ring_buffer_bytes),
+            (
+                "probes.critical_ring_buffer_bytes",
+                p.critical_ring_buffer_bytes,
+            ),
+        ] {
+            let ring = u64::from(bytes);
+            if ring < page || ring > bounds::RING_MAX {
+                return Err(invalid(
+                    key,
+                    ring,
+                    format_args!("must be between the page size ({page}) and 1 GiB"),
+                ));
+            }
         }
         duration(
             "probes.poll_interval",
@@ -244,14 +252,17 @@ impl Config {
         }
         if let Some(ram) = total_ram() {
             // The buffers plus both kernel rings within half the RAM.
-            let rings = ring.next_power_of_two().max(page).saturating_mul(2);
+            let rounded = |b: u32| u64::from(b).next_power_of_two().max(page);
+            let rings =
+                rounded(p.ring_buffer_bytes).saturating_add(rounded(p.critical_ring_buffer_bytes));
             let half = ram / 2;
             if r.budget_bytes.saturating_add(rings) > half {
                 return Err(invalid(
                     "recorder.budget_bytes",
                     r.budget_bytes,
                     format_args!(
-                        "with the two kernel rings (2 x probes.ring_buffer_bytes = {rings}) \
+                        "with the two kernel rings (probes.ring_buffer_bytes + \
+                         probes.critical_ring_buffer_bytes = {rings}) \
                          must fit in half of this machine's RAM ({half} of {ram} bytes)"
                     ),
                 ));
@@ -327,6 +338,7 @@ impl Config {
 
         self.analysis.validate()?;
         self.api.validate()?;
+        self.live.validate()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

@@ -33,6 +33,10 @@ const MAX_READ_CAP: usize = 8192;
 const PASS_TARGET: Duration = Duration::from_millis(10);
 /// A pipeline step longer than this is logged.
 const SLOW_STEP: Duration = Duration::from_millis(100);
+/// How long the `/proc` sweep for lost exits runs often after start and
+/// after exit records were dropped: long enough to find them gone and reap.
+const SWEEP_EAGER_NS: u64 = 30_000_000_000;
+
 /// Losses are remembered this long beyond a snapshot window's length.
 const LOSS_MARGIN: Duration = Duration::from_secs(60);
 
@@ -97,6 +101,12 @@ pub struct Step {
     more: bool,
     /// Records read from one ring in one pass.
     read_cap: usize,
+    /// Records read from the rings so far.
+    read_total: u64,
+    /// Exit records are not captured (switched off): sweep `/proc` often.
+    exits_missed: bool,
+    /// Boot ns until which the sweep runs often (after start, after lost exits).
+    sweep_eager_until: u64,
     /// Per-cgroup kernel drop counters at the last sample.
     scope_drops_seen: std::collections::HashMap<(u64, u16), u64>,
     /// Kernel drop counters at the last sample, by kind number.
@@ -128,6 +138,14 @@ impl Step {
             watch: None,
             more: false,
             read_cap: 1024,
+            read_total: 0,
+            exits_missed: cfg
+                .capture
+                .disabled_kinds
+                .iter()
+                .any(|k| k == crate::event::EventKind::Exit.name()),
+            // Processes that exited while the probes were being attached.
+            sweep_eager_until: BootClock::boot_now_ns() + SWEEP_EAGER_NS,
             scope_drops_seen: std::collections::HashMap::new(),
             kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
             tap: match &cfg.record_raw {
@@ -354,6 +372,7 @@ impl Step {
                     self.tap = None;
                 }
             }
+            self.read_total += 1;
             if let Some(ns) = self.decode_one(&item) {
                 last = ns;
             }
@@ -475,6 +494,11 @@ impl Step {
             };
             let new = total.saturating_sub(*last);
             *last = total;
+            if new > 0 && kind == crate::event::EventKind::Exit {
+                // Lost exits leave "live" processes behind: sweep often
+                // until they are reaped.
+                self.sweep_eager_until = BootClock::boot_now_ns() + SWEEP_EAGER_NS;
+            }
             if new > 0 {
                 fresh.push((kind, new));
             }
@@ -541,7 +565,12 @@ impl Step {
         );
         self.push_derived(&mut procs);
         drop(procs);
-        crate::process::table::sweep_dropped_exits(&state.procs);
+        let every = if self.exits_missed || now < self.sweep_eager_until {
+            crate::process::table::SWEEP_EVERY_NS
+        } else {
+            crate::process::table::SWEEP_CALM_EVERY_NS
+        };
+        crate::process::table::sweep_dropped_exits(&state.procs, every);
         self.publish();
         self.close_snapshots(false);
         self.analyzer.flush(
@@ -625,8 +654,60 @@ fn refresh_watch(rec: &Step) {
     }
 }
 
+/// Empty polls after which the reader sleeps: it then reads when the next
+/// record wakes it (or, as a safety net, every [`ASLEEP_POLL`]) instead of
+/// every `probes.poll_interval`, so an idle node costs no polling.
+const QUIET_POLLS: u32 = 10;
+/// The reader's timer while it sleeps.
+const ASLEEP_POLL: Duration = Duration::from_secs(1);
+
+/// Whether the reader polls (awake) or waits for the kernel (asleep).
+#[derive(Debug, Default)]
+struct Idle {
+    quiet_polls: u32,
+    asleep: bool,
+}
+
+impl Idle {
+    /// After a step that `read` records (or not), and was a poll that found
+    /// nothing pending (`quiet`): `Some(true)` to go to sleep, `Some(false)`
+    /// to wake up, `None` to stay as is.
+    fn after_step(&mut self, read: bool, quiet: bool) -> Option<bool> {
+        if read {
+            self.quiet_polls = 0;
+            if self.asleep {
+                self.asleep = false;
+                return Some(false);
+            }
+            return None;
+        }
+        if quiet && !self.asleep {
+            self.quiet_polls += 1;
+            if self.quiet_polls >= QUIET_POLLS {
+                self.asleep = true;
+                return Some(true);
+            }
+        }
+        None
+    }
+
+    fn awake(&mut self) {
+        self.asleep = false;
+        self.quiet_polls = 0;
+    }
+}
+
+fn set_sleep(flag: &mut crate::probes::ReaderSleep, asleep: bool) {
+    if let Err(err) = flag.set(asleep) {
+        // Awake is always safe (the poll tick reads); asleep that fails
+        // only means the reader keeps polling.
+        tracing::debug!(%err, asleep, "reader sleep flag not set");
+    }
+}
+
 /// Reads and records events until `shutdown` fires: on every poll tick, and
-/// sooner when the kernel wakes us because a burst is filling a ring.
+/// sooner when the kernel wakes us because a burst is filling a ring (or,
+/// when the reader sleeps, because of any record).
 /// The pipeline's channels to the container watcher.
 pub struct ContainerIo {
     pub wake_containers: tokio::sync::mpsc::Sender<()>,
@@ -640,8 +721,13 @@ pub async fn run(
     io: ContainerIo,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut events = register(rings.events)?;
-    let mut critical = register(rings.critical)?;
+    let Rings {
+        events,
+        critical,
+        mut sleep,
+    } = rings;
+    let mut events = register(events)?;
+    let mut critical = register(critical)?;
     let mut rec = Step::new(state.clone(), &cfg, io.wake_containers)?;
     rec.watch = Some(super::watched::WatchRefresher::spawn(
         state,
@@ -659,7 +745,11 @@ pub async fn run(
     let mut snapshot_tick = tokio::time::interval(Duration::from_millis(100));
     let mut poll = tokio::time::interval(cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut idle = Idle::default();
+    let mut snapshots_open = false;
     loop {
+        let read_before = rec.read_total;
         // Each branch runs right after its wake-up: its duration is how
         // long capture stood still (the wait before it is not).
         let woke = StepClock::start;
@@ -685,8 +775,13 @@ pub async fn run(
             _ = housekeeping.tick() => {
                 step = (woke(), "housekeeping");
                 rec.housekeeping(&cfg);
+                if idle.asleep {
+                    // What API replies freed meanwhile (no allocation
+                    // activity returns it while nothing is recorded).
+                    crate::util::mem::release_free_memory();
+                }
             }
-            _ = snapshot_tick.tick() => {
+            _ = snapshot_tick.tick(), if snapshots_open => {
                 step = (woke(), "snapshots");
                 // Drops are noted to the second; sampled here only while a
                 // snapshot may close (else once a second, in housekeeping).
@@ -728,6 +823,35 @@ pub async fn run(
         }
         if std::mem::take(&mut rec.refresh_watch) {
             refresh_watch(&rec);
+        }
+        snapshots_open = lock(&rec.state.snapshots).has_open();
+        let read = rec.read_total != read_before;
+        let quiet = step.1 == "poll" && !read && !rec.more && rec.records.is_empty();
+        match idle.after_step(read, quiet) {
+            Some(true) => {
+                // Asleep only if nothing came in meanwhile: a record written
+                // before the flag was set did not wake us.
+                set_sleep(&mut sleep, true);
+                rec.drain(critical.get_mut(), events.get_mut());
+                if rec.read_total != read_before || rec.more || !rec.records.is_empty() {
+                    set_sleep(&mut sleep, false);
+                    idle.awake();
+                } else {
+                    crate::util::mem::release_free_memory();
+                    poll = tokio::time::interval_at(
+                        tokio::time::Instant::now() + ASLEEP_POLL,
+                        ASLEEP_POLL,
+                    );
+                    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                }
+            }
+            Some(false) => {
+                // The record that woke us cleared the flag; a timer tick did not.
+                set_sleep(&mut sleep, false);
+                poll = tokio::time::interval(cfg.poll_interval);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            }
+            None => {}
         }
         let (took, blocked) = step.0.finish();
         rec.state.counters.pipeline_step(took, blocked);

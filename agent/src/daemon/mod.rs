@@ -73,6 +73,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     cfg.validate()?;
     let opts = ProbeOptions {
         ring_bytes: cfg.probes.ring_buffer_bytes,
+        critical_ring_bytes: cfg.probes.critical_ring_buffer_bytes,
         agent_tgid: match self_filter {
             SelfFilter::ExcludeSelf => std::process::id(),
             SelfFilter::RecordAll => 0,
@@ -124,7 +125,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         buffers.charge_handle(),
     );
     let (mut probes, rings) = Probes::load(&opts)?;
-    let ring_bytes = ring_size(&opts);
+    let ring_bytes = ring_size(opts.ring_bytes);
+    let critical_ring_bytes = ring_size(opts.critical_ring_bytes);
     // Watched files first, so that the first events already honour them.
     probes.set_watch(&crate::probes::watch::watched_inodes(
         &cfg.capture,
@@ -141,7 +143,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
     tracing::info!(processes = procs.len(), "process table seeded from /proc");
     let (models, incidents) = analysis;
-    let state = Arc::new(State::new(Parts {
+    let state = State::new(Parts {
         buffers,
         snapshots,
         stream_queue: cfg.api.stream_queue,
@@ -150,10 +152,13 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
         ancestry_depth: cfg.attribution.ancestry_depth,
         ring_bytes,
+        critical_ring_bytes,
         store,
         models,
         incidents,
-    }));
+    });
+    let name_wait = crate::recorder::naming::NameWaitLimits::from_config(&cfg.live);
+    let state = Arc::new(state.with_name_wait(name_wait));
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
@@ -203,8 +208,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     })
 }
 
-fn ring_size(opts: &ProbeOptions) -> u64 {
-    u64::from(opts.ring_bytes.next_power_of_two().max(4096))
+fn ring_size(bytes: u32) -> u64 {
+    u64::from(bytes.next_power_of_two().max(4096))
 }
 
 impl Running {

@@ -11,6 +11,8 @@ pub mod syscalls;
 pub mod tracefs;
 pub mod watch;
 
+use std::path::Path;
+
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
@@ -19,7 +21,10 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use fdr_common::{globals, maps, DropKey, EventKind, InodeKey, Prefixes, MAX_KINDS};
+use fdr_common::{
+    globals, maps, op, sys_tp, DropKey, EventKind, InodeKey, KernelOffsets, Prefixes, MAX_KINDS,
+    SENSITIVE_WORDS,
+};
 
 /// The kernel programs, built by this crate's build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("FDR_EBPF_OBJECT"));
@@ -72,8 +77,11 @@ fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
 /// Settings for loading the programs.
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
-    /// Size of each event ring buffer in bytes (a power of two, ≥ one page).
+    /// Size of the ring of all but the critical kinds, in bytes (rounded up
+    /// to a power of two, at least a page).
     pub ring_bytes: u32,
+    /// Size of the critical kinds' ring, likewise.
+    pub critical_ring_bytes: u32,
     /// Process id whose events never leave the kernel (the agent's own).
     pub agent_tgid: u32,
     /// Kinds to capture (others are dropped in the kernel).
@@ -89,12 +97,23 @@ enum Hook {
     Raw(&'static str),
 }
 
-/// Programs by kind of hook (each loaded once, attached once).
-const TRACEPOINT_PROGRAMS: &[&str] = &["fdr_exec", "fdr_exit"];
-const RAW_PROGRAMS: &[&str] = &["fdr_fork", "fdr_sys_enter", "fdr_sys_exit"];
+/// Programs by kind of hook (each loaded once; the syscall programs are
+/// attached to the tracepoints of every watched syscall).
+const TRACEPOINT_PROGRAMS: &[&str] = &[
+    "fdr_exec",
+    "fdr_exit",
+    sys_tp::EXIT_PROGRAM,
+    sys_tp::ENTER_PROGRAMS[0],
+    sys_tp::ENTER_PROGRAMS[1],
+    sys_tp::ENTER_PROGRAMS[2],
+    sys_tp::ENTER_PROGRAMS[3],
+    sys_tp::ENTER_PROGRAMS[4],
+    sys_tp::ENTER_PROGRAMS[5],
+];
+const RAW_PROGRAMS: &[&str] = &["fdr_fork"];
 
-/// Every attachment: program and hook.
-fn hooks() -> Vec<(&'static str, Hook)> {
+/// The process lifecycle attachments: program and hook.
+fn process_hooks() -> Vec<(&'static str, Hook)> {
     vec![
         ("fdr_fork", Hook::Raw("sched_process_fork")),
         (
@@ -105,9 +124,56 @@ fn hooks() -> Vec<(&'static str, Hook)> {
             "fdr_exit",
             Hook::Tracepoint("sched", "sched_process_exit".into()),
         ),
-        ("fdr_sys_enter", Hook::Raw("sys_enter")),
-        ("fdr_sys_exit", Hook::Raw("sys_exit")),
     ]
+}
+
+/// The syscall attachments: `syscalls:sys_exit_<name>` of every watched
+/// syscall, and its `sys_enter_<name>` when its exit needs the state
+/// before the call (credential changes, fchmod): the others' exit reads
+/// the arguments from the saved registers. Each tracepoint attached costs
+/// the kernel an RCU grace period when it is detached, so fewer is faster. Returns them
+/// with the names of the watched syscalls this kernel has no tracepoints
+/// for, or whose records are laid out unlike the others (not attached).
+fn syscall_hooks(
+    tracefs: &Path,
+    offs: &KernelOffsets,
+) -> (Vec<(&'static str, Hook)>, Vec<&'static str>) {
+    let mut hooks = Vec::new();
+    let mut missing = Vec::new();
+    for sc in syscalls::SYSCALLS {
+        let needs_enter = sc.op == op::CRED || sc.op == op::FCHMOD;
+        let enter = format!("sys_enter_{}", sc.name);
+        let exit = format!("sys_exit_{}", sc.name);
+        let format = |tp: &str| {
+            tracefs::Format::read(tracefs, "syscalls", tp)
+                .ok()
+                .filter(|f| f.offset(offsets::SYSCALL_NR).ok() == Some(offs.tp_sys_nr))
+        };
+        let exit_fits =
+            || format(&exit).is_some_and(|f| f.offset("ret").ok() == Some(offs.tp_sys_ret));
+        // The entry program that reads exactly this syscall's arguments.
+        let enter_program = || {
+            let f = format(&enter)?;
+            if f.offset_after(offsets::SYSCALL_NR) != Some(offs.tp_sys_args) {
+                return None;
+            }
+            let n = f.args_after(offsets::SYSCALL_NR);
+            sys_tp::ENTER_PROGRAMS.get(n.checked_sub(1)?).copied()
+        };
+        if offs.tp_sys_nr == u32::MAX || !exit_fits() {
+            missing.push(sc.name);
+            continue;
+        }
+        if needs_enter {
+            let Some(program) = enter_program() else {
+                missing.push(sc.name);
+                continue;
+            };
+            hooks.push((program, Hook::Tracepoint("syscalls", enter)));
+        }
+        hooks.push((sys_tp::EXIT_PROGRAM, Hook::Tracepoint("syscalls", exit)));
+    }
+    (hooks, missing)
 }
 
 enum Link {
@@ -121,6 +187,25 @@ pub struct Rings {
     pub events: RingBuf<MapData>,
     /// Critical kinds, so that floods of others cannot crowd them out.
     pub critical: RingBuf<MapData>,
+    /// The reader's sleep flag.
+    pub sleep: ReaderSleep,
+}
+
+/// Tells the programs whether the reader sleeps.
+pub struct ReaderSleep(Array<MapData, u32>);
+
+impl ReaderSleep {
+    /// `true`: the next record of either ring wakes the reader at once,
+    /// however little is pending. `false` (awake): it is woken only when a
+    /// ring is an eighth full, and otherwise reads on its own poll tick.
+    pub fn set(&mut self, asleep: bool) -> Result<(), ProbeError> {
+        self.0
+            .set(0, u32::from(asleep), 0)
+            .map_err(|source| ProbeError::Map {
+                name: maps::READER,
+                source,
+            })
+    }
 }
 
 /// The loaded programs and the maps user space reads and writes.
@@ -129,8 +214,11 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
     scope_drops: PerCpuHashMap<MapData, DropKey, u64>,
     watch: HashMap<MapData, InodeKey, u32>,
+    sensitive_bits: Array<MapData, [u64; SENSITIVE_WORDS]>,
     hooks: Vec<(&'static str, Hook)>,
     links: Vec<Link>,
+    /// Watched syscalls without tracepoints on this kernel (not watched).
+    missing_syscalls: Vec<&'static str>,
 }
 
 impl Probes {
@@ -141,17 +229,31 @@ impl Probes {
         raise_memlock()?;
         let kernel_btf = btf::Btf::from_kernel()?;
         let offs = offsets::resolve(&kernel_btf, &tracefs)?;
-        let hooks = hooks();
+        let mut hooks = process_hooks();
+        let (sys_hooks, missing_syscalls) = syscall_hooks(&tracefs, &offs);
+        hooks.extend(sys_hooks);
+        if !missing_syscalls.is_empty() {
+            tracing::warn!(
+                syscalls = %missing_syscalls.join(","),
+                "no usable syscalls:sys_enter_/sys_exit_ tracepoints for these syscalls on this \
+                 kernel: they are not watched"
+            );
+        }
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096);
+        let critical_bytes = opts.critical_ring_bytes.next_power_of_two().max(4096);
         let enabled: u64 = opts.kinds.iter().fold(0, |m, k| m | 1 << (*k as u64));
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offs, true)
             .override_global(globals::AGENT_TGID, &opts.agent_tgid, true)
-            .override_global(globals::WAKEUP_BYTES, &wakeup_bytes(ring_bytes), true)
+            .override_global(
+                globals::WAKEUP_BYTES,
+                &wakeup_bytes(ring_bytes.min(critical_bytes)),
+                true,
+            )
             .override_global(globals::ENABLED_KINDS, &enabled, true)
             .override_global(globals::PREFIXES, &opts.prefixes, true)
             .map_max_entries(maps::EVENTS, ring_bytes)
-            .map_max_entries(maps::CRITICAL, ring_bytes)
+            .map_max_entries(maps::CRITICAL, critical_bytes)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
         for &name in TRACEPOINT_PROGRAMS {
@@ -178,21 +280,28 @@ impl Probes {
         let rings = Rings {
             events: typed_map(&mut ebpf, maps::EVENTS)?,
             critical: typed_map(&mut ebpf, maps::CRITICAL)?,
+            sleep: ReaderSleep(typed_map(&mut ebpf, maps::READER)?),
         };
         Ok((
             Probes {
                 drops: typed_map(&mut ebpf, maps::DROPS)?,
                 scope_drops: typed_map(&mut ebpf, maps::SCOPE_DROPS)?,
                 watch: typed_map(&mut ebpf, maps::WATCH)?,
+                sensitive_bits: typed_map(&mut ebpf, maps::SENSITIVE_BITS)?,
                 ebpf,
                 hooks,
                 links: Vec::new(),
+                missing_syscalls,
             },
             rings,
         ))
     }
 
     /// Replaces the watched inodes with `entries`.
+    ///
+    /// New entries go in before the bitmap of sensitive inode numbers is
+    /// rewritten, stale ones out after: a program that sees a bit always
+    /// finds the entry it stands for.
     pub fn set_watch(
         &mut self,
         entries: &std::collections::HashMap<InodeKey, u32>,
@@ -201,6 +310,22 @@ impl Probes {
             name: maps::WATCH,
             source,
         };
+        for (k, v) in entries {
+            self.watch.insert(k, v, 0).map_err(err)?;
+        }
+        let mut bits = Box::new([0u64; SENSITIVE_WORDS]);
+        for (k, v) in entries {
+            if v & fdr_common::watch::SENSITIVE != 0 {
+                let (word, bit) = fdr_common::sensitive_bit(k.ino);
+                bits[word] |= bit;
+            }
+        }
+        self.sensitive_bits
+            .set(0, *bits, 0)
+            .map_err(|source| ProbeError::Map {
+                name: maps::SENSITIVE_BITS,
+                source,
+            })?;
         let stale: Vec<InodeKey> = self
             .watch
             .keys()
@@ -210,10 +335,13 @@ impl Probes {
         for k in stale {
             self.watch.remove(&k).map_err(err)?;
         }
-        for (k, v) in entries {
-            self.watch.insert(k, v, 0).map_err(err)?;
-        }
         Ok(())
+    }
+
+    /// Watched syscalls this kernel has no (usable) tracepoints for: their
+    /// events are not captured.
+    pub fn missing_syscalls(&self) -> &[&'static str] {
+        &self.missing_syscalls
     }
 
     /// Attaches every program to its hooks (no-op when attached).
@@ -221,6 +349,17 @@ impl Probes {
         if !self.links.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let res = self.attach_all();
+        tracing::info!(
+            tracepoints = self.links.len(),
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "attached the kernel programs"
+        );
+        res
+    }
+
+    fn attach_all(&mut self) -> Result<(), ProbeError> {
         for (name, hook) in &self.hooks {
             let name = *name;
             let prog = self.ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?;
@@ -247,6 +386,18 @@ impl Probes {
 
     /// Detaches every program; the maps and the ring buffer stay.
     pub fn detach(&mut self) -> Result<(), ProbeError> {
+        let started = std::time::Instant::now();
+        let n = self.links.len();
+        let res = self.detach_all();
+        tracing::info!(
+            tracepoints = n,
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "detached the kernel programs"
+        );
+        res
+    }
+
+    fn detach_all(&mut self) -> Result<(), ProbeError> {
         for link in self.links.drain(..) {
             let (name, res) = match link {
                 Link::Tracepoint(name, id) => (
@@ -342,4 +493,106 @@ fn raise_memlock() -> Result<(), ProbeError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMON: &str = "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+";
+
+    fn write_format(root: &Path, tp: &str, fields: &str) {
+        let dir = root.join("events/syscalls").join(tp);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("format"),
+            format!("name: {tp}\nID: 1\nformat:\n{COMMON}{fields}\nprint fmt: \"\"\n"),
+        )
+        .unwrap();
+    }
+
+    fn exit_fields() -> &'static str {
+        "\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n"
+    }
+
+    #[test]
+    fn syscall_hooks_attach_what_the_kernel_has_and_name_the_rest() {
+        let root = std::env::temp_dir().join(format!("fdr-tracefs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // openat: exit only; setuid: entry (1 argument) and exit;
+        // setresuid: entry with 3 arguments; connect: exit only;
+        // setgid: its entry record is laid out differently (skipped).
+        write_format(&root, "sys_exit_openat", exit_fields());
+        write_format(
+            &root,
+            "sys_enter_openat",
+            "\tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n",
+        );
+        for name in ["setuid", "setresuid", "connect", "setgid"] {
+            write_format(&root, &format!("sys_exit_{name}"), exit_fields());
+        }
+        write_format(
+            &root,
+            "sys_enter_setuid",
+            "\tfield:uid_t uid;\toffset:16;\tsize:8;\tsigned:0;\n",
+        );
+        write_format(
+            &root,
+            "sys_enter_setresuid",
+            "\tfield:uid_t ruid;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:uid_t euid;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:uid_t suid;\toffset:32;\tsize:8;\tsigned:0;\n",
+        );
+        write_format(
+            &root,
+            "sys_enter_setgid",
+            "\tfield:gid_t gid;\toffset:24;\tsize:8;\tsigned:0;\n",
+        );
+        let mut offs = KernelOffsets::UNSET;
+        offs.tp_sys_nr = 8;
+        offs.tp_sys_args = 16;
+        offs.tp_sys_ret = 16;
+        let (hooks, missing) = syscall_hooks(&root, &offs);
+        let got: Vec<(&str, String)> = hooks
+            .iter()
+            .map(|(p, h)| match h {
+                Hook::Tracepoint(cat, tp) => (*p, format!("{cat}:{tp}")),
+                Hook::Raw(tp) => (*p, (*tp).to_owned()),
+            })
+            .collect();
+        let want = [
+            ("fdr_sys_exit", "syscalls:sys_exit_openat"),
+            ("fdr_sys_exit", "syscalls:sys_exit_connect"),
+            ("fdr_sys_enter1", "syscalls:sys_enter_setuid"),
+            ("fdr_sys_exit", "syscalls:sys_exit_setuid"),
+            ("fdr_sys_enter3", "syscalls:sys_enter_setresuid"),
+            ("fdr_sys_exit", "syscalls:sys_exit_setresuid"),
+        ];
+        for (p, tp) in want {
+            assert!(
+                got.iter().any(|(gp, gtp)| *gp == p && gtp == tp),
+                "{p} on {tp} in {got:?}"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        assert!(missing.contains(&"setgid"), "{missing:?}");
+        assert!(missing.contains(&"unlink") && missing.contains(&"open"));
+        assert!(!missing.contains(&"openat") && !missing.contains(&"setuid"));
+        assert_eq!(
+            missing.len() + 4,
+            syscalls::SYSCALLS.len(),
+            "every watched syscall is attached or named: {missing:?}"
+        );
+        // No syscall tracepoints at all: every watched syscall is named.
+        let (hooks, missing) = syscall_hooks(&root, &KernelOffsets::UNSET);
+        assert!(hooks.is_empty());
+        assert_eq!(missing.len(), syscalls::SYSCALLS.len());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

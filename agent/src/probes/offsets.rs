@@ -6,11 +6,9 @@ use fdr_common::KernelOffsets;
 
 use super::{btf::Btf, tracefs::Format, ProbeError};
 
-/// `struct pt_regs` members holding the syscall arguments and number.
+/// `struct pt_regs` members holding the syscall arguments.
 #[cfg(target_arch = "x86_64")]
 const SYSCALL_ARG_REGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
-#[cfg(target_arch = "x86_64")]
-const SYSCALL_NR_REG: &str = "orig_ax";
 
 fn syscall_arg_regs(btf: &Btf) -> Result<[u32; 6], ProbeError> {
     let mut out = [0; 6];
@@ -20,11 +18,39 @@ fn syscall_arg_regs(btf: &Btf) -> Result<[u32; 6], ProbeError> {
     Ok(out)
 }
 
+/// The record layout of the syscall tracepoints (`__syscall_nr`, first
+/// argument, `ret`), from `sys_enter_openat` / `sys_exit_openat`; each
+/// syscall's own format is checked against it when it is attached
+/// ([`super::syscall_hooks`]). Unknown (`u32::MAX`) when this kernel has no
+/// syscall tracepoints: none is attached then.
+fn syscall_record(tracefs: &Path) -> (u32, u32, u32) {
+    let unknown = (u32::MAX, u32::MAX, u32::MAX);
+    let (Ok(enter), Ok(exit)) = (
+        Format::read(tracefs, "syscalls", "sys_enter_openat"),
+        Format::read(tracefs, "syscalls", "sys_exit_openat"),
+    ) else {
+        return unknown;
+    };
+    match (
+        enter.offset(SYSCALL_NR),
+        enter.offset_after(SYSCALL_NR),
+        exit.offset(SYSCALL_NR),
+        exit.offset("ret"),
+    ) {
+        (Ok(nr), Some(args), Ok(exit_nr), Ok(ret)) if nr == exit_nr => (nr, args, ret),
+        _ => unknown,
+    }
+}
+
+/// The syscall number's field in syscall tracepoint records.
+pub const SYSCALL_NR: &str = "__syscall_nr";
+
 /// Resolves every offset; fails when a required one is missing.
 pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, ProbeError> {
     let task = |m: &str| btf.member_offset("task_struct", m);
     let cred = |m: &str| btf.member_offset("cred", m);
     let exec = Format::read(tracefs, "sched", "sched_process_exec")?;
+    let (tp_sys_nr, tp_sys_args, tp_sys_ret) = syscall_record(tracefs);
     Ok(KernelOffsets {
         task_pid: task("pid")?,
         task_tgid: task("tgid")?,
@@ -88,8 +114,10 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, ProbeError> {
         cred_fsgid: cred("fsgid")?,
         cred_cap_effective: cred("cap_effective")?,
         cred_cap_permitted: cred("cap_permitted")?,
+        tp_sys_nr,
+        tp_sys_args,
+        tp_sys_ret,
         regs_args: syscall_arg_regs(btf)?,
-        regs_orig_ax: btf.member_offset("pt_regs", SYSCALL_NR_REG)?,
         tp_exec_filename: exec.offset("filename")?,
         tp_exec_pid: exec.offset("pid")?,
         tp_exec_old_pid: exec.offset("old_pid")?,

@@ -96,6 +96,20 @@ impl Format {
         }
     }
 
+    /// Offset of the field declared right after `field`.
+    pub fn offset_after(&self, field: &str) -> Option<u32> {
+        let at = self.fields.iter().position(|(f, _)| f == field)?;
+        self.fields.get(at + 1).map(|(_, o)| *o)
+    }
+
+    /// How many fields are declared after `field`.
+    pub fn args_after(&self, field: &str) -> usize {
+        self.fields
+            .iter()
+            .position(|(f, _)| f == field)
+            .map_or(0, |at| self.fields.len() - at - 1)
+    }
+
     pub fn offset(&self, field: &str) -> Result<u32, TracefsError> {
         self.fields
             .iter()
@@ -137,6 +151,10 @@ print fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC
         assert_eq!(f.offset("buf").unwrap(), 24);
         assert_eq!(f.offset("comm").unwrap(), 32);
         assert_eq!(f.offset("common_pid").unwrap(), 4);
+        assert_eq!(f.offset_after("old_pid"), Some(24));
+        assert_eq!(f.offset_after("comm"), None);
+        assert_eq!(f.args_after("old_pid"), 2);
+        assert_eq!(f.args_after("comm"), 0);
         let err = f.offset("nope").unwrap_err().to_string();
         assert!(
             err.contains("sched:sched_process_exec") && err.contains("nope"),

@@ -290,8 +290,11 @@ impl ProcessTable {
     }
 }
 
-/// How often a sweep looks for processes whose exit record was lost.
-const SWEEP_EVERY_NS: u64 = 2_000_000_000;
+/// How often a sweep looks for processes whose exit record was lost, while
+/// exits may be missed (see [`sweep_dropped_exits`]).
+pub const SWEEP_EVERY_NS: u64 = 2_000_000_000;
+/// How often otherwise: a safety net that keeps an idle agent idle.
+pub const SWEEP_CALM_EVERY_NS: u64 = 30_000_000_000;
 /// Live processes checked against `/proc` per sweep (each an open and a
 /// read of `/proc/<pid>/stat` on a blocking thread): the whole table is
 /// covered in table size / this many sweeps.
@@ -380,16 +383,18 @@ impl ProcessTable {
 /// exit record was lost (found gone from `/proc` a while ago and still
 /// "live" here), and starts checking the next batch against `/proc` on a
 /// blocking thread, without the table's lock held while it reads. Cheap
-/// when not due. Does nothing outside the initial pid namespace (the
-/// kernel's pids would not be ours to look up).
-pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>) {
+/// when not due: every `every_ns` ([`SWEEP_EVERY_NS`] while exits may be
+/// missed — exit records dropped or not captured, the first moments after
+/// start — else [`SWEEP_CALM_EVERY_NS`]). Does nothing outside the initial
+/// pid namespace (the kernel's pids would not be ours to look up).
+pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>, every_ns: u64) {
     if !host_pid_namespace() {
         return;
     }
     let now = crate::pipeline::clock::BootClock::boot_now_ns();
     let batch = {
         let mut procs = crate::util::lock(table);
-        if procs.sweep.in_flight || now.saturating_sub(procs.sweep.last_ns) < SWEEP_EVERY_NS {
+        if procs.sweep.in_flight || now.saturating_sub(procs.sweep.last_ns) < every_ns {
             return;
         }
         procs.sweep.last_ns = now;

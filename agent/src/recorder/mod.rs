@@ -2,7 +2,8 @@
 //! container, and the host) under one memory budget ([`buffer`]), the
 //! snapshots that freeze a window of a scope's history — before and after
 //! a moment — for the store ([`snapshot`]), what was lost and when
-//! ([`loss`]), and live subscribers' bounded queues ([`live`]).
+//! ([`loss`]), and live subscribers' bounded queues ([`live`]), which
+//! hold a new container's events briefly for its name ([`naming`]).
 //!
 //! Takes: recorded events (kernel, derived, raised by analysis), freeze
 //! requests. Gives: buffered history, closed snapshots to commit, live
@@ -12,6 +13,7 @@ pub mod buffer;
 pub mod codec;
 pub mod live;
 pub mod loss;
+pub mod naming;
 pub mod snapshot;
 
 use std::{

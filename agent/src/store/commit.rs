@@ -29,7 +29,10 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the thread looks at the leases and the health state when idle.
-const TICK: Duration = Duration::from_millis(50);
+/// Leases are used up only by work that is submitted (a snapshot, an
+/// incident), which wakes the thread anyway; a reader that finds the
+/// database unusable waits at most this long for the reopen.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Builds a snapshot's stored form on the committer thread.
 pub type Build = Box<dyn FnOnce() -> Encoded + Send>;

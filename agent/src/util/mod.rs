@@ -3,6 +3,7 @@
 
 pub mod glob;
 pub mod host;
+pub mod mem;
 pub mod stats;
 pub mod text;
 

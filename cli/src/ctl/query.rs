@@ -1,17 +1,42 @@
-//! `fdrctl query`: the history of a scope by time range, from the live
-//! buffers.
+//! `fdrctl query`: the history of every scope, or of one, by time range,
+//! from the live buffers.
 
 use std::io::Write;
 
 use fdr_proto::v1::{self as pb, EventKind};
 
-use super::{events::print_events, parse_kind, Result, ScopeArgs};
+use super::{events::print_events, parse_kind, Result};
 use crate::client::Client;
 
+/// Where to search: every scope unless narrowed.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(required = false, multiple = false)]
+pub struct QueryScope {
+    /// Only this container, by id.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Only the host.
+    #[arg(long)]
+    pub host: bool,
+}
+
+impl QueryScope {
+    /// The API's scope key: empty for every scope.
+    fn key(&self) -> String {
+        match (&self.container, self.host) {
+            (Some(id), _) => format!("container:{id}"),
+            (None, true) => "host".into(),
+            (None, false) => String::new(),
+        }
+    }
+}
+
+/// Events of every scope (each row names its container, pod or the host),
+/// merged in time order; `--container` or `--host` narrows it to one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
     #[command(flatten)]
-    pub scope: ScopeArgs,
+    pub scope: QueryScope,
     /// How far back, e.g. 10m, 1h.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub since: std::time::Duration,
@@ -77,4 +102,28 @@ fn print_rows(out: &mut impl Write, events: &[pb::Event], json: bool) -> Result<
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        q: QueryArgs,
+    }
+
+    #[test]
+    fn no_scope_is_every_scope_and_the_flags_narrow_it() {
+        let key = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("query").chain(args.iter().copied()))
+                .map(|c| c.q.scope.key())
+        };
+        assert_eq!(key(&[]).unwrap(), "");
+        assert_eq!(key(&["--host"]).unwrap(), "host");
+        assert_eq!(key(&["--container", "4f0d"]).unwrap(), "container:4f0d");
+        assert!(key(&["--host", "--container", "4f0d"]).is_err());
+    }
 }

@@ -46,7 +46,13 @@ fn stats_json(s: &pb::Stats) -> Value {
         })),
         "containers": s.containers.as_ref().map(|c| json!({
             "runtime": c.runtime, "running": c.running, "tombstones": c.tombstones,
-            "with_metadata": c.with_metadata,
+            "with_metadata": c.with_metadata, "runtime_since": time_text(c.runtime_since.as_ref()),
+            "engine": c.engine,
+        })),
+        "live_naming": s.live_naming.map(|n| json!({
+            "held": n.held, "released_named": n.released_named,
+            "released_timeout": n.released_timeout, "dropped_by_bound": n.dropped_by_bound,
+            "holding": n.holding,
         })),
         "storage": s.storage.as_ref().map(|st| json!({
             "state": st.state, "last_error": st.last_error, "since": time_text(st.since.as_ref()),
@@ -93,6 +99,11 @@ fn stats_table(s: &pb::Stats) -> String {
         "stream drops       {} ({} subscribers now)\n",
         s.stream_drops, s.subscribers
     );
+    let n = s.live_naming.unwrap_or_default();
+    t += &format!(
+        "live naming        {} events held for their container's name: {} sent named, {} unnamed (wait up), {} unnamed (hold full), {} held now\n",
+        n.held, n.released_named, n.released_timeout, n.dropped_by_bound, n.holding
+    );
     let p = s.processes.unwrap_or_default();
     t += &format!(
         "processes          {} live, {} exited (kept for grace), {} pruned, {} reaped (exit record lost)\n",
@@ -107,9 +118,16 @@ fn stats_table(s: &pb::Stats) -> String {
         if c.runtime.is_empty() {
             "none".into()
         } else {
-            e(&c.runtime)
+            format!(
+                "{} (since {})",
+                e(&c.runtime),
+                time_text(c.runtime_since.as_ref())
+            )
         }
     );
+    if !c.engine.is_empty() {
+        t += &format!("  engine API       {}\n", e(&c.engine));
+    }
     let a = s.analysis.unwrap_or_default();
     t += &format!(
         "models             {} ({} learning), {} items; {} open incidents, next serial {}\n",

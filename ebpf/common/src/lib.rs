@@ -290,6 +290,17 @@ pub mod watch {
 /// container's own sensitive files.
 pub const MAX_WATCH: u32 = 4096;
 
+/// Words of the `FDR_SENSITIVE_BITS` bitmap (one bit per inode number
+/// modulo 2^18, 32 KiB).
+pub const SENSITIVE_WORDS: usize = 4096;
+
+/// The word and bit of inode number `ino` in `FDR_SENSITIVE_BITS`.
+#[inline(always)]
+pub const fn sensitive_bit(ino: u64) -> (usize, u64) {
+    let n = ino as usize & (SENSITIVE_WORDS * 64 - 1);
+    (n / 64, 1u64 << (n % 64))
+}
+
 /// Key of the `FDR_WATCH` map: an inode on a device.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -346,6 +357,31 @@ pub mod op {
 
 /// Size of the `FDR_SYSCALLS` table (syscall number → [`op`]).
 pub const MAX_SYSCALL: u32 = 512;
+
+/// The layout of `syscalls:sys_enter_*` / `sys_exit_*` records every kernel
+/// so far has (`struct syscall_trace_enter { struct trace_entry; int nr;
+/// unsigned long args[]; }`, `syscall_trace_exit { …; int nr; long ret; }`).
+/// The programs read the record directly at these offsets when the ones
+/// read from tracefs ([`KernelOffsets::tp_sys_nr`] & co) are the same,
+/// through a probe read at tracefs's offsets otherwise.
+pub mod sys_tp {
+    pub const NR: u32 = 8;
+    pub const ARGS: u32 = 16;
+    pub const RET: u32 = 16;
+    /// The entry programs, by argument count (index = count − 1): the
+    /// kernel attaches a program to a tracepoint only when it reads no
+    /// further than the record, which holds just the syscall's arguments.
+    pub const ENTER_PROGRAMS: [&str; 6] = [
+        "fdr_sys_enter1",
+        "fdr_sys_enter2",
+        "fdr_sys_enter3",
+        "fdr_sys_enter4",
+        "fdr_sys_enter5",
+        "fdr_sys_enter6",
+    ];
+    /// The exit program, for every watched syscall.
+    pub const EXIT_PROGRAM: &str = "fdr_sys_exit";
+}
 
 /// Bytes for one path in a file record: the string the process passed
 /// (up to [`PATH_MAX`]), then the walked components of the directory it is
@@ -543,10 +579,17 @@ pub struct KernelOffsets {
     pub cred_fsgid: u32,
     pub cred_cap_effective: u32,
     pub cred_cap_permitted: u32,
-    /// `struct pt_regs` slots of the six syscall arguments, in order.
+    /// Offset of `__syscall_nr` in the records of `syscalls:sys_enter_*`
+    /// and `syscalls:sys_exit_*`.
+    pub tp_sys_nr: u32,
+    /// Offset of the first argument in `syscalls:sys_enter_*` records (the
+    /// six follow as `unsigned long`s).
+    pub tp_sys_args: u32,
+    /// Offset of `ret` in `syscalls:sys_exit_*` records.
+    pub tp_sys_ret: u32,
+    /// `struct pt_regs` slots of the six syscall arguments, in order (read
+    /// at a syscall's exit).
     pub regs_args: [u32; 6],
-    /// `struct pt_regs` slot of the syscall number.
-    pub regs_orig_ax: u32,
     /// Offset of the `__data_loc char[] filename` field of `sched:sched_process_exec`.
     pub tp_exec_filename: u32,
     /// Offset of the `pid` field of `sched:sched_process_exec`.
@@ -616,8 +659,10 @@ impl KernelOffsets {
         cred_fsgid: u32::MAX,
         cred_cap_effective: u32::MAX,
         cred_cap_permitted: u32::MAX,
+        tp_sys_nr: u32::MAX,
+        tp_sys_args: u32::MAX,
+        tp_sys_ret: u32::MAX,
         regs_args: [u32::MAX; 6],
-        regs_orig_ax: u32::MAX,
         tp_exec_filename: u32::MAX,
         tp_exec_pid: u32::MAX,
         tp_exec_old_pid: u32::MAX,
@@ -676,6 +721,9 @@ pub mod maps {
     pub const CRITICAL: &str = "FDR_CRITICAL";
     /// `HashMap<InodeKey, u32>`: watched inodes ([`super::watch`] bits).
     pub const WATCH: &str = "FDR_WATCH";
+    /// `Array<[u64; SENSITIVE_WORDS]>` of one element: a bit per inode
+    /// number of the sensitive entries of [`WATCH`] ([`super::sensitive_bit`]).
+    pub const SENSITIVE_BITS: &str = "FDR_SENSITIVE_BITS";
     /// `Array<u8>` indexed by syscall number: its [`super::op`].
     pub const SYSCALLS: &str = "FDR_SYSCALLS";
     /// `HashMap<u32, SyscallArgs>` by thread id: syscalls in flight.
@@ -685,6 +733,9 @@ pub mod maps {
     /// `LruPerCpuHashMap<DropKey, u64>`: records the ring buffer refused,
     /// by cgroup and kind (so a gap can name its scope).
     pub const SCOPE_DROPS: &str = "FDR_SCOPE_DROPS";
+    /// `Array<u32>` of one element, non-zero while the agent's reader sleeps:
+    /// the next record wakes it whatever the ring's fill.
+    pub const READER: &str = "FDR_READER";
     /// `PerCpuArray<ExecEvent>`: scratch space for building large records.
     pub const SCRATCH: &str = "FDR_SCRATCH";
 }
@@ -696,8 +747,9 @@ const _: () = assert!(size_of::<ForkEvent>() == 16 + 56 + 8);
 const _: () =
     assert!(size_of::<ExecEvent>() == 16 + 56 + 24 + FILENAME_MAX + ARGV_MAX + PATH_MAX + NAME_BUF);
 const _: () = assert!(size_of::<ExitEvent>() == 16 + 56 + 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 68 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 70 * 4);
 const _: () = assert!(size_of::<InodeKey>() == 16);
+const _: () = assert!(SENSITIVE_WORDS.is_power_of_two());
 const _: () = assert!(size_of::<DropKey>() == 16);
 const _: () = assert!(size_of::<PathRef>() == 8);
 const _: () = assert!(size_of::<FileEvent>() == 16 + 56 + 10 * 4 + 16 + 16 + 2 * PATH_AREA);

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use fdr_common::{
     DropKey, EventHeader, ExecEvent, FileEvent, InodeKey, KernelOffsets, Prefixes, SyscallArgs,
-    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL, MAX_WATCH,
+    MAX_DROP_KEYS, MAX_KINDS, MAX_SYSCALL, MAX_WATCH, SENSITIVE_WORDS,
 };
 
 /// Default ring size; user space resizes it from the config before load.
@@ -27,6 +27,12 @@ static CRITICAL: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "FDR_WATCH")]
 static WATCH: HashMap<InodeKey, u32> = HashMap::with_max_entries(MAX_WATCH, 0);
 
+/// One bit per inode number (modulo the bitmap's size) of the inodes
+/// whose read-only opens are reported (`watch::SENSITIVE` in `FDR_WATCH`):
+/// a clear bit spares a read-only open the device read and the map lookup.
+#[map(name = "FDR_SENSITIVE_BITS")]
+static SENSITIVE_BITS: Array<[u64; SENSITIVE_WORDS]> = Array::with_max_entries(1, 0);
+
 /// Syscall number → `fdr_common::op`.
 #[map(name = "FDR_SYSCALLS")]
 static SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALL, 0);
@@ -35,6 +41,11 @@ static SYSCALLS: Array<u8> = Array::with_max_entries(MAX_SYSCALL, 0);
 /// inside a syscall (no exit ever comes) ages out instead of leaking.
 #[map(name = "FDR_ARGS")]
 pub static ARGS: LruHashMap<u32, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// `[0]` non-zero while the reader sleeps: the next record wakes it (and
+/// clears the flag, so one record of a burst pays for the wake-up).
+#[map(name = "FDR_READER")]
+static READER: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "FDR_DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KINDS, 0);
@@ -157,13 +168,28 @@ pub fn send_to<T>(critical: bool, kind: u16, record: &T, len: usize) {
     let ring = if critical { &CRITICAL } else { &EVENTS };
     // SAFETY: a plain integer static; volatile so the loaded value is used.
     let threshold = unsafe { core::ptr::read_volatile(&FDR_WAKEUP_BYTES) };
-    let wake = if ring.query(BPF_RB_AVAIL_DATA) >= threshold {
+    let wake = if reader_asleep() || ring.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
     if ring.output::<[u8]>(bytes, wake).is_err() {
         count_drop(kind);
+    }
+}
+
+/// Whether the reader went to sleep; the flag is cleared by the caller
+/// that sees it set (it wakes the reader).
+#[inline(always)]
+fn reader_asleep() -> bool {
+    match READER.get_ptr_mut(0) {
+        // SAFETY: a valid pointer into the array's only element; a racing
+        // writer makes at worst one more wake-up.
+        Some(p) if unsafe { *p } != 0 => {
+            unsafe { *p = 0 };
+            true
+        }
+        _ => false,
     }
 }
 
@@ -200,6 +226,17 @@ pub fn watch_flags(dev: u32, ino: u64) -> u32 {
     let key = InodeKey { dev, _pad: 0, ino };
     // SAFETY: a map lookup; the value is copied out at once.
     unsafe { WATCH.get(key) }.copied().unwrap_or(0)
+}
+
+/// Whether inode number `ino` may be a sensitive file's (its bit in
+/// `FDR_SENSITIVE_BITS` is set); `false` means it certainly is not.
+#[inline(always)]
+pub fn maybe_sensitive(ino: u64) -> bool {
+    let Some(bits) = SENSITIVE_BITS.get(0) else {
+        return true;
+    };
+    let (word, bit) = fdr_common::sensitive_bit(ino);
+    bits.get(word).is_some_and(|w| w & bit != 0)
 }
 
 /// The `fdr_common::op` of a syscall number, 0 when not of interest.

@@ -5,14 +5,20 @@
 //! filesystems and excluded directories never leave the kernel.
 
 use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
-use fdr_common::{flags, op, watch, EventKind, FileEvent, PathRef, PATH_AREA, PATH_MAX};
+use fdr_common::{
+    flags, op, watch, EventKind, FileEvent, PathRef, SyscallArgs, PATH_AREA, PATH_MAX,
+};
 
 use crate::{
-    emit::{enabled, header, offsets, prefixes, scratch_bytes, scratch_file, send_to, watch_flags},
+    emit::{
+        enabled, header, maybe_sensitive, offsets, prefixes, scratch_bytes, scratch_file, send_to,
+        watch_flags,
+    },
     path::walk,
-    syscalls::{is_agent, take_args},
+    syscalls::is_agent,
     task::{
-        current, current_info, field, file_of_fd, inode_id, inode_info, session_flags, InodeInfo,
+        current, current_info, field, file_inode_flags, file_of_fd, inode_info, inode_sb_ino,
+        session_flags, InodeInfo,
     },
 };
 
@@ -64,17 +70,21 @@ fn set_inode(ev: &mut FileEvent, i: &InodeInfo) {
     ev.mode = i.mode;
 }
 
-/// Opens of every flavour (open, openat, openat2, creat), at exit.
 /// Exit of an open (open, openat, openat2, creat) that returned `fd`.
+///
+/// Read-only opens are the most frequent syscall fdr watches and almost
+/// all of them are dropped: their path costs the descriptor lookup, the
+/// inode's number and a bit test of the sensitive inodes' bitmap; only
+/// an inode whose bit is set pays for its device and the map lookup.
 #[inline(never)]
 pub fn exit_open(nr: u32, fd: i64) -> i32 {
-    if fd < 0 || is_agent() {
+    if fd < 0 {
         return 0;
     }
-    let task = current();
-    let file = file_of_fd(task, fd);
-    let o = offsets();
-    let f_flags: u32 = field(file, o.file_f_flags).unwrap_or(0);
+    let file = file_of_fd(fd);
+    let Some((inode, f_flags)) = file_inode_flags(file) else {
+        return 0;
+    };
     let writing = f_flags & O_ACCMODE != 0;
     let kind = if writing {
         EventKind::FileWrite
@@ -84,21 +94,31 @@ pub fn exit_open(nr: u32, fd: i64) -> i32 {
     if !enabled(kind as u16) {
         return 0;
     }
-    let inode: *const u8 = field(file, o.file_f_inode).unwrap_or(core::ptr::null());
-    // The read-only path, the most frequent open there is: only what the
-    // sensitive-file lookup needs, then out.
+    let o = offsets();
     let own = if writing {
         0
     } else {
-        let Some((dev, ino)) = inode_id(inode) else {
+        let Some((sb, ino)) = inode_sb_ino(inode) else {
+            return 0;
+        };
+        if !maybe_sensitive(ino) {
+            return 0; // a read-only open of an ordinary file
+        }
+        let Some(dev) = field::<u32>(sb, o.sb_s_dev) else {
             return 0;
         };
         let own = watch_flags(dev, ino);
         if own & watch::SENSITIVE == 0 {
-            return 0; // a read-only open of an ordinary file
+            return 0;
         }
         own
     };
+    // After the read-only filter: the agent's own opens are mostly
+    // read-only ones of ordinary files, dropped above anyway.
+    if is_agent() {
+        return 0;
+    }
+    let task = current();
     let Some(info) = inode_info(inode) else {
         return 0;
     };
@@ -189,7 +209,7 @@ fn resolve(task: *const u8, dfd: i64, user: u64, slot: usize, text_only: bool) -
         // SAFETY: pointer arithmetic only.
         unsafe { fs.add(o.fs_pwd as usize) }
     } else {
-        let file = file_of_fd(task, dfd);
+        let file = file_of_fd(dfd);
         if file.is_null() {
             return r;
         }
@@ -206,9 +226,9 @@ fn resolve(task: *const u8, dfd: i64, user: u64, slot: usize, text_only: bool) -
 
 /// Resolves a descriptor's file into area `slot`.
 #[inline(always)]
-fn resolve_fd(task: *const u8, fd: i64, ev: &mut FileEvent) -> Resolved {
+fn resolve_fd(fd: i64, ev: &mut FileEvent) -> Resolved {
     let o = offsets();
-    let file = file_of_fd(task, fd);
+    let file = file_of_fd(fd);
     let inode: *const u8 = field(file, o.file_f_inode).unwrap_or(core::ptr::null());
     let mut own = 0;
     if let Some(info) = inode_info(inode) {
@@ -289,10 +309,7 @@ fn prefix_class(area: usize) -> u32 {
 /// Path- and descriptor-based file changes, at exit, when they succeeded.
 /// Exit of a path or descriptor based file change.
 #[inline(never)]
-pub fn exit_file(rc: i64) -> i32 {
-    let Some(a) = take_args() else {
-        return 0;
-    };
+pub fn exit_file(rc: i64, a: SyscallArgs) -> i32 {
     if rc != 0 {
         return 0;
     }
@@ -362,7 +379,7 @@ pub fn exit_file(rc: i64) -> i32 {
         op::FCHMOD => {
             ev.new_mode = x[1] as u32;
             ev.old_mode = a.old_mode;
-            (resolve_fd(task, x[0] as i32 as i64, ev), None)
+            (resolve_fd(x[0] as i32 as i64, ev), None)
         }
         op::CHOWN => {
             ev.uid = x[1] as u32;
@@ -378,7 +395,7 @@ pub fn exit_file(rc: i64) -> i32 {
         op::FCHOWN => {
             ev.uid = x[1] as u32;
             ev.gid = x[2] as u32;
-            (resolve_fd(task, x[0] as i32 as i64, ev), None)
+            (resolve_fd(x[0] as i32 as i64, ev), None)
         }
         op::TRUNCATE => {
             ev.size = x[1];
@@ -386,7 +403,7 @@ pub fn exit_file(rc: i64) -> i32 {
         }
         op::FTRUNCATE => {
             ev.size = x[1];
-            (resolve_fd(task, x[0] as i32 as i64, ev), None)
+            (resolve_fd(x[0] as i32 as i64, ev), None)
         }
         _ => return 0,
     };

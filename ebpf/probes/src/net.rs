@@ -3,11 +3,11 @@
 //! read from the socket itself, after the kernel filled them in.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
-use fdr_common::{op, EventKind, NetEvent};
+use fdr_common::{op, EventKind, NetEvent, SyscallArgs};
 
 use crate::{
     emit::{enabled, header, offsets, send_to},
-    syscalls::{is_agent, take_args},
+    syscalls::is_agent,
     task::{current, current_info, field, file_of_fd, session_flags},
 };
 
@@ -23,8 +23,8 @@ const SOCKADDR_MAX: usize = 28;
 
 /// Exit of bind, connect, listen or accept.
 #[inline(never)]
-pub fn exit_net(opn: u8, rc: i64) -> i32 {
-    // accept has no entry program: its descriptor is the return value.
+pub fn exit_net(opn: u8, rc: i64, args: Option<SyscallArgs>) -> i32 {
+    // accept needs no arguments: its descriptor is the return value.
     // For a failed connect: the address the caller asked for, as the
     // socket may have forgotten it by now.
     let mut user_addr = 0u64;
@@ -34,7 +34,7 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
         }
         (EventKind::NetAccept, rc, 0)
     } else {
-        let Some(a) = take_args() else {
+        let Some(a) = args else {
             return 0;
         };
         let connect = a.op as u8 == op::CONNECT;
@@ -67,7 +67,7 @@ pub fn exit_net(opn: u8, rc: i64) -> i32 {
     }
     let task = current();
     let o = offsets();
-    let file = file_of_fd(task, fd);
+    let file = file_of_fd(fd);
     let socket: *const u8 = field(file, o.file_private_data).unwrap_or(core::ptr::null());
     let sk: *const u8 = field(socket, o.socket_sk).unwrap_or(core::ptr::null());
     let Some(family) = field::<u16>(sk, o.sk_family) else {

@@ -21,7 +21,7 @@ use fdr_common::{flags, NAME_BUF, PATH_DEPTH, PATH_MAX};
 
 use crate::{
     emit::{offsets, scratch_bytes, watch_flags, SCRATCH_SIZE},
-    task::{field, inode_id},
+    task::{field, inode_sb_ino, read3},
 };
 
 /// The walk's state, shared with the loop callback.
@@ -41,6 +41,11 @@ struct Walk {
     watch: u32,
     /// Look the inodes up in the watch map (file events; not for exec).
     want_watch: bool,
+    /// `mnt_root` of the current mount, read once per mount.
+    mnt_root: usize,
+    /// The last superblock seen and its device (most paths stay on one).
+    sb: usize,
+    dev: u32,
 }
 
 #[map(name = "FDR_WALK")]
@@ -91,6 +96,9 @@ pub fn walk(path: *const u8, area: usize, want_watch: bool) -> Walked {
     w.done = false;
     w.watch = 0;
     w.want_watch = want_watch;
+    w.mnt_root = field::<usize>(vfsmnt, o.vfsmount_mnt_root).unwrap_or(0);
+    w.sb = 0;
+    w.dev = 0;
     // SAFETY: `step` has the callback signature bpf_loop expects.
     unsafe { bpf_loop(PATH_DEPTH, step as *mut c_void, core::ptr::null_mut(), 0) };
     let Some(w) = state() else {
@@ -112,13 +120,12 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     let o = offsets();
-    let (dentry, vfsmnt, mnt) = (
-        w.dentry as *const u8,
-        w.vfsmnt as *const u8,
-        w.mnt as *const u8,
-    );
-    let mnt_root: *const u8 = field(vfsmnt, o.vfsmount_mnt_root).unwrap_or(core::ptr::null());
-    let parent: *const u8 = field(dentry, o.dentry_d_parent).unwrap_or(core::ptr::null());
+    let (dentry, mnt) = (w.dentry as *const u8, w.mnt as *const u8);
+    let mnt_root = w.mnt_root as *const u8;
+    // d_parent, d_name.name and d_inode are neighbours: one read.
+    let (parent, name, inode) = read3(dentry, o.dentry_d_parent, o.dentry_name, o.dentry_d_inode)
+        .unwrap_or((0, 0, 0));
+    let (parent, name, inode) = (parent as *const u8, name as *const u8, inode as *const u8);
     if dentry == mnt_root || dentry == parent || parent.is_null() {
         if dentry != mnt_root {
             // The root of a dentry tree that is no mount root: deleted or
@@ -133,6 +140,7 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         w.dentry = field::<usize>(mnt, o.mount_mnt_mountpoint).unwrap_or(0);
         w.mnt = mnt_parent as usize;
         w.vfsmnt = (mnt_parent as usize).wrapping_add(o.mount_mnt as usize);
+        w.mnt_root = field::<usize>(w.vfsmnt as *const u8, o.vfsmount_mnt_root).unwrap_or(0);
         if w.dentry == 0 {
             return finish(w, flags::PATH_DISCONNECTED);
         }
@@ -142,12 +150,14 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         return finish(w, flags::PATH_TRUNCATED);
     }
     if w.want_watch {
-        let inode: *const u8 = field(dentry, o.dentry_d_inode).unwrap_or(core::ptr::null());
-        if let Some((dev, ino)) = inode_id(inode) {
-            w.watch |= watch_flags(dev, ino);
+        if let Some((sb, ino)) = inode_sb_ino(inode) {
+            if sb as usize != w.sb {
+                w.sb = sb as usize;
+                w.dev = field(sb, o.sb_s_dev).unwrap_or(0);
+            }
+            w.watch |= watch_flags(w.dev, ino);
         }
     }
-    let name: *const u8 = field(dentry, o.dentry_name).unwrap_or(core::ptr::null());
     let Some(buf) = scratch_bytes() else {
         return finish(w, flags::PATH_TRUNCATED);
     };

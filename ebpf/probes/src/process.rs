@@ -138,7 +138,7 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
     let (dev, ino) = inode_info(inode).map_or((0, 0), |i| (i.dev, i.ino));
     ev.exe_dev = dev;
     ev.exe_ino = ino;
-    if stdin_is_socket(task) {
+    if stdin_is_socket() {
         fl |= flags::STDIN_SOCKET;
     }
     ev.header = header(EventKind::Exec as u16, fl | path_flags);
@@ -149,12 +149,12 @@ pub fn fdr_exec(ctx: TracePointContext) -> i32 {
     0
 }
 
-/// Whether `task`'s descriptor 0 is a socket.
+/// Whether the current task's descriptor 0 is a socket.
 #[inline(always)]
-fn stdin_is_socket(task: *const u8) -> bool {
+fn stdin_is_socket() -> bool {
     const S_IFMT: u32 = 0o170000;
     const S_IFSOCK: u32 = 0o140000;
-    let file = file_of_fd(task, 0);
+    let file = file_of_fd(0);
     let inode: *const u8 = field(file, offsets().file_f_inode).unwrap_or(core::ptr::null());
     field::<u16>(inode, offsets().inode_i_mode).is_some_and(|m| u32::from(m) & S_IFMT == S_IFSOCK)
 }

@@ -118,6 +118,12 @@ impl Containerd {
     /// `k8s.io` namespace. Panics, naming the Debian packages, when the
     /// binaries are missing.
     pub async fn start(tag: &str) -> Result<Containerd> {
+        Self::start_on(tag, None).await
+    }
+
+    /// The same, with the daemon's socket at `socket` (its directory must
+    /// exist) instead of inside its temporary directory.
+    pub async fn start_on(tag: &str, socket: Option<&Path>) -> Result<Containerd> {
         for (bin, package) in REQUIRED {
             let found = which(bin);
             assert!(
@@ -135,7 +141,7 @@ impl Containerd {
             }
         }
         let dir = TempDir::new(tag);
-        let socket = dir.path().join("containerd.sock");
+        let socket = socket.map_or_else(|| dir.path().join("containerd.sock"), Path::to_path_buf);
         let image = build_image(dir.path()).context("building the busybox image")?;
         let config = dir.path().join("config.toml");
         let runc = which("runc").context("runc not found")?;

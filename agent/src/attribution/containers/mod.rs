@@ -11,6 +11,7 @@
 pub mod cri;
 pub mod engine;
 pub mod native;
+pub mod sockets;
 pub mod watcher;
 
 use std::{
@@ -96,6 +97,11 @@ pub struct ContainerCounts {
     pub with_metadata: u64,
 }
 
+/// Marks a naming change (see `ContainerRegistry::changes`).
+fn bump(generation: &mut u64) {
+    *generation = generation.wrapping_add(1);
+}
+
 /// Every known container, by id.
 #[derive(Debug)]
 pub struct ContainerRegistry {
@@ -103,6 +109,14 @@ pub struct ContainerRegistry {
     tombstone_ttl: Duration,
     /// The runtime in use (`containerd 1.6.20 at /run/containerd/…`).
     pub runtime: Option<String>,
+    /// When the runtime was connected (wall-clock ns; 0 while none is).
+    pub runtime_since_ns: u64,
+    /// The Docker Engine API in use (`docker 27.5.1 at /run/docker.sock`).
+    pub engine: Option<String>,
+    /// Bumped whenever a container's naming may have changed (named, or
+    /// known to stay unnamed): live subscribers holding a container's
+    /// events wait on it ([`ContainerRegistry::naming_changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl ContainerLookup for ContainerRegistry {
@@ -117,7 +131,15 @@ impl ContainerRegistry {
             entries: HashMap::new(),
             tombstone_ttl,
             runtime: None,
+            runtime_since_ns: 0,
+            engine: None,
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Fires after a container's [`Naming`] may have left `Pending`.
+    pub fn naming_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The container's metadata, also after it stopped (until its
@@ -192,6 +214,7 @@ impl ContainerRegistry {
         let e = self.entries.entry(id.clone()).or_default();
         e.meta = Some(Arc::new(meta));
         e.stop_by_cgroup = false;
+        self.changes.send_modify(bump);
         if e.started || e.stopped.is_some() {
             return None;
         }
@@ -220,6 +243,7 @@ impl ContainerRegistry {
         if let Some(m) = meta {
             e.meta = Some(Arc::new(m));
         }
+        self.changes.send_modify(bump);
         if e.stopped.is_some() {
             return None;
         }
@@ -252,6 +276,7 @@ impl ContainerRegistry {
         }
         e.stop_by_cgroup = true;
         e.started = true;
+        self.changes.send_modify(bump);
         Some(Notice::started(id.clone(), "cgroup", cgroup_id, 0))
     }
 
@@ -266,6 +291,7 @@ impl ContainerRegistry {
         e.meta = Some(Arc::new(meta));
         e.stop_by_cgroup = true;
         e.named_by = Some(source);
+        self.changes.send_modify(bump);
         if e.started || e.stopped.is_some() {
             return None;
         }
@@ -323,6 +349,9 @@ impl ContainerRegistry {
                 cgroup_id: *cgroup_id,
                 pid: 0,
             });
+        }
+        if !out.is_empty() {
+            self.changes.send_modify(bump);
         }
         out
     }

@@ -8,7 +8,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::{
     cri::{self, Cri},
     engine::Engine,
+    sockets::SocketWatch,
     Notice,
 };
 use crate::{attribution::containers::ContainerRegistry, config::AttributionConfig, util::lock};
@@ -28,8 +29,13 @@ const RECONNECT: Duration = Duration::from_secs(10);
 /// before it is taken for one no runtime knows: the kernel shows a pod's
 /// sandbox, and a container being created, before the CRI lists them.
 const CRI_GRACE: Duration = Duration::from_secs(1);
-/// How soon a container left for the CRI to list is looked for again.
+/// How soon a container left for the CRI to list is looked for again;
+/// also how often a runtime whose socket just appeared is tried until it
+/// answers.
 const RELOOK: Duration = Duration::from_millis(100);
+/// How long a runtime whose socket just appeared is tried every `RELOOK`
+/// (it binds its socket before it answers).
+const APPEARED_RETRY: Duration = Duration::from_secs(30);
 
 struct Watcher {
     containers: Arc<Mutex<ContainerRegistry>>,
@@ -51,24 +57,81 @@ struct Watcher {
     /// Runtime state of each listed container at the last look.
     seen: HashMap<Arc<str>, cri::State>,
     cgroup_root: Option<PathBuf>,
-    /// A sighted container was left unnamed for the CRI to list it: look
-    /// again soon.
+    /// A sighted container was left unnamed for the CRI to list it, or a
+    /// runtime's socket appeared and it did not answer yet: look again
+    /// soon.
     again: bool,
+    /// A runtime socket appeared at this time: connecting is retried every
+    /// `RELOOK` for `APPEARED_RETRY`.
+    appeared: Option<Instant>,
+    /// Whose socket appeared, not connected yet: the CRI runtime's, the
+    /// engine's.
+    awaited: (bool, bool),
 }
 
 impl Watcher {
+    /// How long after a failed attempt to try connecting again.
+    fn backoff(&self) -> Duration {
+        match self.appeared {
+            Some(t) if t.elapsed() < APPEARED_RETRY => RELOOK,
+            _ => RECONNECT,
+        }
+    }
+
+    /// Runtime sockets were (re)created: a runtime started or restarted.
+    /// Connected anew at once (a connection to the one before is stale).
+    fn sockets_appeared(&mut self, paths: &[PathBuf]) {
+        tracing::info!(?paths, "container runtime socket appeared");
+        if paths.iter().any(|p| self.cfg.runtime_endpoints.contains(p)) {
+            if self
+                .cri
+                .as_ref()
+                .is_some_and(|c| paths.iter().any(|p| Path::new(c.endpoint()) == p))
+            {
+                self.cri = None;
+                self.native = None;
+                self.seen.clear();
+                let mut reg = lock(&self.containers);
+                reg.runtime = None;
+                reg.runtime_since_ns = 0;
+            }
+            self.last_attempt = None;
+            self.awaited.0 = true;
+        }
+        if paths.iter().any(|p| self.cfg.engine_endpoints.contains(p)) {
+            if self
+                .engine
+                .as_ref()
+                .is_some_and(|e| paths.iter().any(|p| e.endpoint() == p))
+            {
+                self.engine = None;
+                lock(&self.containers).engine = None;
+            }
+            self.engine_attempt = None;
+            self.awaited.1 = true;
+        }
+        self.appeared = Some(Instant::now());
+    }
+
     async fn ensure_connected(&mut self) {
         if self.cri.is_some() || self.cfg.runtime_endpoints.is_empty() {
             return;
         }
-        if self.last_attempt.is_some_and(|t| t.elapsed() < RECONNECT) {
+        if self
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < self.backoff())
+        {
             return;
         }
         self.last_attempt = Some(Instant::now());
         match Cri::connect(&self.cfg.runtime_endpoints).await {
             Ok(c) => {
                 tracing::info!(runtime = %c.runtime, endpoint = c.endpoint(), "container runtime connected");
-                lock(&self.containers).runtime = Some(format!("{} at {}", c.runtime, c.endpoint()));
+                {
+                    let mut reg = lock(&self.containers);
+                    reg.runtime = Some(format!("{} at {}", c.runtime, c.endpoint()));
+                    reg.runtime_since_ns = crate::util::now_ns();
+                }
                 self.native = None;
                 if c.runtime.starts_with("containerd") {
                     let socket = std::path::Path::new(c.endpoint());
@@ -91,20 +154,27 @@ impl Watcher {
         self.cri = None;
         self.native = None;
         self.seen.clear();
-        lock(&self.containers).runtime = None;
+        let mut reg = lock(&self.containers);
+        reg.runtime = None;
+        reg.runtime_since_ns = 0;
     }
 
     async fn ensure_engine(&mut self) {
         if self.engine.is_some() || self.cfg.engine_endpoints.is_empty() {
             return;
         }
-        if self.engine_attempt.is_some_and(|t| t.elapsed() < RECONNECT) {
+        if self
+            .engine_attempt
+            .is_some_and(|t| t.elapsed() < self.backoff())
+        {
             return;
         }
         self.engine_attempt = Some(Instant::now());
         match Engine::connect(&self.cfg.engine_endpoints).await {
             Ok(e) => {
                 tracing::info!(runtime = %e.runtime, endpoint = %e.endpoint().display(), "Docker Engine API connected");
+                lock(&self.containers).engine =
+                    Some(format!("{} at {}", e.runtime, e.endpoint().display()));
                 self.engine = Some(e);
             }
             Err(super::engine::EngineError::NoSocket(_)) => {}
@@ -158,6 +228,7 @@ impl Watcher {
             Err(err) => {
                 tracing::warn!(%err, "Docker Engine API lost");
                 self.engine = None;
+                lock(&self.containers).engine = None;
                 None
             }
         }
@@ -224,6 +295,13 @@ impl Watcher {
             self.first = false;
         }
         self.resolve_others(&mut out).await;
+        // A runtime whose socket just appeared and that did not answer yet:
+        // tried again soon.
+        self.awaited.0 &= self.cri.is_none();
+        self.awaited.1 &= self.engine.is_none();
+        if (self.awaited.0 || self.awaited.1) && self.backoff() == RELOOK {
+            self.again = true;
+        }
         let hold = self.engine_stops(&mut out).await;
         let root = self.cgroup_root.clone();
         let mut reg = lock(&self.containers);
@@ -339,14 +417,51 @@ pub async fn run(
         seen: HashMap::new(),
         cgroup_root: crate::attribution::scope::cgroup2_root(),
         again: false,
+        appeared: None,
+        awaited: (false, false),
     };
+    let endpoints: Vec<PathBuf> = w
+        .cfg
+        .runtime_endpoints
+        .iter()
+        .chain(&w.cfg.engine_endpoints)
+        .cloned()
+        .collect();
+    let mut sockets = if endpoints.is_empty() {
+        None
+    } else {
+        match SocketWatch::new(endpoints) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch the runtime sockets' directories: a runtime that starts later is found within {RECONNECT:?}");
+                None
+            }
+        }
+    };
+    let mut watch_failed = false;
     loop {
         let relook = tokio::time::sleep(RELOOK);
+        let appeared = async {
+            match sockets.as_mut() {
+                Some(s) => s.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.wait_for(|&v| v) => return,
             _ = tick.tick() => {}
             Some(()) = wake.recv() => {}
             _ = relook, if w.again => {}
+            paths = appeared => match paths {
+                Ok(paths) => w.sockets_appeared(&paths),
+                Err(err) => {
+                    tracing::warn!(%err, "watching the runtime sockets' directories: stopped");
+                    watch_failed = true;
+                }
+            },
+        }
+        if std::mem::take(&mut watch_failed) {
+            sockets = None;
         }
         for n in w.refresh().await {
             if notices.send(n).is_err() {

@@ -189,6 +189,7 @@ fn bench_state(dir: &Path) -> Result<Arc<State>> {
         containers: ContainerRegistry::new(Duration::from_secs(60)),
         ancestry_depth: 16,
         ring_bytes: 0,
+        critical_ring_bytes: 0,
         store,
         models,
         incidents,
