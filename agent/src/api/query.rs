@@ -18,6 +18,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::event::wire::{event_to_pb, kind_from_pb, protocol_name, Enrich};
+use crate::recorder::codec::Head;
 use crate::{
     attribution::containers::{Change, ContainerMeta, ContainerRegistry},
     attribution::scope::Scope,
@@ -33,8 +34,11 @@ pub const MAX_PAGE_EVENTS: usize = 10_000;
 /// for the rest of the message.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// Buffer entries examined per hold of the `buffers` lock (besides
-/// skipping to the cursor).
-const SCAN_PER_LOCK: usize = 16 * 1024;
+/// skipping to the cursor): each is read from its compact record.
+const SCAN_PER_LOCK: usize = 1024;
+/// Candidates decoded from the buffer's records per hold of the `buffers`
+/// lock.
+const DECODE_PER_LOCK: usize = 256;
 /// Candidates taken per hold of the `buffers` lock when a text filter
 /// decides outside it.
 const TEXT_CHUNK: usize = 4096;
@@ -151,11 +155,11 @@ impl EventQuery {
     }
 
     /// Cursor, kind and time: what may be decided under the `buffers` lock.
-    fn cheap_match(&self, ev: &Event) -> bool {
-        ev.seq > self.after_seq
-            && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&ev.kind()))
-            && self.from_ns.is_none_or(|f| ev.time_ns >= f)
-            && self.to_ns.is_none_or(|t| ev.time_ns <= t)
+    fn cheap_match_head(&self, seq: u64, kind: EventKind, time_ns: u64) -> bool {
+        seq > self.after_seq
+            && (self.domain_kinds.is_empty() || self.domain_kinds.contains(&kind))
+            && self.from_ns.is_none_or(|f| time_ns >= f)
+            && self.to_ns.is_none_or(|t| time_ns <= t)
     }
 
     /// The text filter on a domain event (true without one); `hay` is a
@@ -285,11 +289,20 @@ impl EventQuery {
             let (last, end) = {
                 let started = Instant::now();
                 let b = lock(buffers);
+                // Only candidates are decoded from the buffer's records.
+                let keep = |h: &Head| self.cheap_match_head(h.seq, h.kind, h.time_ns);
                 let (examined, last, end) = match scope {
-                    Some(s) => self.pick(b.scope_after(s, after), after, want, &mut cands),
+                    Some(s) => {
+                        self.pick(b.scope_scan_after(s, after, keep), after, want, &mut cands)
+                    }
                     None => {
                         let keys: Vec<Scope> = b.scopes().into_iter().map(|(s, _)| s).collect();
-                        self.pick(merged_after(&b, &keys, after), after, want, &mut cands)
+                        self.pick(
+                            merged_after(&b, &keys, after, keep),
+                            after,
+                            want,
+                            &mut cands,
+                        )
                     }
                 };
                 drop(b);
@@ -319,24 +332,22 @@ impl EventQuery {
     /// `events` (after the cursor), until `want` of them or
     /// [`SCAN_PER_LOCK`] examined: how many were examined, the last seq
     /// examined, and whether `events` ended.
-    fn pick<'a>(
+    fn pick(
         &self,
-        events: impl Iterator<Item = &'a Arc<Event>>,
+        events: impl Iterator<Item = (u64, Option<Arc<Event>>)>,
         after: u64,
         want: usize,
         cands: &mut Vec<Arc<Event>>,
     ) -> (usize, u64, bool) {
         let mut examined = 0;
         let mut last = after;
-        for ev in events {
-            if examined == SCAN_PER_LOCK || cands.len() == want {
+        for (seq, ev) in events {
+            if examined == SCAN_PER_LOCK || cands.len() == want.min(DECODE_PER_LOCK) {
                 return (examined, last, false);
             }
             examined += 1;
-            last = ev.seq;
-            if self.cheap_match(ev) {
-                cands.push(ev.clone());
-            }
+            last = seq;
+            cands.extend(ev);
         }
         (examined, last, true)
     }
@@ -349,15 +360,19 @@ fn merged_after<'a>(
     b: &'a ScopeBuffers,
     scopes: &'a [Scope],
     after: u64,
-) -> impl Iterator<Item = &'a Arc<Event>> + 'a {
+    keep: impl Fn(&Head) -> bool + Copy + 'a,
+) -> impl Iterator<Item = (u64, Option<Arc<Event>>)> + 'a {
     use std::{cmp::Reverse, collections::BinaryHeap};
-    let mut iters: Vec<_> = scopes.iter().map(|s| b.scope_after(s, after)).collect();
+    let mut iters: Vec<_> = scopes
+        .iter()
+        .map(|s| b.scope_scan_after(s, after, keep))
+        .collect();
     let mut heads: BinaryHeap<(Reverse<u64>, usize)> = BinaryHeap::new();
-    let mut pending: Vec<Option<&'a Arc<Event>>> = Vec::with_capacity(iters.len());
+    let mut pending: Vec<Option<(u64, Option<Arc<Event>>)>> = Vec::with_capacity(iters.len());
     for (i, it) in iters.iter_mut().enumerate() {
         let ev = it.next();
-        if let Some(ev) = ev {
-            heads.push((Reverse(ev.seq), i));
+        if let Some(ev) = &ev {
+            heads.push((Reverse(ev.0), i));
         }
         pending.push(ev);
     }
@@ -365,7 +380,7 @@ fn merged_after<'a>(
         let (_, i) = heads.pop()?;
         let ev = pending[i].take()?;
         if let Some(next) = iters[i].next() {
-            heads.push((Reverse(next.seq), i));
+            heads.push((Reverse(next.0), i));
             pending[i] = Some(next);
         }
         Some(ev)
@@ -952,7 +967,8 @@ mod tests {
         let b = buffers();
         let scopes = ["host", "container:a", "container:b"];
         // Interleaved over three scopes; every third one holds the text.
-        for seq in 1..=3 * SCAN_PER_LOCK as u64 {
+        let n = 3 * 16 * 1024u64;
+        for seq in 1..=n {
             let comm = if seq % 3 == 0 { "marker" } else { "t" };
             let mut e = (*in_scope(seq, Detail::Exit { status: 0 }, comm)).clone();
             e.scope = Scope::from_key(scopes[(seq / 3 % 3) as usize]).unwrap();
@@ -976,7 +992,6 @@ mod tests {
                 }
             }
         };
-        let n = 3 * SCAN_PER_LOCK as u64;
         let (seqs, nscopes, pages) = all("", 5000);
         assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "each once, in order");
         assert_eq!((nscopes, pages), (3, 10));
@@ -1038,7 +1053,8 @@ mod tests {
     #[test]
     fn live_limit_zero_is_the_cap_and_holds_are_bounded() {
         let b = buffers();
-        let n = 3 * SCAN_PER_LOCK as u64;
+        // More than a page, a whole number of scans.
+        let n = (MAX_PAGE_EVENTS / SCAN_PER_LOCK + 2) as u64 * SCAN_PER_LOCK as u64;
         for seq in 1..=n {
             lock(&b).push(exit(seq));
         }
@@ -1046,7 +1062,11 @@ mod tests {
         let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
         assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
-        assert_eq!(stats.holds, 1, "one hold picks the page and one more");
+        assert_eq!(
+            stats.holds as usize,
+            (MAX_PAGE_EVENTS + 1).div_ceil(DECODE_PER_LOCK),
+            "holds decode a bounded number each: the page and one more"
+        );
         assert_eq!(stats.examined, MAX_PAGE_EVENTS as u64 + 1);
         assert_eq!(
             drain(live(&b, &[], "", 0), usize::MAX),
@@ -1059,7 +1079,11 @@ mod tests {
         let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
         assert!(p.events.is_empty() && p.next_cursor.is_none());
         assert_eq!(stats.examined, n);
-        assert_eq!(stats.holds, 3, "{stats:?}");
+        assert_eq!(
+            u64::from(stats.holds),
+            n / SCAN_PER_LOCK as u64,
+            "{stats:?}"
+        );
     }
 
     #[test]

@@ -80,6 +80,22 @@ impl Comm {
         }
     }
 
+    /// The length byte (with its not-UTF-8 flag) and the bytes: what
+    /// [`Comm::from_parts`] takes back (the recorder's compact form).
+    pub fn to_parts(&self) -> (u8, &[u8]) {
+        (self.len, self.as_bytes())
+    }
+
+    /// A name from [`Comm::to_parts`]; `None` when they do not fit together.
+    pub fn from_parts(len: u8, bytes: &[u8]) -> Option<Comm> {
+        if usize::from(len & !Comm::NOT_UTF8) != bytes.len() || bytes.len() > 16 {
+            return None;
+        }
+        let mut buf = [0u8; 16];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Some(Comm { len, buf })
+    }
+
     /// The bytes, exactly.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..usize::from(self.len & !Comm::NOT_UTF8)]
@@ -239,6 +255,15 @@ impl NotUtf8 {
     #[must_use]
     pub fn with(self, other: NotUtf8) -> NotUtf8 {
         NotUtf8(self.0 | other.0)
+    }
+
+    /// The flags as a byte (the recorder's compact form).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u8) -> NotUtf8 {
+        NotUtf8(bits)
     }
 
     pub fn contains(self, other: NotUtf8) -> bool {

@@ -10,6 +10,7 @@
 //! streams. Imports: the foundation and the stages before it.
 
 pub mod buffer;
+pub mod codec;
 pub mod live;
 pub mod loss;
 pub mod naming;
@@ -58,7 +59,8 @@ struct ScopeBuffer {
 /// One rolling buffer per scope.
 pub struct ScopeBuffers {
     limits: Limits,
-    scopes: HashMap<Scope, ScopeBuffer>,
+    /// (Hashed with [`codec::Fx`]: once per event, over a container id.)
+    scopes: HashMap<Scope, ScopeBuffer, std::hash::BuildHasherDefault<codec::Fx>>,
     bytes: usize,
     /// Bytes charged to the budget outside the buffers (open snapshots).
     charged: Arc<AtomicUsize>,
@@ -72,7 +74,7 @@ impl ScopeBuffers {
     pub fn new(limits: Limits) -> Self {
         ScopeBuffers {
             limits,
-            scopes: HashMap::new(),
+            scopes: HashMap::default(),
             bytes: 0,
             charged: Arc::new(AtomicUsize::new(0)),
             freed_evicted: 0,
@@ -96,16 +98,24 @@ impl ScopeBuffers {
         self.bytes + self.charged.load(Relaxed)
     }
 
-    pub fn push(&mut self, ev: Arc<Event>) {
+    /// Adds an event to its scope's buffer (encoded: the buffer keeps no
+    /// reference to it).
+    pub fn push<E: std::borrow::Borrow<Event>>(&mut self, ev: E) {
+        let ev = ev.borrow();
         let (quota, reserve) = (self.limits.scope_quota, self.limits.critical_reserve);
-        let b = self
-            .scopes
-            .entry(ev.scope.clone())
-            .or_insert_with(|| ScopeBuffer {
-                events: EventBuffer::new(quota, reserve),
-                last_ns: 0,
-                cgroup_id: ev.record.task.cgroup_id,
-            });
+        if !self.scopes.contains_key(&ev.scope) {
+            self.scopes.insert(
+                ev.scope.clone(),
+                ScopeBuffer {
+                    events: EventBuffer::new(ev.scope.clone(), quota, reserve),
+                    last_ns: 0,
+                    cgroup_id: ev.record.task.cgroup_id,
+                },
+            );
+        }
+        let Some(b) = self.scopes.get_mut(&ev.scope) else {
+            return;
+        };
         b.last_ns = b.last_ns.max(ev.time_ns);
         self.last_seq = self.last_seq.max(ev.seq);
         let delta = b.events.push(ev);
@@ -126,12 +136,80 @@ impl ScopeBuffers {
         }
     }
 
-    /// Events of `scope`, oldest first.
-    pub fn scope(&self, scope: &Scope) -> impl Iterator<Item = &Arc<Event>> {
+    /// Events of `scope`, oldest first (decoded from the buffer).
+    pub fn scope(&self, scope: &Scope) -> impl Iterator<Item = Arc<Event>> + '_ {
         self.scopes
             .get(scope)
             .into_iter()
             .flat_map(|b| b.events.iter())
+    }
+
+    /// Events of `scope` whose time is within [from_ns, to_ns], oldest
+    /// first; the others are not decoded.
+    pub fn scope_within(
+        &self,
+        scope: &Scope,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> impl Iterator<Item = Arc<Event>> + '_ {
+        self.scopes.get(scope).into_iter().flat_map(move |b| {
+            b.events
+                .select(move |h| h.time_ns >= from_ns && h.time_ns <= to_ns)
+        })
+    }
+
+    /// Every event of `scope` with a seq above `after`, oldest first: its
+    /// seq, and the event when `keep` accepts its head (seq, kind, time);
+    /// the others are not decoded (for paged queries, which resume from
+    /// their last seq).
+    pub fn scope_scan_after<'a>(
+        &'a self,
+        scope: &Scope,
+        after: u64,
+        keep: impl FnMut(&codec::Head) -> bool + 'a,
+    ) -> impl Iterator<Item = (u64, Option<Arc<Event>>)> + 'a {
+        self.scopes
+            .get(scope)
+            .map(|b| b.events.scan_after(after, keep))
+            .into_iter()
+            .flatten()
+    }
+
+    /// Events of `scope` whose head `keep` accepts, oldest first; the
+    /// others are not decoded.
+    pub fn scope_select<'a>(
+        &'a self,
+        scope: &Scope,
+        keep: impl FnMut(&codec::Head) -> bool + 'a,
+    ) -> impl Iterator<Item = Arc<Event>> + 'a {
+        self.scopes
+            .get(scope)
+            .map(|b| b.events.select(keep))
+            .into_iter()
+            .flatten()
+    }
+
+    /// The heads of `scope`'s events within [from_ns, to_ns], oldest
+    /// first, with what each is charged as an `Arc<Event>`, without
+    /// decoding them.
+    pub fn scope_sizes_within(
+        &self,
+        scope: &Scope,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> impl Iterator<Item = (codec::Head, usize)> + '_ {
+        self.scopes.get(scope).into_iter().flat_map(move |b| {
+            b.events
+                .sizes(move |h| h.time_ns >= from_ns && h.time_ns <= to_ns)
+        })
+    }
+
+    /// The newest event's seq in `scope` (0 when none).
+    pub fn scope_last_seq(&self, scope: &Scope) -> u64 {
+        self.scopes
+            .get(scope)
+            .and_then(|b| b.events.last_seq())
+            .unwrap_or(0)
     }
 
     /// The newest event's seq (0 when nothing was recorded).
@@ -145,17 +223,12 @@ impl ScopeBuffers {
             .values()
             .flat_map(|b| b.events.iter())
             .filter(|e| pred(e))
-            .cloned()
             .collect()
     }
 
     /// Every buffered event, in arrival order.
     pub fn all(&self) -> Vec<Arc<Event>> {
-        let mut v: Vec<Arc<Event>> = self
-            .scopes
-            .values()
-            .flat_map(|b| b.events.iter().cloned())
-            .collect();
+        let mut v: Vec<Arc<Event>> = self.scopes.values().flat_map(|b| b.events.iter()).collect();
         v.sort_by_key(|e| e.seq);
         v
     }
@@ -235,8 +308,12 @@ impl ScopeBuffers {
 
     /// Events of `scope` with a `seq` above `after`, oldest first (for
     /// paged queries, which resume from their last seq).
-    pub fn scope_after(&self, scope: &Scope, after: u64) -> impl Iterator<Item = &Arc<Event>> {
-        self.scope(scope).skip_while(move |e| e.seq <= after)
+    /// (The skipped events are not decoded.)
+    pub fn scope_after(&self, scope: &Scope, after: u64) -> impl Iterator<Item = Arc<Event>> + '_ {
+        self.scopes
+            .get(scope)
+            .into_iter()
+            .flat_map(move |b| b.events.iter_after(after))
     }
 }
 
@@ -253,31 +330,47 @@ mod tests {
 
     #[test]
     fn a_noisy_scope_never_evicts_a_quiet_one() {
-        let one = in_scope(0, "host").approx_bytes() + std::mem::size_of::<(Arc<Event>, usize)>();
+        // What the quiet scope's three events take (records, chunk, and
+        // the dictionary: the images of its events).
+        let quiet_key = Scope::from_key("container:quiet").unwrap();
+        let quiet_bytes = {
+            let mut b = ScopeBuffers::new(Limits {
+                scope_quota: 1 << 20,
+                critical_reserve: 0,
+                budget: 1 << 20,
+                grace_ns: 0,
+            });
+            for seq in 0..3 {
+                b.push(in_scope(seq, "container:quiet"));
+            }
+            b.stats().bytes as usize
+        };
+        let quota = 64 << 10;
         let mut b = ScopeBuffers::new(Limits {
-            scope_quota: one * 10,
+            scope_quota: quota,
             critical_reserve: 0,
-            budget: one * 12,
+            budget: quota + quiet_bytes - (8 << 10),
             grace_ns: 0,
         });
         for seq in 0..3 {
             b.push(in_scope(seq, "container:quiet"));
         }
-        for seq in 3..1000 {
+        for seq in 3..20_000 {
             b.push(in_scope(seq, "container:noisy"));
         }
-        let quiet: Vec<u64> = b
-            .scope(&Scope::from_key("container:quiet").unwrap())
-            .map(|e| e.seq)
-            .collect();
+        let quiet: Vec<u64> = b.scope(&quiet_key).map(|e| e.seq).collect();
         assert_eq!(quiet, [0, 1, 2]);
         let noisy = b
             .scope_stats(&Scope::from_key("container:noisy").unwrap())
             .unwrap();
-        assert_eq!(noisy.events, 9, "budget 12 minus the quiet 3");
-        assert_eq!(noisy.evicted, 997 - 9);
-        assert_eq!(b.stats().events, 12);
-        assert!(b.stats().bytes <= (one * 12) as u64);
+        assert!(noisy.evicted > 0);
+        assert_eq!(noisy.events + noisy.evicted, 20_000 - 3);
+        assert!(
+            noisy.bytes as usize <= quota - (8 << 10),
+            "the budget, less the quiet scope: {noisy:?}"
+        );
+        assert!(b.stats().bytes as usize <= quota + quiet_bytes - (8 << 10));
+        assert_eq!(b.stats().bytes, b.used() as u64);
     }
 
     #[test]

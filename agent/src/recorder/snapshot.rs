@@ -30,6 +30,7 @@ use crate::{
     event::Event,
     process::table::{ProcEntry, ProcessTable},
     recorder::buffer::{charged_bytes, kept_first},
+    recorder::codec::Head,
     store::{
         commit::{CommitError, Committer},
         Encoded, Store, StoreError, Writer,
@@ -239,24 +240,30 @@ impl Snapshots {
         let start = at_ns.saturating_sub(self.window.before_ns);
         let end = at_ns.saturating_add(self.window.after_ns);
         // Newest first, so that a limit keeps the moment and what led to it.
-        let mut events: Vec<Arc<Event>> = Vec::new();
+        // The buffer reads forward: a first pass sizes the window from the
+        // records (nothing decoded), the second decodes what was admitted.
         let mut bytes = 0usize;
         let mut refused = KindCounts::default();
-        let mut window: Vec<&Arc<Event>> = buffers
-            .scope(&scope)
-            .filter(|e| e.time_ns >= start && e.time_ns <= end)
-            .collect();
-        window.reverse();
-        for e in window {
-            let size = charged_bytes(e);
-            if self.admits(bytes, size, kept_first(e.kind())) {
+        let sized: Vec<(Head, usize)> = buffers.scope_sizes_within(&scope, start, end).collect();
+        let mut admitted = vec![false; sized.len()];
+        for (i, &(h, size)) in sized.iter().enumerate().rev() {
+            if self.admits(bytes, size, kept_first(h.kind)) {
                 bytes += size;
-                events.push(e.clone());
+                admitted[i] = true;
             } else {
-                refused.note(e.kind(), e.time_ns);
+                refused.note(h.kind, h.time_ns);
             }
         }
-        events.reverse();
+        drop(sized);
+        let mut i = 0;
+        let events: Vec<Arc<Event>> = buffers
+            .scope_select(&scope, |h| {
+                let inside = h.time_ns >= start && h.time_ns <= end;
+                let keep = inside && admitted.get(i).copied().unwrap_or(false);
+                i += usize::from(inside);
+                keep
+            })
+            .collect();
         let mut gaps: Vec<pb::Gap> = buffers
             .evicted_within(&scope, start, at_ns)
             .into_iter()
@@ -305,7 +312,7 @@ impl Snapshots {
             },
             ..Default::default()
         };
-        let last_seq = buffers.scope(&scope).last().map_or(0, |e| e.seq);
+        let last_seq = buffers.scope_last_seq(&scope);
         self.open.push(Open {
             info: info.clone(),
             scope,

@@ -216,6 +216,25 @@ pub fn run(rt: &tokio::runtime::Runtime) -> Result<Value> {
     let plain_rate = replay(&records, Stage::StepNoModels, &state)?;
     let full_rate = replay(&records, Stage::Step, &state)?;
     let model_ns = 1e9 / full_rate - 1e9 / plain_rate;
+    // The recorded mix as buffered (the step's buffers are full after the
+    // replays: every push evicts), and how long the default 16 MiB host
+    // quota holds it at the rate it was recorded.
+    let buffered = {
+        let st = fdr_agent::util::lock(&state.buffers).stats();
+        st.bytes as f64 / st.events.max(1) as f64
+    };
+    let (lo, hi) = records
+        .iter()
+        .filter_map(|r| decode(r).ok())
+        .fold((u64::MAX, 0), |(lo, hi), r| {
+            (lo.min(r.boot_ns), hi.max(r.boot_ns))
+        });
+    let recorded_rate = records.len() as f64 / (hi.saturating_sub(lo) as f64 / 1e9).max(1e-3);
+    let window_min = f64::from(16u32 << 20) / buffered / recorded_rate / 60.0;
+    println!(
+        "  buffered: {buffered:.1} bytes per event ({:.0} per MiB); recorded at {recorded_rate:.0} events/s, the default 16 MiB host quota holds {window_min:.1} min of it",
+        f64::from(1u32 << 20) / buffered
+    );
     println!(
         "replay of {} recorded records ({kinds:?}), one core:\n  parts: decode {:.2} M/s, decode+attribution {:.2} M/s\n  the pipeline's step: models off {:.2} M/s, models on {:.2} M/s ({:.0} ns/event for models)",
         records.len(),
@@ -236,6 +255,9 @@ pub fn run(rt: &tokio::runtime::Runtime) -> Result<Value> {
         "step_without_models_per_s": plain_rate,
         "model_ns_per_event": model_ns,
         "full_pipeline_per_s": full_rate,
+        "bytes_per_buffered_event": buffered,
+        "recorded_events_per_s": recorded_rate,
+        "default_host_window_min": window_min,
         "target_per_s": 1_000_000,
     }))
 }

@@ -102,11 +102,51 @@ pub fn run() -> Result<Value> {
     });
     let t = Instant::now();
     for e in &evs {
-        buffers.push(e.clone());
+        buffers.push(&**e);
     }
     let ingest = evs.len() as f64 / t.elapsed().as_secs_f64();
     let st = buffers.stats();
     let bytes_per_event = st.bytes as f64 / st.events as f64;
+    // What the same events were charged as `Arc<Event>`s (before records).
+    let arc_per_event = evs
+        .iter()
+        .map(|e| fdr_agent::recorder::buffer::charged_bytes(e))
+        .sum::<usize>() as f64
+        / evs.len() as f64;
+    // Reading back: every scope's events decoded.
+    let scopes: Vec<Scope> = buffers.scopes().into_iter().map(|(s, _)| s).collect();
+    let t = Instant::now();
+    let mut read = 0usize;
+    for s in &scopes {
+        for e in buffers.scope(s) {
+            std::hint::black_box(&e);
+            read += 1;
+        }
+    }
+    let decode_ns = t.elapsed().as_secs_f64() * 1e9 / read.max(1) as f64;
+    anyhow::ensure!(read == evs.len(), "{read} events read back");
+    drop(buffers);
+    // At the default quota, full: every push also evicts.
+    let mut full = ScopeBuffers::new(Limits {
+        scope_quota: 16 << 20,
+        critical_reserve: (16 << 20) / 4,
+        budget: 128 << 20,
+        grace_ns: u64::MAX,
+    });
+    let host: Vec<&Arc<Event>> = evs.iter().filter(|e| e.scope == Scope::Host).collect();
+    for e in host.iter().cycle().take(1_000_000) {
+        full.push(&***e);
+    }
+    let t = Instant::now();
+    let n_full = 500_000;
+    for e in host.iter().cycle().take(n_full) {
+        full.push(&***e);
+    }
+    let push_full_ns = t.elapsed().as_secs_f64() * 1e9 / n_full as f64;
+    let full_st = full.stats();
+    anyhow::ensure!(full_st.evicted > 0, "the full buffer evicts");
+    let full_per_event = full_st.bytes as f64 / full_st.events as f64;
+    drop(full);
 
     // Freeze and commit a 10 000-event window of one scope.
     let dir = std::env::temp_dir().join(format!("fdr-bench-store-{}", std::process::id()));
@@ -132,7 +172,7 @@ pub fn run() -> Result<Value> {
         grace_ns: u64::MAX,
     });
     for e in evs.iter().filter(|e| e.scope == Scope::Host).take(10_000) {
-        one.push(e.clone());
+        one.push(&**e);
     }
     let at = evs.last().map_or(0, |e| e.time_ns);
     let t = Instant::now();
@@ -157,6 +197,23 @@ pub fn run() -> Result<Value> {
         "recorder: stored bytes/event: host {:.0} (plain protobuf {:.0}), container {:.0} (plain protobuf {:.0})",
         host.stored, host.plain, ctr.stored, ctr.plain
     );
+    println!(
+        "recorder: bytes per buffered event: {:.1} (mix of 8 scopes; {:.0} events per MiB; {:.0} as Arc<Event>s), {:.1} at the default quota, full; busy service window: host {:.1} (as Arc<Event>s {:.0}), container {:.1} ({:.0})",
+        bytes_per_event,
+        f64::from(1 << 20) / bytes_per_event,
+        arc_per_event,
+        full_per_event,
+        host.buffered,
+        host.arc,
+        ctr.buffered,
+        ctr.arc
+    );
+    println!(
+        "recorder: encode (push) {:.0} ns/event, {:.0} ns/event at quota (with eviction); decode {:.0} ns/event",
+        1e9 / ingest,
+        push_full_ns,
+        decode_ns
+    );
     println!("recorder: ingest {:.2} M events/s, {:.0} bytes/event, freeze 10k {:.2} ms, commit 10k {:.1} ms ({} bytes on disk)",
         ingest / 1e6, bytes_per_event, freeze_ms, commit_ms, stored[0].bytes);
     println!(
@@ -167,6 +224,14 @@ pub fn run() -> Result<Value> {
         "case": "recorder",
         "ingest_events_per_s": ingest,
         "bytes_per_buffered_event": bytes_per_event,
+        "buffered_events_per_mib": f64::from(1 << 20) / bytes_per_event,
+        "arc_bytes_per_event": arc_per_event,
+        "bytes_per_buffered_event_full_quota": full_per_event,
+        "bytes_per_buffered_event_service_host": host.buffered,
+        "bytes_per_buffered_event_service_container": ctr.buffered,
+        "encode_ns_per_event": 1e9 / ingest,
+        "push_at_quota_ns_per_event": push_full_ns,
+        "decode_ns_per_event": decode_ns,
         "freeze_10k_ms": freeze_ms,
         "commit_10k_ms": commit_ms,
         "snapshot_10k_bytes_on_disk": stored[0].bytes,
@@ -218,6 +283,10 @@ struct PerEvent {
     /// The same snapshot as a plain `fdr.v1.Snapshot` (how it was stored
     /// before interning and compression).
     plain: f64,
+    /// What the window took in the scope's buffer, per event.
+    buffered: f64,
+    /// What it was charged as `Arc<Event>`s, per event.
+    arc: f64,
 }
 
 struct Pods(Arc<fdr_agent::event::container::ContainerMeta>);
@@ -380,6 +449,7 @@ fn stored_per_event(container: bool) -> Result<PerEvent> {
     let mut time = t0;
     let mut next_pid = 1000u32;
     let mut cur: Vec<Arc<Image>> = workers.clone();
+    let mut arc_bytes = 0usize;
     let n = 10_000usize;
     for i in 0..n {
         let w = (rnd() % workers.len() as u64) as usize;
@@ -504,7 +574,7 @@ fn stored_per_event(container: bool) -> Result<PerEvent> {
                 workers[w].clone(),
             ),
         };
-        buffers.push(Arc::new(Event {
+        let ev = Arc::new(Event {
             seq: i as u64 + 1,
             time_ns: time,
             record: Record {
@@ -537,8 +607,14 @@ fn stored_per_event(container: bool) -> Result<PerEvent> {
             image: img,
             scope: scope.clone(),
             unit: (!container).then(|| Arc::from("gunicorn.service")),
-        }));
+        });
+        arc_bytes += fdr_agent::recorder::buffer::charged_bytes(&ev);
+        buffers.push(ev);
     }
+    let buffered = {
+        let st = buffers.stats();
+        st.bytes as f64 / st.events.max(1) as f64
+    };
     let dir = std::env::temp_dir().join(format!(
         "fdr-bench-stored-{container}-{}",
         std::process::id()
@@ -612,5 +688,7 @@ fn stored_per_event(container: bool) -> Result<PerEvent> {
     Ok(PerEvent {
         stored: stored.bytes as f64 / n as f64,
         plain: plain as f64 / n as f64,
+        buffered,
+        arc: arc_bytes as f64 / n as f64,
     })
 }
