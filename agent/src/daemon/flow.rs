@@ -37,6 +37,10 @@ const SLOW_STEP: Duration = Duration::from_millis(100);
 /// after exit records were dropped: long enough to find them gone and reap.
 const SWEEP_EAGER_NS: u64 = 30_000_000_000;
 
+/// How long it runs often after start: a first sweep over the table (a
+/// thousand processes a sweep) and the next that reaps.
+const SWEEP_AFTER_START_NS: u64 = 8_000_000_000;
+
 /// Losses are remembered this long beyond a snapshot window's length.
 const LOSS_MARGIN: Duration = Duration::from_secs(60);
 
@@ -144,8 +148,9 @@ impl Step {
                 .disabled_kinds
                 .iter()
                 .any(|k| k == crate::event::EventKind::Exit.name()),
-            // Processes that exited while the probes were being attached.
-            sweep_eager_until: BootClock::boot_now_ns() + SWEEP_EAGER_NS,
+            // Processes that exited while the probes were being attached:
+            // found gone by the first sweep, reaped by the next ones.
+            sweep_eager_until: BootClock::boot_now_ns() + SWEEP_AFTER_START_NS,
             scope_drops_seen: std::collections::HashMap::new(),
             kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
             tap: match &cfg.record_raw {
