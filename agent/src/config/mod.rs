@@ -54,7 +54,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ProbesConfig {
     /// Size of the kernel → agent ring buffer of all but the critical kinds,
-    /// in bytes, rounded up to a power of two. Default 4 MiB: about 25k file
+    /// in bytes, rounded up to a power of two. Default 4 MiB: about 21k file
     /// records, over 100 ms of the busiest flood this agent was measured to
     /// produce while it reads at least as fast (see the README's
     /// Benchmarks). Between the page size and 1 GiB; with
@@ -64,7 +64,8 @@ pub struct ProbesConfig {
     pub ring_buffer_bytes: u32,
     /// Size of the ring of the critical kinds (exec, privilege and account
     /// changes, critical files, listen/bind, sensitive reads), which floods
-    /// of other kinds cannot fill. Default 2 MiB: about 7 000 exec records.
+    /// of other kinds cannot fill. Default 2 MiB: about 3 300 exec records
+    /// of a short command line.
     /// Same bounds as `ring_buffer_bytes`.
     pub critical_ring_buffer_bytes: u32,
     /// How often the agent drains the rings while records arrive. The
