@@ -123,8 +123,8 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     let (dentry, mnt) = (w.dentry as *const u8, w.mnt as *const u8);
     let mnt_root = w.mnt_root as *const u8;
     // d_parent, d_name.name and d_inode are neighbours: one read.
-    let (parent, name, inode) = read3(dentry, o.dentry_d_parent, o.dentry_name, o.dentry_d_inode)
-        .unwrap_or((0, 0, 0));
+    let (parent, name, inode) =
+        read3(dentry, o.dentry_d_parent, o.dentry_name, o.dentry_d_inode).unwrap_or((0, 0, 0));
     let (parent, name, inode) = (parent as *const u8, name as *const u8, inode as *const u8);
     if dentry == mnt_root || dentry == parent || parent.is_null() {
         if dentry != mnt_root {

@@ -2,8 +2,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_probe_read_kernel,
-    generated::bpf_get_current_task_btf,
+    bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
 };
 use fdr_common::{flags, TaskInfo, COMM_LEN};
 
