@@ -150,7 +150,7 @@ pub fn file_inode_flags(file: *const u8) -> Option<(*const u8, u32)> {
 pub fn inode_sb_ino(inode: *const u8) -> Option<(*const u8, u64)> {
     let o = offsets();
     let gap = o.inode_i_ino.wrapping_sub(o.inode_i_sb);
-    if o.inode_i_ino > o.inode_i_sb && gap <= 24 && gap % 8 == 0 {
+    if o.inode_i_ino > o.inode_i_sb && gap <= 24 && gap & 7 == 0 {
         let w: [u64; 4] = field(inode, o.inode_i_sb)?;
         let ino = match gap {
             8 => w[1],
@@ -169,7 +169,7 @@ pub fn inode_sb_ino(inode: *const u8) -> Option<(*const u8, u64)> {
 pub fn read3(base: *const u8, a: u32, b: u32, c: u32) -> Option<(u64, u64, u64)> {
     let lo = core::cmp::min(a, core::cmp::min(b, c));
     let hi = core::cmp::max(a, core::cmp::max(b, c));
-    let aligned = (a - lo) % 8 == 0 && (b - lo) % 8 == 0 && (c - lo) % 8 == 0;
+    let aligned = (a - lo) & 7 == 0 && (b - lo) & 7 == 0 && (c - lo) & 7 == 0;
     if hi != u32::MAX && hi - lo <= 24 && aligned {
         let w: [u64; 4] = field(base, lo)?;
         let pick = |off: u32| match (off - lo) / 8 {

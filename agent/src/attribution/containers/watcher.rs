@@ -88,12 +88,7 @@ impl Watcher {
                 .as_ref()
                 .is_some_and(|c| paths.iter().any(|p| Path::new(c.endpoint()) == p))
             {
-                self.cri = None;
-                self.native = None;
-                self.seen.clear();
-                let mut reg = lock(&self.containers);
-                reg.runtime = None;
-                reg.runtime_since_ns = 0;
+                self.forget_runtime();
             }
             self.last_attempt = None;
             self.awaited.0 = true;
@@ -151,6 +146,11 @@ impl Watcher {
 
     fn disconnect(&mut self, err: &cri::CriError) {
         tracing::warn!(%err, "container runtime lost; events keep their container ids");
+        self.forget_runtime();
+    }
+
+    /// Drops the runtime connection and what was listed through it.
+    fn forget_runtime(&mut self) {
         self.cri = None;
         self.native = None;
         self.seen.clear();
