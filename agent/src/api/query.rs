@@ -353,6 +353,39 @@ impl EventQuery {
     }
 }
 
+/// The next batch of the buffered events up to `last_seq` that `pred`
+/// keeps, in recording order, after `*after` (moved on): at most
+/// [`SCAN_PER_LOCK`] records stepped and [`DECODE_PER_LOCK`] decoded in
+/// one hold of the `buffers` lock, so that a backlog as large as the whole
+/// budget is read (and decoded) a batch at a time while capture goes on.
+/// `true` once the backlog is read. Records evicted between two batches are
+/// not in it (the buffers' loss ledgers count them).
+pub fn backlog_batch(
+    buffers: &Mutex<ScopeBuffers>,
+    after: &mut u64,
+    last_seq: u64,
+    pred: impl Fn(&Event) -> bool,
+) -> (Vec<Arc<Event>>, bool) {
+    let b = lock(buffers);
+    let keys: Vec<Scope> = b.scopes().into_iter().map(|(s, _)| s).collect();
+    let mut out = Vec::new();
+    let mut stepped = 0;
+    for (seq, ev) in merged_after(&b, &keys, *after, |h| h.seq <= last_seq) {
+        if seq > last_seq {
+            return (out, true);
+        }
+        *after = seq;
+        stepped += 1;
+        if let Some(ev) = ev.filter(|e| pred(e)) {
+            out.push(ev);
+        }
+        if stepped == SCAN_PER_LOCK || out.len() == DECODE_PER_LOCK {
+            return (out, false);
+        }
+    }
+    (out, true)
+}
+
 /// The events of `scopes` with a `seq` above `after`, in `seq` order (the
 /// order they were recorded in): each scope's buffer is in that order, so
 /// their heads are merged.
@@ -1003,6 +1036,39 @@ mod tests {
         let (p, _) = q.page_live(&b, Some(&Scope::from_key("container:a").unwrap()), None, 0);
         assert!(p.events.iter().all(|e| e.scope == "container:a"));
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS.min(n as usize / 3));
+    }
+
+    #[test]
+    fn a_stream_backlog_is_read_in_bounded_batches_in_order_up_to_its_last_seq() {
+        let b = buffers();
+        let scopes = ["host", "container:a", "container:b"];
+        let n = 10_000u64;
+        let push = |seq: u64| {
+            let mut e = (*exit(seq)).clone();
+            e.scope = Scope::from_key(scopes[(seq % 3) as usize]).unwrap();
+            lock(&b).push(Arc::new(e));
+        };
+        for seq in 1..=n {
+            push(seq);
+        }
+        let last = lock(&b).last_seq();
+        let (mut after, mut got, mut batches) = (0, Vec::new(), 0);
+        loop {
+            let (batch, done) = backlog_batch(&b, &mut after, last, |e| e.seq % 2 == 0);
+            assert!(batch.len() <= DECODE_PER_LOCK);
+            got.extend(batch.iter().map(|e| e.seq));
+            batches += 1;
+            // Recorded meanwhile: not part of the backlog.
+            push(n + batches);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(got, (1..=n / 2).map(|i| 2 * i).collect::<Vec<_>>());
+        assert!(
+            batches as usize >= n as usize / SCAN_PER_LOCK,
+            "{batches} batches"
+        );
     }
 
     #[test]

@@ -529,18 +529,11 @@ impl FlightRecorder for Service {
         } else {
             None
         };
-        let (backlog, last_seq) = {
-            let buffers = lock(&self.state.buffers);
-            let last_seq = buffers.last_seq();
-            let backlog: Vec<Arc<Event>> = if req.buffered {
-                let mut v: Vec<Arc<Event>> = buffers.all_matching(|e| filter.matches(e));
-                v.sort_by_key(|e| e.seq);
-                v
-            } else {
-                Vec::new()
-            };
-            (backlog, last_seq)
-        };
+        // The backlog is what is buffered now (up to `last_seq`), read a
+        // batch at a time: decoding a whole budget's worth under the
+        // buffers' lock would stand capture still.
+        let last_seq = lock(&self.state.buffers).last_seq();
+        let buffered = req.buffered;
         let (tx, rx) = mpsc::channel(TRANSPORT_QUEUE);
         let counters = self.state.counters.clone();
         let state = self.state.clone();
@@ -548,10 +541,21 @@ impl FlightRecorder for Service {
         tokio::spawn(async move {
             let _guard = SubscriberGuard::new(counters.clone());
             let stream = async move {
+                let mut after = 0;
+                let mut backlog_done = !buffered;
+                let next_batch = |after: &mut u64| {
+                    super::query::backlog_batch(&state.buffers, after, last_seq, |e| {
+                        filter.matches(e)
+                    })
+                };
                 let Some(live) = live.as_mut() else {
-                    for ev in backlog {
-                        if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
-                            return;
+                    while !backlog_done {
+                        let (batch, done) = next_batch(&mut after);
+                        backlog_done = done;
+                        for ev in batch {
+                            if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     return;
@@ -563,11 +567,15 @@ impl FlightRecorder for Service {
                 );
                 // Followed: the buffered events of a container still being
                 // named wait with its live ones.
-                for ev in backlog {
-                    names.offer(ev);
-                    while let Some(ev) = names.next_ready() {
-                        if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
-                            return;
+                while !backlog_done {
+                    let (batch, done) = next_batch(&mut after);
+                    backlog_done = done;
+                    for ev in batch {
+                        names.offer(ev);
+                        while let Some(ev) = names.next_ready() {
+                            if tx.send(event_item(&ev, &state, &filter)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }

@@ -702,11 +702,16 @@ impl Idle {
     }
 }
 
-fn set_sleep(flag: &mut crate::probes::ReaderSleep, asleep: bool) {
-    if let Err(err) = flag.set(asleep) {
-        // Awake is always safe (the poll tick reads); asleep that fails
-        // only means the reader keeps polling.
-        tracing::debug!(%err, asleep, "reader sleep flag not set");
+/// Sets the reader's sleep flag; whether it was set. Awake is always safe
+/// (the poll tick reads); a reader whose flag could not be set to asleep
+/// must keep polling (no record would wake it).
+fn set_sleep(flag: &mut crate::probes::ReaderSleep, asleep: bool) -> bool {
+    match flag.set(asleep) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%err, asleep, "reader sleep flag not set");
+            false
+        }
     }
 }
 
@@ -835,11 +840,15 @@ pub async fn run(
         match idle.after_step(read, quiet) {
             Some(true) => {
                 // Asleep only if nothing came in meanwhile: a record written
-                // before the flag was set did not wake us.
-                set_sleep(&mut sleep, true);
+                // before the flag was set did not wake us. (One whose program
+                // read the flag just before it was set and that is committed
+                // after this drain waits for the safety tick: a delay of at
+                // most ASLEEP_POLL, never a loss.)
+                let flagged = set_sleep(&mut sleep, true);
                 rec.drain(critical.get_mut(), events.get_mut());
-                if rec.read_total != read_before || rec.more || !rec.records.is_empty() {
-                    set_sleep(&mut sleep, false);
+                if !flagged || rec.read_total != read_before || rec.more || !rec.records.is_empty()
+                {
+                    let _ = set_sleep(&mut sleep, false);
                     idle.awake();
                 } else {
                     crate::util::mem::release_free_memory();
@@ -852,7 +861,7 @@ pub async fn run(
             }
             Some(false) => {
                 // The record that woke us cleared the flag; a timer tick did not.
-                set_sleep(&mut sleep, false);
+                let _ = set_sleep(&mut sleep, false);
                 poll = tokio::time::interval(cfg.poll_interval);
                 poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             }

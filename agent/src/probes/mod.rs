@@ -54,6 +54,11 @@ pub enum ProbeError {
     },
     #[error("map {0} missing from the eBPF object")]
     NoMap(&'static str),
+    #[error(
+        "no usable syscalls:sys_exit_* tracepoint on this kernel (tracefs {0}): file, network \
+         and credential changes cannot be watched (a kernel without CONFIG_FTRACE_SYSCALLS?)"
+    )]
+    NoSyscallTracepoints(String),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -231,6 +236,11 @@ impl Probes {
         let offs = offsets::resolve(&kernel_btf, &tracefs)?;
         let mut hooks = process_hooks();
         let (sys_hooks, missing_syscalls) = syscall_hooks(&tracefs, &offs);
+        if sys_hooks.is_empty() {
+            return Err(ProbeError::NoSyscallTracepoints(
+                tracefs.display().to_string(),
+            ));
+        }
         hooks.extend(sys_hooks);
         if !missing_syscalls.is_empty() {
             tracing::warn!(

@@ -217,16 +217,8 @@ impl ScopeBuffers {
         self.last_seq
     }
 
-    /// Buffered events matching `pred`, in no particular order.
-    pub fn all_matching(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
-        self.scopes
-            .values()
-            .flat_map(|b| b.events.iter())
-            .filter(|e| pred(e))
-            .collect()
-    }
-
-    /// Every buffered event, in arrival order.
+    /// Every buffered event, in arrival order, decoded at once (tests and
+    /// tools; the API reads a batch at a time, `api::query::backlog_batch`).
     pub fn all(&self) -> Vec<Arc<Event>> {
         let mut v: Vec<Arc<Event>> = self.scopes.values().flat_map(|b| b.events.iter()).collect();
         v.sort_by_key(|e| e.seq);
