@@ -570,12 +570,10 @@ impl Step {
         );
         self.push_derived(&mut procs);
         drop(procs);
-        let every = if self.exits_missed || now < self.sweep_eager_until {
-            crate::process::table::SWEEP_EVERY_NS
-        } else {
-            crate::process::table::SWEEP_CALM_EVERY_NS
-        };
-        crate::process::table::sweep_dropped_exits(&state.procs, every);
+        crate::process::table::sweep_dropped_exits(
+            &state.procs,
+            self.exits_missed || now < self.sweep_eager_until,
+        );
         self.publish();
         self.close_snapshots(false);
         self.analyzer.flush(

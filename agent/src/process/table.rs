@@ -319,6 +319,8 @@ struct Sweep {
     /// (pid, start_ns, boot-time ns found gone), oldest first.
     suspects: std::collections::VecDeque<(u32, u64, u64)>,
     reaped: u64,
+    /// Full passes over the table so far.
+    passes: u64,
 }
 
 impl ProcessTable {
@@ -341,7 +343,10 @@ impl ProcessTable {
         live.sort_unstable_by_key(key);
         self.sweep.cursor = match live.last() {
             Some(&(pid, _)) if live.len() == max => pid,
-            _ => 0,
+            _ => {
+                self.sweep.passes += 1;
+                0
+            }
         };
         live
     }
@@ -383,17 +388,24 @@ impl ProcessTable {
 /// exit record was lost (found gone from `/proc` a while ago and still
 /// "live" here), and starts checking the next batch against `/proc` on a
 /// blocking thread, without the table's lock held while it reads. Cheap
-/// when not due: every `every_ns` ([`SWEEP_EVERY_NS`] while exits may be
-/// missed — exit records dropped or not captured, the first moments after
-/// start — else [`SWEEP_CALM_EVERY_NS`]). Does nothing outside the initial
-/// pid namespace (the kernel's pids would not be ours to look up).
-pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>, every_ns: u64) {
+/// when not due: every [`SWEEP_EVERY_NS`] while exits may be missed
+/// (`eager`: exit records dropped or not captured, the first moments after
+/// start), until the first full pass over the table is done, and while
+/// processes found gone wait to be reaped; else every
+/// [`SWEEP_CALM_EVERY_NS`]. Does nothing outside the initial pid namespace
+/// (the kernel's pids would not be ours to look up).
+pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>, eager: bool) {
     if !host_pid_namespace() {
         return;
     }
     let now = crate::pipeline::clock::BootClock::boot_now_ns();
     let batch = {
         let mut procs = crate::util::lock(table);
+        let every_ns = if eager || procs.sweep.passes == 0 || !procs.sweep.suspects.is_empty() {
+            SWEEP_EVERY_NS
+        } else {
+            SWEEP_CALM_EVERY_NS
+        };
         if procs.sweep.in_flight || now.saturating_sub(procs.sweep.last_ns) < every_ns {
             return;
         }
