@@ -11,8 +11,8 @@ use crate::{
 
 /// Exit of a credential syscall.
 #[inline(never)]
-pub fn exit_cred(rc: i64) -> i32 {
-    let Some(a) = take_args() else {
+pub fn exit_cred(nr: u32, rc: i64) -> i32 {
+    let Some(a) = take_args(nr) else {
         return 0;
     };
     if rc < 0 || !enabled(EventKind::PrivChange as u16) {

@@ -170,7 +170,7 @@ pub fn fdr_sys_exit(ctx: TracePointContext) -> i32 {
         0 => 0,
         op::OPEN => exit_open(nr as u32, rc),
         op::ACCEPT => exit_net(op, rc, None),
-        op::CRED => exit_cred(rc),
+        op::CRED => exit_cred(nr as u32, rc),
         op::BIND | op::CONNECT | op::LISTEN => match exit_args(nr as u32, op) {
             Some(a) => exit_net(op, rc, Some(a)),
             None => 0,
@@ -197,7 +197,7 @@ pub fn fdr_sys_exit(ctx: TracePointContext) -> i32 {
 #[inline(always)]
 pub fn exit_args(nr: u32, op: u8) -> Option<SyscallArgs> {
     if op == op::CRED || op == op::FCHMOD {
-        return take_args();
+        return take_args(nr);
     }
     if is_agent() {
         return None;
@@ -226,14 +226,16 @@ pub fn exit_args(nr: u32, op: u8) -> Option<SyscallArgs> {
     })
 }
 
-/// The arguments kept at entry for the current thread, removed.
+/// The arguments kept at entry of syscall `nr` for the current thread,
+/// removed. An entry another syscall left (its exit never came: the probes
+/// were attached or detached in between) is removed, not used.
 #[inline(always)]
-pub fn take_args() -> Option<SyscallArgs> {
+pub fn take_args(nr: u32) -> Option<SyscallArgs> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let a = unsafe { ARGS.get(tid) }.copied();
     if a.is_some() {
         let _ = ARGS.remove(tid);
     }
-    a
+    a.filter(|a| a.nr == nr)
 }
