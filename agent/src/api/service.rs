@@ -25,6 +25,7 @@ use crate::{
     event::{Event, EventKind},
     recorder::live::{LiveFilter, Subscription},
     recorder::naming::{NameWait, NameWaitCounters},
+    recorder::snapshot::{self, Freeze},
     util::stats::SubscriberGuard,
 };
 
@@ -369,16 +370,30 @@ impl FlightRecorder for Service {
                 committer.refusal("a new snapshot".into()).to_string(),
             ));
         }
-        let info = {
-            let mut buffers = lock(&self.state.buffers);
-            let info = lock(&self.state.snapshots)
-                .freeze(scope, reason, now, &buffers, 0)
-                .map_err(store_status)?;
-            // The new snapshot's memory is charged: the buffers make room.
-            buffers.enforce_budget();
-            info
+        // Opened under the buffers' lock (cheap); its before-part is read
+        // from a copy on a blocking thread, with no lock held.
+        let frozen = {
+            let buffers = lock(&self.state.buffers);
+            lock(&self.state.snapshots)
+                .begin_freeze(scope, reason, now, &buffers, 0)
+                .map_err(store_status)?
         };
-        crate::store::commit::mark_open(&committer, &info);
+        let info = match frozen {
+            Freeze::Joined(info) => info,
+            Freeze::Filling(info, filling) => {
+                crate::store::commit::mark_open(&committer, &info);
+                let state = self.state.clone();
+                blocking(move || {
+                    Ok(snapshot::complete(
+                        &state.buffers,
+                        &state.snapshots,
+                        filling,
+                    ))
+                })
+                .await?
+                .unwrap_or(info)
+            }
+        };
         Ok(Response::new(info))
     }
 

@@ -19,6 +19,7 @@ use crate::{
     pipeline::merge::{Mark, RingMarks, CRITICAL, EVENTS},
     pipeline::ring::{register, StepClock},
     probes::Rings,
+    recorder::snapshot::{self, Freeze},
 };
 
 /// Events handed to the buffer and subscribers at once.
@@ -465,19 +466,25 @@ impl Step {
         }
         let state = self.state.clone();
         for f in std::mem::take(&mut self.analyzer.freezes) {
-            let info = {
-                let mut buffers = lock(&state.buffers);
-                let info =
-                    lock(&state.snapshots).freeze(f.scope, &f.reason, f.at_ns, &buffers, f.serial);
-                // The new snapshot's memory is charged: the buffers make room.
-                buffers.enforce_budget();
-                info
+            // Opened here (cheap); its before-part is read from a copy of
+            // the scope's buffer on a blocking thread, off capture's path.
+            let frozen = {
+                let buffers = lock(&state.buffers);
+                lock(&state.snapshots).begin_freeze(f.scope, &f.reason, f.at_ns, &buffers, f.serial)
             };
-            match info {
-                Ok(info) => {
-                    crate::store::commit::mark_open(&state.committer, &info);
+            match frozen {
+                Ok(Freeze::Joined(info)) => {
                     self.analyzer
                         .snapshot_frozen(&state.analysis(), f.serial, info.id)
+                }
+                Ok(Freeze::Filling(info, filling)) => {
+                    crate::store::commit::mark_open(&state.committer, &info);
+                    self.analyzer
+                        .snapshot_frozen(&state.analysis(), f.serial, info.id);
+                    let state = state.clone();
+                    tokio::task::spawn_blocking(move || {
+                        snapshot::complete(&state.buffers, &state.snapshots, filling)
+                    });
                 }
                 Err(err) => {
                     tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")

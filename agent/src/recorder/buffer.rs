@@ -52,7 +52,7 @@ const MAX_CHUNK: usize = 16 << 10;
 const FIRST_CHUNK: usize = 256;
 
 /// One class's records, oldest first, in chunks.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Class {
     chunks: VecDeque<Vec<u8>>,
     /// Where the oldest record starts in the first chunk.
@@ -204,6 +204,25 @@ impl EventBuffer {
             chunk: (capacity_bytes / 128).clamp(1, MAX_CHUNK),
             evicted: 0,
             losses: LossLedger::default(),
+        }
+    }
+
+    /// A copy of the records, their dictionary and eviction counts, to
+    /// be read without the buffers' lock: copying is a few memcpys where
+    /// decoding a whole buffer takes a hundred milliseconds (a snapshot's
+    /// freeze). The copy is transient; it is not charged to the budget.
+    pub fn copy(&self) -> EventBuffer {
+        EventBuffer {
+            scope: self.scope.clone(),
+            bulk: self.bulk.clone(),
+            critical: self.critical.clone(),
+            dict: self.dict.clone(),
+            scratch: Vec::new(),
+            capacity: self.capacity,
+            reserve: self.reserve,
+            chunk: self.chunk,
+            evicted: self.evicted,
+            losses: self.losses.clone(),
         }
     }
 

@@ -210,6 +210,7 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 // -------------------------------------------------------------- dictionary
 
+#[derive(Clone)]
 struct Slot<T> {
     val: Option<T>,
     /// Records and child entries referring to it.
@@ -219,6 +220,7 @@ struct Slot<T> {
 }
 
 /// Refcounted entries by number, numbers reused once freed.
+#[derive(Clone)]
 struct Slab<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
@@ -298,6 +300,7 @@ fn index_bytes<K>(cap: usize) -> usize {
     cap * 8 / 7 * (std::mem::size_of::<(K, u32)>() + 1)
 }
 
+#[derive(Clone)]
 struct ImageEntry {
     img: Arc<Image>,
     /// The entry of its parent image, which this one holds a reference on.
@@ -336,7 +339,7 @@ fn fork_of(img: &Image) -> Option<&Arc<Image>> {
 pub type ForkCopies = HashMap<(u32, u32, u32), Arc<Image>, BuildHasherDefault<Fx>>;
 
 /// What a scope buffer's records refer to by number.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Dict {
     /// Program images by their `Arc` (the entry holds it: the pointer
     /// cannot be reused while the entry lives).

@@ -114,6 +114,20 @@ impl KindCounts {
         self.by_kind.iter().map(|l| l.lost).sum()
     }
 
+    /// Adds `other`'s counts, kind by kind.
+    pub fn merge(&mut self, other: &KindCounts) {
+        for o in &other.by_kind {
+            match self.by_kind.iter_mut().find(|l| l.kind == o.kind) {
+                Some(l) => {
+                    l.from_ns = l.from_ns.min(o.from_ns);
+                    l.to_ns = l.to_ns.max(o.to_ns);
+                    l.lost += o.lost;
+                }
+                None => self.by_kind.push(*o),
+            }
+        }
+    }
+
     pub fn losses(&self) -> Vec<KindLoss> {
         let mut v = self.by_kind.clone();
         v.sort_by_key(|l| l.kind as u16);

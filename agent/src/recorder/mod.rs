@@ -204,6 +204,12 @@ impl ScopeBuffers {
         })
     }
 
+    /// A copy of `scope`'s buffer to read without this lock (`None`: no
+    /// event of that scope is buffered).
+    pub fn scope_copy(&self, scope: &Scope) -> Option<buffer::EventBuffer> {
+        self.scopes.get(scope).map(|b| b.events.copy())
+    }
+
     /// The newest event's seq in `scope` (0 when none).
     pub fn scope_last_seq(&self, scope: &Scope) -> u64 {
         self.scopes

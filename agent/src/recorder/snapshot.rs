@@ -29,7 +29,7 @@ use crate::{
     },
     event::Event,
     process::table::{ProcEntry, ProcessTable},
-    recorder::buffer::{charged_bytes, kept_first},
+    recorder::buffer::{charged_bytes, kept_first, EventBuffer},
     recorder::codec::Head,
     store::{
         commit::{CommitError, Committer},
@@ -96,6 +96,159 @@ struct Open {
     refused: KindCounts,
     /// Read in the background: /proc/net takes milliseconds to walk.
     listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
+    /// Its before-part is still being read ([`Filling`]): not closed yet.
+    filling: bool,
+}
+
+/// What [`Snapshots::begin_freeze`] did.
+pub enum Freeze {
+    /// The incident joined an open snapshot of its scope: its summary.
+    Joined(pb::SnapshotInfo),
+    /// A new snapshot is open; its before-part is to be read from the copy
+    /// ([`Filling::read`]) and handed to [`Snapshots::fill`].
+    Filling(pb::SnapshotInfo, Filling),
+}
+
+/// A freeze under way: the copy of a scope's buffer its before-part is
+/// read from, outside the buffers' lock.
+pub struct Filling {
+    id: u64,
+    start: u64,
+    at_ns: u64,
+    end: u64,
+    copy: Option<EventBuffer>,
+    limits: SnapshotLimits,
+}
+
+/// Reads a freeze's before-part without any lock, then hands it to its
+/// snapshot and lets the buffers make room for what it is charged. Run on
+/// a blocking thread. `None`: the snapshot was closed meanwhile.
+pub fn complete(
+    buffers: &std::sync::Mutex<ScopeBuffers>,
+    snapshots: &std::sync::Mutex<Snapshots>,
+    filling: Filling,
+) -> Option<pb::SnapshotInfo> {
+    let filled = filling.read();
+    // The buffers' lock first, as everywhere.
+    let mut buffers = crate::util::lock(buffers);
+    let info = crate::util::lock(snapshots).fill(filled);
+    buffers.enforce_budget();
+    info
+}
+
+/// A before-part read: events (oldest first) with what each is charged,
+/// those one snapshot's limit refused, evictions within the window, and
+/// the listening sockets being read.
+pub struct Filled {
+    id: u64,
+    events: Vec<(Arc<Event>, usize)>,
+    refused: KindCounts,
+    gaps: Vec<pb::Gap>,
+    listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
+}
+
+impl Filling {
+    /// The snapshot's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Reads the before-part from the copy: newest first within one
+    /// snapshot's limit (critical kinds before bulk ones), so that a limit
+    /// keeps the moment and what led to it. The heads are sized without
+    /// decoding; only the admitted events are decoded. No lock is held:
+    /// this may take a hundred milliseconds for a full buffer.
+    pub fn read(self) -> Filled {
+        let Filling {
+            id,
+            start,
+            at_ns,
+            end,
+            copy,
+            limits,
+        } = self;
+        let mut refused = KindCounts::default();
+        let Some(copy) = copy else {
+            return Filled {
+                id,
+                events: Vec::new(),
+                refused,
+                gaps: Vec::new(),
+                listening: None,
+            };
+        };
+        let inside = |h: &Head| h.time_ns >= start && h.time_ns <= end;
+        let sized: Vec<(Head, usize)> = copy.sizes(|h| inside(h)).collect();
+        let mut admitted = vec![false; sized.len()];
+        let mut sizes = vec![0usize; sized.len()];
+        let mut bytes = 0usize;
+        for (i, &(h, size)) in sized.iter().enumerate().rev() {
+            let one = if kept_first(h.kind) {
+                limits.max_bytes
+            } else {
+                limits.bulk_share(limits.max_bytes)
+            };
+            if bytes.saturating_add(size) <= one {
+                bytes += size;
+                admitted[i] = true;
+                sizes[i] = size;
+            } else {
+                refused.note(h.kind, h.time_ns);
+            }
+        }
+        drop(sized);
+        let mut i = 0;
+        let mut taken = Vec::new();
+        let events: Vec<Arc<Event>> = copy
+            .select(|h| {
+                let inside = inside(h);
+                let keep = inside && admitted.get(i).copied().unwrap_or(false);
+                if keep {
+                    taken.push(sizes.get(i).copied().unwrap_or(0));
+                }
+                i += usize::from(inside);
+                keep
+            })
+            .collect();
+        let events: Vec<(Arc<Event>, usize)> = events.into_iter().zip(taken).collect();
+        let mut gaps: Vec<pb::Gap> = copy
+            .losses()
+            .within(start, at_ns)
+            .into_iter()
+            .map(|l| {
+                gap(
+                    &l,
+                    "evicted from the scope's buffer before the freeze",
+                    false,
+                )
+            })
+            .collect();
+        gaps.retain(|g| g.lost > 0);
+        drop(copy);
+        // The newest few distinct processes of the scope: one of them is
+        // likely alive and in the scope's network namespace.
+        let mut candidates: Vec<u32> = Vec::new();
+        for (e, _) in events.iter().rev() {
+            if candidates.len() == 4 {
+                break;
+            }
+            if !candidates.contains(&e.pid()) {
+                candidates.push(e.pid());
+            }
+        }
+        let listening = std::thread::Builder::new()
+            .name("fdr-snapshot-net".into())
+            .spawn(move || listening_sockets(candidates.into_iter()))
+            .map_err(|e| tracing::warn!(%e, "reading listening sockets"))
+            .ok();
+        Filled {
+            id,
+            events,
+            refused,
+            gaps,
+            listening,
+        }
+    }
 }
 
 pub struct Snapshots {
@@ -223,6 +376,11 @@ impl Snapshots {
     /// (`incident` ≠ 0), a snapshot of the same scope frozen for another
     /// incident and still open is shared instead ([`Snapshots::join`]):
     /// the answer is then that snapshot's summary.
+    ///
+    /// All three steps at once, under the caller's locks (tests, tools).
+    /// The agent runs them apart ([`Snapshots::begin_freeze`],
+    /// [`Filling::read`] without a lock, [`Snapshots::fill`]), so that
+    /// decoding a scope's whole buffer never stands capture still.
     pub fn freeze(
         &mut self,
         scope: Scope,
@@ -231,67 +389,32 @@ impl Snapshots {
         buffers: &ScopeBuffers,
         incident: u64,
     ) -> Result<pb::SnapshotInfo, StoreError> {
+        match self.begin_freeze(scope, reason, at_ns, buffers, incident)? {
+            Freeze::Joined(info) => Ok(info),
+            Freeze::Filling(info, filling) => Ok(self.fill(filling.read()).unwrap_or(info)),
+        }
+    }
+
+    /// The first step of a freeze, under the buffers' lock: a new open
+    /// snapshot (its after-part fills from now on, [`Snapshots::observe`])
+    /// and a copy of the scope's buffer to read its before-part from,
+    /// without any lock ([`Filling::read`]). Cheap: no event is decoded.
+    pub fn begin_freeze(
+        &mut self,
+        scope: Scope,
+        reason: &str,
+        at_ns: u64,
+        buffers: &ScopeBuffers,
+        incident: u64,
+    ) -> Result<Freeze, StoreError> {
         if incident != 0 {
             if let Some(info) = self.join(&scope, reason, at_ns, incident) {
-                return Ok(info);
+                return Ok(Freeze::Joined(info));
             }
         }
         let id = self.store.next_id()?;
         let start = at_ns.saturating_sub(self.window.before_ns);
         let end = at_ns.saturating_add(self.window.after_ns);
-        // Newest first, so that a limit keeps the moment and what led to it.
-        // The buffer reads forward: a first pass sizes the window from the
-        // records (nothing decoded), the second decodes what was admitted.
-        let mut bytes = 0usize;
-        let mut refused = KindCounts::default();
-        let sized: Vec<(Head, usize)> = buffers.scope_sizes_within(&scope, start, end).collect();
-        let mut admitted = vec![false; sized.len()];
-        for (i, &(h, size)) in sized.iter().enumerate().rev() {
-            if self.admits(bytes, size, kept_first(h.kind)) {
-                bytes += size;
-                admitted[i] = true;
-            } else {
-                refused.note(h.kind, h.time_ns);
-            }
-        }
-        drop(sized);
-        let mut i = 0;
-        let events: Vec<Arc<Event>> = buffers
-            .scope_select(&scope, |h| {
-                let inside = h.time_ns >= start && h.time_ns <= end;
-                let keep = inside && admitted.get(i).copied().unwrap_or(false);
-                i += usize::from(inside);
-                keep
-            })
-            .collect();
-        let mut gaps: Vec<pb::Gap> = buffers
-            .evicted_within(&scope, start, at_ns)
-            .into_iter()
-            .map(|l| {
-                gap(
-                    &l,
-                    "evicted from the scope's buffer before the freeze",
-                    false,
-                )
-            })
-            .collect();
-        gaps.retain(|g| g.lost > 0);
-        // The newest few distinct processes of the scope: one of them is
-        // likely alive and in the scope's network namespace.
-        let mut candidates: Vec<u32> = Vec::new();
-        for e in events.iter().rev() {
-            if candidates.len() == 4 {
-                break;
-            }
-            if !candidates.contains(&e.pid()) {
-                candidates.push(e.pid());
-            }
-        }
-        let listening = std::thread::Builder::new()
-            .name("fdr-snapshot-net".into())
-            .spawn(move || listening_sockets(candidates.into_iter()))
-            .map_err(|e| tracing::warn!(%e, "reading listening sockets"))
-            .ok();
         let info = pb::SnapshotInfo {
             id,
             scope: scope.key(),
@@ -300,7 +423,7 @@ impl Snapshots {
             window_start: Some(timestamp(start)),
             window_end: Some(timestamp(end)),
             open: true,
-            event_count: events.len() as u64,
+            event_count: 0,
             completeness: 1.0,
             bytes: 0,
             host: self.host.clone(),
@@ -313,19 +436,62 @@ impl Snapshots {
             ..Default::default()
         };
         let last_seq = buffers.scope_last_seq(&scope);
+        let filling = Filling {
+            id,
+            start,
+            at_ns,
+            end,
+            copy: buffers.scope_copy(&scope),
+            limits: self.limits,
+        };
         self.open.push(Open {
             info: info.clone(),
             scope,
-            events,
-            bytes,
+            events: Vec::new(),
+            bytes: 0,
             end_ns: end,
             last_seq,
-            gaps,
-            refused,
-            listening,
+            gaps: Vec::new(),
+            refused: KindCounts::default(),
+            listening: None,
+            filling: true,
         });
+        Ok(Freeze::Filling(info, filling))
+    }
+
+    /// The last step of a freeze: the before-part read from the copy
+    /// joins the snapshot, ahead of what its after-part gathered
+    /// meanwhile, within the open snapshots' memory limits (newest first,
+    /// critical kinds before bulk ones). `None`: the snapshot was closed
+    /// meanwhile (the agent stopping).
+    pub fn fill(&mut self, filled: Filled) -> Option<pb::SnapshotInfo> {
+        let i = self.open.iter().position(|o| o.info.id == filled.id)?;
+        let mut kept = vec![false; filled.events.len()];
+        for (k, (ev, size)) in filled.events.iter().enumerate().rev() {
+            if self.admits(self.open[i].bytes, *size, kept_first(ev.kind())) {
+                self.open[i].bytes += size;
+                kept[k] = true;
+            } else {
+                self.open[i].refused.note(ev.kind(), ev.time_ns);
+            }
+        }
+        let o = &mut self.open[i];
+        let after = std::mem::take(&mut o.events);
+        o.events = filled
+            .events
+            .into_iter()
+            .zip(kept)
+            .filter_map(|((ev, _), k)| k.then_some(ev))
+            .chain(after)
+            .collect();
+        o.refused.merge(&filled.refused);
+        o.gaps.extend(filled.gaps);
+        o.listening = filled.listening;
+        o.info.event_count = o.events.len() as u64;
+        o.filling = false;
+        let info = o.info.clone();
         self.publish_charge();
-        Ok(info)
+        Some(info)
     }
 
     /// Incident `incident` of `scope`, at `at_ns`, joins the newest open
@@ -451,11 +617,21 @@ impl Snapshots {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.open.len() {
-            if self.open[i].end_ns > now_ns && !all {
+            // One whose before-part is still being read closes after it.
+            if (self.open[i].end_ns > now_ns || self.open[i].filling) && !all {
                 i += 1;
                 continue;
             }
             let mut o = self.open.remove(i);
+            if o.filling {
+                o.gaps.push(pb::Gap {
+                    from: o.info.window_start,
+                    to: o.info.at,
+                    lost: 0,
+                    cause: "the agent stopped before the before-window was read".into(),
+                    ..Default::default()
+                });
+            }
             self.publish_charge();
             self.finish_gaps(&mut o, now_ns);
             let lost: u64 = o.gaps.iter().map(|g| g.lost).sum();
@@ -846,6 +1022,43 @@ mod tests {
         assert_eq!(gap.to, Some(timestamp(62_000)));
         assert!(gap.cause.contains("stopped"));
         assert!(snaps.open_infos().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_freeze_reads_its_before_part_off_the_lock_ahead_of_what_came_meanwhile() {
+        let (dir, store) = test_store("fdr-snap-phases");
+        let mut snaps = Snapshots::new(
+            std::sync::Arc::new(store),
+            Window {
+                before_ns: 1_000_000,
+                after_ns: 10_000,
+            },
+        );
+        let mut buffers = test_buffers();
+        for seq in 1..=3 {
+            buffers.push(Arc::new(event(seq, 7, Detail::Exit { status: 0 })));
+        }
+        let Freeze::Filling(info, filling) = snaps
+            .begin_freeze(Scope::Host, "t", 5_000, &buffers, 0)
+            .unwrap()
+        else {
+            panic!("a new snapshot")
+        };
+        assert_eq!(filling.id(), info.id);
+        // Events recorded while the before-part is read join after it.
+        let later = Arc::new(event(4, 7, Detail::Exit { status: 0 }));
+        buffers.push(later.clone());
+        snaps.observe(&later);
+        // Not closed while filling, even with its window over.
+        assert!(snaps.take_closed(1 << 40, false).is_empty());
+        let filled = std::thread::spawn(move || filling.read()).join().unwrap();
+        let info = snaps.fill(filled).expect("still open");
+        assert_eq!(info.event_count, 4);
+        let closing = snaps.take_closed(1 << 40, false);
+        assert_eq!(closing.len(), 1);
+        let seqs: Vec<u64> = closing[0].events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
