@@ -106,7 +106,7 @@ pub enum Freeze {
     Joined(pb::SnapshotInfo),
     /// A new snapshot is open; its before-part is to be read from the copy
     /// ([`Filling::read`]) and handed to [`Snapshots::fill`].
-    Filling(pb::SnapshotInfo, Filling),
+    Filling(pb::SnapshotInfo, Box<Filling>),
 }
 
 /// A freeze under way: the copy of a scope's buffer its before-part is
@@ -126,7 +126,7 @@ pub struct Filling {
 pub fn complete(
     buffers: &std::sync::Mutex<ScopeBuffers>,
     snapshots: &std::sync::Mutex<Snapshots>,
-    filling: Filling,
+    filling: Box<Filling>,
 ) -> Option<pb::SnapshotInfo> {
     let filled = filling.read();
     // The buffers' lock first, as everywhere.
@@ -456,7 +456,7 @@ impl Snapshots {
             listening: None,
             filling: true,
         });
-        Ok(Freeze::Filling(info, filling))
+        Ok(Freeze::Filling(info, Box::new(filling)))
     }
 
     /// The last step of a freeze: the before-part read from the copy
