@@ -143,9 +143,23 @@ impl Docker {
     /// with `extra` options before the image and `command` after it;
     /// returns the container id.
     pub fn run(&self, name: &str, extra: &[&str], command: &[&str]) -> Result<String> {
-        let mut args = vec!["run", "-d", "--network", "none", "--name", name];
-        args.extend_from_slice(extra);
-        args.push(Self::IMAGE);
+        let mut opts = vec!["--network", "none"];
+        opts.extend_from_slice(extra);
+        self.run_image(name, &opts, Self::IMAGE, command)
+    }
+
+    /// `docker run -d --name name options… image command…` (removed on
+    /// drop); returns the container id.
+    pub fn run_image(
+        &self,
+        name: &str,
+        options: &[&str],
+        image: &str,
+        command: &[&str],
+    ) -> Result<String> {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(options);
+        args.push(image);
         args.extend_from_slice(command);
         let id = self.cli(&args)?;
         if let Ok(mut ids) = self.ids.lock() {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the toolchain, build, run, test and benchmark fdr.
 
 mod fuzz;
+mod image;
 mod layers;
 mod setup;
 
@@ -26,6 +27,17 @@ enum Task {
     Setup,
     /// Build the agent and fdrctl (release).
     Build,
+    /// Build the release binaries and the container image, as an OCI image
+    /// layout archive (also loadable by `docker load`), without a registry
+    /// or `docker build`; prints its path, tag, size and digest.
+    Image {
+        /// Where to write the archive (default: <target>/image/fdr-agent.oci.tar).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The image name and tag (default: fdr-agent:<version>-g<git rev>[-dirty]).
+        #[arg(long)]
+        tag: Option<String>,
+    },
     /// Set up, build, and run the agent with the default config (or the given args).
     Run {
         /// Arguments passed to fdr-agent.
@@ -76,6 +88,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Build => build(&root),
+        Task::Image { out, tag } => image::run(&root, out, tag).map(drop),
         Task::Run { args } => run(&root, &args),
         Task::Test { filter } => test(&root, filter.as_deref()),
         Task::Layers => layers::run(&root, true),
@@ -92,10 +105,35 @@ fn workspace_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
+/// `program`, without the variables `cargo run` (how `cargo xtask` starts)
+/// set for xtask itself: passed on to a nested cargo, they reach the build
+/// scripts that watch them (ring's watches CARGO_MANIFEST_DIR), and those
+/// crates and all that depends on them rebuild whenever `cargo xtask …` and
+/// a plain `cargo build` take turns.
+fn command(program: &str) -> Command {
+    let mut c = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let set_by_cargo_run = key.to_str().is_some_and(|k| {
+            matches!(
+                k,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            ) || k.starts_with("CARGO_PKG_")
+        });
+        if set_by_cargo_run {
+            c.env_remove(key);
+        }
+    }
+    c
+}
+
 /// Runs a command in the workspace, failing on a non-zero exit.
 fn cmd(root: &Path, program: &str, args: &[&str]) -> Result<()> {
     eprintln!("+ {program} {}", args.join(" "));
-    let status = Command::new(program)
+    let status = command(program)
         .args(args)
         .current_dir(root)
         .status()
@@ -186,6 +224,10 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
             "--bins",
         ],
     )?;
+    // The image test (tests/tests/image.rs) loads this image (release
+    // binaries) into a private dockerd.
+    let image = image::run(root, None, None)?;
+    std::env::set_var(image::ARCHIVE_ENV, &image.archive);
     // Every test binary runs, so one failure does not hide the others.
     let mut args = vec!["test", "--no-fail-fast", "--", "--test-threads=2"];
     if let Some(f) = filter {
@@ -279,7 +321,7 @@ fn cmd_with_deadline(
 ) -> Result<()> {
     use std::os::unix::process::CommandExt;
     eprintln!("+ {program} {}", args.join(" "));
-    let mut child = Command::new(program)
+    let mut child = command(program)
         .args(args)
         .current_dir(root)
         .process_group(0)
