@@ -339,6 +339,7 @@ impl Config {
         self.analysis.validate()?;
         self.api.validate()?;
         self.live.validate()?;
+        self.host.validate()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

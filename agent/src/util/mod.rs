@@ -4,6 +4,7 @@
 pub mod glob;
 pub mod host;
 pub mod mem;
+pub mod notify;
 pub mod stats;
 pub mod text;
 

@@ -259,6 +259,8 @@ pub struct Incidents {
     next_serial: u64,
     window_ns: u64,
     max_audits: usize,
+    /// The node name new incidents carry (see [`Incidents::with_node`]).
+    node: String,
 }
 
 /// What raising an audit did.
@@ -276,7 +278,14 @@ impl Incidents {
             next_serial: next_serial.max(1),
             window_ns,
             max_audits,
+            node: String::new(),
         }
+    }
+
+    /// New incidents carry `node` (the agent's node name) as their host.
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.node = node.to_owned();
+        self
     }
 
     /// The serial the audit belongs to: the open incident of its type on
@@ -320,7 +329,7 @@ impl Incidents {
             scope: trigger.scope.clone(),
             container: None,
             service: trigger.unit.clone(),
-            hostname: crate::util::host::hostname().to_owned(),
+            hostname: self.node.clone(),
             model: model.clone(),
             first_ns: entry.time_ns,
             last_ns: entry.time_ns,
