@@ -5,6 +5,7 @@ use std::{future::Future, net::SocketAddr, path::Path, pin::Pin, sync::Arc, time
 
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 use tonic::{
     service::{interceptor::InterceptedService, Interceptor},
     transport::{Certificate, Identity, Server, ServerTlsConfig},
@@ -72,10 +73,13 @@ impl Tcp {
         self.listener.local_addr().ok()
     }
 
-    /// The server, to be awaited with the others.
+    /// The server, to be awaited with the others. `health` is served
+    /// without the token (probes carry no credentials), over TLS when TLS
+    /// is configured.
     pub fn serve(
         mut self,
         state: Arc<State>,
+        health: HealthServer<HealthService>,
         stop: watch::Receiver<bool>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> ServeFuture {
@@ -85,11 +89,13 @@ impl Tcp {
             Some(auth) => Box::pin(
                 self.builder
                     .add_service(InterceptedService::new(svc, auth))
+                    .add_service(health)
                     .serve_with_incoming_shutdown(incoming, shutdown),
             ),
             None => Box::pin(
                 self.builder
                     .add_service(svc)
+                    .add_service(health)
                     .serve_with_incoming_shutdown(incoming, shutdown),
             ),
         }

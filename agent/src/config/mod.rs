@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 mod analysis;
 mod live;
+mod observe;
 mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
 pub use live::LiveConfig;
+pub use observe::{HealthConfig, MetricsConfig};
 pub use validate::{bounds, total_ram};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub live: LiveConfig,
     pub log: LogConfig,
+    pub health: HealthConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

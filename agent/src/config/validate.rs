@@ -339,6 +339,8 @@ impl Config {
         self.analysis.validate()?;
         self.api.validate()?;
         self.live.validate()?;
+        self.health.validate()?;
+        self.metrics.validate()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

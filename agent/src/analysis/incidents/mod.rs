@@ -259,6 +259,9 @@ pub struct Incidents {
     next_serial: u64,
     window_ns: u64,
     max_audits: usize,
+    /// Incidents opened since the agent started, by type and severity at
+    /// opening (the metrics).
+    opened: HashMap<(IncidentType, Severity), u64>,
 }
 
 /// What raising an audit did.
@@ -276,6 +279,7 @@ impl Incidents {
             next_serial: next_serial.max(1),
             window_ns,
             max_audits,
+            opened: HashMap::new(),
         }
     }
 
@@ -313,7 +317,10 @@ impl Incidents {
     ) -> &Incident {
         let kind = entry.draft.incident;
         let key = (trigger.scope.clone(), kind);
-        let inc = self.open.entry(key).or_insert_with(|| Incident {
+        let opened = &mut self.opened;
+        let inc = self.open.entry(key).or_insert_with(|| {
+            *opened.entry((kind, entry.draft.severity)).or_default() += 1;
+            Incident {
             serial,
             kind,
             severity: entry.draft.severity,
@@ -331,6 +338,7 @@ impl Incidents {
             account: None,
             accounts: Vec::new(),
             account_count: 0,
+            }
         });
         if container.is_some() {
             inc.container = container;
@@ -409,6 +417,12 @@ impl Incidents {
 
     pub fn next_serial(&self) -> u64 {
         self.next_serial
+    }
+
+    /// Incidents opened since the agent started, by type and severity at
+    /// opening.
+    pub fn opened(&self) -> impl Iterator<Item = (IncidentType, Severity, u64)> + '_ {
+        self.opened.iter().map(|(&(t, s), &n)| (t, s, n))
     }
 
     /// Forgets incidents whose window has passed (they are in the store).
