@@ -4,11 +4,14 @@
 //! tables' totals): nothing is added to the event path. Any other path is
 //! 404.
 //!
-//! The body is the OpenMetrics text format (`prometheus-client`'s only
-//! text encoder), served as `application/openmetrics-text; version=1.0.0`,
-//! which Prometheus scrapes (and prefers) natively: counters are declared
-//! by family (`# TYPE fdr_events counter`) and sampled as `fdr_events_total`;
-//! the body ends with `# EOF`.
+//! Two formats, by the request's `Accept`: the OpenMetrics text format
+//! (`prometheus-client`'s encoder; `application/openmetrics-text`, which
+//! Prometheus asks for first) when the client accepts it, else the
+//! Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), the same
+//! samples with the 0.0.4 family names (`# TYPE fdr_events_total counter`
+//! where OpenMetrics says `# TYPE fdr_events counter`; the info metric
+//! `fdr_build_info` as a gauge; no `# EOF`). Label values are escaped alike
+//! in both (`\\`, `\"`, `\n`).
 //!
 //! Kernel drops are counted per kind only (one per-CPU counter per kind in
 //! the kernel); `ring` is the ring the kind travels in (`critical` for
@@ -40,7 +43,8 @@ use crate::{
     event::{EventKind, Severity},
 };
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Scrapes served at once; more connections wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -120,13 +124,14 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Repl
     r
 }
 
-async fn respond<B>(
-    req: hyper::Request<B>,
-    registry: Arc<Registry>,
-) -> Result<Reply, Infallible> {
+async fn respond<B>(req: hyper::Request<B>, registry: Arc<Registry>) -> Result<Reply, Infallible> {
     const TEXT: &str = "text/plain; charset=utf-8";
     if req.uri().path() != "/metrics" {
-        return Ok(reply(StatusCode::NOT_FOUND, TEXT, "not found: try /metrics\n"));
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /metrics\n",
+        ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or HEAD\n");
@@ -136,6 +141,12 @@ async fn respond<B>(
         );
         return Ok(r);
     }
+    let openmetrics = req
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     // Locks and a stat of the database file: off the executor's threads.
     let text = tokio::task::spawn_blocking(move || {
         let mut out = String::with_capacity(16 << 10);
@@ -143,12 +154,48 @@ async fn respond<B>(
     })
     .await;
     Ok(match text {
-        Ok(Ok(body)) => reply(StatusCode::OK, CONTENT_TYPE, body),
+        Ok(Ok(body)) if openmetrics => reply(StatusCode::OK, OPENMETRICS, body),
+        Ok(Ok(body)) => reply(StatusCode::OK, PROMETHEUS_TEXT, prometheus_text(&body)),
         Ok(Err(_)) | Err(_) => {
             tracing::warn!("encoding the metrics failed");
             reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "encoding failed\n")
         }
     })
+}
+
+/// `prometheus-client`'s OpenMetrics text (counters, gauges and infos, no
+/// units, no exemplars: what [`Figures`] writes) in the Prometheus text
+/// format 0.0.4: the families renamed after their samples, `info` as a
+/// gauge, no `# EOF`. The samples are the same lines.
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.rsplit_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                other => ("", other),
+            };
+            if let Some((name, text)) = help.take() {
+                out.push_str(&format!("# HELP {name}{suffix} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family}{suffix} {kind}\n"));
+            continue;
+        }
+        if line.starts_with('#') {
+            // `# EOF`, `# UNIT`: OpenMetrics only.
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The collector: reads the agent's state at each scrape.
@@ -514,18 +561,25 @@ mod tests {
         assert!(out.contains("# TYPE odd counter\n"), "{out}");
         assert!(out.contains("\nplain 1.5\n"), "{out}");
         assert!(out.ends_with("# EOF\n"), "{out}");
+        let text = prometheus_text(&out);
+        assert_eq!(
+            text,
+            "# HELP odd_total help\n# TYPE odd_total counter\n\
+             odd_total{v=\"a\\\"b\\\\c\\nd\"} 3\n\
+             # HELP plain help\n# TYPE plain gauge\nplain 1.5\n"
+        );
+        let info =
+            "# HELP fdr_build v.\n# TYPE fdr_build info\nfdr_build_info{version=\"1\"} 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(info),
+            "# HELP fdr_build_info v.\n# TYPE fdr_build_info gauge\nfdr_build_info{version=\"1\"} 1\n"
+        );
     }
 
     #[tokio::test]
     async fn unknown_paths_are_404_and_methods_405() {
         let registry = Arc::new(Registry::default());
-        let req = |m: Method, p: &str| {
-            hyper::Request::builder()
-                .method(m)
-                .uri(p)
-                .body(())
-                .unwrap()
-        };
+        let req = |m: Method, p: &str| hyper::Request::builder().method(m).uri(p).body(()).unwrap();
         let r = respond(req(Method::GET, "/nope"), registry.clone())
             .await
             .unwrap();
@@ -534,8 +588,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-        let r = respond(req(Method::GET, "/metrics"), registry).await.unwrap();
+        let r = respond(req(Method::GET, "/metrics"), registry.clone())
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[hyper::header::CONTENT_TYPE], CONTENT_TYPE);
+        assert_eq!(r.headers()[hyper::header::CONTENT_TYPE], PROMETHEUS_TEXT);
+        let mut om = req(Method::GET, "/metrics");
+        om.headers_mut().insert(
+            hyper::header::ACCEPT,
+            hyper::header::HeaderValue::from_static(
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
+            ),
+        );
+        let r = respond(om, registry).await.unwrap();
+        assert_eq!(r.headers()[hyper::header::CONTENT_TYPE], OPENMETRICS);
     }
 }

@@ -5,12 +5,12 @@ use std::{future::Future, net::SocketAddr, path::Path, pin::Pin, sync::Arc, time
 
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 use tonic::{
     service::{interceptor::InterceptedService, Interceptor},
     transport::{Certificate, Identity, Server, ServerTlsConfig},
     Request, Status,
 };
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
 use super::{ApiError, Service};
 use crate::{api::state::State, config::ApiConfig};

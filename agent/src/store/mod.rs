@@ -471,18 +471,14 @@ impl Store {
             |db| self.put_tx(db, id, &snap.bytes, &info),
         )?;
         self.committed.fetch_add(1, Relaxed);
-        self.evicted
-            .fetch_add(evicted.len() as u64, Relaxed);
+        self.evicted.fetch_add(evicted.len() as u64, Relaxed);
         Ok(evicted)
     }
 
     /// Snapshots stored and snapshots evicted by retention since the agent
     /// started.
     pub fn commit_counts(&self) -> (u64, u64) {
-        (
-            self.committed.load(Relaxed),
-            self.evicted.load(Relaxed),
-        )
+        (self.committed.load(Relaxed), self.evicted.load(Relaxed))
     }
 
     fn put_tx(
