@@ -299,26 +299,57 @@ async fn the_agent_serves_health_and_metrics() {
     assert_eq!(status, 404);
 }
 
-/// On the API's TCP listener the health service answers without the bearer
-/// token the API requires.
+/// On the API's TCP listener (TLS and a bearer token here) the health
+/// service answers over TLS without the token the API requires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_on_the_tcp_api_needs_no_token() {
+async fn health_on_the_tcp_api_needs_tls_but_no_token() {
     let dir = TempDir::new("health-token");
+    let ca = fdr_tests::pki::Ca::new(dir.path(), "fdr-observe-ca");
+    let server = ca.server("agent");
     let token = dir.path().join("token");
     std::fs::write(&token, "fdr-observe-token\n").expect("token file");
+    let (cert, key) = (server.cert.clone(), server.key.clone());
     let cap = Capture::start_with("health-token", move |c| {
         c.api.tcp_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.api.tls_cert_file = Some(cert);
+        c.api.tls_key_file = Some(key);
         c.api.tcp_token_file = Some(token);
     })
     .await;
     let addr = cap.agent.as_ref().and_then(|a| a.tcp).expect("TCP bound");
-    wait_serving("the TCP API", || tcp_channel(addr)).await;
-    let ch = tcp_channel(addr).await.expect("connect");
+    let ca_pem = std::fs::read(&ca.cert).expect("CA certificate");
+    let tls = move || {
+        let ca_pem = ca_pem.clone();
+        async move {
+            Endpoint::from_shared(format!("https://{addr}"))
+                .map_err(|e| e.to_string())?
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
+                )
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| fdr_proto::transport::error_chain(&e))
+        }
+    };
+    wait_serving("the TCP API over TLS", tls.clone()).await;
+    // The API itself still wants the token.
+    let ch = tls().await.expect("connect");
     let mut api = fdr_proto::v1::flight_recorder_client::FlightRecorderClient::new(ch);
     let err = api
         .get_stats(fdr_proto::v1::GetStatsRequest {})
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // Plaintext is refused: the listener speaks TLS only.
+    assert!(check_plain(addr).await.is_err());
     cap.stop().await;
+}
+
+async fn check_plain(addr: SocketAddr) -> Result<ServingStatus, String> {
+    let ch = tcp_channel(addr).await?;
+    tokio::time::timeout(Duration::from_secs(5), check(ch, ""))
+        .await
+        .map_err(|_| "timed out".to_owned())?
 }

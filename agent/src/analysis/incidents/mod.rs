@@ -317,28 +317,27 @@ impl Incidents {
     ) -> &Incident {
         let kind = entry.draft.incident;
         let key = (trigger.scope.clone(), kind);
-        let opened = &mut self.opened;
-        let inc = self.open.entry(key).or_insert_with(|| {
-            *opened.entry((kind, entry.draft.severity)).or_default() += 1;
-            Incident {
-                serial,
-                kind,
-                severity: entry.draft.severity,
-                scope: trigger.scope.clone(),
-                container: None,
-                service: trigger.unit.clone(),
-                hostname: crate::util::host::hostname().to_owned(),
-                model: model.clone(),
-                first_ns: entry.time_ns,
-                last_ns: entry.time_ns,
-                audits: Vec::new(),
-                audit_count: 0,
-                snapshot_id: 0,
-                summary: String::new(),
-                account: None,
-                accounts: Vec::new(),
-                account_count: 0,
-            }
+        if !self.open.contains_key(&key) {
+            *self.opened.entry((kind, entry.draft.severity)).or_default() += 1;
+        }
+        let inc = self.open.entry(key).or_insert_with(|| Incident {
+            serial,
+            kind,
+            severity: entry.draft.severity,
+            scope: trigger.scope.clone(),
+            container: None,
+            service: trigger.unit.clone(),
+            hostname: crate::util::host::hostname().to_owned(),
+            model: model.clone(),
+            first_ns: entry.time_ns,
+            last_ns: entry.time_ns,
+            audits: Vec::new(),
+            audit_count: 0,
+            snapshot_id: 0,
+            summary: String::new(),
+            account: None,
+            accounts: Vec::new(),
+            account_count: 0,
         });
         if container.is_some() {
             inc.container = container;
@@ -502,6 +501,12 @@ mod tests {
         assert_eq!(i.audits.len(), 2, "capped");
         assert_eq!(i.severity, Severity::High);
         assert_eq!((i.first_ns, i.last_ns), (10_000, 60_000));
+        // Counted once, with its severity at opening.
+        assert_eq!(
+            inc.opened().collect::<Vec<_>>(),
+            [(kind, Severity::Medium, 1)]
+        );
+        let i = inc.get(5).expect("open");
         assert!(
             i.summary.starts_with("backdoor-listener on host ")
                 && i.summary.ends_with(": new listen: tcp/1 (+2 more)"),
