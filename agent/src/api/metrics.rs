@@ -258,9 +258,48 @@ fn gauge(
     )
 }
 
+fn counter_f64(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    family(enc, name, help, one(ConstCounter::new(v)))
+}
+
+/// The agent's CPU seconds and resident bytes, from `/proc/self/stat`.
+fn own_usage() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command's closing parenthesis: state is field 3, utime 14,
+    // stime 15, rss 24 (pages).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    // SAFETY: sysconf only reads its argument.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if tick <= 0 || page <= 0 {
+        return None;
+    }
+    let cpu = (num(14)? + num(15)?) as f64 / tick as f64;
+    Some((cpu, (num(24)? * page as u64) as f64))
+}
+
 fn one<T>(v: T) -> [(Labels, T); 1] {
     [(Vec::new(), v)]
 }
+
+/// Kinds the agent raises itself: never in a kernel ring.
+const AGENT_KINDS: [EventKind; 4] = [
+    EventKind::ContainerStart,
+    EventKind::ContainerStop,
+    EventKind::ModelLearned,
+    EventKind::Audit,
+];
 
 const SEVERITIES: [Severity; 4] = [
     Severity::Low,
@@ -279,7 +318,7 @@ impl Collector for Figures {
         counter(
             e,
             "fdr_events",
-            "Records read from the kernel and decoded, by kind.",
+            "Events the pipeline recorded, by kind: the kernel's records and the agent's own events (container-start/stop, model-learned, audit).",
             EventKind::ALL
                 .into_iter()
                 .map(|k| (vec![("kind", k.name().to_owned())], c.seen(k))),
@@ -288,7 +327,7 @@ impl Collector for Figures {
             e,
             "fdr_kernel_drops",
             "Records the kernel could not write to a full ring buffer, by kind (ring: the kind's usual ring; the kernel counts per kind).",
-            drops.iter().map(|(k, n)| {
+            drops.iter().filter(|(k, _)| !AGENT_KINDS.contains(k)).map(|(k, n)| {
                 let ring = if k.is_critical() { "critical" } else { "events" };
                 (
                     vec![("kind", k.name().to_owned()), ("ring", ring.to_owned())],
@@ -519,6 +558,20 @@ impl Collector for Figures {
             "When the agent started, in seconds since the Unix epoch.",
             one(crate::util::unix_ns(st.started) as f64 / 1e9),
         )?;
+        if let Some((cpu, rss)) = own_usage() {
+            counter_f64(
+                e,
+                "process_cpu_seconds",
+                "CPU time the agent used (user and system), in seconds.",
+                cpu,
+            )?;
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "The agent's resident memory.",
+                one(rss),
+            )?;
+        }
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]);
         let m = e.encode_descriptor(
             "fdr_build",
@@ -561,6 +614,8 @@ mod tests {
         assert!(out.contains("# TYPE odd counter\n"), "{out}");
         assert!(out.contains("\nplain 1.5\n"), "{out}");
         assert!(out.ends_with("# EOF\n"), "{out}");
+        let (cpu, rss) = own_usage().expect("/proc/self/stat");
+        assert!(cpu >= 0.0 && rss > 1e6, "{cpu} {rss}");
         let text = prometheus_text(&out);
         assert_eq!(
             text,
