@@ -78,7 +78,13 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("api", "stream_queue_bytes = 0", "api.stream_queue_bytes"),
     ("api", "stream_queue_bytes = 9223372036854775807", "api.stream_queue_bytes"),
     ("api", "tcp_listen = \"0.0.0.0:7077\"", "api.tcp_listen"),
+    ("health", "listen = \"localhost:6789\"", "health.listen"),
+    ("health", "stall_after = \"0s\"", "health.stall_after"),
+    ("metrics", "listen = \"9477\"", "metrics.listen"),
     ("log", "level = \"fdr_agent=[\"", "log.level"),
+    ("log", "format = \"xml\"", "log.format"),
+    ("host", "root = \"host\"", "host.root"),
+    ("host", "node_name = \"a\\nb\"", "host.node_name"),
     // Parse errors name the key too.
     ("recorder", "budget_bytes = -1", "recorder.budget_bytes"),
     ("api", "stream_queue = \"many\"", "api.stream_queue"),

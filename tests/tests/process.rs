@@ -156,15 +156,14 @@ async fn host_process_is_attributed_to_its_systemd_service() {
     let exec = exec_in(&mut cap, &cg, "insvc").await;
     assert_eq!(exec.scope, fdr_agent::attribution::scope::Scope::Host);
     assert_eq!(exec.unit.as_deref(), Some(unit.as_str()));
-    let pb = fdr_agent::event::wire::event_to_pb(&exec, &fdr_agent::event::wire::Enrich::BARE);
+    let state = &cap.agent.as_ref().expect("running").state;
+    let pb = state.with_enrich(0, |en| fdr_agent::event::wire::event_to_pb(&exec, en));
     assert_eq!(pb.service, unit);
     assert_eq!(pb.scope, "host");
-    assert_eq!(
-        pb.hostname,
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap()
-            .trim()
-    );
+    // The node name (NODE_NAME, else /etc/hostname, else the kernel's).
+    let node = fdr_agent::util::host::NodeName::resolve("", &Default::default());
+    assert!(!node.name.is_empty());
+    assert_eq!(pb.hostname, node.name);
     cap.stop().await;
     drop(cg);
 }
@@ -254,8 +253,8 @@ async fn ancestry_lists_the_shells_in_order() {
     assert_eq!(chain[2].0, std::process::id(), "then the test: {chain:?}");
     // The same through the API, at the configured depth.
     let depth = Enrich {
-        containers: None,
         ancestry_depth: 2,
+        ..Enrich::BARE
     };
     let pb = fdr_agent::event::wire::event_to_pb(&exec, &depth);
     let argvs: Vec<&[String]> = pb.ancestry.iter().map(|a| &a.argv[..]).collect();

@@ -229,6 +229,7 @@ impl EventQuery {
         scope: Option<&Scope>,
         containers: Option<&Mutex<ContainerRegistry>>,
         ancestry_depth: usize,
+        node: &str,
     ) -> (Page<pb::Event>, ScanStats) {
         let meta = |id: &str| containers.and_then(|c| lock(c).get(id));
         let (picked, more, stats) = self.select(buffers, scope, &meta);
@@ -242,6 +243,7 @@ impl EventQuery {
                     .as_deref()
                     .map(|c| c as &dyn crate::event::container::ContainerLookup),
                 ancestry_depth,
+                node,
             };
             for ev in batch {
                 let pb = event_to_pb(ev, &en);
@@ -991,7 +993,7 @@ mod tests {
         let text = text.to_owned();
         move |c: &str| {
             let q = EventQuery::new(&kinds, None, None, &text, c, limit).unwrap();
-            q.page_live(b, Some(&Scope::Host), None, 0).0
+            q.page_live(b, Some(&Scope::Host), None, 0, "").0
         }
     }
 
@@ -1014,7 +1016,7 @@ mod tests {
             let mut pages = 0;
             loop {
                 let q = EventQuery::new(&[], None, None, text, &cursor, limit).unwrap();
-                let (p, stats) = q.page_live(&b, None, None, 0);
+                let (p, stats) = q.page_live(&b, None, None, 0, "");
                 assert!(stats.longest_hold < Duration::from_secs(5));
                 pages += 1;
                 seqs.extend(p.events.iter().map(|e| e.seq));
@@ -1033,7 +1035,13 @@ mod tests {
         assert_eq!(nscopes, 3);
         // A scope narrows it.
         let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
-        let (p, _) = q.page_live(&b, Some(&Scope::from_key("container:a").unwrap()), None, 0);
+        let (p, _) = q.page_live(
+            &b,
+            Some(&Scope::from_key("container:a").unwrap()),
+            None,
+            0,
+            "",
+        );
         assert!(p.events.iter().all(|e| e.scope == "container:a"));
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS.min(n as usize / 3));
     }
@@ -1125,7 +1133,7 @@ mod tests {
             lock(&b).push(exit(seq));
         }
         let q = EventQuery::new(&[], None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0, "");
         assert_eq!(p.events.len(), MAX_PAGE_EVENTS);
         assert_eq!(p.next_cursor, Some(MAX_PAGE_EVENTS.to_string()));
         assert_eq!(
@@ -1142,7 +1150,7 @@ mod tests {
         // A rare kind: the whole scope is examined, a bounded part per hold.
         let exec = [pb::EventKind::Exec as i32];
         let q = EventQuery::new(&exec, None, None, "", "", 0).unwrap();
-        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0);
+        let (p, stats) = q.page_live(&b, Some(&Scope::Host), None, 0, "");
         assert!(p.events.is_empty() && p.next_cursor.is_none());
         assert_eq!(stats.examined, n);
         assert_eq!(
@@ -1383,7 +1391,7 @@ mod tests {
                     Some(meta.clone()),
                     Enrich {
                         containers: Some(&reg),
-                        ancestry_depth: 0,
+                        ..Enrich::BARE
                     },
                 ),
             ] {

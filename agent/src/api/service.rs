@@ -509,6 +509,7 @@ impl FlightRecorder for Service {
                 scope.as_ref(),
                 Some(&state.containers),
                 state.ancestry_depth,
+                &state.node,
             )
         })
         .await

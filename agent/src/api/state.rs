@@ -66,6 +66,11 @@ pub struct State {
     /// Sizes of the kernel rings: all but critical kinds, critical kinds.
     pub ring_bytes: u64,
     pub critical_ring_bytes: u64,
+    /// The node name every event leaving the agent carries (see
+    /// [`State::with_host`]; empty in tests that build a state by hand).
+    pub node: Arc<str>,
+    /// Where the host's filesystem is seen.
+    pub host: crate::util::host::HostRoot,
 }
 
 /// What a `State` is made of.
@@ -118,6 +123,8 @@ impl State {
             name_wait_counters: Arc::default(),
             probes: Mutex::new(None),
             started: SystemTime::now(),
+            node: Arc::from(""),
+            host: crate::util::host::HostRoot::default(),
             ring_bytes: p.ring_bytes,
             critical_ring_bytes: p.critical_ring_bytes,
         }
@@ -134,6 +141,13 @@ impl State {
         self
     }
 
+    /// The same, on the host seen at `host`, named `node`.
+    pub fn with_host(mut self, host: crate::util::host::HostRoot, node: &str) -> Self {
+        self.host = host;
+        self.node = Arc::from(node);
+        self
+    }
+
     /// Runs `f` with container metadata (the `containers` lock held) and
     /// ancestry up to `depth`.
     pub fn with_enrich<R>(&self, depth: usize, f: impl FnOnce(&Enrich) -> R) -> R {
@@ -141,6 +155,7 @@ impl State {
         f(&Enrich {
             containers: Some(&*containers),
             ancestry_depth: depth,
+            node: &self.node,
         })
     }
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 pub use crate::event::scope::Scope;
+use crate::util::host::HostRoot;
 
 fn is_hex_id(s: &str) -> bool {
     s.len() >= 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -107,9 +108,16 @@ pub struct ScopeResolver {
 }
 
 impl ScopeResolver {
+    /// Resolves in the agent's own cgroup2 mount.
     pub fn new() -> Self {
+        Self::with_root(cgroup2_root(&HostRoot::default()))
+    }
+
+    /// Resolves in the cgroup v2 hierarchy mounted at `root` (see
+    /// [`cgroup2_root`]).
+    pub fn with_root(root: Option<PathBuf>) -> Self {
         ScopeResolver {
-            root: cgroup2_root(),
+            root,
             cache: HashMap::new(),
             new: Vec::new(),
         }
@@ -164,14 +172,55 @@ impl Default for ScopeResolver {
     }
 }
 
-/// Where the cgroup v2 hierarchy is mounted.
-pub fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
+/// Where the cgroup v2 hierarchy is mounted: with the agent's own root,
+/// its mount in `/proc/self/mounts`; with a host root, the host's mount
+/// (from `<root>/proc/1/mountinfo`: the host's init sees the host's
+/// mounts) taken under the root, as the agent sees it.
+pub fn cgroup2_root(host: &HostRoot) -> Option<PathBuf> {
+    if host.is_own() {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        return mounts.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        });
+    }
+    let info = std::fs::read_to_string(host.proc().join("1/mountinfo")).ok()?;
+    let mount = info.lines().find_map(|l| {
+        // `<id> <parent> <dev> <root> <mount point> <options> [tags] - <fstype> …`
+        let (left, right) = l.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| unescape_mount(point))
+    })?;
+    // Canonical: paths the kernel gives back (opened by handle) are.
+    let dir = host.path(mount);
+    Some(std::fs::canonicalize(&dir).unwrap_or(dir))
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) undone.
+fn unescape_mount(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).and_then(|d| {
+            d.iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+                .then(|| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+        });
+        match oct {
+            Some(v) if b[i] == b'\\' && v <= 255 => {
+                out.push(v as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The directory of cgroup `id` under `root`: opened by its id as a file
@@ -313,7 +362,7 @@ mod tests {
     fn own_cgroup_resolves() {
         let mut r = ScopeResolver::new();
         use std::os::unix::fs::MetadataExt;
-        let root = cgroup2_root().expect("cgroup v2 mounted");
+        let root = cgroup2_root(&HostRoot::default()).expect("cgroup v2 mounted");
         let id = std::fs::metadata(&root).unwrap().ino();
         assert_eq!(r.resolve(id).scope, Scope::Host);
         assert!(r.exists(id));
@@ -328,5 +377,29 @@ mod tests {
         let ino = std::fs::metadata(&dir).unwrap().ino();
         assert_eq!(open_by_id(&root, ino).unwrap(), dir);
         assert_eq!(find_cgroup(&root, ino, 0), Some(dir));
+    }
+
+    /// A host root whose `/proc` and `/sys` are the real ones (links):
+    /// the host's cgroup2 mount is found from its init's mountinfo, and
+    /// the agent's own cgroup resolves through it.
+    #[test]
+    fn host_roots_cgroup2_mount_comes_from_init_mountinfo() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("fdr-cgroot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/proc", dir.join("proc")).unwrap();
+        std::os::unix::fs::symlink("/sys", dir.join("sys")).unwrap();
+        let own = cgroup2_root(&HostRoot::default()).expect("cgroup v2 mounted");
+        let hosted = cgroup2_root(&HostRoot::new(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(hosted.as_ref(), Some(&own));
+        let mut r = ScopeResolver::with_root(hosted);
+        assert_eq!(
+            r.resolve(std::fs::metadata(&own).unwrap().ino()).scope,
+            Scope::Host
+        );
+        assert_eq!(unescape_mount("/a\\040b/c"), "/a b/c");
+        assert_eq!(unescape_mount("/x\\9"), "/x\\9");
     }
 }

@@ -12,11 +12,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod host;
 mod live;
+mod observe;
 mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
+pub use host::HostConfig;
 pub use live::LiveConfig;
+pub use observe::{HealthConfig, MetricsConfig};
 pub use validate::{bounds, total_ram};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,9 @@ pub struct Config {
     pub api: ApiConfig,
     pub live: LiveConfig,
     pub log: LogConfig,
+    pub host: HostConfig,
+    pub health: HealthConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -243,8 +250,22 @@ pub struct ApiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `tracing` filter, e.g. `info` or `fdr_agent=debug`; checked at
-    /// start. `RUST_LOG` wins.
+    /// start, applied again on SIGHUP. `--log-level` overrides it and
+    /// `RUST_LOG` overrides both. Default `info`.
     pub level: String,
+    /// `text` (one line per event, for a terminal or journald) or `json`
+    /// (one JSON object per line, for log pipelines). `--log-format`
+    /// overrides it. Default `text`.
+    pub format: LogFormat,
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ProbesConfig {
@@ -437,6 +458,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -22,6 +22,8 @@ use crate::{
     recorder::snapshot::{self, Freeze},
 };
 
+use crate::analysis::model::rules::Rules;
+
 /// Events handed to the buffer and subscribers at once.
 const BATCH: usize = 256;
 /// A non-tool process that changed account files and has been quiet this
@@ -126,6 +128,11 @@ impl Step {
         cfg: &PipelineConfig,
         wake_containers: tokio::sync::mpsc::Sender<()>,
     ) -> std::io::Result<Step> {
+        // The host's node name, `/etc/passwd` and cgroup2 mount.
+        let deriver = Deriver::new(&cfg.capture, &state.node, &state.host);
+        let scopes = crate::attribution::scope::ScopeResolver::with_root(
+            crate::attribution::scope::cgroup2_root(&state.host),
+        );
         Ok(Step {
             state,
             clock: BootClock::sample(),
@@ -135,9 +142,9 @@ impl Step {
             ready: Vec::new(),
             marks: RingMarks::default(),
             derived: Vec::new(),
-            deriver: Deriver::new(&cfg.capture),
+            deriver,
             analyzer: crate::analysis::Analyzer::new(&cfg.analysis, cfg.ancestry_depth),
-            scopes: crate::attribution::scope::ScopeResolver::new(),
+            scopes,
             wake_containers,
             refresh_watch: false,
             watch: None,
@@ -569,10 +576,11 @@ impl Step {
         ]) {
             c.store(v, Relaxed);
         }
+        let proc = state.host.proc();
         self.deriver.flush_idle(
             now,
             ACCOUNT_IDLE.as_nanos() as u64,
-            process_alive,
+            |pid| process_alive(&proc, pid),
             &mut self.derived,
         );
         self.push_derived(&mut procs);
@@ -649,10 +657,10 @@ impl Step {
     }
 }
 
-/// Whether process `pid` still exists (one `stat`, for the few processes
-/// with account changes pending).
-fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Whether process `pid` still exists in the host's `/proc` at `proc`
+/// (one `stat`, for the few processes with account changes pending).
+fn process_alive(proc: &std::path::Path, pid: u32) -> bool {
+    proc.join(pid.to_string()).exists()
 }
 
 /// Has the watched files resolved again (the host's and each container's)
@@ -723,10 +731,12 @@ fn set_sleep(flag: &mut crate::probes::ReaderSleep, asleep: bool) -> bool {
 /// Reads and records events until `shutdown` fires: on every poll tick, and
 /// sooner when the kernel wakes us because a burst is filling a ring (or,
 /// when the reader sleeps, because of any record).
-/// The pipeline's channels to the container watcher.
+/// The pipeline's channels to the container watcher, and the rules a
+/// configuration reload hands it (swapped in between two steps).
 pub struct ContainerIo {
     pub wake_containers: tokio::sync::mpsc::Sender<()>,
     pub notices: tokio::sync::mpsc::UnboundedReceiver<crate::attribution::containers::Notice>,
+    pub rules: tokio::sync::watch::Receiver<Arc<crate::analysis::model::rules::Rules>>,
 }
 
 pub async fn run(
@@ -752,6 +762,7 @@ pub async fn run(
     // Containers already running get their keys at once.
     refresh_watch(&rec);
     let mut notices = io.notices;
+    let mut rules = io.rules;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut watch_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + cfg.capture.watch_refresh,
@@ -822,6 +833,12 @@ pub async fn run(
             Some(n) = notices.recv() => {
                 step = (woke(), "container notice");
                 rec.container_notice(n);
+            }
+            Ok(()) = rules.changed() => {
+                step = (woke(), "rules reload");
+                let new = Rules::clone(&rules.borrow_and_update());
+                lock(&rec.state.models).set_rules(new);
+                tracing::info!("analysis rules reloaded: in force from the next event");
             }
             guard = events.readable_mut() => {
                 step = (woke(), "events ring");

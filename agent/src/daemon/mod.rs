@@ -5,6 +5,7 @@
 //! import all the others; nothing imports it.
 
 pub mod flow;
+pub mod reload;
 pub mod watched;
 
 use std::{path::PathBuf, sync::Arc};
@@ -60,10 +61,17 @@ pub struct Running {
     pub socket: PathBuf,
     /// The TCP listener's address, when there is one.
     pub tcp: Option<std::net::SocketAddr>,
+    /// The health and metrics listeners' addresses, when configured.
+    pub health: Option<std::net::SocketAddr>,
+    pub metrics: Option<std::net::SocketAddr>,
     /// The socket file, removed at shutdown if it is still ours.
     unix_socket: api::UnixSocket,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), AgentError>>>,
+    /// The settings in force (those a reload applied included).
+    config: Config,
+    /// Rules for the pipeline to swap in (see [`Running::reload`]).
+    rules: watch::Sender<Arc<crate::analysis::model::rules::Rules>>,
 }
 
 /// Loads and attaches the probes, seeds the process table, starts the
@@ -71,6 +79,15 @@ pub struct Running {
 pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, AgentError> {
     // Out-of-bounds values would panic (or allocate without bound) later.
     cfg.validate()?;
+    // Where the host's files are, and the node's name: decided once, here.
+    let host = cfg.host.host_root();
+    let node = crate::util::host::NodeName::resolve(&cfg.host.node_name, &host);
+    tracing::info!(
+        node = %node.name,
+        from = node.source,
+        host_root = %host.root().display(),
+        "node identity"
+    );
     let opts = ProbeOptions {
         ring_bytes: cfg.probes.ring_buffer_bytes,
         critical_ring_bytes: cfg.probes.critical_ring_buffer_bytes,
@@ -114,6 +131,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             after_ns: r.snapshot_after.as_nanos() as u64,
         },
     )
+    .with_node(&node.name)
     .with_limits(
         SnapshotLimits {
             // Open snapshots take at most half the budget, whatever the
@@ -131,6 +149,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     probes.set_watch(&crate::probes::watch::watched_inodes(
         &cfg.capture,
         &cfg.recorder.data_dir,
+        &host,
     ))?;
     // Attach before the /proc scan, so a process started during the scan
     // is seen by one or the other.
@@ -140,9 +159,22 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let (unix, unix_socket) = socket_claim.bind()?;
     let tcp = api::bind_tcp(&cfg.api).await?;
     let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
-    let procs = ProcessTable::seeded_from(std::path::Path::new("/proc"));
-    tracing::info!(processes = procs.len(), "process table seeded from /proc");
+    let health_listener = match cfg.health.addr()? {
+        Some(a) => Some(api::health::bind(a).await?),
+        None => None,
+    };
+    let metrics_listener = match cfg.metrics.addr()? {
+        Some(a) => Some(api::metrics::bind(a).await?),
+        None => None,
+    };
+    let local = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let (health_addr, metrics_addr) = (local(&health_listener), local(&metrics_listener));
+    let health = api::health::Health::new(cfg.health.stall_after).await;
+    let proc_root = host.proc();
+    let procs = ProcessTable::seeded_from(&proc_root);
+    tracing::info!(processes = procs.len(), proc = %proc_root.display(), "process table seeded");
     let (models, incidents) = analysis;
+    let incidents = incidents.with_node(&node.name);
     let state = State::new(Parts {
         buffers,
         snapshots,
@@ -158,7 +190,11 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         incidents,
     });
     let name_wait = crate::recorder::naming::NameWaitLimits::from_config(&cfg.live);
-    let state = Arc::new(state.with_name_wait(name_wait));
+    let state = Arc::new(
+        state
+            .with_name_wait(name_wait)
+            .with_host(host.clone(), &node.name),
+    );
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
@@ -168,9 +204,11 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let pipe_rx = rx.clone();
     let (wake_containers, wake_rx) = tokio::sync::mpsc::channel(1);
     let (notice_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+    let (rules, rules_rx) = watch::channel(Arc::default());
     let io = flow::ContainerIo {
         wake_containers,
         notices,
+        rules: rules_rx,
     };
     tasks.push(tokio::spawn(async move {
         flow::run(rings, pipe_state, pipe_cfg, io, pipe_rx)
@@ -178,12 +216,22 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             .map_err(AgentError::Ring)
     }));
     let watch_state = state.containers.clone();
-    let watch_cfg = cfg.attribution.clone();
+    // The runtimes' sockets are the host's.
+    let mut watch_cfg = cfg.attribution.clone();
+    for e in watch_cfg
+        .runtime_endpoints
+        .iter_mut()
+        .chain(watch_cfg.engine_endpoints.iter_mut())
+    {
+        *e = host.resolve(&*e);
+    }
+    let cgroup_root = crate::attribution::scope::cgroup2_root(&host);
     let watch_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
         crate::attribution::containers::watcher::run(
             watch_state,
             watch_cfg,
+            cgroup_root,
             wake_rx,
             notice_tx,
             watch_rx,
@@ -191,9 +239,30 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         .await;
         Ok(())
     }));
+    let (h, st, stop) = (health.clone(), state.clone(), rx.clone());
+    tasks.push(tokio::spawn(async move {
+        h.run(st, stop).await;
+        Ok(())
+    }));
+    if let Some(l) = health_listener {
+        let (h, stop) = (health.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            api::health::serve(l, h, stop)
+                .await
+                .map_err(AgentError::Api)
+        }));
+    }
+    if let Some(l) = metrics_listener {
+        let (st, h, stop) = (state.clone(), health.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            api::metrics::serve(l, st, h, stop)
+                .await
+                .map_err(AgentError::Api)
+        }));
+    }
     let api_state = state.clone();
     tasks.push(tokio::spawn(async move {
-        api::serve(unix, tcp, api_state, rx)
+        api::serve(unix, tcp, api_state, health, rx)
             .await
             .map_err(AgentError::Api)
     }));
@@ -202,9 +271,13 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         state,
         socket: cfg.api.socket.clone(),
         tcp: tcp_addr,
+        health: health_addr,
+        metrics: metrics_addr,
         unix_socket,
         shutdown,
         tasks,
+        config: cfg.clone(),
+        rules,
     })
 }
 
@@ -213,6 +286,29 @@ fn ring_size(bytes: u32) -> u64 {
 }
 
 impl Running {
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies what can change at run time of `new` (the file read again,
+    /// with the command line's overrides): the analysis rules, handed to
+    /// the pipeline, which swaps them in between two steps (never waiting
+    /// for it here). The caller applies `log.level` (it owns the
+    /// subscriber). Checked first: a bad file (a value out of bounds, a
+    /// rule that does not compile) changes nothing. Says what was applied
+    /// and which changed keys need a restart.
+    pub fn reload(&mut self, new: &Config) -> Result<reload::Outcome, reload::ReloadError> {
+        new.validate()?;
+        crate::analysis::model::rules::check(&new.analysis)?;
+        let rules = crate::analysis::model::rules::Rules::from_config(&new.analysis.rules)?;
+        let outcome = reload::plan(&mut self.config, new)?;
+        if outcome.changed("analysis.rules") {
+            self.rules.send_replace(Arc::new(rules));
+        }
+        Ok(outcome)
+    }
+
     /// Waits until a task ends by itself (an error) — normally never.
     pub async fn wait_failure(&mut self) -> Result<(), AgentError> {
         first_finished(&mut self.tasks).await

@@ -51,13 +51,13 @@ impl WatchRefresher {
             .name("fdr-watch".into())
             .spawn(move || {
                 let mut r = Resolver {
-                    state,
                     capture,
                     data_dir,
                     containers: BTreeMap::new(),
                     applied: HashMap::new(),
                     warned: false,
-                    cgroup_root: cgroup2_root(),
+                    cgroup_root: cgroup2_root(&state.host),
+                    state,
                 };
                 while rx.recv().is_ok() {
                     r.pass();
@@ -97,8 +97,9 @@ struct Live {
 impl Resolver {
     fn pass(&mut self) {
         let began = std::time::Instant::now();
-        let host = watch::watched_inodes(&self.capture, &self.data_dir);
-        let host_root = Root::host().ok().and_then(|r| r.identity());
+        let host_at = &self.state.host;
+        let host = watch::watched_inodes(&self.capture, &self.data_dir, host_at);
+        let host_root = Root::host_at(host_at).ok().and_then(|r| r.identity());
         let live: Vec<Live> = {
             let reg = lock(&self.state.containers);
             reg.list()
@@ -170,6 +171,7 @@ impl Resolver {
 
     /// The root of a process of the container that is not the host's.
     fn container_root(&self, l: &Live, host_root: Option<(u64, u64)>) -> Option<Root> {
+        let proc = self.state.host.proc();
         let from_cgroup = self
             .cgroup_root
             .as_ref()
@@ -187,7 +189,7 @@ impl Resolver {
         from_cgroup
             .into_iter()
             .chain(l.pid)
-            .filter_map(|pid| Root::of_process(pid).ok())
+            .filter_map(|pid| Root::of_process_in(&proc, pid).ok())
             .find(|r| {
                 let id = r.identity();
                 id.is_some() && id != host_root

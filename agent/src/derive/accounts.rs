@@ -3,13 +3,16 @@
 //! `useradd` (and the account tools it runs) touched, recorded when that
 //! tool exits, or when a process that is not a tool goes quiet.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use crate::{
     config::CaptureConfig,
     event::{AccountDetail, Detail, Event, EventKind, Record},
     process::table::ProcessTable,
-    util::glob::path_match,
+    util::{glob::path_match, host::HostRoot},
 };
 
 use super::derived;
@@ -35,6 +38,8 @@ pub struct AccountTracker {
     prefixes: Vec<String>,
     tools: Vec<String>,
     hostname: String,
+    /// The host's `/etc/passwd` (under the host root): user names.
+    passwd: PathBuf,
     pending: HashMap<u32, Pending>,
 }
 
@@ -49,7 +54,9 @@ enum Role {
 }
 
 impl AccountTracker {
-    pub fn new(cfg: &CaptureConfig) -> Self {
+    /// Records name `node` as their host and take user names from the
+    /// host's `/etc/passwd` (seen under `host`).
+    pub fn new(cfg: &CaptureConfig, node: &str, host: &HostRoot) -> Self {
         AccountTracker {
             files: cfg.account_files.clone(),
             prefixes: cfg
@@ -58,7 +65,8 @@ impl AccountTracker {
                 .map(|p| literal_prefix(p).to_owned())
                 .collect(),
             tools: cfg.account_tools.clone(),
-            hostname: hostname(),
+            hostname: node.to_owned(),
+            passwd: host.resolve("/etc/passwd"),
             pending: HashMap::new(),
         }
     }
@@ -207,7 +215,7 @@ impl AccountTracker {
         let detail = AccountDetail {
             hostname: self.hostname.clone(),
             uid,
-            user: user_name(uid),
+            user: user_name_in(&self.passwd, uid),
             files: p.files,
             command: p.command,
             interactive: p.interactive,
@@ -231,18 +239,14 @@ fn literal_prefix(pattern: &str) -> &str {
     }
 }
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: a valid buffer and its length.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return String::new();
-    }
-    crate::pipeline::decode::c_str(&buf)
-}
-
 /// The name of `uid` in the agent's `/etc/passwd`, or the number.
 pub fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
+    user_name_in(Path::new("/etc/passwd"), uid)
+}
+
+/// The name of `uid` in passwd file `passwd`, or the number.
+pub fn user_name_in(passwd: &Path, uid: u32) -> String {
+    std::fs::read_to_string(passwd)
         .ok()
         .and_then(|text| {
             text.lines().find_map(|l| {
@@ -261,7 +265,7 @@ mod tests {
 
     #[test]
     fn roles_of_account_paths() {
-        let t = AccountTracker::new(&CaptureConfig::default());
+        let t = AccountTracker::new(&CaptureConfig::default(), "n", &HostRoot::default());
         assert_eq!(t.role("/etc/passwd"), Role::Listed);
         assert_eq!(t.role("/etc/passwd-"), Role::Listed);
         assert_eq!(t.role("/etc/passwd+"), Role::Scratch);
@@ -274,5 +278,17 @@ mod tests {
         assert!(t.is_tool("/usr/sbin/useradd"));
         assert!(!t.is_tool("/usr/bin/bash"));
         assert_eq!(user_name(0), "root");
+        assert_eq!(t.hostname, "n");
+    }
+
+    #[test]
+    fn user_names_come_from_the_hosts_passwd() {
+        let dir = std::env::temp_dir().join(format!("fdr-passwd-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/passwd"), "hostonly:x:4242:4242::/:/bin/sh\n").unwrap();
+        let t = AccountTracker::new(&CaptureConfig::default(), "n", &HostRoot::new(&dir));
+        assert_eq!(user_name_in(&t.passwd, 4242), "hostonly");
+        assert_eq!(user_name_in(&t.passwd, 0), "0");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

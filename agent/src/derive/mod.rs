@@ -25,9 +25,11 @@ pub struct Deriver {
 }
 
 impl Deriver {
-    pub fn new(cfg: &CaptureConfig) -> Self {
+    /// Account records name `node` as their host and take user names from
+    /// the host's `/etc/passwd` (under `host`).
+    pub fn new(cfg: &CaptureConfig, node: &str, host: &crate::util::host::HostRoot) -> Self {
         Deriver {
-            accounts: AccountTracker::new(cfg),
+            accounts: AccountTracker::new(cfg, node, host),
             binaries: BinaryTracker::new(4096),
         }
     }

@@ -46,13 +46,16 @@ pub struct Enrich<'a> {
     pub containers: Option<&'a dyn ContainerLookup>,
     /// Ancestors to list; 0 for none.
     pub ancestry_depth: usize,
+    /// The node name the event carries (`hostname`).
+    pub node: &'a str,
 }
 
 impl Enrich<'_> {
-    /// Neither metadata nor ancestry.
+    /// Neither metadata nor ancestry nor node name.
     pub const BARE: Enrich<'static> = Enrich {
         containers: None,
         ancestry_depth: 0,
+        node: "",
     };
 }
 
@@ -251,7 +254,7 @@ pub fn event_to_pb(ev: &Event, en: &Enrich) -> pb::Event {
         detail: Some(detail),
         scope: ev.scope.key(),
         service: ev.unit.as_deref().unwrap_or_default().to_owned(),
-        hostname: crate::util::host::hostname().to_owned(),
+        hostname: en.node.to_owned(),
         container_id: ev.scope.container_id().unwrap_or_default().to_owned(),
         ancestry: ev
             .image

@@ -40,7 +40,10 @@ use std::{
 
 use fdr_common::{watch, InodeKey, Prefixes, MAX_PREFIXES, PREFIX_LEN};
 
-use crate::{config::CaptureConfig, util::glob::wildcard_match};
+use crate::{
+    config::CaptureConfig,
+    util::{glob::wildcard_match, host::HostRoot},
+};
 
 /// Paths a wildcard step of a pattern expands to at most.
 pub const MAX_EXPANDED: usize = 1024;
@@ -67,20 +70,30 @@ fn key_of_metadata(md: &std::fs::Metadata) -> InodeKey {
 }
 
 /// Watched inodes for the configured lists, resolved now in the host's
-/// root.
-pub fn watched_inodes(cfg: &CaptureConfig, data_dir: &Path) -> HashMap<InodeKey, u32> {
+/// root (seen at `host`; the files are the host's whatever root the agent
+/// runs in). The data directory is the agent's own: resolved in its root.
+pub fn watched_inodes(
+    cfg: &CaptureConfig,
+    data_dir: &Path,
+    host: &HostRoot,
+) -> HashMap<InodeKey, u32> {
     let mut out: HashMap<InodeKey, u32> = HashMap::new();
-    let root = match Root::host() {
+    let root = match Root::host_at(host) {
         Ok(r) => r,
         Err(err) => {
-            tracing::warn!(%err, "opening the host's root to resolve watched files");
+            tracing::warn!(%err, root = %host.root().display(), "opening the host's root to resolve watched files");
             return out;
         }
     };
     root.add_keys(&cfg.sensitive_files, watch::SENSITIVE, &mut out);
     root.add_keys(&cfg.critical_paths, watch::CRITICAL, &mut out);
     root.add_keys(&cfg.excluded_paths, watch::EXCLUDED, &mut out);
-    root.add_keys(&[data_dir.display().to_string()], watch::EXCLUDED, &mut out);
+    let data = [data_dir.display().to_string()];
+    if host.is_own() {
+        root.add_keys(&data, watch::EXCLUDED, &mut out);
+    } else if let Ok(own) = Root::host() {
+        own.add_keys(&data, watch::EXCLUDED, &mut out);
+    }
     out
 }
 
@@ -182,9 +195,19 @@ impl Root {
         })
     }
 
+    /// The host's root as seen at `host`: the agent's own root, or the
+    /// directory where the host's `/` is mounted, paths resolved inside it
+    /// (the host's absolute symlinks stay in it), with the agent's mounts
+    /// (which include those under that directory).
+    pub fn host_at(host: &HostRoot) -> io::Result<Root> {
+        if host.is_own() {
+            return Root::host();
+        }
+        Root::at(host.root())
+    }
+
     /// Directory `dir` taken as a root (paths resolved inside it), with
     /// the agent's own mounts.
-    #[cfg(test)]
     pub fn at(dir: &Path) -> io::Result<Root> {
         let dir = dir
             .to_str()
@@ -198,11 +221,18 @@ impl Root {
 
     /// The root of process `pid` (a container's, when it runs in one).
     pub fn of_process(pid: u32) -> io::Result<Root> {
-        let dir = open_path_dir(&format!("/proc/{pid}/root"))?;
+        Self::of_process_in(Path::new("/proc"), pid)
+    }
+
+    /// The root of process `pid` of the `/proc` at `proc` (the host's,
+    /// under a host root).
+    pub fn of_process_in(proc: &Path, pid: u32) -> io::Result<Root> {
+        let pid_dir = proc.join(pid.to_string());
+        let dir = open_path_dir(&pid_dir.join("root").to_string_lossy())?;
         Ok(Root {
             dir,
             in_root: true,
-            devs: mount_devs(Path::new(&format!("/proc/{pid}/mountinfo"))),
+            devs: mount_devs(&pid_dir.join("mountinfo")),
         })
     }
 
@@ -483,6 +513,39 @@ mod tests {
     }
 
     #[test]
+    fn a_host_root_resolves_the_lists_in_the_hosts_tree() {
+        let fake = FakeRoot::new("hostroot");
+        let cfg = CaptureConfig::default();
+        let w = watched_inodes(&cfg, Path::new("/var/lib/fdr"), &HostRoot::new(&fake.0));
+        let shadow = key_of(&fake.0.join("etc/shadow")).unwrap();
+        let etc = key_of(&fake.0.join("etc")).unwrap();
+        assert_eq!(
+            w.get(&shadow).copied().unwrap_or(0) & watch::SENSITIVE,
+            watch::SENSITIVE
+        );
+        assert_eq!(
+            w.get(&etc).copied().unwrap_or(0) & watch::CRITICAL,
+            watch::CRITICAL
+        );
+        // The host's files only, not the agent's own.
+        let own_passwd = key_of(Path::new("/etc/passwd")).unwrap();
+        let own_etc = key_of(Path::new("/etc")).unwrap();
+        assert!(!w.contains_key(&own_passwd), "{w:?}");
+        assert!(!w.contains_key(&own_etc), "{w:?}");
+        // The token behind the host's absolute /var/run link.
+        let token = key_of(
+            &fake
+                .0
+                .join("run/secrets/kubernetes.io/serviceaccount/token"),
+        )
+        .unwrap();
+        assert!(w.contains_key(&token));
+        // A process's root found through the host's /proc.
+        let own = Root::of_process_in(Path::new("/proc"), std::process::id()).unwrap();
+        assert_eq!(own.identity(), Root::host().unwrap().identity());
+    }
+
+    #[test]
     fn keys_from_fdinfo_match_stat_on_a_plain_filesystem() {
         let root = Root::host().unwrap();
         let fd = root.open("etc/passwd", libc::O_PATH).unwrap();
@@ -540,7 +603,7 @@ mod tests {
     #[test]
     fn watched_inodes_mark_etc_critical_and_shadow_sensitive() {
         let cfg = CaptureConfig::default();
-        let w = watched_inodes(&cfg, Path::new("/var/lib/fdr"));
+        let w = watched_inodes(&cfg, Path::new("/var/lib/fdr"), &HostRoot::default());
         let etc = key_of(Path::new("/etc")).unwrap();
         assert_eq!(
             w.get(&etc).copied().unwrap_or(0) & watch::CRITICAL,

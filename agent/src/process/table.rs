@@ -3,7 +3,11 @@
 //! start, so that processes older than the agent have a parent and a
 //! command line.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::{
     event::lineage::Image,
@@ -59,13 +63,19 @@ pub struct ProcessTable {
     unknown: Option<Arc<Image>>,
     /// The sweep that finds processes whose exit record was lost.
     sweep: Sweep,
+    /// The `/proc` it was seeded from and that the sweep reads (`None`:
+    /// `/proc`; the host's, `<root>/proc`, under a host root).
+    proc_root: Option<PathBuf>,
 }
 
 impl ProcessTable {
     /// A table holding every process now in `proc_root` (normally `/proc`),
     /// each linked to its parent's image.
     pub fn seeded_from(proc_root: &Path) -> Self {
-        let mut table = ProcessTable::default();
+        let mut table = ProcessTable {
+            proc_root: (proc_root != Path::new("/proc")).then(|| proc_root.to_path_buf()),
+            ..ProcessTable::default()
+        };
         let Ok(dir) = std::fs::read_dir(proc_root) else {
             return table;
         };
@@ -321,6 +331,8 @@ struct Sweep {
     reaped: u64,
     /// Full passes over the table so far.
     passes: u64,
+    /// Whether the `/proc` swept shows the kernel's pids (checked once).
+    kernel_pids: Option<bool>,
 }
 
 impl ProcessTable {
@@ -395,12 +407,20 @@ impl ProcessTable {
 /// [`SWEEP_CALM_EVERY_NS`]. Does nothing outside the initial pid namespace
 /// (the kernel's pids would not be ours to look up).
 pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>, eager: bool) {
-    if !host_pid_namespace() {
-        return;
-    }
     let now = crate::pipeline::clock::BootClock::boot_now_ns();
-    let batch = {
+    let (batch, proc_root) = {
         let mut procs = crate::util::lock(table);
+        let proc_root = procs.proc_root.clone();
+        let kernel_pids = *procs
+            .sweep
+            .kernel_pids
+            .get_or_insert_with(|| match &proc_root {
+                None => host_pid_namespace(),
+                Some(p) => initial_pid_namespace_proc(p),
+            });
+        if !kernel_pids {
+            return;
+        }
         let every_ns = if eager || procs.sweep.passes == 0 || !procs.sweep.suspects.is_empty() {
             SWEEP_EVERY_NS
         } else {
@@ -415,11 +435,12 @@ pub fn sweep_dropped_exits(table: &Arc<std::sync::Mutex<ProcessTable>>, eager: b
             tracing::debug!(reaped, "processes whose exit record was lost reaped");
         }
         procs.sweep.in_flight = true;
-        procs.next_batch(SWEEP_BATCH)
+        (procs.next_batch(SWEEP_BATCH), proc_root)
     };
     let table = table.clone();
     tokio::task::spawn_blocking(move || {
-        let gone = gone_from_proc(Path::new("/proc"), &batch);
+        let proc_root = proc_root.as_deref().unwrap_or(Path::new("/proc"));
+        let gone = gone_from_proc(proc_root, &batch);
         let mut procs = crate::util::lock(&table);
         procs.note_gone(&gone, crate::pipeline::clock::BootClock::boot_now_ns());
         procs.sweep.in_flight = false;
@@ -510,6 +531,30 @@ fn host_pid_namespace() -> bool {
         }
         host
     })
+}
+
+/// Whether the `/proc` at `proc` (the host's, under a host root) shows
+/// the initial pid namespace, whose pids the kernel's records carry: its
+/// pid 1 is in it, or (when pid 1's namespace cannot be read) the agent
+/// runs in it and sees itself there.
+fn initial_pid_namespace_proc(proc: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    let host = match std::fs::metadata(proc.join("1/ns/pid")) {
+        Ok(m) => m.ino() == PROC_PID_INIT_INO,
+        Err(_) => {
+            std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
+                && std::fs::read_link(proc.join("self"))
+                    .is_ok_and(|p| p.to_str() == Some(&std::process::id().to_string()))
+        }
+    };
+    if !host {
+        tracing::info!(
+            proc = %proc.display(),
+            "the host root's /proc is not the initial pid namespace's: processes whose exit was lost are not reaped"
+        );
+    }
+    host
 }
 
 struct RawProc {
@@ -654,6 +699,25 @@ mod tests {
         // Reaped ones are pruned after the grace like any exited one.
         assert_eq!(t.prune(2_000 + 500, 500), 2);
         assert!(t.get(20).is_none());
+    }
+
+    #[test]
+    fn a_host_roots_proc_is_swept_when_it_shows_the_kernels_pids() {
+        let dir = std::env::temp_dir().join(format!("fdr-procroot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/proc", dir.join("proc")).unwrap();
+        let proc = dir.join("proc");
+        let t = ProcessTable::seeded_from(&proc);
+        assert_eq!(t.proc_root.as_deref(), Some(proc.as_path()));
+        assert!(t.get(std::process::id()).is_some());
+        assert_eq!(initial_pid_namespace_proc(&proc), host_pid_namespace());
+        assert!(!initial_pid_namespace_proc(&dir.join("nothing")));
+        assert_eq!(
+            ProcessTable::seeded_from(Path::new("/proc")).proc_root,
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

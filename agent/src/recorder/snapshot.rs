@@ -280,14 +280,19 @@ impl Snapshots {
             committer,
             window,
             limits: SnapshotLimits::UNBOUNDED,
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default(),
+            host: String::new(),
             open: Vec::new(),
             charged: Arc::new(AtomicUsize::new(0)),
             kernel_losses: LossLedger::default(),
             scope_losses: HashMap::new(),
         }
+    }
+
+    /// Snapshots (and their events) carry `node` (the agent's node name)
+    /// as their host.
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.host = node.to_owned();
+        self
     }
 
     /// Bounds the memory of open snapshots and charges it through
@@ -580,6 +585,11 @@ impl Snapshots {
         !self.open.is_empty()
     }
 
+    /// How many snapshots are still filling.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     /// Summaries of the snapshots still filling.
     pub fn open_infos(&self) -> Vec<pb::SnapshotInfo> {
         self.open.iter().map(|o| o.info.clone()).collect()
@@ -800,11 +810,14 @@ impl Closing {
     /// The stored form (committer thread): every program image once (see
     /// [`crate::store::compact`]), events referring to theirs.
     fn build(self, depth: usize) -> Encoded {
+        let mut info = self.info;
+        // Events carry the snapshot's host (stored once, in its info).
+        let host = info.host.clone();
         let en = Enrich {
             containers: None,
             ancestry_depth: 0,
+            node: &host,
         };
-        let mut info = self.info;
         info.container = self.container;
         let mut out = Writer::new(&info);
         // Images by address: the events hold them (`Arc`), so an address
@@ -1246,8 +1259,8 @@ mod tests {
         let info = snaps.freeze(Scope::Host, "t", 20_000, &buffers, 0).unwrap();
         let procs = ProcessTable::default();
         let en = Enrich {
-            containers: None,
             ancestry_depth: 2,
+            ..Enrich::BARE
         };
         assert_eq!(snaps.close(30_000, &procs, &en, false).unwrap(), [info.id]);
         snaps.committer().drain(std::time::Duration::from_secs(10));
@@ -1259,8 +1272,8 @@ mod tests {
                 event_to_pb(
                     e,
                     &Enrich {
-                        containers: None,
                         ancestry_depth: depth,
+                        ..Enrich::BARE
                     },
                 )
             })

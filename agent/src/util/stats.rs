@@ -18,6 +18,10 @@ pub struct Counters {
     pub pipeline_max_blocked_us: AtomicU64,
     /// Pipeline steps blocked for longer than 100 ms.
     pub pipeline_slow_steps: AtomicU64,
+    /// Pipeline steps so far (at least one a second while the pipeline
+    /// runs: its housekeeping): the systemd watchdog is fed and health
+    /// sees the pipeline advance while it grows.
+    pub pipeline_steps: AtomicU64,
     /// The process table's counts as of the pipeline's last housekeeping
     /// (so that `GetStats` never waits for the table's lock): tracked,
     /// live, exited, pruned, reaped.
@@ -34,6 +38,7 @@ impl Default for Counters {
             pipeline_max_step_us: AtomicU64::new(0),
             pipeline_max_blocked_us: AtomicU64::new(0),
             pipeline_slow_steps: AtomicU64::new(0),
+            pipeline_steps: AtomicU64::new(0),
             processes: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -49,6 +54,7 @@ impl Counters {
     /// Notes how long one pipeline step took, and how long of it the
     /// pipeline was blocked (a lock, the disk; not waiting for a CPU).
     pub fn pipeline_step(&self, took: std::time::Duration, blocked: Option<std::time::Duration>) {
+        self.pipeline_steps.fetch_add(1, Relaxed);
         let us = |d: std::time::Duration| d.as_micros().min(u64::MAX as u128) as u64;
         self.pipeline_max_step_us.fetch_max(us(took), Relaxed);
         if let Some(b) = blocked {

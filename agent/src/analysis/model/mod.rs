@@ -199,6 +199,13 @@ impl ModelSet {
         })
     }
 
+    /// Replaces the rules (a configuration reload); each model's rule
+    /// mask is worked out again on its next check.
+    pub fn set_rules(&mut self, rules: rules::Rules) {
+        self.rules = rules;
+        self.rule_masks.clear();
+    }
+
     pub fn insert(&mut self, m: Model) {
         self.total += m.item_count();
         if let Some(old) = self.models.insert(m.key.clone(), m) {

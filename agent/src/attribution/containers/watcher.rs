@@ -394,10 +394,13 @@ impl Watcher {
 }
 
 /// Runs until `shutdown`: looks every `runtime_poll`, and soon after a
-/// `wake` (a container the pipeline has not seen before).
+/// `wake` (a container the pipeline has not seen before). `cfg`'s
+/// endpoints are where the agent finds the sockets (under the host root);
+/// `cgroup_root` is the host's cgroup2 mount as the agent sees it.
 pub async fn run(
     containers: Arc<Mutex<ContainerRegistry>>,
     cfg: AttributionConfig,
+    cgroup_root: Option<PathBuf>,
     mut wake: mpsc::Receiver<()>,
     notices: mpsc::UnboundedSender<Notice>,
     mut shutdown: watch::Receiver<bool>,
@@ -415,7 +418,7 @@ pub async fn run(
         engine_pending: HashSet::new(),
         first: true,
         seen: HashMap::new(),
-        cgroup_root: crate::attribution::scope::cgroup2_root(),
+        cgroup_root,
         again: false,
         appeared: None,
         awaited: (false, false),

@@ -664,6 +664,7 @@ fn stored_per_event(container: bool) -> Result<PerEvent> {
     let en = fdr_agent::event::wire::Enrich {
         containers: Some(&pods),
         ancestry_depth: 16,
+        node: "bench",
     };
     let ids = snaps.close(at + 1, &ProcessTable::default(), &en, false)?;
     snaps.committer().drain(std::time::Duration::from_secs(60));

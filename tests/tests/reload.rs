@@ -1,0 +1,290 @@
+//! SIGHUP reloads the configuration file of the real `fdr-agent` binary: a
+//! deny rule added to the file fires without a restart; a broken file is
+//! refused (the reason on stderr) and the rules in force keep firing; keys
+//! that cannot change at run time are named as needing a restart; SIGHUP
+//! never terminates the agent. The agent also runs with `--log-format
+//! json` (every log line is a JSON object) and `--node-name` (its
+//! incidents carry that name).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fdr_proto::v1 as pb;
+use fdr_tests::{agent_binary, unique, TempDir};
+
+/// Generous: other engineers' builds and tests share the machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The agent binary, killed (and waited for) when dropped.
+struct Agent {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, args: &[&std::ffi::OsStr]) -> Agent {
+        let socket = dir.join("fdr.sock");
+        let stderr = dir.join("stderr.log");
+        let child = Command::new(agent_binary())
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start fdr-agent");
+        let mut agent = Agent { child, stderr };
+        let start = Instant::now();
+        while !socket.exists() {
+            agent.assert_running("starting");
+            assert!(start.elapsed() < DEADLINE, "agent socket never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.stderr.with_file_name("fdr.sock")
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("the agent exited ({status}) {when}:\n{}", self.stderr());
+        }
+    }
+
+    fn hup(&mut self) {
+        // SAFETY: a signal to our own child, which has not been waited for.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP");
+    }
+
+    /// Waits until stderr holds `n` lines containing `what`.
+    async fn wait_log(&mut self, what: &str, n: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.stderr();
+            if text.lines().filter(|l| l.contains(what)).count() >= n {
+                return text;
+            }
+            self.assert_running(&format!("waiting for {what:?}"));
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no {what:?} ({n}) in stderr:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config file: the agent's own data elsewhere, and `rules` as the
+/// whole rule list (TOML `[[analysis.rules]]` tables).
+fn config(extra: &str, rules: &str) -> String {
+    format!("[recorder]\nsnapshot_after = \"1s\"\n{extra}\n[attribution]\nruntime_endpoints = []\nengine_endpoints = []\n{rules}")
+}
+
+/// A deny rule on running `program`. Its incident type is one nothing
+/// else raises here (the config has no other rule of it): the host's
+/// incidents are shared with whatever else runs on the machine.
+fn deny_exec(name: &str, program: &str) -> String {
+    format!(
+        "[[analysis.rules]]\nname = \"{name}\"\naction = \"deny\"\nsection = \"exec\"\nitems = [\"* -> */{program}\"]\nseverity = \"high\"\nincident = \"crypto-miner\"\n"
+    )
+}
+
+/// Writes `text` to `path` whole (a rename: the agent never reads half).
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// The audits counted by the incidents where rule `rule` raised one, and
+/// those incidents' node names.
+async fn audits_of(socket: &Path, rule: &str) -> (u64, Vec<String>) {
+    let Ok(mut c) = fdr_cli::client::connect_unix(socket).await else {
+        return (0, Vec::new());
+    };
+    let Ok(r) = c
+        .list_incidents(pb::ListIncidentsRequest {
+            audit_limit: 1000,
+            ..Default::default()
+        })
+        .await
+    else {
+        return (0, Vec::new());
+    };
+    let mut n = 0;
+    let mut hosts = Vec::new();
+    for i in r.into_inner().incidents {
+        if i.audits.iter().any(|a| a.rule == rule) {
+            n += i.audit_count;
+            hosts.push(i.hostname.clone());
+        }
+    }
+    (n, hosts)
+}
+
+/// Runs `program` until rule `rule` has more than `seen` audits.
+async fn fire_until(
+    agent: &mut Agent,
+    program: &Path,
+    rule: &str,
+    seen: u64,
+) -> (u64, Vec<String>) {
+    let start = Instant::now();
+    loop {
+        let st = Command::new(program).status().expect("run the program");
+        assert!(st.success());
+        let (n, hosts) = audits_of(&agent.socket(), rule).await;
+        if n > seen {
+            return (n, hosts);
+        }
+        agent.assert_running("waiting for the rule to fire");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "rule {rule} never fired (audits {n}):\n{}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_deny_rule_and_refuses_a_broken_file() {
+    let dir = TempDir::new("reload");
+    let file = dir.path().join("fdr.toml");
+    let node = unique("node");
+    // Letters only: analysis generalises digits in names away.
+    let program_name: String = format!("fdrhupprobe{}", std::process::id())
+        .chars()
+        .map(|c| match c.to_digit(10) {
+            Some(d) => char::from(b'a' + d as u8),
+            None => c,
+        })
+        .collect();
+    let program = dir.path().join(&program_name);
+    std::fs::copy("/bin/true", &program).expect("copy /bin/true");
+    let rule = unique("deny-hup");
+
+    // Start with a harmless rule only.
+    write_config(
+        &file,
+        &config("", &deny_exec("never", "fdr-never-runs-this")),
+    );
+    let mut agent = Agent::start(
+        dir.path(),
+        &[
+            "--config".as_ref(),
+            file.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "--node-name".as_ref(),
+            node.as_ref(),
+        ],
+    );
+    agent.wait_log("fdr agent running", 1).await;
+
+    // The new rule, and a change that needs a restart.
+    write_config(
+        &file,
+        &config(
+            "max_snapshots = 42",
+            &format!(
+                "{}{}",
+                deny_exec("never", "fdr-never-runs-this"),
+                deny_exec(&rule, &program_name)
+            ),
+        ),
+    );
+    agent.hup();
+    let log = agent.wait_log("configuration reloaded", 1).await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("need a restart") && l.contains("recorder.max_snapshots")),
+        "{log}"
+    );
+    let (fired, hosts) = fire_until(&mut agent, &program, &rule, 0).await;
+    assert!(hosts.iter().all(|h| h == &node), "{hosts:?} vs {node}");
+
+    // A rule that does not compile: refused, the running rules stay.
+    write_config(
+        &file,
+        &format!(
+            "{}[[analysis.rules]]\nname = \"broken\"\naction = \"deny\"\nsection = \"no-such-section\"\n",
+            config("", &deny_exec(&rule, &program_name))
+        ),
+    );
+    agent.hup();
+    let log = agent.wait_log("configuration reload refused", 1).await;
+    let refused = log
+        .lines()
+        .find(|l| l.contains("configuration reload refused"))
+        .unwrap();
+    assert!(
+        refused.contains("no-such-section") && refused.contains("ERROR"),
+        "{refused}"
+    );
+    fire_until(&mut agent, &program, &rule, fired).await;
+
+    // Not TOML at all: refused too, the agent stays.
+    write_config(&file, "[analysis\nrules = ");
+    agent.hup();
+    agent.wait_log("configuration reload refused", 2).await;
+    for n in 3..6 {
+        agent.hup();
+        agent.wait_log("configuration reload refused", n).await;
+    }
+    agent.assert_running("after SIGHUPs");
+
+    // Every log line is a JSON object (but the plain "listening on").
+    for line in agent.stderr().lines() {
+        if line.starts_with("fdr-agent: listening on") {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_a_config_file_changes_nothing_and_never_stops_the_agent() {
+    let dir = TempDir::new("reload-none");
+    let mut agent = Agent::start(dir.path(), &[]);
+    agent.wait_log("fdr agent running", 1).await;
+    agent.hup();
+    agent.wait_log("nothing to reload", 1).await;
+    agent.hup();
+    agent.wait_log("nothing to reload", 2).await;
+    agent.assert_running("after SIGHUP");
+    // Still serving.
+    let mut c = fdr_cli::client::connect_unix(&agent.socket())
+        .await
+        .expect("connect");
+    c.get_stats(pb::GetStatsRequest::default())
+        .await
+        .expect("GetStats after SIGHUP");
+}
