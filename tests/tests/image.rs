@@ -8,6 +8,8 @@
 //! gRPC health service SERVING; `/metrics` in Prometheus text format with
 //! `fdr_events_total{kind="exec"}` growing.
 //!
+//! `ctr import` takes the same archive (containerd names it as Docker does).
+//!
 //! The archive: `$FDR_IMAGE_ARCHIVE` (`cargo xtask test` builds it once
 //! before the tests), else `cargo xtask image --out <temp dir>` (a release
 //! build, quick when target/release is fresh).
@@ -90,6 +92,8 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
         revision.len() == 40 && !short.is_empty() && revision.starts_with(short),
         "revision label {revision:?} of {tag}"
     );
+
+    ctr_import(&docker, &archive, &tag)?;
 
     // The DaemonSet's mounts, from a temporary directory.
     let run = tmp.path().join("run");
@@ -393,6 +397,61 @@ async fn http_get(port: u16, path: &str) -> Result<String> {
         "GET {path}: content type {content_type:?}"
     );
     Ok(body.to_owned())
+}
+
+/// `ctr import` (how a containerd node without a registry takes an image)
+/// accepts the archive, naming the image as Docker does; into a namespace of
+/// its own of the containerd the private dockerd runs (or the machine's, if
+/// dockerd uses that one), removed again.
+fn ctr_import(docker: &Docker, archive: &Path, tag: &str) -> Result<()> {
+    let private = docker
+        .socket()
+        .parent()
+        .context("dockerd's directory")?
+        .join("exec/containerd/containerd.sock");
+    let address = [
+        private.as_path(),
+        Path::new("/run/containerd/containerd.sock"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .context("no containerd socket: dockerd runs one")?;
+    let namespace = unique("image-ns");
+    let ctr = |args: &[&std::ffi::OsStr]| -> Result<String> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(address)
+            .args(["--namespace", &namespace])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ctr (package containerd)")?;
+        ensure!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let imported = ctr(&["images".as_ref(), "import".as_ref(), archive.as_os_str()]);
+    let listed = ctr(&["images".as_ref(), "list".as_ref(), "--quiet".as_ref()]);
+    let name = format!("docker.io/library/{tag}");
+    let removed = ctr(&[
+        "images".as_ref(),
+        "rm".as_ref(),
+        "--sync".as_ref(),
+        name.as_ref(),
+    ]);
+    let ns_removed = ctr(&["namespaces".as_ref(), "rm".as_ref(), namespace.as_ref()]);
+    imported.context("ctr import of the archive")?;
+    let listed = listed?;
+    ensure!(
+        listed.lines().any(|l| l == name),
+        "ctr import named the image {listed:?}, not {name}"
+    );
+    removed?;
+    ns_removed.context("removing the namespace after the image")?;
+    Ok(())
 }
 
 /// `--privileged`, as the DaemonSet runs the agent, when this process may
