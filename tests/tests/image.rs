@@ -8,7 +8,8 @@
 //! gRPC health service SERVING; `/metrics` in Prometheus text format with
 //! `fdr_events_total{kind="exec"}` growing.
 //!
-//! `ctr import` takes the same archive (containerd names it as Docker does).
+//! `ctr import` and `podman load` take the same archive, naming the image
+//! as Docker does.
 //!
 //! The archive: `$FDR_IMAGE_ARCHIVE` (`cargo xtask test` builds it once
 //! before the tests), else `cargo xtask image --out <temp dir>` (a release
@@ -94,6 +95,7 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
     );
 
     ctr_import(&docker, &archive, &tag)?;
+    podman_load(tmp.path(), &archive, &tag)?;
 
     // The DaemonSet's mounts, from a temporary directory.
     let run = tmp.path().join("run");
@@ -451,6 +453,52 @@ fn ctr_import(docker: &Docker, archive: &Path, tag: &str) -> Result<()> {
     );
     removed?;
     ns_removed.context("removing the namespace after the image")?;
+    Ok(())
+}
+
+/// `podman load` accepts the archive, naming the image as Docker does; into
+/// a storage of its own under `dir` (vfs: nothing mounted), removed again.
+fn podman_load(dir: &Path, archive: &Path, tag: &str) -> Result<()> {
+    let podman = ["/usr/bin/podman"]
+        .map(PathBuf::from)
+        .into_iter()
+        .find(|p| p.is_file())
+        .context(
+            "the image test needs podman (Debian package `podman`; `cargo xtask test` installs it)",
+        )?;
+    let store = dir.join("podman");
+    let podman = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&podman)
+            .arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args(["--storage-driver=vfs", "--events-backend=none"])
+            .arg("--tmpdir")
+            .arg(store.join("tmp"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running podman")?;
+        ensure!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let archive = archive.display().to_string();
+    let loaded = podman(&["load", "--input", &archive]);
+    let name = format!("docker.io/library/{tag}");
+    let listed = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let removed = podman(&["rmi", "--all", "--force"]);
+    let loaded = loaded.context("podman load of the archive")?;
+    ensure!(
+        loaded.contains(&name) && listed?.lines().any(|l| l == name),
+        "podman load named the image otherwise than {name}: {loaded}"
+    );
+    removed?;
+    std::fs::remove_dir_all(&store)?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@
 //!   same tools directory;
 //! - for the tests ([`ensure_test_packages`]): the Debian packages
 //!   `containerd`, `runc` and `busybox-static`, which the CRI tests run
-//!   pods with, and `docker.io`, whose daemon the Docker Engine test runs.
+//!   pods with, `docker.io`, whose daemon the Docker Engine test runs, and
+//!   `podman`, which the image test loads the image archive with.
 
 use std::{
     path::{Path, PathBuf},
@@ -144,7 +145,13 @@ pub fn ensure_cargo_fuzz(root: &Path, tools: &Path) -> Result<()> {
 /// The Debian packages the integration tests need: a containerd with its
 /// CRI plugin, runc, a static busybox to build the test image from, and
 /// the Docker Engine.
-const TEST_PACKAGES: [&str; 4] = ["containerd", "runc", "busybox-static", "docker.io"];
+const TEST_PACKAGES: [&str; 5] = [
+    "containerd",
+    "runc",
+    "busybox-static",
+    "docker.io",
+    "podman",
+];
 
 /// Installs [`TEST_PACKAGES`] with apt when a program of theirs is missing
 /// (or `/bin/busybox` is not static); quick when they are there. Needs root.
@@ -208,6 +215,7 @@ fn missing_test_programs() -> Vec<&'static str> {
         "ctr",
         "runc",
         "dockerd",
+        "podman",
     ]
     .into_iter()
     .filter(|p| find_program(p).is_none())
