@@ -983,6 +983,7 @@ fn check(rc: libc::c_long) -> std::io::Result<()> {
 /// - MemoryDenyWriteExecute: the kernel's own (PR_SET_MDWE,
 ///   PR_MDWE_REFUSE_EXEC_GAIN: no writable+executable mapping, and no
 ///   mapping made executable after being writable), inherited by `cmd`.
+///
 /// The capability and privilege settings are setpriv's arguments in `cmd`.
 fn hardened(mut cmd: Command, rw: &[PathBuf]) -> Command {
     let rw: Vec<CString> = rw.iter().map(|p| c(p)).collect();
@@ -1165,7 +1166,7 @@ async fn systemd_unit_scores_and_runs_hardened() {
         assert_eq!(one(k), v, "{k}");
     }
     assert!(
-        s.get("ProtectProc").is_none(),
+        !s.contains_key("ProtectProc"),
         "the agent reads every /proc/<pid>"
     );
     let caps: Vec<String> = one("CapabilityBoundingSet")
