@@ -984,8 +984,12 @@ fn check(rc: libc::c_long) -> std::io::Result<()> {
 ///   PR_MDWE_REFUSE_EXEC_GAIN: no writable+executable mapping, and no
 ///   mapping made executable after being writable), inherited by `cmd`.
 ///
+/// - SystemCallFilter, SystemCallErrorNumber, SystemCallArchitectures,
+///   RestrictAddressFamilies: `filter`, a seccomp program
+///   ([`seccomp_program`]), installed last.
+///
 /// The capability and privilege settings are setpriv's arguments in `cmd`.
-fn hardened(mut cmd: Command, rw: &[PathBuf]) -> Command {
+fn hardened(mut cmd: Command, rw: &[PathBuf], filter: Vec<libc::sock_filter>) -> Command {
     let rw: Vec<CString> = rw.iter().map(|p| c(p)).collect();
     let root = CString::new("/").unwrap();
     let tmpfs = CString::new("tmpfs").unwrap();
@@ -1085,10 +1089,158 @@ fn hardened(mut cmd: Command, rw: &[PathBuf]) -> Command {
             }
             libc::umask(0o077);
             check(libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) as _)?;
+            let prog = libc::sock_fprog {
+                len: filter.len() as libc::c_ushort,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            check(libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) as _)?;
             Ok(())
         });
     }
     cmd
+}
+
+/// x86_64 system call numbers by name, from the kernel's UAPI header.
+fn syscall_numbers() -> BTreeMap<String, u32> {
+    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    let text = std::fs::read_to_string(header)
+        .unwrap_or_else(|e| panic!("{header} (linux-libc-dev): {e}"));
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (define, name, nr) = (w.next()?, w.next()?, w.next()?);
+            (define == "#define").then_some(())?;
+            Some((name.strip_prefix("__NR_")?.to_owned(), nr.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The system calls a `SystemCallFilter=` allow list names: its `@group`s
+/// expanded (recursively) as this machine's systemd defines them
+/// (`systemd-analyze syscall-filter`), plus the plain names.
+fn expand_syscall_filter(items: &[&str]) -> std::collections::BTreeSet<String> {
+    let listing = run_ok(Command::new("systemd-analyze").args(["syscall-filter", "--no-pager"]));
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in listing.lines() {
+        if line.starts_with('@') {
+            current = Some(line.trim().to_owned());
+            groups.entry(line.trim().to_owned()).or_default();
+        } else if let (Some(g), entry) = (&current, line.trim()) {
+            if !entry.is_empty() && !entry.starts_with('#') {
+                groups.get_mut(g).expect("group").push(entry.to_owned());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(item) = todo.pop() {
+        if item.starts_with('@') {
+            if done.insert(item.clone()) {
+                let members = groups
+                    .get(&item)
+                    .unwrap_or_else(|| panic!("systemd has no group {item}"));
+                todo.extend(members.iter().cloned());
+            }
+        } else {
+            out.insert(item);
+        }
+    }
+    out
+}
+
+/// A seccomp program with the effect of the unit's system call settings:
+/// other architectures are killed and x32 calls refused
+/// (SystemCallArchitectures=native); `socket(2)` only for `families`
+/// (RestrictAddressFamilies, EAFNOSUPPORT otherwise); the `allowed` calls
+/// pass and every other fails with EPERM (SystemCallFilter,
+/// SystemCallErrorNumber=EPERM).
+fn seccomp_program(allowed: &[u32], socket_nr: u32, families: &[u32]) -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_BIT: u32 = 0x4000_0000;
+    let errno = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let f = u8::try_from(families.len()).expect("a few families");
+    let mut p = vec![
+        op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        op(JEQ, 1, 0, AUDIT_ARCH_X86_64),
+        op(RET, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        op(JGE, 0, 1, X32_BIT),
+        op(RET, 0, 0, errno(libc::EPERM)),
+        // socket(domain, ...): the domain must be one of `families`.
+        op(JEQ, 0, f + 3, socket_nr),
+        op(LD_W_ABS, 0, 0, 16), // seccomp_data.args[0], low half
+    ];
+    for (i, fam) in families.iter().enumerate() {
+        p.push(op(JEQ, f - i as u8, 0, *fam));
+    }
+    p.push(op(RET, 0, 0, errno(libc::EAFNOSUPPORT)));
+    p.push(op(RET, 0, 0, ALLOW));
+    for nr in allowed.iter().filter(|n| **n != socket_nr) {
+        p.push(op(JEQ, 0, 1, *nr));
+        p.push(op(RET, 0, 0, ALLOW));
+    }
+    p.push(op(RET, 0, 0, errno(libc::EPERM)));
+    assert!(p.len() <= 4096, "BPF_MAXINSNS");
+    p
+}
+
+/// The unit's system call settings as a seccomp program; also says what
+/// it allows.
+fn unit_seccomp(s: &BTreeMap<String, Vec<String>>) -> (Vec<libc::sock_filter>, String) {
+    let filter = s.get("SystemCallFilter").expect("SystemCallFilter");
+    assert_eq!(filter.len(), 1, "one allow list: {filter:?}");
+    assert!(!filter[0].starts_with('~'), "an allow list");
+    assert_eq!(
+        s.get("SystemCallErrorNumber").map(|v| v[0].as_str()),
+        Some("EPERM")
+    );
+    assert_eq!(
+        s.get("SystemCallArchitectures").map(|v| v[0].as_str()),
+        Some("native")
+    );
+    let names = expand_syscall_filter(&filter[0].split_whitespace().collect::<Vec<_>>());
+    let numbers = syscall_numbers();
+    // Names of other architectures' calls are skipped, as systemd does.
+    let mut allowed: Vec<u32> = names
+        .iter()
+        .filter_map(|n| numbers.get(n).copied())
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    for needed in ["bpf", "perf_event_open"] {
+        assert!(names.contains(needed), "SystemCallFilter allows {needed}");
+    }
+    let families: Vec<u32> = s
+        .get("RestrictAddressFamilies")
+        .expect("RestrictAddressFamilies")[0]
+        .split_whitespace()
+        .map(|f| match f {
+            "AF_UNIX" => libc::AF_UNIX as u32,
+            "AF_INET" => libc::AF_INET as u32,
+            "AF_INET6" => libc::AF_INET6 as u32,
+            "AF_NETLINK" => libc::AF_NETLINK as u32,
+            other => panic!("family {other}"),
+        })
+        .collect();
+    let socket_nr = numbers["socket"];
+    let what = format!(
+        "{} system calls of {} allowed, socket() for families {families:?}",
+        allowed.len(),
+        numbers.len()
+    );
+    (seccomp_program(&allowed, socket_nr, &families), what)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1232,11 +1384,16 @@ async fn systemd_unit_scores_and_runs_hardened() {
          touch '{}/{probe}' 2>/dev/null && echo work-writable; \
          /usr/bin/python3 -c 'import mmap; mmap.mmap(-1, 4096, prot=7)' 2>/dev/null \
            && echo wx-mappable; \
+         /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)' \
+           2>/dev/null && echo netlink-socket; \
+         /usr/bin/python3 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).syscall(101, 0, 0, 0, 0))' \
+           2>/dev/null && echo ptrace-allowed; \
          grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status",
         data.display(),
         w.dir.display()
     ));
-    let out = hardened(sh, &[data.clone(), run.clone()])
+    let (filter, filter_text) = unit_seccomp(&s);
+    let out = hardened(sh, &[data.clone(), run.clone()], filter.clone())
         .output()
         .expect("probe the restrictions");
     let said = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1254,6 +1411,10 @@ async fn systemd_unit_scores_and_runs_hardened() {
     );
     // MemoryDenyWriteExecute: no writable and executable mapping.
     assert!(!said.contains("wx-mappable"), "{said}");
+    // RestrictAddressFamilies: no netlink socket; SystemCallFilter: no
+    // ptrace(PTRACE_TRACEME) (@debug is not in @system-service).
+    assert!(!said.contains("netlink-socket"), "{said}");
+    assert!(!said.contains("ptrace-allowed"), "{said}");
     assert!(said.contains("NoNewPrivs:\t1"), "{said}");
     assert!(!Path::new("/tmp").join(&probe).exists(), "/tmp was private");
     assert!(data.join(&probe).exists());
@@ -1268,7 +1429,7 @@ async fn systemd_unit_scores_and_runs_hardened() {
         .arg("--data-dir")
         .arg(&data);
     let mut agent = Agent::spawn(
-        hardened(cmd, &[data.clone(), run.clone()]),
+        hardened(cmd, &[data.clone(), run.clone()], filter),
         tmp.0.join("agent.log"),
     );
     agent.wait_ready(&socket);
@@ -1292,11 +1453,13 @@ async fn systemd_unit_scores_and_runs_hardened() {
          AmbientCapabilities ({caps:?}), NoNewPrivileges, SecureBits, ProtectSystem=strict \
          + ReadWritePaths, ProtectHome, ProtectKernelTunables, ProtectControlGroups \
          (all read-only), PrivateTmp, PrivateDevices (minimal /dev), ProtectHostname (UTS \
-         namespace), UMask, MemoryDenyWriteExecute (PR_SET_MDWE); not applied (seccomp and \
-         cgroup settings need systemd): SystemCallFilter, SystemCallArchitectures, \
-         RestrictAddressFamilies, RestrictNamespaces, RestrictRealtime, RestrictSUIDSGID, \
-         LockPersonality, ProtectClock, ProtectKernelModules, ProtectKernelLogs, \
-         DevicePolicy, KeyringMode, RemoveIPC"
+         namespace), UMask, MemoryDenyWriteExecute (PR_SET_MDWE), SystemCallFilter + \
+         SystemCallErrorNumber + SystemCallArchitectures + RestrictAddressFamilies \
+         (seccomp: {filter_text}); not applied: RestrictNamespaces, RestrictRealtime, \
+         RestrictSUIDSGID, LockPersonality (seccomp argument filters systemd adds), \
+         ProtectClock, ProtectKernelModules and ProtectKernelLogs beyond what the above \
+         covers, DevicePolicy (a cgroup device program), KeyringMode, RemoveIPC, \
+         Type=notify/WatchdogSec (need systemd as the manager)"
     );
 }
 
