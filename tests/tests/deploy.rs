@@ -1468,3 +1468,72 @@ fn agent_log_tail(dir: &Path) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+// ---------------------------------------------------------------------
+// cargo xtask install
+
+/// `cargo xtask install --root DIR --bin-dir <the built binaries>`.
+fn xtask_install(root: &Path) -> String {
+    let bin_dir = agent_binary().parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        Command::new(cargo)
+            .args(["run", "--quiet", "--package", "xtask", "--", "install"])
+            .arg("--root")
+            .arg(root)
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .current_dir(workspace()),
+    )
+}
+
+#[test]
+fn xtask_install_stages_binaries_unit_config_completions_and_man_pages() {
+    let tmp = Scratch::new("install");
+    let root = tmp.0.join("root");
+    let said = xtask_install(&root);
+    let at = |p: &str| root.join(p);
+    for bin in ["usr/local/bin/fdr-agent", "usr/local/bin/fdrctl"] {
+        let meta = std::fs::metadata(at(bin)).unwrap_or_else(|e| panic!("{bin}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{bin}");
+        assert!(said.contains(&at(bin).display().to_string()), "{said}");
+    }
+    let read = |p: &str| std::fs::read_to_string(at(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let ws = |p: &str| std::fs::read_to_string(workspace().join(p)).expect(p);
+    assert_eq!(
+        read("etc/systemd/system/fdr-agent.service"),
+        ws("deploy/fdr-agent.service")
+    );
+    assert_eq!(read("etc/fdr/fdr.toml"), ws("deploy/fdr.toml"));
+    let bash = at("usr/local/share/bash-completion/completions/fdrctl");
+    for (p, needle) in [
+        (
+            "usr/local/share/zsh/site-functions/_fdrctl",
+            "#compdef fdrctl",
+        ),
+        (
+            "usr/local/share/fish/vendor_completions.d/fdrctl.fish",
+            "complete -c fdrctl",
+        ),
+        ("usr/local/share/man/man1/fdrctl.1", ".TH fdrctl 1"),
+        (
+            "usr/local/share/man/man1/fdrctl-events.1",
+            ".TH fdrctl-events 1",
+        ),
+    ] {
+        assert!(read(p).contains(needle), "{p} lacks {needle:?}");
+    }
+    // The bash script registers a completion for fdrctl when sourced.
+    let registered = run_ok(
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}' && complete -p fdrctl", bash.display())),
+    );
+    assert!(registered.contains("fdrctl"), "{registered}");
+
+    // An existing configuration is never overwritten.
+    std::fs::write(at("etc/fdr/fdr.toml"), "# the operator's\n").unwrap();
+    let said = xtask_install(&root);
+    assert_eq!(read("etc/fdr/fdr.toml"), "# the operator's\n");
+    assert!(said.contains("kept"), "{said}");
+}
