@@ -23,7 +23,8 @@
 //! peek into rings the pipeline owns. The kernel's drop counters, read once
 //! a second only while stalled, say in the log how much was lost.
 //!
-//! A task checks once a second ([`Health::run`]), off the event path.
+//! A task checks once a second ([`Health::run`]), off the event path, on a
+//! thread and runtime of its own with the plaintext listener ([`spawn`]).
 
 use std::{
     sync::{
@@ -220,20 +221,55 @@ impl Stall {
     }
 }
 
-/// Binds the plaintext health listener.
-pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ApiError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ApiError::BindTcp {
-            addr: addr.to_string(),
-            source,
-        })?;
+/// Binds the plaintext health listener (a std listener: it is served on
+/// the health thread's runtime, see [`spawn`]).
+pub fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, ApiError> {
+    let bind_err = |source| ApiError::BindTcp {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "gRPC health listening (plaintext)");
     Ok(listener)
 }
 
+/// Runs the check ([`Health::run`]) and the plaintext listener, if any, on
+/// a thread with a runtime of their own, until `stop`: a pipeline step
+/// blocked on one of the agent runtime's workers can hold up that
+/// runtime's timers and I/O (measured: a 100 ms sleep took 40 s while a
+/// step waited 40 s for a lock), and the check must still see the stall
+/// and the listener still say so.
+pub fn spawn(
+    health: Arc<Health>,
+    state: Arc<State>,
+    listener: Option<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ApiError::HealthRuntime)?;
+        rt.block_on(async move {
+            let check = health.clone().run(state, stop.clone());
+            let Some(l) = listener else {
+                check.await;
+                return Ok(());
+            };
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| "-".into(), |a| a.to_string());
+            let l =
+                TcpListener::from_std(l).map_err(|source| ApiError::BindTcp { addr, source })?;
+            let ((), served) = tokio::join!(check, serve(l, health, stop));
+            served
+        })
+    })
+}
+
 /// Serves only `grpc.health.v1` on `listener` until `stop`.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     stop: watch::Receiver<bool>,

@@ -76,6 +76,8 @@ pub enum ApiError {
     },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("starting the health thread's runtime: {0}")]
+    HealthRuntime(std::io::Error),
 }
 
 /// The agent's unix socket, from [`bind_unix`]: its path, its identity
