@@ -45,7 +45,6 @@ use tonic_health::{
 };
 
 use super::{state::State, ApiError, Service};
-use crate::api::state::lock;
 
 /// How often the status is computed.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -125,7 +124,13 @@ impl Health {
                 _ = stop.wait_for(|&v| v) => break,
                 _ = tick.tick() => {}
             }
-            let attached = lock(&state.probes).is_some();
+            // Never waits for a lock a stuck step may hold: held means in
+            // use, so attached.
+            let attached = match state.probes.try_lock() {
+                Ok(p) => p.is_some(),
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().is_some(),
+                Err(std::sync::TryLockError::WouldBlock) => true,
+            };
             let steps = state.counters.pipeline_steps.load(Relaxed);
             let v = stall.observe(attached, steps, Instant::now());
             self.lag_ms.store(
@@ -135,7 +140,7 @@ impl Health {
             );
             let changed = last.is_none_or(|l| l.state != v.state);
             if v.state == Status::Stalled {
-                let drops = state.total_kernel_drops();
+                let drops = kernel_drops(&state).unwrap_or(drops_at_stall);
                 if changed {
                     drops_at_stall = drops;
                     tracing::error!(
@@ -162,6 +167,13 @@ impl Health {
         }
         self.set(false).await;
     }
+}
+
+/// Kernel drops of every kind, summed, unless the probes' lock is taken.
+fn kernel_drops(state: &State) -> Option<u64> {
+    let probes = state.probes.try_lock().ok()?;
+    let drops = probes.as_ref()?.drops().ok()?;
+    Some(drops.iter().map(|(_, n)| n).sum())
 }
 
 /// What a check found.
