@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
 use fdr_cli::{
     client::{self, Target},
     ctl,
@@ -65,10 +65,76 @@ enum Command {
     /// Incidents: list, show (with the snapshot's timeline), watch.
     #[command(subcommand)]
     Incidents(ctl::IncidentsCmd),
+    /// Print a shell completion script (bash: source it, or save it as
+    /// /usr/share/bash-completion/completions/fdrctl; zsh: as _fdrctl in
+    /// a directory of $fpath; fish: as ~/.config/fish/completions/fdrctl.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `fdrctl man | man -l -`), or write
+    /// fdrctl.1 and one page per subcommand (fdrctl-events.1, ...) into
+    /// --out-dir.
+    Man {
+        /// Directory to write the pages to, instead of printing fdrctl(1).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// The completion script of `shell` for fdrctl.
+fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "fdrctl", out);
+}
+
+/// fdrctl(1) as roff, or every page into `out_dir`.
+fn man(out_dir: Option<&std::path::Path>, out: &mut dyn std::io::Write) -> Result<()> {
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .with_context(|| format!("writing the manual pages to {}", dir.display()))
+        }
+        None => clap_mangen::Man::new(Cli::command())
+            .render(out)
+            .context("writing the manual page"),
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
+    // Neither needs an agent. Rendered in memory, then written: a reader
+    // that goes away (`| head`) ends fdrctl quietly.
+    let text = match &cli.command {
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            completions(*shell, &mut text);
+            Some(Ok(text))
+        }
+        Command::Man { out_dir } => {
+            let mut text = Vec::new();
+            Some(man(out_dir.as_deref(), &mut text).map(|()| text))
+        }
+        _ => None,
+    };
+    if let Some(text) = text {
+        use std::io::Write;
+        let written = text.and_then(|t| {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&t).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(anyhow::Error::new(e).context("writing to standard output"))
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(err) = written {
+            eprintln!("fdrctl: {err:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,6 +192,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Query(args) => ctl::query(&mut client, &args, &mut out).await,
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
         Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled in main without an agent")
+        }
     };
     done.map_err(|e| {
         let transport = matches!(&e, ctl::CtlError::Rpc { code, .. }
@@ -137,7 +206,6 @@ async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn version_names_fdrctl() {
@@ -153,5 +221,67 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// The subcommands a user types, which every completion script and the
+    /// manual page must name.
+    const SUBCOMMANDS: [&str; 7] = [
+        "events",
+        "stats",
+        "containers",
+        "snapshot",
+        "query",
+        "model",
+        "incidents",
+    ];
+
+    #[test]
+    fn completions_name_every_subcommand() {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).expect("UTF-8 script");
+            assert!(text.len() > 1000, "{shell}: {} bytes", text.len());
+            for sub in SUBCOMMANDS {
+                assert!(text.contains(sub), "{shell} script lacks {sub}");
+            }
+            // Nested subcommands and flags too.
+            assert!(
+                text.contains("relearn") && text.contains("--follow"),
+                "{shell}"
+            );
+        }
+    }
+
+    #[test]
+    fn man_page_is_roff_naming_the_subcommands() {
+        let mut out = Vec::new();
+        man(None, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("UTF-8 roff");
+        // The first macro is .TH, after clap_mangen's definition of the
+        // Aq string (.ie/.el) that the page uses for apostrophes.
+        let first = text
+            .lines()
+            .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+            .expect("lines");
+        assert!(first.starts_with(".TH fdrctl 1 "), "{first}");
+        for sub in SUBCOMMANDS {
+            assert!(
+                text.contains(&format!("fdrctl\\-{sub}(1)")),
+                "man page lacks {sub}"
+            );
+        }
+    }
+
+    #[test]
+    fn man_pages_are_written_per_subcommand() {
+        let dir = std::env::temp_dir().join(format!("fdrctl-man-{}", std::process::id()));
+        man(Some(&dir), &mut std::io::sink()).expect("write pages");
+        for page in ["fdrctl.1", "fdrctl-events.1", "fdrctl-snapshot-export.1"] {
+            let text = std::fs::read_to_string(dir.join(page)).expect(page);
+            assert!(text.contains(".TH"), "{page}");
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

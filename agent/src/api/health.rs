@@ -23,7 +23,8 @@
 //! peek into rings the pipeline owns. The kernel's drop counters, read once
 //! a second only while stalled, say in the log how much was lost.
 //!
-//! A task checks once a second ([`Health::run`]), off the event path.
+//! A task checks once a second ([`Health::run`]), off the event path, on a
+//! thread and runtime of its own with the plaintext listener ([`spawn`]).
 
 use std::{
     sync::{
@@ -44,7 +45,6 @@ use tonic_health::{
 };
 
 use super::{state::State, ApiError, Service};
-use crate::api::state::lock;
 
 /// How often the status is computed.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -124,7 +124,13 @@ impl Health {
                 _ = stop.wait_for(|&v| v) => break,
                 _ = tick.tick() => {}
             }
-            let attached = lock(&state.probes).is_some();
+            // Never waits for a lock a stuck step may hold: held means in
+            // use, so attached.
+            let attached = match state.probes.try_lock() {
+                Ok(p) => p.is_some(),
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().is_some(),
+                Err(std::sync::TryLockError::WouldBlock) => true,
+            };
             let steps = state.counters.pipeline_steps.load(Relaxed);
             let v = stall.observe(attached, steps, Instant::now());
             self.lag_ms.store(
@@ -134,7 +140,7 @@ impl Health {
             );
             let changed = last.is_none_or(|l| l.state != v.state);
             if v.state == Status::Stalled {
-                let drops = state.total_kernel_drops();
+                let drops = kernel_drops(&state).unwrap_or(drops_at_stall);
                 if changed {
                     drops_at_stall = drops;
                     tracing::error!(
@@ -161,6 +167,13 @@ impl Health {
         }
         self.set(false).await;
     }
+}
+
+/// Kernel drops of every kind, summed, unless the probes' lock is taken.
+fn kernel_drops(state: &State) -> Option<u64> {
+    let probes = state.probes.try_lock().ok()?;
+    let drops = probes.as_ref()?.drops().ok()?;
+    Some(drops.iter().map(|(_, n)| n).sum())
 }
 
 /// What a check found.
@@ -220,20 +233,55 @@ impl Stall {
     }
 }
 
-/// Binds the plaintext health listener.
-pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ApiError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ApiError::BindTcp {
-            addr: addr.to_string(),
-            source,
-        })?;
+/// Binds the plaintext health listener (a std listener: it is served on
+/// the health thread's runtime, see [`spawn`]).
+pub fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, ApiError> {
+    let bind_err = |source| ApiError::BindTcp {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "gRPC health listening (plaintext)");
     Ok(listener)
 }
 
+/// Runs the check ([`Health::run`]) and the plaintext listener, if any, on
+/// a thread with a runtime of their own, until `stop`: a pipeline step
+/// blocked on one of the agent runtime's workers can hold up that
+/// runtime's timers and I/O (measured: a 100 ms sleep took 40 s while a
+/// step waited 40 s for a lock), and the check must still see the stall
+/// and the listener still say so.
+pub fn spawn(
+    health: Arc<Health>,
+    state: Arc<State>,
+    listener: Option<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ApiError::HealthRuntime)?;
+        rt.block_on(async move {
+            let check = health.clone().run(state, stop.clone());
+            let Some(l) = listener else {
+                check.await;
+                return Ok(());
+            };
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| "-".into(), |a| a.to_string());
+            let l =
+                TcpListener::from_std(l).map_err(|source| ApiError::BindTcp { addr, source })?;
+            let ((), served) = tokio::join!(check, serve(l, health, stop));
+            served
+        })
+    })
+}
+
 /// Serves only `grpc.health.v1` on `listener` until `stop`.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     stop: watch::Receiver<bool>,

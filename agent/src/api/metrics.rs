@@ -74,7 +74,7 @@ pub async fn serve(
 ) -> Result<(), ApiError> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures { state, health }));
-    let registry = Arc::new(registry);
+    let registry = Arc::new(Scraper::new(registry));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let stopped = super::SharedShutdown(stop).wait();
     tokio::pin!(stopped);
@@ -124,7 +124,24 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Repl
     r
 }
 
-async fn respond<B>(req: hyper::Request<B>, registry: Arc<Registry>) -> Result<Reply, Infallible> {
+/// The registry, and the one render at a time it allows: a render waiting
+/// for a lock a stuck pipeline step holds keeps one blocking thread, not
+/// one per scrape.
+struct Scraper {
+    registry: Arc<Registry>,
+    render: Arc<tokio::sync::Semaphore>,
+}
+
+impl Scraper {
+    fn new(registry: Registry) -> Self {
+        Scraper {
+            registry: Arc::new(registry),
+            render: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+}
+
+async fn respond<B>(req: hyper::Request<B>, scraper: Arc<Scraper>) -> Result<Reply, Infallible> {
     const TEXT: &str = "text/plain; charset=utf-8";
     if req.uri().path() != "/metrics" {
         return Ok(reply(
@@ -147,10 +164,20 @@ async fn respond<B>(req: hyper::Request<B>, registry: Arc<Registry>) -> Result<R
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
+    let Ok(turn) = scraper.render.clone().acquire_owned().await else {
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "shutting down\n",
+        ));
+    };
+    let registry = scraper.registry.clone();
     // Locks and a stat of the database file: off the executor's threads.
     let text = tokio::task::spawn_blocking(move || {
         let mut out = String::with_capacity(16 << 10);
-        prometheus_client::encoding::text::encode(&mut out, &registry).map(|()| out)
+        let r = prometheus_client::encoding::text::encode(&mut out, &registry).map(|()| out);
+        drop(turn);
+        r
     })
     .await;
     Ok(match text {
@@ -633,7 +660,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_paths_are_404_and_methods_405() {
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Scraper::new(Registry::default()));
         let req = |m: Method, p: &str| hyper::Request::builder().method(m).uri(p).body(()).unwrap();
         let r = respond(req(Method::GET, "/nope"), registry.clone())
             .await

@@ -1,7 +1,8 @@
 //! Stage 9, the gRPC API (`fdr.v1.FlightRecorder`): a unix socket (mode
 //! 0600) always, TCP with mutual TLS when configured. Served from
 //! [`state::State`], the handles to every stage's shared data that the
-//! daemon's step writes.
+//! daemon's step writes. Beside it: [`health`] (`grpc.health.v1`, on these
+//! listeners and a plaintext one) and [`metrics`] (Prometheus, over HTTP).
 //!
 //! Takes: requests. Gives: events, snapshots, models, incidents, stats —
 //! paged and bounded. Imports: every stage before it; only the daemon
@@ -76,6 +77,8 @@ pub enum ApiError {
     },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("starting the health thread's runtime: {0}")]
+    HealthRuntime(std::io::Error),
 }
 
 /// The agent's unix socket, from [`bind_unix`]: its path, its identity

@@ -160,15 +160,15 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let tcp = api::bind_tcp(&cfg.api).await?;
     let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
     let health_listener = match cfg.health.addr()? {
-        Some(a) => Some(api::health::bind(a).await?),
+        Some(a) => Some(api::health::bind(a)?),
         None => None,
     };
     let metrics_listener = match cfg.metrics.addr()? {
         Some(a) => Some(api::metrics::bind(a).await?),
         None => None,
     };
-    let local = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
-    let (health_addr, metrics_addr) = (local(&health_listener), local(&metrics_listener));
+    let health_addr = health_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let health = api::health::Health::new(cfg.health.stall_after).await;
     let proc_root = host.proc();
     let procs = ProcessTable::seeded_from(&proc_root);
@@ -239,19 +239,14 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         .await;
         Ok(())
     }));
-    let (h, st, stop) = (health.clone(), state.clone(), rx.clone());
+    let h = api::health::spawn(health.clone(), state.clone(), health_listener, rx.clone());
     tasks.push(tokio::spawn(async move {
-        h.run(st, stop).await;
-        Ok(())
+        h.await
+            .map_err(|join| {
+                AgentError::Api(api::ApiError::HealthRuntime(std::io::Error::other(join)))
+            })?
+            .map_err(AgentError::Api)
     }));
-    if let Some(l) = health_listener {
-        let (h, stop) = (health.clone(), rx.clone());
-        tasks.push(tokio::spawn(async move {
-            api::health::serve(l, h, stop)
-                .await
-                .map_err(AgentError::Api)
-        }));
-    }
     if let Some(l) = metrics_listener {
         let (st, h, stop) = (state.clone(), health.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {

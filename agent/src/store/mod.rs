@@ -174,17 +174,26 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// redb's page cache. Its default (1 GiB) would let the store's reads and
+/// writes grow the agent past any memory limit a pod is given; snapshots
+/// are written once and read rarely, so a small cache costs little.
+const DB_CACHE_BYTES: usize = 32 << 20;
+
 /// Opens (or creates) the database; redb's repair of a damaged file may
 /// panic: that is an error naming the file.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
-    let opened =
-        std::panic::catch_unwind(|| Database::create(path)).map_err(|p| StoreError::Corrupt {
-            what: format!(
-                "{} (the file is left as it is; move it away to start with an empty store)",
-                path.display()
-            ),
-            detail: panic_text(p),
-        })?;
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_cache_size(DB_CACHE_BYTES)
+            .create(path)
+    })
+    .map_err(|p| StoreError::Corrupt {
+        what: format!(
+            "{} (the file is left as it is; move it away to start with an empty store)",
+            path.display()
+        ),
+        detail: panic_text(p),
+    })?;
     opened.map_err(|source| match source {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.display().to_string(),
