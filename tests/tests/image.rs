@@ -15,11 +15,13 @@
 //! before the tests), else `cargo xtask image --out <temp dir>` (a release
 //! build, quick when target/release is fresh).
 //!
-//! Networking: the private dockerd runs with `--bridge=none` and no
-//! iptables, so no port can be published; the container shares the host's
-//! network namespace (`--network host`) and its health and metrics
-//! listeners bind free loopback ports picked by the test. Loopback keeps
-//! them off every other interface of the machine.
+//! Networking: as in the DaemonSet (no hostNetwork), the container has a
+//! network namespace of its own (`--network none`: the private dockerd has
+//! no bridge) and the DaemonSet's config (deploy/kubernetes/base/fdr.toml)
+//! listens on 0.0.0.0:6789 (health) and 0.0.0.0:9477 (metrics) there; the
+//! test checks them from a thread that joined that namespace, where the
+//! kubelet and Prometheus reach a pod. No port of the machine is taken, so
+//! runs side by side never collide.
 
 use std::{
     path::{Path, PathBuf},
@@ -35,6 +37,10 @@ use fdr_tests::{docker::Docker, unique, TempDir};
 /// probes on a loaded machine) and an event to show up.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 const EVENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The DaemonSet's health and metrics ports.
+const HEALTH: u16 = 6789;
+const METRICS: u16 = 9477;
 
 /// The variable `cargo xtask test` names the archive in.
 const ARCHIVE_ENV: &str = "FDR_IMAGE_ARCHIVE";
@@ -102,16 +108,20 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&run)?;
     std::fs::create_dir_all(&data)?;
-    let health_port = free_port()?;
-    let metrics_port = free_port()?;
-    let config_file = tmp.path().join("fdr.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[health]\nlisten = \"127.0.0.1:{health_port}\"\n\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
-        ),
-    )?;
+    // The DaemonSet's own config (its ConfigMap): health on 6789, metrics
+    // on 9477, JSON logs.
+    let config_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes/base/fdr.toml")
+        .canonicalize()
+        .context("deploy/kubernetes/base/fdr.toml")?;
+    let config_text = std::fs::read_to_string(&config_file)?;
+    for listen in [HEALTH, METRICS] {
+        ensure!(
+            config_text.contains(&format!("listen = \"0.0.0.0:{listen}\"")),
+            "{} does not listen on {listen}",
+            config_file.display()
+        );
+    }
     let node = format!("test-node-{}", unique("n"));
     let name = format!("fdr-agent-{}", std::process::id());
     let vol = |from: &Path, to: &str| format!("{}:{to}", from.display());
@@ -125,10 +135,10 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
     let mut options: Vec<&str> = privilege.iter().map(String::as_str).collect();
     options.extend_from_slice(&[
         "--pid=host",
-        "--network=host",
-        "--volume=/:/host:ro",
+        "--network=none",
+        host_root_volume(),
         "--env=HOST_ROOT=/host",
-        "--volume=/sys/kernel:/sys/kernel",
+        "--volume=/sys/kernel:/sys/kernel:ro",
         "--volume=/sys/fs/cgroup:/sys/fs/cgroup:ro",
         "--volume",
         &v_run,
@@ -144,6 +154,10 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
         docker: &docker,
         id: &id,
     };
+    let pid: u32 = docker
+        .cli(&["inspect", "--format", "{{.State.Pid}}", &id])?
+        .parse()
+        .context("the container's pid")?;
 
     // The socket appears on the host, and answers.
     let socket = run.join("fdr.sock");
@@ -156,31 +170,16 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
         .await?;
 
     // (d) The health service says SERVING once the probes are attached.
-    let health_addr = format!("http://127.0.0.1:{health_port}");
+    // Checked where the kubelet checks it, on the container's own network.
     agent
         .poll(START_DEADLINE, "health SERVING", || async {
-            use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-            let channel = tonic::transport::Endpoint::from_shared(health_addr.clone())
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
-            let mut h = HealthClient::new(channel);
-            let status = h
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status;
-            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                .then_some(())
+            let serving = tonic_health::pb::health_check_response::ServingStatus::Serving;
+            (health(pid).await.ok()? == serving as i32).then_some(())
         })
         .await?;
 
     // (a) A process run on the host, recorded with the node's name.
-    let execs_before = exec_total(metrics_port)
+    let execs_before = exec_total(pid)
         .await
         .map_err(|e| agent.failed(&format!("reading /metrics: {e:#}")))?;
     let marker = unique("image");
@@ -248,7 +247,7 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
             "fdr_events_total{kind=\"exec\"} to grow",
             || async {
                 let _ = Command::new("/bin/true").arg(&marker).status();
-                (exec_total(metrics_port).await.ok()? > execs_before).then_some(())
+                (exec_total(pid).await.ok()? > execs_before).then_some(())
             },
         )
         .await?;
@@ -343,10 +342,62 @@ async fn find_event(
     }
 }
 
-/// `fdr_events_total{kind="exec"}` from `GET /metrics`, parsed as
-/// Prometheus text.
-async fn exec_total(port: u16) -> Result<f64> {
-    let body = http_get(port, "/metrics").await?;
+/// The health service's status for service "" on the container's
+/// 127.0.0.1:6789 (the config listens on 0.0.0.0).
+async fn health(pid: u32) -> Result<i32> {
+    in_netns(pid, || async {
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{HEALTH}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        Ok(status)
+    })
+    .await
+}
+
+/// Runs `f`'s future on a thread of its own that joined the network
+/// namespace of process `pid`: the container's, where its listeners are,
+/// as a pod's are on the pod's IP.
+async fn in_netns<T, F, Fut>(pid: u32, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .with_context(|| format!("the network namespace of {pid}"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let run = || -> Result<T> {
+            // SAFETY: moves only this thread, which is ours, to the namespace.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(f())
+        };
+        let _ = tx.send(run());
+    });
+    rx.await.context("the namespace thread ended")?
+}
+
+/// `fdr_events_total{kind="exec"}` from `GET /metrics` on the container's
+/// 127.0.0.1:9477, parsed as Prometheus text.
+async fn exec_total(pid: u32) -> Result<f64> {
+    let body = in_netns(pid, || http_get(METRICS, "/metrics")).await?;
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .context("/metrics is not Prometheus text format")?;
     ensure!(
@@ -582,11 +633,25 @@ fn privilege_options() -> Result<Vec<String>> {
     Ok(opts)
 }
 
-/// A loopback port nobody listens on now.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The host's `/` read-only at /host; as `mountPropagation:
+/// HostToContainer` (`rslave`) when the host's root is a shared mount (the
+/// usual case under systemd), which Docker requires for it.
+fn host_root_volume() -> &'static str {
+    let shared = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&"/")
+                && f.iter()
+                    .skip(6)
+                    .take_while(|x| **x != "-")
+                    .any(|x| x.starts_with("shared:"))
+        })
+    });
+    if shared {
+        "--volume=/:/host:ro,rslave"
+    } else {
+        "--volume=/:/host:ro"
+    }
 }
 
 /// The image archive: `$FDR_IMAGE_ARCHIVE`, else built into `dir` with
