@@ -594,6 +594,110 @@ mod tests {
         assert_eq!(full_name("reg.io/x/fdr:1"), "reg.io/x/fdr:1");
     }
 
+    /// The archive's files by path.
+    fn untar(bytes: &[u8]) -> BTreeMap<String, (Vec<u8>, u32)> {
+        use std::io::Read;
+        let mut files = BTreeMap::new();
+        for e in tar::Archive::new(bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let mode = e.header().mode().unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(path, (data, mode));
+        }
+        files
+    }
+
+    #[test]
+    fn the_archive_is_an_oci_layout_and_a_docker_archive_of_the_same_blobs() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        // Any dynamic binary stands in for the agent and fdrctl.
+        let bin = PathBuf::from("/bin/true");
+        let input = Input {
+            agent: bin.clone(),
+            fdrctl: bin.clone(),
+            config: root.join("deploy/fdr.toml"),
+            tag: "fdr-agent:1.2.3-gabc".into(),
+            epoch: 1_700_000_000,
+            labels: BTreeMap::from([(
+                "org.opencontainers.image.version".to_owned(),
+                "1.2.3".to_owned(),
+            )]),
+        };
+        let a = assemble(&input).unwrap();
+        assert_eq!(a.bytes, assemble(&input).unwrap().bytes, "reproducible");
+        let outer = untar(&a.bytes);
+        let json = |path: &str| -> Value { serde_json::from_slice(&outer[path].0).unwrap() };
+        // Every blob is named by its digest.
+        for (path, (data, _)) in &outer {
+            if let Some(hex) = path.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
+                assert_eq!(sha256(data), format!("sha256:{hex}"), "{path}");
+            }
+        }
+        assert_eq!(json("oci-layout")["imageLayoutVersion"], "1.0.0");
+        let index = json("index.json");
+        let desc = &index["manifests"][0];
+        assert_eq!(desc["digest"], a.manifest_digest.as_str());
+        assert_eq!(
+            desc["annotations"]["org.opencontainers.image.ref.name"],
+            "fdr-agent:1.2.3-gabc"
+        );
+        assert_eq!(
+            desc["annotations"]["io.containerd.image.name"],
+            "docker.io/library/fdr-agent:1.2.3-gabc"
+        );
+        let manifest = json(&blob_path(&a.manifest_digest));
+        assert_eq!(manifest["config"]["digest"], a.config_digest.as_str());
+        let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap();
+        let layer_gz = &outer[&blob_path(layer_digest)].0;
+        assert_eq!(manifest["layers"][0]["size"], layer_gz.len());
+        // Docker's manifest.json names the same blobs.
+        let docker = json("manifest.json");
+        assert_eq!(docker[0]["Config"], blob_path(&a.config_digest));
+        assert_eq!(docker[0]["Layers"][0], blob_path(layer_digest));
+        assert_eq!(docker[0]["RepoTags"][0], "fdr-agent:1.2.3-gabc");
+        // The config: entry point, command, the uncompressed layer's digest.
+        let config = json(&blob_path(&a.config_digest));
+        assert_eq!(
+            config["config"]["Entrypoint"][0],
+            "/usr/local/bin/fdr-agent"
+        );
+        assert_eq!(config["config"]["Cmd"][1], "/etc/fdr/fdr.toml");
+        assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+        let mut layer = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(layer_gz.as_slice()),
+            &mut layer,
+        )
+        .unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][0], sha256(&layer).as_str());
+        // The layer: binaries, the loader and libraries ldd names, config, dirs.
+        let files = untar(&layer);
+        assert_eq!(files["usr/local/bin/fdr-agent"].1, 0o755);
+        assert_eq!(
+            files["usr/local/bin/fdrctl"].0,
+            std::fs::read(&bin).unwrap()
+        );
+        for lib in shared_libraries(&bin).unwrap() {
+            let path = lib.to_str().unwrap().trim_start_matches('/');
+            assert_eq!(
+                files[path].0,
+                std::fs::read(std::fs::canonicalize(&lib).unwrap()).unwrap(),
+                "{path}"
+            );
+        }
+        assert!(files.keys().any(|k| k.contains("ld-linux")), "the loader");
+        assert_eq!(
+            files["etc/fdr/fdr.toml"].0,
+            std::fs::read(root.join("deploy/fdr.toml")).unwrap()
+        );
+        assert!(files.contains_key("etc/passwd") && files.contains_key("etc/group"));
+        assert_eq!(files["tmp/"].1, 0o1777);
+        assert_eq!(files["var/lib/fdr/"].1, 0o700);
+        assert!(files.contains_key("run/fdr/"));
+    }
+
     #[test]
     fn the_layer_is_sorted_with_parents_and_the_same_every_time() {
         let mut t = Tree::default();
