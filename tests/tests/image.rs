@@ -1,6 +1,7 @@
 //! The container image end to end: the archive `cargo xtask image` writes
 //! is loaded into a private Docker Engine and run the way the DaemonSet runs
-//! it (privileged, the host's PID namespace, the host's `/` read-only at
+//! it (privileged, or every capability this process holds where it may not
+//! hand out all of them; the host's PID namespace, the host's `/` read-only at
 //! `/host` with `HOST_ROOT=/host`, the socket and data directories from the
 //! host, `NODE_NAME` set). From the host the test then finds: a process run
 //! on the host, named with the node; a read of the host's /etc/shadow as a
