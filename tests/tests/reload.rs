@@ -26,6 +26,10 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, args: &[&std::ffi::OsStr]) -> Agent {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    fn start_with_env(dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Agent {
         let socket = dir.join("fdr.sock");
         let stderr = dir.join("stderr.log");
         let child = Command::new(agent_binary())
@@ -36,6 +40,9 @@ impl Agent {
             .arg(dir.join("data"))
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
@@ -287,4 +294,70 @@ async fn sighup_without_a_config_file_changes_nothing_and_never_stops_the_agent(
     c.get_stats(pb::GetStatsRequest::default())
         .await
         .expect("GetStats after SIGHUP");
+}
+
+/// The next notification the agent sent to `sock` (a datagram).
+async fn notification(sock: &tokio::net::UnixDatagram, agent: &mut Agent) -> String {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(DEADLINE, sock.recv(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        other => panic!("no notification ({other:?}):\n{}", agent.stderr()),
+    }
+}
+
+/// Reads notifications until one satisfies `pred` (watchdog pings may
+/// come in between).
+async fn notification_where(
+    sock: &tokio::net::UnixDatagram,
+    agent: &mut Agent,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    loop {
+        let n = notification(sock, agent).await;
+        if pred(&n) {
+            return n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_ready_reloading_and_stopping_and_the_watchdog_is_fed() {
+    let dir = TempDir::new("notify");
+    let file = dir.path().join("fdr.toml");
+    write_config(&file, &config("", ""));
+    let path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    let mut agent = Agent::start_with_env(
+        dir.path(),
+        &["--config".as_ref(), file.as_os_str()],
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            // A ping every 500 ms.
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+    let ready = notification(&sock, &mut agent).await;
+    assert!(ready.starts_with("READY=1\nSTATUS="), "{ready}");
+    // Fed while the pipeline advances: several pings.
+    for _ in 0..3 {
+        notification_where(&sock, &mut agent, |n| n == "WATCHDOG=1").await;
+    }
+    agent.hup();
+    let reloading = notification_where(&sock, &mut agent, |n| n != "WATCHDOG=1").await;
+    let usec: u64 = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("{reloading}"));
+    assert!(usec > 0);
+    let again = notification_where(&sock, &mut agent, |n| n != "WATCHDOG=1").await;
+    assert!(again.starts_with("READY=1"), "{again}");
+    // SAFETY: a signal to our own child.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let stopping = notification_where(&sock, &mut agent, |n| n != "WATCHDOG=1").await;
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}");
 }
