@@ -33,6 +33,12 @@ struct Cli {
     /// TCP listener of the API, e.g. 127.0.0.1:7077 (overrides `api.tcp_listen`).
     #[arg(long)]
     tcp_listen: Option<std::net::SocketAddr>,
+    /// Plaintext gRPC health listener, e.g. 0.0.0.0:6789 (overrides `health.listen`).
+    #[arg(long)]
+    health_listen: Option<std::net::SocketAddr>,
+    /// HTTP metrics listener, e.g. 0.0.0.0:9477 (overrides `metrics.listen`).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Memory budget of all buffers in bytes (overrides `recorder.budget_bytes`).
     #[arg(long)]
     budget_bytes: Option<u64>,
@@ -103,6 +109,12 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
     }
     if let Some(t) = cli.tcp_listen {
         cfg.api.tcp_listen = Some(t);
+    }
+    if let Some(a) = cli.health_listen {
+        cfg.health.listen = a.to_string();
+    }
+    if let Some(a) = cli.metrics_listen {
+        cfg.metrics.listen = a.to_string();
     }
     if let Some(b) = cli.budget_bytes {
         cfg.recorder.budget_bytes = b;

@@ -11,6 +11,8 @@ mod analysis_calls;
 mod authority;
 mod convert;
 pub mod export;
+pub mod health;
+pub mod metrics;
 mod paging;
 pub mod query;
 mod service;
@@ -420,6 +422,7 @@ pub async fn serve(
     unix: UnixListener,
     tcp: Option<Tcp>,
     state: Arc<State>,
+    health: Arc<health::Health>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
     let shutdown = SharedShutdown(stop.clone());
@@ -428,6 +431,7 @@ pub async fn serve(
             state.clone(),
             stop.clone(),
         )))
+        .add_service(health.server())
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(unix).map(|c| c.map(authority::FixAuthority::new)),
             shutdown.clone().wait(),
@@ -435,7 +439,7 @@ pub async fn serve(
     let Some(tcp) = tcp else {
         return Ok(unix_server.await?);
     };
-    let tcp_server = tcp.serve(state, stop, shutdown.wait());
+    let tcp_server = tcp.serve(state, health.server(), stop, shutdown.wait());
     let (a, b) = tokio::join!(unix_server, tcp_server);
     a?;
     b?;

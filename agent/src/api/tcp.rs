@@ -10,6 +10,7 @@ use tonic::{
     transport::{Certificate, Identity, Server, ServerTlsConfig},
     Request, Status,
 };
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
 use super::{ApiError, Service};
 use crate::{api::state::State, config::ApiConfig};
@@ -72,10 +73,13 @@ impl Tcp {
         self.listener.local_addr().ok()
     }
 
-    /// The server, to be awaited with the others.
+    /// The server, to be awaited with the others. `health` is served
+    /// without the token (probes carry no credentials), over TLS when TLS
+    /// is configured.
     pub fn serve(
         mut self,
         state: Arc<State>,
+        health: HealthServer<HealthService>,
         stop: watch::Receiver<bool>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> ServeFuture {
@@ -85,11 +89,13 @@ impl Tcp {
             Some(auth) => Box::pin(
                 self.builder
                     .add_service(InterceptedService::new(svc, auth))
+                    .add_service(health)
                     .serve_with_incoming_shutdown(incoming, shutdown),
             ),
             None => Box::pin(
                 self.builder
                     .add_service(svc)
+                    .add_service(health)
                     .serve_with_incoming_shutdown(incoming, shutdown),
             ),
         }

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 mod analysis;
 mod host;
 mod live;
+mod observe;
 mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
 pub use host::HostConfig;
 pub use live::LiveConfig;
+pub use observe::{HealthConfig, MetricsConfig};
 pub use validate::{bounds, total_ram};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub live: LiveConfig,
     pub log: LogConfig,
     pub host: HostConfig,
+    pub health: HealthConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -340,6 +340,8 @@ impl Config {
         self.api.validate()?;
         self.live.validate()?;
         self.host.validate()?;
+        self.health.validate()?;
+        self.metrics.validate()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

@@ -61,6 +61,9 @@ pub struct Running {
     pub socket: PathBuf,
     /// The TCP listener's address, when there is one.
     pub tcp: Option<std::net::SocketAddr>,
+    /// The health and metrics listeners' addresses, when configured.
+    pub health: Option<std::net::SocketAddr>,
+    pub metrics: Option<std::net::SocketAddr>,
     /// The socket file, removed at shutdown if it is still ours.
     unix_socket: api::UnixSocket,
     shutdown: watch::Sender<bool>,
@@ -156,6 +159,17 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let (unix, unix_socket) = socket_claim.bind()?;
     let tcp = api::bind_tcp(&cfg.api).await?;
     let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
+    let health_listener = match cfg.health.addr()? {
+        Some(a) => Some(api::health::bind(a).await?),
+        None => None,
+    };
+    let metrics_listener = match cfg.metrics.addr()? {
+        Some(a) => Some(api::metrics::bind(a).await?),
+        None => None,
+    };
+    let local = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let (health_addr, metrics_addr) = (local(&health_listener), local(&metrics_listener));
+    let health = api::health::Health::new(cfg.health.stall_after).await;
     let proc_root = host.proc();
     let procs = ProcessTable::seeded_from(&proc_root);
     tracing::info!(processes = procs.len(), proc = %proc_root.display(), "process table seeded");
@@ -225,9 +239,30 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         .await;
         Ok(())
     }));
+    let (h, st, stop) = (health.clone(), state.clone(), rx.clone());
+    tasks.push(tokio::spawn(async move {
+        h.run(st, stop).await;
+        Ok(())
+    }));
+    if let Some(l) = health_listener {
+        let (h, stop) = (health.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            api::health::serve(l, h, stop)
+                .await
+                .map_err(AgentError::Api)
+        }));
+    }
+    if let Some(l) = metrics_listener {
+        let (st, h, stop) = (state.clone(), health.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            api::metrics::serve(l, st, h, stop)
+                .await
+                .map_err(AgentError::Api)
+        }));
+    }
     let api_state = state.clone();
     tasks.push(tokio::spawn(async move {
-        api::serve(unix, tcp, api_state, rx)
+        api::serve(unix, tcp, api_state, health, rx)
             .await
             .map_err(AgentError::Api)
     }));
@@ -236,6 +271,8 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         state,
         socket: cfg.api.socket.clone(),
         tcp: tcp_addr,
+        health: health_addr,
+        metrics: metrics_addr,
         unix_socket,
         shutdown,
         tasks,

@@ -594,6 +594,11 @@ impl Snapshots {
         !self.open.is_empty()
     }
 
+    /// How many snapshots are still filling.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     /// Summaries of the snapshots still filling.
     pub fn open_infos(&self) -> Vec<pb::SnapshotInfo> {
         self.open.iter().map(|o| o.info.clone()).collect()

@@ -160,6 +160,10 @@ pub struct Store {
     reopen_wanted: AtomicBool,
     /// One reopen at a time.
     reopening: Mutex<()>,
+    /// Snapshots stored, and evicted by retention, since the agent started
+    /// (its metrics).
+    committed: AtomicU64,
+    evicted: AtomicU64,
 }
 
 /// The text of a caught panic.
@@ -238,6 +242,8 @@ impl Store {
             }
         };
         let store = Store {
+            committed: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
             path,
             db: RwLock::new(Some(Arc::new(db))),
             retention,
@@ -460,10 +466,19 @@ impl Store {
         let mut info = snap.info.clone();
         info.bytes = snap.bytes.len() as u64;
         let info = info.encode_to_vec();
-        self.write(
+        let evicted = self.write(
             || format!("snapshot {id}"),
             |db| self.put_tx(db, id, &snap.bytes, &info),
-        )
+        )?;
+        self.committed.fetch_add(1, Relaxed);
+        self.evicted.fetch_add(evicted.len() as u64, Relaxed);
+        Ok(evicted)
+    }
+
+    /// Snapshots stored and snapshots evicted by retention since the agent
+    /// started.
+    pub fn commit_counts(&self) -> (u64, u64) {
+        (self.committed.load(Relaxed), self.evicted.load(Relaxed))
     }
 
     fn put_tx(

@@ -19,7 +19,8 @@ pub struct Counters {
     /// Pipeline steps blocked for longer than 100 ms.
     pub pipeline_slow_steps: AtomicU64,
     /// Pipeline steps so far (at least one a second while the pipeline
-    /// runs: its housekeeping): the systemd watchdog is fed while it grows.
+    /// runs: its housekeeping): the systemd watchdog is fed and health
+    /// sees the pipeline advance while it grows.
     pub pipeline_steps: AtomicU64,
     /// The process table's counts as of the pipeline's last housekeeping
     /// (so that `GetStats` never waits for the table's lock): tracked,

@@ -261,6 +261,9 @@ pub struct Incidents {
     max_audits: usize,
     /// The node name new incidents carry (see [`Incidents::with_node`]).
     node: String,
+    /// Incidents opened since the agent started, by type and severity at
+    /// opening (the metrics).
+    opened: HashMap<(IncidentType, Severity), u64>,
 }
 
 /// What raising an audit did.
@@ -279,6 +282,7 @@ impl Incidents {
             window_ns,
             max_audits,
             node: String::new(),
+            opened: HashMap::new(),
         }
     }
 
@@ -322,6 +326,9 @@ impl Incidents {
     ) -> &Incident {
         let kind = entry.draft.incident;
         let key = (trigger.scope.clone(), kind);
+        if !self.open.contains_key(&key) {
+            *self.opened.entry((kind, entry.draft.severity)).or_default() += 1;
+        }
         let inc = self.open.entry(key).or_insert_with(|| Incident {
             serial,
             kind,
@@ -420,6 +427,12 @@ impl Incidents {
         self.next_serial
     }
 
+    /// Incidents opened since the agent started, by type and severity at
+    /// opening.
+    pub fn opened(&self) -> impl Iterator<Item = (IncidentType, Severity, u64)> + '_ {
+        self.opened.iter().map(|(&(t, s), &n)| (t, s, n))
+    }
+
     /// Forgets incidents whose window has passed (they are in the store).
     pub fn expire(&mut self, now_ns: u64) {
         let window = self.window_ns;
@@ -497,6 +510,12 @@ mod tests {
         assert_eq!(i.audits.len(), 2, "capped");
         assert_eq!(i.severity, Severity::High);
         assert_eq!((i.first_ns, i.last_ns), (10_000, 60_000));
+        // Counted once, with its severity at opening.
+        assert_eq!(
+            inc.opened().collect::<Vec<_>>(),
+            [(kind, Severity::Medium, 1)]
+        );
+        let i = inc.get(5).expect("open");
         assert!(
             i.summary.starts_with("backdoor-listener on host ")
                 && i.summary.ends_with(": new listen: tcp/1 (+2 more)"),
