@@ -195,7 +195,12 @@ fn run(cli: Cli) -> Result<()> {
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let mut running = agent::start(&cfg, SelfFilter::ExcludeSelf).await?;
-        eprintln!("fdr-agent: listening on {}", running.socket.display());
+        if cfg.log.format == LogFormat::Json {
+            // Nothing but JSON lines on stderr for a log pipeline.
+            tracing::info!(socket = %running.socket.display(), "listening");
+        } else {
+            eprintln!("fdr-agent: listening on {}", running.socket.display());
+        }
         let ready = format!(
             "READY=1\nSTATUS=recording on {}",
             running.state.node.as_ref()
