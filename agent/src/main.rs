@@ -153,7 +153,13 @@ fn init_logging(cfg: &Config) -> Result<FilterHandle> {
         .context("invalid log filter")?;
     let (filter, handle) = reload::Layer::new(filter);
     let json = cfg.log.format == LogFormat::Json;
-    let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only on a terminal (not in journald or a log file).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+    });
     let json_layer = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
