@@ -1,5 +1,6 @@
 //! SIGHUP reloads the configuration file of the real `fdr-agent` binary: a
-//! deny rule added to the file fires without a restart; a broken file is
+//! deny rule added to the file fires without a restart, a finer
+//! `log.level` is in force at once; a broken file is
 //! refused (the reason on stderr) and the rules in force keep firing; keys
 //! that cannot change at run time are named as needing a restart; SIGHUP
 //! never terminates the agent. The agent also runs with `--log-format
@@ -211,13 +212,19 @@ async fn sighup_applies_a_new_deny_rule_and_refuses_a_broken_file() {
     );
     agent.wait_log("fdr agent running", 1).await;
 
-    // The new rule, and a change that needs a restart.
+    // The new rule, a finer log level, and a change that needs a restart.
+    let debug_lines = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains(r#""level":"DEBUG""#))
+            .count()
+    };
+    assert_eq!(debug_lines(&agent.stderr()), 0);
     write_config(
         &file,
         &config(
             "max_snapshots = 42",
             &format!(
-                "{}{}",
+                "[log]\nlevel = \"fdr_agent=debug\"\n{}{}",
                 deny_exec("never", "fdr-never-runs-this"),
                 deny_exec(&rule, &program_name)
             ),
@@ -230,8 +237,17 @@ async fn sighup_applies_a_new_deny_rule_and_refuses_a_broken_file() {
             .any(|l| l.contains("need a restart") && l.contains("recorder.max_snapshots")),
         "{log}"
     );
+    assert!(
+        log.lines().any(
+            |l| l.contains("configuration reloaded") && l.contains("analysis.rules, log.level")
+        ),
+        "{log}"
+    );
     let (fired, hosts) = fire_until(&mut agent, &program, &rule, 0).await;
     assert!(hosts.iter().all(|h| h == &node), "{hosts:?} vs {node}");
+    // The incident's snapshot is built and committed: logged at debug
+    // level, now in force.
+    agent.wait_log(r#""level":"DEBUG""#, 1).await;
 
     // A rule that does not compile: refused, the running rules stay.
     write_config(
