@@ -153,7 +153,13 @@ fn init_logging(cfg: &Config) -> Result<FilterHandle> {
         .context("invalid log filter")?;
     let (filter, handle) = reload::Layer::new(filter);
     let json = cfg.log.format == LogFormat::Json;
-    let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only on a terminal (not in journald or a log file).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+    });
     let json_layer = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
@@ -195,7 +201,12 @@ fn run(cli: Cli) -> Result<()> {
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let mut running = agent::start(&cfg, SelfFilter::ExcludeSelf).await?;
-        eprintln!("fdr-agent: listening on {}", running.socket.display());
+        if cfg.log.format == LogFormat::Json {
+            // Nothing but JSON lines on stderr for a log pipeline.
+            tracing::info!(socket = %running.socket.display(), "listening");
+        } else {
+            eprintln!("fdr-agent: listening on {}", running.socket.display());
+        }
         let ready = format!(
             "READY=1\nSTATUS=recording on {}",
             running.state.node.as_ref()

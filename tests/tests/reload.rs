@@ -1,5 +1,6 @@
 //! SIGHUP reloads the configuration file of the real `fdr-agent` binary: a
-//! deny rule added to the file fires without a restart; a broken file is
+//! deny rule added to the file fires without a restart, a finer
+//! `log.level` is in force at once; a broken file is
 //! refused (the reason on stderr) and the rules in force keep firing; keys
 //! that cannot change at run time are named as needing a restart; SIGHUP
 //! never terminates the agent. The agent also runs with `--log-format
@@ -26,6 +27,10 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, args: &[&std::ffi::OsStr]) -> Agent {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    fn start_with_env(dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Agent {
         let socket = dir.join("fdr.sock");
         let stderr = dir.join("stderr.log");
         let child = Command::new(agent_binary())
@@ -36,6 +41,9 @@ impl Agent {
             .arg(dir.join("data"))
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
@@ -204,13 +212,19 @@ async fn sighup_applies_a_new_deny_rule_and_refuses_a_broken_file() {
     );
     agent.wait_log("fdr agent running", 1).await;
 
-    // The new rule, and a change that needs a restart.
+    // The new rule, a finer log level, and a change that needs a restart.
+    let debug_lines = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains(r#""level":"DEBUG""#))
+            .count()
+    };
+    assert_eq!(debug_lines(&agent.stderr()), 0);
     write_config(
         &file,
         &config(
             "max_snapshots = 42",
             &format!(
-                "{}{}",
+                "[log]\nlevel = \"fdr_agent=debug\"\n{}{}",
                 deny_exec("never", "fdr-never-runs-this"),
                 deny_exec(&rule, &program_name)
             ),
@@ -223,8 +237,17 @@ async fn sighup_applies_a_new_deny_rule_and_refuses_a_broken_file() {
             .any(|l| l.contains("need a restart") && l.contains("recorder.max_snapshots")),
         "{log}"
     );
+    assert!(
+        log.lines().any(
+            |l| l.contains("configuration reloaded") && l.contains("analysis.rules, log.level")
+        ),
+        "{log}"
+    );
     let (fired, hosts) = fire_until(&mut agent, &program, &rule, 0).await;
     assert!(hosts.iter().all(|h| h == &node), "{hosts:?} vs {node}");
+    // The incident's snapshot is built and committed: logged at debug
+    // level, now in force.
+    agent.wait_log(r#""level":"DEBUG""#, 1).await;
 
     // A rule that does not compile: refused, the running rules stay.
     write_config(
@@ -256,11 +279,8 @@ async fn sighup_applies_a_new_deny_rule_and_refuses_a_broken_file() {
     }
     agent.assert_running("after SIGHUPs");
 
-    // Every log line is a JSON object (but the plain "listening on").
+    // Every line on stderr is a JSON object.
     for line in agent.stderr().lines() {
-        if line.starts_with("fdr-agent: listening on") {
-            continue;
-        }
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(
@@ -287,4 +307,70 @@ async fn sighup_without_a_config_file_changes_nothing_and_never_stops_the_agent(
     c.get_stats(pb::GetStatsRequest::default())
         .await
         .expect("GetStats after SIGHUP");
+}
+
+/// The next notification the agent sent to `sock` (a datagram).
+async fn notification(sock: &tokio::net::UnixDatagram, agent: &mut Agent) -> String {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(DEADLINE, sock.recv(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        other => panic!("no notification ({other:?}):\n{}", agent.stderr()),
+    }
+}
+
+/// Reads notifications until one satisfies `pred` (watchdog pings may
+/// come in between).
+async fn notification_where(
+    sock: &tokio::net::UnixDatagram,
+    agent: &mut Agent,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    loop {
+        let n = notification(sock, agent).await;
+        if pred(&n) {
+            return n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_ready_reloading_and_stopping_and_the_watchdog_is_fed() {
+    let dir = TempDir::new("notify");
+    let file = dir.path().join("fdr.toml");
+    write_config(&file, &config("", ""));
+    let path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    let mut agent = Agent::start_with_env(
+        dir.path(),
+        &["--config".as_ref(), file.as_os_str()],
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            // A ping every 500 ms.
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+    let ready = notification(&sock, &mut agent).await;
+    assert!(ready.starts_with("READY=1\nSTATUS="), "{ready}");
+    // Fed while the pipeline advances: several pings.
+    for _ in 0..3 {
+        notification_where(&sock, &mut agent, |n| n == "WATCHDOG=1").await;
+    }
+    agent.hup();
+    let reloading = notification_where(&sock, &mut agent, |n| n != "WATCHDOG=1").await;
+    let usec: u64 = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("{reloading}"));
+    assert!(usec > 0);
+    let again = notification_where(&sock, &mut agent, |n| n != "WATCHDOG=1").await;
+    assert!(again.starts_with("READY=1"), "{again}");
+    // SAFETY: a signal to our own child.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let stopping = notification_where(&sock, &mut agent, |n| n != "WATCHDOG=1").await;
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}");
 }

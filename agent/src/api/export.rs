@@ -9,7 +9,7 @@ use fdr_proto::render::{
     escape::{escape, escape_bytes, name},
 };
 
-use crate::derive::accounts::user_name;
+use crate::derive::accounts::user_name_in;
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 13] = [
@@ -81,7 +81,7 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 
 /// The snapshot's events as CSV with a header row: every cell escaped
 /// ([`render::escape`]) and [`neutralise`]d.
-pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
+pub fn csv(snap: &pb::Snapshot, passwd: &std::path::Path) -> Result<Vec<u8>, csv::Error> {
     let host = snap
         .info
         .as_ref()
@@ -94,7 +94,7 @@ pub fn csv(snap: &pb::Snapshot) -> Result<Vec<u8>, csv::Error> {
         let p = ev.process.clone().unwrap_or_default();
         let user = users
             .entry(p.uid)
-            .or_insert_with(|| escape(&user_name(p.uid)).into_owned())
+            .or_insert_with(|| escape(&user_name_in(passwd, p.uid)).into_owned())
             .clone();
         let v = render::event_json(ev);
         let (what, addr) = target(ev);
@@ -213,7 +213,7 @@ mod tests {
             .to_vec(),
             ..Default::default()
         };
-        let data = csv(&snap).unwrap();
+        let data = csv(&snap, std::path::Path::new("/etc/passwd")).unwrap();
         assert!(
             !data
                 .iter()

@@ -727,13 +727,20 @@ pub struct ExportChunks {
     first: bool,
     /// Rendered, not sent yet.
     pending: Vec<u8>,
+    /// The host's `/etc/passwd`: user names in CSV.
+    passwd: std::path::PathBuf,
 }
 
 impl ExportChunks {
-    pub fn new(mut snap: pb::Snapshot, csv: bool) -> Result<Self, Status> {
+    /// `passwd`: the host's `/etc/passwd` (user names in CSV).
+    pub fn new(
+        mut snap: pb::Snapshot,
+        csv: bool,
+        passwd: std::path::PathBuf,
+    ) -> Result<Self, Status> {
         let events = std::mem::take(&mut snap.events).into_iter();
         let header_len = if csv {
-            super::export::csv(&snap)
+            super::export::csv(&snap, &passwd)
                 .map_err(|e| Status::internal(e.to_string()))?
                 .len()
         } else {
@@ -746,6 +753,7 @@ impl ExportChunks {
             header_len,
             first: true,
             pending: Vec::new(),
+            passwd,
         })
     }
 
@@ -756,7 +764,8 @@ impl ExportChunks {
             ..Default::default()
         };
         if self.csv {
-            let data = super::export::csv(&part).map_err(|e| Status::internal(e.to_string()))?;
+            let data = super::export::csv(&part, &self.passwd)
+                .map_err(|e| Status::internal(e.to_string()))?;
             let skip = if self.first { 0 } else { self.header_len };
             self.pending
                 .extend_from_slice(data.get(skip..).unwrap_or_default());
@@ -1427,14 +1436,15 @@ mod tests {
             };
             for csv in [true, false] {
                 let whole = if csv {
-                    super::super::export::csv(&snap).unwrap()
+                    super::super::export::csv(&snap, std::path::Path::new("/etc/passwd")).unwrap()
                 } else {
                     super::super::export::jsonl(&snap)
                 };
-                let chunks: Vec<Vec<u8>> = ExportChunks::new(snap.clone(), csv)
-                    .unwrap()
-                    .map(|c| c.unwrap().data)
-                    .collect();
+                let chunks: Vec<Vec<u8>> =
+                    ExportChunks::new(snap.clone(), csv, "/etc/passwd".into())
+                        .unwrap()
+                        .map(|c| c.unwrap().data)
+                        .collect();
                 assert!(chunks
                     .iter()
                     .all(|c| !c.is_empty() && c.len() <= EXPORT_CHUNK));

@@ -478,7 +478,8 @@ impl FlightRecorder for Service {
             )));
         }
         let snap = self.snapshot(req.id).await?;
-        let chunks = ExportChunks::new(snap, req.format == "csv")?;
+        let passwd = self.state.host.resolve("/etc/passwd");
+        let chunks = ExportChunks::new(snap, req.format == "csv", passwd)?;
         Ok(Response::new(tokio_stream::iter(chunks)))
     }
 

@@ -239,11 +239,6 @@ fn literal_prefix(pattern: &str) -> &str {
     }
 }
 
-/// The name of `uid` in the agent's `/etc/passwd`, or the number.
-pub fn user_name(uid: u32) -> String {
-    user_name_in(Path::new("/etc/passwd"), uid)
-}
-
 /// The name of `uid` in passwd file `passwd`, or the number.
 pub fn user_name_in(passwd: &Path, uid: u32) -> String {
     std::fs::read_to_string(passwd)
@@ -277,7 +272,7 @@ mod tests {
         assert_eq!(t.role("/etc/passwords.txt"), Role::Other);
         assert!(t.is_tool("/usr/sbin/useradd"));
         assert!(!t.is_tool("/usr/bin/bash"));
-        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name_in(Path::new("/etc/passwd"), 0), "root");
         assert_eq!(t.hostname, "n");
     }
 

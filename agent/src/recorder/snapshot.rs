@@ -118,6 +118,8 @@ pub struct Filling {
     end: u64,
     copy: Option<EventBuffer>,
     limits: SnapshotLimits,
+    /// The host's `/proc` (its processes' listening sockets).
+    proc: std::path::PathBuf,
 }
 
 /// Reads a freeze's before-part without any lock, then hands it to its
@@ -166,6 +168,7 @@ impl Filling {
             end,
             copy,
             limits,
+            proc,
         } = self;
         let mut refused = KindCounts::default();
         let Some(copy) = copy else {
@@ -238,7 +241,7 @@ impl Filling {
         }
         let listening = std::thread::Builder::new()
             .name("fdr-snapshot-net".into())
-            .spawn(move || listening_sockets(candidates.into_iter()))
+            .spawn(move || listening_sockets(&proc, candidates.into_iter()))
             .map_err(|e| tracing::warn!(%e, "reading listening sockets"))
             .ok();
         Filled {
@@ -258,6 +261,8 @@ pub struct Snapshots {
     window: Window,
     limits: SnapshotLimits,
     host: String,
+    /// The host's `/proc` (see [`Snapshots::with_node`]).
+    proc: std::path::PathBuf,
     open: Vec<Open>,
     /// Bytes of all open snapshots, shared with the buffers' budget.
     charged: Arc<AtomicUsize>,
@@ -281,6 +286,7 @@ impl Snapshots {
             window,
             limits: SnapshotLimits::UNBOUNDED,
             host: String::new(),
+            proc: "/proc".into(),
             open: Vec::new(),
             charged: Arc::new(AtomicUsize::new(0)),
             kernel_losses: LossLedger::default(),
@@ -289,9 +295,11 @@ impl Snapshots {
     }
 
     /// Snapshots (and their events) carry `node` (the agent's node name)
-    /// as their host.
-    pub fn with_node(mut self, node: &str) -> Self {
+    /// as their host; the listening sockets of its processes are read in
+    /// the host's `/proc` at `proc`.
+    pub fn with_node(mut self, node: &str, proc: std::path::PathBuf) -> Self {
         self.host = node.to_owned();
+        self.proc = proc;
         self
     }
 
@@ -448,6 +456,7 @@ impl Snapshots {
             end,
             copy: buffers.scope_copy(&scope),
             limits: self.limits,
+            proc: self.proc.clone(),
         };
         self.open.push(Open {
             info: info.clone(),
@@ -914,10 +923,14 @@ fn ancestry(events: &[Arc<Event>], known: &HashMap<u32, ProcEntry>) -> Vec<pb::P
 }
 
 /// Listening TCP sockets and bound UDP sockets seen from the network
-/// namespace of the first live process in `pids` (or the agent's own).
-fn listening_sockets(pids: impl Iterator<Item = u32>) -> Vec<pb::ListeningSocket> {
+/// namespace of the first live process in `pids` (of the host's `/proc`
+/// at `proc`), or the agent's own.
+fn listening_sockets(
+    proc: &std::path::Path,
+    pids: impl Iterator<Item = u32>,
+) -> Vec<pb::ListeningSocket> {
     let base = pids
-        .map(|p| format!("/proc/{p}/net"))
+        .map(|p| format!("{}/{p}/net", proc.display()))
         .find(|d| std::path::Path::new(d).exists())
         .unwrap_or_else(|| "/proc/net".into());
     let mut out = Vec::new();
