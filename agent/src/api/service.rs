@@ -373,10 +373,13 @@ impl FlightRecorder for Service {
         // Opened under the buffers' lock (cheap); its before-part is read
         // from a copy on a blocking thread, with no lock held.
         let frozen = {
-            let buffers = lock(&self.state.buffers);
-            lock(&self.state.snapshots)
+            let mut buffers = lock(&self.state.buffers);
+            let frozen = lock(&self.state.snapshots)
                 .begin_freeze(scope, reason, now, &buffers, 0)
-                .map_err(store_status)?
+                .map_err(store_status)?;
+            // The copy is charged: the buffers make room.
+            buffers.enforce_budget();
+            frozen
         };
         let info = match frozen {
             Freeze::Joined(info) => info,

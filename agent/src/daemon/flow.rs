@@ -24,6 +24,8 @@ use crate::{
 
 use crate::analysis::model::rules::Rules;
 
+/// How long stopping waits for the before-parts of snapshots being read.
+const FILL_AT_STOP: Duration = Duration::from_secs(3);
 /// Events handed to the buffer and subscribers at once.
 const BATCH: usize = 256;
 /// A non-tool process that changed account files and has been quiet this
@@ -114,6 +116,10 @@ pub struct Step {
     exits_missed: bool,
     /// Boot ns until which the sweep runs often (after start, after lost exits).
     sweep_eager_until: u64,
+    /// Snapshots' before-parts being read on blocking threads.
+    fills: Vec<tokio::task::JoinHandle<Option<fdr_proto::v1::SnapshotInfo>>>,
+    /// The agent is stopping: before-parts are read at once.
+    stopping: bool,
     /// Per-cgroup kernel drop counters at the last sample.
     scope_drops_seen: std::collections::HashMap<(u64, u16), u64>,
     /// Kernel drop counters at the last sample, by kind number.
@@ -159,6 +165,8 @@ impl Step {
             // Processes that exited while the probes were being attached:
             // found gone by the first sweep, reaped by the next ones.
             sweep_eager_until: BootClock::boot_now_ns() + SWEEP_AFTER_START_NS,
+            fills: Vec::new(),
+            stopping: false,
             scope_drops_seen: std::collections::HashMap::new(),
             kernel_drops_seen: [0; fdr_common::MAX_KINDS as usize],
             tap: match &cfg.record_raw {
@@ -476,8 +484,12 @@ impl Step {
             // Opened here (cheap); its before-part is read from a copy of
             // the scope's buffer on a blocking thread, off capture's path.
             let frozen = {
-                let buffers = lock(&state.buffers);
-                lock(&state.snapshots).begin_freeze(f.scope, &f.reason, f.at_ns, &buffers, f.serial)
+                let mut buffers = lock(&state.buffers);
+                let frozen = lock(&state.snapshots)
+                    .begin_freeze(f.scope, &f.reason, f.at_ns, &buffers, f.serial);
+                // The copy is charged: the buffers make room.
+                buffers.enforce_budget();
+                frozen
             };
             match frozen {
                 Ok(Freeze::Joined(info)) => {
@@ -488,10 +500,17 @@ impl Step {
                     crate::store::commit::mark_open(&state.committer, &info);
                     self.analyzer
                         .snapshot_frozen(&state.analysis(), f.serial, info.id);
-                    let state = state.clone();
-                    tokio::task::spawn_blocking(move || {
-                        snapshot::complete(&state.buffers, &state.snapshots, filling)
-                    });
+                    if self.stopping {
+                        // Nothing left to capture: read it here, before the
+                        // open snapshots are committed.
+                        snapshot::complete(&state.buffers, &state.snapshots, filling);
+                    } else {
+                        let state = state.clone();
+                        self.fills.retain(|h| !h.is_finished());
+                        self.fills.push(tokio::task::spawn_blocking(move || {
+                            snapshot::complete(&state.buffers, &state.snapshots, filling)
+                        }));
+                    }
                 }
                 Err(err) => {
                     tracing::error!(%err, serial = f.serial, "freezing an incident's snapshot")
@@ -782,6 +801,7 @@ pub async fn run(
         let step: (StepClock, &str);
         tokio::select! {
             _ = shutdown.changed() => {
+                rec.stopping = true;
                 rec.drain(critical.get_mut(), events.get_mut());
                 // What waited for a later read: nothing more is coming.
                 rec.record_pending(u64::MAX);
@@ -792,6 +812,12 @@ pub async fn run(
                 if let Some(tap) = &mut rec.tap {
                     use std::io::Write;
                     let _ = tap.flush();
+                }
+                // Before-parts still being read join their snapshots first.
+                for h in std::mem::take(&mut rec.fills) {
+                    if tokio::time::timeout(FILL_AT_STOP, h).await.is_err() {
+                        tracing::warn!("a snapshot's before-window was still being read at stop");
+                    }
                 }
                 rec.close_snapshots(true);
                 let now = rec.clock.wall_ns(BootClock::boot_now_ns());

@@ -98,6 +98,9 @@ struct Open {
     listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
     /// Its before-part is still being read ([`Filling`]): not closed yet.
     filling: bool,
+    /// Bytes of the buffer copy its before-part is read from, charged to
+    /// the budget until [`Snapshots::fill`].
+    copy_bytes: usize,
 }
 
 /// What [`Snapshots::begin_freeze`] did.
@@ -120,6 +123,8 @@ pub struct Filling {
     limits: SnapshotLimits,
     /// The host's `/proc` (its processes' listening sockets).
     proc: std::path::PathBuf,
+    /// The host's scope (not a container's).
+    host_scope: bool,
 }
 
 /// Reads a freeze's before-part without any lock, then hands it to its
@@ -130,11 +135,22 @@ pub fn complete(
     snapshots: &std::sync::Mutex<Snapshots>,
     filling: Box<Filling>,
 ) -> Option<pb::SnapshotInfo> {
-    let filled = filling.read();
-    // The buffers' lock first, as everywhere.
-    let mut buffers = crate::util::lock(buffers);
+    // One read at a time: each holds a decoded window (up to one
+    // snapshot's limit) besides its copy, and the work is CPU-bound anyway.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let id = filling.id;
+    let filled = {
+        let _one = crate::util::lock(&ONE_AT_A_TIME);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| filling.read())).unwrap_or_else(
+            |_| {
+                tracing::error!(id, "reading a snapshot's before-window failed (a bug)");
+                Filled::failed(id)
+            },
+        )
+    };
+    // `fill` needs the snapshots' lock only; the buffers make room after.
     let info = crate::util::lock(snapshots).fill(filled);
-    buffers.enforce_budget();
+    crate::util::lock(buffers).enforce_budget();
     info
 }
 
@@ -147,6 +163,23 @@ pub struct Filled {
     refused: KindCounts,
     gaps: Vec<pb::Gap>,
     listening: Option<std::thread::JoinHandle<Vec<pb::ListeningSocket>>>,
+    /// The before-part could not be read.
+    unread: bool,
+}
+
+impl Filled {
+    /// A before-part that could not be read: the snapshot closes with a gap
+    /// saying so rather than staying open.
+    fn failed(id: u64) -> Filled {
+        Filled {
+            id,
+            events: Vec::new(),
+            refused: KindCounts::default(),
+            gaps: Vec::new(),
+            listening: None,
+            unread: true,
+        }
+    }
 }
 
 impl Filling {
@@ -169,6 +202,7 @@ impl Filling {
             copy,
             limits,
             proc,
+            host_scope,
         } = self;
         let mut refused = KindCounts::default();
         let Some(copy) = copy else {
@@ -178,6 +212,7 @@ impl Filling {
                 refused,
                 gaps: Vec::new(),
                 listening: None,
+                unread: false,
             };
         };
         let inside = |h: &Head| h.time_ns >= start && h.time_ns <= end;
@@ -239,6 +274,11 @@ impl Filling {
                 candidates.push(e.pid());
             }
         }
+        // The host's own namespace is init's, whoever else is gone (the
+        // agent's may be a pod's).
+        if host_scope && !candidates.contains(&1) {
+            candidates.push(1);
+        }
         let listening = std::thread::Builder::new()
             .name("fdr-snapshot-net".into())
             .spawn(move || listening_sockets(&proc, candidates.into_iter()))
@@ -250,6 +290,7 @@ impl Filling {
             refused,
             gaps,
             listening,
+            unread: false,
         }
     }
 }
@@ -376,12 +417,16 @@ impl Snapshots {
         o_bytes.saturating_add(size) <= one && total.saturating_add(size) <= all
     }
 
+    /// Bytes the open snapshots hold (their limits' measure).
     fn charged_total(&self) -> usize {
         self.open.iter().map(|o| o.bytes).sum()
     }
 
+    /// What they are charged to the recorder's budget: what they hold and
+    /// the buffer copies being read for them.
     fn publish_charge(&self) {
-        self.charged.store(self.charged_total(), Relaxed);
+        let copies: usize = self.open.iter().map(|o| o.copy_bytes).sum();
+        self.charged.store(self.charged_total() + copies, Relaxed);
     }
 
     /// Freezes `scope` around `at_ns` (wall clock): copies the before-part
@@ -449,14 +494,17 @@ impl Snapshots {
             ..Default::default()
         };
         let last_seq = buffers.scope_last_seq(&scope);
+        let copy = buffers.scope_copy(&scope);
+        let copy_bytes = copy.as_ref().map_or(0, EventBuffer::bytes);
         let filling = Filling {
             id,
             start,
             at_ns,
             end,
-            copy: buffers.scope_copy(&scope),
+            copy,
             limits: self.limits,
             proc: self.proc.clone(),
+            host_scope: scope == Scope::Host,
         };
         self.open.push(Open {
             info: info.clone(),
@@ -469,7 +517,10 @@ impl Snapshots {
             refused: KindCounts::default(),
             listening: None,
             filling: true,
+            copy_bytes,
         });
+        // The copy is charged: the caller's buffers make room for it.
+        self.publish_charge();
         Ok(Freeze::Filling(info, Box::new(filling)))
     }
 
@@ -480,6 +531,13 @@ impl Snapshots {
     /// meanwhile (the agent stopping).
     pub fn fill(&mut self, filled: Filled) -> Option<pb::SnapshotInfo> {
         let i = self.open.iter().position(|o| o.info.id == filled.id)?;
+        // As if the before-part had been copied at the freeze: it is
+        // admitted first (newest first), then what the after-part gathered
+        // meanwhile, in order, as `observe` admits it; the copy's charge
+        // ends here.
+        let after = std::mem::take(&mut self.open[i].events);
+        self.open[i].bytes = 0;
+        self.open[i].copy_bytes = 0;
         let mut kept = vec![false; filled.events.len()];
         for (k, (ev, size)) in filled.events.iter().enumerate().rev() {
             if self.admits(self.open[i].bytes, *size, kept_first(ev.kind())) {
@@ -489,17 +547,34 @@ impl Snapshots {
                 self.open[i].refused.note(ev.kind(), ev.time_ns);
             }
         }
-        let o = &mut self.open[i];
-        let after = std::mem::take(&mut o.events);
-        o.events = filled
+        let mut events: Vec<Arc<Event>> = filled
             .events
             .into_iter()
             .zip(kept)
             .filter_map(|((ev, _), k)| k.then_some(ev))
-            .chain(after)
             .collect();
+        for ev in after {
+            let size = charged_bytes(&ev);
+            if self.admits(self.open[i].bytes, size, kept_first(ev.kind())) {
+                self.open[i].bytes += size;
+                events.push(ev);
+            } else {
+                self.open[i].refused.note(ev.kind(), ev.time_ns);
+            }
+        }
+        let o = &mut self.open[i];
+        o.events = events;
         o.refused.merge(&filled.refused);
         o.gaps.extend(filled.gaps);
+        if filled.unread {
+            o.gaps.push(pb::Gap {
+                from: o.info.window_start,
+                to: o.info.at,
+                lost: 0,
+                cause: "the before-window could not be read (an agent bug, logged)".into(),
+                ..Default::default()
+            });
+        }
         o.listening = filled.listening;
         o.info.event_count = o.events.len() as u64;
         o.filling = false;
@@ -929,10 +1004,13 @@ fn listening_sockets(
     proc: &std::path::Path,
     pids: impl Iterator<Item = u32>,
 ) -> Vec<pb::ListeningSocket> {
-    let base = pids
+    // None alive: nothing is known (never the agent's own namespace's).
+    let Some(base) = pids
         .map(|p| format!("{}/{p}/net", proc.display()))
         .find(|d| std::path::Path::new(d).exists())
-        .unwrap_or_else(|| "/proc/net".into());
+    else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for (file, proto, want_state) in [
         ("tcp", "tcp", "0A"),
