@@ -670,7 +670,7 @@ fn image_archive(dir: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("{ARCHIVE_ENV} unset: building the image with `cargo xtask image`");
     let status = Command::new(cargo)
-        .args(["xtask", "image", "--out"])
+        .args(["xtask", "image", "--debug", "--out"])
         .arg(&out)
         .current_dir(root)
         .stdin(Stdio::null())

@@ -61,13 +61,51 @@ pub struct Built {
 /// `cargo xtask image`: builds the release binaries, then the archive at
 /// `out` (default `<target>/image/fdr-agent.oci.tar`), tagged `tag`
 /// (default: from the version and the git revision); prints what it wrote.
-pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>) -> Result<Built> {
-    super::build(root)?;
+///
+/// With `debug`, the image holds the debug binaries (`cargo xtask test`
+/// already built them), their debug info stripped, and the default tag
+/// ends in `-debug`: the same image but for the optimisation, without a
+/// release build in every test run.
+pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>, debug: bool) -> Result<Built> {
     let meta = Metadata::read(root)?;
-    let release = meta.target_dir.join("release");
+    let (agent, fdrctl) = if debug {
+        super::cmd(
+            root,
+            "cargo",
+            &[
+                "build",
+                "--package",
+                "fdr-agent",
+                "--package",
+                "fdr-cli",
+                "--bins",
+            ],
+        )?;
+        let dir = meta.target_dir.join("image/debug-bins");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let strip = |name: &str| -> Result<PathBuf> {
+            let (from, to) = (meta.target_dir.join("debug").join(name), dir.join(name));
+            super::cmd(
+                root,
+                "objcopy",
+                &[
+                    "--strip-debug",
+                    &from.to_string_lossy(),
+                    &to.to_string_lossy(),
+                ],
+            )?;
+            Ok(to)
+        };
+        (strip("fdr-agent")?, strip("fdrctl")?)
+    } else {
+        super::build(root)?;
+        let release = meta.target_dir.join("release");
+        (release.join("fdr-agent"), release.join("fdrctl"))
+    };
     let out = out.unwrap_or_else(|| meta.target_dir.join("image/fdr-agent.oci.tar"));
     let tag = match tag {
         Some(t) => t,
+        None if debug => format!("{}-debug", default_tag(root, &meta.version)?),
         None => default_tag(root, &meta.version)?,
     };
     check_tag(&tag)?;
@@ -87,8 +125,8 @@ pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>) -> Result<Bui
         ("org.opencontainers.image.title", NAME.to_owned()),
     ]);
     let input = Input {
-        agent: release.join("fdr-agent"),
-        fdrctl: release.join("fdrctl"),
+        agent,
+        fdrctl,
         config: root.join("deploy/fdr.toml"),
         tag: tag.clone(),
         epoch,

@@ -38,6 +38,10 @@ enum Task {
         /// The image name and tag (default: fdr-agent:<version>-g<git rev>[-dirty]).
         #[arg(long)]
         tag: Option<String>,
+        /// The debug binaries (debug info stripped) instead of release ones:
+        /// what `cargo xtask test` loads, without a release build.
+        #[arg(long)]
+        debug: bool,
     },
     /// Set up, build, and run the agent with the default config (or the given args).
     Run {
@@ -104,7 +108,7 @@ fn main() -> Result<()> {
             setup::ensure_deploy_tools(&root)
         }
         Task::Build => build(&root),
-        Task::Image { out, tag } => image::run(&root, out, tag).map(drop),
+        Task::Image { out, tag, debug } => image::run(&root, out, tag, debug).map(drop),
         Task::Run { args } => run(&root, &args),
         Task::Test { filter } => test(&root, filter.as_deref()),
         Task::Layers => layers::run(&root, true),
@@ -253,9 +257,12 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
             "--bins",
         ],
     )?;
-    // The image test (tests/tests/image.rs) loads this image (release
-    // binaries) into a private dockerd.
-    let image = image::run(root, None, None)?;
+    // The image test (tests/tests/image.rs) loads this image into a
+    // private dockerd: the debug binaries just built (a release build
+    // would add minutes to every run; `cargo xtask image` makes the
+    // release one from the same code).
+    let out = root.join("target/image/fdr-agent-test.oci.tar");
+    let image = image::run(root, Some(out), None, true)?;
     std::env::set_var(image::ARCHIVE_ENV, &image.archive);
     // Every test binary runs, so one failure does not hide the others.
     let mut args = vec!["test", "--no-fail-fast", "--", "--test-threads=2"];
