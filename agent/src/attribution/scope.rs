@@ -193,14 +193,10 @@ pub fn cgroup2_root(host: &HostRoot) -> Option<PathBuf> {
         let point = left.split_whitespace().nth(4)?;
         (fstype == "cgroup2").then(|| unescape_mount(point))
     })?;
-    // Canonical: paths the kernel gives back (opened by handle) are. Under
-    // a host root, the host's own links are followed inside it.
-    if host.is_own() {
-        let dir = std::path::PathBuf::from(mount);
-        Some(std::fs::canonicalize(&dir).unwrap_or(dir))
-    } else {
-        Some(host.resolve(mount))
-    }
+    // Canonical: paths the kernel gives back (opened by handle) are. The
+    // host's own links are followed inside its root first.
+    let dir = host.resolve(mount);
+    Some(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space) undone.
