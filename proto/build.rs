@@ -12,6 +12,11 @@ fn main() -> anyhow::Result<()> {
         ],
         ["proto"],
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Maps as BTreeMaps: an fdr.v1 message then encodes, and renders as
+    // JSON, the same way every time (a snapshot is named by its encoding's
+    // hash; exports from an agent and a console are byte-identical).
+    tonic_prost_build::configure()
+        .btree_map(".fdr.v1")
+        .compile_fds(fds)?;
     Ok(())
 }

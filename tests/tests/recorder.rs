@@ -132,7 +132,7 @@ async fn committed_snapshot_survives_kill_9_byte_for_byte() {
     // The CSV reads back with the spreadsheet columns.
     let mut rdr = csv::Reader::from_reader(csv_before.as_slice());
     let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(header, fdr_agent::api::export::CSV_COLUMNS);
+    assert_eq!(header, fdr_proto::render::export::CSV_COLUMNS);
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
     let exec = rows
         .iter()

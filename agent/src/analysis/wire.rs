@@ -151,6 +151,10 @@ pub fn incident_header_pb(i: &Incident) -> pb::Incident {
         update: false,
         accounts: i.accounts.iter().map(incident_account_pb).collect(),
         account_count: i.account_count,
+        // A console sets them.
+        node: String::new(),
+        agent_instance: String::new(),
+        agent_serial: 0,
     }
 }
 

@@ -11,7 +11,6 @@
 mod analysis_calls;
 mod authority;
 mod convert;
-pub mod export;
 pub mod health;
 pub mod metrics;
 mod paging;

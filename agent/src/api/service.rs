@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use fdr_proto::render::export::{ExportChunks, UserLookup};
 use fdr_proto::v1::{
     self as pb, flight_recorder_server::FlightRecorder, stream_events_response::Item,
 };
@@ -15,7 +16,7 @@ use super::{
     paging::{
         container_key, cut_by_bytes, page, page_limit, smallest, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
     },
-    query::{EventQuery, ExportChunks},
+    query::EventQuery,
     store_status,
 };
 use crate::{
@@ -350,6 +351,22 @@ impl FlightRecorder for Service {
         .map(Response::new)
     }
 
+    async fn get_identity(
+        &self,
+        _request: Request<pb::GetIdentityRequest>,
+    ) -> Result<Response<pb::Identity>, Status> {
+        let boot_id = self.state.host.resolve("/proc/sys/kernel/random/boot_id");
+        let boot_id = std::fs::read_to_string(boot_id).unwrap_or_default();
+        Ok(Response::new(pb::Identity {
+            instance_id: self.state.store.instance_id().to_owned(),
+            node: self.state.node.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started: Some(timestamp(crate::util::unix_ns(self.state.started))),
+            boot_id: boot_id.trim().to_owned(),
+            role: "agent".into(),
+        }))
+    }
+
     async fn create_snapshot(
         &self,
         request: Request<pb::CreateSnapshotRequest>,
@@ -474,15 +491,26 @@ impl FlightRecorder for Service {
         request: Request<pb::ExportSnapshotRequest>,
     ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
         let req = request.into_inner();
-        if req.format != "csv" && req.format != "jsonl" {
-            return Err(Status::invalid_argument(format!(
-                "bad format {:?}: \"csv\" or \"jsonl\"",
-                crate::util::clip(&req.format)
-            )));
-        }
+        let csv = match req.format.as_str() {
+            "csv" => true,
+            "jsonl" => false,
+            "protobuf" => {
+                let snap = self.snapshot(req.id).await?;
+                let chunks = ExportChunks::encoded(&snap);
+                return Ok(Response::new(tokio_stream::iter(chunks)));
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "bad format {:?}: \"csv\", \"jsonl\" or \"protobuf\"",
+                    crate::util::clip(other)
+                )))
+            }
+        };
         let snap = self.snapshot(req.id).await?;
         let passwd = self.state.host.resolve("/etc/passwd");
-        let chunks = ExportChunks::new(snap, req.format == "csv", passwd)?;
+        let lookup: UserLookup =
+            Box::new(move |uid| crate::derive::accounts::user_name_in(&passwd, uid));
+        let chunks = ExportChunks::new(snap, csv, lookup)?;
         Ok(Response::new(tokio_stream::iter(chunks)))
     }
 

@@ -67,6 +67,9 @@ pub struct StoredSnapshot {
     /// before its children.
     #[prost(message, repeated, tag = "7")]
     pub images: Vec<StoredImage>,
+    /// The window's user names, as in `fdr.v1.Snapshot`.
+    #[prost(message, repeated, tag = "8")]
+    pub users: Vec<pb::UserName>,
 }
 
 /// One event: its message without what the tables and the snapshot hold.
@@ -428,6 +431,7 @@ fn expand(s: StoredSnapshot) -> Result<pb::Snapshot, FormatError> {
         processes: s.processes,
         listening: s.listening,
         gaps: s.gaps,
+        users: s.users,
     })
 }
 

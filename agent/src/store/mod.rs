@@ -52,6 +52,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// id → encoded `SnapshotInfo` of a snapshot frozen and not yet committed:
 /// one left at open belonged to an agent that died with it open.
 const OPEN_MARKS: TableDefinition<u64, &[u8]> = TableDefinition::new("open_snapshots");
+/// "instance_id" → the agent's instance id (see [`Store::instance_id`]).
+const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
+const INSTANCE_ID: &str = "instance_id";
 const NEXT_ID: &str = "next_snapshot_id";
 /// Snapshot ids below it may have been handed out.
 const ID_LEASE: &str = "snapshot_id_lease";
@@ -102,6 +105,8 @@ pub enum StoreError {
          snapshots can be created again once the disk takes writes"
     )]
     NoIdReserved(String),
+    #[error("drawing the agent's instance id from the kernel: {0}")]
+    Random(std::io::Error),
 }
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
@@ -164,6 +169,8 @@ pub struct Store {
     /// (its metrics).
     committed: AtomicU64,
     evicted: AtomicU64,
+    /// Created with the database (see [`Store::instance_id`]).
+    instance_id: String,
 }
 
 /// The text of a caught panic.
@@ -241,7 +248,7 @@ impl Store {
             db = open_db(&path)?;
         }
         let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db)));
-        let (next, serial) = match guarded {
+        let (next, serial, instance_id) = match guarded {
             Ok(r) => r?,
             Err(p) => {
                 return Err(StoreError::Corrupt {
@@ -251,6 +258,7 @@ impl Store {
             }
         };
         let store = Store {
+            instance_id,
             committed: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             path,
@@ -276,6 +284,13 @@ impl Store {
         // The first ids are reserved before any is handed out.
         store.renew_leases(true)?;
         Ok(store)
+    }
+
+    /// The agent's instance id: 32 hex digits drawn when the database was
+    /// created and kept in it, so the same across restarts and upgrades
+    /// and new when the data directory is (a console keys agents by it).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// The database for one operation: waits for a reopen under way; an
@@ -750,8 +765,23 @@ fn latched(e: &StoreError) -> bool {
 
 /// Creates the tables, rebuilds a missing index, and reads where ids and
 /// serials start: above everything stored and every lease.
-fn init_tables(db: &Database) -> Result<(u64, u64), StoreError> {
+fn init_tables(db: &Database) -> Result<(u64, u64, String), StoreError> {
     let tx = db.begin_write().map_err(db_err)?;
+    let instance_id = {
+        let mut t = tx.open_table(IDENTITY).map_err(db_err)?;
+        let kept = t
+            .get(INSTANCE_ID)
+            .map_err(db_err)?
+            .map(|v| v.value().to_owned());
+        match kept {
+            Some(id) => id,
+            None => {
+                let id = new_instance_id()?;
+                t.insert(INSTANCE_ID, id.as_str()).map_err(db_err)?;
+                id
+            }
+        }
+    };
     let next = {
         let snaps = tx.open_table(SNAPSHOTS).map_err(db_err)?;
         let mut index = tx.open_table(INDEX).map_err(db_err)?;
@@ -771,10 +801,36 @@ fn init_tables(db: &Database) -> Result<(u64, u64), StoreError> {
         drop(index);
         ids = ids.max(store_orphans(&tx)?);
         let serials = get(SERIAL_LEASE)?;
-        (ids, serials)
+        (ids, serials, instance_id)
     };
     tx.commit().map_err(db_err)?;
     Ok(next)
+}
+
+/// 128 random bits from the kernel, as 32 hex digits.
+fn new_instance_id() -> Result<String, StoreError> {
+    let mut b = [0u8; 16];
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(StoreError::Random(std::io::Error::last_os_error()));
+    }
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The instance id kept in a database opened elsewhere (a dead node's
+/// `snapshots.redb`, read by a console): `None` when it has none (written
+/// by an agent older than instance ids).
+pub fn stored_instance_id(db: &impl ReadableDatabase) -> Result<Option<String>, StoreError> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let t = match tx.open_table(IDENTITY) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(db_err(e)),
+    };
+    Ok(t.get(INSTANCE_ID)
+        .map_err(db_err)?
+        .map(|v| v.value().to_owned()))
 }
 
 /// Stores the snapshots a previous agent left open (it died before their

@@ -44,6 +44,10 @@ pub struct QueryArgs {
     pub kind: Vec<EventKind>,
     #[arg(long)]
     pub grep: Option<String>,
+    /// Asking a console: the node whose agent answers (by default the
+    /// agent holding the container, or every agent).
+    #[arg(long)]
+    pub node: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -72,6 +76,7 @@ pub async fn query(client: &mut Client, args: &QueryArgs, out: &mut impl Write) 
                 text: args.grep.clone().unwrap_or_default(),
                 cursor: cursor.clone(),
                 limit: 5000,
+                node: args.node.clone().unwrap_or_default(),
             })
             .await?
             .into_inner();

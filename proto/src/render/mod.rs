@@ -3,6 +3,7 @@
 //! Every text from an event goes through [`escape`] before it is printed.
 
 pub mod escape;
+pub mod export;
 
 mod detail;
 mod json;

@@ -2,14 +2,25 @@
 
 use std::{borrow::Cow, collections::HashMap};
 
-use fdr_proto::v1::{self as pb, event::Detail};
+use tonic::Status;
 
-use fdr_proto::render::{
-    self, addr_text,
-    escape::{escape, escape_bytes, name},
+use crate::{
+    render::{
+        self, addr_text,
+        escape::{escape, escape_bytes, name},
+    },
+    v1::{self as pb, event::Detail},
 };
 
-use crate::derive::accounts::user_name_in;
+/// The user name of a uid not in the snapshot's own list (`users`): an
+/// agent looks in its host's `/etc/passwd` (snapshots stored before they
+/// carried names); a console has nothing else to ask, and writes the uid.
+pub type UserLookup = Box<dyn Fn(u32) -> String + Send>;
+
+/// The uid as a number: what a lookup that knows no names gives.
+pub fn uid_only() -> UserLookup {
+    Box::new(|uid| uid.to_string())
+}
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 13] = [
@@ -80,8 +91,9 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 }
 
 /// The snapshot's events as CSV with a header row: every cell escaped
-/// ([`render::escape`]) and [`neutralise`]d.
-pub fn csv(snap: &pb::Snapshot, passwd: &std::path::Path) -> Result<Vec<u8>, csv::Error> {
+/// ([`render::escape`]) and [`neutralise`]d. Users are named from the
+/// snapshot's `users`, else by `lookup`.
+pub fn csv(snap: &pb::Snapshot, lookup: &dyn Fn(u32) -> String) -> Result<Vec<u8>, csv::Error> {
     let host = snap
         .info
         .as_ref()
@@ -94,7 +106,15 @@ pub fn csv(snap: &pb::Snapshot, passwd: &std::path::Path) -> Result<Vec<u8>, csv
         let p = ev.process.clone().unwrap_or_default();
         let user = users
             .entry(p.uid)
-            .or_insert_with(|| escape(&user_name_in(passwd, p.uid)).into_owned())
+            .or_insert_with(|| {
+                let name = snap
+                    .users
+                    .iter()
+                    .find(|u| u.uid == p.uid)
+                    .map(|u| u.name.clone())
+                    .unwrap_or_else(|| lookup(p.uid));
+                escape(&name).into_owned()
+            })
             .clone();
         let v = render::event_json(ev);
         let (what, addr) = target(ev);
@@ -130,6 +150,113 @@ pub fn jsonl(snap: &pb::Snapshot) -> Vec<u8> {
     out
 }
 
+/// Bytes of an export chunk.
+const EXPORT_CHUNK: usize = 64 * 1024;
+/// Events rendered at a time for an export.
+const EXPORT_BATCH: usize = 256;
+
+/// A snapshot's export (CSV or JSON Lines), rendered a few events at a
+/// time as the client reads it: never the whole file in memory.
+pub struct ExportChunks {
+    /// The snapshot without its events.
+    head: pb::Snapshot,
+    events: std::vec::IntoIter<pb::Event>,
+    csv: bool,
+    /// The CSV header's length (rendered with the first batch only).
+    header_len: usize,
+    first: bool,
+    /// Rendered, not sent yet.
+    pending: Vec<u8>,
+    /// Names users the snapshot does not (CSV).
+    lookup: UserLookup,
+}
+
+impl ExportChunks {
+    /// `lookup` names the users the snapshot does not (CSV).
+    pub fn new(mut snap: pb::Snapshot, csv: bool, lookup: UserLookup) -> Result<Self, Status> {
+        let events = std::mem::take(&mut snap.events).into_iter();
+        let header_len = if csv {
+            self::csv(&snap, &lookup)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .len()
+        } else {
+            0
+        };
+        Ok(ExportChunks {
+            head: snap,
+            events,
+            csv,
+            header_len,
+            first: true,
+            pending: Vec::new(),
+            lookup,
+        })
+    }
+
+    /// The snapshot's `fdr.v1.Snapshot` encoding (format "protobuf"), in
+    /// chunks.
+    pub fn encoded(snap: &pb::Snapshot) -> Self {
+        use prost::Message;
+        ExportChunks {
+            head: pb::Snapshot::default(),
+            events: Vec::new().into_iter(),
+            csv: false,
+            header_len: 0,
+            first: false,
+            pending: snap.encode_to_vec(),
+            lookup: uid_only(),
+        }
+    }
+
+    fn render(&mut self, batch: Vec<pb::Event>) -> Result<(), Status> {
+        let part = pb::Snapshot {
+            info: self.head.info.clone(),
+            events: batch,
+            users: self.head.users.clone(),
+            ..Default::default()
+        };
+        if self.csv {
+            let data =
+                self::csv(&part, &self.lookup).map_err(|e| Status::internal(e.to_string()))?;
+            let skip = if self.first { 0 } else { self.header_len };
+            self.pending
+                .extend_from_slice(data.get(skip..).unwrap_or_default());
+        } else {
+            self.pending.extend(jsonl(&part));
+        }
+        self.first = false;
+        Ok(())
+    }
+}
+
+impl Iterator for ExportChunks {
+    type Item = Result<pb::ExportChunk, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pending.len() < EXPORT_CHUNK {
+            let batch: Vec<pb::Event> = self.events.by_ref().take(EXPORT_BATCH).collect();
+            if batch.is_empty() && !self.first {
+                break;
+            }
+            if let Err(e) = self.render(batch) {
+                self.events = Vec::new().into_iter();
+                self.pending.clear();
+                return Some(Err(e));
+            }
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = if self.pending.len() > EXPORT_CHUNK {
+            self.pending.split_off(EXPORT_CHUNK)
+        } else {
+            Vec::new()
+        };
+        let data = std::mem::replace(&mut self.pending, rest);
+        Some(Ok(pb::ExportChunk { data }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +278,10 @@ mod tests {
     }
 
     fn file_event(path: &[u8]) -> pb::Event {
-        let (text, not_utf8) = crate::pipeline::decode::lossless(path.to_vec());
+        let (text, not_utf8) = match std::str::from_utf8(path) {
+            Ok(s) => (s.to_owned(), false),
+            Err(_) => (escape_bytes(path).into_owned(), true),
+        };
         pb::Event {
             seq: 1,
             kind: pb::EventKind::FileWrite as i32,
@@ -213,7 +343,7 @@ mod tests {
             .to_vec(),
             ..Default::default()
         };
-        let data = csv(&snap, std::path::Path::new("/etc/passwd")).unwrap();
+        let data = csv(&snap, &|u: u32| u.to_string()).unwrap();
         assert!(
             !data
                 .iter()
@@ -235,5 +365,65 @@ mod tests {
             ]
         );
         assert_eq!(&rows[0][12], "'=1+1", "the message column too");
+    }
+
+    #[test]
+    fn export_chunks_are_the_whole_export() {
+        let samples = [
+            file_event(b"/etc/passwd"),
+            file_event(b"/tmp/x,\"y\"\n\xff"),
+            pb::Event {
+                kind: pb::EventKind::Exec as i32,
+                process: Some(pb::Process {
+                    pid: 9,
+                    uid: 1000,
+                    ..Default::default()
+                }),
+                detail: Some(Detail::Exec(pb::ExecDetail {
+                    argv: vec!["sh".into(), "-c".into(), "=1+1".into()],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        ];
+        let events: Vec<pb::Event> = samples
+            .iter()
+            .cycle()
+            .take(3000)
+            .enumerate()
+            .map(|(i, e)| pb::Event {
+                seq: i as u64 + 1,
+                ..e.clone()
+            })
+            .collect();
+        for n in [0, 1, EXPORT_BATCH, 3000] {
+            let snap = pb::Snapshot {
+                info: Some(pb::SnapshotInfo {
+                    id: 1,
+                    host: "h".into(),
+                    ..Default::default()
+                }),
+                events: events[..n].to_vec(),
+                ..Default::default()
+            };
+            for csv in [true, false] {
+                let whole = if csv {
+                    super::csv(&snap, &|u: u32| u.to_string()).unwrap()
+                } else {
+                    jsonl(&snap)
+                };
+                let chunks: Vec<Vec<u8>> = ExportChunks::new(snap.clone(), csv, uid_only())
+                    .unwrap()
+                    .map(|c| c.unwrap().data)
+                    .collect();
+                assert!(chunks
+                    .iter()
+                    .all(|c| !c.is_empty() && c.len() <= EXPORT_CHUNK));
+                assert_eq!(chunks.concat(), whole, "{n} events, csv {csv}");
+                if n == 3000 {
+                    assert!(chunks.len() > 2);
+                }
+            }
+        }
     }
 }
