@@ -4,6 +4,7 @@
 //! about it: names of the wire enums, the text and JSON of events
 //! ([`render`]), unix-socket channels ([`transport`]).
 
+pub mod auth;
 pub mod render;
 pub mod transport;
 

@@ -60,14 +60,8 @@ pub enum ApiError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("reading {what} {path}: {source}")]
-    ReadFile {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("API token file {0} is empty")]
-    EmptyToken(String),
+    #[error("{0}")]
+    Auth(#[from] fdr_proto::auth::AuthError),
     #[error("TLS setup of the TCP listener (api.tls_cert_file {cert}, api.tls_key_file {key}): {reason}")]
     Tls {
         cert: String,

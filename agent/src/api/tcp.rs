@@ -1,22 +1,19 @@
 //! The TCP listener: TLS (optionally mutual) and bearer-token
 //! authentication, as configured.
 
-use std::{future::Future, net::SocketAddr, path::Path, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::Path, pin::Pin, sync::Arc};
 
+use fdr_proto::auth::{server_tls, BearerAuth};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
-    service::{interceptor::InterceptedService, Interceptor},
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-    Request, Status,
+    service::interceptor::InterceptedService,
+    transport::{Server, ServerTlsConfig},
 };
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
 use super::{ApiError, Service};
 use crate::{api::state::State, config::ApiConfig};
-
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
@@ -42,9 +39,7 @@ pub async fn bind(cfg: &ApiConfig) -> Result<Option<Tcp>, ApiError> {
         })?;
     }
     let auth = match &cfg.tcp_token_file {
-        Some(path) => Some(BearerAuth {
-            expected: read_token(path)?,
-        }),
+        Some(path) => Some(BearerAuth::from_file(path)?),
         None => None,
     };
     let listener = TcpListener::bind(addr)
@@ -106,99 +101,21 @@ fn display(p: Option<&Path>) -> String {
     p.map_or_else(|| "-".into(), |p| p.display().to_string())
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(path).map_err(|source| ApiError::ReadFile {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// The server's TLS settings, when it serves TLS.
 fn tls_config(cfg: &ApiConfig) -> Result<Option<ServerTlsConfig>, ApiError> {
     let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) else {
         return Ok(None);
     };
-    let identity = Identity::from_pem(
-        read("TLS certificate", cert)?,
-        read("TLS private key", key)?,
-    );
-    let mut tls = ServerTlsConfig::new()
-        .identity(identity)
-        .timeout(HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &cfg.tls_client_ca_file {
-        // Clients without a certificate from this CA fail the handshake.
-        tls = tls.client_ca_root(Certificate::from_pem(read("TLS client CA", ca)?));
-    }
-    Ok(Some(tls))
-}
-
-/// Requires `authorization: Bearer <token>` on every call.
-#[derive(Clone)]
-struct BearerAuth {
-    expected: Arc<str>,
-}
-
-impl Interceptor for BearerAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if constant_time_eq(t.as_bytes(), self.expected.as_bytes()) => Ok(req),
-            _ => Err(Status::unauthenticated("missing or wrong bearer token")),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn read_token(path: &Path) -> Result<Arc<str>, ApiError> {
-    let text = String::from_utf8(read("API token file", path)?)
-        .map_err(|_| ApiError::EmptyToken(path.display().to_string()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(ApiError::EmptyToken(path.display().to_string()));
-    }
-    Ok(Arc::from(token))
+    Ok(Some(server_tls(
+        cert,
+        key,
+        cfg.tls_client_ca_file.as_deref(),
+    )?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn bearer_interceptor_rejects_missing_and_wrong_tokens() {
-        let mut auth = BearerAuth {
-            expected: Arc::from("s3cret"),
-        };
-        assert_eq!(
-            auth.call(Request::new(())).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        let mut req = Request::new(());
-        req.metadata_mut()
-            .insert("authorization", "Bearer nope".parse().unwrap());
-        assert_eq!(
-            auth.call(req).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        let mut req = Request::new(());
-        req.metadata_mut()
-            .insert("authorization", "Bearer s3cret".parse().unwrap());
-        assert!(auth.call(req).is_ok());
-    }
 
     #[test]
     fn missing_tls_files_are_named() {
