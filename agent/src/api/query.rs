@@ -463,30 +463,7 @@ pub fn snapshot_page(
     out
 }
 
-/// Whether `hay` holds `needle` (already lowercased), ignoring case the way
-/// `str::to_lowercase` does; lowercases `hay` in place when it is ASCII.
-fn lowercase_contains(hay: &mut str, needle: &str) -> bool {
-    if hay.is_ascii() {
-        hay.make_ascii_lowercase();
-        hay.contains(needle)
-    } else {
-        hay.to_lowercase().contains(needle)
-    }
-}
-
-/// The text a search looks in: process, command line, the event's detail
-/// as `fdrctl` prints it, and the scope.
-pub fn haystack(ev: &pb::Event) -> String {
-    let p = ev.process.clone().unwrap_or_default();
-    format!(
-        "{} {} {} {} {}",
-        p.comm,
-        p.exe,
-        p.argv.join(" "),
-        fdr_proto::render::detail_text(ev),
-        ev.scope
-    )
-}
+pub use fdr_proto::render::{haystack, lowercase_contains};
 
 /// [`haystack`] of the event a domain event becomes, written into `out`
 /// without converting it (`meta` looks a container up, for the name and

@@ -1,0 +1,672 @@
+//! Copying from the agents: one task per agent. Each connects, learns the
+//! agent's identity, pulls the incidents after what the console holds
+//! (`ListIncidents`, then `StreamIncidents` while connected), and copies
+//! every committed snapshot (`ExportSnapshot` in its stored encoding)
+//! into the evidence store before it records the incident that points at
+//! it. An agent that cannot be reached is retried with backoff and shown
+//! as such; the copying itself takes one of a bounded number of slots, so
+//! one slow agent never holds the others up.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use fdr_cli::client::{self, Client, ClientTls, Target};
+use fdr_proto::v1 as pb;
+use prost::Message;
+use tokio::sync::{broadcast, watch, Semaphore};
+use tonic::Code;
+
+use crate::{
+    config::{AgentsConfig, Config},
+    evidence::{Evidence, EvidenceError},
+    index::{Index, IndexError, SnapshotRef},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Client(#[from] client::ClientError),
+    #[error("{0}")]
+    Call(String),
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Evidence(#[from] EvidenceError),
+    #[error("the agent sent a snapshot that does not decode: {0}")]
+    BadSnapshot(String),
+    #[error("{what} took longer than {secs}s")]
+    Timeout { what: &'static str, secs: u64 },
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+}
+
+fn call_err(what: &str, s: tonic::Status) -> SyncError {
+    SyncError::Call(format!("{what}: {}: {}", s.code(), s.message()))
+}
+
+/// What the console shows of an agent besides its stored record.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub url: String,
+    pub source: String,
+    pub instance_id: String,
+    pub node: String,
+    pub version: String,
+    pub reachable: bool,
+    pub error: String,
+    pub last_contact: Option<SystemTime>,
+    pub agent_last_serial: u64,
+    pub kernel_drops: u64,
+}
+
+/// What every part of the console shares.
+pub struct Console {
+    pub index: Arc<Index>,
+    pub evidence: Evidence,
+    pub cfg: Config,
+    /// Incidents as they are ingested or change (fleet serials).
+    pub live: broadcast::Sender<Arc<pb::Incident>>,
+    /// By URL.
+    pub agents: Mutex<HashMap<String, Live>>,
+    /// Copy slots (`agents.concurrency`).
+    pub slots: Semaphore,
+    pub started: SystemTime,
+    /// Objects found corrupt on read since start.
+    pub corrupt_reads: std::sync::atomic::AtomicU64,
+}
+
+impl Console {
+    pub fn new(cfg: Config, index: Index, evidence: Evidence) -> Arc<Console> {
+        let (live, _) = broadcast::channel(1024);
+        Arc::new(Console {
+            index: Arc::new(index),
+            evidence,
+            slots: Semaphore::new(cfg.agents.concurrency),
+            cfg,
+            live,
+            agents: Mutex::new(HashMap::new()),
+            started: SystemTime::now(),
+            corrupt_reads: Default::default(),
+        })
+    }
+
+    fn set_live(&self, url: &str, f: impl FnOnce(&mut Live)) {
+        let mut m = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = m.get_mut(url) {
+            f(l);
+        }
+    }
+
+    /// Registers an agent URL (static, discovered); false when known.
+    pub fn register(&self, url: &str, source: &str) -> bool {
+        let mut m = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if m.contains_key(url) {
+            return false;
+        }
+        m.insert(
+            url.to_owned(),
+            Live {
+                url: url.to_owned(),
+                source: source.to_owned(),
+                ..Default::default()
+            },
+        );
+        true
+    }
+
+    /// The live state of every agent, by URL.
+    pub fn live_agents(&self) -> Vec<Live> {
+        let m = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().cloned().collect()
+    }
+
+    /// A blocking index call, off the async threads.
+    pub async fn with_index<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| IndexError::Db(format!("index task: {e}")))?
+    }
+}
+
+/// How the console reaches an agent's URL.
+pub fn target(url: &str, cfg: &AgentsConfig) -> Result<Target, SyncError> {
+    if let Some(path) = url.strip_prefix("unix://") {
+        return Ok(Target::Unix(path.into()));
+    }
+    let token = match &cfg.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| {
+                    SyncError::Call(format!("reading agents.token_file {}: {e}", p.display()))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let tls = if url.starts_with("https://") {
+        ClientTls {
+            ca_file: cfg.ca_file.clone(),
+            cert_file: cfg.cert_file.clone(),
+            key_file: cfg.key_file.clone(),
+            server_name: cfg.server_name.clone(),
+        }
+    } else {
+        ClientTls::default()
+    };
+    Ok(Target::Tcp {
+        url: url.to_owned(),
+        token,
+        tls,
+    })
+}
+
+async fn timed<T>(
+    what: &'static str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, SyncError>>,
+) -> Result<T, SyncError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Timeout {
+            what,
+            secs: limit.as_secs(),
+        }),
+    }
+}
+
+/// Copies from the agent at `url` until `stop`; reconnects with backoff.
+pub async fn run_agent(con: Arc<Console>, url: String, mut stop: watch::Receiver<bool>) {
+    let cfg = con.cfg.agents.clone();
+    let mut backoff = cfg.retry_min;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let r = tokio::select! {
+            r = session(&con, &url, stop.clone(), true) => r,
+            _ = stop.changed() => return,
+        };
+        match r {
+            Ok(()) => {
+                if *stop.borrow() {
+                    return;
+                }
+                // The agent ended the stream (it is shutting down).
+                con.set_live(&url, |l| {
+                    l.reachable = false;
+                    l.error = "the agent closed the connection".into();
+                });
+            }
+            Err(e) => {
+                let text = e.to_string();
+                tracing::warn!(agent = %url, error = %text, retry_in = ?backoff, "agent sync failed");
+                con.set_live(&url, |l| {
+                    l.reachable = false;
+                    l.error = text;
+                });
+            }
+        }
+        // A session that ran a while resets the backoff.
+        if started.elapsed() > cfg.retry_max {
+            backoff = cfg.retry_min;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(cfg.retry_max);
+    }
+}
+
+/// Copies everything the agent at `url` holds now, once (an import).
+pub async fn sync_once(con: &Arc<Console>, url: &str, source: &str) -> Result<(), SyncError> {
+    con.register(url, source);
+    let (_tx, rx) = watch::channel(false);
+    session(con, url, rx, false).await
+}
+
+/// One connection: identity, catch-up, then (`follow`) the live stream.
+async fn session(
+    con: &Arc<Console>,
+    url: &str,
+    mut stop: watch::Receiver<bool>,
+    follow: bool,
+) -> Result<(), SyncError> {
+    let limit = con.cfg.agents.call_timeout;
+    let tgt = target(url, &con.cfg.agents)?;
+    let mut c = timed("connecting", limit, async {
+        Ok(client::connect(&tgt).await?)
+    })
+    .await?;
+    let id = timed("GetIdentity", limit, async {
+        c.get_identity(pb::GetIdentityRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_err("GetIdentity", s))
+    })
+    .await?;
+    if id.instance_id.is_empty() {
+        return Err(SyncError::Call("the agent has no instance id".into()));
+    }
+    let source = {
+        let m = con.agents.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(url).map(|l| l.source.clone()).unwrap_or_default()
+    };
+    let (inst, u, node, version) = (
+        id.instance_id.clone(),
+        url.to_owned(),
+        id.node.clone(),
+        id.version.clone(),
+    );
+    con.with_index(move |ix| {
+        ix.update_agent(&inst, |a| {
+            a.url = u;
+            a.node = node;
+            a.version = version;
+            a.source = source;
+        })
+    })
+    .await?;
+    con.set_live(url, |l| {
+        l.instance_id = id.instance_id.clone();
+        l.node = id.node.clone();
+        l.version = id.version.clone();
+        l.reachable = true;
+        l.error.clear();
+        l.last_contact = Some(SystemTime::now());
+    });
+    let agent = AgentRef {
+        url: url.to_owned(),
+        instance: id.instance_id.clone(),
+        node: id.node.clone(),
+    };
+    stats(con, &mut c, &agent).await?;
+    catch_up(con, &mut c, &agent).await?;
+    if !follow {
+        return Ok(());
+    }
+    // Live: incidents after what is held, and their updates.
+    let after = agent.synced(con).await?;
+    let mut stream = timed("StreamIncidents", limit, async {
+        c.stream_incidents(pb::StreamIncidentsRequest {
+            after_serial: after,
+            audit_limit: 1000,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| call_err("StreamIncidents", s))
+    })
+    .await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let Some(inc) = msg.map_err(|s| call_err("StreamIncidents", s))? else {
+                    return Ok(());
+                };
+                con.set_live(url, |l| l.last_contact = Some(SystemTime::now()));
+                let _slot = con.slots.acquire().await;
+                handle(con, &mut c, &agent, inc).await?;
+                mark_synced(con, &agent).await?;
+            }
+            _ = tick.tick() => {
+                let _slot = con.slots.acquire().await;
+                stats(con, &mut c, &agent).await?;
+                retry_pending(con, &mut c, &agent).await?;
+                mark_synced(con, &agent).await?;
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+struct AgentRef {
+    url: String,
+    instance: String,
+    node: String,
+}
+
+impl AgentRef {
+    async fn synced(&self, con: &Console) -> Result<u64, SyncError> {
+        let inst = self.instance.clone();
+        Ok(con
+            .with_index(move |ix| ix.agent(&inst))
+            .await?
+            .map_or(0, |a| a.synced_serial))
+    }
+}
+
+/// Kernel drops and the agent's own state, for ListAgents.
+async fn stats(con: &Console, c: &mut Client, agent: &AgentRef) -> Result<(), SyncError> {
+    let limit = con.cfg.agents.call_timeout;
+    let st = timed("GetStats", limit, async {
+        c.get_stats(pb::GetStatsRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_err("GetStats", s))
+    })
+    .await?;
+    let drops: u64 = st.kinds.iter().map(|k| k.kernel_drops).sum();
+    con.set_live(&agent.url, |l| {
+        l.kernel_drops = drops;
+        l.last_contact = Some(SystemTime::now());
+    });
+    Ok(())
+}
+
+/// Every incident after the agent's position, in order, each with its
+/// snapshot copied first; then the snapshots still pending.
+async fn catch_up(con: &Arc<Console>, c: &mut Client, agent: &AgentRef) -> Result<(), SyncError> {
+    let limit = con.cfg.agents.call_timeout;
+    loop {
+        let after = agent.synced(con).await?;
+        let page = timed("ListIncidents", limit, async {
+            c.list_incidents(pb::ListIncidentsRequest {
+                after_serial: after,
+                limit: 100,
+                audit_limit: 1000,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_err("ListIncidents", s))
+        })
+        .await?;
+        if page.incidents.is_empty() {
+            break;
+        }
+        let _slot = con.slots.acquire().await;
+        for inc in page.incidents {
+            handle(con, c, agent, inc).await?;
+        }
+    }
+    let _slot = con.slots.acquire().await;
+    retry_pending(con, c, agent).await?;
+    mark_synced(con, agent).await
+}
+
+/// Caught up: the time, for ListAgents.
+async fn mark_synced(con: &Console, agent: &AgentRef) -> Result<(), SyncError> {
+    let inst = agent.instance.clone();
+    let now = unix_timestamp(SystemTime::now());
+    let a = con
+        .with_index(move |ix| ix.update_agent(&inst, |a| a.last_sync = Some(now)))
+        .await?;
+    con.set_live(&agent.url, |l| {
+        l.agent_last_serial = l.agent_last_serial.max(a.synced_serial)
+    });
+    Ok(())
+}
+
+pub fn unix_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// One incident message from the agent: a new incident (its snapshot
+/// first), or an update of one held.
+async fn handle(
+    con: &Arc<Console>,
+    c: &mut Client,
+    agent: &AgentRef,
+    mut inc: pb::Incident,
+) -> Result<(), SyncError> {
+    con.set_live(&agent.url, |l| {
+        l.agent_last_serial = l.agent_last_serial.max(inc.serial)
+    });
+    let (inst, s) = (agent.instance.clone(), inc.serial);
+    let held = con.with_index(move |ix| ix.fleet_serial(&inst, s)).await?;
+    if let Some(fleet) = held {
+        return update(con, c, agent, fleet, inc).await;
+    }
+    if inc.update {
+        // An update of an incident not held (its record aged out here):
+        // nothing to apply it to.
+        return Ok(());
+    }
+    let snap = match inc.snapshot_id {
+        0 => SnapshotRef::None,
+        id => match copy_snapshot(con, c, agent, id).await? {
+            Copied::Held(cid) => SnapshotRef::Held(cid),
+            Copied::NotYet => SnapshotRef::Pending(id),
+            Copied::Gone => SnapshotRef::None,
+        },
+    };
+    inc.node = agent.node.clone();
+    inc.agent_instance = agent.instance.clone();
+    let (fleet, new) = con
+        .with_index(move |ix| ix.ingest_incident(inc, snap))
+        .await?;
+    if new {
+        if let Some(rec) = con.with_index(move |ix| ix.incident(fleet)).await? {
+            tracing::info!(fleet, agent_serial = rec.agent_serial, node = %agent.node, r#type = %rec.r#type, "incident ingested");
+            let _ = con.live.send(Arc::new(rec));
+        }
+    }
+    Ok(())
+}
+
+/// Applies an agent's update (StreamIncidents `update`, or a record read
+/// again) to the held incident.
+async fn update(
+    con: &Arc<Console>,
+    c: &mut Client,
+    agent: &AgentRef,
+    fleet: u64,
+    inc: pb::Incident,
+) -> Result<(), SyncError> {
+    let before = con.with_index(move |ix| ix.incident(fleet)).await?;
+    let Some(before) = before else {
+        return Ok(());
+    };
+    // Its snapshot, when it has one now that is not held.
+    let mut snap = None;
+    if inc.snapshot_id != 0 && before.snapshot_id == 0 {
+        snap = Some(match copy_snapshot(con, c, agent, inc.snapshot_id).await? {
+            Copied::Held(cid) => SnapshotRef::Held(cid),
+            Copied::NotYet => SnapshotRef::Pending(inc.snapshot_id),
+            Copied::Gone => SnapshotRef::None,
+        });
+    }
+    let changed = inc.audit_count != before.audit_count
+        || inc.last != before.last
+        || inc.severity != before.severity
+        || inc.account_count != before.account_count
+        || snap.is_some();
+    if !changed {
+        return Ok(());
+    }
+    let rec = con
+        .with_index(move |ix| {
+            let r = ix.update_incident(fleet, |h| merge(h, &inc))?;
+            match snap {
+                Some(s) => ix.set_incident_snapshot(fleet, s),
+                None => Ok(r),
+            }
+        })
+        .await?;
+    if let Some(rec) = rec {
+        let _ = con.live.send(Arc::new(pb::Incident {
+            update: true,
+            ..rec
+        }));
+    }
+    Ok(())
+}
+
+/// The held record `h` brought up to date with `inc` (a whole record, or
+/// a stream update carrying the audits added since `audits_offset`).
+fn merge(h: &mut pb::Incident, inc: &pb::Incident) {
+    if inc.update {
+        // Audits from `audits_offset` on; those already held are skipped.
+        let held = h.audits.len() as u64;
+        let skip = held.saturating_sub(inc.audits_offset) as usize;
+        h.audits.extend(inc.audits.iter().skip(skip).cloned());
+    } else if inc.audits.len() > h.audits.len() {
+        h.audits = inc.audits.clone();
+    }
+    h.audit_count = h.audit_count.max(inc.audit_count);
+    h.audits_kept = h
+        .audits_kept
+        .max(inc.audits_kept)
+        .max(h.audits.len() as u64);
+    if inc.last.is_some() {
+        h.last = inc.last;
+    }
+    h.severity = h.severity.max(inc.severity);
+    if !inc.summary.is_empty() {
+        h.summary = inc.summary.clone();
+    }
+    if inc.account.is_some() {
+        h.account = inc.account.clone();
+    }
+    if !inc.accounts.is_empty() {
+        h.accounts = inc.accounts.clone();
+    }
+    h.account_count = h.account_count.max(inc.account_count);
+}
+
+/// Snapshots that were not committed when their incident was ingested.
+async fn retry_pending(
+    con: &Arc<Console>,
+    c: &mut Client,
+    agent: &AgentRef,
+) -> Result<(), SyncError> {
+    let inst = agent.instance.clone();
+    let pending = con.with_index(move |ix| ix.pending(&inst)).await?;
+    for (fleet, _agent_serial, agent_id) in pending {
+        let s = match copy_snapshot(con, c, agent, agent_id).await? {
+            Copied::Held(cid) => SnapshotRef::Held(cid),
+            Copied::NotYet => continue,
+            Copied::Gone => SnapshotRef::None,
+        };
+        let rec = con
+            .with_index(move |ix| ix.set_incident_snapshot(fleet, s))
+            .await?;
+        if let Some(rec) = rec {
+            let _ = con.live.send(Arc::new(pb::Incident {
+                update: true,
+                ..rec
+            }));
+        }
+    }
+    Ok(())
+}
+
+enum Copied {
+    /// Held under this console id (copied now or before).
+    Held(u64),
+    /// Still open or not committed on the agent: try later.
+    NotYet,
+    /// The agent does not have it (retention evicted it first).
+    Gone,
+}
+
+/// Copies the agent's snapshot `agent_id` unless held: its stored
+/// encoding, hashed, into the evidence store, then into the index.
+async fn copy_snapshot(
+    con: &Arc<Console>,
+    c: &mut Client,
+    agent: &AgentRef,
+    agent_id: u64,
+) -> Result<Copied, SyncError> {
+    let inst = agent.instance.clone();
+    if let Some(id) = con
+        .with_index(move |ix| ix.snapshot_key(&inst, agent_id))
+        .await?
+    {
+        return Ok(Copied::Held(id));
+    }
+    let limit = con.cfg.agents.call_timeout;
+    let data = timed("ExportSnapshot", limit, async {
+        let mut s = c
+            .export_snapshot(pb::ExportSnapshotRequest {
+                id: agent_id,
+                format: "protobuf".into(),
+            })
+            .await?
+            .into_inner();
+        let mut data = Vec::new();
+        while let Some(chunk) = s.message().await? {
+            data.extend_from_slice(&chunk.data);
+        }
+        Ok(data)
+    })
+    .await;
+    let data = match data {
+        Ok(d) => d,
+        Err(SyncError::Status(s)) if s.code() == Code::FailedPrecondition => {
+            return Ok(Copied::NotYet)
+        }
+        Err(SyncError::Status(s)) if s.code() == Code::NotFound => {
+            tracing::warn!(agent = %agent.url, agent_id, "the agent no longer has the snapshot of an incident");
+            return Ok(Copied::Gone);
+        }
+        Err(SyncError::Status(s)) => return Err(call_err("ExportSnapshot", s)),
+        Err(e) => return Err(e),
+    };
+    copy_encoded(con, agent, agent_id, Bytes::from(data)).await
+}
+
+impl From<tonic::Status> for SyncError {
+    fn from(s: tonic::Status) -> Self {
+        SyncError::Status(s)
+    }
+}
+
+/// Stores an encoded snapshot of the agent (after checking it decodes).
+async fn copy_encoded(
+    con: &Arc<Console>,
+    agent: &AgentRef,
+    agent_id: u64,
+    data: Bytes,
+) -> Result<Copied, SyncError> {
+    let snap =
+        pb::Snapshot::decode(data.clone()).map_err(|e| SyncError::BadSnapshot(e.to_string()))?;
+    let mut info = snap.info.unwrap_or_default();
+    let bytes = data.len() as u64;
+    let sha = con.evidence.put(data).await?;
+    info.sha256 = sha;
+    info.bytes = bytes;
+    info.node = agent.node.clone();
+    info.agent_instance = agent.instance.clone();
+    info.agent_snapshot_id = agent_id;
+    // The incidents it is evidence of, by fleet serial where held.
+    let agent_serials = std::mem::take(&mut info.incidents);
+    let inst = agent.instance.clone();
+    let stored = con
+        .with_index(move |ix| {
+            for s in &agent_serials {
+                if let Some(f) = ix.fleet_serial(&inst, *s)? {
+                    info.incidents.push(f);
+                }
+            }
+            info.incident = info.incidents.first().copied().unwrap_or(0);
+            let stored = ix.add_snapshot(info)?;
+            ix.update_agent(&inst, |a| a.snapshots += 1)?;
+            Ok(stored)
+        })
+        .await?;
+    for sha in &stored.unreferenced {
+        if let Err(e) = con.evidence.delete(sha).await {
+            tracing::warn!(%sha, error = %e, "evicted snapshot's object not deleted (removed at next start)");
+        }
+    }
+    if !stored.evicted.is_empty() {
+        tracing::info!(evicted = ?stored.evicted, "snapshots evicted by retention");
+    }
+    Ok(Copied::Held(stored.id))
+}
