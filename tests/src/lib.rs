@@ -250,6 +250,12 @@ pub fn fdrctl_binary() -> PathBuf {
     built_binary("fdrctl", "FDRCTL_BIN")
 }
 
+/// The `fdr-console` binary built next to the test binaries (or
+/// `FDR_CONSOLE_BIN`).
+pub fn console_binary() -> PathBuf {
+    built_binary("fdr-console", "FDR_CONSOLE_BIN")
+}
+
 fn built_binary(name: &str, env: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);

@@ -188,6 +188,8 @@ fn build(root: &Path) -> Result<()> {
             "fdr-agent",
             "--package",
             "fdr-cli",
+            "--package",
+            "fdr-console",
             "--bins",
         ],
     )
@@ -254,6 +256,8 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
             "fdr-agent",
             "--package",
             "fdr-cli",
+            "--package",
+            "fdr-console",
             "--bins",
         ],
     )?;

