@@ -131,7 +131,7 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
             after_ns: r.snapshot_after.as_nanos() as u64,
         },
     )
-    .with_node(&node.name, host.proc())
+    .with_node(&node.name, host.proc(), host.resolve("/etc/passwd"))
     .with_limits(
         SnapshotLimits {
             // Open snapshots take at most half the budget, whatever the
