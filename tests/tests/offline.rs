@@ -247,6 +247,52 @@ async fn a_stopped_agents_database_is_served_offline_as_it_was() {
         .snapshots;
     assert!(listed.iter().any(|s| s.id == snapshot_id && !s.open));
 
+    // fdrctl: the identity, the raw snapshot, and `agents` (a console's
+    // call) refused by an agent.
+    let fdrctl = |args: &[&str]| {
+        Command::new(fdr_tests::fdrctl_binary())
+            .arg("--socket")
+            .arg(&offline_socket)
+            .args(args)
+            .output()
+            .expect("run fdrctl")
+    };
+    let out = fdrctl(&["identity", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(id["instance_id"], before.identity.0.as_str());
+    assert_eq!(id["node"], node.as_str());
+    let raw = work.path().join("snapshot.pb");
+    let out = fdrctl(&[
+        "snapshot",
+        "export",
+        &snapshot_id.to_string(),
+        "--format",
+        "protobuf",
+        "--output",
+        raw.to_str().expect("UTF-8 path"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let snap: pb::Snapshot =
+        prost::Message::decode(std::fs::read(&raw).expect("read export").as_slice())
+            .expect("a fdr.v1.Snapshot");
+    assert_eq!(snap.info.as_ref().map(|i| i.id), Some(snapshot_id));
+    let events = before
+        .snapshot
+        .iter()
+        .filter(|p| matches!(p.item, Some(pb::get_snapshot_response::Item::Event(_))))
+        .count();
+    assert_eq!(snap.events.len(), events);
+    assert!(
+        snap.users.iter().any(|u| u.uid == 0 && u.name == "root"),
+        "the snapshot names its users: {:?}",
+        snap.users
+    );
+    let out = fdrctl(&["agents"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("console"), "{err}");
+
     // SIGTERM: a clean stop, the socket removed.
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
