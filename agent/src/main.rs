@@ -63,6 +63,14 @@ struct Cli {
     /// /etc/hostname, else the kernel's host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// Serve the API over the database in the data directory without
+    /// capturing anything (no eBPF, no pipeline, no /proc scan; runs
+    /// unprivileged): a copy of a dead node's data directory, read with
+    /// fdrctl. Its incidents, snapshots and models are answered as they
+    /// were stored; creating a snapshot or relearning a model is refused.
+    /// The node name is the one the database keeps.
+    #[arg(long)]
+    offline: bool,
 }
 
 fn main() {
@@ -200,17 +208,28 @@ fn run(cli: Cli) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-        let mut running = agent::start(&cfg, SelfFilter::ExcludeSelf).await?;
+        let mut running = if cli.offline {
+            agent::start_offline(&cfg).await?
+        } else {
+            agent::start(&cfg, SelfFilter::ExcludeSelf).await?
+        };
         if cfg.log.format == LogFormat::Json {
             // Nothing but JSON lines on stderr for a log pipeline.
             tracing::info!(socket = %running.socket.display(), "listening");
         } else {
             eprintln!("fdr-agent: listening on {}", running.socket.display());
         }
-        let ready = format!(
-            "READY=1\nSTATUS=recording on {}",
-            running.state.node.as_ref()
-        );
+        let ready = if cli.offline {
+            format!(
+                "READY=1\nSTATUS=offline: serving the database of {}",
+                running.state.node.as_ref()
+            )
+        } else {
+            format!(
+                "READY=1\nSTATUS=recording on {}",
+                running.state.node.as_ref()
+            )
+        };
         if let Some(n) = &notifier {
             n.send(&ready);
         }
@@ -222,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
                     notifier.clone(),
                     every,
                     running.state.counters.clone(),
+                    cli.offline,
                 ))
             });
         loop {
@@ -320,13 +340,22 @@ fn reload(cli: &Cli, running: &mut agent::Running, log: &FilterHandle) {
     );
 }
 
-/// Sends `WATCHDOG=1` every `every` while the pipeline advances.
+/// Sends `WATCHDOG=1` every `every` while the pipeline advances (always
+/// when `offline`: there is no pipeline).
 async fn feed_watchdog(
     notifier: Option<std::sync::Arc<Notifier>>,
     every: std::time::Duration,
     counters: std::sync::Arc<fdr_agent::util::stats::Counters>,
+    offline: bool,
 ) {
     let Some(n) = notifier else { return };
+    if offline {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            n.send("WATCHDOG=1");
+        }
+    }
     let steps = || {
         counters
             .pipeline_steps

@@ -1,12 +1,14 @@
 //! Connecting to an agent: over its unix socket, or over TCP (TLS for
 //! `https://` URLs, with an optional client certificate) with an optional
-//! bearer token. Used by `fdrctl` and the tests.
+//! bearer token. Used by `fdrctl` and the tests. The same channel serves
+//! an agent's `fdr.v1.FlightRecorder` ([`connect`]) and a console's
+//! `fdr.v1.Console` ([`connect_console`]).
 
 use std::path::{Path, PathBuf};
 
 use fdr_proto::{
     transport::{error_chain, unix_channel, MAX_MESSAGE_BYTES},
-    v1::flight_recorder_client::FlightRecorderClient,
+    v1::{console_client::ConsoleClient, flight_recorder_client::FlightRecorderClient},
 };
 use tonic::{
     metadata::MetadataValue,
@@ -48,6 +50,9 @@ impl Interceptor for Token {
 }
 
 pub type Client = FlightRecorderClient<InterceptedService<Channel, Token>>;
+
+/// A client of a console's `fdr.v1.Console` service.
+pub type Console = ConsoleClient<InterceptedService<Channel, Token>>;
 
 /// Where the agent is.
 #[derive(Debug, Clone)]
@@ -117,9 +122,25 @@ impl ClientTls {
     }
 }
 
+/// A client of the agent (or console) at `target`.
 pub async fn connect(target: &Target) -> Result<Client, ClientError> {
+    let (channel, token) = channel(target).await?;
+    Ok(client(channel, token))
+}
+
+/// A client of the `fdr.v1.Console` service at `target` (a console; an
+/// agent answers its calls UNIMPLEMENTED).
+pub async fn connect_console(target: &Target) -> Result<Console, ClientError> {
+    let (channel, token) = channel(target).await?;
+    Ok(ConsoleClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// The channel to `target`, and what each call on it carries.
+async fn channel(target: &Target) -> Result<(Channel, Token), ClientError> {
     match target {
-        Target::Unix(path) => connect_unix(path).await,
+        Target::Unix(path) => Ok((unix_connect(path, unix_endpoint()).await?, Token(None))),
         Target::Tcp { url, token, tls } => {
             let unreachable = |reason: String| ClientError::Unreachable {
                 target: url.clone(),
@@ -148,7 +169,7 @@ pub async fn connect(target: &Target) -> Result<Client, ClientError> {
                         .map_err(|_| ClientError::BadToken("not ASCII".into()))
                 })
                 .transpose()?;
-            Ok(client(channel, Token(token)))
+            Ok((channel, Token(token)))
         }
     }
 }
@@ -165,6 +186,10 @@ pub fn unix_endpoint() -> Endpoint {
 }
 
 pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client, ClientError> {
+    Ok(client(unix_connect(path, endpoint).await?, Token(None)))
+}
+
+async fn unix_connect(path: &Path, endpoint: Endpoint) -> Result<Channel, ClientError> {
     let unreachable = |reason: String| ClientError::Unreachable {
         target: path.display().to_string(),
         reason,
@@ -172,10 +197,9 @@ pub async fn connect_unix_with(path: &Path, endpoint: Endpoint) -> Result<Client
     if !path.exists() {
         return Err(unreachable("no such socket".into()));
     }
-    let channel = unix_channel(path, endpoint)
+    unix_channel(path, endpoint)
         .await
-        .map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(client(channel, Token(None)))
+        .map_err(|e| unreachable(error_chain(&e)))
 }
 
 /// A client over `channel` with the message size limit the agent has

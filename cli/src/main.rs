@@ -65,6 +65,11 @@ enum Command {
     /// Incidents: list, show (with the snapshot's timeline), watch.
     #[command(subcommand)]
     Incidents(ctl::IncidentsCmd),
+    /// Who answers: an agent or a console, its instance id, node, version.
+    Identity(ctl::IdentityArgs),
+    /// The agents a console knows: whether they answer, how far their
+    /// evidence is copied (a console only).
+    Agents(ctl::AgentsArgs),
     /// Print a shell completion script (bash: source it, or save it as
     /// /usr/share/bash-completion/completions/fdrctl; zsh: as _fdrctl in
     /// a directory of $fpath; fish: as ~/.config/fish/completions/fdrctl.fish).
@@ -180,10 +185,27 @@ async fn run(cli: Cli) -> Result<()> {
             e
         }
     };
+    let mut out = std::io::stdout().lock();
+    // The console's own service, on the same kind of channel.
+    if let Command::Agents(args) = &cli.command {
+        let mut console = client::connect_console(&target)
+            .await
+            .map_err(|e| hint(e.into(), true))?;
+        let done = ctl::agents(&mut console, args, &mut out).await;
+        return done.map_err(|e| {
+            let unimplemented =
+                matches!(&e, ctl::CtlError::Rpc { code, .. } if *code == tonic::Code::Unimplemented);
+            let e = anyhow::Error::from(e);
+            if unimplemented {
+                e.context("`fdrctl agents` asks a console; this looks like an agent")
+            } else {
+                e
+            }
+        });
+    }
     let mut client = client::connect(&target)
         .await
         .map_err(|e| hint(e.into(), true))?;
-    let mut out = std::io::stdout().lock();
     let done = match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
         Command::Stats(args) => ctl::stats(&mut client, &args, &mut out).await,
@@ -192,8 +214,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Query(args) => ctl::query(&mut client, &args, &mut out).await,
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
         Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
-        Command::Completions { .. } | Command::Man { .. } => {
-            unreachable!("handled in main without an agent")
+        Command::Identity(args) => ctl::identity(&mut client, &args, &mut out).await,
+        Command::Completions { .. } | Command::Man { .. } | Command::Agents(_) => {
+            unreachable!("handled above")
         }
     };
     done.map_err(|e| {
@@ -225,7 +248,7 @@ mod tests {
 
     /// The subcommands a user types, which every completion script and the
     /// manual page must name.
-    const SUBCOMMANDS: [&str; 7] = [
+    const SUBCOMMANDS: [&str; 9] = [
         "events",
         "stats",
         "containers",
@@ -233,6 +256,8 @@ mod tests {
         "query",
         "model",
         "incidents",
+        "identity",
+        "agents",
     ];
 
     #[test]

@@ -113,7 +113,15 @@ impl Health {
     }
 
     /// Checks the pipeline once a second until `stop`; NOT_SERVING then.
+    /// Offline (no pipeline), SERVING from the start until `stop`.
     pub async fn run(self: Arc<Self>, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+        if state.offline {
+            tracing::info!("health: SERVING (offline, no pipeline to watch)");
+            self.set(true).await;
+            let _ = stop.wait_for(|&v| v).await;
+            self.set(false).await;
+            return;
+        }
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stall = Stall::new(self.stall_after);

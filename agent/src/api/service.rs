@@ -317,6 +317,7 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::RelearnModelRequest>,
     ) -> Result<Response<pb::RelearnModelResponse>, Status> {
+        self.state.refuse_offline()?;
         super::analysis_calls::relearn_model(&self.state, request.get_ref()).map(Response::new)
     }
 
@@ -355,8 +356,13 @@ impl FlightRecorder for Service {
         &self,
         _request: Request<pb::GetIdentityRequest>,
     ) -> Result<Response<pb::Identity>, Status> {
-        let boot_id = self.state.host.resolve("/proc/sys/kernel/random/boot_id");
-        let boot_id = std::fs::read_to_string(boot_id).unwrap_or_default();
+        // Offline, this machine's boot is not the database's node's.
+        let boot_id = if self.state.offline {
+            String::new()
+        } else {
+            let path = self.state.host.resolve("/proc/sys/kernel/random/boot_id");
+            std::fs::read_to_string(path).unwrap_or_default()
+        };
         Ok(Response::new(pb::Identity {
             instance_id: self.state.store.instance_id().to_owned(),
             node: self.state.node.to_string(),
@@ -371,6 +377,7 @@ impl FlightRecorder for Service {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
+        self.state.refuse_offline()?;
         let req = request.into_inner();
         let scope = parse_scope(&req.scope)?;
         let now = crate::util::now_ns();
@@ -507,9 +514,14 @@ impl FlightRecorder for Service {
             }
         };
         let snap = self.snapshot(req.id).await?;
-        let passwd = self.state.host.resolve("/etc/passwd");
-        let lookup: UserLookup =
-            Box::new(move |uid| crate::derive::accounts::user_name_in(&passwd, uid));
+        // Offline, this machine's passwd is not the database's node's: a
+        // user the snapshot does not name is its number.
+        let lookup: UserLookup = if self.state.offline {
+            fdr_proto::render::export::uid_only()
+        } else {
+            let passwd = self.state.host.resolve("/etc/passwd");
+            Box::new(move |uid| crate::derive::accounts::user_name_in(&passwd, uid))
+        };
         let chunks = ExportChunks::new(snap, csv, lookup)?;
         Ok(Response::new(tokio_stream::iter(chunks)))
     }

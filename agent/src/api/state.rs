@@ -71,6 +71,9 @@ pub struct State {
     pub node: Arc<str>,
     /// Where the host's filesystem is seen.
     pub host: crate::util::host::HostRoot,
+    /// Serving a stored database without capture (`fdr-agent --offline`):
+    /// calls that need capture are refused ([`State::refuse_offline`]).
+    pub offline: bool,
 }
 
 /// What a `State` is made of.
@@ -125,6 +128,7 @@ impl State {
             started: SystemTime::now(),
             node: Arc::from(""),
             host: crate::util::host::HostRoot::default(),
+            offline: false,
             ring_bytes: p.ring_bytes,
             critical_ring_bytes: p.critical_ring_bytes,
         }
@@ -132,6 +136,9 @@ impl State {
 }
 
 pub use crate::util::lock;
+
+/// Why an offline agent refuses a call that needs capture.
+pub const OFFLINE: &str = "offline: serving a stored database";
 
 impl State {
     /// The same, with live subscribers holding new containers' events
@@ -146,6 +153,20 @@ impl State {
         self.host = host;
         self.node = Arc::from(node);
         self
+    }
+
+    /// The same, serving a stored database without capture.
+    pub fn offline(mut self) -> Self {
+        self.offline = true;
+        self
+    }
+
+    /// FAILED_PRECONDITION for a call that needs capture, when offline.
+    pub fn refuse_offline(&self) -> Result<(), tonic::Status> {
+        if self.offline {
+            return Err(tonic::Status::failed_precondition(OFFLINE));
+        }
+        Ok(())
     }
 
     /// Runs `f` with container metadata (the `containers` lock held) and

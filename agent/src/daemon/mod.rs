@@ -103,45 +103,13 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     let socket_claim = api::claim_unix(&cfg.api.socket)?;
     // The store next: a data directory we cannot use is a clear error
     // before any probe is loaded.
-    let r = &cfg.recorder;
-    let store = Store::open(
-        &r.data_dir,
-        Retention {
-            max_snapshots: r.max_snapshots,
-            max_bytes: r.max_snapshot_bytes,
-        },
-    )?;
-    let store = Arc::new(store);
-    let now_ns = crate::util::now_ns();
-    let analysis = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
-    let quota = r.scope_quota_bytes as usize;
-    let buffers = ScopeBuffers::new(Limits {
-        scope_quota: quota,
-        critical_reserve: quota / 100 * r.critical_reserve_percent as usize,
-        budget: r.budget_bytes as usize,
-        grace_ns: r.exited_container_grace.as_nanos() as u64,
-    });
-    // Every write goes through the committer thread; while the disk fails
-    // it keeps up to half the memory budget of work queued.
-    let committer = Committer::spawn(store.clone(), (r.budget_bytes / 2) as usize);
-    let snapshots = Snapshots::with_committer(
-        committer,
-        Window {
-            before_ns: r.snapshot_before.as_nanos() as u64,
-            after_ns: r.snapshot_after.as_nanos() as u64,
-        },
-    )
-    .with_node(&node.name, host.proc())
-    .with_limits(
-        SnapshotLimits {
-            // Open snapshots take at most half the budget, whatever the
-            // configured limits: the buffers keep the other half.
-            max_bytes: r.snapshot_max_bytes.min(r.budget_bytes / 2) as usize,
-            open_bytes: r.snapshots_open_bytes.min(r.budget_bytes / 2) as usize,
-            reserve_percent: r.critical_reserve_percent,
-        },
-        buffers.charge_handle(),
-    );
+    let store = open_store(cfg)?;
+    // Whose database this is, for a reader of a copy (`--offline`, a
+    // console). Not worth refusing to record over.
+    if let Err(err) = store.set_node(&node.name) {
+        tracing::warn!(%err, "keeping the node name in the database");
+    }
+    let stored = Stored::restore(cfg, store, &node.name, &host)?;
     let (mut probes, rings) = Probes::load(&opts)?;
     let ring_bytes = ring_size(opts.ring_bytes);
     let critical_ring_bytes = ring_size(opts.critical_ring_bytes);
@@ -156,45 +124,12 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     probes.attach()?;
     // The API appears only now: a client that finds the socket can rely on
     // what it does next being recorded.
-    let (unix, unix_socket) = socket_claim.bind()?;
-    let tcp = api::bind_tcp(&cfg.api).await?;
-    let tcp_addr = tcp.as_ref().and_then(api::Tcp::local_addr);
-    let health_listener = match cfg.health.addr()? {
-        Some(a) => Some(api::health::bind(a)?),
-        None => None,
-    };
-    let metrics_listener = match cfg.metrics.addr()? {
-        Some(a) => Some(api::metrics::bind(a).await?),
-        None => None,
-    };
-    let health_addr = health_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let listeners = Listeners::bind(cfg, socket_claim).await?;
     let health = api::health::Health::new(cfg.health.stall_after).await;
     let proc_root = host.proc();
     let procs = ProcessTable::seeded_from(&proc_root);
     tracing::info!(processes = procs.len(), proc = %proc_root.display(), "process table seeded");
-    let (models, incidents) = analysis;
-    let incidents = incidents.with_node(&node.name);
-    let state = State::new(Parts {
-        buffers,
-        snapshots,
-        stream_queue: cfg.api.stream_queue,
-        stream_queue_bytes: cfg.api.stream_queue_bytes as usize,
-        procs,
-        containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
-        ancestry_depth: cfg.attribution.ancestry_depth,
-        ring_bytes,
-        critical_ring_bytes,
-        store,
-        models,
-        incidents,
-    });
-    let name_wait = crate::recorder::naming::NameWaitLimits::from_config(&cfg.live);
-    let state = Arc::new(
-        state
-            .with_name_wait(name_wait)
-            .with_host(host.clone(), &node.name),
-    );
+    let state = stored.into_state(cfg, procs, (ring_bytes, critical_ring_bytes), host.clone());
     *lock(&state.probes) = Some(probes);
 
     let (shutdown, rx) = watch::channel(false);
@@ -239,41 +174,252 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
         .await;
         Ok(())
     }));
-    let h = api::health::spawn(health.clone(), state.clone(), health_listener, rx.clone());
-    tasks.push(tokio::spawn(async move {
-        h.await
-            .map_err(|join| {
-                AgentError::Api(api::ApiError::HealthRuntime(std::io::Error::other(join)))
-            })?
-            .map_err(AgentError::Api)
-    }));
-    if let Some(l) = metrics_listener {
-        let (st, h, stop) = (state.clone(), health.clone(), rx.clone());
+    let running = listeners.serve(cfg, state, health, (shutdown, rx), tasks, rules);
+    tracing::info!(socket = %cfg.api.socket.display(), "fdr agent running");
+    Ok(running)
+}
+
+/// Serves the API over the database in `recorder.data_dir` without
+/// capturing anything: no probe, pipeline, container watcher or `/proc`
+/// scan, so it runs unprivileged, on a copy of a dead node's data
+/// directory too. Incidents, snapshots, models, the identity and the
+/// stats (of empty buffers) are answered as the agent that wrote them
+/// would; what needs capture (`CreateSnapshot`, `RelearnModel`) is
+/// refused. The node's name is the one the database keeps (else the
+/// configured one). Nothing stored is deleted or rewritten (opening the
+/// store only finishes what a crash left, as any start does). Must run
+/// inside a tokio runtime.
+pub async fn start_offline(cfg: &Config) -> Result<Running, AgentError> {
+    cfg.validate()?;
+    let host = cfg.host.host_root();
+    let socket_claim = api::claim_unix(&cfg.api.socket)?;
+    let store = open_store(cfg)?;
+    let (node, from) = match store.stored_node()? {
+        Some(n) => (n, "the database"),
+        None => {
+            let n = crate::util::host::NodeName::resolve(&cfg.host.node_name, &host);
+            (n.name, n.source)
+        }
+    };
+    tracing::info!(
+        %node,
+        from,
+        data_dir = %cfg.recorder.data_dir.display(),
+        instance_id = store.instance_id(),
+        "offline: serving a stored database"
+    );
+    let stored = Stored::restore(cfg, store, &node, &host)?;
+    let listeners = Listeners::bind(cfg, socket_claim).await?;
+    let health = api::health::Health::new(cfg.health.stall_after).await;
+    let state = stored.into_offline_state(cfg, host);
+    let (shutdown, rx) = watch::channel(false);
+    let (rules, _) = watch::channel(Arc::default());
+    let running = listeners.serve(cfg, state, health, (shutdown, rx), Vec::new(), rules);
+    tracing::info!(socket = %cfg.api.socket.display(), "fdr agent serving offline");
+    Ok(running)
+}
+
+/// Opens the database in `recorder.data_dir` with the configured
+/// retention.
+fn open_store(cfg: &Config) -> Result<Arc<Store>, AgentError> {
+    let r = &cfg.recorder;
+    let store = Store::open(
+        &r.data_dir,
+        Retention {
+            max_snapshots: r.max_snapshots,
+            max_bytes: r.max_snapshot_bytes,
+        },
+    )?;
+    Ok(Arc::new(store))
+}
+
+/// What both modes build around the database: the models and incidents
+/// restored from it, the (empty) buffers, the snapshots with the committer
+/// every write goes through.
+struct Stored {
+    store: Arc<Store>,
+    buffers: ScopeBuffers,
+    snapshots: Snapshots,
+    models: crate::analysis::model::ModelSet,
+    incidents: crate::analysis::incidents::Incidents,
+    node: String,
+}
+
+impl Stored {
+    fn restore(
+        cfg: &Config,
+        store: Arc<Store>,
+        node: &str,
+        host: &crate::util::host::HostRoot,
+    ) -> Result<Stored, AgentError> {
+        let r = &cfg.recorder;
+        let now_ns = crate::util::now_ns();
+        let (models, incidents) = crate::analysis::restore(&store, &cfg.analysis, now_ns)?;
+        let incidents = incidents.with_node(node);
+        let quota = r.scope_quota_bytes as usize;
+        let buffers = ScopeBuffers::new(Limits {
+            scope_quota: quota,
+            critical_reserve: quota / 100 * r.critical_reserve_percent as usize,
+            budget: r.budget_bytes as usize,
+            grace_ns: r.exited_container_grace.as_nanos() as u64,
+        });
+        // Every write goes through the committer thread; while the disk
+        // fails it keeps up to half the memory budget of work queued.
+        let committer = Committer::spawn(store.clone(), (r.budget_bytes / 2) as usize);
+        let snapshots = Snapshots::with_committer(
+            committer,
+            Window {
+                before_ns: r.snapshot_before.as_nanos() as u64,
+                after_ns: r.snapshot_after.as_nanos() as u64,
+            },
+        )
+        .with_node(node, host.proc(), host.resolve("/etc/passwd"))
+        .with_limits(
+            SnapshotLimits {
+                // Open snapshots take at most half the budget, whatever the
+                // configured limits: the buffers keep the other half.
+                max_bytes: r.snapshot_max_bytes.min(r.budget_bytes / 2) as usize,
+                open_bytes: r.snapshots_open_bytes.min(r.budget_bytes / 2) as usize,
+                reserve_percent: r.critical_reserve_percent,
+            },
+            buffers.charge_handle(),
+        );
+        Ok(Stored {
+            store,
+            buffers,
+            snapshots,
+            models,
+            incidents,
+            node: node.to_owned(),
+        })
+    }
+
+    /// The API's state, with `procs` and the kernel rings' sizes.
+    fn into_state(
+        self,
+        cfg: &Config,
+        procs: ProcessTable,
+        (ring_bytes, critical_ring_bytes): (u64, u64),
+        host: crate::util::host::HostRoot,
+    ) -> Arc<State> {
+        Arc::new(self.state(cfg, procs, (ring_bytes, critical_ring_bytes), host))
+    }
+
+    /// The API's state without capture (see [`start_offline`]).
+    fn into_offline_state(self, cfg: &Config, host: crate::util::host::HostRoot) -> Arc<State> {
+        Arc::new(
+            self.state(cfg, ProcessTable::default(), (0, 0), host)
+                .offline(),
+        )
+    }
+
+    fn state(
+        self,
+        cfg: &Config,
+        procs: ProcessTable,
+        (ring_bytes, critical_ring_bytes): (u64, u64),
+        host: crate::util::host::HostRoot,
+    ) -> State {
+        let state = State::new(Parts {
+            buffers: self.buffers,
+            snapshots: self.snapshots,
+            stream_queue: cfg.api.stream_queue,
+            stream_queue_bytes: cfg.api.stream_queue_bytes as usize,
+            procs,
+            containers: ContainerRegistry::new(cfg.attribution.tombstone_ttl),
+            ancestry_depth: cfg.attribution.ancestry_depth,
+            ring_bytes,
+            critical_ring_bytes,
+            store: self.store,
+            models: self.models,
+            incidents: self.incidents,
+        });
+        let name_wait = crate::recorder::naming::NameWaitLimits::from_config(&cfg.live);
+        state.with_name_wait(name_wait).with_host(host, &self.node)
+    }
+}
+
+/// The API's listeners, bound.
+struct Listeners {
+    unix: tokio::net::UnixListener,
+    unix_socket: api::UnixSocket,
+    tcp: Option<api::Tcp>,
+    health: Option<std::net::TcpListener>,
+    metrics: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the unix socket claimed, the TCP, health and metrics
+    /// listeners configured.
+    async fn bind(cfg: &Config, claim: api::UnixClaim) -> Result<Listeners, AgentError> {
+        let (unix, unix_socket) = claim.bind()?;
+        let tcp = api::bind_tcp(&cfg.api).await?;
+        let health = match cfg.health.addr()? {
+            Some(a) => Some(api::health::bind(a)?),
+            None => None,
+        };
+        let metrics = match cfg.metrics.addr()? {
+            Some(a) => Some(api::metrics::bind(a).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            unix,
+            unix_socket,
+            tcp,
+            health,
+            metrics,
+        })
+    }
+
+    /// Serves the health check, the metrics and the API over `state`
+    /// (besides `tasks`) until `stop` is sent.
+    fn serve(
+        self,
+        cfg: &Config,
+        state: Arc<State>,
+        health: Arc<api::health::Health>,
+        (shutdown, rx): (watch::Sender<bool>, watch::Receiver<bool>),
+        mut tasks: Vec<JoinHandle<Result<(), AgentError>>>,
+        rules: watch::Sender<Arc<crate::analysis::model::rules::Rules>>,
+    ) -> Running {
+        let tcp_addr = self.tcp.as_ref().and_then(api::Tcp::local_addr);
+        let health_addr = self.health.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_addr = self.metrics.as_ref().and_then(|l| l.local_addr().ok());
+        let h = api::health::spawn(health.clone(), state.clone(), self.health, rx.clone());
         tasks.push(tokio::spawn(async move {
-            api::metrics::serve(l, st, h, stop)
+            h.await
+                .map_err(|join| {
+                    AgentError::Api(api::ApiError::HealthRuntime(std::io::Error::other(join)))
+                })?
+                .map_err(AgentError::Api)
+        }));
+        if let Some(l) = self.metrics {
+            let (st, h, stop) = (state.clone(), health.clone(), rx.clone());
+            tasks.push(tokio::spawn(async move {
+                api::metrics::serve(l, st, h, stop)
+                    .await
+                    .map_err(AgentError::Api)
+            }));
+        }
+        let (api_state, unix, tcp) = (state.clone(), self.unix, self.tcp);
+        tasks.push(tokio::spawn(async move {
+            api::serve(unix, tcp, api_state, health, rx)
                 .await
                 .map_err(AgentError::Api)
         }));
+        Running {
+            state,
+            socket: cfg.api.socket.clone(),
+            tcp: tcp_addr,
+            health: health_addr,
+            metrics: metrics_addr,
+            unix_socket: self.unix_socket,
+            shutdown,
+            tasks,
+            config: cfg.clone(),
+            rules,
+        }
     }
-    let api_state = state.clone();
-    tasks.push(tokio::spawn(async move {
-        api::serve(unix, tcp, api_state, health, rx)
-            .await
-            .map_err(AgentError::Api)
-    }));
-    tracing::info!(socket = %cfg.api.socket.display(), "fdr agent running");
-    Ok(Running {
-        state,
-        socket: cfg.api.socket.clone(),
-        tcp: tcp_addr,
-        health: health_addr,
-        metrics: metrics_addr,
-        unix_socket,
-        shutdown,
-        tasks,
-        config: cfg.clone(),
-        rules,
-    })
 }
 
 fn ring_size(bytes: u32) -> u64 {

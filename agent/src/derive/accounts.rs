@@ -239,6 +239,37 @@ fn literal_prefix(pattern: &str) -> &str {
     }
 }
 
+/// The names `passwd` (a passwd file, read once) gives the uids of
+/// `uids`, by uid; a uid it does not list is left out (the first entry of
+/// a uid listed twice wins, as for `getpwuid`). Empty when the file cannot
+/// be read.
+pub fn user_names_in(
+    passwd: &Path,
+    uids: &std::collections::BTreeSet<u32>,
+) -> std::collections::BTreeMap<u32, String> {
+    let mut out = std::collections::BTreeMap::new();
+    if uids.is_empty() {
+        return out;
+    }
+    let Ok(text) = std::fs::read_to_string(passwd) else {
+        return out;
+    };
+    for l in text.lines() {
+        let mut f = l.split(':');
+        let (Some(name), Some(id)) = (f.next(), f.nth(1)) else {
+            continue;
+        };
+        let Ok(id) = id.parse::<u32>() else { continue };
+        if !name.is_empty() && uids.contains(&id) {
+            out.entry(id).or_insert_with(|| name.to_owned());
+        }
+        if out.len() == uids.len() {
+            break;
+        }
+    }
+    out
+}
+
 /// The name of `uid` in passwd file `passwd`, or the number.
 pub fn user_name_in(passwd: &Path, uid: u32) -> String {
     std::fs::read_to_string(passwd)
@@ -274,6 +305,27 @@ mod tests {
         assert!(!t.is_tool("/usr/bin/bash"));
         assert_eq!(user_name_in(Path::new("/etc/passwd"), 0), "root");
         assert_eq!(t.hostname, "n");
+    }
+
+    #[test]
+    fn the_names_of_several_uids_in_one_read() {
+        let dir = std::env::temp_dir().join(format!("fdr-passwd-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passwd = dir.join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\n# comment\nbad:x:nope:1::/:\nalice:x:1000:1000::/:/bin/sh\n\
+             again:x:1000:1000::/:/bin/sh\n",
+        )
+        .unwrap();
+        let uids = [0, 1000, 4242].into_iter().collect();
+        let got = user_names_in(&passwd, &uids);
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            vec![(0, "root".to_owned()), (1000, "alice".to_owned())]
+        );
+        assert!(user_names_in(&dir.join("missing"), &uids).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

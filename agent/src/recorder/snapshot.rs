@@ -304,6 +304,8 @@ pub struct Snapshots {
     host: String,
     /// The host's `/proc` (see [`Snapshots::with_node`]).
     proc: std::path::PathBuf,
+    /// The host's `/etc/passwd`: the names of a snapshot's users.
+    passwd: std::path::PathBuf,
     open: Vec<Open>,
     /// Bytes of all open snapshots, shared with the buffers' budget.
     charged: Arc<AtomicUsize>,
@@ -328,6 +330,7 @@ impl Snapshots {
             limits: SnapshotLimits::UNBOUNDED,
             host: String::new(),
             proc: "/proc".into(),
+            passwd: "/etc/passwd".into(),
             open: Vec::new(),
             charged: Arc::new(AtomicUsize::new(0)),
             kernel_losses: LossLedger::default(),
@@ -337,10 +340,18 @@ impl Snapshots {
 
     /// Snapshots (and their events) carry `node` (the agent's node name)
     /// as their host; the listening sockets of its processes are read in
-    /// the host's `/proc` at `proc`.
-    pub fn with_node(mut self, node: &str, proc: std::path::PathBuf) -> Self {
+    /// the host's `/proc` at `proc`, the names of their users in the
+    /// host's `/etc/passwd` at `passwd` (once per snapshot, when it is
+    /// stored).
+    pub fn with_node(
+        mut self,
+        node: &str,
+        proc: std::path::PathBuf,
+        passwd: std::path::PathBuf,
+    ) -> Self {
         self.host = node.to_owned();
         self.proc = proc;
+        self.passwd = passwd;
         self
     }
 
@@ -746,6 +757,7 @@ impl Snapshots {
                 listening: o.listening,
                 known: HashMap::new(),
                 container: None,
+                passwd: self.passwd.clone(),
             });
         }
         out
@@ -820,6 +832,8 @@ pub struct Closing {
     /// The table's entries for the ancestors of the events' processes.
     known: HashMap<u32, ProcEntry>,
     container: Option<pb::ContainerInfo>,
+    /// The host's `/etc/passwd` (see [`Snapshots::with_node`]).
+    passwd: std::path::PathBuf,
 }
 
 impl Closing {
@@ -892,7 +906,8 @@ impl Closing {
     }
 
     /// The stored form (committer thread): every program image once (see
-    /// [`crate::store::compact`]), events referring to theirs.
+    /// [`crate::store::compact`]), events referring to theirs; the names
+    /// of the window's users from the host's passwd file, read once.
     fn build(self, depth: usize) -> Encoded {
         let mut info = self.info;
         // Events carry the snapshot's host (stored once, in its info).
@@ -907,8 +922,19 @@ impl Closing {
         // Images by address: the events hold them (`Arc`), so an address
         // names one image for as long as this runs.
         let mut images: HashMap<*const Image, u32> = HashMap::new();
+        // Every uid of the window: its events' and their images' (with
+        // the chains they came from), its processes'.
+        let mut uids = std::collections::BTreeSet::new();
         // One event message at a time: only the compressed form is held.
         for e in &self.events {
+            uids.insert(e.record.task.uid);
+            if !images.contains_key(&Arc::as_ptr(&e.image)) {
+                let mut img = Some(&*e.image);
+                while let Some(i) = img {
+                    uids.insert(i.uid);
+                    img = i.parent.as_deref();
+                }
+            }
             let image = intern_image(&mut out, &mut images, &e.image);
             // Critical kinds with their ancestry, bulk kinds without (the
             // snapshot's process list holds every process's ancestors).
@@ -921,7 +947,11 @@ impl Closing {
             out.push_event(ev, image, depth as u32);
         }
         for p in ancestry(&self.events, &self.known) {
+            uids.insert(p.uid);
             out.push_process(&p);
+        }
+        for (uid, name) in crate::derive::accounts::user_names_in(&self.passwd, &uids) {
+            out.push_user(&pb::UserName { uid, name });
         }
         for l in self
             .listening
@@ -1375,6 +1405,70 @@ mod tests {
             2,
             "a listen with two ancestors"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stored_snapshot_names_its_users_from_the_hosts_passwd() {
+        let (dir, store) = test_store("fdr-snap-users");
+        let passwd = dir.join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n\
+             bob:x:1001:1001::/home/bob:/bin/sh\nunused:x:7:7::/:/bin/false\n",
+        )
+        .unwrap();
+        let mut snaps = Snapshots::new(
+            std::sync::Arc::new(store),
+            Window {
+                before_ns: 1_000_000,
+                after_ns: 0,
+            },
+        )
+        .with_node("node-1", "/nonexistent".into(), passwd);
+        let mut buffers = test_buffers();
+        // alice's process, bob's image ancestor, and 4242 (not in passwd).
+        let bob = Image::root(
+            50,
+            1001,
+            "/bin/sh".into(),
+            Arc::from(vec!["sh".to_string()]),
+        );
+        for (seq, uid) in [(1u64, 1000u32), (2, 4242), (3, 0)] {
+            let mut e = event(seq, 60 + seq as u32, Detail::Exit { status: 0 });
+            e.record.task.uid = uid;
+            e.image = Image::child_of(
+                Some(&bob),
+                e.record.task.pid,
+                uid,
+                "/bin/t".into(),
+                Arc::from(vec!["t".to_string()]),
+            );
+            buffers.push(Arc::new(e));
+        }
+        let info = snaps.freeze(Scope::Host, "t", 10_000, &buffers, 0).unwrap();
+        let procs = ProcessTable::default();
+        assert_eq!(
+            snaps.close(20_000, &procs, &Enrich::BARE, false).unwrap(),
+            [info.id]
+        );
+        snaps.committer().drain(std::time::Duration::from_secs(10));
+        let stored = snaps.store().get(info.id).unwrap().expect("committed");
+        let names: Vec<(u32, &str)> = stored
+            .users
+            .iter()
+            .map(|u| (u.uid, u.name.as_str()))
+            .collect();
+        assert_eq!(names, [(0, "root"), (1000, "alice"), (1001, "bob")]);
+        // The export names them without a lookup; the others by number.
+        let csv = fdr_proto::render::export::csv(&stored, &|uid| uid.to_string()).unwrap();
+        let csv = String::from_utf8(csv).unwrap();
+        let users: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(8).unwrap())
+            .collect();
+        assert_eq!(users, ["alice", "4242", "root"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -150,6 +150,9 @@ impl From<&pb::Snapshot> for Encoded {
         for g in &snap.gaps {
             w.push_gap(g);
         }
+        for u in &snap.users {
+            w.push_user(u);
+        }
         w.finish(info)
     }
 }
@@ -297,6 +300,13 @@ impl Writer {
 
     pub fn push_gap(&mut self, g: &pb::Gap) {
         prost::encoding::message::encode(5, g, &mut self.scratch);
+        self.emit();
+    }
+
+    /// Adds the name of one of the window's users (see
+    /// `fdr.v1.Snapshot.users`).
+    pub fn push_user(&mut self, u: &pb::UserName) {
+        prost::encoding::message::encode(8, u, &mut self.scratch);
         self.emit();
     }
 
@@ -513,6 +523,19 @@ mod tests {
             ..Default::default()
         };
         w.push_gap(&gap);
+        let users = vec![
+            pb::UserName {
+                uid: 0,
+                name: "root".into(),
+            },
+            pb::UserName {
+                uid: 1000,
+                name: "alice".into(),
+            },
+        ];
+        for u in &users {
+            w.push_user(u);
+        }
         let enc = w.finish(info.clone());
         assert!(enc.bytes.starts_with(&MAGIC));
         assert_eq!(enc.events, 6);
@@ -520,6 +543,7 @@ mod tests {
         assert_eq!(got.info, Some(info.clone()));
         assert_eq!(got.events, want);
         assert_eq!(got.gaps, vec![gap]);
+        assert_eq!(got.users, users);
 
         let old = pb::Snapshot {
             info: Some(info),
@@ -528,6 +552,8 @@ mod tests {
         };
         assert_eq!(decode(&old.encode_to_vec()).unwrap(), old);
         assert_eq!(decode(&Encoded::from(&old).bytes).unwrap(), old);
+        let named = pb::Snapshot { users, ..old };
+        assert_eq!(decode(&Encoded::from(&named).bytes).unwrap(), named);
     }
 
     #[test]

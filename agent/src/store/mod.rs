@@ -52,9 +52,12 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// id → encoded `SnapshotInfo` of a snapshot frozen and not yet committed:
 /// one left at open belonged to an agent that died with it open.
 const OPEN_MARKS: TableDefinition<u64, &[u8]> = TableDefinition::new("open_snapshots");
-/// "instance_id" → the agent's instance id (see [`Store::instance_id`]).
+/// "instance_id" → the agent's instance id (see [`Store::instance_id`]);
+/// "node" → the node name of the agent that last started on it (see
+/// [`Store::set_node`]).
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 const INSTANCE_ID: &str = "instance_id";
+const NODE: &str = "node";
 const NEXT_ID: &str = "next_snapshot_id";
 /// Snapshot ids below it may have been handed out.
 const ID_LEASE: &str = "snapshot_id_lease";
@@ -291,6 +294,33 @@ impl Store {
     /// and new when the data directory is (a console keys agents by it).
     pub fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+
+    /// Keeps `node` as the name of the node whose database this is (the
+    /// daemon, at each start), so that a reader of a copy (an offline
+    /// agent, a console) knows whose evidence it holds. Written only when
+    /// it changed.
+    pub fn set_node(&self, node: &str) -> Result<(), StoreError> {
+        if self.stored_node()?.as_deref() == Some(node) {
+            return Ok(());
+        }
+        self.write(
+            || "the node name".into(),
+            |db| {
+                let tx = db.begin_write().map_err(db_err)?;
+                tx.open_table(IDENTITY)
+                    .map_err(db_err)?
+                    .insert(NODE, node)
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)
+            },
+        )
+    }
+
+    /// The node name kept by [`Store::set_node`]; `None` in a database no
+    /// agent of this version started on.
+    pub fn stored_node(&self) -> Result<Option<String>, StoreError> {
+        self.read(|| "the node name".into(), |db| identity_value(db, NODE))
     }
 
     /// The database for one operation: waits for a reopen under way; an
@@ -822,15 +852,23 @@ fn new_instance_id() -> Result<String, StoreError> {
 /// `snapshots.redb`, read by a console): `None` when it has none (written
 /// by an agent older than instance ids).
 pub fn stored_instance_id(db: &impl ReadableDatabase) -> Result<Option<String>, StoreError> {
+    identity_value(db, INSTANCE_ID)
+}
+
+/// The node name kept in a database opened elsewhere (see
+/// [`Store::set_node`]): `None` when it has none.
+pub fn stored_node(db: &impl ReadableDatabase) -> Result<Option<String>, StoreError> {
+    identity_value(db, NODE)
+}
+
+fn identity_value(db: &impl ReadableDatabase, key: &str) -> Result<Option<String>, StoreError> {
     let tx = db.begin_read().map_err(db_err)?;
     let t = match tx.open_table(IDENTITY) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(db_err(e)),
     };
-    Ok(t.get(INSTANCE_ID)
-        .map_err(db_err)?
-        .map(|v| v.value().to_owned()))
+    Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_owned()))
 }
 
 /// Stores the snapshots a previous agent left open (it died before their
@@ -991,6 +1029,33 @@ mod tests {
         assert_eq!(ids(99, 5), [100, 101]);
         assert!(ids(101, 5).is_empty());
         assert!(ids(u64::MAX, 5).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_node_name_and_instance_id_are_kept_across_opens() {
+        let d = dir("node");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        assert_eq!(store.stored_node().unwrap(), None);
+        store.set_node("node-a").unwrap();
+        store.set_node("node-a").unwrap();
+        assert_eq!(store.stored_node().unwrap().as_deref(), Some("node-a"));
+        let id = store.instance_id().to_owned();
+        drop(store);
+        let store = Store::open(&d, r).unwrap();
+        assert_eq!(store.stored_node().unwrap().as_deref(), Some("node-a"));
+        assert_eq!(store.instance_id(), id);
+        store.set_node("node-b").unwrap();
+        drop(store);
+        let db = Database::open(d.join("snapshots.redb")).unwrap();
+        assert_eq!(stored_node(&db).unwrap().as_deref(), Some("node-b"));
+        assert_eq!(stored_instance_id(&db).unwrap(), Some(id));
+        drop(db);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

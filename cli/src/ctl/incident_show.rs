@@ -373,7 +373,23 @@ pub(super) fn show_text(i: &pb::Incident, t: &Timeline) -> String {
     );
     field(&mut s, "summary", &i.summary);
     field(&mut s, "scope", &i.scope);
-    field(&mut s, "node", &i.hostname);
+    // A console's answer names the agent's node; an agent's, its host.
+    field(
+        &mut s,
+        "node",
+        if i.node.is_empty() {
+            &i.hostname
+        } else {
+            &i.node
+        },
+    );
+    if !i.agent_instance.is_empty() {
+        field(
+            &mut s,
+            "agent",
+            format!("{} #{}", i.agent_instance, i.agent_serial),
+        );
+    }
     if let Some(c) = &i.container {
         field(&mut s, "container", format!("{} {}", c.name, c.id).trim());
         if !c.pod_name.is_empty() {

@@ -101,6 +101,7 @@ pub(super) fn incident_head_json(i: &pb::Incident) -> Value {
         "first": time_text(i.first.as_ref()), "last": time_text(i.last.as_ref()),
         "audit_count": i.audit_count, "audits_kept": audits_kept(i),
         "snapshot_id": i.snapshot_id, "summary": i.summary,
+        "node": i.node, "agent_instance": i.agent_instance, "agent_serial": i.agent_serial,
         "account": i.account.as_ref().map(account_json),
         "accounts": accounts(i).iter().map(account_json).collect::<Vec<_>>(),
         "account_count": i.account_count.max(accounts(i).len() as u64),

@@ -63,8 +63,11 @@ pub async fn incidents(
     match cmd {
         IncidentsCmd::List { after, limit, json } => {
             let (mut after, mut left) = (*after, limit.map_or(u64::MAX, u64::from));
-            // The header once the first call succeeded, not above an error.
+            // The header once the first call succeeded, not above an error;
+            // with a NODE column when the first page names nodes (a
+            // console's answer).
             let mut header = !*json;
+            let mut node = false;
             while left > 0 {
                 let page = left.min(PAGE);
                 let req = pb::ListIncidentsRequest {
@@ -73,13 +76,14 @@ pub async fn incidents(
                     ..Default::default()
                 };
                 let resp = client.list_incidents(req).await?.into_inner();
-                if std::mem::take(&mut header)
-                    && !quiet_pipe(writeln!(out, "{}", incident_header()))?
-                {
-                    return Ok(());
+                if std::mem::take(&mut header) {
+                    node = resp.incidents.iter().any(|i| !i.node.is_empty());
+                    if !quiet_pipe(writeln!(out, "{}", incident_header(node)))? {
+                        return Ok(());
+                    }
                 }
                 for i in &resp.incidents {
-                    if !quiet_pipe(writeln!(out, "{}", incident_line(i, *json)))? {
+                    if !quiet_pipe(writeln!(out, "{}", incident_line(i, *json, node)))? {
                         return Ok(());
                     }
                 }
@@ -105,7 +109,7 @@ pub async fn incidents(
                 ..Default::default()
             };
             let mut stream = client.stream_incidents(req).await?.into_inner();
-            if !*json && !quiet_pipe(writeln!(out, "{}", incident_header()))? {
+            if !*json && !quiet_pipe(writeln!(out, "{}", incident_header(false)))? {
                 return Ok(());
             }
             while let Some(i) = stream.message().await? {
@@ -125,9 +129,9 @@ pub async fn incidents(
 /// the message carries.
 fn watch_text(i: &pb::Incident, json: bool) -> String {
     if json {
-        return incident_line(i, true) + "\n";
+        return incident_line(i, true, false) + "\n";
     }
-    let row = incident_row(i);
+    let row = incident_row(i, false);
     let mut s = if i.update {
         format!("+{}\n", row.strip_prefix(' ').unwrap_or(&row))
     } else {
@@ -139,18 +143,32 @@ fn watch_text(i: &pb::Incident, json: bool) -> String {
     s
 }
 
-fn incident_header() -> String {
+/// The table's header; with a NODE column after the serial when `node`.
+fn incident_header(node: bool) -> String {
+    let node = if node {
+        format!("{:<20} ", "NODE")
+    } else {
+        String::new()
+    };
     format!(
-        "{:>6} {:<8} {:<20} {:<24} {:<24} {:<24} {:>6} {:>8} SUMMARY",
+        "{:>6} {node}{:<8} {:<20} {:<24} {:<24} {:<24} {:>6} {:>8} SUMMARY",
         "SERIAL", "SEVERITY", "TYPE", "WHERE", "FIRST", "LAST", "AUDITS", "SNAPSHOT"
     )
 }
 
 /// Where, short: the container (pod path or id prefix), else
-/// `hostname/service` or the host name alone. Escaped.
-fn incident_row(i: &pb::Incident) -> String {
+/// `hostname/service` or the host name alone; with `node`, the node a
+/// console says it came from first ("-" when none). Escaped.
+fn incident_row(i: &pb::Incident, node: bool) -> String {
+    let node = if !node {
+        String::new()
+    } else if i.node.is_empty() {
+        format!("{:<20} ", "-")
+    } else {
+        format!("{:<20} ", e(&i.node))
+    };
     format!(
-        "{:>6} {:<8} {:<20} {:<24} {:<24} {:<24} {:>6} {:>8} {}",
+        "{:>6} {node}{:<8} {:<20} {:<24} {:<24} {:<24} {:>6} {:>8} {}",
         i.serial,
         severity_name(i.severity),
         e(&i.r#type),
@@ -163,11 +181,11 @@ fn incident_row(i: &pb::Incident) -> String {
     )
 }
 
-fn incident_line(i: &pb::Incident, json: bool) -> String {
+fn incident_line(i: &pb::Incident, json: bool, node: bool) -> String {
     if json {
         super::escape::json(&incident_json(i))
     } else {
-        incident_row(i)
+        incident_row(i, node)
     }
 }
 
@@ -179,7 +197,7 @@ mod tests {
     #[test]
     fn table_row_of_a_host_and_of_a_pod_incident() {
         assert_eq!(
-            incident_row(&backdoor()),
+            incident_row(&backdoor(), false),
             "     7 critical backdoor-account     node-1/sshd.service      \
              2023-11-14T22:13:20.000Z 2023-11-14T22:14:25.000Z      2        - \
              account fdrdemo added by root"
@@ -200,7 +218,7 @@ mod tests {
             audit_count: 1,
             ..backdoor()
         };
-        let row = incident_row(&pod);
+        let row = incident_row(&pod, false);
         assert!(
             row.starts_with("    12 high     reverse-shell        prod/shop/web  "),
             "{row}"
@@ -211,6 +229,29 @@ mod tests {
             ..pod
         };
         assert_eq!(incident_where(&bare), "ctr:4f0d2c8e9a1b");
+    }
+
+    #[test]
+    fn a_console_list_has_a_node_column() {
+        let header = incident_header(true);
+        assert!(
+            header.starts_with("SERIAL NODE                 SEVERITY "),
+            "{header}"
+        );
+        let mut i = backdoor();
+        i.node = "node-7\n\x1b[2J".into();
+        let row = incident_row(&i, true);
+        assert!(
+            row.starts_with(r"     7 node-7\n\x1b[2J      critical backdoor-account "),
+            "{row}"
+        );
+        i.node.clear();
+        assert!(incident_row(&i, true).starts_with("     7 -                    critical "));
+        assert_eq!(
+            incident_row(&i, false),
+            incident_row(&backdoor(), false),
+            "no column without nodes"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use fdr_proto::v1::EventKind;
 
 mod containers;
 mod events;
+mod identity;
 mod incident_show;
 mod incident_view;
 mod incidents;
@@ -24,6 +25,7 @@ pub use fdr_proto::render::{
     addr_text, container_json, detail_text, escape, escape_bytes, event_json, kind_name,
     severity_name, shell_words, time_text,
 };
+pub use identity::{agents, identity, AgentsArgs, IdentityArgs};
 #[doc(hidden)]
 pub use incident_show::render_fetched;
 pub use incidents::{incidents, IncidentsCmd};
@@ -40,6 +42,9 @@ pub enum CtlError {
     Rpc { code: tonic::Code, message: String },
     #[error("writing output")]
     Output(#[source] io::Error),
+    /// A request that makes no sense as given.
+    #[error("{0}")]
+    Usage(String),
     #[error("writing {}", path.display())]
     File {
         path: std::path::PathBuf,

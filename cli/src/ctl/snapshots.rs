@@ -42,10 +42,12 @@ pub enum SnapshotCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Export a snapshot's events.
+    /// Export a snapshot: its events as CSV or JSON Lines, or the whole
+    /// snapshot as its `fdr.v1.Snapshot` protobuf encoding (binary: to a
+    /// file or a pipe, never a terminal).
     Export {
         id: u64,
-        #[arg(long, value_parser = ["csv", "jsonl"], default_value = "csv")]
+        #[arg(long, value_parser = ["csv", "jsonl", "protobuf"], default_value = "csv")]
         format: String,
         /// Write here instead of standard output.
         #[arg(short, long)]
@@ -235,6 +237,15 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
             write_show(out, &snap, *json)?;
         }
         SnapshotCmd::Export { id, format, output } => {
+            if format == "protobuf"
+                && output.is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stdout())
+            {
+                return Err(CtlError::Usage(
+                    "--format protobuf is binary: give --output FILE or redirect standard output"
+                        .into(),
+                ));
+            }
             let mut stream = client
                 .export_snapshot(pb::ExportSnapshotRequest {
                     id: *id,
