@@ -365,10 +365,40 @@ async fn stats(con: &Console, c: &mut Client, agent: &AgentRef) -> Result<(), Sy
     Ok(())
 }
 
+/// Incidents before the agent's position read again at each connection
+/// (for the changes made while the console was away).
+const REFRESH: u64 = 256;
+
 /// Every incident after the agent's position, in order, each with its
 /// snapshot copied first; then the snapshots still pending.
 async fn catch_up(con: &Arc<Console>, c: &mut Client, agent: &AgentRef) -> Result<(), SyncError> {
     let limit = con.cfg.agents.call_timeout;
+    // Incidents held may have changed while the console was away (more
+    // audits, accounts, a later snapshot): the most recent ones are read
+    // again and what changed is applied.
+    let synced = agent.synced(con).await?;
+    let mut after = synced.saturating_sub(REFRESH);
+    while after < synced {
+        let page = timed("ListIncidents", limit, async {
+            c.list_incidents(pb::ListIncidentsRequest {
+                after_serial: after,
+                limit: 100,
+                audit_limit: 1000,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_err("ListIncidents", s))
+        })
+        .await?;
+        if page.incidents.is_empty() {
+            break;
+        }
+        after = page.last_serial;
+        let _slot = con.slots.acquire().await;
+        for inc in page.incidents.into_iter().filter(|i| i.serial <= synced) {
+            handle(con, c, agent, inc).await?;
+        }
+    }
     loop {
         let after = agent.synced(con).await?;
         let page = timed("ListIncidents", limit, async {

@@ -19,6 +19,14 @@ use fdr_proto::v1 as pb;
 use fdr_tests::{agent_binary, console_binary, fdrctl_binary, pki::Ca, TempDir};
 
 const TOKEN: &str = "fdr-console-test-token-7d1e";
+
+/// One test at a time: every agent sees every `useradd` of the machine, so
+/// tests running together would raise incidents in each other's consoles.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 /// Long enough for two agents to start, an incident's snapshot window to
 /// close and the console to copy it on a busy 2-core machine.
 const SLOW: Duration = Duration::from_secs(90);
@@ -214,7 +222,9 @@ impl SeaweedFs {
             .args(["--user", &format!("{S3_KEY}:{S3_SECRET}")])
             .args(args);
         if let Some(b) = body {
-            c.arg("--data-binary").arg(format!("@{}", b.display()));
+            // An upload (`-T`): signed as SigV4 wants it (`--data-binary`
+            // adds a form content type the signature does not cover).
+            c.arg("-T").arg(b);
         }
         let out = c
             .arg(format!("{}{path}", self.endpoint))
@@ -233,7 +243,13 @@ struct Console {
 }
 
 impl Console {
-    fn new(dir: &Path, agents: &[String], pki: &Pki, s3: Option<&SeaweedFs>, max_snapshots: u64) -> Console {
+    fn new(
+        dir: &Path,
+        agents: &[String],
+        pki: &Pki,
+        s3: Option<&SeaweedFs>,
+        max_snapshots: u64,
+    ) -> Console {
         let cdir = dir.join("console");
         std::fs::create_dir_all(&cdir).expect("console dir");
         let port = free_port();
@@ -287,7 +303,9 @@ impl Console {
         self.process = Some(Killed(child));
         let port = self.port;
         poll("the console's port", SLOW, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
         });
     }
 
@@ -310,7 +328,12 @@ impl Console {
     /// `fdrctl` against the console: output, or the error text.
     fn try_ctl(&self, args: &[&str]) -> Result<Vec<u8>, String> {
         let out = Command::new(fdrctl_binary())
-            .args(["--url", &format!("http://127.0.0.1:{}", self.port), "--token", TOKEN])
+            .args([
+                "--url",
+                &format!("http://127.0.0.1:{}", self.port),
+                "--token",
+                TOKEN,
+            ])
             .args(args)
             .output()
             .expect("run fdrctl");
@@ -409,14 +432,18 @@ fn interactive_useradd(dir: &Path) -> String {
 /// The console's backdoor-account incident of `node` for `user`, once its
 /// snapshot is copied.
 fn wait_incident(console: &Console, node: &str, user: &str) -> pb::Incident {
-    poll(&format!("{node}'s incident for {user} in the console"), SLOW, || {
-        console.incidents().into_iter().find(|i| {
-            i.node == node
-                && i.r#type == "backdoor-account"
-                && i.snapshot_id > 0
-                && i.accounts.iter().any(|a| a.account == user)
-        })
-    })
+    poll(
+        &format!("{node}'s incident for {user} in the console"),
+        SLOW,
+        || {
+            console.incidents().into_iter().find(|i| {
+                i.node == node
+                    && i.r#type == "backdoor-account"
+                    && i.snapshot_id > 0
+                    && i.accounts.iter().any(|a| a.account == user)
+            })
+        },
+    )
 }
 
 /// Fleet serials are 1..=n, each (agent, agent serial) once.
@@ -434,6 +461,7 @@ fn assert_gapless_once(list: &[pb::Incident]) {
 }
 
 fn run(s3: bool) {
+    let _one = serial();
     let dir = TempDir::new(if s3 { "console-s3" } else { "console" });
     let pki = pki(dir.path());
     let weed = s3.then(|| SeaweedFs::start(dir.path()));
@@ -459,7 +487,10 @@ fn run(s3: bool) {
         (reachable == 2).then_some(v)
     });
     let nodes: Vec<&str> = agents.iter().filter_map(|a| a["node"].as_str()).collect();
-    assert!(nodes.contains(&"node-a") && nodes.contains(&"node-b"), "{agents:?}");
+    assert!(
+        nodes.contains(&"node-a") && nodes.contains(&"node-b"),
+        "{agents:?}"
+    );
 
     // An incident on node-b reaches the console with its snapshot.
     let user = interactive_useradd(dir.path());
@@ -477,7 +508,16 @@ fn run(s3: bool) {
     );
     let v: serde_json::Value = serde_json::from_slice(&shown).expect("incident JSON");
     let agent_snap = v["snapshot_id"].as_u64().expect("the agent's snapshot id");
-    let csv_agent = node_b.ctl(&pki, &["snapshot", "export", &agent_snap.to_string(), "--format", "csv"]);
+    let csv_agent = node_b.ctl(
+        &pki,
+        &[
+            "snapshot",
+            "export",
+            &agent_snap.to_string(),
+            "--format",
+            "csv",
+        ],
+    );
     assert!(csv_console.len() > 100, "a real export");
     assert_eq!(
         csv_console, csv_agent,
@@ -508,14 +548,19 @@ fn run(s3: bool) {
     console.stop();
     console.start();
     let again = console.incidents();
-    assert!(again.iter().any(|i| i.serial == inc.serial && i.node == "node-b"));
+    assert!(again
+        .iter()
+        .any(|i| i.serial == inc.serial && i.node == "node-b"));
     assert_eq!(
         console.ctl(&["snapshot", "export", &id, "--format", "csv"]),
         csv_agent,
         "still served after the console restarts"
     );
     let agents = String::from_utf8_lossy(&console.ctl(&["agents", "--json"])).into_owned();
-    assert!(agents.contains("node-b"), "the destroyed node stays listed: {agents}");
+    assert!(
+        agents.contains("node-b"),
+        "the destroyed node stays listed: {agents}"
+    );
 
     // Resume: the console is down while two incidents open.
     console.stop();
@@ -532,7 +577,11 @@ fn run(s3: bool) {
     let new_a = list
         .iter()
         .filter(|i| i.node == "node-a" && i.serial > before)
-        .filter(|i| i.accounts.iter().any(|a| a.account == u1 || a.account == u2))
+        .filter(|i| {
+            i.accounts
+                .iter()
+                .any(|a| a.account == u1 || a.account == u2)
+        })
         .count();
     assert_eq!(new_a, 2, "both ingested exactly once: {list:#?}");
 
@@ -542,7 +591,7 @@ fn run(s3: bool) {
         Some(w) => {
             let evil = dir.path().join("evil");
             std::fs::write(&evil, b"not the evidence").unwrap();
-            assert_eq!(w.curl(&["-X", "PUT"], &key, Some(&evil)), "200");
+            assert_eq!(w.curl(&[], &key, Some(&evil)), "200");
         }
         None => {
             let file = console
@@ -580,6 +629,7 @@ fn the_console_keeps_the_evidence_on_s3() {
 /// the index and the store agree.
 #[test]
 fn retention_evicts_the_oldest_snapshot_from_index_and_store() {
+    let _one = serial();
     let dir = TempDir::new("console-retention");
     let pki = pki(dir.path());
     let node = Node::start(dir.path(), "node-r", &pki);
@@ -608,7 +658,10 @@ fn retention_evicts_the_oldest_snapshot_from_index_and_store() {
     let err = console
         .try_ctl(&["snapshot", "export", &first.snapshot_id.to_string()])
         .expect_err("evicted");
-    assert!(err.contains("evicted") || err.contains("NotFound") || err.contains("no snapshot"), "{err}");
+    assert!(
+        err.contains("evicted") || err.contains("NotFound") || err.contains("no snapshot"),
+        "{err}"
+    );
     // The store holds exactly the objects of the snapshots listed.
     let objects = console.dir.join("data/objects");
     let mut files = Vec::new();

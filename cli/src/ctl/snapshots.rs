@@ -69,14 +69,22 @@ pub(super) fn info_row(i: &pb::SnapshotInfo) -> String {
 }
 
 pub(super) fn info_json(i: &pb::SnapshotInfo) -> Value {
-    json!({
+    let mut v = json!({
         "id": i.id, "scope": i.scope, "reason": i.reason, "host": i.host,
         "at": time_text(i.at.as_ref()),
         "window_start": time_text(i.window_start.as_ref()),
         "window_end": time_text(i.window_end.as_ref()),
         "open": i.open, "event_count": i.event_count, "completeness": i.completeness,
-        "bytes": i.bytes,
-    })
+        "bytes": i.bytes, "incidents": i.incidents,
+    });
+    // A console's: where the snapshot came from, and its object's hash.
+    if !i.agent_instance.is_empty() {
+        v["node"] = json!(i.node);
+        v["agent_instance"] = json!(i.agent_instance);
+        v["agent_snapshot_id"] = json!(i.agent_snapshot_id);
+        v["sha256"] = json!(i.sha256);
+    }
+    v
 }
 
 /// Everything `GetSnapshot` returned for a request, all pages.

@@ -48,6 +48,32 @@ pub fn severity_name(raw: i32) -> &'static str {
     Severity::name_of(raw)
 }
 
+/// Whether `hay` holds `needle` (already lowercased), ignoring case the way
+/// `str::to_lowercase` does; lowercases `hay` in place when it is ASCII.
+pub fn lowercase_contains(hay: &mut str, needle: &str) -> bool {
+    if hay.is_ascii() {
+        hay.make_ascii_lowercase();
+        hay.contains(needle)
+    } else {
+        hay.to_lowercase().contains(needle)
+    }
+}
+
+/// The text a search looks in: process, command line, the event's detail
+/// as `fdrctl` prints it, and the scope (the same at an agent and a
+/// console).
+pub fn haystack(ev: &crate::v1::Event) -> String {
+    let p = ev.process.clone().unwrap_or_default();
+    format!(
+        "{} {} {} {} {}",
+        p.comm,
+        p.exe,
+        p.argv.join(" "),
+        detail_text(ev),
+        ev.scope
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,30 +102,4 @@ mod tests {
         assert_eq!(severity_name(Severity::Critical as i32), "critical");
         assert_eq!(severity_name(-1), "?");
     }
-}
-
-/// Whether `hay` holds `needle` (already lowercased), ignoring case the way
-/// `str::to_lowercase` does; lowercases `hay` in place when it is ASCII.
-pub fn lowercase_contains(hay: &mut str, needle: &str) -> bool {
-    if hay.is_ascii() {
-        hay.make_ascii_lowercase();
-        hay.contains(needle)
-    } else {
-        hay.to_lowercase().contains(needle)
-    }
-}
-
-/// The text a search looks in: process, command line, the event's detail
-/// as `fdrctl` prints it, and the scope (the same at an agent and a
-/// console).
-pub fn haystack(ev: &crate::v1::Event) -> String {
-    let p = ev.process.clone().unwrap_or_default();
-    format!(
-        "{} {} {} {} {}",
-        p.comm,
-        p.exe,
-        p.argv.join(" "),
-        detail_text(ev),
-        ev.scope
-    )
 }
