@@ -527,6 +527,32 @@ fn run(s3: bool) {
     let info = String::from_utf8_lossy(&console.ctl(&["snapshot", "list", "--json"])).into_owned();
     assert!(info.contains("node-b"), "{info}");
 
+    // Live data is fetched from the agents when asked: one node's, or
+    // every node's merged.
+    let q = console.ctl(&[
+        "query", "--node", "node-b", "--since", "5m", "--grep", &user, "--json",
+    ]);
+    let q = String::from_utf8_lossy(&q).into_owned();
+    assert!(
+        q.contains("useradd") && q.contains("node-b") && !q.contains("node-a"),
+        "{q}"
+    );
+    let q = console.ctl(&["query", "--since", "5m", "--grep", &user, "--json"]);
+    let q = String::from_utf8_lossy(&q).into_owned();
+    assert!(q.contains("node-a") && q.contains("node-b"), "{q}");
+    // The agents as the console sees them: synced, no lag.
+    let agents = poll("node-b synced", SLOW, || {
+        let out = console.ctl(&["agents", "--json"]);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|a| a["node"] == "node-b" && a["lag"] == 0 && a["last_sync"].is_string())
+    });
+    assert!(
+        agents["synced_serial"].as_u64().unwrap_or(0) >= inc.agent_serial,
+        "{agents}"
+    );
+
     // S3: the object is named by the SHA-256 of the stored encoding.
     let raw = console.ctl(&["snapshot", "export", &id, "--format", "protobuf"]);
     let sha = fdr_console::evidence::sha256_hex(&raw);
@@ -679,4 +705,41 @@ fn retention_evicts_the_oldest_snapshot_from_index_and_store() {
     listed.dedup();
     assert_eq!(files, listed, "index and store agree");
     console.stop();
+
+    // Offline evidence: the node's data directory taken from its disk
+    // (the agent dead), imported into another console.
+    let mut node = node;
+    if let Some(mut p) = node.process.take() {
+        let _ = p.0.kill();
+        let _ = p.0.wait();
+    }
+    let other = TempDir::new("console-import");
+    let mut imported = Console::new(other.path(), &[], &pki, None, 100);
+    let out = Command::new(console_binary())
+        .arg("--config")
+        .arg(&imported.config)
+        .arg("import")
+        .arg(&node.data)
+        .arg("--agent-binary")
+        .arg(agent_binary())
+        .output()
+        .expect("run fdr-console import");
+    assert!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    imported.start();
+    let list = imported.incidents();
+    assert_gapless_once(&list);
+    for u in &users {
+        let inc = list
+            .iter()
+            .find(|i| i.node == "node-r" && i.accounts.iter().any(|a| &a.account == u))
+            .unwrap_or_else(|| panic!("{u}'s incident imported: {list:#?}"));
+        assert!(inc.snapshot_id > 0, "with its snapshot");
+        let csv = imported.ctl(&["snapshot", "export", &inc.snapshot_id.to_string()]);
+        assert!(String::from_utf8_lossy(&csv).contains("useradd"));
+    }
+    imported.stop();
 }
