@@ -39,7 +39,7 @@ pub const AGENT: Crate = Crate {
 
 /// Every crate checked, in the order `cargo xtask layers` reports them:
 /// `fdr-agent`, `fdr-cli` (fdrctl's commands), `fdr-proto` (the generated
-/// code and what agent and client share about it).
+/// code and what agent and client share about it), `fdr-console`.
 pub const CRATES: &[Crate] = &[
     AGENT,
     Crate {
@@ -48,6 +48,10 @@ pub const CRATES: &[Crate] = &[
     },
     Crate {
         src: "proto/src",
+        layered: false,
+    },
+    Crate {
+        src: "console/src",
         layered: false,
     },
 ];

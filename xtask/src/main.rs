@@ -285,6 +285,31 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
 /// fails there ("bpf-linker not found"), so this also proves fdr-cli does
 /// not depend on it; `cargo tree` says the same before anything builds.
 fn stable_only(root: &Path) -> Result<()> {
+    // The console needs no eBPF toolchain either: it uses fdrctl's client
+    // and fdr-proto, never the agent (its tree says so; it is not built
+    // again here).
+    let out = Command::new("cargo")
+        .args([
+            "tree",
+            "--package",
+            "fdr-console",
+            "--edges",
+            "normal,build",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(root)
+        .output()
+        .context("running cargo tree")?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let ours: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("fdr-"))
+        .collect();
+    let expected = std::collections::BTreeSet::from(["fdr-cli", "fdr-console", "fdr-proto"]);
+    if !out.status.success() || ours != expected {
+        bail!("fdr-console must depend on fdr-cli and fdr-proto only of fdr's crates; it uses {ours:?}");
+    }
     let out = Command::new("cargo")
         .args(["tree", "--package", "fdr-cli", "--edges", "normal,build"])
         .args(["--prefix", "none", "--format", "{p}"])
