@@ -596,6 +596,11 @@ async fn retry_pending(
     Ok(())
 }
 
+/// The largest snapshot copied (an agent's own reader refuses a stored
+/// snapshot that expands beyond this; a hostile or broken agent cannot
+/// make the console hold more).
+const MAX_SNAPSHOT_BYTES: usize = 512 << 20;
+
 enum Copied {
     /// Held under this console id (copied now or before).
     Held(u64),
@@ -631,6 +636,12 @@ async fn copy_snapshot(
             .into_inner();
         let mut data = Vec::new();
         while let Some(chunk) = s.message().await? {
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(SyncError::BadSnapshot(format!(
+                    "snapshot {agent_id} is larger than {} MiB: not copied",
+                    MAX_SNAPSHOT_BYTES >> 20
+                )));
+            }
             data.extend_from_slice(&chunk.data);
         }
         Ok(data)
@@ -646,9 +657,21 @@ async fn copy_snapshot(
             return Ok(Copied::Gone);
         }
         Err(SyncError::Status(s)) => return Err(call_err("ExportSnapshot", s)),
+        Err(SyncError::BadSnapshot(why)) => {
+            // Never copyable: the incident is kept without it rather than
+            // holding up everything after it.
+            tracing::error!(agent = %agent.url, agent_id, %why, "snapshot not copied");
+            return Ok(Copied::Gone);
+        }
         Err(e) => return Err(e),
     };
-    copy_encoded(con, agent, agent_id, Bytes::from(data)).await
+    match copy_encoded(con, agent, agent_id, Bytes::from(data)).await {
+        Err(SyncError::BadSnapshot(why)) => {
+            tracing::error!(agent = %agent.url, agent_id, %why, "snapshot not copied");
+            Ok(Copied::Gone)
+        }
+        r => r,
+    }
 }
 
 impl From<tonic::Status> for SyncError {
