@@ -365,6 +365,25 @@ async fn stats(con: &Console, c: &mut Client, agent: &AgentRef) -> Result<(), Sy
     Ok(())
 }
 
+/// A page of the agent's incidents after `after`.
+async fn list_page(
+    c: &mut Client,
+    after: u64,
+    limit: Duration,
+) -> Result<pb::ListIncidentsResponse, SyncError> {
+    timed("ListIncidents", limit, async {
+        c.list_incidents(pb::ListIncidentsRequest {
+            after_serial: after,
+            limit: 100,
+            audit_limit: 1000,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| call_err("ListIncidents", s))
+    })
+    .await
+}
+
 /// Incidents before the agent's position read again at each connection
 /// (for the changes made while the console was away).
 const REFRESH: u64 = 256;
@@ -379,17 +398,7 @@ async fn catch_up(con: &Arc<Console>, c: &mut Client, agent: &AgentRef) -> Resul
     let synced = agent.synced(con).await?;
     let mut after = synced.saturating_sub(REFRESH);
     while after < synced {
-        let page = timed("ListIncidents", limit, async {
-            c.list_incidents(pb::ListIncidentsRequest {
-                after_serial: after,
-                limit: 100,
-                audit_limit: 1000,
-            })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| call_err("ListIncidents", s))
-        })
-        .await?;
+        let page = list_page(c, after, limit).await?;
         if page.incidents.is_empty() {
             break;
         }
@@ -401,17 +410,7 @@ async fn catch_up(con: &Arc<Console>, c: &mut Client, agent: &AgentRef) -> Resul
     }
     loop {
         let after = agent.synced(con).await?;
-        let page = timed("ListIncidents", limit, async {
-            c.list_incidents(pb::ListIncidentsRequest {
-                after_serial: after,
-                limit: 100,
-                audit_limit: 1000,
-            })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| call_err("ListIncidents", s))
-        })
-        .await?;
+        let page = list_page(c, after, limit).await?;
         if page.incidents.is_empty() {
             break;
         }
@@ -469,11 +468,7 @@ async fn handle(
     }
     let snap = match inc.snapshot_id {
         0 => SnapshotRef::None,
-        id => match copy_snapshot(con, c, agent, id).await? {
-            Copied::Held(cid) => SnapshotRef::Held(cid),
-            Copied::NotYet => SnapshotRef::Pending(id),
-            Copied::Gone => SnapshotRef::None,
-        },
+        id => copy_snapshot(con, c, agent, id).await?.held_as(id),
     };
     inc.node = agent.node.clone();
     inc.agent_instance = agent.instance.clone();
@@ -505,11 +500,8 @@ async fn update(
     // Its snapshot, when it has one now that is not held.
     let mut snap = None;
     if inc.snapshot_id != 0 && before.snapshot_id == 0 {
-        snap = Some(match copy_snapshot(con, c, agent, inc.snapshot_id).await? {
-            Copied::Held(cid) => SnapshotRef::Held(cid),
-            Copied::NotYet => SnapshotRef::Pending(inc.snapshot_id),
-            Copied::Gone => SnapshotRef::None,
-        });
+        let id = inc.snapshot_id;
+        snap = Some(copy_snapshot(con, c, agent, id).await?.held_as(id));
     }
     let changed = inc.audit_count != before.audit_count
         || inc.last != before.last
@@ -579,9 +571,8 @@ async fn retry_pending(
     let pending = con.with_index(move |ix| ix.pending(&inst)).await?;
     for (fleet, _agent_serial, agent_id) in pending {
         let s = match copy_snapshot(con, c, agent, agent_id).await? {
-            Copied::Held(cid) => SnapshotRef::Held(cid),
             Copied::NotYet => continue,
-            Copied::Gone => SnapshotRef::None,
+            copied => copied.held_as(agent_id),
         };
         let rec = con
             .with_index(move |ix| ix.set_incident_snapshot(fleet, s))
@@ -594,6 +585,17 @@ async fn retry_pending(
         }
     }
     Ok(())
+}
+
+impl Copied {
+    /// Where the incident's snapshot (the agent's `agent_id`) is now.
+    fn held_as(self, agent_id: u64) -> SnapshotRef {
+        match self {
+            Copied::Held(cid) => SnapshotRef::Held(cid),
+            Copied::NotYet => SnapshotRef::Pending(agent_id),
+            Copied::Gone => SnapshotRef::None,
+        }
+    }
 }
 
 /// The largest snapshot copied (an agent's own reader refuses a stored

@@ -284,52 +284,42 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
 /// directory of their own so the build starts clean. The agent's build
 /// fails there ("bpf-linker not found"), so this also proves fdr-cli does
 /// not depend on it; `cargo tree` says the same before anything builds.
-fn stable_only(root: &Path) -> Result<()> {
-    // The console needs no eBPF toolchain either: it uses fdrctl's client
-    // and fdr-proto, never the agent (its tree says so; it is not built
-    // again here).
+/// fdr's crates in `package`'s dependency tree (itself included).
+fn fdr_dependencies(root: &Path, package: &str) -> Result<std::collections::BTreeSet<String>> {
     let out = Command::new("cargo")
-        .args([
-            "tree",
-            "--package",
-            "fdr-console",
-            "--edges",
-            "normal,build",
-        ])
-        .args(["--prefix", "none", "--format", "{p}"])
-        .current_dir(root)
-        .output()
-        .context("running cargo tree")?;
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let ours: std::collections::BTreeSet<&str> = tree
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| name.starts_with("fdr-"))
-        .collect();
-    let expected = std::collections::BTreeSet::from(["fdr-cli", "fdr-console", "fdr-proto"]);
-    if !out.status.success() || ours != expected {
-        bail!("fdr-console must depend on fdr-cli and fdr-proto only of fdr's crates; it uses {ours:?}");
-    }
-    let out = Command::new("cargo")
-        .args(["tree", "--package", "fdr-cli", "--edges", "normal,build"])
+        .args(["tree", "--package", package, "--edges", "normal,build"])
         .args(["--prefix", "none", "--format", "{p}"])
         .current_dir(root)
         .output()
         .context("running cargo tree")?;
     if !out.status.success() {
         bail!(
-            "`cargo tree --package fdr-cli` failed: {}",
+            "`cargo tree --package {package}` failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let ours: std::collections::BTreeSet<&str> = tree
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|name| name.starts_with("fdr-"))
-        .collect();
-    let expected = std::collections::BTreeSet::from(["fdr-cli", "fdr-proto"]);
-    if ours != expected {
+        .map(str::to_owned)
+        .collect())
+}
+
+fn stable_only(root: &Path) -> Result<()> {
+    // The console needs no eBPF toolchain either: it uses fdrctl's client
+    // and fdr-proto, never the agent (its tree says so; it is not built
+    // again here).
+    let ours = fdr_dependencies(root, "fdr-console")?;
+    if ours
+        != ["fdr-cli", "fdr-console", "fdr-proto"]
+            .map(String::from)
+            .into()
+    {
+        bail!("fdr-console must depend on fdr-cli and fdr-proto only of fdr's crates; it uses {ours:?}");
+    }
+    let ours = fdr_dependencies(root, "fdr-cli")?;
+    if ours != ["fdr-cli", "fdr-proto"].map(String::from).into() {
         bail!("fdr-cli must depend on fdr-proto only of fdr's crates; it uses {ours:?}");
     }
     let tools_bin = setup::tools_dir().join("bin");
