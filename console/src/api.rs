@@ -514,6 +514,9 @@ impl pb::console_server::Console for Api {
                     a.last_contact = l.last_contact.map(unix_timestamp);
                     a.agent_last_serial = l.agent_last_serial.max(a.synced_serial);
                     a.kernel_drops = l.kernel_drops;
+                    if let Some(t) = l.last_sync {
+                        a.last_sync = Some(unix_timestamp(t));
+                    }
                     if !l.source.is_empty() {
                         a.source = l.source.clone();
                     }

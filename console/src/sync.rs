@@ -61,6 +61,10 @@ pub struct Live {
     pub last_contact: Option<SystemTime>,
     pub agent_last_serial: u64,
     pub kernel_drops: u64,
+    /// The last time everything it had was copied (kept in the index at
+    /// most once a minute: see [`mark_synced`]).
+    pub last_sync: Option<SystemTime>,
+    persisted_sync: Option<std::time::Instant>,
 }
 
 /// What every part of the console shares.
@@ -307,8 +311,12 @@ async fn session(
         .map_err(|s| call_err("StreamIncidents", s))
     })
     .await?;
+    // Every 5 s: snapshots that were still filling; every 30 s, the
+    // agent's counters (which also tells a silently vanished node: the
+    // call times out and the session ends).
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             msg = stream.message() => {
@@ -321,8 +329,11 @@ async fn session(
                 mark_synced(con, &agent).await?;
             }
             _ = tick.tick() => {
+                ticks += 1;
                 let _slot = con.slots.acquire().await;
-                stats(con, &mut c, &agent).await?;
+                if ticks % 6 == 0 {
+                    stats(con, &mut c, &agent).await?;
+                }
                 retry_pending(con, &mut c, &agent).await?;
                 mark_synced(con, &agent).await?;
             }
@@ -425,15 +436,26 @@ async fn catch_up(con: &Arc<Console>, c: &mut Client, agent: &AgentRef) -> Resul
 }
 
 /// Caught up: the time, for ListAgents.
+/// The time is kept in memory; in the index (a write, an fsync) at most
+/// once a minute per agent, so that a thousand idle agents cost no disk.
 async fn mark_synced(con: &Console, agent: &AgentRef) -> Result<(), SyncError> {
-    let inst = agent.instance.clone();
-    let now = unix_timestamp(SystemTime::now());
-    let a = con
-        .with_index(move |ix| ix.update_agent(&inst, |a| a.last_sync = Some(now)))
-        .await?;
+    let now = SystemTime::now();
+    let mut persist = false;
     con.set_live(&agent.url, |l| {
-        l.agent_last_serial = l.agent_last_serial.max(a.synced_serial)
+        l.last_sync = Some(now);
+        if l.persisted_sync
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            l.persisted_sync = Some(std::time::Instant::now());
+            persist = true;
+        }
     });
+    if persist {
+        let inst = agent.instance.clone();
+        let ts = unix_timestamp(now);
+        con.with_index(move |ix| ix.update_agent(&inst, |a| a.last_sync = Some(ts)))
+            .await?;
+    }
     Ok(())
 }
 
@@ -569,6 +591,9 @@ async fn retry_pending(
 ) -> Result<(), SyncError> {
     let inst = agent.instance.clone();
     let pending = con.with_index(move |ix| ix.pending(&inst)).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
     for (fleet, _agent_serial, agent_id) in pending {
         let s = match copy_snapshot(con, c, agent, agent_id).await? {
             Copied::NotYet => continue,
