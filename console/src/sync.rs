@@ -331,7 +331,7 @@ async fn session(
             _ = tick.tick() => {
                 ticks += 1;
                 let _slot = con.slots.acquire().await;
-                if ticks % 6 == 0 {
+                if ticks.is_multiple_of(6) {
                     stats(con, &mut c, &agent).await?;
                 }
                 retry_pending(con, &mut c, &agent).await?;
