@@ -256,7 +256,17 @@ impl Console {
         let mut cfg = fdr_console::config::Config::default();
         cfg.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
         cfg.api.token_file = Some(pki.token.clone());
-        cfg.agents.urls = agents.to_vec();
+        // "dns:NAME:PORT": Kubernetes-style discovery by a DNS name.
+        for a in agents {
+            match a.strip_prefix("dns:").and_then(|r| r.rsplit_once(':')) {
+                Some((name, port)) => {
+                    cfg.agents.dns.push(name.to_owned());
+                    cfg.agents.dns_port = port.parse().expect("port");
+                    cfg.agents.resolve_every = Duration::from_secs(1);
+                }
+                None => cfg.agents.urls.push(a.clone()),
+            }
+        }
         cfg.agents.token_file = Some(pki.token.clone());
         cfg.agents.ca_file = Some(pki.ca.cert.clone());
         cfg.agents.cert_file = Some(pki.client.cert.clone());
@@ -546,7 +556,7 @@ fn run(s3: bool) {
         String::from_utf8_lossy(&out)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|a| a["node"] == "node-b" && a["lag"] == 0 && a["last_sync"].is_string())
+            .find(|a| a["node"] == "node-b" && a["lag"] == 0 && a["last_sync"] != "-")
     });
     assert!(
         agents["synced_serial"].as_u64().unwrap_or(0) >= inc.agent_serial,
@@ -659,8 +669,30 @@ fn retention_evicts_the_oldest_snapshot_from_index_and_store() {
     let dir = TempDir::new("console-retention");
     let pki = pki(dir.path());
     let node = Node::start(dir.path(), "node-r", &pki);
-    let mut console = Console::new(dir.path(), &[node.url()], &pki, None, 3);
+    // Found by DNS, as in Kubernetes (every address of the name is an
+    // agent: 127.0.0.1 answers; an address where none listens is shown
+    // unreachable and retried).
+    let mut console = Console::new(
+        dir.path(),
+        &[format!("dns:localhost:{}", node.port)],
+        &pki,
+        None,
+        3,
+    );
     console.start();
+    let found = poll("the agent found by DNS", SLOW, || {
+        let out = console.ctl(&["agents", "--json"]);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|a| a["node"] == "node-r" && a["reachable"] == true)
+    });
+    assert_eq!(found["source"], "dns:localhost", "{found}");
+    assert_eq!(
+        found["url"],
+        format!("https://127.0.0.1:{}", node.port),
+        "{found}"
+    );
     let mut users = Vec::new();
     for _ in 0..4 {
         let u = interactive_useradd(dir.path());

@@ -129,7 +129,9 @@ fn agent_json(a: &pb::Agent) -> Value {
         "last_sync": time_text(a.last_sync.as_ref()),
         "last_contact": time_text(a.last_contact.as_ref()),
         "agent_last_serial": a.agent_last_serial, "synced_serial": a.synced_serial,
-        "lag": a.lag,
+        "lag": a.lag, "kernel_drops": a.kernel_drops, "incidents": a.incidents,
+        "snapshots": a.snapshots, "snapshots_pending": a.snapshots_pending,
+        "source": a.source,
     })
 }
 
