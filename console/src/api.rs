@@ -44,7 +44,7 @@ fn index_status(e: IndexError) -> Status {
 fn not_here(what: &str) -> Status {
     Status::unimplemented(format!(
         "{what} is answered by an agent, not the console: ask the node's agent \
-         (fdrctl --url https://<node>:7070 …; `fdrctl agents` lists them)"
+         (fdrctl --url https://<node>:7077 …; `fdrctl agents` lists them)"
     ))
 }
 
@@ -339,7 +339,7 @@ impl pb::flight_recorder_server::FlightRecorder for Api {
                 ix.incidents_after(after, |len| {
                     n += 1;
                     bytes += len;
-                    n <= limit && (n == 1 || bytes <= MAX_PAGE_BYTES * 4)
+                    n <= limit && (n == 1 || bytes <= MAX_PAGE_BYTES)
                 })
             })
             .await
@@ -387,37 +387,42 @@ impl pb::flight_recorder_server::FlightRecorder for Api {
         tokio::spawn(async move {
             // Audits sent per incident on this stream.
             let mut sent: HashMap<u64, usize> = HashMap::new();
-            let mut after = req.after_serial;
+            // New incidents come from the index, in fleet-serial order
+            // (the broadcast only wakes the stream up: two agents' tasks
+            // may announce 11 before 10); updates of incidents already
+            // sent come from the broadcast.
+            let mut last = req.after_serial;
             loop {
-                let page = con
-                    .with_index(move |ix| {
-                        let mut n = 0;
-                        ix.incidents_after(after, |_| {
-                            n += 1;
-                            n <= 100
+                loop {
+                    let after = last;
+                    let page = con
+                        .with_index(move |ix| {
+                            let mut n = 0;
+                            ix.incidents_after(after, |_| {
+                                n += 1;
+                                n <= 100
+                            })
                         })
-                    })
-                    .await;
-                let page = match page {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Err(index_status(e))).await;
-                        return;
+                        .await;
+                    let page = match page {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(index_status(e))).await;
+                            return;
+                        }
+                    };
+                    if page.is_empty() {
+                        break;
                     }
-                };
-                if page.is_empty() {
-                    break;
-                }
-                for inc in page {
-                    after = inc.serial;
-                    let i = audit_page(inc, 0, audits);
-                    sent.insert(i.serial, i.audits_offset as usize + i.audits.len());
-                    if tx.send(Ok(i)).await.is_err() {
-                        return;
+                    for inc in page {
+                        last = inc.serial;
+                        let i = audit_page(inc, 0, audits);
+                        sent.insert(i.serial, i.audits_offset as usize + i.audits.len());
+                        if tx.send(Ok(i)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-            }
-            loop {
                 let inc = tokio::select! {
                     r = live.recv() => r,
                     _ = stop.changed() => return,
@@ -425,37 +430,22 @@ impl pb::flight_recorder_server::FlightRecorder for Api {
                 };
                 let inc = match inc {
                     Ok(i) => i,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::resource_exhausted(format!(
-                                "this client fell {n} incident messages behind; \
-                                 continue with ListIncidents after the last serial it has"
-                            ))))
-                            .await;
-                        return;
-                    }
+                    // Wake-ups lost: the index has every new incident;
+                    // updates missed are in the records a client reads.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                if inc.serial <= req.after_serial {
+                // New ones are read from the index above.
+                let Some(&n) = sent.get(&inc.serial) else {
                     continue;
-                }
-                let msg = match sent.get(&inc.serial) {
-                    None => {
-                        let i = audit_page((*inc).clone(), 0, audits);
-                        sent.insert(i.serial, i.audits_offset as usize + i.audits.len());
-                        pb::Incident { update: false, ..i }
-                    }
-                    Some(&n) => {
-                        let mut i = (*inc).clone();
-                        let new: Vec<pb::Audit> = i.audits.drain(..).skip(n).collect();
-                        sent.insert(i.serial, n + new.len());
-                        i.audits_offset = n as u64;
-                        i.audits = new;
-                        i.update = true;
-                        i
-                    }
                 };
-                if tx.send(Ok(msg)).await.is_err() {
+                let mut i = (*inc).clone();
+                let new: Vec<pb::Audit> = i.audits.drain(..).skip(n).collect();
+                sent.insert(i.serial, n + new.len());
+                i.audits_offset = n as u64;
+                i.audits = new;
+                i.update = true;
+                if tx.send(Ok(i)).await.is_err() {
                     return;
                 }
             }
@@ -577,14 +567,23 @@ async fn query_fleet(
             )
         }));
     }
+    // Each agent's page is a share of the page asked for, so that the
+    // merged answer stays within one message.
+    let asked = match req.limit {
+        0 => MAX_PAGE_ENTRIES,
+        n => (n as usize).min(MAX_PAGE_ENTRIES),
+    };
+    let share = (asked / agents.len()).max(1) as u32;
     let mut calls = Vec::new();
     for l in agents {
         let mut r = req.clone();
         r.node = String::new();
+        r.limit = share;
         r.cursor = cursors.get(&l.instance_id).cloned().unwrap_or_default();
         let cfg = con.cfg.agents.clone();
         calls.push(async move {
-            let tgt = sync::target(&l.url, &cfg).map_err(|e| e.to_string())?;
+            let url = l.url.clone();
+            let tgt = sync::target(&l.url, &cfg).map_err(|e| format!("{url}: {e}"))?;
             let fut = async {
                 let mut c = fdr_cli::client::connect(&tgt)
                     .await
@@ -596,7 +595,8 @@ async fn query_fleet(
             };
             let resp = tokio::time::timeout(cfg.call_timeout, fut)
                 .await
-                .map_err(|_| "timed out".to_owned())??;
+                .map_err(|_| format!("{url}: timed out"))?
+                .map_err(|e| format!("{url}: {e}"))?;
             Ok::<_, String>((l.instance_id, l.node, resp))
         });
     }
@@ -617,9 +617,13 @@ async fn query_fleet(
             Err(e) => errors.push(e),
         }
     }
-    if answered == 0 {
+    // A partial answer would look complete: the query fails, naming the
+    // agents that did not answer (`node` narrows it to one).
+    if !errors.is_empty() {
         return Err(Status::unavailable(format!(
-            "no agent answered: {}",
+            "{} of {} agents did not answer: {}",
+            errors.len(),
+            errors.len() + answered,
             errors.join("; ")
         )));
     }
@@ -656,11 +660,13 @@ fn serde_json_cursor(c: &str) -> Result<HashMap<String, String>, Status> {
         if v.len() % 2 != 0 {
             return Err(bad());
         }
-        let bytes: Result<Vec<u8>, _> = (0..v.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&v[i..i + 2], 16))
+        let hexval = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        let bytes: Option<Vec<u8>> = v
+            .as_bytes()
+            .chunks(2)
+            .map(|p| Some(hexval(p[0])? << 4 | hexval(*p.get(1)?)?))
             .collect();
-        let s = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
+        let s = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
         out.insert(k.to_owned(), s);
     }
     Ok(out)
@@ -797,5 +803,7 @@ mod tests {
         assert_eq!(m["ab"], "12");
         assert_eq!(m["cd"], "");
         assert!(serde_json_cursor("x").is_err());
+        assert!(serde_json_cursor("ab=aéb").is_err());
+        assert!(serde_json_cursor("ab=zz").is_err());
     }
 }

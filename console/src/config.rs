@@ -72,7 +72,7 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentsConfig {
-    /// Agents by URL: `https://node-a:7070` (their `api.tcp_listen`), or
+    /// Agents by URL: `https://node-a:7077` (their `api.tcp_listen`), or
     /// `unix:///run/fdr/fdr.sock` for an agent on this machine. Default:
     /// none.
     pub urls: Vec<String>,
@@ -80,7 +80,8 @@ pub struct AgentsConfig {
     /// (`fdr-agent.fdr.svc.cluster.local`); every A/AAAA record is an
     /// agent, reached at `https://<address>:<dns_port>`. Default: none.
     pub dns: Vec<String>,
-    /// Port of the agents found by `dns`. Default 7070.
+    /// Port of the agents found by `dns` (their `api.tcp_listen`, 7077 in
+    /// deploy/kubernetes). Default 7077.
     pub dns_port: u16,
     /// How often `dns` names are resolved again. Default 30s.
     #[serde(with = "humantime_serde")]
@@ -121,7 +122,7 @@ impl Default for AgentsConfig {
         AgentsConfig {
             urls: Vec::new(),
             dns: Vec::new(),
-            dns_port: 7070,
+            dns_port: 7077,
             resolve_every: Duration::from_secs(30),
             token_file: None,
             ca_file: None,
@@ -255,6 +256,19 @@ mod humantime_serde {
     }
 }
 
+/// `127.0.0.1:7077`, `[::1]:7077`, `localhost:7077` (and a path after).
+fn is_loopback_authority(rest: &str) -> bool {
+    let auth = rest.split('/').next().unwrap_or_default();
+    let host = match auth.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => auth.rsplit_once(':').map_or(auth, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -300,11 +314,13 @@ impl Config {
         }
         let g = &self.agents;
         for u in &g.urls {
-            if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with("unix://"))
-            {
+            let ok = u.starts_with("https://")
+                || u.starts_with("unix://")
+                || u.strip_prefix("http://").is_some_and(is_loopback_authority);
+            if !ok {
                 return bad(format!(
-                    "agents.urls: {u:?}: https://host:port, http://127.0.0.1:port or \
-                     unix:///path"
+                    "agents.urls: {u:?}: https://host:port, unix:///path, or http:// to \
+                     loopback only (a token and forensic data never travel in clear text)"
                 ));
             }
         }
@@ -321,6 +337,9 @@ impl Config {
         }
         if g.retry_min.is_zero() || g.retry_min > g.retry_max {
             return bad("agents.retry_min: above zero and at most agents.retry_max".into());
+        }
+        if g.retry_max > Duration::from_secs(3600) {
+            return bad("agents.retry_max: at most 1h".into());
         }
         if g.resolve_every < Duration::from_secs(1) {
             return bad("agents.resolve_every: at least 1s".into());
@@ -388,6 +407,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("agents.urls"));
+        let mut c = Config::default();
+        c.agents.urls = vec!["http://10.0.0.7:7077".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        for ok in [
+            "http://127.0.0.1:7077",
+            "http://[::1]:7077",
+            "http://localhost:1/",
+        ] {
+            c.agents.urls = vec![ok.into()];
+            c.validate().unwrap();
+        }
         let mut c = Config::default();
         c.retention.max_snapshots = 0;
         assert!(c.validate().is_err());

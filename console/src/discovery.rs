@@ -1,13 +1,17 @@
 //! Which agents: the configured URLs, and every address of the agents'
 //! headless Service (`agents.dns`), resolved again every
 //! `agents.resolve_every`. Each agent gets its own sync task
-//! ([`crate::sync::run_agent`]); an address that leaves the DNS answer has
-//! its task stopped (the node is gone; what was copied stays).
+//! ([`crate::sync::run_agent`]); an address that leaves the DNS answer is
+//! copied from while it still answers, then no longer tried (the node is
+//! gone; what was copied stays).
 
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering::Relaxed},
+        Arc,
+    },
 };
 
 use tokio::sync::watch;
@@ -24,13 +28,20 @@ pub fn url_of(addr: SocketAddr) -> String {
 
 /// Runs until `stop`: starts a task per agent, static and discovered.
 pub async fn run(con: Arc<Console>, mut stop: watch::Receiver<bool>) {
-    let mut tasks: HashMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    let mut tasks: HashMap<String, Task> = HashMap::new();
     let start = |con: &Arc<Console>, url: &str, source: &str, tasks: &mut HashMap<_, _>| {
         con.register(url, source);
         let (tx, rx) = watch::channel(false);
-        let h = tokio::spawn(run_agent(con.clone(), url.to_owned(), rx));
-        tasks.insert(url.to_owned(), (tx, h));
+        let departed = Arc::new(AtomicBool::new(false));
+        let h = tokio::spawn(run_agent(con.clone(), url.to_owned(), rx, departed.clone()));
+        tasks.insert(
+            url.to_owned(),
+            Task {
+                stop: tx,
+                handle: h,
+                departed,
+            },
+        );
     };
     for url in &con.cfg.agents.urls {
         start(&con, url, "static", &mut tasks);
@@ -58,27 +69,27 @@ pub async fn run(con: Arc<Console>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             }
+            // Tasks that ended (departed and unreachable) are forgotten: a
+            // later answer with the address starts a new one.
+            tasks.retain(|_, t| !t.handle.is_finished());
             for (url, source) in &found {
-                if !tasks.contains_key(url) {
-                    tracing::info!(%url, %source, "agent discovered");
-                    start(&con, url, source, &mut tasks);
+                match tasks.get(url) {
+                    Some(t) => t.departed.store(false, Relaxed),
+                    None => {
+                        tracing::info!(%url, %source, "agent discovered");
+                        start(&con, url, source, &mut tasks);
+                    }
                 }
             }
             if !failed {
-                let gone: Vec<String> = tasks
-                    .keys()
-                    .filter(|u| !statics.contains(*u) && !found.contains_key(*u))
-                    .cloned()
-                    .collect();
-                for url in gone {
-                    if let Some((tx, _)) = tasks.remove(&url) {
-                        let _ = tx.send(true);
-                    }
-                    tracing::info!(%url, "agent left the DNS answer: no longer synced");
-                    let mut m = con.agents.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(l) = m.get_mut(&url) {
-                        l.reachable = false;
-                        l.error = "no longer in the DNS answer (node gone?)".into();
+                for (url, t) in &tasks {
+                    if !statics.contains(url)
+                        && !found.contains_key(url)
+                        && !t.departed.swap(true, Relaxed)
+                    {
+                        // Still copied while it answers: a terminating
+                        // agent's last incidents are the ones wanted most.
+                        tracing::info!(%url, "agent left the DNS answer: copied until it stops answering");
                     }
                 }
             }
@@ -88,10 +99,16 @@ pub async fn run(con: Arc<Console>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         }
     }
-    for (_, (tx, h)) in tasks {
-        let _ = tx.send(true);
-        let _ = h.await;
+    for (_, t) in tasks {
+        let _ = t.stop.send(true);
+        let _ = t.handle.await;
     }
+}
+
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+    departed: Arc<AtomicBool>,
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub enum SnapshotRef {
 #[derive(Debug, Default)]
 pub struct Stored {
     pub id: u64,
+    /// Stored now (false: it was held already).
+    pub new: bool,
     /// Objects no snapshot refers to any more: delete them now (after the
     /// commit).
     pub unreferenced: Vec<String>,
@@ -228,6 +230,7 @@ impl Index {
             meta.insert(SNAPSHOT_BYTES, total + info.bytes)
                 .map_err(db)?;
             info.id = id;
+            stored.new = true;
             keys.insert(key, id).map_err(db)?;
             let mut snaps = tx.open_table(SNAPSHOTS).map_err(db)?;
             snaps
@@ -320,6 +323,14 @@ impl Index {
         Ok((t.len().map_err(db)?, bytes))
     }
 
+    /// Whether a snapshot names the object (checked again before an
+    /// evicted object is deleted).
+    pub fn object_referenced(&self, sha: &str) -> Result<bool, IndexError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(OBJECTS).map_err(db)?;
+        Ok(t.get(sha).map_err(db)?.is_some())
+    }
+
     /// Every object hash the index refers to.
     pub fn objects(&self) -> Result<Vec<String>, IndexError> {
         let tx = self.db.begin_read().map_err(db)?;
@@ -391,7 +402,10 @@ impl Index {
                 inc.serial = fleet;
                 inc.update = false;
                 match snap {
-                    SnapshotRef::Held(id) => inc.snapshot_id = id,
+                    SnapshotRef::Held(id) => {
+                        inc.snapshot_id = id;
+                        link_snapshot(&tx, id, fleet)?;
+                    }
                     SnapshotRef::Pending(agent_id) => {
                         inc.snapshot_id = 0;
                         tx.open_table(PENDING)
@@ -409,11 +423,10 @@ impl Index {
                     let Some((k, v)) = t.pop_first().map_err(db)? else {
                         break;
                     };
+                    // Its key stays: an incident aged out here is never
+                    // ingested again (a refresh reads it as held).
                     let old_serial = k.value();
-                    let old: pb::Incident = decode(v.value(), || format!("incident {old_serial}"))?;
                     drop((k, v));
-                    keys.remove((old.agent_instance.as_str(), old.agent_serial))
-                        .map_err(db)?;
                     tx.open_table(PENDING)
                         .map_err(db)?
                         .remove(old_serial)
@@ -493,6 +506,7 @@ impl Index {
                         SnapshotRef::Held(id) => {
                             inc.snapshot_id = id;
                             pending.remove(fleet).map_err(db)?;
+                            link_snapshot(&tx, id, fleet)?;
                         }
                         SnapshotRef::Pending(agent_id) => {
                             inc.snapshot_id = 0;
@@ -575,6 +589,25 @@ impl Index {
             .map_or(1, |v| v.value())
             .saturating_sub(1))
     }
+}
+
+/// Names incident `fleet` in snapshot `id`'s record (the first one it
+/// names is its `incident`).
+fn link_snapshot(tx: &redb::WriteTransaction, id: u64, fleet: u64) -> Result<(), IndexError> {
+    let mut snaps = tx.open_table(SNAPSHOTS).map_err(db)?;
+    let cur = snaps.get(id).map_err(db)?.map(|v| v.value().to_vec());
+    let Some(cur) = cur else {
+        return Ok(());
+    };
+    let mut info: pb::SnapshotInfo = decode(&cur, || format!("snapshot {id}"))?;
+    if !info.incidents.contains(&fleet) {
+        info.incidents.push(fleet);
+        info.incident = info.incidents.first().copied().unwrap_or(0);
+        snaps
+            .insert(id, info.encode_to_vec().as_slice())
+            .map_err(db)?;
+    }
+    Ok(())
 }
 
 fn decode<M: Message + Default>(

@@ -171,6 +171,26 @@ async fn serve(cfg: Config) -> Result<()> {
     Ok(())
 }
 
+fn private_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = [0u8; 8];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut b,
+    )
+    .context("reading /dev/urandom")?;
+    let dir = std::env::temp_dir().join(format!(
+        "fdr-console-import-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(b)
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 fn agent_binary(given: Option<PathBuf>) -> PathBuf {
     if let Some(p) = given {
         return p;
@@ -193,8 +213,9 @@ async fn import(cfg: Config, dir: &Path, agent_binary_path: Option<PathBuf>) -> 
         );
     }
     let con = open(cfg).await?;
-    let tmp = std::env::temp_dir().join(format!("fdr-console-import-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // A directory of our own (0700, a name nobody could have guessed and
+    // created first): the socket the evidence comes through.
+    let tmp = private_dir()?;
     let sock = tmp.join("agent.sock");
     let bin = agent_binary(agent_binary_path);
     let mut child = tokio::process::Command::new(&bin)

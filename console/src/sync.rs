@@ -81,6 +81,13 @@ pub struct Console {
     pub started: SystemTime,
     /// Objects found corrupt on read since start.
     pub corrupt_reads: std::sync::atomic::AtomicU64,
+    /// Held from an object's put to its index entry, and around deleting
+    /// an evicted one.
+    pub store_lock: tokio::sync::Mutex<()>,
+    /// Instance id → the URL whose session copies it now: a second
+    /// address claiming the same id (a cloned data directory, an agent
+    /// reached twice) is refused, never merged into the first.
+    pub claims: Mutex<HashMap<String, String>>,
 }
 
 impl Console {
@@ -95,6 +102,8 @@ impl Console {
             agents: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
             corrupt_reads: Default::default(),
+            store_lock: tokio::sync::Mutex::new(()),
+            claims: Mutex::new(HashMap::new()),
         })
     }
 
@@ -188,9 +197,18 @@ async fn timed<T>(
 }
 
 /// Copies from the agent at `url` until `stop`; reconnects with backoff.
-pub async fn run_agent(con: Arc<Console>, url: String, mut stop: watch::Receiver<bool>) {
+/// Once `departed` (it left the DNS answer: its pod is terminating, its
+/// node going away), it goes on copying while it answers, and ends after
+/// [`DEPARTED_TRIES`] failed sessions in a row.
+pub async fn run_agent(
+    con: Arc<Console>,
+    url: String,
+    mut stop: watch::Receiver<bool>,
+    departed: Arc<std::sync::atomic::AtomicBool>,
+) {
     let cfg = con.cfg.agents.clone();
     let mut backoff = cfg.retry_min;
+    let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
@@ -212,6 +230,16 @@ pub async fn run_agent(con: Arc<Console>, url: String, mut stop: watch::Receiver
                 });
             }
             Err(e) => {
+                failures += 1;
+                if departed.load(std::sync::atomic::Ordering::Relaxed) && failures >= DEPARTED_TRIES
+                {
+                    tracing::info!(agent = %url, error = %e, "agent gone from the DNS answer and unreachable: no longer synced");
+                    con.set_live(&url, |l| {
+                        l.reachable = false;
+                        l.error = format!("no longer in the DNS answer and unreachable: {e}");
+                    });
+                    return;
+                }
                 let text = e.to_string();
                 tracing::warn!(agent = %url, error = %text, retry_in = ?backoff, "agent sync failed");
                 con.set_live(&url, |l| {
@@ -223,12 +251,13 @@ pub async fn run_agent(con: Arc<Console>, url: String, mut stop: watch::Receiver
         // A session that ran a while resets the backoff.
         if started.elapsed() > cfg.retry_max {
             backoff = cfg.retry_min;
+            failures = 0;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(cfg.retry_max);
+        backoff = backoff.saturating_mul(2).min(cfg.retry_max);
     }
 }
 
@@ -238,6 +267,10 @@ pub async fn sync_once(con: &Arc<Console>, url: &str, source: &str) -> Result<()
     let (_tx, rx) = watch::channel(false);
     session(con, url, rx, false).await
 }
+
+/// Failed sessions in a row after which an agent that left the DNS
+/// answer is no longer tried.
+pub const DEPARTED_TRIES: u32 = 3;
 
 /// One connection: identity, catch-up, then (`follow`) the live stream.
 async fn session(
@@ -262,6 +295,7 @@ async fn session(
     if id.instance_id.is_empty() {
         return Err(SyncError::Call("the agent has no instance id".into()));
     }
+    let _claim = Claim::take(con, &id.instance_id, url)?;
     let source = {
         let m = con.agents.lock().unwrap_or_else(|p| p.into_inner());
         m.get(url).map(|l| l.source.clone()).unwrap_or_default()
@@ -338,6 +372,44 @@ async fn session(
                 mark_synced(con, &agent).await?;
             }
             _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+/// This session's hold on its agent's instance id (released when the
+/// session ends).
+struct Claim {
+    con: Arc<Console>,
+    instance: String,
+    url: String,
+}
+
+impl Claim {
+    fn take(con: &Arc<Console>, instance: &str, url: &str) -> Result<Claim, SyncError> {
+        let mut m = con.claims.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(instance) {
+            Some(other) if other != url => {
+                return Err(SyncError::Call(format!(
+                    "instance id {instance} is already copied from {other}: a cloned \
+                     data directory, or the same agent at two addresses; not merged"
+                )))
+            }
+            _ => {}
+        }
+        m.insert(instance.to_owned(), url.to_owned());
+        Ok(Claim {
+            con: con.clone(),
+            instance: instance.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut m = self.con.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&self.instance) == Some(&self.url) {
+            m.remove(&self.instance);
         }
     }
 }
@@ -492,6 +564,13 @@ async fn handle(
         0 => SnapshotRef::None,
         id => copy_snapshot(con, c, agent, id).await?.held_as(id),
     };
+    // Every kept audit, not only the first page.
+    if inc.next_audit_offset != 0 {
+        let from = inc.audits_offset + inc.audits.len() as u64;
+        let rest = fetch_audits(con, c, inc.serial, from).await?;
+        inc.audits.extend(rest);
+        inc.next_audit_offset = 0;
+    }
     inc.node = agent.node.clone();
     inc.agent_instance = agent.instance.clone();
     let (fleet, new) = con
@@ -506,6 +585,37 @@ async fn handle(
     Ok(())
 }
 
+/// The agent's kept audits of incident `serial` from `from` on, page
+/// after page.
+async fn fetch_audits(
+    con: &Console,
+    c: &mut Client,
+    serial: u64,
+    mut from: u64,
+) -> Result<Vec<pb::Audit>, SyncError> {
+    let limit = con.cfg.agents.call_timeout;
+    let mut out = Vec::new();
+    loop {
+        let page = timed("GetIncident", limit, async {
+            c.get_incident(pb::GetIncidentRequest {
+                serial,
+                audit_limit: 0,
+                audit_offset: from,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| call_err("GetIncident", s))
+        })
+        .await?;
+        let n = page.audits.len() as u64;
+        out.extend(page.audits);
+        if page.next_audit_offset == 0 || n == 0 {
+            return Ok(out);
+        }
+        from = page.next_audit_offset;
+    }
+}
+
 /// Applies an agent's update (StreamIncidents `update`, or a record read
 /// again) to the held incident.
 async fn update(
@@ -513,19 +623,35 @@ async fn update(
     c: &mut Client,
     agent: &AgentRef,
     fleet: u64,
-    inc: pb::Incident,
+    mut inc: pb::Incident,
 ) -> Result<(), SyncError> {
     let before = con.with_index(move |ix| ix.incident(fleet)).await?;
     let Some(before) = before else {
         return Ok(());
     };
+    // Audits the console does not hold between its last and this page's
+    // first (a page cut short, or a record read again): read from the
+    // agent, so that the record holds every kept audit in order.
+    let held = before.audits.len() as u64;
+    let gap = if inc.update {
+        inc.audits_offset > held
+    } else {
+        inc.audits_kept > held && inc.audits.len() as u64 <= held
+    };
+    if gap {
+        inc.audits = fetch_audits(con, c, inc.serial, held).await?;
+        inc.audits_offset = held;
+        inc.update = true;
+    }
     // Its snapshot, when it has one now that is not held.
     let mut snap = None;
     if inc.snapshot_id != 0 && before.snapshot_id == 0 {
         let id = inc.snapshot_id;
         snap = Some(copy_snapshot(con, c, agent, id).await?.held_as(id));
     }
-    let changed = inc.audit_count != before.audit_count
+    let changed = !inc.audits.is_empty() && inc.update
+        || inc.audits.len() > before.audits.len()
+        || inc.audit_count != before.audit_count
         || inc.last != before.last
         || inc.severity != before.severity
         || inc.account_count != before.account_count
@@ -623,10 +749,10 @@ impl Copied {
     }
 }
 
-/// The largest snapshot copied (an agent's own reader refuses a stored
-/// snapshot that expands beyond this; a hostile or broken agent cannot
-/// make the console hold more).
-const MAX_SNAPSHOT_BYTES: usize = 512 << 20;
+/// The largest snapshot copied: far above what an agent freezes (its
+/// open snapshots hold 32 MiB by default), so that a hostile or broken
+/// agent cannot make the console hold more.
+const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
 
 enum Copied {
     /// Held under this console id (copied now or before).
@@ -652,17 +778,23 @@ async fn copy_snapshot(
     {
         return Ok(Copied::Held(id));
     }
+    // The call's timeout applies to each message: a large snapshot may
+    // take longer than one timeout as long as it keeps coming.
     let limit = con.cfg.agents.call_timeout;
-    let data = timed("ExportSnapshot", limit, async {
-        let mut s = c
-            .export_snapshot(pb::ExportSnapshotRequest {
+    let data = async {
+        let mut s = timed("ExportSnapshot", limit, async {
+            Ok(c.export_snapshot(pb::ExportSnapshotRequest {
                 id: agent_id,
                 format: "protobuf".into(),
             })
             .await?
-            .into_inner();
+            .into_inner())
+        })
+        .await?;
         let mut data = Vec::new();
-        while let Some(chunk) = s.message().await? {
+        while let Some(chunk) =
+            timed("ExportSnapshot", limit, async { Ok(s.message().await?) }).await?
+        {
             if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
                 return Err(SyncError::BadSnapshot(format!(
                     "snapshot {agent_id} is larger than {} MiB: not copied",
@@ -672,7 +804,7 @@ async fn copy_snapshot(
             data.extend_from_slice(&chunk.data);
         }
         Ok(data)
-    })
+    }
     .await;
     let data = match data {
         Ok(d) => d,
@@ -683,7 +815,16 @@ async fn copy_snapshot(
             tracing::warn!(agent = %agent.url, agent_id, "the agent no longer has the snapshot of an incident");
             return Ok(Copied::Gone);
         }
-        Err(SyncError::Status(s)) => return Err(call_err("ExportSnapshot", s)),
+        // The connection or the agent's load: the session is tried again.
+        Err(SyncError::Status(s)) if transient(s.code()) => {
+            return Err(call_err("ExportSnapshot", s))
+        }
+        // The agent cannot give it (its store is corrupt, …): the incident
+        // is kept without it rather than holding up everything after it.
+        Err(SyncError::Status(s)) => {
+            tracing::error!(agent = %agent.url, agent_id, code = ?s.code(), error = %s.message(), "snapshot not copied");
+            return Ok(Copied::Gone);
+        }
         Err(SyncError::BadSnapshot(why)) => {
             // Never copyable: the incident is kept without it rather than
             // holding up everything after it.
@@ -699,6 +840,21 @@ async fn copy_snapshot(
         }
         r => r,
     }
+}
+
+/// A status that says nothing about the snapshot itself: try again.
+fn transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+    )
 }
 
 impl From<tonic::Status> for SyncError {
@@ -718,6 +874,9 @@ async fn copy_encoded(
         pb::Snapshot::decode(data.clone()).map_err(|e| SyncError::BadSnapshot(e.to_string()))?;
     let mut info = snap.info.unwrap_or_default();
     let bytes = data.len() as u64;
+    // One store step at a time: an evicted object is deleted only while no
+    // copy of the same content is between its put and its index entry.
+    let _store = con.store_lock.lock().await;
     let sha = con.evidence.put(data).await?;
     info.sha256 = sha;
     info.bytes = bytes;
@@ -736,11 +895,17 @@ async fn copy_encoded(
             }
             info.incident = info.incidents.first().copied().unwrap_or(0);
             let stored = ix.add_snapshot(info)?;
-            ix.update_agent(&inst, |a| a.snapshots += 1)?;
+            if stored.new {
+                ix.update_agent(&inst, |a| a.snapshots += 1)?;
+            }
             Ok(stored)
         })
         .await?;
     for sha in &stored.unreferenced {
+        let s = sha.clone();
+        if con.with_index(move |ix| ix.object_referenced(&s)).await? {
+            continue;
+        }
         if let Err(e) = con.evidence.delete(sha).await {
             tracing::warn!(%sha, error = %e, "evicted snapshot's object not deleted (removed at next start)");
         }

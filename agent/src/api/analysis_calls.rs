@@ -425,10 +425,11 @@ pub async fn stream_incidents(
                 };
                 let mut lagged = false;
                 match got {
+                    // Any incident that changes, whatever its serial: one
+                    // opened before `after` and still open (more audits,
+                    // its snapshot) is sent whole the first time.
                     Ok(Some(h)) => {
-                        if h.serial > after {
-                            dirty.insert(h.serial, Some(h));
-                        }
+                        dirty.insert(h.serial, Some(h));
                     }
                     Ok(None) => {}
                     Err(RecvError::Lagged(n)) => {
@@ -440,10 +441,9 @@ pub async fn stream_incidents(
                 // Everything pending now, in one pass.
                 for _ in 0..4096 {
                     match live.try_recv() {
-                        Ok(h) if h.serial > after => {
+                        Ok(h) => {
                             dirty.insert(h.serial, Some(h));
                         }
-                        Ok(_) => {}
                         Err(TryRecvError::Lagged(_)) => lagged = true,
                         Err(_) => break,
                     }
@@ -455,7 +455,7 @@ pub async fn stream_incidents(
                     let open = lock(&state.incidents);
                     if lagged {
                         // Notices were lost: every open incident is looked at.
-                        for i in open.all().filter(|i| i.serial > after) {
+                        for i in open.all() {
                             dirty.entry(i.serial).or_insert(None);
                         }
                     }

@@ -169,6 +169,9 @@ pub struct ExportChunks {
     pending: Vec<u8>,
     /// Names users the snapshot does not (CSV).
     lookup: UserLookup,
+    /// Format "protobuf": the encoding, cut from the front (no copying
+    /// of what is left).
+    encoded: Option<prost::bytes::Bytes>,
 }
 
 impl ExportChunks {
@@ -190,6 +193,7 @@ impl ExportChunks {
             first: true,
             pending: Vec::new(),
             lookup,
+            encoded: None,
         })
     }
 
@@ -203,8 +207,9 @@ impl ExportChunks {
             csv: false,
             header_len: 0,
             first: false,
-            pending: snap.encode_to_vec(),
+            pending: Vec::new(),
             lookup: uid_only(),
+            encoded: Some(prost::bytes::Bytes::from(snap.encode_to_vec())),
         }
     }
 
@@ -233,6 +238,13 @@ impl Iterator for ExportChunks {
     type Item = Result<pb::ExportChunk, Status>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(b) = &mut self.encoded {
+            if b.is_empty() {
+                return None;
+            }
+            let data = b.split_to(b.len().min(EXPORT_CHUNK)).to_vec();
+            return Some(Ok(pb::ExportChunk { data }));
+        }
         while self.pending.len() < EXPORT_CHUNK {
             let batch: Vec<pb::Event> = self.events.by_ref().take(EXPORT_BATCH).collect();
             if batch.is_empty() && !self.first {
@@ -425,5 +437,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_encoded_export_is_the_message_in_chunks() {
+        use prost::Message;
+        let snap = pb::Snapshot {
+            events: (0..5000)
+                .map(|i| pb::Event {
+                    seq: i,
+                    ..file_event(b"/var/lib/some/long/path/name.txt")
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let chunks: Vec<Vec<u8>> = ExportChunks::encoded(&snap)
+            .map(|c| c.unwrap().data)
+            .collect();
+        assert!(chunks.len() > 1 && chunks.iter().all(|c| c.len() <= EXPORT_CHUNK));
+        assert_eq!(chunks.concat(), snap.encode_to_vec());
     }
 }
