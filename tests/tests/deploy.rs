@@ -2,7 +2,8 @@
 //! - the Kubernetes manifests (deploy/kubernetes: the base and every
 //!   overlay) render with `kubectl kustomize` and pass
 //!   `kubernetes-validate --strict` for the two newest Kubernetes versions
-//!   it bundles;
+//!   it bundles; the console's Deployment, Service, volume and config
+//!   agree with the agents' headless Service and TCP API;
 //! - the capabilities overlay's list is enough: the real agent binary,
 //!   started with exactly the capabilities read from the rendered overlay,
 //!   attaches every probe and captures every kind;
@@ -10,7 +11,8 @@
 //!   `systemd-analyze verify`, and the agent captures every kind under the
 //!   unit's settings applied by hand (systemd is not PID 1 here; see
 //!   [`systemd_unit_scores_and_runs_hardened`] for what is applied and
-//!   what is not).
+//!   what is not); the console's unit scores <= 2.0 and passes
+//!   `systemd-analyze verify`.
 
 use std::{
     collections::BTreeMap,
@@ -243,7 +245,7 @@ fn kustomizations() -> Vec<PathBuf> {
         .filter(|p| p.join("kustomization.yaml").is_file())
         .collect();
     overlays.sort();
-    assert!(overlays.len() >= 3, "overlays: {overlays:?}");
+    assert!(overlays.len() >= 2, "overlays: {overlays:?}");
     dirs.extend(overlays);
     dirs
 }
@@ -267,6 +269,8 @@ fn manifests_render_and_validate_strictly() {
             "ConfigMap",
             "Service",
             "DaemonSet",
+            "Deployment",
+            "PersistentVolumeClaim",
         ] {
             assert!(kinds.contains(&kind), "{what}: no {kind} in {kinds:?}");
         }
@@ -357,7 +361,7 @@ fn base_daemonset_pins_the_image_and_rolls_on_config_changes() {
     );
     let cm = all
         .iter()
-        .find(|o| o.kind == "ConfigMap")
+        .find(|o| o.kind == "ConfigMap" && o.name.starts_with("fdr-agent-config-"))
         .expect("ConfigMap");
     let hash = cm
         .name
@@ -378,13 +382,22 @@ fn base_daemonset_pins_the_image_and_rolls_on_config_changes() {
         "kubernetes.io/arch: amd64",
         "kubernetes.io/os: linux",
         "port: 6789",
-        "optional: true",
+        "secretName: fdr-agent-tls",
+        "secretName: fdr-api-token",
+        "mountPath: /etc/fdr/token",
         "type: DirectoryOrCreate",
     ] {
         assert!(ds.text.contains(needle), "DaemonSet lacks {needle:?}");
     }
     assert!(!ds.text.contains("hostNetwork: true"));
-    let svc = all.iter().find(|o| o.kind == "Service").expect("Service");
+    assert!(
+        !ds.text.contains("optional: true"),
+        "the TCP API's Secrets are required"
+    );
+    let svc = all
+        .iter()
+        .find(|o| o.kind == "Service" && o.name == "fdr-agent")
+        .expect("Service");
     assert!(svc.text.contains("clusterIP: None"), "headless");
     // Runtime directories are never created by a hostPath.
     for dir in ["/run/containerd", "/run/crio", "/var/run", "/run/docker"] {
@@ -395,28 +408,232 @@ fn base_daemonset_pins_the_image_and_rolls_on_config_changes() {
     }
 }
 
-/// The tcp-api overlay's config is base/fdr.toml plus an [api] section,
-/// so that the pod's settings have one source.
+/// The agents' pod config loads with the agent's own parser and checks;
+/// the console's with the console's.
 #[test]
-fn tcp_api_config_extends_the_base_config() {
-    let k = workspace().join("deploy/kubernetes");
-    let base = std::fs::read_to_string(k.join("base/fdr.toml")).expect("base config");
-    let tcp = std::fs::read_to_string(k.join("overlays/tcp-api/fdr.toml")).expect("tcp config");
-    let rest = tcp
-        .strip_prefix(&base)
-        .expect("overlays/tcp-api/fdr.toml starts with base/fdr.toml, byte for byte");
-    assert!(rest.contains("\n[api]\n") && rest.contains("tcp_listen = \"0.0.0.0:7077\""));
+fn pod_configs_load() {
+    let k = workspace().join("deploy/kubernetes/base");
+    if let Err(err) = fdr_agent::config::Config::load(&k.join("fdr.toml")) {
+        panic!("deploy/kubernetes/base/fdr.toml: {err}");
+    }
+    if let Err(err) = fdr_console::config::Config::load(&k.join("fdr-console.toml")) {
+        panic!("deploy/kubernetes/base/fdr-console.toml: {err}");
+    }
 }
 
-/// Both pod configurations load with the agent's own parser and checks.
-#[test]
-fn pod_configs_load_with_the_agent() {
-    let k = workspace().join("deploy/kubernetes");
-    for file in ["base/fdr.toml", "overlays/tcp-api/fdr.toml"] {
-        if let Err(err) = fdr_agent::config::Config::load(&k.join(file)) {
-            panic!("deploy/kubernetes/{file}: {err}");
-        }
+/// The value of the string key `key` in the TOML section `section` of a
+/// parsed document.
+fn toml_str<'a>(doc: &'a toml::Table, section: &str, key: &str) -> &'a str {
+    doc.get(section)
+        .and_then(|s| s.get(key))
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("[{section}] {key}"))
+}
+
+/// The `data` entry `key` of a rendered ConfigMap (a `key: |` block
+/// scalar, indented four spaces).
+fn config_map_entry(cm: &Object, key: &str) -> String {
+    let mut lines = cm
+        .text
+        .lines()
+        .skip_while(|l| *l != format!("  {key}: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>();
+    while lines.last() == Some(&"") {
+        lines.pop();
     }
+    assert!(!lines.is_empty(), "no {key} in\n{}", cm.text);
+    lines.join("\n") + "\n"
+}
+
+/// `(mountPath, volume name)` of every volume mount in a rendered pod
+/// template (kustomize sorts the keys: `mountPath` opens the item).
+fn volume_mounts(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut mounts = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(path) = l.trim_start().strip_prefix("- mountPath: ") else {
+            continue;
+        };
+        let indent = l.len() - l.trim_start().len() + 2;
+        let name = lines[i + 1..]
+            .iter()
+            .take_while(|n| n.len() - n.trim_start().len() == indent)
+            .find_map(|n| n.trim_start().strip_prefix("name: "))
+            .unwrap_or_else(|| panic!("no name for the mount {path}"));
+        mounts.push((path.to_owned(), name.to_owned()));
+    }
+    mounts
+}
+
+/// The console in the rendered base: one replica replaced (never rolled)
+/// with its volume at the data directory, unprivileged, its config in a
+/// hashed ConfigMap naming the agents' headless Service and the port of
+/// the agents' TCP API, served on the Service's port.
+#[test]
+fn base_console_deployment_matches_its_config_and_the_agents() {
+    let Some((kubectl, _)) = deploy_tools() else {
+        return;
+    };
+    let all = objects(&render(&kubectl, &workspace().join("deploy/kubernetes")));
+    let find = |kind: &str, name: &str| {
+        all.iter()
+            .find(|o| o.kind == kind && o.name == name)
+            .unwrap_or_else(|| panic!("no {kind}/{name}"))
+    };
+    let dep = find("Deployment", "fdr-console");
+    let ds = find("DaemonSet", "fdr-agent");
+    let agents_svc = find("Service", "fdr-agent");
+    let console_svc = find("Service", "fdr-console");
+    let pvc = find("PersistentVolumeClaim", "fdr-console-data");
+    let cm = all
+        .iter()
+        .find(|o| o.kind == "ConfigMap" && o.name.starts_with("fdr-console-config-"))
+        .expect("the console's ConfigMap");
+    let agent_cm = all
+        .iter()
+        .find(|o| o.kind == "ConfigMap" && o.name.starts_with("fdr-agent-config-"))
+        .expect("the agents' ConfigMap");
+
+    // One replica, replaced: the index has one writer.
+    for needle in [
+        "\n  replicas: 1\n",
+        "\n  strategy:\n    type: Recreate\n",
+        // Unprivileged.
+        "runAsNonRoot: true",
+        "runAsUser: 65534",
+        "fsGroup: 65534",
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "capabilities:\n            drop:\n            - ALL\n",
+        "seccompProfile:\n          type: RuntimeDefault",
+        "automountServiceAccountToken: false",
+        // The same pinned image as the agents, running the console.
+        "- /usr/local/bin/fdr-console\n",
+        "- --config\n        - /etc/fdr/fdr-console.toml\n",
+        // The port, probed by connecting (TLS only: no gRPC probe).
+        "- containerPort: 7443\n          name: api\n",
+        "tcpSocket:\n            port: api",
+        // Its volume, Secrets and hashed config.
+        "persistentVolumeClaim:\n          claimName: fdr-console-data",
+        "secretName: fdr-console-tls",
+        "secretName: fdr-api-token",
+    ] {
+        assert!(dep.text.contains(needle), "Deployment lacks {needle:?}");
+    }
+    assert!(!dep.text.contains("hostPath"), "no host path");
+    assert!(
+        dep.text.contains(&format!("name: {}\n", cm.name)),
+        "the Deployment mounts the hashed ConfigMap {}",
+        cm.name
+    );
+    let image = |o: &Object| {
+        o.text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("image: "))
+            .map(str::to_owned)
+            .expect("image")
+    };
+    assert_eq!(image(dep), image(ds), "the agents' image");
+    assert!(pvc.text.contains("accessModes:\n  - ReadWriteOnce\n"));
+    assert!(console_svc.text.contains("type: ClusterIP"));
+    assert!(
+        console_svc
+            .text
+            .contains("- name: api\n    port: 7443\n    protocol: TCP\n    targetPort: api\n"),
+        "{}",
+        console_svc.text
+    );
+
+    // The config the pod reads is base/fdr-console.toml, and it loads.
+    let base = workspace().join("deploy/kubernetes/base");
+    let file = std::fs::read_to_string(base.join("fdr-console.toml")).expect("console config");
+    assert_eq!(config_map_entry(cm, "fdr-console.toml"), file);
+    let cfg = fdr_console::config::Config::load(&base.join("fdr-console.toml"))
+        .expect("the console's pod config loads");
+
+    // Its data directory is the volume.
+    let mounts = volume_mounts(&dep.text);
+    let mounted = |path: &Path| {
+        mounts
+            .iter()
+            .filter(|(m, _)| path.starts_with(m))
+            .max_by_key(|(m, _)| m.len())
+            .map(|(_, n)| n.as_str())
+    };
+    assert_eq!(
+        mounted(&cfg.evidence.dir),
+        Some("data"),
+        "evidence.dir {} on the volume: {mounts:?}",
+        cfg.evidence.dir.display()
+    );
+    assert!(cfg.evidence.s3.is_none());
+    // Every file it names is in a mounted Secret.
+    for (what, file, volume) in [
+        ("api.tls_cert_file", &cfg.api.tls_cert_file, "tls"),
+        ("api.tls_key_file", &cfg.api.tls_key_file, "tls"),
+        ("api.token_file", &cfg.api.token_file, "token"),
+        ("agents.ca_file", &cfg.agents.ca_file, "tls"),
+        ("agents.cert_file", &cfg.agents.cert_file, "tls"),
+        ("agents.key_file", &cfg.agents.key_file, "tls"),
+        ("agents.token_file", &cfg.agents.token_file, "token"),
+    ] {
+        let file = file.as_deref().unwrap_or_else(|| panic!("{what} unset"));
+        assert_eq!(mounted(file), Some(volume), "{what} {}", file.display());
+    }
+    // It listens on the container's port.
+    assert_eq!(cfg.api.listen.port(), 7443);
+    assert!(cfg.api.listen.ip().is_unspecified(), "on the pod's IP");
+
+    // The agents it finds: the headless Service's name in its namespace,
+    // at the Service's api port, which is the agents' api.tcp_listen.
+    let namespace = |o: &Object| {
+        o.text
+            .lines()
+            .find_map(|l| l.strip_prefix("  namespace: "))
+            .map(str::to_owned)
+            .expect("namespace")
+    };
+    assert!(agents_svc.text.contains("clusterIP: None"), "headless");
+    assert_eq!(
+        cfg.agents.dns,
+        [format!("{}.{}.svc", agents_svc.name, namespace(agents_svc))]
+    );
+    assert!(
+        agents_svc
+            .text
+            .contains(&format!("- name: api\n    port: {}\n", cfg.agents.dns_port)),
+        "agents.dns_port {} is the Service's api port:\n{}",
+        cfg.agents.dns_port,
+        agents_svc.text
+    );
+    assert!(
+        ds.text.contains(&format!(
+            "- containerPort: {}\n          name: api\n",
+            cfg.agents.dns_port
+        )),
+        "the agents' api container port"
+    );
+    let agent_toml: toml::Table = config_map_entry(agent_cm, "fdr.toml")
+        .parse()
+        .expect("the agents' config is TOML");
+    let tcp_listen = toml_str(&agent_toml, "api", "tcp_listen");
+    assert_eq!(
+        tcp_listen,
+        format!("0.0.0.0:{}", cfg.agents.dns_port),
+        "the agents listen where the console connects"
+    );
+    // The agents require what the console presents: the same token
+    // Secret, a client certificate (mutual TLS), and a certificate
+    // checked against the Service's name.
+    assert!(toml_str(&agent_toml, "api", "tls_client_ca_file").starts_with("/etc/fdr/tls/"));
+    assert!(toml_str(&agent_toml, "api", "tcp_token_file").starts_with("/etc/fdr/token/"));
+    assert_eq!(
+        cfg.agents.server_name.as_deref(),
+        Some(cfg.agents.dns[0].as_str())
+    );
 }
 
 // ---------------------------------------------------------------------
@@ -932,12 +1149,11 @@ fn security_score(unit: &Path) -> (f64, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let name = unit.file_name().expect("unit name").to_string_lossy();
+    let said = format!("Overall exposure level for {name}:");
     let score = text
         .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for fdr-agent.service:")
-                .nth(1)
-        })
+        .find_map(|l| l.split(&said).nth(1))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no overall exposure level in:\n{text}"));
@@ -1469,6 +1685,69 @@ fn agent_log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// The console's unit: no capability, a dynamic user, its own state
+/// directory; `systemd-analyze security` and `verify` on it.
+#[test]
+fn console_unit_scores_and_verifies() {
+    let unit_path = workspace().join("deploy/fdr-console.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("unit");
+    let s = unit_settings(&unit);
+    let one = |k: &str| -> &str {
+        match s.get(k).map(Vec::as_slice) {
+            Some([v]) => v,
+            other => panic!("{k}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        one("ExecStart"),
+        "/usr/local/bin/fdr-console --config /etc/fdr/fdr-console.toml"
+    );
+    for (k, v) in [
+        ("StateDirectory", "fdr-console"),
+        ("DynamicUser", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+    ] {
+        assert_eq!(one(k), v, "{k}");
+    }
+    // The data directory the unit gives it is the console's default.
+    assert_eq!(
+        fdr_console::config::Config::default().evidence.dir,
+        Path::new("/var/lib").join(one("StateDirectory"))
+    );
+    let (score, report) = security_score(&unit_path);
+    eprintln!("fdr-console.service: systemd-analyze security --offline=yes: {score}");
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{report}");
+
+    // verify, with the built console at the ExecStart path (in a private
+    // mount namespace).
+    let tmp = Scratch::new("console-unit");
+    let bin = tmp.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(fdr_tests::console_binary(), bin.join("fdr-console")).expect("copy");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' /usr/local/bin && exec systemd-analyze verify '{}'",
+            bin.display(),
+            unit_path.display()
+        ))
+        .output()
+        .expect("systemd-analyze verify");
+    let verify = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && verify.trim().is_empty(),
+        "systemd-analyze verify: {}\n{verify}",
+        out.status
+    );
+}
+
 // ---------------------------------------------------------------------
 // cargo xtask install
 
@@ -1493,7 +1772,11 @@ fn xtask_install_stages_binaries_unit_config_completions_and_man_pages() {
     let root = tmp.0.join("root");
     let said = xtask_install(&root);
     let at = |p: &str| root.join(p);
-    for bin in ["usr/local/bin/fdr-agent", "usr/local/bin/fdrctl"] {
+    for bin in [
+        "usr/local/bin/fdr-agent",
+        "usr/local/bin/fdrctl",
+        "usr/local/bin/fdr-console",
+    ] {
         let meta = std::fs::metadata(at(bin)).unwrap_or_else(|e| panic!("{bin}: {e}"));
         assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{bin}");
         assert!(said.contains(&at(bin).display().to_string()), "{said}");
@@ -1505,6 +1788,14 @@ fn xtask_install_stages_binaries_unit_config_completions_and_man_pages() {
         ws("deploy/fdr-agent.service")
     );
     assert_eq!(read("etc/fdr/fdr.toml"), ws("deploy/fdr.toml"));
+    assert_eq!(
+        read("etc/systemd/system/fdr-console.service"),
+        ws("deploy/fdr-console.service")
+    );
+    assert_eq!(
+        read("etc/fdr/fdr-console.toml"),
+        ws("deploy/fdr-console.toml")
+    );
     let bash = at("usr/local/share/bash-completion/completions/fdrctl");
     for (p, needle) in [
         (
@@ -1533,7 +1824,9 @@ fn xtask_install_stages_binaries_unit_config_completions_and_man_pages() {
 
     // An existing configuration is never overwritten.
     std::fs::write(at("etc/fdr/fdr.toml"), "# the operator's\n").unwrap();
+    std::fs::write(at("etc/fdr/fdr-console.toml"), "# the operator's too\n").unwrap();
     let said = xtask_install(&root);
     assert_eq!(read("etc/fdr/fdr.toml"), "# the operator's\n");
+    assert_eq!(read("etc/fdr/fdr-console.toml"), "# the operator's too\n");
     assert!(said.contains("kept"), "{said}");
 }

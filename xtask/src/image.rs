@@ -2,11 +2,13 @@
 //! a registry or `docker build`.
 //!
 //! The release `fdr-agent` (its eBPF programs are built by its build script
-//! and embedded in the binary) and `fdrctl` go to `/usr/local/bin`, with
-//! exactly the shared libraries `ldd` lists for them, each at the path
-//! listed (the dynamic loader at the path the binaries name, its content
-//! resolved through symlinks), the example config at `/etc/fdr/fdr.toml`,
-//! the directories `/var/lib/fdr`, `/run/fdr` and `/tmp`, and a minimal
+//! and embedded in the binary), `fdrctl` and `fdr-console` (the console's
+//! Deployment runs this image with it as the command) go to
+//! `/usr/local/bin`, with exactly the shared libraries `ldd` lists for
+//! them, each at the path listed (the dynamic loader at the path the
+//! binaries name, its content resolved through symlinks), the example
+//! config at `/etc/fdr/fdr.toml`, the directories `/var/lib/fdr`,
+//! `/var/lib/fdr-console`, `/run/fdr` and `/tmp`, and a minimal
 //! `/etc/passwd` and `/etc/group`: one gzip'ed layer.
 //!
 //! The archive is an OCI image layout (`oci-layout`, `index.json`,
@@ -38,6 +40,7 @@ pub const NAME: &str = "fdr-agent";
 /// Where the files go in the image (the DaemonSet's layout).
 const AGENT_PATH: &str = "usr/local/bin/fdr-agent";
 const FDRCTL_PATH: &str = "usr/local/bin/fdrctl";
+const CONSOLE_PATH: &str = "usr/local/bin/fdr-console";
 const CONFIG_PATH: &str = "etc/fdr/fdr.toml";
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -68,7 +71,7 @@ pub struct Built {
 /// release build in every test run.
 pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>, debug: bool) -> Result<Built> {
     let meta = Metadata::read(root)?;
-    let (agent, fdrctl) = if debug {
+    let (agent, fdrctl, console) = if debug {
         super::cmd(
             root,
             "cargo",
@@ -78,6 +81,8 @@ pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>, debug: bool) 
                 "fdr-agent",
                 "--package",
                 "fdr-cli",
+                "--package",
+                "fdr-console",
                 "--bins",
             ],
         )?;
@@ -96,11 +101,15 @@ pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>, debug: bool) 
             )?;
             Ok(to)
         };
-        (strip("fdr-agent")?, strip("fdrctl")?)
+        (strip("fdr-agent")?, strip("fdrctl")?, strip("fdr-console")?)
     } else {
         super::build(root)?;
         let release = meta.target_dir.join("release");
-        (release.join("fdr-agent"), release.join("fdrctl"))
+        (
+            release.join("fdr-agent"),
+            release.join("fdrctl"),
+            release.join("fdr-console"),
+        )
     };
     let out = out.unwrap_or_else(|| meta.target_dir.join("image/fdr-agent.oci.tar"));
     let tag = match tag {
@@ -127,6 +136,7 @@ pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>, debug: bool) 
     let input = Input {
         agent,
         fdrctl,
+        console,
         config: root.join("deploy/fdr.toml"),
         tag: tag.clone(),
         epoch,
@@ -164,6 +174,7 @@ pub fn run(root: &Path, out: Option<PathBuf>, tag: Option<String>, debug: bool) 
 struct Input {
     agent: PathBuf,
     fdrctl: PathBuf,
+    console: PathBuf,
     config: PathBuf,
     tag: String,
     epoch: u64,
@@ -241,7 +252,11 @@ impl Tree {
 
 fn assemble(input: &Input) -> Result<Archive> {
     let mut tree = Tree::default();
-    for (bin, at) in [(&input.agent, AGENT_PATH), (&input.fdrctl, FDRCTL_PATH)] {
+    for (bin, at) in [
+        (&input.agent, AGENT_PATH),
+        (&input.fdrctl, FDRCTL_PATH),
+        (&input.console, CONSOLE_PATH),
+    ] {
         let data = std::fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
         tree.file(at, data, 0o755);
         for lib in shared_libraries(bin)? {
@@ -261,6 +276,7 @@ fn assemble(input: &Input) -> Result<Archive> {
     tree.file("etc/passwd", PASSWD.into(), 0o644);
     tree.file("etc/group", GROUP.into(), 0o644);
     tree.dir("var/lib/fdr", 0o700);
+    tree.dir("var/lib/fdr-console", 0o700);
     tree.dir("run/fdr", 0o755);
     tree.dir("tmp", 0o1777);
 
@@ -650,11 +666,12 @@ mod tests {
     #[test]
     fn the_archive_is_an_oci_layout_and_a_docker_archive_of_the_same_blobs() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        // Any dynamic binary stands in for the agent and fdrctl.
+        // Any dynamic binary stands in for the agent, fdrctl and the console.
         let bin = PathBuf::from("/bin/true");
         let input = Input {
             agent: bin.clone(),
             fdrctl: bin.clone(),
+            console: bin.clone(),
             config: root.join("deploy/fdr.toml"),
             tag: "fdr-agent:1.2.3-gabc".into(),
             epoch: 1_700_000_000,
@@ -713,6 +730,7 @@ mod tests {
         // The layer: binaries, the loader and libraries ldd names, config, dirs.
         let files = untar(&layer);
         assert_eq!(files["usr/local/bin/fdr-agent"].1, 0o755);
+        assert_eq!(files["usr/local/bin/fdr-console"].1, 0o755);
         assert_eq!(
             files["usr/local/bin/fdrctl"].0,
             std::fs::read(&bin).unwrap()

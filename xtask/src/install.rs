@@ -1,14 +1,18 @@
-//! `cargo xtask install`: the agent and fdrctl on a plain VM (systemd).
+//! `cargo xtask install`: the agent, fdrctl and the console on a plain VM
+//! (systemd).
 //!
 //! Builds the release binaries (unless `--bin-dir` names built ones) and
 //! installs, under `--root` (a staging directory, `DESTDIR`; default `/`):
-//! - `PREFIX/bin/fdr-agent`, `PREFIX/bin/fdrctl` (0755);
-//! - the systemd unit `deploy/fdr-agent.service` in `/etc/systemd/system`
+//! - `PREFIX/bin/fdr-agent`, `PREFIX/bin/fdrctl`, `PREFIX/bin/fdr-console`
+//!   (0755);
+//! - the systemd units `deploy/fdr-agent.service` and
+//!   `deploy/fdr-console.service` in `/etc/systemd/system`
 //!   (`PREFIX/lib/systemd/system` when the prefix is `/usr`, as a
-//!   distribution package would), its `ExecStart` pointed at
-//!   `PREFIX/bin/fdr-agent`;
-//! - `/etc/fdr/fdr.toml` from `deploy/fdr.toml`, only when there is none:
-//!   an existing configuration is never overwritten;
+//!   distribution package would), their `ExecStart` pointed at the
+//!   installed binary (the console's unit is installed, not enabled);
+//! - `/etc/fdr/fdr.toml` from `deploy/fdr.toml` and
+//!   `/etc/fdr/fdr-console.toml` from `deploy/fdr-console.toml`, each only
+//!   when there is none: an existing configuration is never overwritten;
 //! - fdrctl's completions for bash, zsh and fish and its manual pages
 //!   (`fdrctl completions SHELL`, `fdrctl man --out-dir`), under
 //!   `PREFIX/share`.
@@ -29,14 +33,21 @@ pub struct Options {
     pub prefix: PathBuf,
     /// Staging root every path is taken under (`/`).
     pub root: PathBuf,
-    /// Already built `fdr-agent` and `fdrctl` to install instead of
+    /// Already built `fdr-agent`, `fdrctl` and `fdr-console` to install instead of
     /// building the release ones.
     pub bin_dir: Option<PathBuf>,
 }
 
-/// The unit's `ExecStart` names the agent at this path; rewritten for
-/// another prefix.
-const UNIT_AGENT_PATH: &str = "/usr/local/bin/fdr-agent";
+/// The units' `ExecStart` name their binary under this directory;
+/// rewritten for another prefix.
+const UNIT_BIN_DIR: &str = "/usr/local/bin/";
+
+/// The services installed: unit file (in deploy/), binary, config (in
+/// deploy/ and in /etc/fdr).
+const SERVICES: [(&str, &str, &str); 2] = [
+    ("fdr-agent.service", "fdr-agent", "fdr.toml"),
+    ("fdr-console.service", "fdr-console", "fdr-console.toml"),
+];
 
 pub fn run(workspace: &Path, opts: &Options) -> Result<()> {
     ensure!(
@@ -51,53 +62,54 @@ pub fn run(workspace: &Path, opts: &Options) -> Result<()> {
             target_dir(workspace).join("release")
         }
     };
-    let agent = bin_dir.join("fdr-agent");
     let fdrctl = bin_dir.join("fdrctl");
-    for bin in [&agent, &fdrctl] {
-        ensure!(bin.is_file(), "{} is missing", bin.display());
+    for name in ["fdr-agent", "fdrctl", "fdr-console"] {
+        let from = bin_dir.join(name);
+        ensure!(from.is_file(), "{} is missing", from.display());
     }
     let at = |path: &Path| staged(&opts.root, path);
     let prefix = &opts.prefix;
     let mut done = Installed::default();
 
     let bin = prefix.join("bin");
-    done.copy(&agent, &at(&bin.join("fdr-agent")), 0o755)?;
-    done.copy(&fdrctl, &at(&bin.join("fdrctl")), 0o755)?;
+    for name in ["fdr-agent", "fdrctl", "fdr-console"] {
+        done.copy(&bin_dir.join(name), &at(&bin.join(name)), 0o755)?;
+    }
 
     let unit_dir = if prefix == Path::new("/usr") {
         prefix.join("lib/systemd/system")
     } else {
         PathBuf::from("/etc/systemd/system")
     };
-    let unit_src = workspace.join("deploy/fdr-agent.service");
-    let unit = std::fs::read_to_string(&unit_src)
-        .with_context(|| format!("reading {}", unit_src.display()))?;
-    ensure!(
-        unit.contains(UNIT_AGENT_PATH),
-        "{} no longer names {UNIT_AGENT_PATH}",
-        unit_src.display()
-    );
-    let agent_path = bin.join("fdr-agent");
-    let agent_path = agent_path
-        .to_str()
-        .context("the prefix is not UTF-8: systemd cannot name it")?;
-    let unit = unit.replace(UNIT_AGENT_PATH, agent_path);
-    done.write(
-        &at(&unit_dir.join("fdr-agent.service")),
-        unit.as_bytes(),
-        0o644,
-    )?;
-
-    let config = at(Path::new("/etc/fdr/fdr.toml"));
-    if config.exists() {
-        println!(
-            "kept     {} (existing; the defaults: fdr-agent --print-default-config)",
-            config.display()
+    for (unit_name, program, config_name) in SERVICES {
+        let unit_src = workspace.join("deploy").join(unit_name);
+        let unit = std::fs::read_to_string(&unit_src)
+            .with_context(|| format!("reading {}", unit_src.display()))?;
+        let named = format!("{UNIT_BIN_DIR}{program} ");
+        ensure!(
+            unit.contains(&named),
+            "{} no longer names {}",
+            unit_src.display(),
+            named.trim_end()
         );
-    } else {
-        let src = workspace.join("deploy/fdr.toml");
-        let text = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-        done.write(&config, &text, 0o644)?;
+        let program_path = bin.join(program);
+        let program_path = program_path
+            .to_str()
+            .context("the prefix is not UTF-8: systemd cannot name it")?;
+        let unit = unit.replace(&named, &format!("{program_path} "));
+        done.write(&at(&unit_dir.join(unit_name)), unit.as_bytes(), 0o644)?;
+
+        let config = at(&Path::new("/etc/fdr").join(config_name));
+        if config.exists() {
+            println!(
+                "kept     {} (existing; the defaults: {program} --print-default-config)",
+                config.display()
+            );
+        } else {
+            let src = workspace.join("deploy").join(config_name);
+            let text = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            done.write(&config, &text, 0o644)?;
+        }
     }
 
     let share = prefix.join("share");
@@ -139,7 +151,9 @@ pub fn run(workspace: &Path, opts: &Options) -> Result<()> {
     if opts.root == Path::new("/") {
         println!(
             "next: systemctl daemon-reload && systemctl enable --now fdr-agent\n      \
-             {} stats",
+             {} stats\n      \
+             the console (edit /etc/fdr/fdr-console.toml first): \
+             systemctl enable --now fdr-console",
             bin.join("fdrctl").display()
         );
     }
