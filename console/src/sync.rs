@@ -339,6 +339,8 @@ async fn session(
         c.stream_incidents(pb::StreamIncidentsRequest {
             after_serial: after,
             audit_limit: 1000,
+            // Changes of the incidents held that are still open.
+            all_updates: true,
         })
         .await
         .map(|r| r.into_inner())

@@ -367,6 +367,7 @@ pub async fn stream_incidents(
     let first = first_audits(req.audit_limit);
     let (tx, rx) = mpsc::channel(64);
     let after = req.after_serial;
+    let all = req.all_updates;
     tokio::spawn(async move {
         let run = async move {
             let mut deltas = Deltas::new(first);
@@ -425,11 +426,13 @@ pub async fn stream_incidents(
                 };
                 let mut lagged = false;
                 match got {
-                    // Any incident that changes, whatever its serial: one
+                    // With `all_updates`, any incident that changes: one
                     // opened before `after` and still open (more audits,
                     // its snapshot) is sent whole the first time.
                     Ok(Some(h)) => {
-                        dirty.insert(h.serial, Some(h));
+                        if h.serial > after || all {
+                            dirty.insert(h.serial, Some(h));
+                        }
                     }
                     Ok(None) => {}
                     Err(RecvError::Lagged(n)) => {
@@ -441,9 +444,10 @@ pub async fn stream_incidents(
                 // Everything pending now, in one pass.
                 for _ in 0..4096 {
                     match live.try_recv() {
-                        Ok(h) => {
+                        Ok(h) if h.serial > after || all => {
                             dirty.insert(h.serial, Some(h));
                         }
+                        Ok(_) => {}
                         Err(TryRecvError::Lagged(_)) => lagged = true,
                         Err(_) => break,
                     }
@@ -455,7 +459,7 @@ pub async fn stream_incidents(
                     let open = lock(&state.incidents);
                     if lagged {
                         // Notices were lost: every open incident is looked at.
-                        for i in open.all() {
+                        for i in open.all().filter(|i| i.serial > after || all) {
                             dirty.entry(i.serial).or_insert(None);
                         }
                     }
