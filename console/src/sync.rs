@@ -1,7 +1,8 @@
 //! Copying from the agents: one task per agent. Each connects, learns the
 //! agent's identity, pulls the incidents after what the console holds
 //! (`ListIncidents`, then `StreamIncidents` while connected), and copies
-//! every committed snapshot (`ExportSnapshot` in its stored encoding)
+//! every committed snapshot (`ExportSnapshot` as its `fdr.v1.Snapshot`
+//! encoding, stored compressed and named by that encoding's SHA-256)
 //! into the evidence store before it records the incident that points at
 //! it. An agent that cannot be reached is retried with backoff and shown
 //! as such; the copying itself takes one of a bounded number of slots, so
@@ -875,11 +876,11 @@ async fn copy_encoded(
     let snap =
         pb::Snapshot::decode(data.clone()).map_err(|e| SyncError::BadSnapshot(e.to_string()))?;
     let mut info = snap.info.unwrap_or_default();
-    let bytes = data.len() as u64;
     // One store step at a time: an evicted object is deleted only while no
     // copy of the same content is between its put and its index entry.
     let _store = con.store_lock.lock().await;
-    let sha = con.evidence.put(data).await?;
+    // `bytes`: what it takes in the store (retention counts that).
+    let (sha, bytes) = con.evidence.put(data).await?;
     info.sha256 = sha;
     info.bytes = bytes;
     info.node = agent.node.clone();
