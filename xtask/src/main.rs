@@ -86,8 +86,9 @@ enum Task {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
-    /// Benchmarks: parts (probes attached vs detached, in one process) and the
-    /// release agent side by side with peers (`--only agent`); writes
+    /// Benchmarks: parts (probes attached vs detached, in one process), the
+    /// release agent side by side with peers (`--only agent`) and the release
+    /// console copying from release agents (`--only console`); writes
     /// target/bench/results.json.
     Bench {
         /// Arguments passed to the benchmark harness (e.g. --iterations 500).
@@ -406,9 +407,10 @@ fn cmd_with_deadline(
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure(root)?;
     require_root("the benchmarks (they load the probes)")?;
-    // The agent case runs the release binaries, found next to fdr-bench;
-    // built in one go with it, so that the dependencies' features (and the
-    // artifacts) are the ones `cargo run` below finds fresh.
+    // The agent and console cases run the release binaries, found next to
+    // fdr-bench; built in one go with it, so that the dependencies'
+    // features (and the artifacts) are the ones `cargo run` below finds
+    // fresh.
     cmd(
         root,
         "cargo",
@@ -419,6 +421,8 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             "fdr-agent",
             "-p",
             "fdr-cli",
+            "-p",
+            "fdr-console",
             "-p",
             "fdr-tests",
             "--bins",

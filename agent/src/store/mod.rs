@@ -855,6 +855,25 @@ pub fn stored_instance_id(db: &impl ReadableDatabase) -> Result<Option<String>, 
     identity_value(db, INSTANCE_ID)
 }
 
+/// Gives the copy of a data directory in `dir` (not in use) a new
+/// instance id and node name, so that it passes for another agent's: a
+/// console keys agents by instance id, and copies of one database would
+/// otherwise be one agent to it. For benchmarks that serve many copies of
+/// one database (`fdr-agent --offline`); never for a live agent's own
+/// directory (its console would see a new agent). Returns the new id.
+pub fn reset_identity(dir: &Path, node: &str) -> Result<String, StoreError> {
+    let db = open_db(&dir.join("snapshots.redb"))?;
+    let id = new_instance_id()?;
+    let tx = db.begin_write().map_err(db_err)?;
+    {
+        let mut t = tx.open_table(IDENTITY).map_err(db_err)?;
+        t.insert(INSTANCE_ID, id.as_str()).map_err(db_err)?;
+        t.insert(NODE, node).map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(id)
+}
+
 /// The node name kept in a database opened elsewhere (see
 /// [`Store::set_node`]): `None` when it has none.
 pub fn stored_node(db: &impl ReadableDatabase) -> Result<Option<String>, StoreError> {
@@ -1054,8 +1073,17 @@ mod tests {
         drop(store);
         let db = Database::open(d.join("snapshots.redb")).unwrap();
         assert_eq!(stored_node(&db).unwrap().as_deref(), Some("node-b"));
-        assert_eq!(stored_instance_id(&db).unwrap(), Some(id));
+        assert_eq!(stored_instance_id(&db).unwrap(), Some(id.clone()));
         drop(db);
+        // A copy made to pass for another agent: a new id and node, the
+        // snapshots kept.
+        let new = reset_identity(&d, "node-c").unwrap();
+        assert_ne!(new, id);
+        assert_eq!(new.len(), 32);
+        let store = Store::open(&d, r).unwrap();
+        assert_eq!(store.instance_id(), new);
+        assert_eq!(store.stored_node().unwrap().as_deref(), Some("node-c"));
+        drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -230,7 +230,7 @@ struct Run {
     events_seen: Option<u64>,
 }
 
-fn agent_binary() -> PathBuf {
+pub fn agent_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("FDR_AGENT_BIN") {
         return PathBuf::from(p);
     }

@@ -4,7 +4,8 @@
 //!
 //! These in-process cases are "parts" benches (the probes loaded in this
 //! process); `--only agent` runs the release `fdr-agent` binary as users do,
-//! side by side with other monitors (`agent_bench`).
+//! side by side with other monitors (`agent_bench`); `--only console` the
+//! release `fdr-console` copying from release agents (`console_bench`).
 //!
 //! Writes `target/bench/results.json` (or `--output`) and prints a table.
 
@@ -26,6 +27,7 @@ use serde_json::json;
 
 mod agent_bench;
 mod attribution_bench;
+mod console_bench;
 mod monitors;
 mod recorder_bench;
 
@@ -57,8 +59,26 @@ struct Args {
     /// case (2 otherwise).
     #[arg(long, default_value_t = 10)]
     agent_idle_secs: u64,
+    /// Incident snapshots the agent of the console case holds (ingest).
+    #[arg(long, default_value_t = 20)]
+    console_snapshots: u32,
+    /// Events a snapshot of the console case should hold (the load is
+    /// paced for it).
+    #[arg(long, default_value_t = 10_000)]
+    console_events: u64,
+    /// Agents (copies of the database, `fdr-agent --offline`) of the
+    /// console case's fan-in.
+    #[arg(long, default_value_t = 50)]
+    console_agents: u32,
+    /// Incident snapshots in the database each agent of the console case's
+    /// fan-in serves (the first ones the ingest's agent recorded).
+    #[arg(long, default_value_t = 2)]
+    console_fan_in_incidents: u32,
+    /// Seconds the connected, idle console is measured.
+    #[arg(long, default_value_t = 30)]
+    console_idle_secs: u64,
     /// Only run the cases with these names (exec, open-ro, open-wr, connect,
-    /// recorder, attribution, agent).
+    /// recorder, attribution, agent, console).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the JSON results.
@@ -216,6 +236,18 @@ fn main() -> Result<()> {
                 iterations: args.agent_iterations,
                 idle_secs: 2,
                 fdr_idle_secs: args.agent_idle_secs,
+            },
+        )?);
+    }
+    if selected("console") {
+        results.push(console_bench::run(
+            &rt,
+            &console_bench::Opts {
+                snapshots: args.console_snapshots,
+                agents: args.console_agents,
+                idle_secs: args.console_idle_secs,
+                events: args.console_events,
+                fan_in_incidents: args.console_fan_in_incidents,
             },
         )?);
     }
