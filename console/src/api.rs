@@ -674,7 +674,7 @@ fn serde_json_cursor(c: &str) -> Result<HashMap<String, String>, Status> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] fdr_proto::auth::AuthError),
     #[error("TLS setup of the console's API: {0}")]
     Tls(String),

@@ -29,13 +29,13 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] client::ClientError),
     #[error("{0}")]
     Call(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("{0}")]
+    #[error(transparent)]
     Evidence(#[from] EvidenceError),
     #[error("the agent sent a snapshot that does not decode: {0}")]
     BadSnapshot(String),

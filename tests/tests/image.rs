@@ -123,6 +123,22 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
             config_file.display()
         );
     }
+    // The DaemonSet's Secrets (fdr-agent-tls, fdr-api-token): the TCP API
+    // the console copies from is on in the base.
+    let tls = tmp.path().join("tls");
+    let token_dir = tmp.path().join("token");
+    std::fs::create_dir_all(&tls)?;
+    std::fs::create_dir_all(&token_dir)?;
+    let ca = fdr_tests::pki::Ca::new(tmp.path(), "fdr-image-test-ca");
+    let server = ca.server("fdr-agent");
+    std::fs::copy(&server.cert, tls.join("tls.crt"))?;
+    std::fs::copy(&server.key, tls.join("tls.key"))?;
+    std::fs::copy(&ca.cert, tls.join("ca.crt"))?;
+    std::fs::write(token_dir.join("token"), "fdr-image-test-token\n")?;
+    let (v_tls, v_token) = (
+        format!("{}:/etc/fdr/tls:ro", tls.display()),
+        format!("{}:/etc/fdr/token:ro", token_dir.display()),
+    );
     let node = format!("test-node-{}", unique("n"));
     let name = format!("fdr-agent-{}", std::process::id());
     let vol = |from: &Path, to: &str| format!("{}:{to}", from.display());
@@ -147,6 +163,10 @@ async fn the_image_runs_like_the_daemonset_and_records_the_host() -> Result<()> 
         &v_data,
         "--volume",
         &v_conf,
+        "--volume",
+        &v_tls,
+        "--volume",
+        &v_token,
         "--env",
         &node_env,
     ]);

@@ -1284,7 +1284,8 @@ mod tests {
             [
                 ("agent/src", true),
                 ("cli/src", false),
-                ("proto/src", false)
+                ("proto/src", false),
+                ("console/src", false)
             ]
         );
     }

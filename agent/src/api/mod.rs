@@ -60,7 +60,7 @@ pub enum ApiError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] fdr_proto::auth::AuthError),
     #[error("TLS setup of the TCP listener (api.tls_cert_file {cert}, api.tls_key_file {key}): {reason}")]
     Tls {
