@@ -572,6 +572,7 @@ async fn handle(
         let from = inc.audits_offset + inc.audits.len() as u64;
         let rest = fetch_audits(con, c, inc.serial, from).await?;
         inc.audits.extend(rest);
+        inc.audits.truncate(MAX_HELD_AUDITS);
         inc.next_audit_offset = 0;
     }
     inc.node = agent.node.clone();
@@ -587,6 +588,11 @@ async fn handle(
     }
     Ok(())
 }
+
+/// The most audits an incident record holds here: an agent's own cap
+/// (`analysis.max_audits_per_incident`) is at most this, so a record
+/// never outgrows it whatever an agent sends.
+const MAX_HELD_AUDITS: usize = 100_000;
 
 /// The agent's kept audits of incident `serial` from `from` on, page
 /// after page.
@@ -612,6 +618,12 @@ async fn fetch_audits(
         .await?;
         let n = page.audits.len() as u64;
         out.extend(page.audits);
+        // An agent keeps at most MAX_HELD_AUDITS per incident; one that
+        // pages on beyond that, or does not move forward, is not followed.
+        if page.next_audit_offset <= from || out.len() >= MAX_HELD_AUDITS {
+            out.truncate(MAX_HELD_AUDITS);
+            return Ok(out);
+        }
         if page.next_audit_offset == 0 || n == 0 {
             return Ok(out);
         }
@@ -687,9 +699,11 @@ fn merge(h: &mut pb::Incident, inc: &pb::Incident) {
         // Audits from `audits_offset` on; those already held are skipped.
         let held = h.audits.len() as u64;
         let skip = held.saturating_sub(inc.audits_offset) as usize;
-        h.audits.extend(inc.audits.iter().skip(skip).cloned());
+        let room = MAX_HELD_AUDITS.saturating_sub(h.audits.len());
+        h.audits
+            .extend(inc.audits.iter().skip(skip).take(room).cloned());
     } else if inc.audits.len() > h.audits.len() {
-        h.audits = inc.audits.clone();
+        h.audits = inc.audits.iter().take(MAX_HELD_AUDITS).cloned().collect();
     }
     h.audit_count = h.audit_count.max(inc.audit_count);
     h.audits_kept = h
