@@ -53,6 +53,17 @@ impl Scratch {
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch(dir)
     }
+
+    /// A directory with a short path, for what the agent writes: its
+    /// data directory is excluded from capture in the kernel, which
+    /// compares at most 64 bytes, so the agent refuses a longer one (and
+    /// cargo's target dir may sit deep in a CI checkout). Under /run,
+    /// which the hardened unit leaves shared.
+    fn short(tag: &str) -> Self {
+        let dir = Path::new("/run").join(unique(tag));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
 }
 
 impl Drop for Scratch {
@@ -1052,7 +1063,8 @@ async fn capabilities_overlay_list_is_enough() {
     let w = Workload::prepare(&tmp.0);
     let config = tmp.0.join("fdr.toml");
     std::fs::write(&config, w.config()).unwrap();
-    let socket = tmp.0.join("fdr.sock");
+    let state = Scratch::short("caps");
+    let socket = state.0.join("fdr.sock");
     let older_file = w.dir.join(format!("older-{}", w.marker));
     let older = older_process(&older_file);
     let caps = setpriv_caps(&add);
@@ -1070,7 +1082,7 @@ async fn capabilities_overlay_list_is_enough() {
         .arg("--socket")
         .arg(&socket)
         .arg("--data-dir")
-        .arg(tmp.0.join("data"));
+        .arg(state.0.join("data"));
     let mut agent = Agent::spawn(cmd, tmp.0.join("agent.log"));
     agent.wait_ready(&socket);
     check_capabilities(agent.child.id(), &add);
@@ -1567,8 +1579,9 @@ async fn systemd_unit_scores_and_runs_hardened() {
 
     // The agent under those settings. ReadWritePaths /var/lib/fdr and
     // /run/fdr stand for the test's data and socket directories.
-    let data = tmp.0.join("data");
-    let run = tmp.0.join("run");
+    let state = Scratch::short("systemd");
+    let data = state.0.join("data");
+    let run = state.0.join("run");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::create_dir_all(&run).unwrap();
     let w = Workload::prepare(&tmp.0);
