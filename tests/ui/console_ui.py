@@ -408,9 +408,13 @@ def check_package(page, args):
                      f"{got[max(0, at - 60):at + 60]!r} vs {want[max(0, at - 60):at + 60]!r})")
     csv_rows = sum(1 for _ in csv.reader(io.StringIO(want.decode()))) - 1
     check(len(jsonl) == csv_rows, f"events.jsonl has {len(jsonl)} lines, the CSV {csv_rows} rows")
-    check(manifest.get("sha256") == args.sha256,
-          f"manifest sha256 {manifest.get('sha256')!r}, want {args.sha256}: {manifest}")
-    check(manifest.get("node") == args.node, f"manifest node {manifest.get('node')!r}: {manifest}")
+    # The snapshot's facts at the top or under "snapshot".
+    snap = manifest.get("snapshot") if isinstance(manifest.get("snapshot"), dict) else manifest
+    check(snap.get("sha256") == args.sha256,
+          f"manifest sha256 {snap.get('sha256')!r}, want {args.sha256}: {manifest}")
+    check(snap.get("node") == args.node, f"manifest node {snap.get('node')!r}: {manifest}")
+    for key in ["scope"]:
+        check(key in snap, f"manifest without {key}: {manifest}")
     step(f"package: events.csv byte-identical ({len(got)} bytes, {csv_rows} rows), "
          f"manifest sha256 {args.sha256[:12]}…")
 
@@ -439,6 +443,10 @@ def check_csrf(ctx, page, args, who):
                                  max_redirects=0)
             check(r.status == 403,
                   f"POST {path} as a viewer with a valid X-CSRF-Token: {r.status}, want 403")
+            r = ctx.request.post(f"{base}{path}", form=form, max_redirects=0,
+                                 headers={"Authorization": f"Bearer {args.viewer_token}"})
+            check(r.status == 403,
+                  f"POST {path} with the viewer's bearer token: {r.status}, want 403")
     step(f"{who}: state-changing POSTs refused (403)")
 
 

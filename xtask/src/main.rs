@@ -89,8 +89,9 @@ enum Task {
     },
     /// Benchmarks: parts (probes attached vs detached, in one process), the
     /// release agent side by side with peers (`--only agent`) and the release
-    /// console copying from release agents (`--only console`); writes
-    /// target/bench/results.json.
+    /// console copying from release agents (`--only console`), and the web
+    /// UI's timeline of a 100 000-event snapshot in Chromium (`--only ui`);
+    /// writes target/bench/results.json.
     Bench {
         /// Arguments passed to the benchmark harness (e.g. --iterations 500).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

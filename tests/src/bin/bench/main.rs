@@ -30,6 +30,7 @@ mod attribution_bench;
 mod console_bench;
 mod monitors;
 mod recorder_bench;
+mod ui_bench;
 
 #[derive(Debug, Parser)]
 #[command(about = "fdr overhead benchmarks")]
@@ -77,8 +78,14 @@ struct Args {
     /// Seconds the connected, idle console is measured.
     #[arg(long, default_value_t = 30)]
     console_idle_secs: u64,
+    /// Events the snapshot of the ui case holds at least.
+    #[arg(long, default_value_t = 100_000)]
+    ui_events: u64,
+    /// Browser loads (and API queries) of each kind the ui case times.
+    #[arg(long, default_value_t = 5)]
+    ui_loads: u32,
     /// Only run the cases with these names (exec, open-ro, open-wr, connect,
-    /// recorder, attribution, agent, console).
+    /// recorder, attribution, agent, console, ui).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the JSON results.
@@ -248,6 +255,15 @@ fn main() -> Result<()> {
                 idle_secs: args.console_idle_secs,
                 events: args.console_events,
                 fan_in_incidents: args.console_fan_in_incidents,
+            },
+        )?);
+    }
+    if selected("ui") {
+        results.push(ui_bench::run(
+            &rt,
+            &ui_bench::Opts {
+                events: args.ui_events,
+                loads: args.ui_loads,
             },
         )?);
     }
