@@ -37,7 +37,7 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 const MAX_PAGE_BYTES: usize = 4 << 20;
 const MAX_PAGE_ENTRIES: usize = 10_000;
 
-fn index_status(e: IndexError) -> Status {
+pub(crate) fn index_status(e: IndexError) -> Status {
     Status::internal(e.to_string())
 }
 
@@ -59,39 +59,44 @@ impl Api {
         Api { con, stop }
     }
 
-    /// A held snapshot, its object checked against its hash; the info is
-    /// the console's (its id, node, hash).
     async fn snapshot(&self, id: u64) -> Result<(pb::Snapshot, bytes::Bytes), Status> {
-        let info = self
-            .con
-            .with_index(move |ix| ix.snapshot(id))
-            .await
-            .map_err(index_status)?;
-        let Some(info) = info else {
-            return Err(Status::not_found(format!(
-                "no snapshot {id} in the console (never copied, or evicted by retention)"
-            )));
-        };
-        let data = match self.con.evidence.get(&info.sha256).await {
-            Ok(d) => d,
-            Err(e @ EvidenceError::Corrupt { .. }) => {
-                self.con
-                    .corrupt_reads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(snapshot = id, error = %e, "corrupt evidence object");
-                return Err(Status::data_loss(format!("snapshot {id}: {e}")));
-            }
-            Err(e @ EvidenceError::Missing(_)) => {
-                tracing::error!(snapshot = id, error = %e, "evidence object missing");
-                return Err(Status::data_loss(format!("snapshot {id}: {e}")));
-            }
-            Err(e) => return Err(Status::unavailable(format!("snapshot {id}: {e}"))),
-        };
-        let mut snap = pb::Snapshot::decode(data.clone())
-            .map_err(|e| Status::data_loss(format!("snapshot {id} does not decode: {e}")))?;
-        snap.info = Some(info);
-        Ok((snap, data))
+        load_snapshot(&self.con, id).await
     }
+}
+
+/// A held snapshot, its object checked against its hash; the info is the
+/// console's (its id, node, hash).
+pub(crate) async fn load_snapshot(
+    con: &Console,
+    id: u64,
+) -> Result<(pb::Snapshot, bytes::Bytes), Status> {
+    let info = con
+        .with_index(move |ix| ix.snapshot(id))
+        .await
+        .map_err(index_status)?;
+    let Some(info) = info else {
+        return Err(Status::not_found(format!(
+            "no snapshot {id} in the console (never copied, or evicted by retention)"
+        )));
+    };
+    let data = match con.evidence.get(&info.sha256).await {
+        Ok(d) => d,
+        Err(e @ EvidenceError::Corrupt { .. }) => {
+            con.corrupt_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(snapshot = id, error = %e, "corrupt evidence object");
+            return Err(Status::data_loss(format!("snapshot {id}: {e}")));
+        }
+        Err(e @ EvidenceError::Missing(_)) => {
+            tracing::error!(snapshot = id, error = %e, "evidence object missing");
+            return Err(Status::data_loss(format!("snapshot {id}: {e}")));
+        }
+        Err(e) => return Err(Status::unavailable(format!("snapshot {id}: {e}"))),
+    };
+    let mut snap = pb::Snapshot::decode(data.clone())
+        .map_err(|e| Status::data_loss(format!("snapshot {id} does not decode: {e}")))?;
+    snap.info = Some(info);
+    Ok((snap, data))
 }
 
 /// An incident with a page of its audits.
@@ -476,72 +481,78 @@ impl pb::console_server::Console for Api {
         &self,
         _: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let stored = self
-            .con
-            .with_index(|ix| {
-                let agents = ix.agents()?;
-                let mut pending = HashMap::new();
-                for a in &agents {
-                    pending.insert(a.instance_id.clone(), ix.pending_count(&a.instance_id)?);
-                }
-                Ok((agents, pending))
-            })
-            .await
-            .map_err(index_status)?;
-        let (stored, pending) = stored;
-        let live = self.con.live_agents();
-        let mut out = Vec::new();
-        let mut seen_urls = std::collections::HashSet::new();
-        for mut a in stored {
-            let l = live.iter().find(|l| l.instance_id == a.instance_id);
-            a.snapshots_pending = pending.get(&a.instance_id).copied().unwrap_or(0);
-            match l {
-                Some(l) => {
-                    seen_urls.insert(l.url.clone());
-                    a.url = l.url.clone();
-                    a.reachable = l.reachable;
-                    a.error = l.error.clone();
-                    a.last_contact = l.last_contact.map(unix_timestamp);
-                    a.agent_last_serial = l.agent_last_serial.max(a.synced_serial);
-                    a.kernel_drops = l.kernel_drops;
-                    if let Some(t) = l.last_sync {
-                        a.last_sync = Some(unix_timestamp(t));
-                    }
-                    if !l.source.is_empty() {
-                        a.source = l.source.clone();
-                    }
-                }
-                None => {
-                    a.reachable = false;
-                    a.error = "not configured or discovered now".into();
-                    a.agent_last_serial = a.synced_serial;
-                }
-            }
-            a.lag = a.agent_last_serial.saturating_sub(a.synced_serial);
-            out.push(a);
-        }
-        // Agents never reached: by URL only.
-        for l in live {
-            if seen_urls.contains(&l.url) || !l.instance_id.is_empty() {
-                continue;
-            }
-            out.push(pb::Agent {
-                url: l.url,
-                source: l.source,
-                reachable: l.reachable,
-                error: l.error,
-                ..Default::default()
-            });
-        }
-        out.sort_by(|a, b| a.node.cmp(&b.node).then(a.url.cmp(&b.url)));
-        Ok(Response::new(pb::ListAgentsResponse { agents: out }))
+        let agents = agents_list(&self.con).await?;
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
+}
+
+/// Every agent the console knows: its stored record with its live state.
+pub(crate) async fn agents_list(con: &Console) -> Result<Vec<pb::Agent>, Status> {
+    let stored = con
+        .with_index(|ix| {
+            let agents = ix.agents()?;
+            let mut pending = HashMap::new();
+            for a in &agents {
+                pending.insert(a.instance_id.clone(), ix.pending_count(&a.instance_id)?);
+            }
+            Ok((agents, pending))
+        })
+        .await
+        .map_err(index_status)?;
+    let (stored, pending) = stored;
+    let live = con.live_agents();
+    let mut out = Vec::new();
+    let mut seen_urls = std::collections::HashSet::new();
+    for mut a in stored {
+        let l = live.iter().find(|l| l.instance_id == a.instance_id);
+        a.snapshots_pending = pending.get(&a.instance_id).copied().unwrap_or(0);
+        match l {
+            Some(l) => {
+                seen_urls.insert(l.url.clone());
+                a.url = l.url.clone();
+                a.reachable = l.reachable;
+                a.error = l.error.clone();
+                a.last_contact = l.last_contact.map(unix_timestamp);
+                a.agent_last_serial = l.agent_last_serial.max(a.synced_serial);
+                a.kernel_drops = l.kernel_drops;
+                a.runtimes = l.runtimes.clone();
+                if let Some(t) = l.last_sync {
+                    a.last_sync = Some(unix_timestamp(t));
+                }
+                if !l.source.is_empty() {
+                    a.source = l.source.clone();
+                }
+            }
+            None => {
+                a.reachable = false;
+                a.error = "not configured or discovered now".into();
+                a.agent_last_serial = a.synced_serial;
+            }
+        }
+        a.lag = a.agent_last_serial.saturating_sub(a.synced_serial);
+        out.push(a);
+    }
+    // Agents never reached: by URL only.
+    for l in live {
+        if seen_urls.contains(&l.url) || !l.instance_id.is_empty() {
+            continue;
+        }
+        out.push(pb::Agent {
+            url: l.url,
+            source: l.source,
+            reachable: l.reachable,
+            error: l.error,
+            ..Default::default()
+        });
+    }
+    out.sort_by(|a, b| a.node.cmp(&b.node).then(a.url.cmp(&b.url)));
+    Ok(out)
 }
 
 /// `QueryEvents` at the console: to the agent of `node`, else to every
 /// reachable agent (an agent that does not hold the container answers
 /// nothing), merged by time. The cursor carries each agent's own.
-async fn query_fleet(
+pub(crate) async fn query_fleet(
     con: &Arc<Console>,
     req: pb::QueryEventsRequest,
 ) -> Result<pb::QueryEventsResponse, Status> {

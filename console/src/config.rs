@@ -29,6 +29,7 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub evidence: EvidenceConfig,
     pub retention: RetentionConfig,
+    pub web: WebConfig,
     pub log: LogConfig,
 }
 
@@ -65,6 +66,89 @@ impl Default for ApiConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
         }
+    }
+}
+
+/// The web UI: the forensic timeline responders look at. Never served
+/// without authentication: a bearer token (viewer or admin), the session a
+/// login with one opens (cookie `HttpOnly; Secure; SameSite=Strict`), or
+/// a client certificate (viewer). Only an admin changes anything
+/// (snapshot create, model relearn), and only with the session's CSRF
+/// token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve it. Default true.
+    pub enabled: bool,
+    /// Address to listen on (HTTPS). Default `127.0.0.1:7444`. Without TLS
+    /// files only a loopback address is allowed (plain HTTP then).
+    pub listen: SocketAddr,
+    /// PEM certificate (chain) and key. Default: the API's
+    /// (`api.tls_cert_file`, `api.tls_key_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA whose client certificates are accepted as a viewer's
+    /// credential (a browser without one still gets the login page).
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// File holding the viewers' token. Default: the API's
+    /// (`api.token_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// File holding the admins' token. When no credential at all is
+    /// configured, the console writes a random admin token to
+    /// `<evidence.dir>/web-admin.token` (mode 0600) and logs where it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A session ends this long after its login. Default 8h.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Sessions held at most (the oldest ends first). Default 10000.
+    pub max_sessions: usize,
+    /// Memory for decoded snapshots and live queries that timelines page
+    /// through (least recently used first out). Default 512 MiB.
+    pub cache_bytes: u64,
+    /// Events a live timeline (the fleet query) holds at most. Default
+    /// 100000.
+    pub live_max_events: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            token_file: None,
+            admin_token_file: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            max_sessions: 10_000,
+            cache_bytes: 512 << 20,
+            live_max_events: 100_000,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The TLS certificate and key in effect (the web's, else the API's).
+    pub fn tls(&self, api: &ApiConfig) -> Option<(PathBuf, PathBuf)> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ => match (&api.tls_cert_file, &api.tls_key_file) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => None,
+            },
+        }
+    }
+
+    /// The viewers' token file in effect.
+    pub fn viewer_token(&self, api: &ApiConfig) -> Option<PathBuf> {
+        self.token_file.clone().or_else(|| api.token_file.clone())
     }
 }
 
@@ -360,6 +444,44 @@ impl Config {
                     s3.endpoint
                 ));
             }
+        }
+        let w = &self.web;
+        if w.tls_cert_file.is_some() != w.tls_key_file.is_some() {
+            return bad("web.tls_cert_file and web.tls_key_file go together".into());
+        }
+        if w.enabled {
+            let tls = w.tls(&self.api).is_some();
+            if !w.listen.ip().is_loopback() && !tls {
+                return bad(format!(
+                    "web.listen = {}: an address other than loopback needs TLS \
+                     (web.tls_cert_file and web.tls_key_file, or the API's)",
+                    w.listen
+                ));
+            }
+            if w.tls_client_ca_file.is_some() && !tls {
+                return bad("web.tls_client_ca_file needs TLS (web.tls_cert_file)".into());
+            }
+            if w.listen == self.api.listen {
+                return bad(format!(
+                    "web.listen = {}: the API listens there; the web UI needs its own port",
+                    w.listen
+                ));
+            }
+        }
+        if w.session_ttl < Duration::from_secs(60) || w.session_ttl > Duration::from_secs(30 * 86400) {
+            return bad("web.session_ttl: between 1m and 30days".into());
+        }
+        if w.max_sessions == 0 || w.max_sessions > 1_000_000 {
+            return bad(format!(
+                "web.max_sessions = {}: between 1 and 1000000",
+                w.max_sessions
+            ));
+        }
+        if w.cache_bytes < 1 << 20 {
+            return bad("web.cache_bytes: at least 1 MiB".into());
+        }
+        if w.live_max_events == 0 || w.live_max_events > 10_000_000 {
+            return bad("web.live_max_events: between 1 and 10000000".into());
         }
         let r = &self.retention;
         if r.max_snapshots == 0 || r.max_snapshot_bytes == 0 || r.max_incidents == 0 {

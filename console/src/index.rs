@@ -580,6 +580,35 @@ impl Index {
     }
 
     /// The highest fleet serial handed out (0: none).
+    /// Incidents below fleet serial `before` (0: from the newest), newest
+    /// first: those `keep` takes, until `want` are kept or `scan` were
+    /// looked at. Also gives the last serial looked at (where to go on).
+    pub fn incidents_newest_first(
+        &self,
+        before: u64,
+        want: usize,
+        scan: usize,
+        mut keep: impl FnMut(&pb::Incident) -> bool,
+    ) -> Result<(Vec<pb::Incident>, Option<u64>), IndexError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(INCIDENTS).map_err(db)?;
+        let end = if before == 0 { u64::MAX } else { before };
+        let mut out = Vec::new();
+        let mut last = None;
+        for (n, r) in t.range(..end).map_err(db)?.rev().enumerate() {
+            if out.len() >= want || n >= scan {
+                return Ok((out, last));
+            }
+            let (k, v) = r.map_err(db)?;
+            let inc: pb::Incident = decode(v.value(), || format!("incident {}", k.value()))?;
+            last = Some(k.value());
+            if keep(&inc) {
+                out.push(inc);
+            }
+        }
+        Ok((out, None))
+    }
+
     pub fn last_serial(&self) -> Result<u64, IndexError> {
         let tx = self.db.begin_read().map_err(db)?;
         let meta = tx.open_table(META).map_err(db)?;

@@ -12,3 +12,4 @@ pub mod discovery;
 pub mod evidence;
 pub mod index;
 pub mod sync;
+pub mod web;

@@ -16,6 +16,7 @@ use fdr_console::{
     evidence::Evidence,
     index::Index,
     sync::{self, Console},
+    web,
 };
 use tokio::sync::watch;
 
@@ -151,9 +152,11 @@ async fn serve(cfg: Config) -> Result<()> {
     let api_cfg = cfg.api.clone();
     let con = open(cfg).await?;
     let listener = api::bind(&api_cfg).await?;
+    let web_listener = web::bind(&con.cfg, con.clone()).await?;
     let (stop_tx, stop) = watch::channel(false);
     let disc = tokio::spawn(discovery::run(con.clone(), stop.clone()));
     let server = tokio::spawn(api::serve(listener, con.clone(), stop.clone()));
+    let web_server = web_listener.map(|l| tokio::spawn(web::serve(l, stop.clone())));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -163,6 +166,9 @@ async fn serve(cfg: Config) -> Result<()> {
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), disc).await;
+    if let Some(w) = web_server {
+        let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+    }
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(r)) => r?,
         Ok(Err(e)) => bail!("API task: {e}"),

@@ -62,6 +62,8 @@ pub struct Live {
     pub last_contact: Option<SystemTime>,
     pub agent_last_serial: u64,
     pub kernel_drops: u64,
+    /// The container runtimes of its containers.
+    pub runtimes: Vec<String>,
     /// The last time everything it had was copied (kept in the index at
     /// most once a minute: see [`mark_synced`]).
     pub last_sync: Option<SystemTime>,
@@ -444,8 +446,30 @@ async fn stats(con: &Console, c: &mut Client, agent: &AgentRef) -> Result<(), Sy
     })
     .await?;
     let drops: u64 = st.kinds.iter().map(|k| k.kernel_drops).sum();
+    // The runtimes in use: the first page of containers names them.
+    let containers = timed("ListContainers", limit, async {
+        c.list_containers(pb::ListContainersRequest {
+            cursor: String::new(),
+            limit: 1000,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| call_err("ListContainers", s))
+    })
+    .await
+    .unwrap_or_default();
+    let mut runtimes: Vec<String> = containers
+        .containers
+        .iter()
+        .filter_map(|c| c.info.as_ref())
+        .map(|i| i.runtime.clone())
+        .filter(|r| !r.is_empty())
+        .collect();
+    runtimes.sort();
+    runtimes.dedup();
     con.set_live(&agent.url, |l| {
         l.kernel_drops = drops;
+        l.runtimes = runtimes;
         l.last_contact = Some(SystemTime::now());
     });
     Ok(())

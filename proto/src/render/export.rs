@@ -52,7 +52,7 @@ fn args_text(argv: &[String], raw: &[Vec<u8>]) -> String {
 }
 
 /// The command or path, and the port or address, escaped.
-fn target(ev: &pb::Event) -> (String, String) {
+pub(crate) fn target(ev: &pb::Event) -> (String, String) {
     let process_args = || {
         ev.process
             .as_ref()

@@ -4,6 +4,8 @@
 
 pub mod escape;
 pub mod export;
+pub mod html;
+pub mod timeline;
 
 mod detail;
 mod json;
