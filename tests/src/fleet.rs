@@ -217,6 +217,11 @@ impl Console {
         cfg.agents.retry_max = Duration::from_secs(2);
         cfg.evidence.dir = cdir.join("data");
         cfg.retention.max_snapshots = max_snapshots;
+        // The web UI on a port of its own (not the default 7444, which
+        // another console on the machine may hold).
+        cfg.web.listen = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
         tweak(&mut cfg);
         let config = cdir.join("console.toml");
         std::fs::write(&config, toml::to_string(&cfg).expect("config")).expect("write");

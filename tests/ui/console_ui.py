@@ -372,12 +372,7 @@ def check_incident_pages(page, args, shots):
     check("UTC" in footer, f"the footer does not state UTC: {footer!r}")
     check(page.query_selector("section.timeline[data-marks]") is not None,
           "incident page: no section.timeline with data-marks")
-    wait_ready(page, what="incident page timeline")
-    marked = page.eval_on_selector_all("section.timeline tr.tl-row.marked", "rs => rs.length")
-    step(f"incident page: type, node, account {user}, {marked} marked rows on the first page")
-    page.screenshot(path=os.path.join(shots, "incident-1280x800.png"))
-    page.screenshot(path=os.path.join(shots, "incident-1280x800-full.png"), full_page=True)
-    no_horizontal_overflow(page, "incident page at 1280 px")
+    step(f"incident page: type, node, serial, sha256, account {user}, audits")
 
 
 def check_package(page, args):
@@ -452,6 +447,12 @@ def check_csrf(ctx, page, args, who):
 
 def check_console_timeline(ctx, page, args, shots):
     page.goto(f"{args.url}/incidents/{args.serial}")
+    wait_ready(page, what="incident page timeline")
+    marked = page.eval_on_selector_all("section.timeline tr.tl-row.marked", "rs => rs.length")
+    step(f"incident page: {marked} marked rows on the timeline's first page")
+    page.screenshot(path=os.path.join(shots, "incident-1280x800.png"))
+    page.screenshot(path=os.path.join(shots, "incident-1280x800-full.png"), full_page=True)
+    no_horizontal_overflow(page, "incident page at 1280 px")
     check_timeline(page, args, "console")
     page.eval_on_selector("section.timeline", "s => s.scrollIntoView()")
     page.screenshot(path=os.path.join(shots, "timeline-1280x800.png"))
@@ -589,12 +590,12 @@ def main(argv):
             check_incident_pages(page, args, args.screenshots)
             check_package(page, args)
             check_csrf(ctx, page, args, "admin")
-            check_console_timeline(ctx, page, args, args.screenshots)
-            ctx.close()
             if args.viewer_token:
                 vctx, vpage = login(browser, args, args.viewer_token, "viewer")
                 check_csrf(vctx, vpage, args, "viewer")
                 vctx.close()
+            check_console_timeline(ctx, page, args, args.screenshots)
+            ctx.close()
             check_report(browser, args, args.screenshots)
             browser.close()
     except Failed as e:

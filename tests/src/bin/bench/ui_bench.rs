@@ -201,7 +201,7 @@ pub fn run(rt: &tokio::runtime::Runtime, opts: &Opts) -> Result<Value> {
     let base = format!("https://127.0.0.1:{web_port}");
     let api = format!("{base}/api/timeline/snapshot/{id}/query");
     let (first_s, first_bytes) = get(&pki.ca.cert, &format!("{api}?offset=0&limit=100"))?;
-    let mut timed = |q: &str| -> Result<Vec<f64>> {
+    let timed = |q: &str| -> Result<Vec<f64>> {
         (0..opts.loads)
             .map(|_| get(&pki.ca.cert, &format!("{api}?{q}")).map(|(s, _)| s))
             .collect()
