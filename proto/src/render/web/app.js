@@ -442,6 +442,16 @@
 
   // ---------------------------------------------------------------- the view
 
+  // The time cell: the date part in its own span, hidden on narrow screens
+  // (the cell's text stays the whole RFC 3339 time).
+  function timeCell(text) {
+    const td = el('td', { class: 'c-time', title: text });
+    const t = text.indexOf('T');
+    if (t > 0) td.append(el('span', { class: 'tl-date', text: text.slice(0, t + 1) }), text.slice(t + 1));
+    else td.textContent = text;
+    return td;
+  }
+
   let serial = 0;
 
   // Nice steps for the time axis, in µs.
@@ -549,19 +559,22 @@
       // Range.
       this.fromInput = el('input', {
         type: 'text', class: 'tl-from', id: id + '-from', inputmode: 'text',
-        autocomplete: 'off', spellcheck: 'false', placeholder: '2026-12-03T18:04:15.123Z',
+        autocomplete: 'off', spellcheck: 'false', placeholder: 'start of the data',
       });
       this.toInput = el('input', {
         type: 'text', class: 'tl-to', id: id + '-to', inputmode: 'text',
-        autocomplete: 'off', spellcheck: 'false', placeholder: '(open)',
+        autocomplete: 'off', spellcheck: 'false', placeholder: 'end of the data',
       });
       this.applyBtn = el('button', { type: 'button', class: 'tl-apply', text: 'Apply' });
       this.resetBtn = el('button', { type: 'button', class: 'tl-reset', text: 'Reset' });
       this.rangeMsg = el('span', { class: 'tl-range-msg', role: 'status' });
+      this.rangeHint = el('span', { class: 'tl-hint', id: id + '-fmt', text: 'UTC, e.g. 2026-12-03T18:04:15.123Z' });
+      this.fromInput.setAttribute('aria-describedby', id + '-fmt');
+      this.toInput.setAttribute('aria-describedby', id + '-fmt');
       this.range = el('div', { class: 'tl-range', role: 'group', 'aria-label': 'Time range (UTC)' },
         el('label', { for: id + '-from', text: 'From' }), this.fromInput,
         el('label', { for: id + '-to', text: 'To' }), this.toInput,
-        this.applyBtn, this.resetBtn, this.rangeMsg);
+        this.applyBtn, this.resetBtn, this.rangeHint, this.rangeMsg);
       this.applyBtn.addEventListener('click', () => this.applyRange());
       this.resetBtn.addEventListener('click', () => this.setRange(null, null));
       for (const input of [this.fromInput, this.toInput]) {
@@ -580,6 +593,14 @@
       });
       this.svg.append(svgEl('title', {}));
       this.svg.addEventListener('pointerdown', (e) => this.brushStart(e));
+      if (typeof ResizeObserver === 'function') {
+        new ResizeObserver((entries) => {
+          const w = entries[entries.length - 1].contentRect.width;
+          if (!w) return;
+          this.svgWidth = w;
+          if (this.last && this.drawnTicks !== this.tickCount()) this.drawHistogram(this.last);
+        }).observe(this.svg);
+      }
       this.histoBox = el('div', { class: 'tl-histo' }, this.svg,
         el('p', { class: 'tl-hint', text: 'Drag across the histogram to select a time range.' }));
 
@@ -836,33 +857,15 @@
         class: 'tl-plot', x: '0', y: H_TOP, width: '100%', height: H_BOTTOM - H_TOP,
       }));
 
-      // Gaps behind the bars.
-      const gaps = Array.isArray(r.gaps) ? r.gaps : [];
-      for (const g of gaps) {
-        if (g.to_us < from || g.from_us > to) continue;
-        const a = Math.max(from, g.from_us);
-        const b = Math.min(to, g.to_us);
-        const x = ((a - from) / span) * 100;
-        const w = Math.max(0.35, ((b - a + 1) / span) * 100);
-        const rect = svgEl('rect', {
-          class: 'tl-gap', x: Math.min(x, 100 - w).toFixed(3) + '%', y: 0,
-          width: w.toFixed(3) + '%', height: H_BOTTOM,
-        });
-        const t = svgEl('title', {});
-        t.textContent = 'Gap: ' + fmtInt(g.lost) + ' events lost' + (g.cause ? ' (' + g.cause + ')' : '') +
-          ', kind ' + (g.kind || 'any') + ', ' + fmtTime(g.from_us) + ' – ' + fmtTime(g.to_us);
-        rect.append(t);
-        svg.append(rect);
-      }
-
       // Stacked bars.
       const plotH = H_BOTTOM - H_TOP;
       const base = new Array(bins).fill(0);
       const bw = 100 / bins;
       const gapW = bins > 200 ? 0 : Math.min(bw * 0.15, 0.2);
       const frag = document.createDocumentFragment();
+      const barW = Math.max(0.05, bw - gapW).toFixed(4) + '%';
       for (const s of series) {
-        const cls = 'tl-bar ' + kindClass(s.kind);
+        const proto = svgEl('rect', { class: 'tl-bar ' + kindClass(s.kind), 'data-kind': s.kind, width: barW });
         for (let b = 0; b < bins; b++) {
           const c = Number(s.counts[b]) || 0;
           if (c <= 0) continue;
@@ -870,12 +873,13 @@
           base[b] += c;
           const y1 = (base[b] / max) * plotH;
           const hpx = Math.max(1, y1 - y0);
-          const rect = svgEl('rect', {
-            class: cls, 'data-kind': s.kind, 'data-bin': b, 'data-count': c,
-            x: (b * bw).toFixed(4) + '%', width: Math.max(0.05, bw - gapW).toFixed(4) + '%',
-            y: (H_BOTTOM - y0 - hpx).toFixed(2), height: hpx.toFixed(2),
-          });
-          const t = svgEl('title', {});
+          const rect = proto.cloneNode(false);
+          rect.setAttribute('data-bin', b);
+          rect.setAttribute('data-count', c);
+          rect.setAttribute('x', (b * bw).toFixed(4) + '%');
+          rect.setAttribute('y', (H_BOTTOM - y0 - hpx).toFixed(2));
+          rect.setAttribute('height', hpx.toFixed(2));
+          const t = document.createElementNS(SVG_NS, 'title');
           const b0 = from + b * binUs;
           t.textContent = s.kind + ': ' + fmtInt(c) + (c === 1 ? ' event, ' : ' events, ') +
             fmtClock(b0, binUs) + '–' + fmtClock(b0 + binUs, binUs);
@@ -885,10 +889,29 @@
       }
       svg.append(frag);
 
+      // Gaps, over the bars.
+      const gaps = Array.isArray(r.gaps) ? r.gaps : [];
+      for (const g of gaps) {
+        if (g.to_us < from || g.from_us > to) continue;
+        const a = Math.max(from, g.from_us);
+        const b = Math.min(to, g.to_us);
+        const x = ((a - from) / span) * 100;
+        const w = Math.max(0.35, ((b - a + 1) / span) * 100);
+        const rect = svgEl('rect', {
+          class: 'tl-gap', x: Math.min(x, 100 - w).toFixed(3) + '%', y: 0,
+          width: w.toFixed(3) + '%', height: H_BOTTOM, 'data-lost': g.lost,
+        });
+        const t = svgEl('title', {});
+        t.textContent = 'Gap: ' + fmtInt(g.lost) + ' events lost' + (g.cause ? ' (' + g.cause + ')' : '') +
+          ', kind ' + (g.kind || 'any') + ', ' + fmtTime(g.from_us) + ' – ' + fmtTime(g.to_us);
+        rect.append(t);
+        svg.append(rect);
+      }
+
       // Axis and ticks.
       svg.append(svgEl('line', { class: 'tl-axis', x1: '0', x2: '100%', y1: H_BOTTOM, y2: H_BOTTOM }));
-      const width = svg.getBoundingClientRect().width || 800;
-      const want = Math.max(2, Math.min(8, Math.floor(width / 110)));
+      const want = this.tickCount();
+      this.drawnTicks = want;
       let step = TICK_STEPS[TICK_STEPS.length - 1];
       for (const st of TICK_STEPS) {
         if (span / st <= want) {
@@ -919,6 +942,13 @@
       this.brushRect = null;
     }
 
+    // How many axis labels fit: from the histogram's width as last seen by
+    // the ResizeObserver (no forced layout while drawing).
+    tickCount() {
+      const width = this.svgWidth || Math.min(window.innerWidth, 1600) - 80;
+      return Math.max(2, Math.min(8, Math.floor(width / 110)));
+    }
+
     drawStatus(r) {
       const matched = Number(r.matched) || 0;
       const offset = Number(r.offset) || 0;
@@ -941,7 +971,7 @@
           'data-i': r.i, 'data-kind': r.kind, tabindex: '0',
         });
         tr.append(
-          el('td', { class: 'c-time', text: r.time || fmtTime(r.t_us) }),
+          timeCell(r.time || fmtTime(r.t_us)),
           el('td', { class: 'c-kind' }, el('span', { class: 'tl-swatch', 'aria-hidden': 'true' }), String(r.kind)),
           el('td', { class: 'c-user', text: r.user === undefined ? '' : String(r.user) }),
           el('td', { class: 'c-pid', text: r.pid === undefined || r.pid === null ? '' : String(r.pid) }),
