@@ -231,8 +231,8 @@
     return null;
   }
 
-  // -> {data, tail}: `tail` resolves, once all the text is there, to a
-  // function that parses and returns the details.
+  // -> {data, tail}: `tail()` starts reading the rest of the data (if any)
+  // and resolves to a function that parses and returns the details.
   async function decodeInline(script) {
     const encoding = (script.getAttribute('data-encoding') || 'json').toLowerCase();
     const text = script.textContent || '';
@@ -240,10 +240,10 @@
       const at = text.indexOf(DETAILS_KEY);
       const head = at > 0 ? parseHead(text.slice(0, at)) : null;
       if (head) {
-        return { data: head, tail: Promise.resolve(() => JSON.parse('{' + text.slice(at + 1)).details) };
+        return { data: head, tail: () => Promise.resolve(() => JSON.parse('{' + text.slice(at + 1)).details) };
       }
       const data = JSON.parse(text);
-      return { data, tail: Promise.resolve(() => data.details) };
+      return { data, tail: () => Promise.resolve(() => data.details) };
     }
     if (encoding !== 'gzip-base64') throw new Error('Unknown data encoding: ' + encoding);
     if (typeof DecompressionStream !== 'function') {
@@ -266,7 +266,12 @@
           // The key may straddle two pieces: cut the whole text there.
           const before = pieces.join('');
           const head = parseHead(before.slice(0, before.length - carry.length) + whole.slice(0, at));
-          if (head) return { data: head, tail: readRest(reader, decoder, whole.slice(at + 1)) };
+          if (head) {
+            // The stream waits (back-pressure) until the rest is asked for.
+            let rest = null;
+            const first = whole.slice(at + 1);
+            return { data: head, tail: () => rest || (rest = readRest(reader, decoder, first)) };
+          }
         } else {
           carry = whole.slice(-DETAILS_KEY.length);
         }
@@ -275,7 +280,7 @@
       if (done) break;
     }
     const data = JSON.parse(pieces.join(''));
-    return { data, tail: Promise.resolve(() => data.details) };
+    return { data, tail: () => Promise.resolve(() => data.details) };
   }
 
   // Reads the rest of the stream (`"details":…`), without parsing it yet.
@@ -306,18 +311,23 @@
         this.ready = decodeInline(this.script).then(({ data, tail }) => {
           this.index(data);
           this.tail = tail;
-          // Parse the details when the page is idle, so the first click is quick.
-          tail.then((parse) => {
-            const run = () => {
-              try {
-                this.parseDetails(parse);
-              } catch (_) {
-                /* reported when a row is opened */
-              }
-            };
-            if (typeof requestIdleCallback === 'function') requestIdleCallback(run, { timeout: 5000 });
-            else setTimeout(run, 500);
-          }, () => {});
+          // Read and parse the details once the first page is drawn and the
+          // page is idle, so that the first click on a row is quick.
+          const idle = (fn) => {
+            if (typeof requestIdleCallback === 'function') requestIdleCallback(fn, { timeout: 5000 });
+            else setTimeout(fn, 500);
+          };
+          idle(() => {
+            tail().then((parse) => {
+              idle(() => {
+                try {
+                  this.parseDetails(parse);
+                } catch (_) {
+                  /* reported when a row is opened */
+                }
+              });
+            }, () => {});
+          });
         });
       }
       return this.ready;
@@ -434,7 +444,7 @@
 
     async detail(i) {
       await this.load();
-      const d = this.parseDetails(await this.tail)[i];
+      const d = this.parseDetails(await this.tail())[i];
       if (!d) throw new Error('No detail for event ' + i + '.');
       return d;
     }
@@ -1037,7 +1047,8 @@
         this.detail.removeAttribute('aria-busy');
         this.detail.textContent = '';
         this.detail.append(el('h2', { class: 'tl-detail-title', text: 'Event details' }),
-          el('p', { class: 'tl-error', role: 'alert', text: e && e.message ? e.message : String(e) }));
+          el('p', { class: 'tl-hint', text: 'This event could not be loaded (see the message above).' }));
+        this.showError(e);
         return;
       }
       if (seq !== this.detailSeq) return;
