@@ -353,7 +353,10 @@
         if (r.t_us < wFrom) wFrom = r.t_us;
         if (r.t_us > wTo) wTo = r.t_us;
         if (typeof r.hay !== 'string') {
-          r.hay = [r.time, r.kind, r.user, r.pid, r.what, r.addr, r.msg].join(' ').toLowerCase();
+          r.hay = [r.time, r.kind, r.user, r.pid, r.what, r.addr, r.msg]
+            .map((x) => (x === null || x === undefined ? '' : String(x)))
+            .join(' ')
+            .toLowerCase();
         }
       }
       this.kindNames = [...kinds.keys()].sort(compareKinds);
