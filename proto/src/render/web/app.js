@@ -959,7 +959,7 @@
     // the ResizeObserver (no forced layout while drawing).
     tickCount() {
       const width = this.svgWidth || Math.min(window.innerWidth, 1600) - 80;
-      return Math.max(2, Math.min(8, Math.floor(width / 110)));
+      return Math.max(2, Math.min(10, Math.floor(width / 80)));
     }
 
     drawStatus(r) {
