@@ -65,6 +65,10 @@ enum Command {
     /// Incidents: list, show (with the snapshot's timeline), watch.
     #[command(subcommand)]
     Incidents(ctl::IncidentsCmd),
+    /// An incident as one self-contained HTML file (summary, audits, the
+    /// snapshot's timeline with histogram, kind toggles and search; no
+    /// network needed to open it) to attach to a ticket.
+    Report(ctl::ReportArgs),
     /// Who answers: an agent or a console, its instance id, node, version.
     Identity(ctl::IdentityArgs),
     /// The agents a console knows: whether they answer, how far their
@@ -215,6 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Model(cmd) => ctl::model(&mut client, &cmd, &mut out).await,
         Command::Incidents(cmd) => ctl::incidents(&mut client, &cmd, &mut out).await,
         Command::Identity(args) => ctl::identity(&mut client, &args, &mut out).await,
+        Command::Report(args) => ctl::report(&mut client, &args, &mut out).await,
         Command::Completions { .. } | Command::Man { .. } | Command::Agents(_) => {
             unreachable!("handled above")
         }
@@ -248,7 +253,7 @@ mod tests {
 
     /// The subcommands a user types, which every completion script and the
     /// manual page must name.
-    const SUBCOMMANDS: [&str; 9] = [
+    const SUBCOMMANDS: [&str; 10] = [
         "events",
         "stats",
         "containers",
@@ -258,6 +263,7 @@ mod tests {
         "incidents",
         "identity",
         "agents",
+        "report",
     ];
 
     #[test]

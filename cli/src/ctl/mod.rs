@@ -16,6 +16,7 @@ mod incident_view;
 mod incidents;
 mod models;
 mod query;
+mod report;
 mod snapshots;
 mod stats;
 
@@ -31,6 +32,7 @@ pub use incident_show::render_fetched;
 pub use incidents::{incidents, IncidentsCmd};
 pub use models::{model, ModelCmd};
 pub use query::{query, QueryArgs};
+pub use report::{render_report, report, ReportArgs};
 pub use snapshots::{snapshot, SnapshotCmd};
 pub use stats::{stats, StatsArgs};
 
