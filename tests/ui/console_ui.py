@@ -364,8 +364,16 @@ def check_incident_pages(page, args, shots):
     sha = field("dl.summary", "sha256")
     check(sha == args.sha256, f"sha256 shown {sha!r}, want {args.sha256}")
     check(page.query_selector("section.account") is not None, "incident page: no section.account")
-    user = field("section.account", "user")
-    check(user == args.user, f"account record user {user!r}, want {args.user!r}")
+    # The record: the account made (`account`), who made it (`user`), the
+    # files changed, and whether it came from a terminal.
+    user = field("section.account", "account")
+    check(user == args.user, f"account record: account {user!r}, want {args.user!r}")
+    changer = field("section.account", "user")
+    check(changer.startswith("root"), f"account record: changed by {changer!r}, want root")
+    files = field("section.account", "files")
+    check("passwd" in files, f"account record: files {files!r}, want /etc/passwd among them")
+    interactive = field("section.account", "interactive")
+    check(interactive == "yes", f"account record: interactive {interactive!r}, want yes")
     check(page.query_selector("section.audits table.audits tr.audit") is not None,
           "incident page: no audits (tr.audit)")
     footer = (page.text_content("footer") or "")
@@ -454,6 +462,15 @@ def check_console_timeline(ctx, page, args, shots):
     page.screenshot(path=os.path.join(shots, "incident-1280x800-full.png"), full_page=True)
     no_horizontal_overflow(page, "incident page at 1280 px")
     check_timeline(page, args, "console")
+    # Only the incident's own events: every row marked.
+    act_and_wait(page, lambda: page.check("section.timeline input.tl-marked"), "console: marked")
+    m = page.eval_on_selector_all(
+        "section.timeline tr.tl-row", "rs => rs.map(r => r.classList.contains('marked'))")
+    check(m and all(m), f"console: 'only the incident's events' shows {len(m)} rows, "
+                        f"{m.count(False)} unmarked")
+    step(f"console: only the incident's events: {len(m)} rows, all marked")
+    act_and_wait(page, lambda: page.uncheck("section.timeline input.tl-marked"),
+                 "console: marked off")
     page.eval_on_selector("section.timeline", "s => s.scrollIntoView()")
     page.screenshot(path=os.path.join(shots, "timeline-1280x800.png"))
     check_keyboard(page, "console")
@@ -470,6 +487,7 @@ def check_console_timeline(ctx, page, args, shots):
     wait_ready(narrow, what="timeline at 420 px")
     narrow.eval_on_selector("section.timeline", "s => s.scrollIntoView()")
     narrow.screenshot(path=os.path.join(shots, "timeline-420x800.png"))
+    narrow.screenshot(path=os.path.join(shots, "incident-420x800-full.png"), full_page=True)
     no_horizontal_overflow(narrow, "incident page at 420 px")
     hidden = narrow.eval_on_selector_all(
         "section.timeline table.tl-grid thead th",

@@ -113,7 +113,8 @@ pub fn render_report(inc: &pb::Incident, snap: Option<pb::Snapshot>) -> Result<S
     match snap {
         Some(s) => {
             let t = Timeline::from_snapshot(s, &Marks::of(inc), &uid_only());
-            let json = serde_json::to_vec(&t.inline()).map_err(|e| CtlError::Usage(e.to_string()))?;
+            let json =
+                serde_json::to_vec(&t.inline()).map_err(|e| CtlError::Usage(e.to_string()))?;
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             gz.write_all(&json).map_err(CtlError::Output)?;
             let packed = gz.finish().map_err(CtlError::Output)?;
@@ -153,7 +154,11 @@ fn now() -> prost_types::Timestamp {
     }
 }
 
-pub async fn report(client: &mut Client, args: &ReportArgs, out: &mut impl std::io::Write) -> Result<()> {
+pub async fn report(
+    client: &mut Client,
+    args: &ReportArgs,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
     let inc = whole_incident(client, args.serial).await?;
     let snap = if inc.snapshot_id == 0 {
         None

@@ -92,7 +92,10 @@ fn read_token(what: &str, path: &Path) -> Result<String, WebError> {
         .map_err(|e| WebError::Auth(format!("reading {what} {}: {e}", path.display())))?;
     let t = text.trim();
     if t.is_empty() {
-        return Err(WebError::Auth(format!("{what} {} is empty", path.display())));
+        return Err(WebError::Auth(format!(
+            "{what} {} is empty",
+            path.display()
+        )));
     }
     Ok(t.to_owned())
 }
@@ -303,7 +306,9 @@ pub async fn require(State(web): State<Arc<Web>>, mut req: Request, next: Next) 
         }
         None => {
             let path = req.uri().path();
-            let is_page = req.method() == Method::GET && !path.starts_with("/api/") && !path.ends_with("/package");
+            let is_page = req.method() == Method::GET
+                && !path.starts_with("/api/")
+                && !path.ends_with("/package");
             let mut resp = if is_page {
                 let next = req
                     .uri()
@@ -375,14 +380,23 @@ pub async fn login(
     let token = form.get("token").map_or("", String::as_str);
     let Some(role) = web.auth.token_role(token) else {
         tracing::warn!("web: a login with a wrong token");
-        return (StatusCode::UNAUTHORIZED, login_html(&next, Some("Wrong token."))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            login_html(&next, Some("Wrong token.")),
+        )
+            .into_response();
     };
     let Some(id) = web.auth.open(role) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no randomness for a session\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for a session\n",
+        )
+            .into_response();
     };
     tracing::info!(role = role.name(), "web: login");
     let max_age = web.auth.ttl.as_secs();
-    let cookie = format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}");
+    let cookie =
+        format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}");
     let mut resp = Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, url_location(&next))
@@ -426,7 +440,9 @@ pub async fn logout(
         .unwrap_or_default();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("fdr_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_static(
+            "fdr_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0",
+        ),
     );
     resp
 }
@@ -438,7 +454,9 @@ pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Res
     let refuse = |why: &str| Err((StatusCode::FORBIDDEN, format!("{why}\n")).into_response());
     match p.via {
         Via::Bearer => Ok(()),
-        Via::ClientCert => refuse("a client certificate cannot change anything; log in with a token"),
+        Via::ClientCert => {
+            refuse("a client certificate cannot change anything; log in with a token")
+        }
         Via::Session => {
             if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
                 if !matches!(site, "same-origin" | "none") {
@@ -451,7 +469,9 @@ pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Res
                 .or(form)
                 .unwrap_or("");
             match &p.csrf {
-                Some(t) if !given.is_empty() && constant_time_eq(t.as_bytes(), given.as_bytes()) => {
+                Some(t)
+                    if !given.is_empty() && constant_time_eq(t.as_bytes(), given.as_bytes()) =>
+                {
                     Ok(())
                 }
                 _ => refuse("missing or wrong CSRF token"),
@@ -465,7 +485,11 @@ pub fn check_admin(p: &Principal) -> Result<(), Response> {
     if p.role == Role::Admin {
         Ok(())
     } else {
-        Err((StatusCode::FORBIDDEN, "an admin credential is needed for this\n").into_response())
+        Err((
+            StatusCode::FORBIDDEN,
+            "an admin credential is needed for this\n",
+        )
+            .into_response())
     }
 }
 
@@ -497,7 +521,10 @@ mod tests {
         assert!(a.identify(&h, None).is_none());
         let id = a.open(Role::Admin).unwrap();
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, format!("x=1; {COOKIE}={id}").parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            format!("x=1; {COOKIE}={id}").parse().unwrap(),
+        );
         let p = a.identify(&h, None).unwrap();
         assert_eq!((p.role, p.via), (Role::Admin, Via::Session));
         // The oldest session ends when a third opens (max 2).
@@ -505,7 +532,10 @@ mod tests {
         a.open(Role::Viewer).unwrap();
         assert!(a.identify(&h, None).is_none());
         let conn = Conn { client_cert: true };
-        assert_eq!(a.identify(&HeaderMap::new(), Some(&conn)).unwrap().role, Role::Viewer);
+        assert_eq!(
+            a.identify(&HeaderMap::new(), Some(&conn)).unwrap().role,
+            Role::Viewer
+        );
     }
 
     #[test]
