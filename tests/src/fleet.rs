@@ -256,6 +256,9 @@ impl Console {
         self.process = Some(Killed(child));
         let port = self.port;
         poll("the console's port", SLOW, || {
+            if let Some(Some(st)) = self.process.as_mut().map(|p| p.0.try_wait().ok().flatten()) {
+                panic!("the console exited ({st}):\n{}", self.log());
+            }
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .ok()
                 .map(|_| ())

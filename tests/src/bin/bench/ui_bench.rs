@@ -150,12 +150,16 @@ pub fn run(rt: &tokio::runtime::Runtime, opts: &Opts) -> Result<Value> {
     });
     let socket = dir.path().join(name).join("fdr.sock");
     let web_port = fleet::free_port();
+    // The viewers' token (the admins' is the API's; they must differ).
+    let viewer = dir.path().join("viewer-token");
+    std::fs::write(&viewer, "fdr-ui-bench-viewer-token\n")?;
     let mut console = Console::new(dir.path(), &[node.url()], &pki, 100, |cfg| {
         cfg.web.enabled = true;
         cfg.web.listen = format!("127.0.0.1:{web_port}").parse().expect("address");
         cfg.web.tls_cert_file = Some(web_cert.cert.clone());
         cfg.web.tls_key_file = Some(web_cert.key.clone());
         cfg.web.admin_token_file = Some(pki.token.clone());
+        cfg.web.token_file = Some(viewer.clone());
         cfg.retention.max_snapshot_bytes = u64::MAX / 2;
     });
     console.start();
