@@ -113,7 +113,7 @@ pub fn render_report(inc: &pb::Incident, snap: Option<pb::Snapshot>) -> Result<S
     match snap {
         Some(s) => {
             let t = Timeline::from_snapshot(s, &Marks::of(inc), &uid_only());
-            let json = serde_json::to_vec(&t.inline()).map_err(|e| CtlError::Usage(e.to_string()))?;
+            let json = t.inline().into_bytes();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             gz.write_all(&json).map_err(CtlError::Output)?;
             let packed = gz.finish().map_err(CtlError::Output)?;

@@ -429,9 +429,11 @@ impl Timeline {
         Some(json!({"i": i, "fields": fields, "ancestry": ancestry}))
     }
 
-    /// Everything a report's script needs to answer queries itself: the
-    /// rows (with their haystacks) and every event's detail.
-    pub fn inline(&self) -> Value {
+    /// Everything a report's script needs to answer queries itself, as
+    /// compact JSON: the rows (with their haystacks), then every event's
+    /// detail (last: the script draws the first page before it reads
+    /// them).
+    pub fn inline(&self) -> String {
         let rows: Vec<Value> = self
             .rows
             .iter()
@@ -442,18 +444,27 @@ impl Timeline {
                 v
             })
             .collect();
-        let details: Vec<Value> = (0..self.rows.len())
-            .filter_map(|i| self.detail(i))
-            .collect();
-        json!({
+        let head = json!({
             "total": self.rows.len(),
             "window": {"from_us": self.window.0, "to_us": self.window.1},
             "gaps": self.gaps_json(),
             "completeness": self.completeness,
             "lost": self.lost,
-            "rows": rows,
-            "details": details,
-        })
+        });
+        let mut out = serde_json::to_string(&head).unwrap_or_else(|_| "{}".into());
+        out.pop(); // the closing brace
+        out.push_str(",\"rows\":");
+        out.push_str(&serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()));
+        out.push_str(",\"details\":[");
+        for i in 0..self.rows.len() {
+            if i > 0 {
+                out.push(',');
+            }
+            let d = self.detail(i).unwrap_or(Value::Null);
+            out.push_str(&serde_json::to_string(&d).unwrap_or_else(|_| "null".into()));
+        }
+        out.push_str("]}");
+        out
     }
 }
 
@@ -621,7 +632,10 @@ mod tests {
             .iter()
             .any(|f| f[0] == "detail.argv" && f[1].as_str().unwrap().contains("\\x1b")));
         assert!(t.detail(3).is_none());
-        let inline = t.inline();
+        let text = t.inline();
+        assert!(text.ends_with("]}") && text.contains(",\"details\":["));
+        assert!(text.find("\"details\"") > text.find("\"rows\""), "details last");
+        let inline: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(inline["rows"].as_array().unwrap().len(), 3);
         assert_eq!(inline["details"].as_array().unwrap().len(), 3);
         assert!(inline["rows"][0]["hay"].as_str().unwrap().contains("marker"));
