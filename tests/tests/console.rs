@@ -256,6 +256,8 @@ impl Console {
         let mut cfg = fdr_console::config::Config::default();
         cfg.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
         cfg.api.token_file = Some(pki.token.clone());
+        // The web UI has its own test (ui.rs); its default port is fixed.
+        cfg.web.enabled = false;
         // "dns:NAME:PORT": Kubernetes-style discovery by a DNS name.
         for a in agents {
             match a.strip_prefix("dns:").and_then(|r| r.rsplit_once(':')) {

@@ -526,6 +526,7 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         "- --config\n        - /etc/fdr/fdr-console.toml\n",
         // The port, probed by connecting (TLS only: no gRPC probe).
         "- containerPort: 7443\n          name: api\n",
+        "- containerPort: 7444\n          name: web\n",
         "tcpSocket:\n            port: api",
         // Its volume, Secrets and hashed config.
         "persistentVolumeClaim:\n          claimName: fdr-console-data",
@@ -554,6 +555,13 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         console_svc
             .text
             .contains("- name: api\n    port: 7443\n    protocol: TCP\n    targetPort: api\n"),
+        "{}",
+        console_svc.text
+    );
+    assert!(
+        console_svc
+            .text
+            .contains("- name: web\n    port: 7444\n    protocol: TCP\n    targetPort: web\n"),
         "{}",
         console_svc.text
     );
@@ -596,6 +604,11 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
     }
     // It listens on the container's port.
     assert_eq!(cfg.api.listen.port(), 7443);
+    // The web UI on its own port, with the API's TLS and token.
+    assert!(cfg.web.enabled);
+    assert_eq!(cfg.web.listen.port(), 7444);
+    assert!(cfg.web.tls(&cfg.api).is_some(), "the web UI is HTTPS");
+    assert!(cfg.web.viewer_token(&cfg.api).is_some());
     assert!(cfg.api.listen.ip().is_unspecified(), "on the pod's IP");
 
     // The agents it finds: the headless Service's name in its namespace,
