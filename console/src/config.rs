@@ -468,7 +468,9 @@ impl Config {
                 ));
             }
         }
-        if w.session_ttl < Duration::from_secs(60) || w.session_ttl > Duration::from_secs(30 * 86400) {
+        if w.session_ttl < Duration::from_secs(60)
+            || w.session_ttl > Duration::from_secs(30 * 86400)
+        {
             return bad("web.session_ttl: between 1m and 30days".into());
         }
         if w.max_sessions == 0 || w.max_sessions > 1_000_000 {

@@ -153,16 +153,21 @@ fn now() -> prost_types::Timestamp {
     }
 }
 
-pub async fn report(client: &mut Client, args: &ReportArgs, out: &mut impl std::io::Write) -> Result<()> {
+pub async fn report(
+    client: &mut Client,
+    args: &ReportArgs,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
     let inc = whole_incident(client, args.serial).await?;
     let snap = if inc.snapshot_id == 0 {
         None
     } else {
         match whole_snapshot(client, inc.snapshot_id).await {
             Ok(s) => Some(s),
-            Err(CtlError::Rpc { code, message })
-                if matches!(code, tonic::Code::FailedPrecondition) =>
-            {
+            Err(CtlError::Rpc {
+                code: tonic::Code::FailedPrecondition,
+                message,
+            }) => {
                 return Err(CtlError::Usage(format!(
                     "incident {}: its snapshot {} is still filling its after-window ({message}); \
                      run the report again when it is committed",

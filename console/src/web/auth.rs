@@ -92,7 +92,10 @@ fn read_token(what: &str, path: &Path) -> Result<String, WebError> {
         .map_err(|e| WebError::Auth(format!("reading {what} {}: {e}", path.display())))?;
     let t = text.trim();
     if t.is_empty() {
-        return Err(WebError::Auth(format!("{what} {} is empty", path.display())));
+        return Err(WebError::Auth(format!(
+            "{what} {} is empty",
+            path.display()
+        )));
     }
     Ok(t.to_owned())
 }
@@ -303,7 +306,9 @@ pub async fn require(State(web): State<Arc<Web>>, mut req: Request, next: Next) 
         }
         None => {
             let path = req.uri().path();
-            let is_page = req.method() == Method::GET && !path.starts_with("/api/") && !path.ends_with("/package");
+            let is_page = req.method() == Method::GET
+                && !path.starts_with("/api/")
+                && !path.ends_with("/package");
             let mut resp = if is_page {
                 let next = req
                     .uri()
@@ -375,14 +380,23 @@ pub async fn login(
     let token = form.get("token").map_or("", String::as_str);
     let Some(role) = web.auth.token_role(token) else {
         tracing::warn!("web: a login with a wrong token");
-        return (StatusCode::UNAUTHORIZED, login_html(&next, Some("Wrong token."))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            login_html(&next, Some("Wrong token.")),
+        )
+            .into_response();
     };
     let Some(id) = web.auth.open(role) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no randomness for a session\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for a session\n",
+        )
+            .into_response();
     };
     tracing::info!(role = role.name(), "web: login");
     let max_age = web.auth.ttl.as_secs();
-    let cookie = format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}");
+    let cookie =
+        format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}");
     let mut resp = Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, url_location(&next))
@@ -413,7 +427,7 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_csrf(&p, &headers, form.get("csrf").map(String::as_str)) {
+    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
         return r;
     }
     if let Some(k) = &p.session {
@@ -426,7 +440,9 @@ pub async fn logout(
         .unwrap_or_default();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("fdr_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_static(
+            "fdr_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0",
+        ),
     );
     resp
 }
@@ -434,11 +450,13 @@ pub async fn logout(
 /// A change from a session needs its CSRF token (form field `csrf` or
 /// header `X-CSRF-Token`) and must not come from another site; a bearer
 /// token is no ambient credential (a browser never adds it by itself).
-pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Result<(), Response> {
-    let refuse = |why: &str| Err((StatusCode::FORBIDDEN, format!("{why}\n")).into_response());
+pub fn csrf_refusal(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Option<Response> {
+    let refuse = |why: &str| Some((StatusCode::FORBIDDEN, format!("{why}\n")).into_response());
     match p.via {
-        Via::Bearer => Ok(()),
-        Via::ClientCert => refuse("a client certificate cannot change anything; log in with a token"),
+        Via::Bearer => None,
+        Via::ClientCert => {
+            refuse("a client certificate cannot change anything; log in with a token")
+        }
         Via::Session => {
             if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
                 if !matches!(site, "same-origin" | "none") {
@@ -451,8 +469,10 @@ pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Res
                 .or(form)
                 .unwrap_or("");
             match &p.csrf {
-                Some(t) if !given.is_empty() && constant_time_eq(t.as_bytes(), given.as_bytes()) => {
-                    Ok(())
+                Some(t)
+                    if !given.is_empty() && constant_time_eq(t.as_bytes(), given.as_bytes()) =>
+                {
+                    None
                 }
                 _ => refuse("missing or wrong CSRF token"),
             }
@@ -461,12 +481,14 @@ pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Res
 }
 
 /// Admins only.
-pub fn check_admin(p: &Principal) -> Result<(), Response> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err((StatusCode::FORBIDDEN, "an admin credential is needed for this\n").into_response())
-    }
+pub fn admin_refusal(p: &Principal) -> Option<Response> {
+    (p.role != Role::Admin).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            "an admin credential is needed for this\n",
+        )
+            .into_response()
+    })
 }
 
 #[cfg(test)]
@@ -497,7 +519,10 @@ mod tests {
         assert!(a.identify(&h, None).is_none());
         let id = a.open(Role::Admin).unwrap();
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, format!("x=1; {COOKIE}={id}").parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            format!("x=1; {COOKIE}={id}").parse().unwrap(),
+        );
         let p = a.identify(&h, None).unwrap();
         assert_eq!((p.role, p.via), (Role::Admin, Via::Session));
         // The oldest session ends when a third opens (max 2).
@@ -505,7 +530,10 @@ mod tests {
         a.open(Role::Viewer).unwrap();
         assert!(a.identify(&h, None).is_none());
         let conn = Conn { client_cert: true };
-        assert_eq!(a.identify(&HeaderMap::new(), Some(&conn)).unwrap().role, Role::Viewer);
+        assert_eq!(
+            a.identify(&HeaderMap::new(), Some(&conn)).unwrap().role,
+            Role::Viewer
+        );
     }
 
     #[test]
@@ -515,19 +543,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
         let p = a.identify(&h, None).unwrap();
-        assert!(check_csrf(&p, &h, None).is_err());
-        assert!(check_csrf(&p, &h, Some("wrong")).is_err());
+        assert!(csrf_refusal(&p, &h, None).is_some());
+        assert!(csrf_refusal(&p, &h, Some("wrong")).is_some());
         let t = p.csrf.clone().unwrap();
-        assert!(check_csrf(&p, &h, Some(&t)).is_ok());
+        assert!(csrf_refusal(&p, &h, Some(&t)).is_none());
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(check_csrf(&p, &h, Some(&t)).is_err());
+        assert!(csrf_refusal(&p, &h, Some(&t)).is_some());
         let bearer = Principal {
             role: Role::Admin,
             via: Via::Bearer,
             csrf: None,
             session: None,
         };
-        assert!(check_csrf(&bearer, &HeaderMap::new(), None).is_ok());
+        assert!(csrf_refusal(&bearer, &HeaderMap::new(), None).is_none());
     }
 
     #[test]

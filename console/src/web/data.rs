@@ -148,9 +148,10 @@ pub async fn incident(web: &Web, serial: u64) -> Result<pb::Incident, tonic::Sta
 pub async fn timeline(web: &Web, kind: &str, id: &str) -> Result<Arc<Timeline>, tonic::Status> {
     let key = format!("{kind}/{id}");
     if kind == "live" {
-        return web.cache.get(&key).ok_or_else(|| {
-            tonic::Status::not_found("this live query has expired; run it again")
-        });
+        return web
+            .cache
+            .get(&key)
+            .ok_or_else(|| tonic::Status::not_found("this live query has expired; run it again"));
     }
     let num: u64 = id
         .parse()
@@ -212,12 +213,10 @@ pub async fn query(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     match timeline(&web, &kind, &id).await {
-        Ok(t) => {
-            match tokio::task::spawn_blocking(move || t.query(&q)).await {
-                Ok(v) => json_response(&v),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("query: {e}\n")).into_response(),
-            }
-        }
+        Ok(t) => match tokio::task::spawn_blocking(move || t.query(&q)).await {
+            Ok(v) => json_response(&v),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("query: {e}\n")).into_response(),
+        },
         Err(s) => status_response(&s),
     }
 }
@@ -302,7 +301,11 @@ pub async fn package(
         Ok((s, _)) => s,
         Err(s) => return status_response(&s),
     };
-    tracing::info!(snapshot = id, role = p.role.name(), "web: forensic package downloaded");
+    tracing::info!(
+        snapshot = id,
+        role = p.role.name(),
+        "web: forensic package downloaded"
+    );
     match tokio::task::spawn_blocking(move || package_zip(&snap)).await {
         Ok(Ok(zip)) => (
             [
@@ -343,10 +346,16 @@ mod tests {
         let zip = package_zip(&snap).unwrap();
         let mut a = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
         let mut csv = Vec::new();
-        a.by_name("events.csv").unwrap().read_to_end(&mut csv).unwrap();
+        a.by_name("events.csv")
+            .unwrap()
+            .read_to_end(&mut csv)
+            .unwrap();
         assert_eq!(csv, render::export::csv(&snap, &uid_only()).unwrap());
         let mut m = String::new();
-        a.by_name("manifest.json").unwrap().read_to_string(&mut m).unwrap();
+        a.by_name("manifest.json")
+            .unwrap()
+            .read_to_string(&mut m)
+            .unwrap();
         let m: serde_json::Value = serde_json::from_str(&m).unwrap();
         assert_eq!(m["snapshot"]["sha256"], "ab".repeat(32));
         assert_eq!(m["snapshot"]["node"], "node-b");

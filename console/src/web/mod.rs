@@ -119,11 +119,13 @@ fn server_config(cfg: &Config) -> Result<Option<rustls::ServerConfig>, WebError>
                     .map_err(|e| WebError::Tls(format!("client CA {}: {e}", ca.display())))?;
             }
             // A browser without a certificate still reaches the login page.
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| WebError::Tls(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| WebError::Tls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -220,11 +222,7 @@ async fn headers(
         set(h, header::CACHE_CONTROL, "no-store");
     }
     if web.tls {
-        set(
-            h,
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000",
-        );
+        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     }
     resp
 }
@@ -260,18 +258,18 @@ pub async fn serve(l: WebListener, mut stop: watch::Receiver<bool>) {
             let _permit = permit;
             match tls {
                 Some(acc) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp)).await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "web: TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "web: TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "web: TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "web: TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let conn = Conn {
                         client_cert: stream
                             .get_ref()

@@ -23,7 +23,7 @@ use fdr_proto::{
 };
 
 use super::{
-    auth::{check_admin, check_csrf, Principal, Role, Via},
+    auth::{admin_refusal, csrf_refusal, Principal, Role, Via},
     data::{self, status_response},
     Web,
 };
@@ -179,15 +179,28 @@ impl Filters {
     }
 
     fn keeps(&self, i: &pb::Incident) -> bool {
-        let has = |hay: &str, needle: &str| needle.is_empty() || hay.to_lowercase().contains(needle);
+        let has =
+            |hay: &str, needle: &str| needle.is_empty() || hay.to_lowercase().contains(needle);
         let c = i.container.clone().unwrap_or_default();
-        let last = i.last.as_ref().or(i.first.as_ref()).map_or(0, |t| t.seconds);
+        let last = i
+            .last
+            .as_ref()
+            .or(i.first.as_ref())
+            .map_or(0, |t| t.seconds);
         let first = i.first.as_ref().map_or(0, |t| t.seconds);
         (self.kind.is_empty() || i.r#type == self.kind)
             && i.severity >= self.severity
-            && has(if i.node.is_empty() { &i.hostname } else { &i.node }, &self.node)
+            && has(
+                if i.node.is_empty() {
+                    &i.hostname
+                } else {
+                    &i.node
+                },
+                &self.node,
+            )
             && has(&c.pod_namespace, &self.namespace)
-            && (has(&c.image, &self.image) || (!self.image.is_empty() && has(&c.image_digest, &self.image)))
+            && (has(&c.image, &self.image)
+                || (!self.image.is_empty() && has(&c.image_digest, &self.image)))
             && self.from.is_none_or(|f| last >= f)
             && self.to.is_none_or(|t| first <= t)
     }
@@ -241,7 +254,9 @@ pub async fn incidents(
         Err(e) => return status_page(&p, &api::index_status(e)),
     };
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
-    let mut s = String::from("<h1>Incidents</h1>\n<form class=\"filters\" method=\"get\" action=\"/incidents\">");
+    let mut s = String::from(
+        "<h1>Incidents</h1>\n<form class=\"filters\" method=\"get\" action=\"/incidents\">",
+    );
     s += "<label>Type <select name=\"type\"><option value=\"\">any</option>";
     for t in TYPES {
         let sel = if get("type") == t { " selected" } else { "" };
@@ -249,7 +264,11 @@ pub async fn incidents(
     }
     s += "</select></label><label>Severity at least <select name=\"severity\"><option value=\"\">any</option>";
     for sev in SEVERITIES.iter() {
-        let sel = if get("severity") == sev.name() { " selected" } else { "" };
+        let sel = if get("severity") == sev.name() {
+            " selected"
+        } else {
+            ""
+        };
         let _ = write!(s, "<option{sel}>{}</option>", sev.name());
     }
     s += "</select></label>";
@@ -275,7 +294,11 @@ pub async fn incidents(
               <th scope=\"col\">Node</th><th scope=\"col\">Where</th><th scope=\"col\">Image</th>\
               <th scope=\"col\">Summary</th><th scope=\"col\">Audits</th></tr></thead><tbody>\n";
         for i in &list {
-            let node = if i.node.is_empty() { &i.hostname } else { &i.node };
+            let node = if i.node.is_empty() {
+                &i.hostname
+            } else {
+                &i.node
+            };
             let image = i.container.as_ref().map_or("", |c| c.image.as_str());
             let _ = writeln!(
                 s,
@@ -341,7 +364,7 @@ pub async fn incident(
                 s,
                 "<section class=\"evidence\"><h2>Timeline of snapshot {id}</h2>\
                  <p><a class=\"package\" href=\"/snapshots/{id}/package\" download>Download the forensic package</a> \
-                 (CSV, JSON Lines and a manifest with the SHA-256, as one zip)</p></section>\n",
+                 (CSV, JSON Lines and a manifest with the SHA-256, as one zip)</p></section>",
                 id = i.id
             );
             s += &html::timeline(
@@ -382,7 +405,7 @@ pub async fn snapshot(
         .collect();
     let _ = write!(
         s,
-        "<p><a class=\"package\" href=\"/snapshots/{id}/package\" download>Download the forensic package</a>{}</p>\n",
+        "<p><a class=\"package\" href=\"/snapshots/{id}/package\" download>Download the forensic package</a>{}</p>",
         if links.is_empty() {
             String::new()
         } else {
@@ -414,7 +437,10 @@ pub async fn agents(State(web): State<Arc<Web>>, Extension(p): Extension<Princip
             let reach = if a.reachable {
                 "<span class=\"ok\">yes</span>".to_owned()
             } else {
-                format!("<span class=\"bad\">no</span> <span class=\"why\">{}</span>", h(&a.error))
+                format!(
+                    "<span class=\"bad\">no</span> <span class=\"why\">{}</span>",
+                    h(&a.error)
+                )
             };
             let _ = writeln!(
                 s,
@@ -468,7 +494,9 @@ fn model_state(m: &pb::Model) -> String {
         Ok(pb::ModelState::Learning) => {
             format!("learning until {}", time_text(m.learning_until.as_ref()))
         }
-        Ok(pb::ModelState::Active) => format!("active since {}", time_text(m.learning_until.as_ref())),
+        Ok(pb::ModelState::Active) => {
+            format!("active since {}", time_text(m.learning_until.as_ref()))
+        }
         _ => "?".into(),
     }
 }
@@ -627,8 +655,14 @@ fn learned_histogram(m: &pb::Model) -> String {
     let _ = write!(
         s,
         "</svg><figcaption>Items learned over time: {} – {} (UTC)</figcaption></figure>",
-        h(&time_text(Some(&prost_types::Timestamp { seconds: lo, nanos: 0 }))),
-        h(&time_text(Some(&prost_types::Timestamp { seconds: hi, nanos: 0 }))),
+        h(&time_text(Some(&prost_types::Timestamp {
+            seconds: lo,
+            nanos: 0
+        }))),
+        h(&time_text(Some(&prost_types::Timestamp {
+            seconds: hi,
+            nanos: 0
+        }))),
     );
     s
 }
@@ -677,7 +711,14 @@ pub async fn model(
     .await;
     let m = match r {
         Ok(m) => m,
-        Err(e) => return error_page(&p, StatusCode::SERVICE_UNAVAILABLE, "Model not available", &e),
+        Err(e) => {
+            return error_page(
+                &p,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Model not available",
+                &e,
+            )
+        }
     };
     let mut s = format!(
         "<h1>Model <code>{}</code></h1>\n<dl class=\"summary\"><dt>Node</dt><dd data-field=\"node\">{}</dd>\
@@ -696,7 +737,7 @@ pub async fn model(
             "<form class=\"relearn\" method=\"post\" action=\"/models/relearn\" \
              data-confirm=\"Forget what this model learned and learn again?\">\
              <input type=\"hidden\" name=\"node\" value=\"{}\"><input type=\"hidden\" name=\"key\" value=\"{}\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Relearn</button></form>\n",
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Relearn</button></form>",
             h(&node),
             h(&m.key),
             h(p.csrf.as_deref().unwrap_or(""))
@@ -740,10 +781,10 @@ pub async fn relearn(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_csrf(&p, &headers, form.get("csrf").map(String::as_str)) {
+    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
         return r;
     }
-    if let Err(r) = check_admin(&p) {
+    if let Some(r) = admin_refusal(&p) {
         return r;
     }
     let node = form.get("node").cloned().unwrap_or_default();
@@ -772,7 +813,11 @@ pub async fn relearn(
             done_page(
                 &p,
                 "Relearning",
-                &format!("{} model(s) on {node} restarted learning: {}", resp.count, resp.keys.join(", ")),
+                &format!(
+                    "{} model(s) on {node} restarted learning: {}",
+                    resp.count,
+                    resp.keys.join(", ")
+                ),
                 &format!("/models/{}/{}", url_part(&node), url_part(&key)),
             )
         }
@@ -786,10 +831,10 @@ pub async fn create_snapshot(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_csrf(&p, &headers, form.get("csrf").map(String::as_str)) {
+    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
         return r;
     }
-    if let Err(r) = check_admin(&p) {
+    if let Some(r) = admin_refusal(&p) {
         return r;
     }
     let node = form.get("node").cloned().unwrap_or_default();
@@ -849,8 +894,14 @@ pub async fn live(
     Extension(p): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let node = q.get("node").map(|s| s.trim().to_owned()).unwrap_or_default();
-    let scope = q.get("scope").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let node = q
+        .get("node")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let scope = q
+        .get("scope")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     let mut nodes: Vec<String> = web
         .con
         .live_agents()
@@ -860,7 +911,9 @@ pub async fn live(
         .collect();
     nodes.sort();
     nodes.dedup();
-    let mut s = String::from("<h1>Live timeline</h1>\n<form class=\"filters\" method=\"get\" action=\"/live\">");
+    let mut s = String::from(
+        "<h1>Live timeline</h1>\n<form class=\"filters\" method=\"get\" action=\"/live\">",
+    );
     s += "<label>Node <select name=\"node\"><option value=\"\">every node</option>";
     for n in &nodes {
         let sel = if *n == node { " selected" } else { "" };
@@ -902,16 +955,28 @@ pub async fn live(
                 cursor = r.next_cursor;
             }
             Err(e) => {
-                let _ = write!(s, "<p class=\"error\" role=\"alert\">{}</p>", h(e.message()));
+                let _ = write!(
+                    s,
+                    "<p class=\"error\" role=\"alert\">{}</p>",
+                    h(e.message())
+                );
                 return render(&p, "Live", "Live", &s);
             }
         }
     }
     let n = events.len();
-    let t = match tokio::task::spawn_blocking(move || Timeline::from_events(events, &uid_only())).await
+    let t = match tokio::task::spawn_blocking(move || Timeline::from_events(events, &uid_only()))
+        .await
     {
         Ok(t) => Arc::new(t),
-        Err(e) => return error_page(&p, StatusCode::INTERNAL_SERVER_ERROR, "Live", &e.to_string()),
+        Err(e) => {
+            return error_page(
+                &p,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Live",
+                &e.to_string(),
+            )
+        }
     };
     let token = live_token();
     web.cache.put(&format!("live/{token}"), t);
@@ -932,7 +997,7 @@ pub async fn live(
             "<form class=\"create-snapshot\" method=\"post\" action=\"/snapshots/create\">\
              <input type=\"hidden\" name=\"node\" value=\"{}\"><input type=\"hidden\" name=\"scope\" value=\"{}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Reason <input name=\"reason\"></label>\
-             <button type=\"submit\">Create a snapshot on the node</button></form>\n",
+             <button type=\"submit\">Create a snapshot on the node</button></form>",
             h(&node),
             h(&scope),
             h(p.csrf.as_deref().unwrap_or(""))

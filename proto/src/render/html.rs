@@ -164,7 +164,12 @@ pub fn incident(inc: &pb::Incident, snap: Option<&pb::SnapshotInfo>, links: &Lin
             "agent-serial",
             &inc.agent_serial.to_string(),
         );
-        dd(&mut s, "Agent instance", "agent-instance", &inc.agent_instance);
+        dd(
+            &mut s,
+            "Agent instance",
+            "agent-instance",
+            &inc.agent_instance,
+        );
     }
     if inc.snapshot_id != 0 {
         let text = format!("{}", inc.snapshot_id);
@@ -254,7 +259,10 @@ fn accounts(inc: &pb::Incident) -> String {
     }
     let more = inc.account_count.saturating_sub(list.len() as u64);
     if more > 0 {
-        let _ = writeln!(s, "<p class=\"more\">{more} more account records not kept.</p>");
+        let _ = writeln!(
+            s,
+            "<p class=\"more\">{more} more account records not kept.</p>"
+        );
     }
     s += "</section>\n";
     s
@@ -319,7 +327,16 @@ pub fn snapshot(info: &pb::SnapshotInfo) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "<h1>Snapshot {}</h1>", info.id);
     s += "<section class=\"snapshot\"><dl class=\"summary\">\n";
-    dd(&mut s, "Node", "node", if info.node.is_empty() { &info.host } else { &info.node });
+    dd(
+        &mut s,
+        "Node",
+        "node",
+        if info.node.is_empty() {
+            &info.host
+        } else {
+            &info.node
+        },
+    );
     dd(&mut s, "Scope", "scope", &info.scope);
     if let Some(c) = &info.container {
         dd(&mut s, "Pod", "pod", &c.pod_name);
@@ -348,7 +365,12 @@ pub fn snapshot(info: &pb::SnapshotInfo) -> String {
     let incidents: Vec<String> = info.incidents.iter().map(u64::to_string).collect();
     dd(&mut s, "Incidents", "incidents", &incidents.join(", "));
     dd(&mut s, "SHA-256", "sha256", &info.sha256);
-    dd(&mut s, "Agent instance", "agent-instance", &info.agent_instance);
+    dd(
+        &mut s,
+        "Agent instance",
+        "agent-instance",
+        &info.agent_instance,
+    );
     s += "</dl></section>\n";
     s
 }
@@ -442,7 +464,12 @@ mod tests {
 
     #[test]
     fn inline_pages_hold_everything() {
-        let p = page("t", Assets::Inline, "", &timeline(TimelineSource::InlineGzipBase64("QUJD"), true));
+        let p = page(
+            "t",
+            Assets::Inline,
+            "",
+            &timeline(TimelineSource::InlineGzipBase64("QUJD"), true),
+        );
         assert!(p.contains("Content-Security-Policy"));
         assert!(!p.contains("src=\"/static"));
         assert!(p.contains("data-encoding=\"gzip-base64\">QUJD</script>"));

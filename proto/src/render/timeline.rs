@@ -221,11 +221,8 @@ impl Timeline {
     pub fn from_snapshot(mut snap: pb::Snapshot, marks: &Marks, lookup: &UserLookup) -> Timeline {
         let info = snap.info.clone().unwrap_or_default();
         let events = std::mem::take(&mut snap.events);
-        let users: HashMap<u32, String> = snap
-            .users
-            .iter()
-            .map(|u| (u.uid, u.name.clone()))
-            .collect();
+        let users: HashMap<u32, String> =
+            snap.users.iter().map(|u| (u.uid, u.name.clone())).collect();
         let gaps = snap
             .gaps
             .iter()
@@ -275,10 +272,7 @@ impl Timeline {
         for ev in &events {
             let p = ev.process.as_ref();
             let uid = p.map_or(0, |p| p.uid);
-            let user = users
-                .entry(uid)
-                .or_insert_with(|| lookup(uid))
-                .as_str();
+            let user = users.entry(uid).or_insert_with(|| lookup(uid)).as_str();
             let (what, addr) = target(ev);
             let t_us = micros(ev.time.as_ref());
             if t_us != 0 {
@@ -305,7 +299,11 @@ impl Timeline {
             bytes += row.bytes();
             rows.push(row);
         }
-        bytes += events.iter().map(prost::Message::encoded_len).sum::<usize>() * 2;
+        bytes += events
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum::<usize>()
+            * 2;
         if lo > hi {
             (lo, hi) = (0, 0);
         }
@@ -634,10 +632,16 @@ mod tests {
         assert!(t.detail(3).is_none());
         let text = t.inline();
         assert!(text.ends_with("]}") && text.contains(",\"details\":["));
-        assert!(text.find("\"details\"") > text.find("\"rows\""), "details last");
+        assert!(
+            text.find("\"details\"") > text.find("\"rows\""),
+            "details last"
+        );
         let inline: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(inline["rows"].as_array().unwrap().len(), 3);
         assert_eq!(inline["details"].as_array().unwrap().len(), 3);
-        assert!(inline["rows"][0]["hay"].as_str().unwrap().contains("marker"));
+        assert!(inline["rows"][0]["hay"]
+            .as_str()
+            .unwrap()
+            .contains("marker"));
     }
 }
