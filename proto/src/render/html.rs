@@ -280,7 +280,7 @@ fn audits(inc: &pb::Incident) -> String {
     }
     s += "<div class=\"scroll\"><table class=\"audits\"><thead><tr><th scope=\"col\">Time (UTC)</th>\
           <th scope=\"col\">Severity</th><th scope=\"col\">Rule</th><th scope=\"col\">Message</th>\
-          <th scope=\"col\">Process and ancestry</th></tr></thead><tbody>\n";
+          </tr></thead><tbody>\n";
     for a in &inc.audits {
         let rule = if a.section.is_empty() {
             a.rule.clone()
@@ -289,32 +289,29 @@ fn audits(inc: &pb::Incident) -> String {
         };
         let _ = write!(
             s,
-            "<tr class=\"audit\" data-seq=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><ol class=\"ancestry\">",
+            "<tr class=\"audit\" data-seq=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             a.event_seq,
             h(&time_text(a.time.as_ref())),
             severity_badge(a.severity),
             h(&rule),
             h(&a.message)
         );
-        if let Some(p) = &a.process {
+        // The process, then its ancestors, on a row of their own (command
+        // lines are long).
+        s += "<tr class=\"audit-ancestry\"><td colspan=\"4\"><ol class=\"ancestry\" aria-label=\"Process and ancestry\">";
+        let mut line = |pid: u32, uid: u32, exe: &str, argv: &[String]| {
             let _ = write!(
                 s,
-                "<li>pid {} uid {} {} <code>{}</code></li>",
-                p.pid,
-                p.uid,
-                h(&p.exe),
-                h(&shell_words(&p.argv))
+                "<li><span class=\"pid\">pid {pid} uid {uid}</span> <span class=\"exe\">{}</span> <code>{}</code></li>",
+                h(exe),
+                h(&shell_words(argv))
             );
+        };
+        if let Some(p) = &a.process {
+            line(p.pid, p.uid, &p.exe, &p.argv);
         }
         for x in &a.ancestry {
-            let _ = write!(
-                s,
-                "<li>pid {} uid {} {} <code>{}</code></li>",
-                x.pid,
-                x.uid,
-                h(&x.exe),
-                h(&shell_words(&x.argv))
-            );
+            line(x.pid, x.uid, &x.exe, &x.argv);
         }
         s += "</ol></td></tr>\n";
     }
