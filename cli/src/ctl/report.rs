@@ -188,7 +188,18 @@ pub async fn report(
         path: args.output.clone(),
         source,
     };
-    std::fs::write(&tmp, text.as_bytes()).map_err(file_err)?;
+    // Forensic data: readable by its owner only.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(file_err)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(file_err)?;
+    }
     std::fs::rename(&tmp, &args.output).map_err(file_err)?;
     eprintln!(
         "fdrctl: wrote {} ({} bytes)",

@@ -180,8 +180,13 @@ impl Auth {
 
     /// Who sent these headers on this connection.
     pub fn identify(&self, headers: &HeaderMap, conn: Option<&Conn>) -> Option<Principal> {
-        if let Some(v) = headers.get(header::AUTHORIZATION) {
-            let token = v.to_str().ok()?.strip_prefix("Bearer ")?;
+        // A bearer token decides; another scheme (a proxy's Basic) is
+        // not ours, and the cookie still counts.
+        if let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
             return self.token_role(token).map(|role| Principal {
                 role,
                 via: Via::Bearer,
@@ -299,6 +304,22 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// answers the others 401 (the login page for a page, text for the rest).
 pub async fn require(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Response {
     let conn = req.extensions().get::<Conn>().copied();
+    // Another site may link to a page (a top-level navigation), never make
+    // the console work for it: a fetch, a live query, data.
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    let mode = req
+        .headers()
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok());
+    let path = req.uri().path();
+    if site == Some("cross-site")
+        && (mode != Some("navigate") || path.starts_with("/api/") || path.starts_with("/live"))
+    {
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
+    }
     match web.auth.identify(req.headers(), conn.as_ref()) {
         Some(p) => {
             req.extensions_mut().insert(p);
@@ -374,12 +395,24 @@ pub async fn login_page(
 
 pub async fn login(
     State(web): State<Arc<Web>>,
+    conn: Option<Extension<Conn>>,
+    headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    let peer = conn.map(|c| c.0.peer.to_string()).unwrap_or_default();
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s == "cross-site" || s == "same-site")
+    {
+        return (StatusCode::FORBIDDEN, "cross-site login refused\n").into_response();
+    }
     let next = local_next(form.get("next").map_or("/incidents", String::as_str)).to_owned();
     let token = form.get("token").map_or("", String::as_str);
     let Some(role) = web.auth.token_role(token) else {
-        tracing::warn!("web: a login with a wrong token");
+        tracing::warn!(%peer, "web: a login with a wrong token");
+        // Guessing is slow: one wrong try per second and connection.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         return (
             StatusCode::UNAUTHORIZED,
             login_html(&next, Some("Wrong token.")),
@@ -393,7 +426,7 @@ pub async fn login(
         )
             .into_response();
     };
-    tracing::info!(role = role.name(), "web: login");
+    tracing::info!(role = role.name(), %peer, "web: login");
     let max_age = web.auth.ttl.as_secs();
     let cookie =
         format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}");
@@ -529,7 +562,10 @@ mod tests {
         a.open(Role::Viewer).unwrap();
         a.open(Role::Viewer).unwrap();
         assert!(a.identify(&h, None).is_none());
-        let conn = Conn { client_cert: true };
+        let conn = Conn {
+            client_cert: true,
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
         assert_eq!(
             a.identify(&HeaderMap::new(), Some(&conn)).unwrap().role,
             Role::Viewer

@@ -16,7 +16,12 @@ pub const APP_CSS: &str = include_str!("web/app.css");
 
 /// Text as HTML: control characters escaped, then `& < > " '`.
 pub fn h(text: &str) -> String {
-    let text = escape(text);
+    h_escaped(&escape(text))
+}
+
+/// Text escaped already (shell words, `fdrctl`'s renderings) as HTML:
+/// `& < > " '` only (its backslashes are its escapes, not doubled).
+pub fn h_escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -248,7 +253,14 @@ fn accounts(inc: &pb::Incident) -> String {
             if a.interactive { "yes" } else { "no" }
         );
         // Shell words are escaped already; HTML still needs escaping.
-        dd(&mut s, "Command", "command", &shell_words(&a.command));
+        let command = shell_words(&a.command);
+        if !command.is_empty() {
+            let _ = writeln!(
+                s,
+                "<dt>Command</dt><dd data-field=\"command\"><code>{}</code></dd>",
+                h_escaped(&command)
+            );
+        }
         dd(
             &mut s,
             "First change",
@@ -289,7 +301,7 @@ fn audits(inc: &pb::Incident) -> String {
         };
         let _ = write!(
             s,
-            "<tr class=\"audit\" data-seq=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"audit\" data-seq=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             a.event_seq,
             h(&time_text(a.time.as_ref())),
             severity_badge(a.severity),
@@ -304,7 +316,7 @@ fn audits(inc: &pb::Incident) -> String {
                 s,
                 "<li><span class=\"pid\">pid {pid} uid {uid}</span> <span class=\"exe\">{}</span> <code>{}</code></li>",
                 h(exe),
-                h(&shell_words(argv))
+                h_escaped(&shell_words(argv))
             );
         };
         if let Some(p) = &a.process {

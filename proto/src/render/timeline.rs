@@ -164,16 +164,20 @@ impl Query {
         if let Some(k) = params.get("kinds") {
             let mut kinds = Vec::new();
             for name in k.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                match pb::EventKind::from_name(name) {
-                    Some(kind) => kinds.push(kind as i32),
-                    None => return Err(format!("kinds: no kind {}", escape(name))),
+                // A number: a kind this build does not name (a newer
+                // agent's), shown by its number.
+                match (pb::EventKind::from_name(name), name.parse::<i32>()) {
+                    (Some(kind), _) => kinds.push(kind as i32),
+                    (None, Ok(n)) => kinds.push(n),
+                    (None, Err(_)) => return Err(format!("kinds: no kind {}", escape(name))),
                 }
             }
             q.kinds = Some(kinds);
         }
+        // As typed (the report's script does not trim either).
         q.text = params
             .get("q")
-            .map(|t| t.trim().to_lowercase())
+            .map(|t| t.to_lowercase())
             .unwrap_or_default();
         q.marked = matches!(params.get("marked").map(String::as_str), Some("1" | "true"));
         Ok(q)
@@ -246,7 +250,11 @@ impl Timeline {
             micros(info.window_end.as_ref()),
         );
         if ws != 0 && we >= ws {
-            t.window = (ws.min(t.window.0), we.max(t.window.1));
+            t.window = if t.window == (0, 0) {
+                (ws, we)
+            } else {
+                (ws.min(t.window.0), we.max(t.window.1))
+            };
         }
         t.gaps = gaps;
         t.lost = lost;
@@ -365,7 +373,12 @@ impl Timeline {
                 page.push(r.json(i));
             }
             matched += 1;
-            let bin = ((i128::from(r.t_us) - i128::from(from)).max(0) * bins as i128 / span)
+            // Rows without a time, or outside the drawn range, are in the
+            // grid but in no bar.
+            if r.t_us < from || r.t_us > to {
+                continue;
+            }
+            let bin = ((i128::from(r.t_us) - i128::from(from)) * bins as i128 / span)
                 .clamp(0, bins as i128 - 1) as usize;
             series.entry(r.kind).or_insert_with(|| vec![0; bins])[bin] += 1;
         }
