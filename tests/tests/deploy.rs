@@ -598,17 +598,23 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         ("agents.cert_file", &cfg.agents.cert_file, "tls"),
         ("agents.key_file", &cfg.agents.key_file, "tls"),
         ("agents.token_file", &cfg.agents.token_file, "token"),
+        ("web.token_file", &cfg.web.token_file, "web-tokens"),
+        ("web.admin_token_file", &cfg.web.admin_token_file, "web-tokens"),
     ] {
         let file = file.as_deref().unwrap_or_else(|| panic!("{what} unset"));
         assert_eq!(mounted(file), Some(volume), "{what} {}", file.display());
     }
     // It listens on the container's port.
     assert_eq!(cfg.api.listen.port(), 7443);
-    // The web UI on its own port, with the API's TLS and token.
+    // The web UI on its own port, with the API's TLS and its own tokens.
     assert!(cfg.web.enabled);
     assert_eq!(cfg.web.listen.port(), 7444);
     assert!(cfg.web.tls(&cfg.api).is_some(), "the web UI is HTTPS");
-    assert!(cfg.web.viewer_token(&cfg.api).is_some());
+    assert!(cfg.web.token_file.is_some() && cfg.web.admin_token_file.is_some());
+    assert_ne!(
+        cfg.web.token_file, cfg.api.token_file,
+        "the UI's viewers hold no credential of the agents"
+    );
     assert!(cfg.api.listen.ip().is_unspecified(), "on the pod's IP");
 
     // The agents it finds: the headless Service's name in its namespace,
