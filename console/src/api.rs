@@ -93,7 +93,11 @@ pub(crate) async fn load_snapshot(
         }
         Err(e) => return Err(Status::unavailable(format!("snapshot {id}: {e}"))),
     };
-    let mut snap = pb::Snapshot::decode(data.clone())
+    // Tens of MB: decoded off the async threads.
+    let bytes = data.clone();
+    let mut snap = tokio::task::spawn_blocking(move || pb::Snapshot::decode(bytes))
+        .await
+        .map_err(|e| Status::internal(format!("snapshot {id}: decoding task: {e}")))?
         .map_err(|e| Status::data_loss(format!("snapshot {id} does not decode: {e}")))?;
     snap.info = Some(info);
     Ok((snap, data))

@@ -90,8 +90,9 @@ pub struct WebConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_file: Option<PathBuf>,
     /// PEM CA whose client certificates are accepted as a viewer's
-    /// credential (a browser without one still gets the login page).
-    /// Default: none.
+    /// credential (a browser without one still gets the login page). Use
+    /// a CA of its own for the people who may read the evidence: every
+    /// certificate it signed can. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca_file: Option<PathBuf>,
     /// File holding the viewers' token. Default: the API's

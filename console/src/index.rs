@@ -579,7 +579,6 @@ impl Index {
         Ok(out)
     }
 
-    /// The highest fleet serial handed out (0: none).
     /// Incidents below fleet serial `before` (0: from the newest), newest
     /// first: those `keep` takes, until `want` are kept or `scan` were
     /// looked at. Also gives the last serial looked at (where to go on).
@@ -609,6 +608,7 @@ impl Index {
         Ok((out, None))
     }
 
+    /// The highest fleet serial handed out (0: none).
     pub fn last_serial(&self) -> Result<u64, IndexError> {
         let tx = self.db.begin_read().map_err(db)?;
         let meta = tx.open_table(META).map_err(db)?;

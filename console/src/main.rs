@@ -152,7 +152,15 @@ async fn serve(cfg: Config) -> Result<()> {
     let api_cfg = cfg.api.clone();
     let con = open(cfg).await?;
     let listener = api::bind(&api_cfg).await?;
-    let web_listener = web::bind(&con.cfg, con.clone()).await?;
+    // The web UI failing to start (its port taken, a token file
+    // unreadable) leaves the evidence collection and the API running.
+    let web_listener = match web::bind(&con.cfg, con.clone()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the web UI is not served");
+            None
+        }
+    };
     let (stop_tx, stop) = watch::channel(false);
     let disc = tokio::spawn(discovery::run(con.clone(), stop.clone()));
     let server = tokio::spawn(api::serve(listener, con.clone(), stop.clone()));

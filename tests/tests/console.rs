@@ -31,6 +31,8 @@ fn new_console(
     max_snapshots: u64,
 ) -> Console {
     Console::new(dir, agents, pki, max_snapshots, |cfg| {
+        // The web UI has its own test (ui.rs).
+        cfg.web.enabled = false;
         if let Some(s) = s3 {
             cfg.evidence.s3 = Some(fdr_console::config::S3Config {
                 bucket: s.bucket.clone(),

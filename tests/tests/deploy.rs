@@ -526,6 +526,7 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         "- --config\n        - /etc/fdr/fdr-console.toml\n",
         // The port, probed by connecting (TLS only: no gRPC probe).
         "- containerPort: 7443\n          name: api\n",
+        "- containerPort: 7444\n          name: web\n",
         "tcpSocket:\n            port: api",
         // Its volume, Secrets and hashed config.
         "persistentVolumeClaim:\n          claimName: fdr-console-data",
@@ -554,6 +555,13 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         console_svc
             .text
             .contains("- name: api\n    port: 7443\n    protocol: TCP\n    targetPort: api\n"),
+        "{}",
+        console_svc.text
+    );
+    assert!(
+        console_svc
+            .text
+            .contains("- name: web\n    port: 7444\n    protocol: TCP\n    targetPort: web\n"),
         "{}",
         console_svc.text
     );
@@ -590,12 +598,23 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         ("agents.cert_file", &cfg.agents.cert_file, "tls"),
         ("agents.key_file", &cfg.agents.key_file, "tls"),
         ("agents.token_file", &cfg.agents.token_file, "token"),
+        ("web.token_file", &cfg.web.token_file, "web-tokens"),
+        ("web.admin_token_file", &cfg.web.admin_token_file, "web-tokens"),
     ] {
         let file = file.as_deref().unwrap_or_else(|| panic!("{what} unset"));
         assert_eq!(mounted(file), Some(volume), "{what} {}", file.display());
     }
     // It listens on the container's port.
     assert_eq!(cfg.api.listen.port(), 7443);
+    // The web UI on its own port, with the API's TLS and its own tokens.
+    assert!(cfg.web.enabled);
+    assert_eq!(cfg.web.listen.port(), 7444);
+    assert!(cfg.web.tls(&cfg.api).is_some(), "the web UI is HTTPS");
+    assert!(cfg.web.token_file.is_some() && cfg.web.admin_token_file.is_some());
+    assert_ne!(
+        cfg.web.token_file, cfg.api.token_file,
+        "the UI's viewers hold no credential of the agents"
+    );
     assert!(cfg.api.listen.ip().is_unspecified(), "on the pod's IP");
 
     // The agents it finds: the headless Service's name in its namespace,

@@ -180,8 +180,8 @@ impl Service {
         let snaps = lock(&self.state.snapshots);
         if let Some(info) = snaps.open_infos().into_iter().find(|i| i.id == id) {
             return Some(Status::failed_precondition(format!(
-                "snapshot {id} is still open until {:?}",
-                info.window_end
+                "snapshot {id} is still open until {}",
+                fdr_proto::render::time_text(info.window_end.as_ref())
             )));
         }
         if snaps.committer().is_pending(id) {

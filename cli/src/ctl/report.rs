@@ -113,8 +113,7 @@ pub fn render_report(inc: &pb::Incident, snap: Option<pb::Snapshot>) -> Result<S
     match snap {
         Some(s) => {
             let t = Timeline::from_snapshot(s, &Marks::of(inc), &uid_only());
-            let json =
-                serde_json::to_vec(&t.inline()).map_err(|e| CtlError::Usage(e.to_string()))?;
+            let json = t.inline().into_bytes();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             gz.write_all(&json).map_err(CtlError::Output)?;
             let packed = gz.finish().map_err(CtlError::Output)?;
@@ -165,9 +164,10 @@ pub async fn report(
     } else {
         match whole_snapshot(client, inc.snapshot_id).await {
             Ok(s) => Some(s),
-            Err(CtlError::Rpc { code, message })
-                if matches!(code, tonic::Code::FailedPrecondition) =>
-            {
+            Err(CtlError::Rpc {
+                code: tonic::Code::FailedPrecondition,
+                message,
+            }) => {
                 return Err(CtlError::Usage(format!(
                     "incident {}: its snapshot {} is still filling its after-window ({message}); \
                      run the report again when it is committed",
@@ -188,7 +188,18 @@ pub async fn report(
         path: args.output.clone(),
         source,
     };
-    std::fs::write(&tmp, text.as_bytes()).map_err(file_err)?;
+    // Forensic data: readable by its owner only.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(file_err)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(file_err)?;
+    }
     std::fs::rename(&tmp, &args.output).map_err(file_err)?;
     eprintln!(
         "fdrctl: wrote {} ({} bytes)",

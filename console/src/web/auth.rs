@@ -180,8 +180,13 @@ impl Auth {
 
     /// Who sent these headers on this connection.
     pub fn identify(&self, headers: &HeaderMap, conn: Option<&Conn>) -> Option<Principal> {
-        if let Some(v) = headers.get(header::AUTHORIZATION) {
-            let token = v.to_str().ok()?.strip_prefix("Bearer ")?;
+        // A bearer token decides; another scheme (a proxy's Basic) is
+        // not ours, and the cookie still counts.
+        if let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
             return self.token_role(token).map(|role| Principal {
                 role,
                 via: Via::Bearer,
@@ -299,6 +304,22 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// answers the others 401 (the login page for a page, text for the rest).
 pub async fn require(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Response {
     let conn = req.extensions().get::<Conn>().copied();
+    // Another site may link to a page (a top-level navigation), never make
+    // the console work for it: a fetch, a live query, data.
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    let mode = req
+        .headers()
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok());
+    let path = req.uri().path();
+    if site == Some("cross-site")
+        && (mode != Some("navigate") || path.starts_with("/api/") || path.starts_with("/live"))
+    {
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
+    }
     match web.auth.identify(req.headers(), conn.as_ref()) {
         Some(p) => {
             req.extensions_mut().insert(p);
@@ -374,12 +395,24 @@ pub async fn login_page(
 
 pub async fn login(
     State(web): State<Arc<Web>>,
+    conn: Option<Extension<Conn>>,
+    headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    let peer = conn.map(|c| c.0.peer.to_string()).unwrap_or_default();
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s == "cross-site" || s == "same-site")
+    {
+        return (StatusCode::FORBIDDEN, "cross-site login refused\n").into_response();
+    }
     let next = local_next(form.get("next").map_or("/incidents", String::as_str)).to_owned();
     let token = form.get("token").map_or("", String::as_str);
     let Some(role) = web.auth.token_role(token) else {
-        tracing::warn!("web: a login with a wrong token");
+        tracing::warn!(%peer, "web: a login with a wrong token");
+        // Guessing is slow: one wrong try per second and connection.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         return (
             StatusCode::UNAUTHORIZED,
             login_html(&next, Some("Wrong token.")),
@@ -393,7 +426,7 @@ pub async fn login(
         )
             .into_response();
     };
-    tracing::info!(role = role.name(), "web: login");
+    tracing::info!(role = role.name(), %peer, "web: login");
     let max_age = web.auth.ttl.as_secs();
     let cookie =
         format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}");
@@ -427,7 +460,7 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_csrf(&p, &headers, form.get("csrf").map(String::as_str)) {
+    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
         return r;
     }
     if let Some(k) = &p.session {
@@ -450,10 +483,10 @@ pub async fn logout(
 /// A change from a session needs its CSRF token (form field `csrf` or
 /// header `X-CSRF-Token`) and must not come from another site; a bearer
 /// token is no ambient credential (a browser never adds it by itself).
-pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Result<(), Response> {
-    let refuse = |why: &str| Err((StatusCode::FORBIDDEN, format!("{why}\n")).into_response());
+pub fn csrf_refusal(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Option<Response> {
+    let refuse = |why: &str| Some((StatusCode::FORBIDDEN, format!("{why}\n")).into_response());
     match p.via {
-        Via::Bearer => Ok(()),
+        Via::Bearer => None,
         Via::ClientCert => {
             refuse("a client certificate cannot change anything; log in with a token")
         }
@@ -472,7 +505,7 @@ pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Res
                 Some(t)
                     if !given.is_empty() && constant_time_eq(t.as_bytes(), given.as_bytes()) =>
                 {
-                    Ok(())
+                    None
                 }
                 _ => refuse("missing or wrong CSRF token"),
             }
@@ -481,16 +514,14 @@ pub fn check_csrf(p: &Principal, headers: &HeaderMap, form: Option<&str>) -> Res
 }
 
 /// Admins only.
-pub fn check_admin(p: &Principal) -> Result<(), Response> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err((
+pub fn admin_refusal(p: &Principal) -> Option<Response> {
+    (p.role != Role::Admin).then(|| {
+        (
             StatusCode::FORBIDDEN,
             "an admin credential is needed for this\n",
         )
-            .into_response())
-    }
+            .into_response()
+    })
 }
 
 #[cfg(test)]
@@ -531,7 +562,10 @@ mod tests {
         a.open(Role::Viewer).unwrap();
         a.open(Role::Viewer).unwrap();
         assert!(a.identify(&h, None).is_none());
-        let conn = Conn { client_cert: true };
+        let conn = Conn {
+            client_cert: true,
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
         assert_eq!(
             a.identify(&HeaderMap::new(), Some(&conn)).unwrap().role,
             Role::Viewer
@@ -545,19 +579,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
         let p = a.identify(&h, None).unwrap();
-        assert!(check_csrf(&p, &h, None).is_err());
-        assert!(check_csrf(&p, &h, Some("wrong")).is_err());
+        assert!(csrf_refusal(&p, &h, None).is_some());
+        assert!(csrf_refusal(&p, &h, Some("wrong")).is_some());
         let t = p.csrf.clone().unwrap();
-        assert!(check_csrf(&p, &h, Some(&t)).is_ok());
+        assert!(csrf_refusal(&p, &h, Some(&t)).is_none());
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(check_csrf(&p, &h, Some(&t)).is_err());
+        assert!(csrf_refusal(&p, &h, Some(&t)).is_some());
         let bearer = Principal {
             role: Role::Admin,
             via: Via::Bearer,
             csrf: None,
             session: None,
         };
-        assert!(check_csrf(&bearer, &HeaderMap::new(), None).is_ok());
+        assert!(csrf_refusal(&bearer, &HeaderMap::new(), None).is_none());
     }
 
     #[test]

@@ -31,6 +31,9 @@ use crate::api::load_snapshot;
 
 type Slot = Arc<OnceCell<Arc<Timeline>>>;
 
+/// What an entry counts at least.
+const ENTRY_OVERHEAD: u64 = 64 << 10;
+
 struct Entry {
     slot: Slot,
     used: u64,
@@ -83,6 +86,8 @@ impl Cache {
     /// Counts a filled slot's bytes and evicts the least recently used
     /// until the cache fits (the newest stays, even alone over the cap).
     fn settle(&self, key: &str, bytes: u64) {
+        // Every entry costs something, an empty one too.
+        let bytes = bytes.max(ENTRY_OVERHEAD);
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(e) = g.map.get_mut(key) else { return };
         let old = std::mem::replace(&mut e.bytes, bytes);
@@ -146,16 +151,20 @@ pub async fn incident(web: &Web, serial: u64) -> Result<pb::Incident, tonic::Sta
 /// The timeline of a source: `snapshot/<id>`, `incident/<serial>` (its
 /// snapshot, its events marked) or `live/<token>`.
 pub async fn timeline(web: &Web, kind: &str, id: &str) -> Result<Arc<Timeline>, tonic::Status> {
-    let key = format!("{kind}/{id}");
     if kind == "live" {
         return web
             .cache
-            .get(&key)
+            .get(&format!("live/{id}"))
             .ok_or_else(|| tonic::Status::not_found("this live query has expired; run it again"));
     }
     let num: u64 = id
         .parse()
         .map_err(|_| bad(format!("{}: not a number", render::escape(id))))?;
+    // By the number, so that `01` and `1` are one entry.
+    let key = format!("{kind}/{num}");
+    if let Some(t) = web.cache.get(&key) {
+        return Ok(t);
+    }
     let (snap_id, marks) = match kind {
         "snapshot" => (num, None),
         "incident" => {
@@ -173,6 +182,11 @@ pub async fn timeline(web: &Web, kind: &str, id: &str) -> Result<Arc<Timeline>, 
     let con = web.con.clone();
     let r = slot
         .get_or_try_init(|| async move {
+            let _heavy = web
+                .heavy
+                .acquire()
+                .await
+                .map_err(|_| tonic::Status::unavailable("shutting down"))?;
             let (snap, _) = load_snapshot(&con, snap_id).await?;
             let marks = marks.unwrap_or_default();
             tokio::task::spawn_blocking(move || {
@@ -295,17 +309,17 @@ pub fn package_zip(snap: &pb::Snapshot) -> Result<Vec<u8>, String> {
 pub async fn package(
     State(web): State<Arc<Web>>,
     Extension(p): Extension<Principal>,
+    conn: Option<Extension<super::Conn>>,
     Path(id): Path<u64>,
 ) -> Response {
+    let Ok(_heavy) = web.heavy.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
     let snap = match load_snapshot(&web.con, id).await {
         Ok((s, _)) => s,
         Err(s) => return status_response(&s),
     };
-    tracing::info!(
-        snapshot = id,
-        role = p.role.name(),
-        "web: forensic package downloaded"
-    );
+    tracing::info!(snapshot = id, role = p.role.name(), peer = %conn.map(|c| c.0.peer.to_string()).unwrap_or_default(), "web: forensic package downloaded");
     match tokio::task::spawn_blocking(move || package_zip(&snap)).await {
         Ok(Ok(zip)) => (
             [

@@ -19,7 +19,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
@@ -51,6 +51,13 @@ pub enum WebError {
 const MAX_CONNECTIONS: usize = 1024;
 /// A connection that has not finished its TLS handshake by then is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request whose headers have not arrived by then ends its connection
+/// (HTTP/1); an HTTP/2 connection that does not answer a ping by then too.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// No connection lives longer (a browser opens a new one).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
+/// Connections served at once from one address.
+const PER_PEER: usize = 64;
 
 /// What every handler shares.
 pub struct Web {
@@ -58,6 +65,9 @@ pub struct Web {
     pub(crate) auth: auth::Auth,
     pub(crate) cache: data::Cache,
     pub(crate) tls: bool,
+    /// Heavy work at once (a snapshot decoded, a package built, a live
+    /// query fetched): bounds the memory a few clients can make it use.
+    pub(crate) heavy: Semaphore,
 }
 
 /// What a connection brought with it.
@@ -65,6 +75,7 @@ pub struct Web {
 pub(crate) struct Conn {
     /// A client certificate from `web.tls_client_ca_file`, verified.
     pub client_cert: bool,
+    pub peer: SocketAddr,
 }
 
 /// The bound listener and everything that could fail at start.
@@ -162,6 +173,7 @@ pub async fn bind(cfg: &Config, con: Arc<Console>) -> Result<Option<WebListener>
         auth,
         cache: data::Cache::new(cfg.web.cache_bytes),
         tls: sc.is_some(),
+        heavy: Semaphore::new(2),
     });
     Ok(Some(WebListener {
         listener,
@@ -231,6 +243,7 @@ async fn headers(
 pub async fn serve(l: WebListener, mut stop: watch::Receiver<bool>) {
     let router = router(l.web.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers: Peers = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -252,10 +265,15 @@ pub async fn serve(l: WebListener, mut stop: watch::Receiver<bool>) {
             _ = &mut shutdown => return,
         };
         let _ = tcp.set_nodelay(true);
+        let Some(peer_slot) = PeerSlot::take(&peers, peer.ip()) else {
+            tracing::debug!(%peer, "web: too many connections from this address");
+            continue;
+        };
         let router = router.clone();
         let tls = l.tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _peer_slot = peer_slot;
             match tls {
                 Some(acc) => {
                     let stream =
@@ -271,6 +289,7 @@ pub async fn serve(l: WebListener, mut stop: watch::Receiver<bool>) {
                             }
                         };
                     let conn = Conn {
+                        peer,
                         client_cert: stream
                             .get_ref()
                             .1
@@ -280,7 +299,10 @@ pub async fn serve(l: WebListener, mut stop: watch::Receiver<bool>) {
                     serve_conn(TokioIo::new(stream), router, conn, peer).await;
                 }
                 None => {
-                    let conn = Conn { client_cert: false };
+                    let conn = Conn {
+                        client_cert: false,
+                        peer,
+                    };
                     serve_conn(TokioIo::new(tcp), router, conn, peer).await;
                 }
             }
@@ -297,8 +319,54 @@ where
         let r = router.clone();
         async move { Ok::<_, Infallible>(r.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(io, svc).await {
-        tracing::debug!(%peer, error = %e, "web: connection ended");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HEADER_TIMEOUT)
+        .keep_alive_timeout(HEADER_TIMEOUT);
+    match tokio::time::timeout(CONNECTION_LIFETIME, builder.serve_connection(io, svc)).await {
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "web: connection ended"),
+        Err(_) => tracing::debug!(%peer, "web: connection closed at the end of its lifetime"),
+        Ok(Ok(())) => {}
+    }
+}
+
+type Peers = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One of the connections an address may hold ([`PER_PEER`]).
+struct PeerSlot {
+    peers: Peers,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(peers: &Peers, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut m = peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }

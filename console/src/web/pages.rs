@@ -23,7 +23,7 @@ use fdr_proto::{
 };
 
 use super::{
-    auth::{check_admin, check_csrf, Principal, Role, Via},
+    auth::{admin_refusal, csrf_refusal, Principal, Role, Via},
     data::{self, status_response},
     Web,
 };
@@ -34,6 +34,8 @@ const INCIDENTS_PER_PAGE: usize = 100;
 const INCIDENTS_SCAN: usize = 20_000;
 /// A call to an agent for a page (models, live queries, actions).
 const AGENT_CALL: Duration = Duration::from_secs(20);
+/// A live query stops paging after this long.
+const LIVE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub async fn app_js() -> Response {
     (
@@ -164,6 +166,10 @@ impl Filters {
         let time = |k: &str| -> Result<Option<i64>, String> {
             match get(k) {
                 t if t.is_empty() => Ok(None),
+                // A date as `to`: the whole day.
+                t if k == "to" && t.len() == 10 => parse_time(&t)
+                    .map(|s| Some(s + 86_399))
+                    .map_err(|e| format!("{k}: {e}")),
                 t => parse_time(&t).map(Some).map_err(|e| format!("{k}: {e}")),
             }
         };
@@ -286,7 +292,12 @@ pub async fn incidents(
         );
     }
     s += "<button type=\"submit\">Filter</button> <a href=\"/incidents\">Clear</a></form>\n";
-    if list.is_empty() {
+    if list.is_empty() && next.is_some() {
+        let _ = write!(
+            s,
+            "<p class=\"empty\">No incident matches among the {INCIDENTS_SCAN} looked at; older ones follow.</p>"
+        );
+    } else if list.is_empty() {
         s += "<p class=\"empty\">No incident matches.</p>";
     } else {
         s += "<div class=\"scroll\"><table class=\"incidents\"><thead><tr><th scope=\"col\">Serial</th>\
@@ -364,7 +375,7 @@ pub async fn incident(
                 s,
                 "<section class=\"evidence\"><h2>Timeline of snapshot {id}</h2>\
                  <p><a class=\"package\" href=\"/snapshots/{id}/package\" download>Download the forensic package</a> \
-                 (CSV, JSON Lines and a manifest with the SHA-256, as one zip)</p></section>\n",
+                 (CSV, JSON Lines and a manifest with the SHA-256, as one zip)</p></section>",
                 id = i.id
             );
             s += &html::timeline(
@@ -405,7 +416,7 @@ pub async fn snapshot(
         .collect();
     let _ = write!(
         s,
-        "<p><a class=\"package\" href=\"/snapshots/{id}/package\" download>Download the forensic package</a>{}</p>\n",
+        "<p><a class=\"package\" href=\"/snapshots/{id}/package\" download>Download the forensic package</a>{}</p>",
         if links.is_empty() {
             String::new()
         } else {
@@ -611,11 +622,17 @@ fn learned_histogram(m: &pb::Model) -> String {
         return String::new();
     }
     let lo = times.iter().map(|t| t.1).min().unwrap_or(0);
-    let hi = times.iter().map(|t| t.1).max().unwrap_or(0).max(lo + 1);
+    let hi = times
+        .iter()
+        .map(|t| t.1)
+        .max()
+        .unwrap_or(0)
+        .max(lo.saturating_add(1));
     const BINS: usize = 60;
     let mut bins: Vec<HashMap<String, u64>> = vec![HashMap::new(); BINS];
     for (sec, t) in &times {
-        let b = (((t - lo) as i128 * BINS as i128) / ((hi - lo + 1) as i128)) as usize;
+        let b = ((i128::from(*t) - i128::from(lo)) * BINS as i128
+            / (i128::from(hi) - i128::from(lo) + 1)) as usize;
         *bins[b.min(BINS - 1)].entry(sec.clone()).or_default() += 1;
     }
     let max = bins
@@ -737,7 +754,7 @@ pub async fn model(
             "<form class=\"relearn\" method=\"post\" action=\"/models/relearn\" \
              data-confirm=\"Forget what this model learned and learn again?\">\
              <input type=\"hidden\" name=\"node\" value=\"{}\"><input type=\"hidden\" name=\"key\" value=\"{}\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Relearn</button></form>\n",
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Relearn</button></form>",
             h(&node),
             h(&m.key),
             h(p.csrf.as_deref().unwrap_or(""))
@@ -781,10 +798,10 @@ pub async fn relearn(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_csrf(&p, &headers, form.get("csrf").map(String::as_str)) {
+    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
         return r;
     }
-    if let Err(r) = check_admin(&p) {
+    if let Some(r) = admin_refusal(&p) {
         return r;
     }
     let node = form.get("node").cloned().unwrap_or_default();
@@ -831,10 +848,10 @@ pub async fn create_snapshot(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check_csrf(&p, &headers, form.get("csrf").map(String::as_str)) {
+    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
         return r;
     }
-    if let Err(r) = check_admin(&p) {
+    if let Some(r) = admin_refusal(&p) {
         return r;
     }
     let node = form.get("node").cloned().unwrap_or_default();
@@ -933,7 +950,17 @@ pub async fn live(
     let mut events = Vec::new();
     let mut cursor = String::new();
     let mut truncated = false;
+    let Ok(_heavy) = web.heavy.acquire().await else {
+        return error_page(&p, StatusCode::SERVICE_UNAVAILABLE, "Live", "shutting down");
+    };
+    // Pages until the end, the cap, or this deadline (agents that keep
+    // sending pages as events arrive).
+    let deadline = tokio::time::Instant::now() + LIVE_DEADLINE;
     loop {
+        if tokio::time::Instant::now() > deadline {
+            truncated = true;
+            break;
+        }
         let req = pb::QueryEventsRequest {
             scope: scope.clone(),
             node: node.clone(),
@@ -945,8 +972,8 @@ pub async fn live(
             Ok(r) => {
                 events.extend(r.events);
                 if events.len() >= max {
+                    truncated = events.len() > max || !r.next_cursor.is_empty();
                     events.truncate(max);
-                    truncated = !r.next_cursor.is_empty() || events.len() >= max;
                     break;
                 }
                 if r.next_cursor.is_empty() {
@@ -986,7 +1013,9 @@ pub async fn live(
         h(&scope),
         h(if node.is_empty() { "every node" } else { &node }),
         if truncated {
-            format!(" (the first {max}: web.live_max_events)")
+            format!(
+                " (the first ones only: at most {max} events, web.live_max_events, within 30 s)"
+            )
         } else {
             String::new()
         }
@@ -997,7 +1026,7 @@ pub async fn live(
             "<form class=\"create-snapshot\" method=\"post\" action=\"/snapshots/create\">\
              <input type=\"hidden\" name=\"node\" value=\"{}\"><input type=\"hidden\" name=\"scope\" value=\"{}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Reason <input name=\"reason\"></label>\
-             <button type=\"submit\">Create a snapshot on the node</button></form>\n",
+             <button type=\"submit\">Create a snapshot on the node</button></form>",
             h(&node),
             h(&scope),
             h(p.csrf.as_deref().unwrap_or(""))

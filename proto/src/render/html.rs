@@ -16,7 +16,12 @@ pub const APP_CSS: &str = include_str!("web/app.css");
 
 /// Text as HTML: control characters escaped, then `& < > " '`.
 pub fn h(text: &str) -> String {
-    let text = escape(text);
+    h_escaped(&escape(text))
+}
+
+/// Text escaped already (shell words, `fdrctl`'s renderings) as HTML:
+/// `& < > " '` only (its backslashes are its escapes, not doubled).
+pub fn h_escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -248,7 +253,14 @@ fn accounts(inc: &pb::Incident) -> String {
             if a.interactive { "yes" } else { "no" }
         );
         // Shell words are escaped already; HTML still needs escaping.
-        dd(&mut s, "Command", "command", &shell_words(&a.command));
+        let command = shell_words(&a.command);
+        if !command.is_empty() {
+            let _ = writeln!(
+                s,
+                "<dt>Command</dt><dd data-field=\"command\"><code>{}</code></dd>",
+                h_escaped(&command)
+            );
+        }
         dd(
             &mut s,
             "First change",
@@ -280,7 +292,7 @@ fn audits(inc: &pb::Incident) -> String {
     }
     s += "<div class=\"scroll\"><table class=\"audits\"><thead><tr><th scope=\"col\">Time (UTC)</th>\
           <th scope=\"col\">Severity</th><th scope=\"col\">Rule</th><th scope=\"col\">Message</th>\
-          <th scope=\"col\">Process and ancestry</th></tr></thead><tbody>\n";
+          </tr></thead><tbody>\n";
     for a in &inc.audits {
         let rule = if a.section.is_empty() {
             a.rule.clone()
@@ -289,32 +301,29 @@ fn audits(inc: &pb::Incident) -> String {
         };
         let _ = write!(
             s,
-            "<tr class=\"audit\" data-seq=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><ol class=\"ancestry\">",
+            "<tr class=\"audit\" data-seq=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             a.event_seq,
             h(&time_text(a.time.as_ref())),
             severity_badge(a.severity),
             h(&rule),
             h(&a.message)
         );
-        if let Some(p) = &a.process {
+        // The process, then its ancestors, on a row of their own (command
+        // lines are long).
+        s += "<tr class=\"audit-ancestry\"><td colspan=\"4\"><ol class=\"ancestry\" aria-label=\"Process and ancestry\">";
+        let mut line = |pid: u32, uid: u32, exe: &str, argv: &[String]| {
             let _ = write!(
                 s,
-                "<li>pid {} uid {} {} <code>{}</code></li>",
-                p.pid,
-                p.uid,
-                h(&p.exe),
-                h(&shell_words(&p.argv))
+                "<li><span class=\"pid\">pid {pid} uid {uid}</span> <span class=\"exe\">{}</span> <code>{}</code></li>",
+                h(exe),
+                h_escaped(&shell_words(argv))
             );
+        };
+        if let Some(p) = &a.process {
+            line(p.pid, p.uid, &p.exe, &p.argv);
         }
         for x in &a.ancestry {
-            let _ = write!(
-                s,
-                "<li>pid {} uid {} {} <code>{}</code></li>",
-                x.pid,
-                x.uid,
-                h(&x.exe),
-                h(&shell_words(&x.argv))
-            );
+            line(x.pid, x.uid, &x.exe, &x.argv);
         }
         s += "</ol></td></tr>\n";
     }

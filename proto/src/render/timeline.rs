@@ -164,16 +164,20 @@ impl Query {
         if let Some(k) = params.get("kinds") {
             let mut kinds = Vec::new();
             for name in k.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                match pb::EventKind::from_name(name) {
-                    Some(kind) => kinds.push(kind as i32),
-                    None => return Err(format!("kinds: no kind {}", escape(name))),
+                // A number: a kind this build does not name (a newer
+                // agent's), shown by its number.
+                match (pb::EventKind::from_name(name), name.parse::<i32>()) {
+                    (Some(kind), _) => kinds.push(kind as i32),
+                    (None, Ok(n)) => kinds.push(n),
+                    (None, Err(_)) => return Err(format!("kinds: no kind {}", escape(name))),
                 }
             }
             q.kinds = Some(kinds);
         }
+        // As typed (the report's script does not trim either).
         q.text = params
             .get("q")
-            .map(|t| t.trim().to_lowercase())
+            .map(|t| t.to_lowercase())
             .unwrap_or_default();
         q.marked = matches!(params.get("marked").map(String::as_str), Some("1" | "true"));
         Ok(q)
@@ -246,7 +250,11 @@ impl Timeline {
             micros(info.window_end.as_ref()),
         );
         if ws != 0 && we >= ws {
-            t.window = (ws.min(t.window.0), we.max(t.window.1));
+            t.window = if t.window == (0, 0) {
+                (ws, we)
+            } else {
+                (ws.min(t.window.0), we.max(t.window.1))
+            };
         }
         t.gaps = gaps;
         t.lost = lost;
@@ -365,7 +373,12 @@ impl Timeline {
                 page.push(r.json(i));
             }
             matched += 1;
-            let bin = ((i128::from(r.t_us) - i128::from(from)).max(0) * bins as i128 / span)
+            // Rows without a time, or outside the drawn range, are in the
+            // grid but in no bar.
+            if r.t_us < from || r.t_us > to {
+                continue;
+            }
+            let bin = ((i128::from(r.t_us) - i128::from(from)) * bins as i128 / span)
                 .clamp(0, bins as i128 - 1) as usize;
             series.entry(r.kind).or_insert_with(|| vec![0; bins])[bin] += 1;
         }
@@ -427,9 +440,11 @@ impl Timeline {
         Some(json!({"i": i, "fields": fields, "ancestry": ancestry}))
     }
 
-    /// Everything a report's script needs to answer queries itself: the
-    /// rows (with their haystacks) and every event's detail.
-    pub fn inline(&self) -> Value {
+    /// Everything a report's script needs to answer queries itself, as
+    /// compact JSON: the rows (with their haystacks), then every event's
+    /// detail (last: the script draws the first page before it reads
+    /// them).
+    pub fn inline(&self) -> String {
         let rows: Vec<Value> = self
             .rows
             .iter()
@@ -440,18 +455,27 @@ impl Timeline {
                 v
             })
             .collect();
-        let details: Vec<Value> = (0..self.rows.len())
-            .filter_map(|i| self.detail(i))
-            .collect();
-        json!({
+        let head = json!({
             "total": self.rows.len(),
             "window": {"from_us": self.window.0, "to_us": self.window.1},
             "gaps": self.gaps_json(),
             "completeness": self.completeness,
             "lost": self.lost,
-            "rows": rows,
-            "details": details,
-        })
+        });
+        let mut out = serde_json::to_string(&head).unwrap_or_else(|_| "{}".into());
+        out.pop(); // the closing brace
+        out.push_str(",\"rows\":");
+        out.push_str(&serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()));
+        out.push_str(",\"details\":[");
+        for i in 0..self.rows.len() {
+            if i > 0 {
+                out.push(',');
+            }
+            let d = self.detail(i).unwrap_or(Value::Null);
+            out.push_str(&serde_json::to_string(&d).unwrap_or_else(|_| "null".into()));
+        }
+        out.push_str("]}");
+        out
     }
 }
 
@@ -619,7 +643,13 @@ mod tests {
             .iter()
             .any(|f| f[0] == "detail.argv" && f[1].as_str().unwrap().contains("\\x1b")));
         assert!(t.detail(3).is_none());
-        let inline = t.inline();
+        let text = t.inline();
+        assert!(text.ends_with("]}") && text.contains(",\"details\":["));
+        assert!(
+            text.find("\"details\"") > text.find("\"rows\""),
+            "details last"
+        );
+        let inline: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(inline["rows"].as_array().unwrap().len(), 3);
         assert_eq!(inline["details"].as_array().unwrap().len(), 3);
         assert!(inline["rows"][0]["hay"]

@@ -621,6 +621,8 @@ impl Console {
         let port = free_port()?;
         let mut cfg = fdr_console::config::Config::default();
         cfg.api.listen = format!("127.0.0.1:{port}").parse()?;
+        // Not measured here (its default port is fixed).
+        cfg.web.enabled = false;
         cfg.agents.urls = urls;
         cfg.evidence.dir = dir.join("data");
         // Nothing evicted while measured.
