@@ -16,6 +16,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 use fdr_tests::{
@@ -103,11 +104,17 @@ fn the_web_ui_in_chromium_shows_the_incident_and_its_timeline() {
         web_settings(cfg, web_port, &web_cert, &pki.token, &viewer)
     });
     console.start();
-    poll("the console's web port", SLOW, || {
-        std::net::TcpStream::connect(("127.0.0.1", web_port))
-            .ok()
-            .map(|_| ())
-    });
+    // A web UI that fails to start leaves the console running: its log
+    // says why.
+    let deadline = Instant::now() + SLOW;
+    while std::net::TcpStream::connect(("127.0.0.1", web_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the console's web UI never listened on {web_port}:\n{}",
+            console.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     poll("the agent reachable", SLOW, || {
         let out = console.ctl(&["agents", "--json"]);
         String::from_utf8_lossy(&out)

@@ -471,6 +471,7 @@ def check_console_timeline(ctx, page, args, shots):
     step(f"console: only the incident's events: {len(m)} rows, all marked")
     act_and_wait(page, lambda: page.uncheck("section.timeline input.tl-marked"),
                  "console: marked off")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.eval_on_selector("section.timeline", "s => s.scrollIntoView()")
     page.screenshot(path=os.path.join(shots, "timeline-1280x800.png"))
     check_keyboard(page, "console")
@@ -479,6 +480,7 @@ def check_console_timeline(ctx, page, args, shots):
     d = page.eval_on_selector("section.timeline .tl-detail", "e => e.getBoundingClientRect().toJSON()")
     check(d["left"] > g["left"] + 100 and d["top"] < g["top"] + g["height"],
           f"at 1280 px the detail panel is not beside (right of) the grid: grid {g}, detail {d}")
+    page.eval_on_selector("section.timeline table.tl-grid", "g => g.scrollIntoView()")
     page.screenshot(path=os.path.join(shots, "timeline-detail-1280x800.png"))
 
     narrow = ctx.new_page()
@@ -526,6 +528,7 @@ def check_report(browser, args, shots):
     check(node is not None and node.text_content().strip() == args.node,
           f"report: node shown {node.text_content() if node else None!r}")
     check_timeline(page, args, "report")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.eval_on_selector("section.timeline", "s => s.scrollIntoView()")
     page.screenshot(path=os.path.join(shots, "report-timeline-1280x800.png"))
     check(not errors, f"report: script errors: {errors}")
