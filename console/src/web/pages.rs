@@ -792,23 +792,43 @@ fn done_page(p: &Principal, title: &str, msg: &str, back: &str) -> Response {
     render(p, "", title, &main)
 }
 
+/// An admin's change from a form: its CSRF token checked, the admin
+/// role, then the fields it needs (each not empty).
+fn admin_form<const N: usize>(
+    p: &Principal,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    fields: [&str; N],
+) -> Result<[String; N], Box<Response>> {
+    if let Some(r) = csrf_refusal(p, headers, form.get("csrf").map(String::as_str)) {
+        return Err(Box::new(r));
+    }
+    if let Some(r) = admin_refusal(p) {
+        return Err(Box::new(r));
+    }
+    let values = fields.map(|f| form.get(f).map(|v| v.trim().to_owned()).unwrap_or_default());
+    if values.iter().any(String::is_empty) {
+        return Err(Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("{} are needed\n", fields.join(" and ")),
+            )
+                .into_response(),
+        ));
+    }
+    Ok(values)
+}
+
 pub async fn relearn(
     State(web): State<Arc<Web>>,
     Extension(p): Extension<Principal>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
-        return r;
-    }
-    if let Some(r) = admin_refusal(&p) {
-        return r;
-    }
-    let node = form.get("node").cloned().unwrap_or_default();
-    let key = form.get("key").cloned().unwrap_or_default();
-    if node.is_empty() || key.is_empty() {
-        return (StatusCode::BAD_REQUEST, "node and key are needed\n").into_response();
-    }
+    let [node, key] = match admin_form(&p, &headers, &form, ["node", "key"]) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let r = async {
         let mut c = agent_client(&web, &node).await?;
         tokio::time::timeout(
@@ -848,17 +868,10 @@ pub async fn create_snapshot(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
-        return r;
-    }
-    if let Some(r) = admin_refusal(&p) {
-        return r;
-    }
-    let node = form.get("node").cloned().unwrap_or_default();
-    let scope = form.get("scope").cloned().unwrap_or_default();
-    if node.is_empty() || scope.is_empty() {
-        return (StatusCode::BAD_REQUEST, "node and scope are needed\n").into_response();
-    }
+    let [node, scope] = match admin_form(&p, &headers, &form, ["node", "scope"]) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let reason = form
         .get("reason")
         .filter(|r| !r.trim().is_empty())
