@@ -500,6 +500,18 @@ async fn agent_client(web: &Web, node: &str) -> Result<fdr_cli::client::Client, 
         .map_err(|e| format!("node {node}: {e}"))
 }
 
+/// A call to an agent, within [`AGENT_CALL`]; the error as text.
+async fn agent_call<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, String> {
+    tokio::time::timeout(AGENT_CALL, call)
+        .await
+        .map_err(|_| format!("{what} timed out"))?
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("{what}: {}", s.message()))
+}
+
 fn model_state(m: &pb::Model) -> String {
     match pb::ModelState::try_from(m.state) {
         Ok(pb::ModelState::Learning) => {
@@ -534,17 +546,14 @@ pub async fn models(State(web): State<Arc<Web>>, Extension(p): Extension<Princip
                 let mut all = Vec::new();
                 let mut cursor = String::new();
                 for _ in 0..100 {
-                    let page = tokio::time::timeout(
-                        AGENT_CALL,
+                    let page = agent_call(
+                        "ListModels",
                         c.list_models(pb::ListModelsRequest {
                             cursor: cursor.clone(),
                             limit: 0,
                         }),
                     )
-                    .await
-                    .map_err(|_| "ListModels timed out".to_owned())?
-                    .map_err(|s| format!("ListModels: {}", s.message()))?
-                    .into_inner();
+                    .await?;
                     all.extend(page.models);
                     if page.next_cursor.is_empty() {
                         break;
@@ -694,18 +703,15 @@ pub async fn model(
         let mut model: Option<pb::Model> = None;
         let mut cursor = String::new();
         for _ in 0..100 {
-            let page = tokio::time::timeout(
-                AGENT_CALL,
+            let page = agent_call(
+                "GetModel",
                 c.get_model(pb::GetModelRequest {
                     key: key.clone(),
                     cursor: cursor.clone(),
                     limit: 0,
                 }),
             )
-            .await
-            .map_err(|_| "GetModel timed out".to_owned())?
-            .map_err(|s| format!("GetModel: {}", s.message()))?
-            .into_inner();
+            .await?;
             let next = page.next_cursor.clone();
             match &mut model {
                 None => model = Some(page),
@@ -831,17 +837,14 @@ pub async fn relearn(
     };
     let r = async {
         let mut c = agent_client(&web, &node).await?;
-        tokio::time::timeout(
-            AGENT_CALL,
+        agent_call(
+            "RelearnModel",
             c.relearn_model(pb::RelearnModelRequest {
                 key: key.clone(),
                 all: false,
             }),
         )
         .await
-        .map_err(|_| "RelearnModel timed out".to_owned())?
-        .map_err(|s| format!("RelearnModel: {}", s.message()))
-        .map(|r| r.into_inner())
     }
     .await;
     match r {
@@ -879,17 +882,14 @@ pub async fn create_snapshot(
         .unwrap_or_else(|| "taken from the console's web UI".into());
     let r = async {
         let mut c = agent_client(&web, &node).await?;
-        tokio::time::timeout(
-            AGENT_CALL,
+        agent_call(
+            "CreateSnapshot",
             c.create_snapshot(pb::CreateSnapshotRequest {
                 scope: scope.clone(),
                 reason,
             }),
         )
         .await
-        .map_err(|_| "CreateSnapshot timed out".to_owned())?
-        .map_err(|s| format!("CreateSnapshot: {}", s.message()))
-        .map(|r| r.into_inner())
     }
     .await;
     match r {
