@@ -599,7 +599,11 @@ fn base_console_deployment_matches_its_config_and_the_agents() {
         ("agents.key_file", &cfg.agents.key_file, "tls"),
         ("agents.token_file", &cfg.agents.token_file, "token"),
         ("web.token_file", &cfg.web.token_file, "web-tokens"),
-        ("web.admin_token_file", &cfg.web.admin_token_file, "web-tokens"),
+        (
+            "web.admin_token_file",
+            &cfg.web.admin_token_file,
+            "web-tokens",
+        ),
     ] {
         let file = file.as_deref().unwrap_or_else(|| panic!("{what} unset"));
         assert_eq!(mounted(file), Some(volume), "{what} {}", file.display());

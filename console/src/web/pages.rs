@@ -500,6 +500,18 @@ async fn agent_client(web: &Web, node: &str) -> Result<fdr_cli::client::Client, 
         .map_err(|e| format!("node {node}: {e}"))
 }
 
+/// A call to an agent, within [`AGENT_CALL`]; the error as text.
+async fn agent_call<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, String> {
+    tokio::time::timeout(AGENT_CALL, call)
+        .await
+        .map_err(|_| format!("{what} timed out"))?
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("{what}: {}", s.message()))
+}
+
 fn model_state(m: &pb::Model) -> String {
     match pb::ModelState::try_from(m.state) {
         Ok(pb::ModelState::Learning) => {
@@ -534,17 +546,14 @@ pub async fn models(State(web): State<Arc<Web>>, Extension(p): Extension<Princip
                 let mut all = Vec::new();
                 let mut cursor = String::new();
                 for _ in 0..100 {
-                    let page = tokio::time::timeout(
-                        AGENT_CALL,
+                    let page = agent_call(
+                        "ListModels",
                         c.list_models(pb::ListModelsRequest {
                             cursor: cursor.clone(),
                             limit: 0,
                         }),
                     )
-                    .await
-                    .map_err(|_| "ListModels timed out".to_owned())?
-                    .map_err(|s| format!("ListModels: {}", s.message()))?
-                    .into_inner();
+                    .await?;
                     all.extend(page.models);
                     if page.next_cursor.is_empty() {
                         break;
@@ -694,18 +703,15 @@ pub async fn model(
         let mut model: Option<pb::Model> = None;
         let mut cursor = String::new();
         for _ in 0..100 {
-            let page = tokio::time::timeout(
-                AGENT_CALL,
+            let page = agent_call(
+                "GetModel",
                 c.get_model(pb::GetModelRequest {
                     key: key.clone(),
                     cursor: cursor.clone(),
                     limit: 0,
                 }),
             )
-            .await
-            .map_err(|_| "GetModel timed out".to_owned())?
-            .map_err(|s| format!("GetModel: {}", s.message()))?
-            .into_inner();
+            .await?;
             let next = page.next_cursor.clone();
             match &mut model {
                 None => model = Some(page),
@@ -792,36 +798,53 @@ fn done_page(p: &Principal, title: &str, msg: &str, back: &str) -> Response {
     render(p, "", title, &main)
 }
 
+/// An admin's change from a form: its CSRF token checked, the admin
+/// role, then the fields it needs (each not empty).
+fn admin_form<const N: usize>(
+    p: &Principal,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    fields: [&str; N],
+) -> Result<[String; N], Box<Response>> {
+    if let Some(r) = csrf_refusal(p, headers, form.get("csrf").map(String::as_str)) {
+        return Err(Box::new(r));
+    }
+    if let Some(r) = admin_refusal(p) {
+        return Err(Box::new(r));
+    }
+    let values = fields.map(|f| form.get(f).map(|v| v.trim().to_owned()).unwrap_or_default());
+    if values.iter().any(String::is_empty) {
+        return Err(Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("{} are needed\n", fields.join(" and ")),
+            )
+                .into_response(),
+        ));
+    }
+    Ok(values)
+}
+
 pub async fn relearn(
     State(web): State<Arc<Web>>,
     Extension(p): Extension<Principal>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
-        return r;
-    }
-    if let Some(r) = admin_refusal(&p) {
-        return r;
-    }
-    let node = form.get("node").cloned().unwrap_or_default();
-    let key = form.get("key").cloned().unwrap_or_default();
-    if node.is_empty() || key.is_empty() {
-        return (StatusCode::BAD_REQUEST, "node and key are needed\n").into_response();
-    }
+    let [node, key] = match admin_form(&p, &headers, &form, ["node", "key"]) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let r = async {
         let mut c = agent_client(&web, &node).await?;
-        tokio::time::timeout(
-            AGENT_CALL,
+        agent_call(
+            "RelearnModel",
             c.relearn_model(pb::RelearnModelRequest {
                 key: key.clone(),
                 all: false,
             }),
         )
         .await
-        .map_err(|_| "RelearnModel timed out".to_owned())?
-        .map_err(|s| format!("RelearnModel: {}", s.message()))
-        .map(|r| r.into_inner())
     }
     .await;
     match r {
@@ -848,17 +871,10 @@ pub async fn create_snapshot(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(&p, &headers, form.get("csrf").map(String::as_str)) {
-        return r;
-    }
-    if let Some(r) = admin_refusal(&p) {
-        return r;
-    }
-    let node = form.get("node").cloned().unwrap_or_default();
-    let scope = form.get("scope").cloned().unwrap_or_default();
-    if node.is_empty() || scope.is_empty() {
-        return (StatusCode::BAD_REQUEST, "node and scope are needed\n").into_response();
-    }
+    let [node, scope] = match admin_form(&p, &headers, &form, ["node", "scope"]) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let reason = form
         .get("reason")
         .filter(|r| !r.trim().is_empty())
@@ -866,17 +882,14 @@ pub async fn create_snapshot(
         .unwrap_or_else(|| "taken from the console's web UI".into());
     let r = async {
         let mut c = agent_client(&web, &node).await?;
-        tokio::time::timeout(
-            AGENT_CALL,
+        agent_call(
+            "CreateSnapshot",
             c.create_snapshot(pb::CreateSnapshotRequest {
                 scope: scope.clone(),
                 reason,
             }),
         )
         .await
-        .map_err(|_| "CreateSnapshot timed out".to_owned())?
-        .map_err(|s| format!("CreateSnapshot: {}", s.message()))
-        .map(|r| r.into_inner())
     }
     .await;
     match r {

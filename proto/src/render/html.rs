@@ -106,6 +106,18 @@ fn dd(s: &mut String, label: &str, field: &str, value: &str) {
     );
 }
 
+/// A snapshot's window and completeness, as summary fields.
+fn window_and_completeness(s: &mut String, i: &pb::SnapshotInfo) {
+    let window = format!(
+        "{} – {}",
+        time_text(i.window_start.as_ref()),
+        time_text(i.window_end.as_ref())
+    );
+    dd(s, "Window", "window", &window);
+    let completeness = format!("{:.2} %", i.completeness * 100.0);
+    dd(s, "Completeness", "completeness", &completeness);
+}
+
 /// A severity as a badge.
 pub fn severity_badge(raw: i32) -> String {
     let name = severity_name(raw);
@@ -194,22 +206,7 @@ pub fn incident(inc: &pb::Incident, snap: Option<&pb::SnapshotInfo>, links: &Lin
     }
     if let Some(i) = snap {
         dd(&mut s, "Snapshot SHA-256", "sha256", &i.sha256);
-        dd(
-            &mut s,
-            "Window",
-            "window",
-            &format!(
-                "{} – {}",
-                time_text(i.window_start.as_ref()),
-                time_text(i.window_end.as_ref())
-            ),
-        );
-        dd(
-            &mut s,
-            "Completeness",
-            "completeness",
-            &format!("{:.2} %", i.completeness * 100.0),
-        );
+        window_and_completeness(&mut s, i);
     }
     s += "</dl></section>\n";
     s += &accounts(inc);
@@ -354,23 +351,8 @@ pub fn snapshot(info: &pb::SnapshotInfo) -> String {
     }
     dd(&mut s, "Reason", "reason", &info.reason);
     dd(&mut s, "Taken", "at", &time_text(info.at.as_ref()));
-    dd(
-        &mut s,
-        "Window",
-        "window",
-        &format!(
-            "{} – {}",
-            time_text(info.window_start.as_ref()),
-            time_text(info.window_end.as_ref())
-        ),
-    );
     dd(&mut s, "Events", "events", &info.event_count.to_string());
-    dd(
-        &mut s,
-        "Completeness",
-        "completeness",
-        &format!("{:.2} %", info.completeness * 100.0),
-    );
+    window_and_completeness(&mut s, info);
     let incidents: Vec<String> = info.incidents.iter().map(u64::to_string).collect();
     dd(&mut s, "Incidents", "incidents", &incidents.join(", "));
     dd(&mut s, "SHA-256", "sha256", &info.sha256);
