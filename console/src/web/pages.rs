@@ -524,19 +524,22 @@ fn model_state(m: &pb::Model) -> String {
     }
 }
 
+/// The nodes of the agents that answer now, sorted.
+fn reachable_nodes(web: &Web) -> Vec<String> {
+    let mut n: Vec<String> = web
+        .con
+        .live_agents()
+        .into_iter()
+        .filter(|l| l.reachable && !l.node.is_empty())
+        .map(|l| l.node)
+        .collect();
+    n.sort();
+    n.dedup();
+    n
+}
+
 pub async fn models(State(web): State<Arc<Web>>, Extension(p): Extension<Principal>) -> Response {
-    let nodes: Vec<String> = {
-        let mut n: Vec<String> = web
-            .con
-            .live_agents()
-            .into_iter()
-            .filter(|l| l.reachable && !l.node.is_empty())
-            .map(|l| l.node)
-            .collect();
-        n.sort();
-        n.dedup();
-        n
-    };
+    let nodes = reachable_nodes(&web);
     let calls = nodes.iter().map(|node| {
         let web = web.clone();
         let node = node.clone();
@@ -932,15 +935,7 @@ pub async fn live(
         .get("scope")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
-    let mut nodes: Vec<String> = web
-        .con
-        .live_agents()
-        .into_iter()
-        .filter(|l| l.reachable && !l.node.is_empty())
-        .map(|l| l.node)
-        .collect();
-    nodes.sort();
-    nodes.dedup();
+    let nodes = reachable_nodes(&web);
     let mut s = String::from(
         "<h1>Live timeline</h1>\n<form class=\"filters\" method=\"get\" action=\"/live\">",
     );
