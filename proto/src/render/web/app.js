@@ -297,6 +297,9 @@
     return () => JSON.parse(pieces.join('')).details;
   }
 
+  // Rows up to which a report parses its details before they are asked for.
+  const PRELOAD_DETAILS_MAX = 20000;
+
   // The report's data, queried in the browser with the server's semantics.
   class LocalSource {
     constructor(script) {
@@ -311,8 +314,11 @@
         this.ready = decodeInline(this.script).then(({ data, tail }) => {
           this.index(data);
           this.tail = tail;
-          // Read and parse the details once the first page is drawn and the
-          // page is idle, so that the first click on a row is quick.
+          // A small report reads and parses its details once the first page
+          // is drawn and the page is idle, so that the first click on a row
+          // is quick; a large one only when a row is opened (parsing tens of
+          // MB would keep the page busy for seconds).
+          if (this.rows.length > PRELOAD_DETAILS_MAX) return;
           const idle = (fn) => {
             if (typeof requestIdleCallback === 'function') requestIdleCallback(fn, { timeout: 5000 });
             else setTimeout(fn, 500);
