@@ -218,6 +218,19 @@ def check_timeline(page, args, where, sel="section.timeline"):
     nxt = page.query_selector(f"{sel} button.tl-next")
     check(nxt is not None and nxt.is_disabled(), f"{where}: a next page after {len(found)} rows")
     step(f"{where}: search {args.marker!r}: {len(found)} rows, as in the CSV")
+    # The filters are in the URL's fragment: a reload (or the link in a
+    # ticket) shows the same rows.
+    frag = page.evaluate("() => location.hash")
+    check("q=" in frag, f"{where}: the search is not in the URL's fragment: {frag!r}")
+    if where == "console":
+        page.reload()
+        wait_ready(page, sel, -1, f"{where}: the reloaded page")
+        kept = page.input_value(f"{sel} input.tl-search")
+        check(kept == args.marker, f"{where}: after a reload the search box holds {kept!r}")
+        again = rows(page, sel)
+        check(len(again) == args.marker_rows,
+              f"{where}: after a reload {len(again)} rows, before {args.marker_rows}")
+        step(f"{where}: the filtered view survives a reload ({frag})")
     # Back to everything for the screenshots and the keyboard.
     act_and_wait(page, lambda: page.fill(f"{sel} input.tl-search", ""), f"{where}: search cleared")
 

@@ -505,7 +505,67 @@
       this.selected = null;
       this.searchTimer = 0;
       this.build();
+      this.loadHash();
       this.refresh();
+    }
+
+    // The first timeline of a page keeps its filters in the URL's fragment
+    // (`#hide=fork,exit&q=curl&from=…&to=…&marked=1&offset=100`), so that a
+    // filtered view can be linked from a ticket and survives a reload.
+    get ownsHash() {
+      return this.id === 'tl1';
+    }
+
+    loadHash() {
+      if (!this.ownsHash || !location.hash) return;
+      let p;
+      try {
+        p = new URLSearchParams(location.hash.slice(1));
+      } catch (_) {
+        return;
+      }
+      const st = this.state;
+      const hide = p.get('hide');
+      if (hide) st.disabled = new Set(hide.split(',').filter((k) => k));
+      const q = p.get('q');
+      if (q !== null) {
+        st.q = q;
+        this.search.value = q;
+      }
+      const us = (k) => {
+        const v = p.get(k);
+        return v !== null && /^-?[0-9]+$/.test(v) ? Number(v) : null;
+      };
+      st.from_us = us('from');
+      st.to_us = us('to');
+      this.fromInput.value = st.from_us === null ? '' : fmtTime(st.from_us);
+      this.toInput.value = st.to_us === null ? '' : fmtTime(st.to_us);
+      if (this.hasMarks && p.get('marked') === '1') {
+        st.marked = true;
+        this.markedBox.checked = true;
+      }
+      const off = us('offset');
+      if (off !== null && off >= 0 && off % PAGE === 0) st.offset = off;
+    }
+
+    saveHash() {
+      if (!this.ownsHash || typeof history === 'undefined' || !history.replaceState) return;
+      const st = this.state;
+      const p = new URLSearchParams();
+      if (st.disabled.size > 0) p.set('hide', [...st.disabled].sort().join(','));
+      if (st.q) p.set('q', st.q);
+      if (st.from_us !== null) p.set('from', String(st.from_us));
+      if (st.to_us !== null) p.set('to', String(st.to_us));
+      if (st.marked) p.set('marked', '1');
+      if (st.offset > 0) p.set('offset', String(st.offset));
+      const text = p.toString();
+      const want = text ? '#' + text : '';
+      if (location.hash === want || (!want && !location.hash)) return;
+      try {
+        history.replaceState(null, '', want || location.pathname + location.search);
+      } catch (_) {
+        /* a page that may not change its URL */
+      }
     }
 
     setState(s) {
@@ -700,6 +760,7 @@
       }
       this.error.hidden = true;
       this.error.textContent = '';
+      this.saveHash();
       this.setState('ready');
       this.rendered++;
       this.section.setAttribute('data-rendered', String(this.rendered));
