@@ -233,7 +233,9 @@ impl Auth {
         // Ended ones first, then the oldest while full.
         while let Some(old) = s.order.front().copied() {
             let ended = s.map.get(&old).is_none_or(|x| x.expires <= now);
-            if ended || s.map.len() >= self.max {
+            // The order list holds logged-out sessions too until they
+            // reach its front: bounded at twice the cap.
+            if ended || s.map.len() >= self.max || s.order.len() >= 2 * self.max {
                 s.order.pop_front();
                 s.map.remove(&old);
             } else {
@@ -562,6 +564,18 @@ mod tests {
         a.open(Role::Viewer).unwrap();
         a.open(Role::Viewer).unwrap();
         assert!(a.identify(&h, None).is_none());
+        // Closed sessions do not pile up in the order list.
+        for _ in 0..100 {
+            let id = a.open(Role::Viewer).unwrap();
+            a.close(&sha256(id.as_bytes()));
+        }
+        let s = a.sessions.lock().unwrap();
+        assert!(
+            s.order.len() <= 4 && s.map.len() <= 2,
+            "{} {}",
+            s.order.len(),
+            s.map.len()
+        );
         let conn = Conn {
             client_cert: true,
             peer: "127.0.0.1:1".parse().unwrap(),
