@@ -54,6 +54,10 @@ pub const CRATES: &[Crate] = &[
         src: "console/src",
         layered: false,
     },
+    Crate {
+        src: "export/src",
+        layered: false,
+    },
 ];
 
 // ---------------------------------------------------------------------------
