@@ -9,15 +9,18 @@
 //!   order (raw events first, then a counted gap record).
 //! - [`otlp`]: a record as a LogRecord (semantic-convention attributes).
 //! - [`sender`]: the task that sends, retries and acknowledges.
+//! - [`records`]: what an incident write queues (opened/updated, audits).
 //! - [`raw`]: the raw events' kind filter and rate limit.
 
 pub mod config;
 pub mod otlp;
 pub mod outbox;
 pub mod raw;
+pub mod records;
 pub mod sender;
 
 pub use config::{OtlpConfig, RawEventsConfig};
 pub use otlp::Source;
+pub use records::incident_records;
 pub use outbox::{Metrics, Outbox, OutboxError};
 pub use sender::{spawn, Access, SenderError};

@@ -40,6 +40,9 @@ pub struct Shared<'a> {
     pub store: &'a Store,
     /// Every write to `store` goes through it.
     pub committer: &'a Committer,
+    /// The OTLP export's outbox, when `[export.otlp]` is enabled: incident
+    /// writes queue its records in their own transaction.
+    pub export: Option<&'a Arc<fdr_export::Outbox>>,
 }
 
 /// Why models and incidents could not be restored.
@@ -619,8 +622,10 @@ fn store_incidents(state: &Shared<'_>, incidents: &[&Incident], next: u64) -> bo
         .map(|i| (i.serial, incident_to_pb(i).encode_to_vec()))
         .collect();
     let bytes = encoded.iter().map(|(_, b)| b.len() + 64).sum();
-    let write =
-        Box::new(move |store: &Store| persist::incidents::put_encoded(store, &encoded, next));
+    let outbox = state.export.cloned();
+    let write = Box::new(move |store: &Store| {
+        persist::incidents::put_encoded(store, &encoded, next, outbox.as_deref())
+    });
     match state.committer.submit_write("incidents", bytes, write) {
         Ok(()) => true,
         Err(err) => {
@@ -735,6 +740,7 @@ mod tests {
                 incident_live: &self.live,
                 store: &self.store,
                 committer: &self.committer,
+                export: None,
             }
         }
     }

@@ -599,6 +599,74 @@ impl Collector for Figures {
                 one(rss),
             )?;
         }
+        if let Some(x) = &st.export {
+            let m = x.outbox.metrics();
+            gauge(
+                e,
+                "fdr_export_queued_records",
+                "OTLP export: records waiting in the outbox.",
+                one(m.queued_records.load(Relaxed) as f64),
+            )?;
+            gauge(
+                e,
+                "fdr_export_queued_bytes",
+                "OTLP export: bytes of records waiting in the outbox.",
+                one(m.queued_bytes.load(Relaxed) as f64),
+            )?;
+            let p = m.to_pb("");
+            gauge(
+                e,
+                "fdr_export_oldest_queued_seconds",
+                "OTLP export: age of the oldest record waiting in the outbox (0: none).",
+                one(p.oldest_age_s),
+            )?;
+            counter(
+                e,
+                "fdr_export_sent_records",
+                "OTLP export: records the collector acknowledged.",
+                one(p.sent),
+            )?;
+            counter(
+                e,
+                "fdr_export_retried_records",
+                "OTLP export: records sent again (duplicates on the wire).",
+                one(p.retried),
+            )?;
+            counter(
+                e,
+                "fdr_export_rejected_records",
+                "OTLP export: records the collector rejected (partial success).",
+                one(p.rejected),
+            )?;
+            counter(
+                e,
+                "fdr_export_failures",
+                "OTLP export: export calls that failed.",
+                one(p.failures),
+            )?;
+            counter(
+                e,
+                "fdr_export_dropped_records",
+                "OTLP export: records the outbox's bound dropped, by kind.",
+                [
+                    (vec![("kind", "event".to_owned())], p.dropped_events),
+                    (vec![("kind", "incident".to_owned())], p.dropped_incidents),
+                    (vec![("kind", "audit".to_owned())], p.dropped_audits),
+                ],
+            )?;
+            counter(
+                e,
+                "fdr_export_gaps",
+                "OTLP export: gap records queued in place of dropped incidents and audits.",
+                one(p.gaps),
+            )?;
+            counter(
+                e,
+                "fdr_export_events_not_queued",
+                "OTLP export: raw events not queued (the tap's queue full, the rate limit).",
+                one(p.events_not_queued),
+            )?;
+        }
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]);
         let m = e.encode_descriptor(
             "fdr_build",

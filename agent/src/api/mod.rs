@@ -2,15 +2,17 @@
 //! 0600) always, TCP with mutual TLS when configured. Served from
 //! [`state::State`], the handles to every stage's shared data that the
 //! daemon's step writes. Beside it: [`health`] (`grpc.health.v1`, on these
-//! listeners and a plaintext one) and [`metrics`] (Prometheus, over HTTP).
+//! listeners and a plaintext one), [`metrics`] (Prometheus, over HTTP) and
+//! [`export`] (the OTLP logs export: its sender and raw-event tap).
 //!
 //! Takes: requests. Gives: events, snapshots, models, incidents, stats —
-//! paged and bounded. Imports: every stage before it; only the daemon
+//! paged and bounded; OTLP log records to a collector when enabled. Imports: every stage before it; only the daemon
 //! imports it.
 
 mod analysis_calls;
 mod authority;
 mod convert;
+pub mod export;
 pub mod health;
 pub mod metrics;
 mod paging;

@@ -745,6 +745,7 @@ impl FlightRecorder for Service {
             storage: Some(storage_stats(st)),
             scopes_left_out,
             live_naming: Some(live_naming_stats(&st.name_wait_counters)),
+            export: Some(super::export::stats(st)),
         }))
     }
 }

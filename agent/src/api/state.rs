@@ -74,6 +74,15 @@ pub struct State {
     /// Serving a stored database without capture (`fdr-agent --offline`):
     /// calls that need capture are refused ([`State::refuse_offline`]).
     pub offline: bool,
+    /// The OTLP logs export (`[export.otlp]`), when enabled.
+    pub export: Option<Export>,
+}
+
+/// The OTLP export as the state knows it: the outbox incident writes queue
+/// into, and where it sends (for GetStats and the metrics).
+pub struct Export {
+    pub outbox: Arc<fdr_export::Outbox>,
+    pub endpoint: String,
 }
 
 /// What a `State` is made of.
@@ -102,6 +111,7 @@ impl State {
             incident_live: &self.incident_live,
             store: &self.store,
             committer: &self.committer,
+            export: self.export.as_ref().map(|e| &e.outbox),
         }
     }
 
@@ -129,6 +139,7 @@ impl State {
             node: Arc::from(""),
             host: crate::util::host::HostRoot::default(),
             offline: false,
+            export: None,
             ring_bytes: p.ring_bytes,
             critical_ring_bytes: p.critical_ring_bytes,
         }
@@ -152,6 +163,21 @@ impl State {
     pub fn with_host(mut self, host: crate::util::host::HostRoot, node: &str) -> Self {
         self.host = host;
         self.node = Arc::from(node);
+        self
+    }
+
+    /// The same, with the OTLP export's outbox when `cfg` enables it
+    /// (its records are keyed by the store's instance id).
+    pub fn with_export(mut self, cfg: &fdr_export::OtlpConfig) -> Self {
+        if cfg.enabled {
+            self.export = Some(Export {
+                outbox: Arc::new(fdr_export::Outbox::new(
+                    self.store.instance_id(),
+                    cfg.max_bytes,
+                )),
+                endpoint: cfg.endpoint.clone(),
+            });
+        }
         self
     }
 

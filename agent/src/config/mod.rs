@@ -12,12 +12,14 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 mod analysis;
+mod export;
 mod host;
 mod live;
 mod observe;
 mod validate;
 
 pub use analysis::{AnalysisConfig, RuleAction, RuleConfig};
+pub use export::ExportConfig;
 pub use host::HostConfig;
 pub use live::LiveConfig;
 pub use observe::{HealthConfig, MetricsConfig};
@@ -55,6 +57,7 @@ pub struct Config {
     pub host: HostConfig,
     pub health: HealthConfig,
     pub metrics: MetricsConfig,
+    pub export: ExportConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

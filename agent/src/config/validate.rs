@@ -342,6 +342,7 @@ impl Config {
         self.host.validate()?;
         self.health.validate()?;
         self.metrics.validate()?;
+        self.export.validate()?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

@@ -131,6 +131,9 @@ pub async fn start(cfg: &Config, self_filter: SelfFilter) -> Result<Running, Age
     tracing::info!(processes = procs.len(), proc = %proc_root.display(), "process table seeded");
     let state = stored.into_state(cfg, procs, (ring_bytes, critical_ring_bytes), host.clone());
     *lock(&state.probes) = Some(probes);
+    // The OTLP export (when enabled): its sender, and the raw-event tap.
+    api::export::start(&cfg.export.otlp, &state)
+        .map_err(|e| AgentError::Config(crate::config::ConfigError::Invalid(e)))?;
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -302,7 +305,10 @@ impl Stored {
         (ring_bytes, critical_ring_bytes): (u64, u64),
         host: crate::util::host::HostRoot,
     ) -> Arc<State> {
-        Arc::new(self.state(cfg, procs, (ring_bytes, critical_ring_bytes), host))
+        Arc::new(
+            self.state(cfg, procs, (ring_bytes, critical_ring_bytes), host)
+                .with_export(&cfg.export.otlp),
+        )
     }
 
     /// The API's state without capture (see [`start_offline`]).

@@ -157,6 +157,14 @@ impl Subscription {
         Some(ev)
     }
 
+    /// The next event if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        let (ev, size) = self.rx.try_recv().ok()?;
+        self.sub.queued.fetch_sub(1, Relaxed);
+        self.sub.queued_bytes.fetch_sub(size, Relaxed);
+        Some(ev)
+    }
+
     /// Events skipped since the last call, by kind (only kinds with losses).
     pub fn take_lost(&self) -> Vec<(EventKind, u64)> {
         let mut out = Vec::new();

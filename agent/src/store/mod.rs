@@ -30,6 +30,7 @@
 
 pub mod commit;
 pub mod compact;
+pub mod outbox;
 
 use std::{
     panic::AssertUnwindSafe,

@@ -48,15 +48,19 @@ pub fn put(store: &Store, incidents: &[pb::Incident], next_serial: u64) -> Resul
         .iter()
         .map(|i| (i.serial, i.encode_to_vec()))
         .collect();
-    put_encoded(store, &encoded, next_serial)
+    put_encoded(store, &encoded, next_serial, None)
 }
 
 /// [`put`] of incidents already encoded (serial, bytes): the committer's
-/// write.
+/// write. With `outbox` (the OTLP export enabled), the same transaction
+/// queues what each write means for the export: `incident opened` (no
+/// record of its serial stored before) or `incident updated`, and one
+/// `audit` per audit added since the stored record.
 pub fn put_encoded(
     store: &Store,
     incidents: &[(u64, Vec<u8>)],
     next_serial: u64,
+    outbox: Option<&fdr_export::Outbox>,
 ) -> Result<(), StoreError> {
     store.write(
         || "the incidents".into(),
@@ -71,8 +75,21 @@ pub fn put_encoded(
                 meta.insert(NEXT_SERIAL, stored.max(next_serial))
                     .map_err(db_err)?;
                 let mut t = tx.open_table(INCIDENTS).map_err(db_err)?;
+                let mut records = Vec::new();
                 for (serial, bytes) in incidents {
+                    if outbox.is_some() {
+                        let prev = t
+                            .get(*serial)
+                            .map_err(db_err)?
+                            .and_then(|v| decode(*serial, v.value()));
+                        if let Some(new) = decode(*serial, bytes) {
+                            records.extend(fdr_export::incident_records(prev.as_ref(), &new, ""));
+                        }
+                    }
                     t.insert(*serial, bytes.as_slice()).map_err(db_err)?;
+                }
+                if let Some(o) = outbox {
+                    o.enqueue(&tx, records).map_err(db_err)?;
                 }
                 while t.len().map_err(db_err)? > MAX_INCIDENTS {
                     if t.pop_first().map_err(db_err)?.is_none() {
@@ -80,7 +97,11 @@ pub fn put_encoded(
                     }
                 }
             }
-            tx.commit().map_err(db_err)
+            tx.commit().map_err(db_err)?;
+            if let Some(o) = outbox {
+                o.wake();
+            }
+            Ok(())
         },
     )
 }
