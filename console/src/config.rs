@@ -31,6 +31,17 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub web: WebConfig,
     pub log: LogConfig,
+    pub export: ExportConfig,
+}
+
+/// `[export.otlp]`: the OTLP logs export of every incident the console
+/// ingests (opened; updated, with its new audits) under its fleet serial,
+/// through a durable outbox in the index. The same section as the agent's,
+/// documented in `fdr_export::OtlpConfig` (and in deploy/fdr.toml).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    pub otlp: fdr_export::OtlpConfig,
 }
 
 /// The console's own gRPC API (`fdr.v1`: incidents and snapshots from its
@@ -489,6 +500,15 @@ impl Config {
         let r = &self.retention;
         if r.max_snapshots == 0 || r.max_snapshot_bytes == 0 || r.max_incidents == 0 {
             return bad("retention: every cap must be above 0".into());
+        }
+        self.export
+            .otlp
+            .validate(|k| fdr_proto::v1::EventKind::from_name(k).is_some())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.export.otlp.raw_events.enabled {
+            return bad(
+                "export.otlp.raw_events: the console has no raw events (only agents do)".into(),
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!(

@@ -83,6 +83,9 @@ pub struct Index {
     db: Arc<Database>,
     retention: RetentionConfig,
     instance: String,
+    /// The OTLP export's outbox (`[export.otlp]` enabled): incident writes
+    /// queue their records in the same transaction.
+    outbox: Option<Arc<fdr_export::Outbox>>,
 }
 
 impl Index {
@@ -135,7 +138,51 @@ impl Index {
             db: Arc::new(database),
             retention,
             instance,
+            outbox: None,
         })
+    }
+
+    /// Queues OTLP export records for every incident ingested or updated
+    /// from now on, in the outbox bounded by `max_bytes`; returns the
+    /// outbox and the database, for the sender.
+    pub fn enable_export(
+        &mut self,
+        max_bytes: u64,
+    ) -> (Arc<fdr_export::Outbox>, Arc<Database>) {
+        let o = Arc::new(fdr_export::Outbox::new(self.instance.clone(), max_bytes));
+        self.outbox = Some(o.clone());
+        (o, self.db.clone())
+    }
+
+    /// The database (the export sender reads and acknowledges its outbox
+    /// there).
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    /// The export's outbox, when enabled.
+    pub fn outbox(&self) -> Option<&Arc<fdr_export::Outbox>> {
+        self.outbox.as_ref()
+    }
+
+    /// Queues the export records of `new` (over `prev`) in `tx`.
+    fn export(
+        &self,
+        tx: &redb::WriteTransaction,
+        prev: Option<&pb::Incident>,
+        new: &pb::Incident,
+    ) -> Result<(), IndexError> {
+        if let Some(o) = &self.outbox {
+            o.enqueue(tx, fdr_export::incident_records(prev, new, ""))
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    fn exported(&self) {
+        if let Some(o) = &self.outbox {
+            o.wake();
+        }
     }
 
     /// The console's own id (its `GetIdentity`).
@@ -415,6 +462,7 @@ impl Index {
                     }
                     SnapshotRef::None => inc.snapshot_id = 0,
                 }
+                self.export(&tx, None, &inc)?;
                 let mut t = tx.open_table(INCIDENTS).map_err(db)?;
                 t.insert(fleet, inc.encode_to_vec().as_slice())
                     .map_err(db)?;
@@ -453,6 +501,9 @@ impl Index {
                 .map_err(db)?;
         }
         tx.commit().map_err(db)?;
+        if result.1 {
+            self.exported();
+        }
         Ok(result)
     }
 
@@ -471,15 +522,22 @@ impl Index {
                 None => None,
                 Some(v) => {
                     let mut inc: pb::Incident = decode(&v, || format!("incident {fleet}"))?;
+                    let prev = self.outbox.is_some().then(|| inc.clone());
                     f(&mut inc);
                     inc.serial = fleet;
                     t.insert(fleet, inc.encode_to_vec().as_slice())
                         .map_err(db)?;
+                    if prev.as_ref() != Some(&inc) {
+                        self.export(&tx, prev.as_ref(), &inc)?;
+                    }
                     Some(inc)
                 }
             }
         };
         tx.commit().map_err(db)?;
+        if out.is_some() {
+            self.exported();
+        }
         Ok(out)
     }
 

@@ -101,6 +101,63 @@ fn main() -> Result<()> {
     })
 }
 
+/// The OTLP export's sender (when `[export.otlp]` is enabled), and a log
+/// line with its figures each minute they changed (the console has no
+/// metrics endpoint).
+fn start_export(con: &Arc<Console>) -> Result<()> {
+    let Some(outbox) = con.index.outbox().cloned() else {
+        return Ok(());
+    };
+    let cfg = con.cfg.export.otlp.clone();
+    let (o, db) = (outbox.clone(), con.index.database());
+    let source = fdr_export::Source {
+        service_name: "fdr-console".into(),
+        service_version: env!("CARGO_PKG_VERSION").into(),
+        instance_id: con.index.instance_id().to_owned(),
+        host_name: hostname(),
+        extra: cfg
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let access: Arc<dyn fdr_export::Access> = Arc::new(db);
+    fdr_export::spawn(cfg.clone(), o, access, source).context("starting the OTLP export")?;
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let s = outbox.metrics().to_pb(&cfg.endpoint);
+            let now = format!("{s:?}");
+            if now != last {
+                tracing::info!(
+                    queued = s.queued_records,
+                    queued_bytes = s.queued_bytes,
+                    oldest_s = s.oldest_age_s,
+                    sent = s.sent,
+                    retried = s.retried,
+                    rejected = s.rejected,
+                    failures = s.failures,
+                    dropped_incidents = s.dropped_incidents,
+                    dropped_audits = s.dropped_audits,
+                    gaps = s.gaps,
+                    last_error = %s.last_error,
+                    "OTLP export"
+                );
+                last = now;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// This machine's name, for the export's `host.name`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
 fn init_log(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
@@ -115,7 +172,10 @@ fn init_log(cfg: &Config) {
 }
 
 async fn open(cfg: Config) -> Result<Arc<Console>> {
-    let index = Index::open(&cfg.evidence.dir, cfg.retention.clone())?;
+    let mut index = Index::open(&cfg.evidence.dir, cfg.retention.clone())?;
+    if cfg.export.otlp.enabled {
+        index.enable_export(cfg.export.otlp.max_bytes);
+    }
     let evidence = Evidence::open(&cfg.evidence)?;
     let con = Console::new(cfg, index, evidence);
     reconcile(&con).await?;
@@ -151,6 +211,7 @@ async fn reconcile(con: &Arc<Console>) -> Result<()> {
 async fn serve(cfg: Config) -> Result<()> {
     let api_cfg = cfg.api.clone();
     let con = open(cfg).await?;
+    start_export(&con)?;
     let listener = api::bind(&api_cfg).await?;
     // The web UI failing to start (its port taken, a token file
     // unreadable) leaves the evidence collection and the API running.

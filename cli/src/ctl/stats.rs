@@ -60,6 +60,15 @@ fn stats_json(s: &pb::Stats) -> Value {
             "failures": st.failures, "reopens": st.reopens, "integrity": st.integrity,
             "ids_left": st.ids_left,
         })),
+        "export": s.export.as_ref().filter(|x| x.enabled).map(|x| json!({
+            "endpoint": x.endpoint, "queued_records": x.queued_records,
+            "queued_bytes": x.queued_bytes, "oldest_age_s": x.oldest_age_s,
+            "sent": x.sent, "retried": x.retried, "rejected": x.rejected,
+            "failures": x.failures, "dropped_events": x.dropped_events,
+            "dropped_incidents": x.dropped_incidents, "dropped_audits": x.dropped_audits,
+            "gaps": x.gaps, "events_not_queued": x.events_not_queued,
+            "last_error": x.last_error,
+        })),
         "started": time_text(s.started.as_ref()),
         "ring_buffer_bytes": s.ring_buffer_bytes,
         "scopes": s.scopes.iter().map(|sc| {
@@ -147,6 +156,30 @@ fn stats_table(s: &pb::Stats) -> String {
         if !st.last_error.is_empty() {
             t += &format!("  last error       {}\n", e(&st.last_error));
         }
+    }
+    match s.export.as_ref().filter(|x| x.enabled) {
+        Some(x) => {
+            t += &format!(
+                "export (OTLP)      to {}: {} records ({} bytes) queued, oldest {:.1}s; {} sent, {} retried, {} rejected, {} failed calls; dropped {} events, {} incident records, {} audits ({} gap records); {} raw events not queued\n",
+                e(&x.endpoint),
+                x.queued_records,
+                x.queued_bytes,
+                x.oldest_age_s,
+                x.sent,
+                x.retried,
+                x.rejected,
+                x.failures,
+                x.dropped_events,
+                x.dropped_incidents,
+                x.dropped_audits,
+                x.gaps,
+                x.events_not_queued
+            );
+            if !x.last_error.is_empty() {
+                t += &format!("  last error       {}\n", e(&x.last_error));
+            }
+        }
+        None => t += "export (OTLP)      off\n",
     }
     t += &format!("ring buffer        {} bytes\n", s.ring_buffer_bytes);
     t += &format!("agent started      {}\n", time_text(s.started.as_ref()));
