@@ -211,8 +211,10 @@ const DEPLOY_TOOLS: [(&str, &str); 3] = [
 
 /// The PyPI packages that are Python modules, not programs, and the module
 /// each provides: Playwright for Python drives Debian's Chromium in the web
-/// UI test (its own browser download is never run).
-const PYTHON_MODULES: [(&str, &str); 1] = [("playwright", "playwright")];
+/// UI test (its own browser download is never run); rotel ships a real
+/// OpenTelemetry collector (`<package>/rotel-agent`) that the OTLP export
+/// test sends to.
+const PYTHON_MODULES: [(&str, &str); 2] = [("playwright", "playwright"), ("rotel", "rotel")];
 
 /// Whether `python3` can import `module`.
 fn python_has(module: &str) -> bool {
