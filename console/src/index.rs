@@ -145,10 +145,7 @@ impl Index {
     /// Queues OTLP export records for every incident ingested or updated
     /// from now on, in the outbox bounded by `max_bytes`; returns the
     /// outbox and the database, for the sender.
-    pub fn enable_export(
-        &mut self,
-        max_bytes: u64,
-    ) -> (Arc<fdr_export::Outbox>, Arc<Database>) {
+    pub fn enable_export(&mut self, max_bytes: u64) -> (Arc<fdr_export::Outbox>, Arc<Database>) {
         let o = Arc::new(fdr_export::Outbox::new(self.instance.clone(), max_bytes));
         self.outbox = Some(o.clone());
         (o, self.db.clone())

@@ -21,6 +21,6 @@ pub mod sender;
 
 pub use config::{OtlpConfig, RawEventsConfig};
 pub use otlp::Source;
-pub use records::incident_records;
 pub use outbox::{Metrics, Outbox, OutboxError};
+pub use records::incident_records;
 pub use sender::{spawn, Access, SenderError};

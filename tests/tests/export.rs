@@ -71,7 +71,10 @@ impl Rotel {
         let child = Command::new(rotel_binary())
             .arg("start")
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{}", self.port)])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", free_port())])
+            .args([
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
             .args(["--debug-log", "logs", "--debug-log-verbosity", "detailed"])
             .args(["--exporter", "blackhole"])
             .arg("--pid-file")
@@ -194,7 +197,11 @@ fn with_export(endpoint: String) -> impl FnOnce(&mut fdr_agent::config::Config) 
 
 fn opened_for<'a>(recs: &'a [Record], user: &str) -> Vec<&'a Record> {
     recs.iter()
-        .filter(|r| r.event_name == "fdr.incident.opened" && r.text().contains(user))
+        .filter(|r| {
+            r.event_name == "fdr.incident.opened"
+                && r.a("fdr.incident.type") == "backdoor-account"
+                && r.text().contains(user)
+        })
         .collect()
 }
 
@@ -209,7 +216,10 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
     let node = Node::start_with(dir.path(), "exp-a", &pki, with_export(rotel.endpoint()));
     let user = interactive_useradd(dir.path());
     let rec = poll("the incident at the collector", SLOW, || {
-        opened_for(&rotel.records(), &user).first().cloned().cloned()
+        opened_for(&rotel.records(), &user)
+            .first()
+            .cloned()
+            .cloned()
     });
     assert_eq!(rec.event_name, "fdr.incident.opened");
     assert_eq!(rec.a("event.name"), "fdr.incident.opened");
@@ -218,8 +228,14 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
     assert!(rec.severity_number.contains("(21)"), "{rec:?}");
     assert_eq!(rec.a("host.name"), "exp-a");
     assert_eq!(rec.a("fdr.node"), "exp-a");
-    assert!(rec.a("fdr.incident.serial").parse::<u64>().is_ok_and(|s| s > 0));
-    assert!(rec.a("process.pid").parse::<u32>().is_ok_and(|p| p > 0), "{rec:?}");
+    assert!(rec
+        .a("fdr.incident.serial")
+        .parse::<u64>()
+        .is_ok_and(|s| s > 0));
+    assert!(
+        rec.a("process.pid").parse::<u32>().is_ok_and(|p| p > 0),
+        "{rec:?}"
+    );
     assert!(rec.a("process.command_line").contains(&user), "{rec:?}");
     assert_eq!(rec.a("user.name"), "root");
     let instance = rec.a("fdr.agent.instance_id");
@@ -230,7 +246,10 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
         format!("{instance}:{}", rec.a("fdr.record.serial")),
         "{rec:?}"
     );
-    assert_eq!(rec.resource.get("service.name").map(String::as_str), Some("fdr-agent"));
+    assert_eq!(
+        rec.resource.get("service.name").map(String::as_str),
+        Some("fdr-agent")
+    );
     assert_eq!(
         rec.resource.get("service.instance.id").map(String::as_str),
         Some(instance)
@@ -240,7 +259,11 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
         rotel
             .records()
             .iter()
-            .any(|r| r.event_name == "fdr.audit" && r.text().contains(&user))
+            .any(|r| {
+                r.event_name == "fdr.audit"
+                    && r.a("fdr.incident.type") == "backdoor-account"
+                    && r.text().contains(&user)
+            })
             .then_some(())
     });
     let st = poll("the records acknowledged", SLOW, || {
@@ -307,7 +330,9 @@ fn an_outage_and_a_killed_agent_lose_nothing() {
         let r = opened_for(&recs, u)[0];
         serials.push((
             r.a("fdr.incident.serial").parse::<u64>().expect("serial"),
-            r.a("fdr.record.serial").parse::<u64>().expect("record serial"),
+            r.a("fdr.record.serial")
+                .parse::<u64>()
+                .expect("record serial"),
         ));
     }
     // In serial order: the incidents' and their records' serials rise
@@ -465,7 +490,12 @@ mod backpressure {
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while outbox.metrics().sent.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+        while outbox
+            .metrics()
+            .sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 2
+        {
             assert!(Instant::now() < deadline, "the retry never succeeded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -511,17 +541,22 @@ fn the_console_exports_with_its_fleet_serials() {
     let user = interactive_useradd(dir.path());
     let inc = console.wait_incident("exp-d", &user);
     let rec = poll("the console's record at the collector", SLOW, || {
-        rotel
-            .records()
-            .into_iter()
-            .find(|r| {
-                r.event_name == "fdr.incident.opened"
-                    && r.resource.get("service.name").map(String::as_str) == Some("fdr-console")
-                    && r.text().contains(&user)
-            })
+        rotel.records().into_iter().find(|r| {
+            r.event_name == "fdr.incident.opened"
+                && r.a("fdr.incident.type") == "backdoor-account"
+                && r.resource.get("service.name").map(String::as_str) == Some("fdr-console")
+                && r.text().contains(&user)
+        })
     });
-    assert_eq!(rec.a("fdr.incident.serial"), inc.serial.to_string(), "{rec:?}");
-    assert_eq!(rec.a("fdr.agent.incident.serial"), inc.agent_serial.to_string());
+    assert_eq!(
+        rec.a("fdr.incident.serial"),
+        inc.serial.to_string(),
+        "{rec:?}"
+    );
+    assert_eq!(
+        rec.a("fdr.agent.incident.serial"),
+        inc.agent_serial.to_string()
+    );
     assert_eq!(rec.a("fdr.node"), "exp-d");
     assert_eq!(rec.a("fdr.agent.instance_id"), inc.agent_instance);
     let console_id = rec
