@@ -288,7 +288,7 @@ pub fn log_record(r: &pb::OutboxRecord, src: &Source) -> LogRecord {
             } else {
                 inc.last.as_ref()
             };
-            time = ts_ns(t).max(0);
+            time = ts_ns(t);
             inc.summary
         }
         Kind::Audit => {
@@ -309,7 +309,7 @@ pub fn log_record(r: &pb::OutboxRecord, src: &Source) -> LogRecord {
             event_attrs(&mut a, &e)
         }
         Kind::Gap => {
-            let g = r.gap.clone().unwrap_or_default();
+            let g = r.gap.unwrap_or_default();
             a.i("fdr.gap.incidents", g.incidents as i64);
             a.i("fdr.gap.audits", g.audits as i64);
             a.i("fdr.gap.events", g.events as i64);

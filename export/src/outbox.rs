@@ -574,7 +574,7 @@ mod tests {
         let gap = recs
             .iter()
             .find(|r| r.kind() == Kind::Gap)
-            .and_then(|r| r.gap.clone())
+            .and_then(|r| r.gap)
             .expect("a gap record");
         assert_eq!(gap.incidents, 2, "{gap:?}");
         assert_eq!(gap.first_serial, 1);
