@@ -213,7 +213,13 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
     let pki = pki(dir.path());
     let mut rotel = Rotel::new(dir.path());
     rotel.start();
-    let node = Node::start_with(dir.path(), "exp-a", &pki, with_export(rotel.endpoint()));
+    let export = with_export(rotel.endpoint());
+    let node = Node::start_with(dir.path(), "exp-a", &pki, |c| {
+        export(c);
+        // Raw events too (opt-in), account changes only.
+        c.export.otlp.raw_events.enabled = true;
+        c.export.otlp.raw_events.kinds = vec!["account".into()];
+    });
     let user = interactive_useradd(dir.path());
     let rec = poll("the incident at the collector", SLOW, || {
         opened_for(&rotel.records(), &user)
@@ -266,9 +272,27 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
             })
             .then_some(())
     });
+    // The raw account event, as a record of its own.
+    let raw = poll("the raw account event", SLOW, || {
+        rotel
+            .records()
+            .into_iter()
+            .find(|r| r.event_name == "fdr.event" && r.text().contains(&user))
+    });
+    assert_eq!(raw.a("fdr.event.kind"), "account", "{raw:?}");
+    assert_eq!(raw.a("user.name"), "root", "{raw:?}");
+    assert!(raw.a("file.path").contains("/etc/passwd"), "{raw:?}");
+    assert!(
+        rotel
+            .records()
+            .iter()
+            .filter(|r| r.event_name == "fdr.event")
+            .all(|r| r.a("fdr.event.kind") == "account"),
+        "only the kinds asked for"
+    );
     let st = poll("the records acknowledged", SLOW, || {
         let st = export_stats(&node, &pki);
-        (st["sent"].as_u64() >= Some(2) && st["queued_records"].as_u64() == Some(0)).then_some(st)
+        (st["sent"].as_u64() >= Some(3) && st["queued_records"].as_u64() == Some(0)).then_some(st)
     });
     assert_eq!(st["dropped_incidents"], 0, "{st}");
     eprintln!("incident to collector: {:.1}s", t0.elapsed().as_secs_f64());

@@ -3,7 +3,9 @@
 //! model.
 //!
 //! Takes: attributed events. Gives: learnt/audit events, incidents (and
-//! their windows to freeze), model and incident writes for the store.
+//! their windows to freeze), model and incident writes for the store (an
+//! incident write queues its OTLP export records, opened/updated and one
+//! per new audit, in the same transaction when `[export.otlp]` is on).
 //! Imports: the foundation and the stages before it (it writes through
 //! the store's committer).
 

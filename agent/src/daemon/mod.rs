@@ -1,7 +1,8 @@
 //! The assembly: builds every stage from the config, shares them in the
 //! API's [`crate::api::state::State`], and runs the per-record step
 //! ([`flow`]: rings → decode → process → attribution → derive → analysis →
-//! recorder), the container watcher and the API. The only module that may
+//! recorder), the container watcher, the API and the OTLP export (when
+//! `[export.otlp]` is on). The only module that may
 //! import all the others; nothing imports it.
 
 pub mod flow;

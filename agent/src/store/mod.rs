@@ -5,7 +5,8 @@
 //!
 //! Takes: encoded snapshots, and model/incident writes (closures over the
 //! store) from analysis and the recorder. Gives: ids, reads, storage
-//! health. Imports: the foundation only. It sits below analysis and the
+//! health, and the OTLP export's sender its access to the outbox kept in
+//! the same database ([`outbox`]). Imports: the foundation only. It sits below analysis and the
 //! recorder because both write into it while they run.
 //!
 //! Snapshots: one per id, interned and compressed ([`compact`]; those of

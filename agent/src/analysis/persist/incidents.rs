@@ -197,4 +197,59 @@ mod tests {
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    #[test]
+    fn incident_writes_queue_export_records_in_their_transaction() {
+        use fdr_proto::v1::outbox_record::Kind;
+        let d = std::env::temp_dir().join(format!("fdr-outbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let outbox = fdr_export::Outbox::new(store.instance_id(), 1 << 20);
+        let audit = |seq| pb::Audit {
+            event_seq: seq,
+            ..Default::default()
+        };
+        let mut inc = pb::Incident {
+            serial: 1,
+            r#type: "backdoor-account".into(),
+            audit_count: 1,
+            audits: vec![audit(1)],
+            ..Default::default()
+        };
+        let enc = |i: &pb::Incident| vec![(i.serial, i.encode_to_vec())];
+        put_encoded(&store, &enc(&inc), 2, Some(&outbox)).unwrap();
+        inc.audit_count = 2;
+        inc.audits.push(audit(2));
+        put_encoded(&store, &enc(&inc), 2, Some(&outbox)).unwrap();
+        // Without the export: nothing queued.
+        put_encoded(&store, &enc(&inc), 2, None).unwrap();
+        let got = store
+            .read(
+                || "outbox".into(),
+                |db| outbox.peek(db, 100, u64::MAX).map_err(db_err),
+            )
+            .unwrap();
+        let kinds: Vec<(u64, Kind)> = got
+            .items
+            .iter()
+            .map(|q| (q.serial, q.record.as_ref().unwrap().kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, Kind::IncidentOpened),
+                (2, Kind::Audit),
+                (3, Kind::IncidentUpdated),
+                (4, Kind::Audit),
+            ]
+        );
+        let last = got.items[3].record.as_ref().unwrap();
+        assert_eq!(last.audit.as_ref().unwrap().event_seq, 2);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
