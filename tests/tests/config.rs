@@ -90,6 +90,14 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("api", "stream_queue = \"many\"", "api.stream_queue"),
     ("probes", "poll_interval = \"soon\"", "probes.poll_interval"),
     ("api", "sockt = \"/run/fdr.sock\"", "sockt"),
+    ("export.otlp", "enabled = true", "export.otlp.endpoint"),
+    ("export.otlp", "endpoint = \"http://10.0.0.1:4317\"", "export.otlp.endpoint"),
+    ("export.otlp", "endpoint = \"collector:4317\"", "export.otlp.endpoint"),
+    ("export.otlp", "max_bytes = 1", "export.otlp.max_bytes"),
+    ("export.otlp", "backoff_initial = \"1h\"", "export.otlp.backoff_initial"),
+    ("export.otlp", "timeout = \"0s\"", "export.otlp.timeout"),
+    ("export.otlp.raw_events", "kinds = [\"nonsense\"]", "export.otlp.raw_events.kinds"),
+    ("export.otlp.raw_events", "per_second = 0", "export.otlp.raw_events.per_second"),
 ];
 
 fn run_with(dir: &TempDir, n: usize, toml: &str) -> std::process::Output {
