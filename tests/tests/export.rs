@@ -184,6 +184,17 @@ fn export_stats(node: &Node, pki: &Pki) -> serde_json::Value {
     v["export"].clone()
 }
 
+/// GET /metrics (plain HTTP/1.1 on loopback).
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
 fn with_export(endpoint: String) -> impl FnOnce(&mut fdr_agent::config::Config) {
     move |c| {
         let o = &mut c.export.otlp;
@@ -214,8 +225,10 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
     let mut rotel = Rotel::new(dir.path());
     rotel.start();
     let export = with_export(rotel.endpoint());
+    let metrics_port = free_port();
     let node = Node::start_with(dir.path(), "exp-a", &pki, |c| {
         export(c);
+        c.metrics.listen = format!("127.0.0.1:{metrics_port}");
         // Raw events too (opt-in), account changes only.
         c.export.otlp.raw_events.enabled = true;
         c.export.otlp.raw_events.kinds = vec!["account".into()];
@@ -295,6 +308,23 @@ fn an_incident_reaches_a_real_collector_with_its_attributes() {
         (st["sent"].as_u64() >= Some(3) && st["queued_records"].as_u64() == Some(0)).then_some(st)
     });
     assert_eq!(st["dropped_incidents"], 0, "{st}");
+    // The same figures on the Prometheus endpoint.
+    let metrics = scrape(metrics_port);
+    for name in [
+        "fdr_export_sent_records",
+        "fdr_export_queued_records",
+        "fdr_export_oldest_queued_seconds",
+        "fdr_export_dropped_records",
+        "fdr_export_retried_records",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let sent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fdr_export_sent_records_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("fdr_export_sent_records_total:\n{metrics}"));
+    assert!(sent >= 3.0, "{sent}");
     eprintln!("incident to collector: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
