@@ -557,6 +557,8 @@ impl Index {
                 }
                 Some(v) => {
                     let mut inc: pb::Incident = decode(&v, || format!("incident {fleet}"))?;
+                    let before = inc.snapshot_id;
+                    let prev = self.outbox.is_some().then(|| inc.clone());
                     match snap {
                         SnapshotRef::Held(id) => {
                             inc.snapshot_id = id;
@@ -573,11 +575,16 @@ impl Index {
                     }
                     t.insert(fleet, inc.encode_to_vec().as_slice())
                         .map_err(db)?;
+                    // Its evidence is held now: the SIEM learns its id.
+                    if inc.snapshot_id != before && inc.snapshot_id != 0 {
+                        self.export(&tx, prev.as_ref(), &inc)?;
+                    }
                     Some(inc)
                 }
             }
         };
         tx.commit().map_err(db)?;
+        self.exported();
         Ok(out)
     }
 
@@ -801,5 +808,64 @@ mod tests {
         drop(idx);
         let idx = Index::open(dir.path(), RetentionConfig::default()).unwrap();
         assert_eq!(idx.last_serial().unwrap(), 3);
+    }
+
+    #[test]
+    fn ingests_and_updates_queue_export_records_with_fleet_serials() {
+        use pb::outbox_record::Kind;
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(dir.path(), RetentionConfig::default()).unwrap();
+        let (outbox, db) = idx.enable_export(1 << 20);
+        let inc = pb::Incident {
+            serial: 7,
+            agent_instance: "agent-1".into(),
+            node: "n".into(),
+            audit_count: 1,
+            audits: vec![pb::Audit {
+                event_seq: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (fleet, _) = idx
+            .ingest_incident(inc.clone(), SnapshotRef::Pending(3))
+            .unwrap();
+        // Ingested again: nothing new.
+        idx.ingest_incident(inc, SnapshotRef::Pending(3)).unwrap();
+        idx.update_incident(fleet, |i| {
+            i.audit_count = 2;
+            i.audits.push(pb::Audit {
+                event_seq: 2,
+                ..Default::default()
+            });
+        })
+        .unwrap();
+        idx.set_incident_snapshot(fleet, SnapshotRef::Held(5))
+            .unwrap();
+        let got = outbox.peek(&db, 100, u64::MAX).unwrap();
+        let recs: Vec<&pb::OutboxRecord> = got
+            .items
+            .iter()
+            .map(|q| q.record.as_ref().unwrap())
+            .collect();
+        let kinds: Vec<Kind> = recs.iter().map(|r| r.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::IncidentOpened,
+                Kind::Audit,
+                Kind::IncidentUpdated,
+                Kind::Audit,
+                Kind::IncidentUpdated,
+            ]
+        );
+        for r in &recs {
+            let i = r.incident.as_ref().unwrap();
+            assert_eq!(i.serial, fleet, "the fleet serial");
+            assert_eq!(i.agent_serial, 7);
+            assert_eq!(i.agent_instance, "agent-1");
+        }
+        assert_eq!(recs[4].incident.as_ref().unwrap().snapshot_id, 5);
+        assert_eq!(outbox.instance_id(), idx.instance_id());
     }
 }

@@ -159,7 +159,7 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
 }
 
-/// Counts of what one shedding pass dropped without a gap (raw events).
+/// A counter of the meta table (0 when absent).
 fn meta_get(t: &redb::Table<'_, &str, u64>, k: &str) -> Result<u64, OutboxError> {
     Ok(t.get(k).map_err(db_err)?.map_or(0, |v| v.value()))
 }
@@ -238,7 +238,7 @@ impl Outbox {
                 count: &mut count,
             };
             if let Some(gap) = s.shed(self.max_bytes, &self.metrics)? {
-                let mut r = pb::OutboxRecord {
+                let r = pb::OutboxRecord {
                     kind: Kind::Gap as i32,
                     serial: next,
                     queued: Some(ts(now)),
@@ -246,7 +246,6 @@ impl Outbox {
                     ..Default::default()
                 };
                 next += 1;
-                r.serial = next - 1;
                 let enc = r.encode_to_vec();
                 t.insert(r.serial, enc.as_slice()).map_err(db_err)?;
                 bytes += enc.len() as u64;
