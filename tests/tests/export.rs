@@ -7,8 +7,9 @@
 //! - outage: the collector is down while three incidents open, the agent is
 //!   killed (SIGKILL) with them queued and restarted, the collector started:
 //!   each arrives exactly once by idempotency key, in serial order;
-//! - back-pressure: a collector answering RESOURCE_EXHAUSTED with RetryInfo
-//!   is retried after exactly the delay it asked for;
+//! - back-pressure: a collector (mutual TLS, a bearer token) answering
+//!   RESOURCE_EXHAUSTED with RetryInfo is retried after exactly the delay
+//!   it asked for;
 //! - the console exports what it ingests, under its fleet serial.
 
 use std::{
@@ -431,7 +432,8 @@ mod backpressure {
     };
     use prost::Message;
 
-    /// Answers the first export with RESOURCE_EXHAUSTED + RetryInfo, then OK.
+    /// Answers the first export with RESOURCE_EXHAUSTED + RetryInfo, then OK;
+    /// a call without the bearer token or the configured header is refused.
     struct Pushy {
         delay: Duration,
         calls: Arc<Mutex<Vec<(Instant, usize)>>>,
@@ -443,6 +445,13 @@ mod backpressure {
             &self,
             req: tonic::Request<ExportLogsServiceRequest>,
         ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let md = req.metadata();
+            let bearer = format!("Bearer {}", fdr_tests::fleet::TOKEN);
+            if md.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str())
+                || md.get("x-tenant").and_then(|v| v.to_str().ok()) != Some("blue")
+            {
+                return Err(tonic::Status::unauthenticated("token or header missing"));
+            }
             let n: usize = req
                 .get_ref()
                 .resource_logs
@@ -481,19 +490,32 @@ mod backpressure {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn resource_exhausted_with_retry_info_waits_exactly_that_long() {
+    async fn resource_exhausted_with_retry_info_waits_exactly_that_long_over_mtls_with_a_token() {
         let dir = TempDir::new("export-c");
+        let pki = pki(dir.path());
         let calls = Arc::new(Mutex::new(Vec::new()));
         let delay = Duration::from_secs(2);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // (localhost resolves to 127.0.0.1 here: the certificate names both.)
         let addr = listener.local_addr().unwrap();
         let svc = LogsServiceServer::new(Pushy {
             delay,
             calls: calls.clone(),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Mutual TLS: the server's certificate and the client's, both from
+        // the test CA.
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                read(&pki.server.cert),
+                read(&pki.server.key),
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(&pki.ca.cert)));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -524,7 +546,12 @@ mod backpressure {
         }
         let cfg = fdr_export::OtlpConfig {
             enabled: true,
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("https://localhost:{}", addr.port()),
+            ca_file: Some(pki.ca.cert.clone()),
+            cert_file: Some(pki.client.cert.clone()),
+            key_file: Some(pki.client.key.clone()),
+            token_file: Some(pki.token.clone()),
+            headers: [("x-tenant".to_owned(), "blue".to_owned())].into(),
             // A retry not honouring RetryInfo would come within 100 ms.
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(200),
