@@ -140,6 +140,10 @@ pub fn signed_by(key: &[u8], text: &[u8], signature: &[u8]) -> bool {
 pub struct Problem {
     pub id: u64,
     pub what: String,
+    /// A snapshot committed or evicted between reading the seals and the
+    /// list of snapshots also looks like this: a reader of a live agent
+    /// checks the seal again before it reports it.
+    pub racy: bool,
 }
 
 impl std::fmt::Display for Problem {
@@ -182,7 +186,14 @@ impl Chain {
     /// (committed ones). Problems are sorted by snapshot id.
     pub fn check(&self, key: &[u8], stored: &BTreeSet<u64>) -> Vec<Problem> {
         let mut out = Vec::new();
-        let mut p = |id: u64, what: String| out.push(Problem { id, what });
+        let mut racy = Vec::new();
+        let mut p = |id: u64, what: String| {
+            out.push(Problem {
+                id,
+                what,
+                racy: false,
+            })
+        };
         let inst = &self.instance_id;
         if self.keys.len() > 1 {
             let list: Vec<String> = self
@@ -294,27 +305,30 @@ impl Chain {
                     );
                 }
             } else if !stored.contains(&id) {
-                p(
+                racy.push((
                     id,
                     "deleted: its seal is kept and retention did not evict it, but the \
-                     snapshot is not in the store"
-                        .into(),
-                );
+                     snapshot is not in the store",
+                ));
             }
         }
         // Snapshots with no seal, among the sealed ones.
         if let Some(&first) = self.seals.keys().next() {
             for &id in stored.range(first..) {
                 if !self.seals.contains_key(&id) {
-                    p(
+                    racy.push((
                         id,
                         "not sealed, although the snapshots around it are: its seal was \
-                         deleted, or it was put in the store by something else"
-                            .into(),
-                    );
+                         deleted, or it was put in the store by something else",
+                    ));
                 }
             }
         }
+        out.extend(racy.into_iter().map(|(id, what)| Problem {
+            id,
+            what: what.into(),
+            racy: true,
+        }));
         out.sort();
         out.dedup();
         out
@@ -330,7 +344,13 @@ pub fn check_data(
     listed_sha256: &str,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
-    let mut p = |what: String| out.push(Problem { id, what });
+    let mut p = |what: String| {
+        out.push(Problem {
+            id,
+            what,
+            racy: false,
+        })
+    };
     match (data_sha256, seal) {
         (Err(why), _) => p(format!(
             "its stored data cannot be read ({why}): altered or damaged"

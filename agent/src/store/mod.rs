@@ -30,6 +30,7 @@
 
 pub mod commit;
 pub mod compact;
+pub mod seal;
 
 use std::{
     panic::AssertUnwindSafe,
@@ -108,8 +109,10 @@ pub enum StoreError {
          snapshots can be created again once the disk takes writes"
     )]
     NoIdReserved(String),
-    #[error("drawing the agent's instance id from the kernel: {0}")]
+    #[error("drawing random bytes from the kernel: {0}")]
     Random(std::io::Error),
+    #[error("the agent's signing key {path}: {detail}")]
+    Key { path: String, detail: String },
 }
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
@@ -174,6 +177,8 @@ pub struct Store {
     evicted: AtomicU64,
     /// Created with the database (see [`Store::instance_id`]).
     instance_id: String,
+    /// Signs each committed snapshot's seal ([`seal`]).
+    sealer: seal::Sealer,
 }
 
 /// The text of a caught panic.
@@ -250,7 +255,8 @@ impl Store {
             drop(db);
             db = open_db(&path)?;
         }
-        let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db)));
+        let sealer = seal::Sealer::load_or_create(dir)?;
+        let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db, &sealer)));
         let (next, serial, instance_id) = match guarded {
             Ok(r) => r?,
             Err(p) => {
@@ -262,6 +268,7 @@ impl Store {
         };
         let store = Store {
             instance_id,
+            sealer,
             committed: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             path,
@@ -519,10 +526,17 @@ impl Store {
         let id = snap.info.id;
         let mut info = snap.info.clone();
         info.bytes = snap.bytes.len() as u64;
+        info.sha256.clear();
+        info.seal = None;
         let info = info.encode_to_vec();
+        // The hash a reader computes: of what ExportSnapshot will send.
+        let sha256 = canonical_sha256(&snap.bytes).map_err(|source| StoreError::Decode {
+            id,
+            source,
+        })?;
         let evicted = self.write(
             || format!("snapshot {id}"),
-            |db| self.put_tx(db, id, &snap.bytes, &info),
+            |db| self.put_tx(db, id, &snap.bytes, &info, &sha256),
         )?;
         self.committed.fetch_add(1, Relaxed);
         self.evicted.fetch_add(evicted.len() as u64, Relaxed);
@@ -541,6 +555,7 @@ impl Store {
         id: u64,
         bytes: &[u8],
         info: &[u8],
+        sha256: &str,
     ) -> Result<Vec<u64>, StoreError> {
         let tx = db.begin_write().map_err(db_err)?;
         {
@@ -592,6 +607,10 @@ impl Store {
             }
             evicted
         };
+        seal::seal(&tx, &self.sealer, &self.instance_id, id, sha256)?;
+        for &victim in &evicted {
+            seal::evict(&tx, &self.sealer, &self.instance_id, victim)?;
+        }
         tx.commit().map_err(db_err)?;
         Ok(evicted)
     }
@@ -632,7 +651,7 @@ impl Store {
                 let mut out = Vec::new();
                 for r in t.iter().map_err(db_err)? {
                     let (k, v) = r.map_err(db_err)?;
-                    out.push(decode_info(k.value(), v.value())?);
+                    out.push(with_seal(&tx, decode_info(k.value(), v.value())?)?);
                 }
                 Ok(out)
             },
@@ -657,9 +676,62 @@ impl Store {
                 let mut out = Vec::new();
                 for r in t.range(from..).map_err(db_err)?.take(limit) {
                     let (k, v) = r.map_err(db_err)?;
-                    out.push(decode_info(k.value(), v.value())?);
+                    out.push(with_seal(&tx, decode_info(k.value(), v.value())?)?);
                 }
                 Ok(out)
+            },
+        )
+    }
+
+    /// A page of the seals after `after` (see [`seal::list`]).
+    pub fn seals(&self, after: u64, limit: usize) -> Result<pb::ListSealsResponse, StoreError> {
+        let mut page = self.read(
+            || "the snapshot seals".into(),
+            |db| seal::list(db, after, limit),
+        )?;
+        page.instance_id = self.instance_id.clone();
+        Ok(page)
+    }
+
+    /// The summary of one stored snapshot with its seal (`None`: not
+    /// stored).
+    pub fn info(&self, id: u64) -> Result<Option<pb::SnapshotInfo>, StoreError> {
+        self.read(
+            || format!("the summary of snapshot {id}"),
+            |db| {
+                let tx = db.begin_read().map_err(db_err)?;
+                let t = tx.open_table(INDEX).map_err(db_err)?;
+                let Some(v) = t.get(id).map_err(db_err)? else {
+                    return Ok(None);
+                };
+                Ok(Some(with_seal(&tx, decode_info(id, v.value())?)?))
+            },
+        )
+    }
+
+    /// The agent's public signing key as a reader should know it: the key
+    /// of the newest seal, or the key in use when nothing is sealed yet.
+    pub fn signing_key(&self) -> Vec<u8> {
+        match self.read(|| "the signing keys".into(), seal::last_key) {
+            Ok(Some(k)) => k,
+            Ok(None) => self.sealer.public().to_vec(),
+            Err(err) => {
+                tracing::debug!(%err, "reading the signing keys");
+                self.sealer.public().to_vec()
+            }
+        }
+    }
+
+    /// The stored encoding of one snapshot, undecoded (`None`: not
+    /// stored).
+    pub fn get_raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(
+            || format!("snapshot {id}"),
+            |db| {
+                let tx = db.begin_read().map_err(db_err)?;
+                let t = tx.open_table(SNAPSHOTS).map_err(db_err)?;
+                let v = t.get(id).map_err(db_err)?;
+                Ok(v.map(|v| v.value().to_vec()))
             },
         )
     }
@@ -795,7 +867,7 @@ fn latched(e: &StoreError) -> bool {
 
 /// Creates the tables, rebuilds a missing index, and reads where ids and
 /// serials start: above everything stored and every lease.
-fn init_tables(db: &Database) -> Result<(u64, u64, String), StoreError> {
+fn init_tables(db: &Database, sealer: &seal::Sealer) -> Result<(u64, u64, String), StoreError> {
     let tx = db.begin_write().map_err(db_err)?;
     let instance_id = {
         let mut t = tx.open_table(IDENTITY).map_err(db_err)?;
@@ -829,7 +901,7 @@ fn init_tables(db: &Database) -> Result<(u64, u64, String), StoreError> {
         let mut ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
         drop(snaps);
         drop(index);
-        ids = ids.max(store_orphans(&tx)?);
+        ids = ids.max(store_orphans(&tx, sealer, &instance_id)?);
         let serials = get(SERIAL_LEASE)?;
         (ids, serials, instance_id)
     };
@@ -837,15 +909,40 @@ fn init_tables(db: &Database) -> Result<(u64, u64, String), StoreError> {
     Ok(next)
 }
 
-/// 128 random bits from the kernel, as 32 hex digits.
-fn new_instance_id() -> Result<String, StoreError> {
-    let mut b = [0u8; 16];
+/// Fills `b` with random bytes from the kernel.
+fn random_bytes(b: &mut [u8]) -> Result<(), StoreError> {
     // SAFETY: the buffer is valid for its length.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != b.len() as isize {
         return Err(StoreError::Random(std::io::Error::last_os_error()));
     }
+    Ok(())
+}
+
+/// 128 random bits from the kernel, as 32 hex digits.
+fn new_instance_id() -> Result<String, StoreError> {
+    let mut b = [0u8; 16];
+    random_bytes(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The SHA-256 (hex) of a stored snapshot's canonical encoding (see
+/// `fdr_proto::integrity`): what the agent seals, what ExportSnapshot
+/// sends and a console names its copy by.
+pub fn canonical_sha256(stored: &[u8]) -> Result<String, compact::FormatError> {
+    compact::decode(stored).map(|s| fdr_proto::integrity::snapshot_sha256(&s))
+}
+
+/// `info` with the hash and seal its seal gives.
+fn with_seal(
+    tx: &redb::ReadTransaction,
+    mut info: pb::SnapshotInfo,
+) -> Result<pb::SnapshotInfo, StoreError> {
+    if let Some(s) = seal::get(tx, info.id)? {
+        info.sha256 = s.sha256.clone();
+        info.seal = Some(s);
+    }
+    Ok(info)
 }
 
 /// The instance id kept in a database opened elsewhere (a dead node's
@@ -894,7 +991,11 @@ fn identity_value(db: &impl ReadableDatabase, key: &str) -> Result<Option<String
 /// window closed) as empty snapshots whose gap says so, so that an
 /// incident pointing at one finds its reason. Returns the id after the
 /// highest.
-fn store_orphans(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+fn store_orphans(
+    tx: &redb::WriteTransaction,
+    sealer: &seal::Sealer,
+    instance_id: &str,
+) -> Result<u64, StoreError> {
     let mut marks = tx.open_table(OPEN_MARKS).map_err(db_err)?;
     let mut orphans = Vec::new();
     for r in marks.iter().map_err(db_err)? {
@@ -934,6 +1035,8 @@ fn store_orphans(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
         index
             .insert(id, info.encode_to_vec().as_slice())
             .map_err(db_err)?;
+        let sha = canonical_sha256(&enc).map_err(|source| StoreError::Decode { id, source })?;
+        seal::seal(tx, sealer, instance_id, id, &sha)?;
         tracing::warn!(
             id,
             incident = info.incident,

@@ -18,6 +18,7 @@ mod models;
 mod query;
 mod report;
 mod snapshots;
+mod verify;
 mod stats;
 
 pub use containers::{containers, ContainersArgs};
@@ -34,6 +35,7 @@ pub use models::{model, ModelCmd};
 pub use query::{query, QueryArgs};
 pub use report::{render_report, report, ReportArgs};
 pub use snapshots::{snapshot, SnapshotCmd};
+pub use verify::verify;
 pub use stats::{stats, StatsArgs};
 
 /// Why a subcommand failed.
@@ -47,6 +49,9 @@ pub enum CtlError {
     /// A request that makes no sense as given.
     #[error("{0}")]
     Usage(String),
+    /// `snapshot verify` found something that does not verify (exit 3).
+    #[error("{0}")]
+    Unverified(String),
     #[error("writing {}", path.display())]
     File {
         path: std::path::PathBuf,
