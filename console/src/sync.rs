@@ -22,10 +22,10 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use tonic::Code;
 
 use crate::{
-    verify,
     config::{AgentsConfig, Config},
     evidence::{Evidence, EvidenceError},
     index::{Index, IndexError, SnapshotRef},
+    verify,
 };
 
 #[derive(Debug, thiserror::Error)]

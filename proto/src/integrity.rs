@@ -37,7 +37,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Bytes from hex (either case); `None` when it is not hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -68,9 +68,10 @@ pub fn canonicalize(snap: &mut pb::Snapshot) {
 
 /// The canonical encoding of a snapshot (see the module's header).
 pub fn canonical_bytes(snap: &pb::Snapshot) -> Vec<u8> {
-    let hashed = snap.info.as_ref().is_some_and(|i| {
-        !i.sha256.is_empty() || i.seal.is_some() || !i.verification.is_empty()
-    });
+    let hashed = snap
+        .info
+        .as_ref()
+        .is_some_and(|i| !i.sha256.is_empty() || i.seal.is_some() || !i.verification.is_empty());
     if hashed {
         let mut copy = snap.clone();
         canonicalize(&mut copy);
@@ -86,7 +87,9 @@ pub fn snapshot_sha256(snap: &pb::Snapshot) -> String {
 }
 
 fn ts_nanos(t: Option<&prost_types::Timestamp>) -> i128 {
-    t.map_or(0, |t| i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos))
+    t.map_or(0, |t| {
+        i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+    })
 }
 
 /// What a seal's signature covers: a fixed text, so that no other message
@@ -209,23 +212,22 @@ impl Chain {
                 ),
             );
         }
-        if self.floor_id != 0 {
-            if !signed_by(
+        if self.floor_id != 0
+            && (!signed_by(
                 &self.floor_public_key,
                 &floor_text(inst, self.floor_id),
                 &self.floor_signature,
-            ) || self.floor_public_key != key
-            {
-                p(
-                    0,
-                    format!(
-                        "the chain's start (snapshot {}, older seals pruned) is not signed by \
-                         key {}: seals before it may have been removed",
-                        self.floor_id,
-                        key_name(key)
-                    ),
-                );
-            }
+            ) || self.floor_public_key != key)
+        {
+            p(
+                0,
+                format!(
+                    "the chain's start (snapshot {}, older seals pruned) is not signed by \
+                     key {}: seals before it may have been removed",
+                    self.floor_id,
+                    key_name(key)
+                ),
+            );
         }
         // Who links to whom.
         let mut successors: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -296,7 +298,11 @@ impl Chain {
             }
             // Data: kept, or evicted by retention (signed).
             if s.evicted_at.is_some() {
-                if !signed_by(&s.public_key, &eviction_text(inst, s), &s.eviction_signature) {
+                if !signed_by(
+                    &s.public_key,
+                    &eviction_text(inst, s),
+                    &s.eviction_signature,
+                ) {
                     p(
                         id,
                         "it is marked as evicted by retention, but that mark's signature does \
@@ -435,11 +441,18 @@ mod tests {
         let mut stored = all(5);
         stored.remove(&3);
         let found = c.check(&pk, &stored);
-        assert!(found.iter().any(|p| p.id == 3 && p.what.starts_with("deleted")), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.id == 3 && p.what.starts_with("deleted")),
+            "{found:?}"
+        );
         // Only its data.
         let c = chain(&k, 5);
         let found = c.check(&pk, &stored);
-        assert!(found.iter().any(|p| p.id == 3 && p.what.contains("not in the store")));
+        assert!(found
+            .iter()
+            .any(|p| p.id == 3 && p.what.contains("not in the store")));
         // Evicted properly: fine; with a forged mark: found.
         let mut c = chain(&k, 5);
         let s = c.seals.get_mut(&3).unwrap();
@@ -457,9 +470,13 @@ mod tests {
         s.public_key = other.verifying_key().to_bytes().to_vec();
         s.signature = other.sign(&seal_text("inst", s)).to_bytes().to_vec();
         let found = c.check(&pk, &all(5));
-        assert!(found.iter().any(|p| p.id == 4 && p.what.contains("another key")));
+        assert!(found
+            .iter()
+            .any(|p| p.id == 4 && p.what.contains("another key")));
         // …and its successor's link no longer matches.
-        assert!(found.iter().any(|p| p.id == 5 && p.what.contains("replaced")));
+        assert!(found
+            .iter()
+            .any(|p| p.id == 5 && p.what.contains("replaced")));
     }
 
     #[test]

@@ -80,7 +80,9 @@ fn tampering_is_reported_by_fdrctl_and_the_console() {
     assert_eq!(key.len(), 64);
     let key_file = node.data.join("signing.key");
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&key_file).expect("key file").permissions(),
+        &std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the private key is the agent's alone");
 
@@ -100,22 +102,34 @@ fn tampering_is_reported_by_fdrctl_and_the_console() {
         b.join("\n")
     };
     let b = block(edited);
-    assert!(b.contains("NOT VERIFIED") && (b.contains("altered") || b.contains("cannot be read")), "edited byte:\n{out}");
+    assert!(
+        b.contains("NOT VERIFIED") && (b.contains("altered") || b.contains("cannot be read")),
+        "edited byte:\n{out}"
+    );
     assert!(
         out.contains(&format!("snapshot {deleted}: deleted")),
         "deleted snapshot:\n{out}"
     );
     let b = block(resigned);
-    assert!(b.contains("NOT VERIFIED") && b.contains("another key"), "re-signed:\n{out}");
+    assert!(
+        b.contains("NOT VERIFIED") && b.contains("another key"),
+        "re-signed:\n{out}"
+    );
     let b = block(ids[0]);
-    assert!(b.contains("verified (sha256"), "the first snapshot is untouched:\n{out}");
+    assert!(
+        b.contains("verified (sha256"),
+        "the first snapshot is untouched:\n{out}"
+    );
     // With the key pinned by hand: the same.
     let (code, _, _) = ctl(
         &node,
         &pki,
         &["snapshot", "verify", &ids[0].to_string(), "--key", &key],
     );
-    assert_eq!(code, 3, "the chain's problems fail a single snapshot's check too");
+    assert_eq!(
+        code, 3,
+        "the chain's problems fail a single snapshot's check too"
+    );
 
     // The console, meeting the tampered agent: what it copies is checked
     // against the seals with the key it pins, and the chain audited.
@@ -151,10 +165,16 @@ fn tampering_is_reported_by_fdrctl_and_the_console() {
             .find(|c| c["agent_snapshot_id"].as_u64() == Some(id))
             .cloned()
     };
-    assert_eq!(by_agent_id(ids[0]).expect("first copied")["verification"], "verified");
+    assert_eq!(
+        by_agent_id(ids[0]).expect("first copied")["verification"],
+        "verified"
+    );
     let r = by_agent_id(resigned).expect("re-signed copied (evidence either way)");
     assert!(
-        r["verification"].as_str().unwrap_or("").contains("another key"),
+        r["verification"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another key"),
         "{r}"
     );
     let out = Command::new(fdrctl_binary())
@@ -162,7 +182,12 @@ fn tampering_is_reported_by_fdrctl_and_the_console() {
         .args(["snapshot", "verify", "--all"])
         .output()
         .expect("fdrctl");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("another key"), "{text}");
     console.stop();
@@ -185,7 +210,12 @@ fn tamper(db: &Path, edited: u64, deleted: u64, resigned: u64) {
         let mut index = tx.open_table(INDEX).expect("index");
         let mut seals = tx.open_table(SEALS).expect("seals");
         // One byte, in the middle.
-        let mut bytes = snaps.get(edited).expect("get").expect("edited").value().to_vec();
+        let mut bytes = snaps
+            .get(edited)
+            .expect("get")
+            .expect("edited")
+            .value()
+            .to_vec();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x20;
         snaps.insert(edited, bytes.as_slice()).expect("edit");
@@ -194,7 +224,12 @@ fn tamper(db: &Path, edited: u64, deleted: u64, resigned: u64) {
         index.remove(deleted).expect("delete");
         seals.remove(deleted).expect("delete");
         // Altered and re-sealed with another key.
-        let stored = snaps.get(resigned).expect("get").expect("resigned").value().to_vec();
+        let stored = snaps
+            .get(resigned)
+            .expect("get")
+            .expect("resigned")
+            .value()
+            .to_vec();
         let mut snap = fdr_agent::store::compact::decode(&stored).expect("decode");
         if let Some(e) = snap.events.first_mut() {
             e.seq ^= 1;
@@ -205,10 +240,9 @@ fn tamper(db: &Path, edited: u64, deleted: u64, resigned: u64) {
         });
         let altered = fdr_agent::store::Encoded::from(&snap).bytes;
         snaps.insert(resigned, altered.as_slice()).expect("alter");
-        let mut seal = pb::SnapshotSeal::decode(
-            seals.get(resigned).expect("get").expect("seal").value(),
-        )
-        .expect("seal");
+        let mut seal =
+            pb::SnapshotSeal::decode(seals.get(resigned).expect("get").expect("seal").value())
+                .expect("seal");
         let attacker = SigningKey::from_bytes(&[7u8; 32]);
         seal.sha256 = fdr_agent::store::canonical_sha256(&altered).expect("hash");
         seal.public_key = attacker.verifying_key().to_bytes().to_vec();

@@ -402,13 +402,8 @@ impl FlightRecorder for Service {
             n => (n as usize).min(MAX_SEALS_PAGE),
         };
         let state = self.state.clone();
-        let page = blocking(move || {
-            state
-                .store
-                .seals(req.after_id, limit)
-                .map_err(store_status)
-        })
-        .await?;
+        let page =
+            blocking(move || state.store.seals(req.after_id, limit).map_err(store_status)).await?;
         Ok(Response::new(page))
     }
 

@@ -530,10 +530,8 @@ impl Store {
         info.seal = None;
         let info = info.encode_to_vec();
         // The hash a reader computes: of what ExportSnapshot will send.
-        let sha256 = canonical_sha256(&snap.bytes).map_err(|source| StoreError::Decode {
-            id,
-            source,
-        })?;
+        let sha256 =
+            canonical_sha256(&snap.bytes).map_err(|source| StoreError::Decode { id, source })?;
         let evicted = self.write(
             || format!("snapshot {id}"),
             |db| self.put_tx(db, id, &snap.bytes, &info, &sha256),
@@ -1114,8 +1112,13 @@ mod tests {
         let store = Store::open(&d, r).unwrap();
         let key = store.signing_key();
         assert_eq!(key.len(), 32);
-        let mode = std::fs::metadata(d.join(seal::KEY_FILE)).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = std::fs::metadata(d.join(seal::KEY_FILE))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         for _ in 0..5 {
             store.renew_leases(false).unwrap();
             let id = store.next_id().unwrap();
@@ -1148,8 +1151,13 @@ mod tests {
         chain.add_page(store.seals(0, 100).unwrap());
         let stored = store.list().unwrap().iter().map(|i| i.id).collect();
         let found = chain.check(&key, &stored);
-        assert!(found.iter().any(|p| p.what.contains("signing key changed")), "{found:?}");
-        assert!(found.iter().any(|p| p.id == id && p.what.contains("another key")));
+        assert!(
+            found.iter().any(|p| p.what.contains("signing key changed")),
+            "{found:?}"
+        );
+        assert!(found
+            .iter()
+            .any(|p| p.id == id && p.what.contains("another key")));
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -18,8 +18,8 @@ mod models;
 mod query;
 mod report;
 mod snapshots;
-mod verify;
 mod stats;
+mod verify;
 
 pub use containers::{containers, ContainersArgs};
 pub use events::{ancestry_text, events, table_row, EventsArgs};
@@ -35,8 +35,8 @@ pub use models::{model, ModelCmd};
 pub use query::{query, QueryArgs};
 pub use report::{render_report, report, ReportArgs};
 pub use snapshots::{snapshot, SnapshotCmd};
-pub use verify::verify;
 pub use stats::{stats, StatsArgs};
+pub use verify::verify;
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]

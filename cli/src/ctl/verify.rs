@@ -59,7 +59,9 @@ pub async fn verify(
         Some(k) => Some(
             integrity::unhex(k)
                 .filter(|k| k.len() == 32)
-                .ok_or_else(|| CtlError::Usage("--key: 64 hex digits (an Ed25519 public key)".into()))?,
+                .ok_or_else(|| {
+                    CtlError::Usage("--key: 64 hex digits (an Ed25519 public key)".into())
+                })?,
         ),
         None => None,
     };
@@ -133,7 +135,10 @@ async fn verify_agent(
     let mut after = 0;
     loop {
         let page = client
-            .list_seals(pb::ListSealsRequest { after_id: after, limit: 0 })
+            .list_seals(pb::ListSealsRequest {
+                after_id: after,
+                limit: 0,
+            })
             .await?
             .into_inner();
         let more = page.more;
@@ -304,7 +309,10 @@ async fn verify_console(
             }
         }
         if !info.verification.is_empty() && info.verification != "verified" {
-            p(format!("the console found on ingest: {}", info.verification));
+            p(format!(
+                "the console found on ingest: {}",
+                info.verification
+            ));
         }
         if let Some(a) = agent {
             if seen_agents.insert(a.instance_id.clone()) {
