@@ -201,6 +201,31 @@ impl Index {
         Ok(t.get((instance, agent_id)).map_err(db)?.map(|v| v.value()))
     }
 
+    /// The seals of the agent's snapshots the console holds a copy of
+    /// (retention not evicted here), by the agent's id.
+    pub fn held_seals(&self, instance: &str) -> Result<Vec<(u64, pb::SnapshotSeal)>, IndexError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let keys = tx.open_table(SNAPSHOT_KEYS).map_err(db)?;
+        let snaps = tx.open_table(SNAPSHOTS).map_err(db)?;
+        let mut out = Vec::new();
+        for r in keys
+            .range((instance, 0u64)..=(instance, u64::MAX))
+            .map_err(db)?
+        {
+            let (k, v) = r.map_err(db)?;
+            let agent_id = k.value().1;
+            let Some(info) = snaps.get(v.value()).map_err(db)? else {
+                continue;
+            };
+            let info: pb::SnapshotInfo =
+                decode(info.value(), || format!("snapshot {}", v.value()))?;
+            if let Some(seal) = info.seal {
+                out.push((agent_id, seal));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records a snapshot whose object is stored (`info.sha256`, `bytes`),
     /// then applies retention. `info` comes with the agent's id; the
     /// console's is assigned here.

@@ -229,6 +229,27 @@ pub(crate) async fn audit_chain(
         req.cursor = page.next_cursor;
     }
     let mut problems = Vec::new();
+    // What the console copied, against what the node has now.
+    let inst = instance.to_owned();
+    let held = con.with_index(move |ix| ix.held_seals(&inst)).await?;
+    for (id, copied) in held {
+        match chain.seals.get(&id) {
+            Some(now) if now.sha256 != copied.sha256 || now.signature != copied.signature => {
+                problems.push(format!(
+                    "on the node: snapshot {id}: its seal is not the one the console copied \
+                     with it (SHA-256 {} then, {} now): the seal was replaced on the node",
+                    copied.sha256, now.sha256
+                ));
+            }
+            Some(_) => {}
+            None if chain.floor_id != 0 && id < chain.floor_id => {}
+            None => problems.push(format!(
+                "on the node: snapshot {id}: deleted with its seal (the console holds its \
+                 copy, SHA-256 {})",
+                copied.sha256
+            )),
+        }
+    }
     for p in chain.check(key, &stored) {
         // Committed or evicted meanwhile: the seal now says so.
         if p.racy {

@@ -91,11 +91,22 @@ impl Sealer {
                     let aside = dir.join(format!("{KEY_FILE}.unreadable-{}", super::now_ns()));
                     tracing::error!(path = %path.display(), %err, aside = %aside.display(),
                         "the signing key file is not a key: moved aside, a new key is made (verification will show the change of key)");
-                    std::fs::rename(&path, &aside).map_err(|e| key_err(&path, e))?;
+                    if let Err(e) = std::fs::rename(&path, &aside) {
+                        tracing::error!(path = %path.display(), err = %e, "moving the unreadable key file aside failed");
+                    }
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(key_err(&path, e)),
+            // Unreadable (permissions, I/O): left as it is; this run seals
+            // with a key of its own, which verification shows.
+            Err(e) => {
+                let mut seed = [0u8; 32];
+                super::random_bytes(&mut seed)?;
+                let key = SigningKey::from_bytes(&seed);
+                tracing::error!(path = %path.display(), err = %e, key = %integrity::hex(key.verifying_key().as_bytes()),
+                    "the signing key file cannot be read: this run's key is kept in memory only");
+                return Ok(Self::with(key, path));
+            }
         }
         let mut seed = [0u8; 32];
         super::random_bytes(&mut seed)?;
@@ -116,8 +127,19 @@ impl Sealer {
             std::fs::rename(&tmp, &path)?;
             std::fs::File::open(dir)?.sync_all()
         };
-        write().map_err(|e| key_err(&path, e))?;
-        tracing::info!(path = %path.display(), key = %integrity::hex(key.verifying_key().as_bytes()), "signing key created");
+        match write() {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), key = %integrity::hex(key.verifying_key().as_bytes()), "signing key created")
+            }
+            // A full or failing disk never stops the recorder: the key
+            // seals this run's snapshots (the seals carry it; the next
+            // start makes another, which verification shows as a change).
+            Err(err) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::error!(path = %path.display(), %err, key = %integrity::hex(key.verifying_key().as_bytes()),
+                    "the signing key could not be written: this run's key is kept in memory only")
+            }
+        }
         Ok(Self::with(key, path))
     }
 
