@@ -156,7 +156,12 @@ fn main() {
     };
     if let Err(err) = rt.block_on(run(cli)) {
         eprintln!("fdrctl: {err:#}");
-        std::process::exit(1);
+        // 3: `snapshot verify` ran and something did not verify.
+        let unverified = matches!(
+            err.downcast_ref::<ctl::CtlError>(),
+            Some(ctl::CtlError::Unverified(_))
+        );
+        std::process::exit(if unverified { 3 } else { 1 });
     }
 }
 
@@ -210,6 +215,15 @@ async fn run(cli: Cli) -> Result<()> {
     let mut client = client::connect(&target)
         .await
         .map_err(|e| hint(e.into(), true))?;
+    // Against a console, verifying also asks for the keys it pinned.
+    if let Command::Snapshot(ctl::SnapshotCmd::Verify(args)) = &cli.command {
+        let mut console = client::connect_console(&target)
+            .await
+            .map_err(|e| hint(e.into(), true))?;
+        return ctl::verify(&mut client, Some(&mut console), args, &mut out)
+            .await
+            .map_err(anyhow::Error::from);
+    }
     let done = match cli.command {
         Command::Events(args) => ctl::events(&mut client, &args, &mut out).await,
         Command::Stats(args) => ctl::stats(&mut client, &args, &mut out).await,

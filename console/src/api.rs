@@ -475,7 +475,19 @@ impl pb::flight_recorder_server::FlightRecorder for Api {
             started: Some(unix_timestamp(self.con.started)),
             boot_id: String::new(),
             role: "console".into(),
+            signing_key: Vec::new(),
         }))
+    }
+
+    async fn list_seals(
+        &self,
+        _request: Request<pb::ListSealsRequest>,
+    ) -> Result<Response<pb::ListSealsResponse>, Status> {
+        Err(Status::failed_precondition(
+            "a console keeps no chain of its own: each snapshot's seal (the agent's) and what \
+             the console's check of it found are in its summary (ListSnapshots), and each \
+             agent's problems in ListAgents",
+        ))
     }
 }
 

@@ -170,7 +170,19 @@ impl Index {
         new: &pb::Incident,
     ) -> Result<(), IndexError> {
         if let Some(o) = &self.outbox {
-            o.enqueue(tx, fdr_export::incident_records(prev, new, ""))
+            // The hash of the copy held (its canonical encoding's, as
+            // sealed), when held.
+            let sha = match new.snapshot_id {
+                0 => String::new(),
+                id => {
+                    let snaps = tx.open_table(SNAPSHOTS).map_err(db)?;
+                    let v = snaps.get(id).map_err(db)?.map(|v| v.value().to_vec());
+                    v.and_then(|v| pb::SnapshotInfo::decode(v.as_slice()).ok())
+                        .map(|i| i.sha256)
+                        .unwrap_or_default()
+                }
+            };
+            o.enqueue(tx, fdr_export::incident_records(prev, new, &sha))
                 .map_err(db)?;
         }
         Ok(())
@@ -243,6 +255,31 @@ impl Index {
         let tx = self.db.begin_read().map_err(db)?;
         let t = tx.open_table(SNAPSHOT_KEYS).map_err(db)?;
         Ok(t.get((instance, agent_id)).map_err(db)?.map(|v| v.value()))
+    }
+
+    /// The seals of the agent's snapshots the console holds a copy of
+    /// (retention not evicted here), by the agent's id.
+    pub fn held_seals(&self, instance: &str) -> Result<Vec<(u64, pb::SnapshotSeal)>, IndexError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let keys = tx.open_table(SNAPSHOT_KEYS).map_err(db)?;
+        let snaps = tx.open_table(SNAPSHOTS).map_err(db)?;
+        let mut out = Vec::new();
+        for r in keys
+            .range((instance, 0u64)..=(instance, u64::MAX))
+            .map_err(db)?
+        {
+            let (k, v) = r.map_err(db)?;
+            let agent_id = k.value().1;
+            let Some(info) = snaps.get(v.value()).map_err(db)? else {
+                continue;
+            };
+            let info: pb::SnapshotInfo =
+                decode(info.value(), || format!("snapshot {}", v.value()))?;
+            if let Some(seal) = info.seal {
+                out.push((agent_id, seal));
+            }
+        }
+        Ok(out)
     }
 
     /// Records a snapshot whose object is stored (`info.sha256`, `bytes`),

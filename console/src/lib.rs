@@ -4,7 +4,8 @@
 //! serves them over `fdr.v1` (the agents' API) plus `Console.ListAgents`.
 //!
 //! Data order: [`discovery`] (which agents) → [`sync`] (copying, per
-//! agent) → [`evidence`] + [`index`] (what is held) → [`api`] (serving).
+//! agent, each copy checked by [`verify`]) → [`evidence`] + [`index`]
+//! (what is held) → [`api`] (serving).
 
 pub mod api;
 pub mod config;
@@ -12,4 +13,5 @@ pub mod discovery;
 pub mod evidence;
 pub mod index;
 pub mod sync;
+pub mod verify;
 pub mod web;

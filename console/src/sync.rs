@@ -25,6 +25,7 @@ use crate::{
     config::{AgentsConfig, Config},
     evidence::{Evidence, EvidenceError},
     index::{Index, IndexError, SnapshotRef},
+    verify,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -326,13 +327,17 @@ async fn session(
         l.error.clear();
         l.last_contact = Some(SystemTime::now());
     });
+    // The key its seals are checked with: pinned at first contact.
+    let key = verify::pin_key(con, &id.instance_id, &id.node, &id.signing_key).await?;
     let agent = AgentRef {
         url: url.to_owned(),
         instance: id.instance_id.clone(),
         node: id.node.clone(),
+        key,
     };
     stats(con, &mut c, &agent).await?;
     catch_up(con, &mut c, &agent).await?;
+    verify::audit_chain(con, &mut c, &agent.instance, &agent.node, &agent.key).await?;
     if !follow {
         return Ok(());
     }
@@ -372,6 +377,10 @@ async fn session(
                 let _slot = con.slots.acquire().await;
                 if ticks.is_multiple_of(6) {
                     stats(con, &mut c, &agent).await?;
+                }
+                // Every 5 minutes: the agent's chain of seals again.
+                if ticks.is_multiple_of(60) {
+                    verify::audit_chain(con, &mut c, &agent.instance, &agent.node, &agent.key).await?;
                 }
                 retry_pending(con, &mut c, &agent).await?;
                 mark_synced(con, &agent).await?;
@@ -423,6 +432,8 @@ struct AgentRef {
     url: String,
     instance: String,
     node: String,
+    /// Its signing key as the console pinned it.
+    key: Vec<u8>,
 }
 
 impl AgentRef {
@@ -864,6 +875,19 @@ async fn copy_snapshot(
         // is kept without it rather than holding up everything after it.
         Err(SyncError::Status(s)) => {
             tracing::error!(agent = %agent.url, agent_id, code = ?s.code(), error = %s.message(), "snapshot not copied");
+            if s.code() == Code::DataLoss {
+                verify::note_problems(
+                    con,
+                    &agent.instance,
+                    &agent.node,
+                    vec![format!(
+                        "snapshot {agent_id}: its stored data cannot be read on the node ({}): \
+                         altered or damaged",
+                        s.message()
+                    )],
+                )
+                .await?;
+            }
             return Ok(Copied::Gone);
         }
         Err(SyncError::BadSnapshot(why)) => {
@@ -874,7 +898,8 @@ async fn copy_snapshot(
         }
         Err(e) => return Err(e),
     };
-    match copy_encoded(con, agent, agent_id, Bytes::from(data)).await {
+    let seal = verify::fetch_seal(c, agent_id, limit).await?;
+    match copy_encoded(con, agent, agent_id, Bytes::from(data), seal).await {
         Err(SyncError::BadSnapshot(why)) => {
             tracing::error!(agent = %agent.url, agent_id, %why, "snapshot not copied");
             Ok(Copied::Gone)
@@ -910,10 +935,38 @@ async fn copy_encoded(
     agent: &AgentRef,
     agent_id: u64,
     data: Bytes,
+    seal: Option<pb::SnapshotSeal>,
 ) -> Result<Copied, SyncError> {
     let snap =
         pb::Snapshot::decode(data.clone()).map_err(|e| SyncError::BadSnapshot(e.to_string()))?;
     let mut info = snap.info.unwrap_or_default();
+    // Checked against the agent's seal before it is stored (and stored
+    // whatever the check says: it is evidence either way).
+    let data_sha = crate::evidence::sha256_hex(&data);
+    let prev_copy = match seal.as_ref().map(|s| s.prev_id).filter(|&p| p != 0) {
+        Some(prev) => {
+            let inst = agent.instance.clone();
+            con.with_index(move |ix| {
+                let Some(cid) = ix.snapshot_key(&inst, prev)? else {
+                    return Ok(None);
+                };
+                Ok(ix.snapshot(cid)?.map(|i| i.sha256))
+            })
+            .await?
+        }
+        None => None,
+    };
+    let verification = verify::check_copy(
+        &agent.instance,
+        &agent.key,
+        agent_id,
+        &data_sha,
+        seal.as_ref(),
+        prev_copy.as_deref(),
+    );
+    info.seal = seal;
+    info.verification = verification.clone();
+    let verified = verification == "verified";
     // One store step at a time: an evicted object is deleted only while no
     // copy of the same content is between its put and its index entry.
     let _store = con.store_lock.lock().await;
@@ -937,11 +990,28 @@ async fn copy_encoded(
             info.incident = info.incidents.first().copied().unwrap_or(0);
             let stored = ix.add_snapshot(info)?;
             if stored.new {
-                ix.update_agent(&inst, |a| a.snapshots += 1)?;
+                let ok = verified;
+                ix.update_agent(&inst, |a| {
+                    a.snapshots += 1;
+                    if ok {
+                        a.snapshots_verified += 1;
+                    } else {
+                        a.snapshots_unverified += 1;
+                    }
+                })?;
             }
             Ok(stored)
         })
         .await?;
+    if stored.new && verification != "verified" {
+        verify::note_problems(
+            con,
+            &agent.instance,
+            &agent.node,
+            vec![format!("snapshot {agent_id}: {verification}")],
+        )
+        .await?;
+    }
     for sha in &stored.unreferenced {
         let s = sha.clone();
         if con.with_index(move |ix| ix.object_referenced(&s)).await? {

@@ -147,7 +147,14 @@ fn incident_attrs(a: &mut Attrs, inc: &pb::Incident, src: &Source, sha: &str) {
     if inc.snapshot_id != 0 {
         a.i("fdr.snapshot.id", inc.snapshot_id as i64);
     }
-    a.s("fdr.snapshot.sha256", sha);
+    a.s(
+        "fdr.snapshot.sha256",
+        if sha.is_empty() {
+            &inc.snapshot_sha256
+        } else {
+            sha
+        },
+    );
     a.s("fdr.model", &inc.model);
     let instance = if inc.agent_instance.is_empty() {
         src.instance_id.as_str()

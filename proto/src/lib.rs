@@ -5,6 +5,7 @@
 //! ([`render`]), unix-socket channels ([`transport`]).
 
 pub mod auth;
+pub mod integrity;
 pub mod render;
 pub mod transport;
 

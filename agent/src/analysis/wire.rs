@@ -155,6 +155,7 @@ pub fn incident_header_pb(i: &Incident) -> pb::Incident {
         node: String::new(),
         agent_instance: String::new(),
         agent_serial: 0,
+        snapshot_sha256: String::new(),
     }
 }
 

@@ -199,6 +199,12 @@ pub async fn list_incidents(
     }
     incidents.sort_by_key(|i| i.serial);
     incidents.truncate(limit);
+    let st = state.clone();
+    let mut incidents = blocking(move || {
+        snapshot_hashes(&st, &mut incidents);
+        Ok(incidents)
+    })
+    .await?;
     // Within the message budget: the client continues from last_serial.
     super::paging::cut_by_bytes(&mut incidents, MAX_PAGE_BYTES);
     let last_serial = incidents.last().map_or(req.after_serial, |i| i.serial);
@@ -221,18 +227,37 @@ pub async fn get_incident(
         },
         max_bytes: MAX_PAGE_BYTES,
     };
-    if let Some(cur) = lock(&state.incidents).get(req.serial) {
-        return Ok(incident_page_pb(cur, page));
-    }
+    let open = lock(&state.incidents)
+        .get(req.serial)
+        .map(|cur| incident_page_pb(cur, page));
     let serial = req.serial;
     let st = state.clone();
     blocking(move || {
-        persist::get(&st.store, serial)
-            .map(|i| i.map(|i| stored_page_pb(i, page)))
-            .map_err(store_status)
+        let mut inc = match open {
+            Some(i) => Some(i),
+            None => persist::get(&st.store, serial)
+                .map(|i| i.map(|i| stored_page_pb(i, page)))
+                .map_err(store_status)?,
+        };
+        if let Some(i) = inc.as_mut() {
+            snapshot_hashes(&st, std::slice::from_mut(i));
+        }
+        Ok(inc)
     })
     .await?
     .ok_or_else(|| Status::not_found(format!("no incident #{serial}")))
+}
+
+/// Fills in each incident's snapshot hash from the store (a committed
+/// snapshot's seal); blocking.
+fn snapshot_hashes(state: &State, incidents: &mut [pb::Incident]) {
+    for i in incidents.iter_mut().filter(|i| i.snapshot_id != 0) {
+        match state.store.info(i.snapshot_id) {
+            Ok(Some(info)) => i.snapshot_sha256 = info.sha256,
+            Ok(None) => {}
+            Err(err) => tracing::debug!(%err, id = i.snapshot_id, "a snapshot's hash"),
+        }
+    }
 }
 
 pub type IncidentStream = ReceiverStream<Result<pb::Incident, Status>>;

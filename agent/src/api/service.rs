@@ -201,6 +201,21 @@ impl Service {
     /// A stored snapshot; NotFound, or FailedPrecondition while still open
     /// or waiting to be committed.
     async fn snapshot(&self, id: u64) -> Result<pb::Snapshot, Status> {
+        let mut s = self.stored_snapshot(id).await?;
+        let state = self.state.clone();
+        // The hash and seal it is stored with.
+        let sealed = blocking(move || state.store.info(id).map_err(store_status)).await?;
+        if let (Some(info), Some(sealed)) = (s.info.as_mut(), sealed) {
+            info.sha256 = sealed.sha256;
+            info.seal = sealed.seal;
+        }
+        name_snapshot_containers(&self.state, s.info.as_mut());
+        Ok(s)
+    }
+
+    /// A committed snapshot exactly as stored (its canonical form: no
+    /// naming added, no hash).
+    async fn stored_snapshot(&self, id: u64) -> Result<pb::Snapshot, Status> {
         if let Some(s) = self.not_yet(id) {
             return Err(s);
         }
@@ -208,7 +223,7 @@ impl Service {
         let got = blocking(move || state.store.get(id).map_err(store_status)).await?;
         match got {
             Some(mut s) => {
-                name_snapshot_containers(&self.state, s.info.as_mut());
+                fdr_proto::integrity::canonicalize(&mut s);
                 Ok(s)
             }
             // Committed meanwhile is found above; closed meanwhile is here.
@@ -218,6 +233,9 @@ impl Service {
         }
     }
 }
+
+/// Seals per ListSeals page at most.
+const MAX_SEALS_PAGE: usize = 10_000;
 
 /// Snapshots of a container not named when they were frozen or stored
 /// (still open, or the runtime named it late): named from the registry now.
@@ -370,7 +388,23 @@ impl FlightRecorder for Service {
             started: Some(timestamp(crate::util::unix_ns(self.state.started))),
             boot_id: boot_id.trim().to_owned(),
             role: "agent".into(),
+            signing_key: self.state.store.signing_key(),
         }))
+    }
+
+    async fn list_seals(
+        &self,
+        request: Request<pb::ListSealsRequest>,
+    ) -> Result<Response<pb::ListSealsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => MAX_SEALS_PAGE,
+            n => (n as usize).min(MAX_SEALS_PAGE),
+        };
+        let state = self.state.clone();
+        let page =
+            blocking(move || state.store.seals(req.after_id, limit).map_err(store_status)).await?;
+        Ok(Response::new(page))
     }
 
     async fn create_snapshot(
@@ -502,7 +536,8 @@ impl FlightRecorder for Service {
             "csv" => true,
             "jsonl" => false,
             "protobuf" => {
-                let snap = self.snapshot(req.id).await?;
+                // Byte for byte the canonical encoding its seal hashes.
+                let snap = self.stored_snapshot(req.id).await?;
                 let chunks = ExportChunks::encoded(&snap);
                 return Ok(Response::new(tokio_stream::iter(chunks)));
             }

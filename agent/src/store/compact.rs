@@ -372,40 +372,76 @@ pub fn decode(bytes: &[u8]) -> Result<pb::Snapshot, FormatError> {
 }
 
 /// The `fdr.v1.Snapshot` a stored one stands for.
-fn expand(s: StoredSnapshot) -> Result<pb::Snapshot, FormatError> {
-    let info = s.info.unwrap_or_default();
-    let string = |i: u32| -> Result<&String, FormatError> {
-        s.strings
-            .get(i as usize)
-            .ok_or(FormatError::Dangling("an image"))
-    };
-    // Images resolved once each: (pid, uid, exe, argv, parent).
-    let mut images: Vec<(u32, u32, &String, Vec<String>, u32)> = Vec::with_capacity(s.images.len());
-    for (n, img) in s.images.iter().enumerate() {
-        let argv = img
-            .argv
-            .iter()
-            .map(|&a| string(a).cloned())
-            .collect::<Result<Vec<_>, _>>()?;
-        // A parent is always written before its children: anything else is
-        // corrupt, and would loop.
-        let parent = if img.parent as usize <= n {
-            img.parent
-        } else {
-            0
-        };
-        images.push((img.pid, img.uid, string(img.exe)?, argv, parent));
+fn expand(mut s: StoredSnapshot) -> Result<pb::Snapshot, FormatError> {
+    let stored_events = std::mem::take(&mut s.events);
+    let x = Expander::new(&s)?;
+    let mut events = Vec::with_capacity(stored_events.len());
+    for se in stored_events {
+        events.push(x.event(se)?);
     }
-    let container_id = info
-        .scope
-        .strip_prefix("container:")
-        .unwrap_or_default()
-        .to_owned();
-    let mut events = Vec::with_capacity(s.events.len());
-    for se in s.events {
+    Ok(pb::Snapshot {
+        info: Some(s.info.unwrap_or_default()),
+        events,
+        processes: s.processes,
+        listening: s.listening,
+        gaps: s.gaps,
+        users: s.users,
+    })
+}
+
+/// Turns stored events back into `fdr.v1` events: images resolved once
+/// each, the snapshot's shared fields put back.
+struct Expander<'a> {
+    info: &'a pb::SnapshotInfo,
+    /// (pid, uid, exe, argv, parent).
+    images: Vec<(u32, u32, &'a String, Vec<String>, u32)>,
+    container_id: String,
+}
+
+static NO_INFO: std::sync::LazyLock<pb::SnapshotInfo> = std::sync::LazyLock::new(Default::default);
+
+impl<'a> Expander<'a> {
+    fn new(s: &'a StoredSnapshot) -> Result<Self, FormatError> {
+        let info = s.info.as_ref().unwrap_or(&NO_INFO);
+        let string = |i: u32| -> Result<&String, FormatError> {
+            s.strings
+                .get(i as usize)
+                .ok_or(FormatError::Dangling("an image"))
+        };
+        let mut images: Vec<(u32, u32, &String, Vec<String>, u32)> =
+            Vec::with_capacity(s.images.len());
+        for (n, img) in s.images.iter().enumerate() {
+            let argv = img
+                .argv
+                .iter()
+                .map(|&a| string(a).cloned())
+                .collect::<Result<Vec<_>, _>>()?;
+            // A parent is always written before its children: anything
+            // else is corrupt, and would loop.
+            let parent = if img.parent as usize <= n {
+                img.parent
+            } else {
+                0
+            };
+            images.push((img.pid, img.uid, string(img.exe)?, argv, parent));
+        }
+        let container_id = info
+            .scope
+            .strip_prefix("container:")
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Expander {
+            info,
+            images,
+            container_id,
+        })
+    }
+
+    fn event(&self, se: StoredEvent) -> Result<pb::Event, FormatError> {
+        let info = self.info;
         let mut ev = se.event.unwrap_or_default();
         if se.image != 0 {
-            let Some(img) = images.get(se.image as usize - 1) else {
+            let Some(img) = self.images.get(se.image as usize - 1) else {
                 return Err(FormatError::Dangling("an event's image"));
             };
             let p = ev.process.get_or_insert_with(Default::default);
@@ -414,7 +450,7 @@ fn expand(s: StoredSnapshot) -> Result<pb::Snapshot, FormatError> {
             let mut next = img.4;
             let mut left = se.depth;
             while next != 0 && left > 0 {
-                let a = &images[next as usize - 1];
+                let a = &self.images[next as usize - 1];
                 ev.ancestry.push(pb::Ancestor {
                     pid: a.0,
                     uid: a.1,
@@ -428,21 +464,75 @@ fn expand(s: StoredSnapshot) -> Result<pb::Snapshot, FormatError> {
         if se.shared {
             ev.scope = info.scope.clone();
             ev.hostname = info.host.clone();
-            ev.container_id = container_id.clone();
+            ev.container_id = self.container_id.clone();
         }
         if ev.container.is_none() {
             ev.container = info.container.clone();
         }
-        events.push(ev);
+        Ok(ev)
     }
-    Ok(pb::Snapshot {
-        info: Some(info),
-        events,
-        processes: s.processes,
-        listening: s.listening,
-        gaps: s.gaps,
-        users: s.users,
-    })
+}
+
+/// The SHA-256 (hex) of a stored snapshot's canonical encoding (see
+/// `fdr_proto::integrity`): the same bytes as [`decode`] then
+/// `integrity::canonical_bytes`, hashed one event at a time (the
+/// committer never holds the decoded snapshot).
+pub fn canonical_sha256(bytes: &[u8]) -> Result<String, FormatError> {
+    use sha2::Digest;
+    let Some(body) = bytes.strip_prefix(&MAGIC[..]) else {
+        return Ok(fdr_proto::integrity::snapshot_sha256(
+            &pb::Snapshot::decode(bytes)?,
+        ));
+    };
+    let mut raw = Vec::new();
+    zstd::stream::read::Decoder::new(body)
+        .map_err(FormatError::Zstd)?
+        .take(MAX_RAW_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(FormatError::Zstd)?;
+    if raw.len() as u64 > MAX_RAW_BYTES {
+        return Err(FormatError::TooLarge);
+    }
+    let mut s = StoredSnapshot::decode(raw.as_slice())?;
+    drop(raw);
+    if let Some(info) = s.info.as_mut() {
+        info.sha256.clear();
+        info.seal = None;
+        info.verification.clear();
+    }
+    let stored_events = std::mem::take(&mut s.events);
+    let x = Expander::new(&s)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = Vec::with_capacity(4096);
+    // Field by field in tag order, as prost encodes `fdr.v1.Snapshot`.
+    prost::encoding::message::encode(1, s.info.as_ref().unwrap_or(&NO_INFO), &mut buf);
+    h.update(&buf);
+    for se in stored_events {
+        buf.clear();
+        prost::encoding::message::encode(2, &x.event(se)?, &mut buf);
+        h.update(&buf);
+    }
+    for p in &s.processes {
+        buf.clear();
+        prost::encoding::message::encode(3, p, &mut buf);
+        h.update(&buf);
+    }
+    for l in &s.listening {
+        buf.clear();
+        prost::encoding::message::encode(4, l, &mut buf);
+        h.update(&buf);
+    }
+    for g in &s.gaps {
+        buf.clear();
+        prost::encoding::message::encode(5, g, &mut buf);
+        h.update(&buf);
+    }
+    for u in &s.users {
+        buf.clear();
+        prost::encoding::message::encode(6, u, &mut buf);
+        h.update(&buf);
+    }
+    Ok(fdr_proto::integrity::hex(&h.finalize()))
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ fn identity_json(i: &pb::Identity) -> Value {
     json!({
         "instance_id": i.instance_id, "node": i.node, "version": i.version,
         "started": time_text(i.started.as_ref()), "boot_id": i.boot_id, "role": i.role,
+        "signing_key": fdr_proto::integrity::hex(&i.signing_key),
     })
 }
 
@@ -78,6 +79,7 @@ fn identity_text(i: &pb::Identity) -> String {
         .as_ref()
         .map_or_else(String::new, |t| time_text(Some(t)));
     let mut s = String::new();
+    let key = fdr_proto::integrity::hex(&i.signing_key);
     for (label, value) in [
         ("role", i.role.as_str()),
         ("instance", i.instance_id.as_str()),
@@ -85,6 +87,7 @@ fn identity_text(i: &pb::Identity) -> String {
         ("version", i.version.as_str()),
         ("started", started.as_str()),
         ("boot_id", i.boot_id.as_str()),
+        ("key", key.as_str()),
     ] {
         if !value.is_empty() {
             s += &format!("{label:<10}{}\n", e(value));
@@ -132,6 +135,10 @@ fn agent_json(a: &pb::Agent) -> Value {
         "lag": a.lag, "kernel_drops": a.kernel_drops, "incidents": a.incidents,
         "snapshots": a.snapshots, "snapshots_pending": a.snapshots_pending,
         "source": a.source,
+        "signing_key": fdr_proto::integrity::hex(&a.signing_key),
+        "integrity_problems": a.integrity_problems,
+        "snapshots_verified": a.snapshots_verified,
+        "snapshots_unverified": a.snapshots_unverified,
     })
 }
 

@@ -19,6 +19,7 @@ mod query;
 mod report;
 mod snapshots;
 mod stats;
+mod verify;
 
 pub use containers::{containers, ContainersArgs};
 pub use events::{ancestry_text, events, table_row, EventsArgs};
@@ -35,6 +36,7 @@ pub use query::{query, QueryArgs};
 pub use report::{render_report, report, ReportArgs};
 pub use snapshots::{snapshot, SnapshotCmd};
 pub use stats::{stats, StatsArgs};
+pub use verify::verify;
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,9 @@ pub enum CtlError {
     /// A request that makes no sense as given.
     #[error("{0}")]
     Usage(String),
+    /// `snapshot verify` found something that does not verify (exit 3).
+    #[error("{0}")]
+    Unverified(String),
     #[error("writing {}", path.display())]
     File {
         path: std::path::PathBuf,

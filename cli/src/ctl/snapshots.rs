@@ -53,17 +53,25 @@ pub enum SnapshotCmd {
         #[arg(short, long)]
         output: Option<std::path::PathBuf>,
     },
+    /// Check snapshots against the agent's seals: each one's data against
+    /// its hash, the signatures, and the hash chain (nothing deleted,
+    /// replaced or re-signed). Exits 3 when anything does not verify.
+    Verify(super::verify::VerifyArgs),
 }
 
 pub(super) fn info_row(i: &pb::SnapshotInfo) -> String {
     format!(
-        "{:>5}  {:<24} {:<28} {:>7} {:>6.1}%  {:<6} {}",
+        "{:>5}  {:<24} {:<28} {:>7} {:>6.1}%  {:<6} {:<16} {}",
         i.id,
         time_text(i.at.as_ref()),
         e(&i.scope),
         i.event_count,
         i.completeness * 100.0,
         if i.open { "open" } else { "closed" },
+        match i.sha256.get(..16) {
+            Some(s) => e(s).into_owned(),
+            None => "-".into(),
+        },
         e(&i.reason)
     )
 }
@@ -77,14 +85,56 @@ pub(super) fn info_json(i: &pb::SnapshotInfo) -> Value {
         "open": i.open, "event_count": i.event_count, "completeness": i.completeness,
         "bytes": i.bytes, "incidents": i.incidents,
     });
-    // A console's: where the snapshot came from, and its object's hash.
+    // The hash of its canonical encoding, and the agent's seal of it.
+    if !i.sha256.is_empty() {
+        v["sha256"] = json!(i.sha256);
+    }
+    if let Some(s) = &i.seal {
+        v["seal"] = seal_json(s);
+    }
+    // A console's: where the snapshot came from, and what its check found.
     if !i.agent_instance.is_empty() {
         v["node"] = json!(i.node);
         v["agent_instance"] = json!(i.agent_instance);
         v["agent_snapshot_id"] = json!(i.agent_snapshot_id);
-        v["sha256"] = json!(i.sha256);
+        v["verification"] = json!(i.verification);
     }
     v
+}
+
+fn seal_json(s: &pb::SnapshotSeal) -> Value {
+    use fdr_proto::integrity::hex;
+    let mut v = json!({
+        "sha256": s.sha256, "prev_id": s.prev_id, "prev_sha256": s.prev_sha256,
+        "sealed_at": time_text(s.sealed_at.as_ref()),
+        "public_key": hex(&s.public_key), "signature": hex(&s.signature),
+    });
+    if s.evicted_at.is_some() {
+        v["evicted_at"] = json!(time_text(s.evicted_at.as_ref()));
+    }
+    v
+}
+
+/// The seal's line under a snapshot's summary.
+pub(super) fn seal_line(i: &pb::SnapshotInfo) -> Option<String> {
+    if i.sha256.is_empty() && i.seal.is_none() {
+        return None;
+    }
+    let mut line = format!("sha256 {}", e(&i.sha256));
+    if let Some(s) = &i.seal {
+        line += &format!(
+            ", sealed {} by key {}",
+            time_text(s.sealed_at.as_ref()),
+            fdr_proto::integrity::key_name(&s.public_key)
+        );
+        if s.prev_id != 0 {
+            line += &format!(" after snapshot {}", s.prev_id);
+        }
+    }
+    if !i.verification.is_empty() {
+        line += &format!("; console check: {}", e(&i.verification));
+    }
+    Some(line)
 }
 
 /// Everything `GetSnapshot` returned for a request, all pages.
@@ -169,7 +219,9 @@ fn snapshot_header(s: &SnapshotPages, json: bool) -> Vec<String> {
         let text = format!("{} {}", l.protocol, addr_text(&l.address, l.port));
         format!("listening {}", e(&text))
     });
+    let seal = s.info.iter().filter_map(seal_line);
     info.map(info_row)
+        .chain(seal)
         .chain(gaps)
         .chain(processes)
         .chain(listening)
@@ -199,8 +251,8 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
             if !*json
                 && !quiet_pipe(writeln!(
                     out,
-                    "{:>5}  {:<24} {:<28} {:>7} {:>7}  {:<6} REASON",
-                    "ID", "AT", "SCOPE", "EVENTS", "COMPLETE", "STATE"
+                    "{:>5}  {:<24} {:<28} {:>7} {:>7}  {:<6} {:<16} REASON",
+                    "ID", "AT", "SCOPE", "EVENTS", "COMPLETE", "STATE", "SHA256"
                 ))?
             {
                 return Ok(());
@@ -243,6 +295,9 @@ pub async fn snapshot(client: &mut Client, cmd: &SnapshotCmd, out: &mut impl Wri
             };
             let snap = fetch_snapshot(client, req).await?;
             write_show(out, &snap, *json)?;
+        }
+        SnapshotCmd::Verify(args) => {
+            super::verify::verify(client, None, args, out).await?;
         }
         SnapshotCmd::Export { id, format, output } => {
             if format == "protobuf"

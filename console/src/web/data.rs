@@ -249,9 +249,12 @@ pub async fn event(
 }
 
 /// The forensic package: `events.csv` (as `fdrctl snapshot export
-/// --format csv` writes it), `events.jsonl`, and `manifest.json` (the
-/// evidence's SHA-256, where and when it is from, each file's SHA-256).
-pub fn package_zip(snap: &pb::Snapshot) -> Result<Vec<u8>, String> {
+/// --format csv` writes it), `events.jsonl`, `snapshot.pb` (the evidence
+/// exactly as the agent sealed it: its SHA-256 is the seal's), and
+/// `manifest.json` (the evidence's SHA-256, the agent's seal with its
+/// public key and signature and what the console's check found, where and
+/// when it is from, each file's SHA-256): checkable without fdr.
+pub fn package_zip(snap: &pb::Snapshot, sealed: &[u8]) -> Result<Vec<u8>, String> {
     use zip::{write::SimpleFileOptions, CompressionMethod, ZipWriter};
     let info = snap.info.clone().unwrap_or_default();
     let csv = render::export::csv(snap, &uid_only()).map_err(|e| format!("CSV: {e}"))?;
@@ -268,6 +271,15 @@ pub fn package_zip(snap: &pb::Snapshot) -> Result<Vec<u8>, String> {
             "host": info.host,
             "agent_instance": info.agent_instance,
             "agent_snapshot_id": info.agent_snapshot_id,
+            "verification": info.verification,
+            "seal": info.seal.as_ref().map(|s| serde_json::json!({
+                "agent_snapshot_id": s.id, "sha256": s.sha256,
+                "prev_agent_snapshot_id": s.prev_id, "prev_sha256": s.prev_sha256,
+                "sealed_at": t(&s.sealed_at),
+                "ed25519_public_key": fdr_proto::integrity::hex(&s.public_key),
+                "ed25519_signature": fdr_proto::integrity::hex(&s.signature),
+                "signed_text": String::from_utf8_lossy(&fdr_proto::integrity::seal_text(&info.agent_instance, s)),
+            })),
             "scope": info.scope,
             "container": info.container.as_ref().map(render::container_json),
             "reason": info.reason,
@@ -286,6 +298,8 @@ pub fn package_zip(snap: &pb::Snapshot) -> Result<Vec<u8>, String> {
         "files": {
             "events.csv": {"sha256": sha(&csv), "bytes": csv.len()},
             "events.jsonl": {"sha256": sha(&jsonl), "bytes": jsonl.len()},
+            "snapshot.pb": {"sha256": sha(sealed), "bytes": sealed.len(),
+                "format": "fdr.v1.Snapshot (protobuf), the sealed encoding"},
         },
         "times": "UTC",
     });
@@ -298,6 +312,7 @@ pub fn package_zip(snap: &pb::Snapshot) -> Result<Vec<u8>, String> {
         ("manifest.json", &manifest),
         ("events.csv", &csv),
         ("events.jsonl", &jsonl),
+        ("snapshot.pb", &sealed.to_vec()),
     ] {
         z.start_file(name, opts).map_err(|e| format!("zip: {e}"))?;
         z.write_all(data).map_err(|e| format!("zip: {e}"))?;
@@ -315,12 +330,12 @@ pub async fn package(
     let Ok(_heavy) = web.heavy.acquire().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    let snap = match load_snapshot(&web.con, id).await {
-        Ok((s, _)) => s,
+    let (snap, sealed) = match load_snapshot(&web.con, id).await {
+        Ok(s) => s,
         Err(s) => return status_response(&s),
     };
     tracing::info!(snapshot = id, role = p.role.name(), peer = %conn.map(|c| c.0.peer.to_string()).unwrap_or_default(), "web: forensic package downloaded");
-    match tokio::task::spawn_blocking(move || package_zip(&snap)).await {
+    match tokio::task::spawn_blocking(move || package_zip(&snap, &sealed)).await {
         Ok(Ok(zip)) => (
             [
                 (header::CONTENT_TYPE, "application/zip".to_owned()),
@@ -357,7 +372,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let zip = package_zip(&snap).unwrap();
+        let sealed = prost::Message::encode_to_vec(&snap);
+        let zip = package_zip(&snap, &sealed).unwrap();
         let mut a = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
         let mut csv = Vec::new();
         a.by_name("events.csv")
@@ -374,6 +390,16 @@ mod tests {
         assert_eq!(m["snapshot"]["sha256"], "ab".repeat(32));
         assert_eq!(m["snapshot"]["node"], "node-b");
         assert!(a.by_name("events.jsonl").is_ok());
+        let mut pb_bytes = Vec::new();
+        a.by_name("snapshot.pb")
+            .unwrap()
+            .read_to_end(&mut pb_bytes)
+            .unwrap();
+        assert_eq!(pb_bytes, sealed, "the sealed encoding, byte for byte");
+        assert_eq!(
+            m["files"]["snapshot.pb"]["sha256"],
+            crate::evidence::sha256_hex(&sealed)
+        );
     }
 
     #[test]

@@ -443,7 +443,7 @@ pub async fn agents(State(web): State<Arc<Web>>, Extension(p): Extension<Princip
               <th scope=\"col\">Version</th><th scope=\"col\">Reachable</th><th scope=\"col\">Last sync (UTC)</th>\
               <th scope=\"col\">Last contact (UTC)</th><th scope=\"col\">Lag</th><th scope=\"col\">Kernel drops</th>\
               <th scope=\"col\">Runtime in use</th><th scope=\"col\">Incidents</th><th scope=\"col\">Snapshots</th>\
-              <th scope=\"col\">Address</th></tr></thead><tbody>\n";
+              <th scope=\"col\">Evidence integrity</th><th scope=\"col\">Address</th></tr></thead><tbody>\n";
         for a in &list {
             let reach = if a.reachable {
                 "<span class=\"ok\">yes</span>".to_owned()
@@ -457,7 +457,7 @@ pub async fn agents(State(web): State<Arc<Web>>, Extension(p): Extension<Princip
                 s,
                 "<tr class=\"agent\" data-node=\"{node}\" data-reachable=\"{r}\"><td>{node}</td><td>{ver}</td>\
                  <td>{reach}</td><td>{sync}</td><td>{contact}</td><td>{lag}</td><td>{drops}</td><td>{rt}</td>\
-                 <td>{inc}</td><td>{snaps}{pending}</td><td>{url}</td></tr>",
+                 <td>{inc}</td><td>{snaps}{pending}</td><td>{integrity}</td><td>{url}</td></tr>",
                 node = h(&a.node),
                 r = a.reachable,
                 ver = h(&a.version),
@@ -478,11 +478,50 @@ pub async fn agents(State(web): State<Arc<Web>>, Extension(p): Extension<Princip
                     String::new()
                 },
                 url = h(&a.url),
+                integrity = integrity_cell(a),
             );
         }
         s += "</tbody></table></div>\n";
+        // Each agent's problems in full, below the table.
+        for a in list.iter().filter(|a| !a.integrity_problems.is_empty()) {
+            let _ = writeln!(
+                s,
+                "<section class=\"error integrity\" data-node=\"{}\"><h2>Evidence of {} does not verify</h2><ul>",
+                h(&a.node),
+                h(&a.node)
+            );
+            for p in &a.integrity_problems {
+                let _ = writeln!(s, "<li>{}</li>", h(p));
+            }
+            s += "</ul></section>\n";
+        }
     }
     render(&p, "Agents", "Agents", &s)
+}
+
+/// An agent's evidence integrity in a cell: the snapshots verified, and
+/// whether anything did not verify (listed below the table).
+fn integrity_cell(a: &pb::Agent) -> String {
+    let key = if a.signing_key.is_empty() {
+        "no key pinned".to_owned()
+    } else {
+        format!("key {}", fdr_proto::integrity::key_name(&a.signing_key))
+    };
+    if a.integrity_problems.is_empty() && a.snapshots_unverified == 0 {
+        format!(
+            "<span class=\"ok\">{} verified</span> <span class=\"why\">{}</span>",
+            a.snapshots_verified,
+            h(&key)
+        )
+    } else {
+        format!(
+            "<span class=\"bad\">{} problems</span> <span class=\"why\">{} verified, {} not; {}</span>",
+            a.integrity_problems.len(),
+            a.snapshots_verified,
+            a.snapshots_unverified,
+            h(&key)
+        )
+    }
 }
 
 /// A client to the reachable agent of `node`.

@@ -206,7 +206,10 @@ pub fn incident(inc: &pb::Incident, snap: Option<&pb::SnapshotInfo>, links: &Lin
     }
     if let Some(i) = snap {
         dd(&mut s, "Snapshot SHA-256", "sha256", &i.sha256);
+        seal_rows(&mut s, i);
         window_and_completeness(&mut s, i);
+    } else if !inc.snapshot_sha256.is_empty() {
+        dd(&mut s, "Snapshot SHA-256", "sha256", &inc.snapshot_sha256);
     }
     s += "</dl></section>\n";
     s += &accounts(inc);
@@ -356,6 +359,7 @@ pub fn snapshot(info: &pb::SnapshotInfo) -> String {
     let incidents: Vec<String> = info.incidents.iter().map(u64::to_string).collect();
     dd(&mut s, "Incidents", "incidents", &incidents.join(", "));
     dd(&mut s, "SHA-256", "sha256", &info.sha256);
+    seal_rows(&mut s, info);
     dd(
         &mut s,
         "Agent instance",
@@ -364,6 +368,37 @@ pub fn snapshot(info: &pb::SnapshotInfo) -> String {
     );
     s += "</dl></section>\n";
     s
+}
+
+/// The agent's seal of a snapshot, and what a console's check of it
+/// found.
+fn seal_rows(s: &mut String, info: &pb::SnapshotInfo) {
+    match &info.seal {
+        Some(seal) => {
+            let mut text = format!(
+                "{} by key {}",
+                time_text(seal.sealed_at.as_ref()),
+                crate::integrity::key_name(&seal.public_key)
+            );
+            if seal.prev_id != 0 {
+                text += &format!(", after the agent's snapshot {}", seal.prev_id);
+            }
+            dd(s, "Sealed", "sealed", &text);
+        }
+        None => dd(s, "Sealed", "sealed", "no"),
+    }
+    if !info.verification.is_empty() {
+        let _ = writeln!(
+            s,
+            "<dt>Integrity</dt><dd data-field=\"verification\" class=\"{}\">{}</dd>",
+            if info.verification == "verified" {
+                "verified"
+            } else {
+                "unverified"
+            },
+            h(&info.verification)
+        );
+    }
 }
 
 /// Where a timeline's rows come from.

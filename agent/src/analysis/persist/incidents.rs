@@ -83,7 +83,22 @@ pub fn put_encoded(
                             .map_err(db_err)?
                             .and_then(|v| decode(*serial, v.value()));
                         if let Some(new) = decode(*serial, bytes) {
-                            records.extend(fdr_export::incident_records(prev.as_ref(), &new, ""));
+                            // The snapshot's hash once it is committed
+                            // (sealed); empty before.
+                            let sha = match new.snapshot_id {
+                                0 => String::new(),
+                                id => store
+                                    .info(id)
+                                    .ok()
+                                    .flatten()
+                                    .map(|i| i.sha256)
+                                    .unwrap_or_default(),
+                            };
+                            records.extend(fdr_export::incident_records(
+                                prev.as_ref(),
+                                &new,
+                                &sha,
+                            ));
                         }
                     }
                     t.insert(*serial, bytes.as_slice()).map_err(db_err)?;
