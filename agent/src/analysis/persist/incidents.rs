@@ -94,11 +94,7 @@ pub fn put_encoded(
                                     .map(|i| i.sha256)
                                     .unwrap_or_default(),
                             };
-                            records.extend(fdr_export::incident_records(
-                                prev.as_ref(),
-                                &new,
-                                &sha,
-                            ));
+                            records.extend(fdr_export::incident_records(prev.as_ref(), &new, &sha));
                         }
                     }
                     t.insert(*serial, bytes.as_slice()).map_err(db_err)?;
