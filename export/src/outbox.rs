@@ -35,6 +35,7 @@ const NEXT: &str = "next_serial";
 const BYTES: &str = "bytes";
 const RECORDS: &str = "records";
 const SENT: &str = "sent_up_to";
+const LAST_INCIDENT: &str = "last_incident_serial";
 
 /// Bytes a gap record is budgeted at while shedding.
 const GAP_BYTES: u64 = 128;
@@ -50,8 +51,9 @@ pub(crate) fn db_err<E: std::fmt::Display>(e: E) -> OutboxError {
 }
 
 /// What the export did since the process started (queued_* and the oldest
-/// record's age: as of the sender's last look at the outbox). Read by the
-/// agent's and the console's metrics.
+/// record's age: the committed outbox as of the sender's last look at it,
+/// after each batch and at least every backoff). Read by the agent's and
+/// the console's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub queued_records: AtomicU64,
@@ -68,6 +70,8 @@ pub struct Metrics {
     pub gaps: AtomicU64,
     /// Raw events not queued (tap channel full, rate limit).
     pub events_not_queued: AtomicU64,
+    /// The highest incident serial queued (committed).
+    pub last_incident_serial: AtomicU64,
     pub last_error: Mutex<String>,
 }
 
@@ -104,6 +108,7 @@ impl Metrics {
                 .clone(),
             events_not_queued: self.events_not_queued.load(Relaxed),
             failures: self.failures.load(Relaxed),
+            last_incident_serial: self.last_incident_serial.load(Relaxed),
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct Peeked {
     pub bytes: u64,
     /// The highest serial ever handed to the collector (before a crash too).
     pub sent_up_to: u64,
+    /// The highest incident serial ever queued.
+    pub last_incident_serial: u64,
 }
 
 /// The outbox of one database: its bound, the instance id of the records'
@@ -216,7 +223,11 @@ impl Outbox {
         let mut bytes = meta_get(&meta, BYTES)?;
         let mut count = meta_get(&meta, RECORDS)?;
         let now = now_ns();
+        let mut last_incident = meta_get(&meta, LAST_INCIDENT)?;
         for mut r in records {
+            if let Some(i) = &r.incident {
+                last_incident = last_incident.max(i.serial);
+            }
             r.serial = next;
             next += 1;
             if r.queued.is_none() {
@@ -255,8 +266,9 @@ impl Outbox {
         meta.insert(NEXT, next).map_err(db_err)?;
         meta.insert(BYTES, bytes).map_err(db_err)?;
         meta.insert(RECORDS, count).map_err(db_err)?;
-        self.metrics.queued_records.store(count, Relaxed);
-        self.metrics.queued_bytes.store(bytes, Relaxed);
+        meta.insert(LAST_INCIDENT, last_incident).map_err(db_err)?;
+        // `queued_*` are left to the sender's next look (peek, ack): they
+        // count what is committed, and the caller's transaction is not yet.
         Ok(())
     }
 
@@ -278,6 +290,7 @@ impl Outbox {
                 out.records = g(RECORDS)?;
                 out.bytes = g(BYTES)?;
                 out.sent_up_to = g(SENT)?;
+                out.last_incident_serial = g(LAST_INCIDENT)?;
             }
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
             Err(e) => return Err(db_err(e)),
@@ -314,6 +327,9 @@ impl Outbox {
         self.metrics.queued_records.store(out.records, Relaxed);
         self.metrics.queued_bytes.store(out.bytes, Relaxed);
         self.metrics.oldest_queued_ns.store(oldest, Relaxed);
+        self.metrics
+            .last_incident_serial
+            .store(out.last_incident_serial, Relaxed);
         Ok(out)
     }
 

@@ -271,6 +271,12 @@ async fn run(
                 continue;
             }
         };
+        tracing::trace!(
+            records = batch.items.len(),
+            queued = batch.records,
+            sent_up_to = batch.sent_up_to,
+            "export outbox peeked"
+        );
         if batch.items.is_empty() {
             tokio::select! {
                 _ = outbox.woken() => {}

@@ -196,6 +196,37 @@ fn scrape(port: u16) -> String {
     out
 }
 
+/// Every incident the agent on `socket` has stored.
+fn stored_incidents(socket: &Path) -> Vec<pb::Incident> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = fdr_cli::client::connect_unix(socket)
+            .await
+            .expect("connect");
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = c
+                .list_incidents(pb::ListIncidentsRequest {
+                    after_serial: after,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListIncidents")
+                .into_inner();
+            if r.incidents.is_empty() {
+                break;
+            }
+            after = r.last_serial;
+            out.extend(r.incidents);
+        }
+        out
+    })
+}
+
 fn with_export(endpoint: String) -> impl FnOnce(&mut fdr_agent::config::Config) {
     move |c| {
         let o = &mut c.export.otlp;
@@ -207,12 +238,21 @@ fn with_export(endpoint: String) -> impl FnOnce(&mut fdr_agent::config::Config) 
     }
 }
 
+/// The `incident opened` records of the backdoor-account incident(s) that
+/// `user`'s account change is part of. Found through any of their records
+/// that names the user: another test's `useradd` on this machine, seen by
+/// every agent, may have opened the incident that this one then joined.
 fn opened_for<'a>(recs: &'a [Record], user: &str) -> Vec<&'a Record> {
+    let serials: std::collections::BTreeSet<&str> = recs
+        .iter()
+        .filter(|r| r.a("fdr.incident.type") == "backdoor-account" && r.text().contains(user))
+        .map(|r| r.a("fdr.incident.serial"))
+        .collect();
     recs.iter()
         .filter(|r| {
             r.event_name == "fdr.incident.opened"
                 && r.a("fdr.incident.type") == "backdoor-account"
-                && r.text().contains(user)
+                && serials.contains(r.a("fdr.incident.serial"))
         })
         .collect()
 }
@@ -346,11 +386,31 @@ fn an_outage_and_a_killed_agent_lose_nothing() {
         }
         users.push(interactive_useradd(dir.path()));
     }
-    // All three are stored, their records queued (opened and audit each).
+    // All three are stored (ListIncidents reads the database): their
+    // records were queued in the same transactions.
+    let socket = dir.path().join("exp-b").join("fdr.sock");
+    let last = poll("the three incidents", SLOW, || {
+        let known = stored_incidents(&socket);
+        let serials: Option<Vec<u64>> = users
+            .iter()
+            .map(|u| {
+                known
+                    .iter()
+                    .find(|i| {
+                        i.r#type == "backdoor-account" && i.accounts.iter().any(|a| &a.account == u)
+                    })
+                    .map(|i| i.serial)
+            })
+            .collect();
+        serials.and_then(|s| s.into_iter().max())
+    });
+    // The outbox (what is committed) holds the records of the last one.
     let st = poll("the records queued in the outbox", SLOW, || {
         let st = export_stats(&node, &pki);
-        (st["queued_records"].as_u64() >= Some(6) && st["failures"].as_u64() >= Some(1))
-            .then_some(st)
+        (st["last_incident_serial"].as_u64() >= Some(last)
+            && st["queued_records"].as_u64() >= Some(6)
+            && st["failures"].as_u64() >= Some(1))
+        .then_some(st)
     });
     assert_eq!(st["sent"], 0, "{st}");
     // SIGKILL with them queued.
@@ -360,13 +420,35 @@ fn an_outage_and_a_killed_agent_lose_nothing() {
     }
     rotel.start();
     let node = Node::start_with(dir.path(), "exp-b", &pki, with_export(rotel.endpoint()));
-    let recs = poll("the three incidents at the collector", SLOW, || {
+    let deadline = Instant::now() + SLOW;
+    let recs = loop {
         let recs = rotel.records();
-        users
-            .iter()
-            .all(|u| !opened_for(&recs, u).is_empty())
-            .then_some(recs)
-    });
+        if users.iter().all(|u| !opened_for(&recs, u).is_empty()) {
+            break recs;
+        }
+        if Instant::now() > deadline {
+            let seen: Vec<String> = recs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} #{} rec {} {}",
+                        r.event_name,
+                        r.a("fdr.incident.type"),
+                        r.a("fdr.incident.serial"),
+                        r.a("fdr.record.serial"),
+                        r.a("process.command_line"),
+                    )
+                })
+                .collect();
+            panic!(
+                "the three incidents never all reached the collector; users {users:?}; \
+                 export {}; the collector saw:\n{}",
+                export_stats(&node, &pki),
+                seen.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     // Each exactly once by idempotency key (the wire may repeat one).
     let mut by_key: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
     for r in &recs {
@@ -392,6 +474,7 @@ fn an_outage_and_a_killed_agent_lose_nothing() {
     }
     // In serial order: the incidents' and their records' serials rise
     // together, and the collector saw them in that order.
+    serials.dedup();
     let mut sorted = serials.clone();
     sorted.sort();
     assert_eq!(serials, sorted, "incident and record serials in order");

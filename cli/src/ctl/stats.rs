@@ -67,7 +67,7 @@ fn stats_json(s: &pb::Stats) -> Value {
             "failures": x.failures, "dropped_events": x.dropped_events,
             "dropped_incidents": x.dropped_incidents, "dropped_audits": x.dropped_audits,
             "gaps": x.gaps, "events_not_queued": x.events_not_queued,
-            "last_error": x.last_error,
+            "last_error": x.last_error, "last_incident_serial": x.last_incident_serial,
         })),
         "started": time_text(s.started.as_ref()),
         "ring_buffer_bytes": s.ring_buffer_bytes,
