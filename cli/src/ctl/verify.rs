@@ -238,9 +238,8 @@ async fn verify_agent(
             if evicted_meanwhile {
                 sha = "evicted by retention during this check; its seal verifies".into();
             } else {
-                match &got {
-                    Ok(s) => sha = format!("sha256 {s}"),
-                    Err(_) => {}
+                if let Ok(s) = &got {
+                    sha = format!("sha256 {s}");
                 }
                 if seal.is_none() && id < chain.sealed_from() {
                     sha += ", stored before this agent sealed snapshots: not sealed";
