@@ -967,6 +967,7 @@ async fn copy_encoded(
     info.seal = seal;
     info.verification = verification.clone();
     let verified = verification == "verified";
+    let unsealed = verification.starts_with(verify::UNSEALED);
     // One store step at a time: an evicted object is deleted only while no
     // copy of the same content is between its put and its index entry.
     let _store = con.store_lock.lock().await;
@@ -995,7 +996,7 @@ async fn copy_encoded(
                     a.snapshots += 1;
                     if ok {
                         a.snapshots_verified += 1;
-                    } else {
+                    } else if !unsealed {
                         a.snapshots_unverified += 1;
                     }
                 })?;
@@ -1003,7 +1004,7 @@ async fn copy_encoded(
             Ok(stored)
         })
         .await?;
-    if stored.new && verification != "verified" {
+    if stored.new && !verified && !unsealed {
         verify::note_problems(
             con,
             &agent.instance,

@@ -22,6 +22,8 @@ use crate::sync::{Console, SyncError};
 
 /// Problems kept per agent (the newest).
 const MAX_PROBLEMS: usize = 100;
+/// Problems one audit records, at most (then a count of the rest).
+const MAX_PER_AUDIT: usize = 20;
 
 /// Records `problems` of an agent (new ones only), logging each.
 pub(crate) async fn note_problems(
@@ -107,9 +109,31 @@ pub(crate) async fn fetch_seal(
             secs: limit.as_secs(),
         }),
         Ok(Err(s)) if s.code() == Code::Unimplemented => Ok(None),
+        // The agent's seals cannot be read (corrupt store): copied without
+        // one, which its verification then says.
+        Ok(Err(s)) if s.code() == Code::DataLoss => {
+            tracing::warn!(id, error = %s.message(), "the agent cannot read its seals");
+            Ok(None)
+        }
         Ok(Err(s)) => Err(SyncError::Status(s)),
         Ok(Ok(r)) => Ok(r.into_inner().seals.into_iter().find(|s| s.id == id)),
     }
+}
+
+/// Text a copy's verification starts with when the agent sent no seal.
+pub(crate) const UNSEALED: &str = "not sealed";
+
+/// Whether `s` is a seal retention evicted, signed by `key` (so that a
+/// deletion cannot pass for an eviction).
+fn evicted_by(s: &pb::SnapshotSeal, instance: &str, key: &[u8]) -> bool {
+    s.evicted_at.is_some()
+        && s.public_key == key
+        && integrity::signed_by(key, &integrity::seal_text(instance, s), &s.signature)
+        && integrity::signed_by(
+            key,
+            &integrity::eviction_text(instance, s),
+            &s.eviction_signature,
+        )
 }
 
 /// What a copied snapshot's check found: "verified", or every problem.
@@ -124,10 +148,12 @@ pub(crate) fn check_copy(
     prev_copy: Option<&str>,
 ) -> String {
     let Some(seal) = seal else {
-        return "not sealed by the agent (an agent older than seals, or its seal was deleted)"
-            .into();
+        return format!(
+            "{UNSEALED} by the agent (stored before it sealed snapshots, or its seal is gone: \
+             the chain audit tells)"
+        );
     };
-    let mut problems: Vec<String> = integrity::check_data(id, Ok(data_sha256), Some(seal), "")
+    let mut problems: Vec<String> = integrity::check_data(id, Ok(data_sha256), Some(seal), "", 0)
         .into_iter()
         .map(|p| p.what)
         .collect();
@@ -188,7 +214,25 @@ pub(crate) async fn audit_chain(
                     secs: limit.as_secs(),
                 })
             }
-            Ok(Err(s)) if s.code() == Code::Unimplemented => return Ok(()),
+            // An agent that once sealed (a key is pinned) and no longer
+            // can: downgraded, or its store damaged.
+            Ok(Err(s)) if matches!(s.code(), Code::Unimplemented | Code::DataLoss) => {
+                if !key.is_empty() {
+                    note_problems(
+                        con,
+                        instance,
+                        node,
+                        vec![format!(
+                            "on the node: its seals cannot be listed ({}: {}), although it \
+                             sealed before",
+                            s.code(),
+                            s.message()
+                        )],
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
             Ok(Err(s)) => return Err(SyncError::Status(s)),
             Ok(Ok(r)) => r.into_inner(),
         };
@@ -198,9 +242,6 @@ pub(crate) async fn audit_chain(
         if !more || after == 0 {
             break;
         }
-    }
-    if chain.seals.is_empty() {
-        return Ok(());
     }
     if chain.instance_id.is_empty() {
         chain.instance_id = instance.to_owned();
@@ -242,7 +283,8 @@ pub(crate) async fn audit_chain(
                 ));
             }
             Some(_) => {}
-            None if chain.floor_id != 0 && id < chain.floor_id => {}
+            // Pruned (evicted long ago).
+            None if copied.chain_index < chain.floor_index => {}
             None => problems.push(format!(
                 "on the node: snapshot {id}: deleted with its seal (the console holds its \
                  copy, SHA-256 {})",
@@ -254,12 +296,32 @@ pub(crate) async fn audit_chain(
         // Committed or evicted meanwhile: the seal now says so.
         if p.racy {
             match fetch_seal(c, p.id, limit).await? {
-                Some(s) if s.evicted_at.is_some() => continue,
-                Some(_) if !chain.seals.contains_key(&p.id) => continue,
+                Some(s) if evicted_by(&s, &chain.instance_id, key) => continue,
+                Some(s)
+                    if !chain.seals.contains_key(&p.id)
+                        && s.public_key == key
+                        && integrity::signed_by(
+                            key,
+                            &integrity::seal_text(&chain.instance_id, &s),
+                            &s.signature,
+                        ) =>
+                {
+                    continue
+                }
                 _ => {}
             }
         }
         problems.push(format!("on the node: {p}"));
+    }
+    // A change of key makes every later seal a problem: the first ones say
+    // enough.
+    if problems.len() > MAX_PER_AUDIT {
+        let more = problems.len() - MAX_PER_AUDIT;
+        problems.truncate(MAX_PER_AUDIT);
+        problems.push(format!(
+            "on the node: {more} more problems (`fdrctl snapshot verify --all` against the \
+             agent lists them)"
+        ));
     }
     note_problems(con, instance, node, problems).await
 }

@@ -96,12 +96,13 @@ fn ts_nanos(t: Option<&prost_types::Timestamp>) -> i128 {
 /// the key signs can pass for a seal.
 pub fn seal_text(instance_id: &str, s: &pb::SnapshotSeal) -> Vec<u8> {
     format!(
-        "fdr.v1.SnapshotSeal\ninstance={instance_id}\nid={}\nsha256={}\nprev_id={}\nprev_sha256={}\nsealed_at_ns={}\n",
+        "fdr.v1.SnapshotSeal\ninstance={instance_id}\nid={}\nsha256={}\nprev_id={}\nprev_sha256={}\nsealed_at_ns={}\nchain_index={}\n",
         s.id,
         s.sha256,
         s.prev_id,
         s.prev_sha256,
-        ts_nanos(s.sealed_at.as_ref())
+        ts_nanos(s.sealed_at.as_ref()),
+        s.chain_index
     )
     .into_bytes()
 }
@@ -119,8 +120,11 @@ pub fn eviction_text(instance_id: &str, s: &pb::SnapshotSeal) -> Vec<u8> {
 
 /// What the chain's start (the first seal kept after older ones were
 /// pruned) signature covers.
-pub fn floor_text(instance_id: &str, floor_id: u64) -> Vec<u8> {
-    format!("fdr.v1.SnapshotSeal.floor\ninstance={instance_id}\nfloor_id={floor_id}\n").into_bytes()
+pub fn floor_text(instance_id: &str, floor_id: u64, floor_index: u64) -> Vec<u8> {
+    format!(
+        "fdr.v1.SnapshotSeal.floor\ninstance={instance_id}\nfloor_id={floor_id}\nfloor_index={floor_index}\n"
+    )
+    .into_bytes()
 }
 
 /// Whether `signature` is `key`'s Ed25519 signature of `text`.
@@ -165,18 +169,29 @@ pub struct Chain {
     pub instance_id: String,
     pub seals: BTreeMap<u64, pb::SnapshotSeal>,
     pub floor_id: u64,
+    pub floor_index: u64,
     pub floor_signature: Vec<u8>,
     pub floor_public_key: Vec<u8>,
     pub keys: Vec<pb::SigningKeyUse>,
 }
 
 impl Chain {
+    /// The first snapshot id the agent sealed (snapshots below it were
+    /// stored before it sealed); `u64::MAX` when it sealed none.
+    pub fn sealed_from(&self) -> u64 {
+        self.keys.first().map_or(u64::MAX, |k| k.first_id)
+    }
+
     /// Adds a page of ListSeals.
     pub fn add_page(&mut self, page: pb::ListSealsResponse) {
         self.instance_id = page.instance_id;
-        self.floor_id = page.floor_id;
-        self.floor_signature = page.floor_signature;
-        self.floor_public_key = page.floor_public_key;
+        // Pruning may move the start between pages: the latest holds.
+        if page.floor_index >= self.floor_index {
+            self.floor_id = page.floor_id;
+            self.floor_index = page.floor_index;
+            self.floor_signature = page.floor_signature;
+            self.floor_public_key = page.floor_public_key;
+        }
         self.keys = page.keys;
         for s in page.seals {
             self.seals.insert(s.id, s);
@@ -189,7 +204,7 @@ impl Chain {
     /// (committed ones). Problems are sorted by snapshot id.
     pub fn check(&self, key: &[u8], stored: &BTreeSet<u64>) -> Vec<Problem> {
         let mut out = Vec::new();
-        let mut racy = Vec::new();
+        let mut racy: Vec<(u64, String)> = Vec::new();
         let mut p = |id: u64, what: String| {
             out.push(Problem {
                 id,
@@ -212,10 +227,10 @@ impl Chain {
                 ),
             );
         }
-        if self.floor_id != 0
+        if self.floor_index != 0
             && (!signed_by(
                 &self.floor_public_key,
-                &floor_text(inst, self.floor_id),
+                &floor_text(inst, self.floor_id, self.floor_index),
                 &self.floor_signature,
             ) || self.floor_public_key != key)
         {
@@ -253,19 +268,35 @@ impl Chain {
                     "its seal's signature does not verify: the seal was altered".into(),
                 );
             }
-            // The link to the snapshot committed before it.
-            if s.prev_id == 0 {
-                if self.floor_id != 0 && id != self.floor_id {
+            // The link to the snapshot committed before it (a seal at or
+            // below the floor may link to a pruned one).
+            let pruned_before = s.chain_index <= self.floor_index;
+            if s.prev_id == id {
+                p(id, "its seal links to itself: the seal was forged".into());
+            } else if s.prev_id == 0 {
+                if s.chain_index > 1 && !pruned_before {
                     p(
                         id,
-                        "its seal starts a chain, but the chain started earlier: seals were \
-                         replaced"
-                            .into(),
+                        format!(
+                            "its seal starts a chain at position {}, but the chain started \
+                             earlier: seals were replaced",
+                            s.chain_index
+                        ),
                     );
                 }
             } else {
                 match self.seals.get(&s.prev_id) {
-                    Some(prev) if prev.sha256 == s.prev_sha256 => {}
+                    Some(prev)
+                        if prev.sha256 == s.prev_sha256
+                            && prev.chain_index + 1 == s.chain_index => {}
+                    Some(prev) if prev.sha256 == s.prev_sha256 => p(
+                        id,
+                        format!(
+                            "it is at position {} of the chain, but links to snapshot {} at \
+                             position {}: seals were removed or inserted",
+                            s.chain_index, s.prev_id, prev.chain_index
+                        ),
+                    ),
                     Some(prev) => p(
                         id,
                         format!(
@@ -274,15 +305,15 @@ impl Chain {
                             s.prev_id, s.prev_sha256, prev.sha256
                         ),
                     ),
-                    None if id == self.floor_id => {}
-                    None => p(
+                    None if pruned_before => {}
+                    None => racy.push((
                         s.prev_id,
                         format!(
                             "deleted: snapshot {id} links to it (SHA-256 {}), but neither it nor \
                              its seal is in the store, and retention did not evict it",
                             s.prev_sha256
                         ),
-                    ),
+                    )),
                 }
             }
             if let Some(next) = successors.get(&id) {
@@ -314,25 +345,30 @@ impl Chain {
                 racy.push((
                     id,
                     "deleted: its seal is kept and retention did not evict it, but the \
-                     snapshot is not in the store",
+                     snapshot is not in the store"
+                        .into(),
                 ));
             }
         }
-        // Snapshots with no seal, among the sealed ones.
+        // Snapshots with no seal, among the sealed ones (those stored
+        // before the agent sealed are older than its first key).
+        let first_sealed = self.keys.first().map_or(0, |k| k.first_id);
         if let Some(&first) = self.seals.keys().next() {
+            let first = first.max(first_sealed);
             for &id in stored.range(first..) {
                 if !self.seals.contains_key(&id) {
                     racy.push((
                         id,
                         "not sealed, although the snapshots around it are: its seal was \
-                         deleted, or it was put in the store by something else",
+                         deleted, or it was put in the store by something else"
+                            .into(),
                     ));
                 }
             }
         }
         out.extend(racy.into_iter().map(|(id, what)| Problem {
             id,
-            what: what.into(),
+            what,
             racy: true,
         }));
         out.sort();
@@ -343,11 +379,15 @@ impl Chain {
 
 /// Compares a snapshot's data (its canonical encoding's SHA-256, or why it
 /// could not be read) with its seal and with the hash its summary gives.
+/// `sealed_from`: the first id sealed (see [`Chain::sealed_from`]); a
+/// snapshot below it was stored before the agent sealed, and its missing
+/// seal is no problem.
 pub fn check_data(
     id: u64,
     data_sha256: Result<&str, &str>,
     seal: Option<&pb::SnapshotSeal>,
     listed_sha256: &str,
+    sealed_from: u64,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut p = |what: String| {
@@ -361,6 +401,7 @@ pub fn check_data(
         (Err(why), _) => p(format!(
             "its stored data cannot be read ({why}): altered or damaged"
         )),
+        (Ok(_), None) if id < sealed_from => {}
         (Ok(_), None) => p("it has no seal: its hash cannot be checked against one".into()),
         (Ok(sha), Some(seal)) => {
             if sha != seal.sha256 {
@@ -409,6 +450,7 @@ mod tests {
                 prev_id,
                 prev_sha256: prev_sha.clone(),
                 sealed_at: ts(id as i64),
+                chain_index: id,
                 public_key: k.verifying_key().to_bytes().to_vec(),
                 ..Default::default()
             };
@@ -485,11 +527,16 @@ mod tests {
         let c = chain(&k, 1);
         let seal = c.seals.get(&1);
         let good = sha256_hex(&1u64.to_le_bytes());
-        assert!(check_data(1, Ok(&good), seal, &good).is_empty());
-        assert!(check_data(1, Ok("00"), seal, &good)[0]
+        assert!(check_data(1, Ok(&good), seal, &good, 1).is_empty());
+        assert!(check_data(1, Ok("00"), seal, &good, 1)[0]
             .what
             .starts_with("altered"));
-        assert!(!check_data(1, Err("bad"), seal, "").is_empty());
+        assert!(!check_data(1, Err("bad"), seal, "", 1).is_empty());
+        assert!(
+            check_data(1, Ok(&good), None, "", 2).is_empty(),
+            "stored before sealing"
+        );
+        assert!(!check_data(2, Ok(&good), None, "", 2).is_empty());
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub async fn start_offline(cfg: &Config) -> Result<Running, AgentError> {
     cfg.validate()?;
     let host = cfg.host.host_root();
     let socket_claim = api::claim_unix(&cfg.api.socket)?;
-    let store = open_store(cfg)?;
+    let store = open_store_offline(cfg)?;
     let (node, from) = match store.stored_node()? {
         Some(n) => (n, "the database"),
         None => {
@@ -221,6 +221,19 @@ pub async fn start_offline(cfg: &Config) -> Result<Running, AgentError> {
     let running = listeners.serve(cfg, state, health, (shutdown, rx), Vec::new(), rules);
     tracing::info!(socket = %cfg.api.socket.display(), "fdr agent serving offline");
     Ok(running)
+}
+
+/// [`open_store`] for `--offline`: a key file is never created.
+fn open_store_offline(cfg: &Config) -> Result<Arc<Store>, AgentError> {
+    let r = &cfg.recorder;
+    let store = Store::open_offline(
+        &r.data_dir,
+        Retention {
+            max_snapshots: r.max_snapshots,
+            max_bytes: r.max_snapshot_bytes,
+        },
+    )?;
+    Ok(Arc::new(store))
 }
 
 /// Opens the database in `recorder.data_dir` with the configured

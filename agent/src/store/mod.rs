@@ -181,7 +181,9 @@ pub struct Store {
     /// Created with the database (see [`Store::instance_id`]).
     instance_id: String,
     /// Signs each committed snapshot's seal ([`seal`]).
-    sealer: seal::Sealer,
+    /// `None` for a copy served offline without its key file: nothing is
+    /// sealed with a key that is not the agent's.
+    sealer: Option<seal::Sealer>,
 }
 
 /// The text of a caught panic.
@@ -228,6 +230,17 @@ impl Store {
     /// reserves the first ids. A file that cannot be opened is an error,
     /// never replaced.
     pub fn open(dir: &Path, retention: Retention) -> Result<Self, StoreError> {
+        Self::open_as(dir, retention, true)
+    }
+
+    /// [`Store::open`] of a database served offline (a stopped agent's, a
+    /// dead node's): its `signing.key` is used when the copy has it, and
+    /// never created.
+    pub fn open_offline(dir: &Path, retention: Retention) -> Result<Self, StoreError> {
+        Self::open_as(dir, retention, false)
+    }
+
+    fn open_as(dir: &Path, retention: Retention, create_key: bool) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
@@ -258,8 +271,14 @@ impl Store {
             drop(db);
             db = open_db(&path)?;
         }
-        let sealer = seal::Sealer::load_or_create(dir)?;
-        let guarded = std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db, &sealer)));
+        let sealer = if create_key || dir.join(seal::KEY_FILE).exists() {
+            Some(seal::Sealer::load_or_create(dir)?)
+        } else {
+            tracing::warn!(dir = %dir.display(), "no signing key in the copy: nothing it stores is sealed");
+            None
+        };
+        let guarded =
+            std::panic::catch_unwind(AssertUnwindSafe(|| init_tables(&db, sealer.as_ref())));
         let (next, serial, instance_id) = match guarded {
             Ok(r) => r?,
             Err(p) => {
@@ -532,12 +551,19 @@ impl Store {
         info.sha256.clear();
         info.seal = None;
         let info = info.encode_to_vec();
-        // The hash a reader computes: of what ExportSnapshot will send.
-        let sha256 =
-            canonical_sha256(&snap.bytes).map_err(|source| StoreError::Decode { id, source })?;
+        // The hash a reader computes: of what ExportSnapshot will send. A
+        // snapshot that cannot be read back is stored unsealed (and says
+        // so to every verification) rather than retried forever.
+        let sha256 = match canonical_sha256(&snap.bytes) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::error!(id, %err, "the snapshot cannot be read back to be hashed: stored unsealed");
+                None
+            }
+        };
         let evicted = self.write(
             || format!("snapshot {id}"),
-            |db| self.put_tx(db, id, &snap.bytes, &info, &sha256),
+            |db| self.put_tx(db, id, &snap.bytes, &info, sha256.as_deref()),
         )?;
         self.committed.fetch_add(1, Relaxed);
         self.evicted.fetch_add(evicted.len() as u64, Relaxed);
@@ -556,7 +582,7 @@ impl Store {
         id: u64,
         bytes: &[u8],
         info: &[u8],
-        sha256: &str,
+        sha256: Option<&str>,
     ) -> Result<Vec<u64>, StoreError> {
         let tx = db.begin_write().map_err(db_err)?;
         {
@@ -608,9 +634,13 @@ impl Store {
             }
             evicted
         };
-        seal::seal(&tx, &self.sealer, &self.instance_id, id, sha256)?;
-        for &victim in &evicted {
-            seal::evict(&tx, &self.sealer, &self.instance_id, victim)?;
+        if let Some(sealer) = &self.sealer {
+            if let Some(sha256) = sha256 {
+                seal::seal(&tx, sealer, &self.instance_id, id, sha256)?;
+            }
+            for &victim in &evicted {
+                seal::evict(&tx, sealer, &self.instance_id, victim)?;
+            }
         }
         tx.commit().map_err(db_err)?;
         Ok(evicted)
@@ -715,10 +745,15 @@ impl Store {
     pub fn signing_key(&self) -> Vec<u8> {
         match self.read(|| "the signing keys".into(), seal::last_key) {
             Ok(Some(k)) => k,
-            Ok(None) => self.sealer.public().to_vec(),
+            Ok(None) => self
+                .sealer
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.public().to_vec()),
             Err(err) => {
                 tracing::debug!(%err, "reading the signing keys");
-                self.sealer.public().to_vec()
+                self.sealer
+                    .as_ref()
+                    .map_or_else(Vec::new, |s| s.public().to_vec())
             }
         }
     }
@@ -868,7 +903,10 @@ fn latched(e: &StoreError) -> bool {
 
 /// Creates the tables, rebuilds a missing index, and reads where ids and
 /// serials start: above everything stored and every lease.
-fn init_tables(db: &Database, sealer: &seal::Sealer) -> Result<(u64, u64, String), StoreError> {
+fn init_tables(
+    db: &Database,
+    sealer: Option<&seal::Sealer>,
+) -> Result<(u64, u64, String), StoreError> {
     let tx = db.begin_write().map_err(db_err)?;
     let instance_id = {
         let mut t = tx.open_table(IDENTITY).map_err(db_err)?;
@@ -958,7 +996,9 @@ pub fn stored_instance_id(db: &impl ReadableDatabase) -> Result<Option<String>, 
 /// console keys agents by instance id, and copies of one database would
 /// otherwise be one agent to it. For benchmarks that serve many copies of
 /// one database (`fdr-agent --offline`); never for a live agent's own
-/// directory (its console would see a new agent). Returns the new id.
+/// directory (its console would see a new agent: and the seals, which
+/// sign the instance id, no longer verify in the copy). Returns the new
+/// id.
 pub fn reset_identity(dir: &Path, node: &str) -> Result<String, StoreError> {
     let db = open_db(&dir.join("snapshots.redb"))?;
     let id = new_instance_id()?;
@@ -994,7 +1034,7 @@ fn identity_value(db: &impl ReadableDatabase, key: &str) -> Result<Option<String
 /// highest.
 fn store_orphans(
     tx: &redb::WriteTransaction,
-    sealer: &seal::Sealer,
+    sealer: Option<&seal::Sealer>,
     instance_id: &str,
 ) -> Result<u64, StoreError> {
     let mut marks = tx.open_table(OPEN_MARKS).map_err(db_err)?;
@@ -1037,7 +1077,9 @@ fn store_orphans(
             .insert(id, info.encode_to_vec().as_slice())
             .map_err(db_err)?;
         let sha = canonical_sha256(&enc).map_err(|source| StoreError::Decode { id, source })?;
-        seal::seal(tx, sealer, instance_id, id, &sha)?;
+        if let Some(sealer) = sealer {
+            seal::seal(tx, sealer, instance_id, id, &sha)?;
+        }
         tracing::warn!(
             id,
             incident = info.incident,

@@ -29,16 +29,21 @@ use super::{db_err, StoreError};
 
 /// id → encoded `fdr.v1.SnapshotSeal`.
 pub(super) const SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot_seals");
-/// "head" → the last seal (id, sha256); "floor" → the chain's signed
-/// start (id, signature, key); "keys" → the keys that sealed.
+/// "head" → the last seal (id, sha256, chain_index); "floor" → the
+/// chain's signed start (id, chain_index, signature, key); "keys" → the
+/// keys that sealed; "pruned_at" → the chain index of the last pruning.
 const CHAIN: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot_chain");
 const HEAD: &str = "head";
 const FLOOR: &str = "floor";
 const KEYS: &str = "keys";
+const PRUNED_AT: &str = "pruned_at";
 
-/// Seals kept; beyond it, those of evicted snapshots are pruned from the
-/// chain's start (about 250 bytes each).
+/// Seals kept, at most (about 250 bytes each); beyond it, the oldest
+/// seals of evicted snapshots are pruned (those of stored snapshots are
+/// kept whatever their age), [`PRUNE_EVERY`] commits at a time.
 pub const MAX_SEALS: u64 = 50_000;
+/// Pruning reads every seal: it runs at most once per this many commits.
+const PRUNE_EVERY: u64 = 1_000;
 
 /// The file beside the database.
 pub const KEY_FILE: &str = "signing.key";
@@ -192,7 +197,17 @@ pub(super) fn seal(
     let mut chain = tx.open_table(CHAIN).map_err(db_err)?;
     let mut seals = tx.open_table(SEALS).map_err(db_err)?;
     let head: Option<pb::SnapshotSeal> = get_msg(&chain, HEAD)?;
-    let (prev_id, prev_sha256) = head.map_or((0, String::new()), |h| (h.id, h.sha256));
+    // A commit retried after a failure that did write: the seal stands.
+    if let Some(h) = head.as_ref().filter(|h| h.id == id && h.sha256 == sha256) {
+        if let Some(v) = seals.get(id).map_err(db_err)? {
+            if let Ok(s) = pb::SnapshotSeal::decode(v.value()) {
+                tracing::debug!(id, index = h.chain_index, "snapshot already sealed");
+                return Ok(s);
+            }
+        }
+    }
+    let (prev_id, prev_sha256, prev_index) =
+        head.map_or((0, String::new(), 0), |h| (h.id, h.sha256, h.chain_index));
     let mut s = pb::SnapshotSeal {
         id,
         sha256: sha256.to_owned(),
@@ -200,6 +215,7 @@ pub(super) fn seal(
         prev_sha256,
         sealed_at: Some(ts(super::now_ns())),
         public_key: sealer.public.clone(),
+        chain_index: prev_index + 1,
         ..Default::default()
     };
     s.signature = sealer.sign(&integrity::seal_text(instance_id, &s));
@@ -209,6 +225,7 @@ pub(super) fn seal(
     let head = pb::SnapshotSeal {
         id,
         sha256: sha256.to_owned(),
+        chain_index: s.chain_index,
         ..Default::default()
     };
     chain
@@ -225,9 +242,22 @@ pub(super) fn seal(
                 "the signing key changed (the key file was replaced or lost): verification will report it"
             );
         }
+        // The first key: snapshots below the ids handed out so far were
+        // stored before sealing (by an earlier version).
+        let first_id = if keys.keys.is_empty() {
+            let next = tx
+                .open_table(super::META)
+                .map_err(db_err)?
+                .get(super::NEXT_ID)
+                .map_err(db_err)?
+                .map_or(1, |v| v.value());
+            id.max(next.saturating_sub(1))
+        } else {
+            id
+        };
         keys.keys.push(pb::SigningKeyUse {
             public_key: sealer.public.clone(),
-            first_id: id,
+            first_id,
             since: s.sealed_at,
         });
         chain
@@ -236,7 +266,7 @@ pub(super) fn seal(
     }
     drop(seals);
     drop(chain);
-    prune(tx, sealer, instance_id)?;
+    prune(tx, sealer, instance_id, s.chain_index)?;
     Ok(s)
 }
 
@@ -264,63 +294,82 @@ pub(super) fn evict(
     Ok(())
 }
 
-/// Beyond [`MAX_SEALS`], removes evicted snapshots' seals from the
-/// chain's start (following the links), a thousand at a time, and signs
-/// the new start.
+/// Beyond [`MAX_SEALS`], removes the oldest seals (by chain position) of
+/// evicted snapshots, and signs the new floor: seals at or below it may
+/// link to a pruned one. Runs at most once per [`PRUNE_EVERY`] commits.
 fn prune(
     tx: &redb::WriteTransaction,
     sealer: &Sealer,
     instance_id: &str,
+    index: u64,
 ) -> Result<(), StoreError> {
     let mut seals = tx.open_table(SEALS).map_err(db_err)?;
-    if seals.len().map_err(db_err)? <= MAX_SEALS {
+    let count = seals.len().map_err(db_err)?;
+    if count <= MAX_SEALS {
         return Ok(());
     }
-    let mut all = std::collections::BTreeMap::new();
+    let mut chain = tx.open_table(CHAIN).map_err(db_err)?;
+    let last: Option<pb::SnapshotSeal> = get_msg(&chain, PRUNED_AT)?;
+    if last.is_some_and(|l| index < l.chain_index + PRUNE_EVERY) {
+        return Ok(());
+    }
+    let mut evicted: Vec<(u64, u64)> = Vec::new();
     for r in seals.iter().map_err(db_err)? {
         let (k, v) = r.map_err(db_err)?;
         if let Ok(s) = pb::SnapshotSeal::decode(v.value()) {
-            all.insert(k.value(), s);
+            if s.evicted_at.is_some() {
+                evicted.push((s.chain_index, k.value()));
+            }
         }
     }
-    let mut next_of = std::collections::HashMap::new();
-    for s in all.values() {
-        next_of.insert(s.prev_id, s.id);
+    evicted.sort_unstable();
+    // Down to MAX_SEALS less one round of commits.
+    let want = (count - MAX_SEALS + PRUNE_EVERY) as usize;
+    let mut floor_index = 0;
+    for &(ci, id) in evicted.iter().take(want) {
+        seals.remove(id).map_err(db_err)?;
+        floor_index = floor_index.max(ci + 1);
     }
-    // The start: the seal whose predecessor is not kept.
-    let Some(mut cur) = all
-        .values()
-        .find(|s| s.prev_id == 0 || !all.contains_key(&s.prev_id))
-        .map(|s| s.id)
-    else {
-        return Ok(());
-    };
-    let mut removed = 0;
-    while removed < 1000 {
-        let Some(s) = all.get(&cur) else { break };
-        let Some(&next) = next_of.get(&cur) else {
-            break;
-        };
-        if s.evicted_at.is_none() {
-            break;
-        }
-        seals.remove(cur).map_err(db_err)?;
-        removed += 1;
-        cur = next;
-    }
+    let removed = want.min(evicted.len());
+    chain
+        .insert(
+            PRUNED_AT,
+            pb::SnapshotSeal {
+                chain_index: index,
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .as_slice(),
+        )
+        .map_err(db_err)?;
     if removed > 0 {
+        let old: Option<pb::SnapshotSeal> = get_msg(&chain, FLOOR)?;
+        let floor_index = floor_index.max(old.as_ref().map_or(0, |f| f.chain_index));
+        // The floor's id: the kept seal at that position, if any.
+        let floor_id = seals
+            .iter()
+            .map_err(db_err)?
+            .filter_map(|r| r.ok())
+            .filter_map(|(_, v)| pb::SnapshotSeal::decode(v.value()).ok())
+            .find(|s| s.chain_index == floor_index)
+            .map_or(0, |s| s.id);
         let floor = pb::SnapshotSeal {
-            id: cur,
+            id: floor_id,
+            chain_index: floor_index,
             public_key: sealer.public.clone(),
-            signature: sealer.sign(&integrity::floor_text(instance_id, cur)),
+            signature: sealer.sign(&integrity::floor_text(instance_id, floor_id, floor_index)),
             ..Default::default()
         };
-        drop(seals);
-        tx.open_table(CHAIN)
-            .map_err(db_err)?
+        chain
             .insert(FLOOR, floor.encode_to_vec().as_slice())
             .map_err(db_err)?;
-        tracing::info!(removed, start = cur, "seals of evicted snapshots pruned");
+        tracing::info!(removed, floor_index, "seals of evicted snapshots pruned");
+    } else {
+        tracing::warn!(
+            seals = count,
+            "more seals than kept, but none of an evicted snapshot: the store keeps more \
+             snapshots than {MAX_SEALS}"
+        );
     }
     Ok(())
 }
@@ -354,6 +403,7 @@ pub(super) fn list(
         Ok(chain) => {
             if let Some(f) = get_msg::<pb::SnapshotSeal>(&chain, FLOOR)? {
                 out.floor_id = f.id;
+                out.floor_index = f.chain_index;
                 out.floor_signature = f.signature;
                 out.floor_public_key = f.public_key;
             }
@@ -375,11 +425,18 @@ pub(super) fn list(
     let mut iter = t.range(from..).map_err(db_err)?;
     for r in iter.by_ref().take(limit) {
         let (k, v) = r.map_err(db_err)?;
-        let s = pb::SnapshotSeal::decode(v.value()).map_err(|e| StoreError::Corrupt {
-            what: format!("the seal of snapshot {}", k.value()),
-            detail: e.to_string(),
-        })?;
-        out.last_id = s.id.max(k.value());
+        // An undecodable seal is listed as what it is: a seal that signs
+        // nothing (every check then reports it), never an error that
+        // would hide the rest of the chain.
+        let s = pb::SnapshotSeal::decode(v.value()).unwrap_or_else(|e| {
+            tracing::warn!(id = k.value(), err = %e, "an undecodable seal");
+            pb::SnapshotSeal {
+                id: k.value(),
+                sha256: format!("undecodable seal: {e}"),
+                ..Default::default()
+            }
+        });
+        out.last_id = k.value();
         out.seals.push(s);
     }
     out.more = iter.next().is_some();

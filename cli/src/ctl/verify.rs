@@ -109,12 +109,36 @@ async fn data_sha256(client: &mut Client, id: u64) -> std::result::Result<String
     while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_owned())? {
         data.extend_from_slice(&chunk.data);
     }
-    // Hashed as the agent hashed it: re-encoded canonically, so that a
-    // field this fdrctl does not know cannot make it differ.
-    use prost::Message;
-    let snap = pb::Snapshot::decode(data.as_slice())
-        .map_err(|err| format!("it does not decode as a snapshot: {err}"))?;
-    Ok(integrity::snapshot_sha256(&snap))
+    // The bytes as sent are the canonical encoding (never re-encoded
+    // here: a field this fdrctl does not know would be lost).
+    Ok(integrity::sha256_hex(&data))
+}
+
+/// The agent's seal of `id` as it is now.
+async fn seal_now(client: &mut Client, id: u64) -> Result<Option<pb::SnapshotSeal>> {
+    Ok(client
+        .list_seals(pb::ListSealsRequest {
+            after_id: id.saturating_sub(1),
+            limit: 1,
+        })
+        .await?
+        .into_inner()
+        .seals
+        .into_iter()
+        .find(|s| s.id == id))
+}
+
+/// Whether `s` is a seal of `id` that retention evicted, as signed by
+/// `key` (a deletion passed off as an eviction does not verify).
+fn evicted_by(s: &pb::SnapshotSeal, instance: &str, key: &[u8]) -> bool {
+    s.evicted_at.is_some()
+        && s.public_key == key
+        && integrity::signed_by(key, &integrity::seal_text(instance, s), &s.signature)
+        && integrity::signed_by(
+            key,
+            &integrity::eviction_text(instance, s),
+            &s.eviction_signature,
+        )
 }
 
 fn targets(args: &VerifyArgs, stored: &BTreeSet<u64>) -> Vec<u64> {
@@ -165,19 +189,19 @@ async fn verify_agent(
     for p in chain.check(&key, &stored) {
         // Committed or evicted between the two listings: its seal says so.
         if p.racy {
-            let now = client
-                .list_seals(pb::ListSealsRequest {
-                    after_id: p.id.saturating_sub(1),
-                    limit: 1,
-                })
-                .await?
-                .into_inner()
-                .seals
-                .into_iter()
-                .find(|s| s.id == p.id);
-            match now {
-                Some(s) if s.evicted_at.is_some() => continue,
-                Some(_) if !chain.seals.contains_key(&p.id) => continue,
+            match seal_now(client, p.id).await? {
+                Some(s) if evicted_by(&s, &chain.instance_id, &key) => continue,
+                Some(s)
+                    if !chain.seals.contains_key(&p.id)
+                        && s.public_key == key
+                        && integrity::signed_by(
+                            &key,
+                            &integrity::seal_text(&chain.instance_id, &s),
+                            &s.signature,
+                        ) =>
+                {
+                    continue
+                }
                 _ => {}
             }
         }
@@ -189,7 +213,9 @@ async fn verify_agent(
         let seal = chain.seals.get(&id);
         let mut problems: Vec<Problem> = Vec::new();
         let mut sha = String::new();
-        if info.is_none() && seal.is_none() {
+        if info.is_none() && seal.is_some_and(|s| evicted_by(s, &chain.instance_id, &key)) {
+            sha = "evicted by retention; its seal verifies".into();
+        } else if info.is_none() && seal.is_none() {
             problems.push(Problem {
                 id,
                 what: "no such snapshot, and no seal of it".into(),
@@ -203,16 +229,30 @@ async fn verify_agent(
             });
         } else if stored.contains(&id) {
             let got = data_sha256(client, id).await;
-            if let Ok(s) = &got {
-                sha = s.clone();
+            let evicted_meanwhile = match &got {
+                Ok(_) => false,
+                Err(_) => seal_now(client, id)
+                    .await?
+                    .is_some_and(|s| evicted_by(&s, &chain.instance_id, &key)),
+            };
+            if evicted_meanwhile {
+                sha = "evicted by retention during this check; its seal verifies".into();
+            } else {
+                if let Ok(s) = &got {
+                    sha = format!("sha256 {s}");
+                }
+                if seal.is_none() && id < chain.sealed_from() {
+                    sha += ", stored before this agent sealed snapshots: not sealed";
+                }
+                let listed = info.map_or("", |i| i.sha256.as_str());
+                problems.extend(integrity::check_data(
+                    id,
+                    got.as_deref().map_err(|e| e.as_str()),
+                    seal,
+                    listed,
+                    chain.sealed_from(),
+                ));
             }
-            let listed = info.map_or("", |i| i.sha256.as_str());
-            problems.extend(integrity::check_data(
-                id,
-                got.as_deref().map_err(|e| e.as_str()),
-                seal,
-                listed,
-            ));
         }
         // The chain's findings about this snapshot belong to it.
         chain_problems.retain(|p| {
@@ -282,12 +322,18 @@ async fn verify_console(
             .or_else(|| agent.map(|a| a.signing_key.clone()))
             .unwrap_or_default();
         let got = data_sha256(client, id).await;
-        let sha = got.clone().unwrap_or_default();
+        let sha = got
+            .as_ref()
+            .map(|s| format!("sha256 {s}"))
+            .unwrap_or_default();
+        // A copy with no seal is from an agent that did not seal: the
+        // console's own verdict (below) says so.
         for pr in integrity::check_data(
             id,
             got.as_deref().map_err(|e| e.as_str()),
             info.seal.as_ref(),
             "",
+            u64::MAX,
         ) {
             p(pr.what);
         }
@@ -339,13 +385,13 @@ fn report(o: &Outcome, json: bool, out: &mut impl Write) -> Result<()> {
     for (id, sha, problems) in &o.snapshots {
         if json {
             let v = json!({
-                "id": id, "sha256": sha, "verified": problems.is_empty(),
+                "id": id, "status": sha, "verified": problems.is_empty(),
                 "problems": problems.iter().map(|p| p.what.clone()).collect::<Vec<_>>(),
             });
             text += &super::escape::json(&v);
             text.push('\n');
         } else if problems.is_empty() {
-            text += &format!("snapshot {id}: verified (sha256 {sha})\n");
+            text += &format!("snapshot {id}: verified ({sha})\n");
         } else {
             text += &format!("snapshot {id}: NOT VERIFIED\n");
             for p in problems {
