@@ -89,6 +89,17 @@ pub struct Index {
 }
 
 impl Index {
+    /// Runs `f` on the index off the async threads (redb blocks).
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let index = self.clone();
+        tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| IndexError::Db(format!("index task: {e}")))?
+    }
+
     pub fn open(dir: &Path, retention: RetentionConfig) -> Result<Index, IndexError> {
         let path = dir.join("index.redb");
         let open_err = |detail: String| IndexError::Open {

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod config;
 pub mod discovery;
+pub mod error;
 pub mod evidence;
 pub mod index;
 pub mod sync;

@@ -23,28 +23,12 @@ use tonic::Code;
 
 use crate::{
     config::{AgentsConfig, Config},
-    evidence::{Evidence, EvidenceError},
+    evidence::Evidence,
     index::{Index, IndexError, SnapshotRef},
     verify,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error(transparent)]
-    Client(#[from] client::ClientError),
-    #[error("{0}")]
-    Call(String),
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    #[error(transparent)]
-    Evidence(#[from] EvidenceError),
-    #[error("the agent sent a snapshot that does not decode: {0}")]
-    BadSnapshot(String),
-    #[error("{what} took longer than {secs}s")]
-    Timeout { what: &'static str, secs: u64 },
-    #[error("{}: {}", .0.code(), .0.message())]
-    Status(tonic::Status),
-}
+pub use crate::error::SyncError;
 
 fn call_err(what: &str, s: tonic::Status) -> SyncError {
     SyncError::Call(format!("{what}: {}: {}", s.code(), s.message()))
@@ -146,10 +130,7 @@ impl Console {
         &self,
         f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
-        let index = self.index.clone();
-        tokio::task::spawn_blocking(move || f(&index))
-            .await
-            .map_err(|e| IndexError::Db(format!("index task: {e}")))?
+        self.index.blocking(f).await
     }
 }
 
@@ -328,7 +309,7 @@ async fn session(
         l.last_contact = Some(SystemTime::now());
     });
     // The key its seals are checked with: pinned at first contact.
-    let key = verify::pin_key(con, &id.instance_id, &id.node, &id.signing_key).await?;
+    let key = verify::pin_key(&con.index, &id.instance_id, &id.node, &id.signing_key).await?;
     let agent = AgentRef {
         url: url.to_owned(),
         instance: id.instance_id.clone(),
@@ -337,7 +318,15 @@ async fn session(
     };
     stats(con, &mut c, &agent).await?;
     catch_up(con, &mut c, &agent).await?;
-    verify::audit_chain(con, &mut c, &agent.instance, &agent.node, &agent.key).await?;
+    verify::audit_chain(
+        &con.index,
+        con.cfg.agents.call_timeout,
+        &mut c,
+        &agent.instance,
+        &agent.node,
+        &agent.key,
+    )
+    .await?;
     if !follow {
         return Ok(());
     }
@@ -380,7 +369,7 @@ async fn session(
                 }
                 // Every 5 minutes: the agent's chain of seals again.
                 if ticks.is_multiple_of(60) {
-                    verify::audit_chain(con, &mut c, &agent.instance, &agent.node, &agent.key).await?;
+                    verify::audit_chain(&con.index, con.cfg.agents.call_timeout, &mut c, &agent.instance, &agent.node, &agent.key).await?;
                 }
                 retry_pending(con, &mut c, &agent).await?;
                 mark_synced(con, &agent).await?;
@@ -877,7 +866,7 @@ async fn copy_snapshot(
             tracing::error!(agent = %agent.url, agent_id, code = ?s.code(), error = %s.message(), "snapshot not copied");
             if s.code() == Code::DataLoss {
                 verify::note_problems(
-                    con,
+                    &con.index,
                     &agent.instance,
                     &agent.node,
                     vec![format!(
@@ -1006,7 +995,7 @@ async fn copy_encoded(
         .await?;
     if stored.new && !verified && !unsealed {
         verify::note_problems(
-            con,
+            &con.index,
             &agent.instance,
             &agent.node,
             vec![format!("snapshot {agent_id}: {verification}")],

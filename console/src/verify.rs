@@ -18,7 +18,7 @@ use fdr_proto::{
 };
 use tonic::Code;
 
-use crate::sync::{Console, SyncError};
+use crate::{error::SyncError, index::Index};
 
 /// Problems kept per agent (the newest).
 const MAX_PROBLEMS: usize = 100;
@@ -27,7 +27,7 @@ const MAX_PER_AUDIT: usize = 20;
 
 /// Records `problems` of an agent (new ones only), logging each.
 pub(crate) async fn note_problems(
-    con: &Console,
+    ix: &Arc<Index>,
     instance: &str,
     node: &str,
     problems: Vec<String>,
@@ -37,7 +37,7 @@ pub(crate) async fn note_problems(
     }
     let inst = instance.to_owned();
     let node = node.to_owned();
-    con.with_index(move |ix| {
+    ix.blocking(move |ix| {
         ix.update_agent(&inst, |a| {
             for p in problems {
                 if a.integrity_problems.contains(&p) {
@@ -58,15 +58,15 @@ pub(crate) async fn note_problems(
 /// The key the console trusts for the agent: the one pinned at first
 /// contact (pinned now if none is); a different key reported is a problem.
 pub(crate) async fn pin_key(
-    con: &Console,
+    ix: &Arc<Index>,
     instance: &str,
     node: &str,
     reported: &[u8],
 ) -> Result<Vec<u8>, SyncError> {
     let inst = instance.to_owned();
     let key = reported.to_vec();
-    let rec = con
-        .with_index(move |ix| {
+    let rec = ix
+        .blocking(move |ix| {
             ix.update_agent(&inst, |a| {
                 if a.signing_key.is_empty() && !key.is_empty() {
                     a.signing_key = key;
@@ -76,7 +76,7 @@ pub(crate) async fn pin_key(
         .await?;
     if !reported.is_empty() && rec.signing_key != reported {
         note_problems(
-            con,
+            ix,
             instance,
             node,
             vec![format!(
@@ -193,13 +193,13 @@ pub(crate) fn check_copy(
 /// Audits the agent's chain of seals against the pinned key and the
 /// snapshots it holds; records what does not verify.
 pub(crate) async fn audit_chain(
-    con: &Arc<Console>,
+    ix: &Arc<Index>,
+    limit: Duration,
     c: &mut Client,
     instance: &str,
     node: &str,
     key: &[u8],
 ) -> Result<(), SyncError> {
-    let limit = con.cfg.agents.call_timeout;
     let mut chain = Chain::default();
     let mut after = 0;
     loop {
@@ -219,7 +219,7 @@ pub(crate) async fn audit_chain(
             Ok(Err(s)) if matches!(s.code(), Code::Unimplemented | Code::DataLoss) => {
                 if !key.is_empty() {
                     note_problems(
-                        con,
+                        ix,
                         instance,
                         node,
                         vec![format!(
@@ -272,7 +272,7 @@ pub(crate) async fn audit_chain(
     let mut problems = Vec::new();
     // What the console copied, against what the node has now.
     let inst = instance.to_owned();
-    let held = con.with_index(move |ix| ix.held_seals(&inst)).await?;
+    let held = ix.blocking(move |ix| ix.held_seals(&inst)).await?;
     for (id, copied) in held {
         match chain.seals.get(&id) {
             Some(now) if now.sha256 != copied.sha256 || now.signature != copied.signature => {
@@ -323,5 +323,5 @@ pub(crate) async fn audit_chain(
              agent lists them)"
         ));
     }
-    note_problems(con, instance, node, problems).await
+    note_problems(ix, instance, node, problems).await
 }
