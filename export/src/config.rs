@@ -52,7 +52,8 @@ pub struct OtlpConfig {
     /// 100000.
     pub batch_records: usize,
     /// Bytes (encoded outbox records) per export call at most (one record
-    /// is always sent). Default 1 MiB; between 1 KiB and 64 MiB.
+    /// is always sent). Default 1 MiB; between 1 KiB and 3 MiB (a collector's
+    /// gRPC receive limit is typically 4 MiB).
     pub batch_bytes: u64,
     /// Bytes the outbox holds at most. Beyond it, raw events are dropped
     /// first (oldest first); incidents and audits only when no raw event is
@@ -60,10 +61,12 @@ pub struct OtlpConfig {
     /// and time range) is queued in their place, counted, logged and
     /// exported. Default 64 MiB; at least 64 KiB.
     pub max_bytes: u64,
-    /// Retry delays after a failed export: exponential with full jitter,
-    /// from `backoff_initial` up to `backoff_max`. A collector's
-    /// `RetryInfo` (on RESOURCE_EXHAUSTED) is honoured exactly. Defaults
-    /// 1s and 5m.
+    /// Retry delays after a failed export: exponential (doubling from
+    /// `backoff_initial` up to `backoff_max`), each drawn between half the
+    /// current step and the step (jitter). A collector's `RetryInfo` (on
+    /// RESOURCE_EXHAUSTED) is honoured: the delay it asks for, at least
+    /// `backoff_initial`, at most 15 minutes, plus up to 5% (at most 1s)
+    /// so that a fleet does not return at once. Defaults 1s and 5m.
     #[serde(with = "duration_serde")]
     pub backoff_initial: Duration,
     #[serde(with = "duration_serde")]
@@ -123,18 +126,25 @@ impl Default for OtlpConfig {
     }
 }
 
-/// `127.0.0.1:4317`, `[::1]:4317`, `localhost:4317` (and a path after).
-fn is_loopback_authority(rest: &str) -> bool {
-    let auth = rest.split('/').next().unwrap_or_default();
-    let host = match auth.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => auth.rsplit_once(':').map_or(auth, |(h, _)| h),
-    };
-    host == "localhost"
+/// Whether `uri`'s host is a loopback address (`127.0.0.1`, `[::1]`,
+/// `localhost`).
+fn is_loopback(uri: &tonic::transport::Uri) -> bool {
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
+
+/// Resource attributes fdr sets itself.
+const RESERVED_RESOURCE: &[&str] = &[
+    "service.name",
+    "service.version",
+    "service.instance.id",
+    "host.name",
+    "k8s.node.name",
+];
 
 impl OtlpConfig {
     /// Checks every value (also when not enabled, so that a bad section is
@@ -147,8 +157,27 @@ impl OtlpConfig {
             return bad("endpoint: required when export.otlp.enabled = true (e.g. \"https://collector:4317\")".into());
         }
         if !e.is_empty() {
-            if let Some(rest) = e.strip_prefix("http://") {
-                if !is_loopback_authority(rest) {
+            let uri = e
+                .parse::<tonic::transport::Uri>()
+                .map_err(|err| ConfigError(format!("endpoint = {e:?}: not a URL ({err})")))?;
+            match uri.authority() {
+                None => {
+                    return bad(format!(
+                        "endpoint = {e:?}: needs a host (\"https://collector:4317\")"
+                    ))
+                }
+                // user@host: the connection would go to the host after the
+                // '@' (credentials belong in token_file).
+                Some(a) if a.as_str().contains('@') => {
+                    return bad(format!(
+                        "endpoint = {e:?}: no user information in the URL; put a bearer \
+                         token in export.otlp.token_file"
+                    ))
+                }
+                Some(_) => {}
+            }
+            if e.starts_with("http://") {
+                if !is_loopback(&uri) {
                     return bad(format!(
                         "endpoint = {e:?}: http:// is allowed to a loopback address only; \
                          use https:// (incidents never travel in clear text)"
@@ -195,8 +224,10 @@ impl OtlpConfig {
         if self.batch_records == 0 || self.batch_records > 100_000 {
             return bad("batch_records: between 1 and 100000".into());
         }
-        if self.batch_bytes < 1024 || self.batch_bytes > 64 << 20 {
-            return bad("batch_bytes: between 1 KiB and 64 MiB".into());
+        // A collector's gRPC receive limit is typically 4 MiB (an OTLP
+        // request is somewhat larger than the records' bytes).
+        if self.batch_bytes < 1024 || self.batch_bytes > 3 << 20 {
+            return bad("batch_bytes: between 1 KiB and 3 MiB".into());
         }
         if self.max_bytes < 64 << 10 {
             return bad("max_bytes: at least 64 KiB".into());
@@ -223,6 +254,13 @@ impl OtlpConfig {
         for k in self.resource_attributes.keys() {
             if k.is_empty() || k.len() > 255 {
                 return bad(format!("resource_attributes: bad name {k:?}"));
+            }
+            // Set by fdr: the consumer's idempotency key and the source
+            // depend on them.
+            if RESERVED_RESOURCE.contains(&k.as_str()) || k.starts_with("fdr.") {
+                return bad(format!(
+                    "resource_attributes: {k:?} is set by fdr and cannot be overridden"
+                ));
             }
         }
         Ok(())

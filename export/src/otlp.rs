@@ -131,7 +131,8 @@ fn scope_and_host(a: &mut Attrs, scope: &str, hostname: &str, service: &str) {
     if scope.starts_with("container:") {
         a.s("k8s.node.name", hostname);
     } else {
-        a.s("service.name", service);
+        // Not `service.name`: that is the resource's (fdr-agent).
+        a.s("fdr.service", service);
     }
 }
 
@@ -302,10 +303,14 @@ pub fn log_record(r: &pb::OutboxRecord, src: &Source) -> LogRecord {
             let au = r.audit.clone().unwrap_or_default();
             process(&mut a, au.process.as_ref());
             audit_attrs(&mut a, &au);
+            // The record's severity is the incident's (as for its other
+            // records); the audit's own is an attribute.
+            a.s("fdr.audit.severity", severity(au.severity()).1);
+            sev = au.severity();
             if let Some(inc) = &r.incident {
                 incident_attrs(&mut a, inc, src, &r.snapshot_sha256);
+                sev = inc.severity();
             }
-            sev = au.severity();
             time = ts_ns(au.time.as_ref());
             au.message
         }
@@ -316,10 +321,12 @@ pub fn log_record(r: &pb::OutboxRecord, src: &Source) -> LogRecord {
             event_attrs(&mut a, &e)
         }
         Kind::Gap => {
-            let g = r.gap.unwrap_or_default();
+            let g = r.gap.clone().unwrap_or_default();
             a.i("fdr.gap.incidents", g.incidents as i64);
             a.i("fdr.gap.audits", g.audits as i64);
             a.i("fdr.gap.events", g.events as i64);
+            a.i("fdr.gap.records", g.records as i64);
+            a.s("fdr.gap.reason", &g.reason);
             a.i("fdr.gap.first_serial", g.first_serial as i64);
             a.i("fdr.gap.last_serial", g.last_serial as i64);
             let (f, l) = (ts_ns(g.first_time.as_ref()), ts_ns(g.last_time.as_ref()));
@@ -328,10 +335,28 @@ pub fn log_record(r: &pb::OutboxRecord, src: &Source) -> LogRecord {
                 a.i("fdr.gap.last_time_unix_nano", l as i64);
             }
             sev = pb::Severity::High;
+            let reason = if g.reason.is_empty() {
+                "export outbox full"
+            } else {
+                g.reason.as_str()
+            };
+            let unknown = if g.records > 0 {
+                format!(", {} records of unknown kind", g.records)
+            } else {
+                String::new()
+            };
+            if let Some(inc) = &r.incident {
+                incident_attrs(&mut a, inc, src, &r.snapshot_sha256);
+            }
+            let serials = if g.last_serial > 0 {
+                format!(" (record serials {}..={})", g.first_serial, g.last_serial)
+            } else {
+                String::new()
+            };
             format!(
-                "export outbox full: {} incident records, {} audits and {} raw events were \
-                 dropped (record serials {}..={})",
-                g.incidents, g.audits, g.events, g.first_serial, g.last_serial
+                "records will not arrive ({reason}): {} incident records, {} audits, {} raw \
+                 events{unknown}{serials}",
+                g.incidents, g.audits, g.events
             )
         }
         Kind::Unspecified => String::new(),
@@ -541,7 +566,7 @@ mod tests {
         assert_eq!(st(&lr, "fdr.event.kind"), "connect");
         assert_eq!(st(&lr, "network.peer.address"), "10.0.0.9");
         assert_eq!(st(&lr, "network.peer.port"), "4444");
-        assert_eq!(st(&lr, "service.name"), "sshd.service");
+        assert_eq!(st(&lr, "fdr.service"), "sshd.service");
         let g = pb::OutboxRecord {
             kind: Kind::Gap as i32,
             serial: 9,

@@ -127,7 +127,7 @@ pub(crate) fn ts_ns(t: Option<&prost_types::Timestamp>) -> u64 {
     })
 }
 
-fn ts(ns: u64) -> prost_types::Timestamp {
+pub(crate) fn ts(ns: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: (ns / 1_000_000_000) as i64,
         nanos: (ns % 1_000_000_000) as i32,
@@ -238,6 +238,11 @@ impl Outbox {
             if r.kind() == Kind::Event {
                 ev.insert(r.serial, enc.len() as u64).map_err(db_err)?;
             }
+            if let (Kind::Gap, Some(g)) = (r.kind(), &r.gap) {
+                self.metrics.gaps.fetch_add(1, Relaxed);
+                self.metrics.dropped_audits.fetch_add(g.audits, Relaxed);
+                tracing::warn!(audits = g.audits, reason = %g.reason, "export: records not queued, a gap record says so");
+            }
             bytes += enc.len() as u64;
             count += 1;
         }
@@ -335,8 +340,11 @@ impl Outbox {
 
     /// Notes that records up to `serial` were handed to the collector (so
     /// that those sent again after a crash are counted as retried).
+    /// Not synced to disk by itself (it is only a count): the next durable
+    /// commit of the database (an acknowledgement, the writer's) carries it.
     pub fn mark_sent(&self, db: &redb::Database, serial: u64) -> Result<(), OutboxError> {
-        let tx = db.begin_write().map_err(db_err)?;
+        let mut tx = db.begin_write().map_err(db_err)?;
+        tx.set_durability(redb::Durability::None).map_err(db_err)?;
         {
             let mut meta = tx.open_table(META).map_err(db_err)?;
             let cur = meta_get(&meta, SENT)?;
@@ -350,6 +358,17 @@ impl Outbox {
     /// The collector acknowledged every record up to `serial`: they leave
     /// the outbox (durably, when this returns Ok).
     pub fn ack(&self, db: &redb::Database, serial: u64) -> Result<(), OutboxError> {
+        self.ack_with_gap(db, serial, None)
+    }
+
+    /// [`Outbox::ack`], queueing `gap` (what of the batch will not reach
+    /// the collector) in the same transaction.
+    pub fn ack_with_gap(
+        &self,
+        db: &redb::Database,
+        serial: u64,
+        gap: Option<pb::OutboxGap>,
+    ) -> Result<(), OutboxError> {
         let tx = db.begin_write().map_err(db_err)?;
         let (bytes, count) = {
             let mut meta = tx.open_table(META).map_err(db_err)?;
@@ -370,6 +389,21 @@ impl Outbox {
                 ev.remove(k).map_err(db_err)?;
                 bytes = bytes.saturating_sub(len as u64);
                 count = count.saturating_sub(1);
+            }
+            if let Some(gap) = gap {
+                let next = meta_get(&meta, NEXT)?.max(1);
+                let r = pb::OutboxRecord {
+                    kind: Kind::Gap as i32,
+                    serial: next,
+                    queued: Some(ts(now_ns())),
+                    gap: Some(gap),
+                    ..Default::default()
+                };
+                let enc = r.encode_to_vec();
+                t.insert(r.serial, enc.as_slice()).map_err(db_err)?;
+                bytes += enc.len() as u64;
+                count += 1;
+                meta.insert(NEXT, next + 1).map_err(db_err)?;
             }
             meta.insert(BYTES, bytes).map_err(db_err)?;
             meta.insert(RECORDS, count).map_err(db_err)?;
@@ -420,7 +454,10 @@ impl Shed<'_, '_> {
         if *self.bytes <= max {
             return Ok(None);
         }
-        let mut gap = pb::OutboxGap::default();
+        let mut gap = pb::OutboxGap {
+            reason: "outbox full".into(),
+            ..Default::default()
+        };
         let (mut first_t, mut last_t) = (u64::MAX, 0u64);
         while *self.bytes + GAP_BYTES > max {
             let Some((k, bytes)) = self
@@ -437,6 +474,7 @@ impl Shed<'_, '_> {
                 gap.first_serial = k;
             }
             gap.last_serial = k;
+            // Unreadable: counted as a record of unknown kind.
             let r = pb::OutboxRecord::decode(bytes.as_slice()).unwrap_or_default();
             let at = ts_ns(r.queued.as_ref());
             match r.kind() {
@@ -458,12 +496,16 @@ impl Shed<'_, '_> {
                         gap.incidents += g.incidents;
                         gap.audits += g.audits;
                         gap.events += g.events;
+                        gap.records += g.records;
+                        if !g.reason.is_empty() && !gap.reason.contains(&g.reason) {
+                            gap.reason = format!("{}; {}", gap.reason, g.reason);
+                        }
                         gap.first_serial = gap.first_serial.min(g.first_serial.max(1));
                         first_t = first_t.min(ts_ns(g.first_time.as_ref()).max(1));
                         last_t = last_t.max(ts_ns(g.last_time.as_ref()));
                     }
                 }
-                Kind::Unspecified => {}
+                Kind::Unspecified => gap.records += 1,
             }
             if at > 0 {
                 first_t = first_t.min(at);
@@ -491,6 +533,27 @@ impl Shed<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_with_a_gap_queues_it_after_the_batch() {
+        let (d, p) = db("ackgap");
+        let o = Outbox::new("i", 1 << 20);
+        put(&o, &d, vec![incident(1, 10), incident(2, 10)]);
+        let gap = pb::OutboxGap {
+            records: 1,
+            first_serial: 1,
+            last_serial: 2,
+            reason: "rejected by the collector: bad".into(),
+            ..Default::default()
+        };
+        o.ack_with_gap(&d, 2, Some(gap)).unwrap();
+        let b = o.peek(&d, 10, 1 << 20).unwrap();
+        assert_eq!(b.items.len(), 1);
+        let r = b.items[0].record.clone().unwrap();
+        assert_eq!((r.kind(), r.serial), (Kind::Gap, 3));
+        assert_eq!(r.gap.unwrap().records, 1);
+        let _ = std::fs::remove_file(p);
+    }
 
     fn db(name: &str) -> (redb::Database, std::path::PathBuf) {
         let p = std::env::temp_dir().join(format!("fdr-export-{name}-{}.redb", std::process::id()));
@@ -589,7 +652,7 @@ mod tests {
         let gap = recs
             .iter()
             .find(|r| r.kind() == Kind::Gap)
-            .and_then(|r| r.gap)
+            .and_then(|r| r.gap.clone())
             .expect("a gap record");
         assert_eq!(gap.incidents, 2, "{gap:?}");
         assert_eq!(gap.first_serial, 1);

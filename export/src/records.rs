@@ -6,6 +6,9 @@
 use fdr_proto::v1 as pb;
 use pb::outbox_record::Kind;
 
+/// Audit records one incident write queues at most.
+pub const MAX_AUDIT_RECORDS: usize = 1000;
+
 /// The incident as a record carries it: its latest audit only (it names the
 /// process), and the latest account record only.
 fn slim(inc: &pb::Incident, keep_last_audit: bool) -> pb::Incident {
@@ -43,20 +46,49 @@ pub fn incident_records(
     let added = new.audit_count.saturating_sub(before) as usize;
     if added > 0 {
         let skip = new.audits.len().saturating_sub(added);
-        let seen = |a: &pb::Audit| {
-            prev.is_some_and(|p| {
-                p.audits
-                    .iter()
-                    .any(|o| o.event_seq == a.event_seq && o.rule == a.rule && o.time == a.time)
-            })
-        };
+        let key = |a: &pb::Audit| (a.event_seq, a.rule.clone(), a.time);
+        let seen: std::collections::HashSet<_> = prev
+            .map(|p| p.audits.iter().map(key).collect())
+            .unwrap_or_default();
         let bare = slim(new, false);
-        for a in new.audits.iter().skip(skip).filter(|a| !seen(a)) {
+        let mut fresh = new
+            .audits
+            .iter()
+            .skip(skip)
+            .filter(|a| !seen.contains(&key(a)));
+        for a in fresh.by_ref().take(MAX_AUDIT_RECORDS) {
             out.push(pb::OutboxRecord {
                 kind: Kind::Audit as i32,
                 incident: Some(bare.clone()),
                 audit: Some(a.clone()),
                 snapshot_sha256: sha256.to_owned(),
+                ..Default::default()
+            });
+        }
+        // One write that adds more audits than that (a console catching
+        // up with a huge incident) exports the first ones and says, in a
+        // gap record, how many it did not.
+        let (mut rest, mut first_t, mut last_t) = (0u64, None, None);
+        for a in fresh {
+            rest += 1;
+            first_t = first_t.or(a.time);
+            last_t = a.time.or(last_t);
+        }
+        if rest > 0 {
+            out.push(pb::OutboxRecord {
+                kind: Kind::Gap as i32,
+                incident: Some(bare),
+                gap: Some(pb::OutboxGap {
+                    audits: rest,
+                    first_time: first_t,
+                    last_time: last_t,
+                    reason: format!(
+                        "incident {}: more than {MAX_AUDIT_RECORDS} audits added at once; \
+                         the rest are in the incident itself",
+                        new.serial
+                    ),
+                    ..Default::default()
+                }),
                 ..Default::default()
             });
         }
@@ -105,5 +137,22 @@ mod tests {
         // Only a change of other fields: one update, no audit.
         let recs = incident_records(Some(&inc), &inc, "");
         assert_eq!(recs.len(), 1);
+    }
+
+    #[test]
+    fn a_huge_write_exports_the_first_audits_and_a_gap_for_the_rest() {
+        let n = MAX_AUDIT_RECORDS as u64 + 250;
+        let inc = pb::Incident {
+            serial: 9,
+            audit_count: n,
+            audits: (1..=n).map(audit).collect(),
+            ..Default::default()
+        };
+        let recs = incident_records(None, &inc, "");
+        assert_eq!(recs.len(), 1 + MAX_AUDIT_RECORDS + 1);
+        assert_eq!(recs[1].audit.as_ref().unwrap().event_seq, 1);
+        let gap = recs.last().unwrap();
+        assert_eq!(gap.kind(), Kind::Gap);
+        assert_eq!(gap.gap.as_ref().unwrap().audits, 250);
     }
 }

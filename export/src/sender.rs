@@ -16,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use fdr_proto::v1::outbox_record::Kind;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    logs_service_client::LogsServiceClient, ExportLogsServiceResponse,
+};
 use prost::Message;
 use tonic::{
     metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap},
@@ -91,6 +94,18 @@ pub fn retryable(code: Code) -> bool {
             | Code::DataLoss
     )
 }
+
+/// The collector's message in a partial success.
+fn msg_of(resp: &tonic::Response<ExportLogsServiceResponse>) -> String {
+    resp.get_ref()
+        .partial_success
+        .as_ref()
+        .map(|p| p.error_message.clone())
+        .unwrap_or_default()
+}
+
+/// The longest delay a collector's `RetryInfo` is honoured with.
+pub const RETRY_INFO_MAX: Duration = Duration::from_secs(900);
 
 /// `google.rpc.Status`, as sent in `grpc-status-details-bin`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -256,8 +271,13 @@ async fn run(
     let mut backoff = cfg.backoff_initial;
     let mut last_sent: Option<u64> = None;
     let mut last_loud: Option<Instant> = None;
-    let (max_records, max_bytes) = (cfg.batch_records, cfg.batch_bytes);
+    // Halved while the collector answers RESOURCE_EXHAUSTED without a
+    // RetryInfo (its message size limit, typically 4 MiB, is below the
+    // batch), back to the configured size one doubling per success.
+    let mut shrink: u32 = 0;
     loop {
+        let max_records = (cfg.batch_records >> shrink).max(1);
+        let max_bytes = (cfg.batch_bytes >> shrink).max(1);
         let o = outbox.clone();
         let peeked: Result<Peeked, _> =
             blocking(&db, false, move |d| o.peek(d, max_records, max_bytes)).await;
@@ -320,21 +340,46 @@ async fn run(
                     .map_or(0, |p| p.rejected_log_records.max(0) as u64)
                     .min(n);
                 if rejected > 0 {
-                    let msg = resp
-                        .get_ref()
-                        .partial_success
-                        .as_ref()
-                        .map(|p| p.error_message.clone())
-                        .unwrap_or_default();
-                    tracing::warn!(rejected, message = %msg, "the collector rejected log records");
+                    tracing::warn!(rejected, message = %msg_of(&resp), "the collector rejected log records");
                     m.rejected.fetch_add(rejected, Relaxed);
                 }
                 m.rejected.fetch_add(undecodable, Relaxed);
+                // Records that will not arrive are never dropped silently:
+                // a gap record says how many, which serials and why (not
+                // for a batch of gap records only, which would loop).
+                let lost = rejected + undecodable;
+                let gap = (lost > 0 && !records.iter().all(|r| r.kind() == Kind::Gap)).then(|| {
+                    let times = records
+                        .iter()
+                        .map(|r| crate::outbox::ts_ns(r.queued.as_ref()));
+                    let first = times.clone().filter(|&t| t > 0).min();
+                    let last = times.max();
+                    let mut why = Vec::new();
+                    if rejected > 0 {
+                        why.push(format!("rejected by the collector: {}", msg_of(&resp)));
+                    }
+                    if undecodable > 0 {
+                        why.push(format!("{undecodable} unreadable in the outbox"));
+                    }
+                    fdr_proto::v1::OutboxGap {
+                        records: lost,
+                        first_serial: batch.items.first().map_or(0, |q| q.serial),
+                        last_serial: up_to,
+                        first_time: first.map(crate::outbox::ts),
+                        last_time: last.filter(|&t| t > 0).map(crate::outbox::ts),
+                        reason: why.join("; "),
+                        ..Default::default()
+                    }
+                });
+                if gap.is_some() {
+                    m.gaps.fetch_add(1, Relaxed);
+                }
                 let o = outbox.clone();
-                match blocking(&db, true, move |d| o.ack(d, up_to)).await {
+                match blocking(&db, true, move |d| o.ack_with_gap(d, up_to, gap.clone())).await {
                     Ok(()) => {
                         m.sent.fetch_add(n - rejected, Relaxed);
                         backoff = cfg.backoff_initial;
+                        shrink = shrink.saturating_sub(1);
                         continue;
                     }
                     Err(e) => {
@@ -342,7 +387,7 @@ async fn run(
                         // once the disk takes writes.
                         m.set_error(e.to_string());
                         tracing::warn!(err = %e, "export outbox: acknowledging a sent batch failed");
-                        let d = jitter(cfg.backoff_initial, backoff);
+                        let d = jitter(backoff / 2, backoff);
                         backoff = (backoff * 2).min(cfg.backoff_max);
                         d
                     }
@@ -357,13 +402,24 @@ async fn run(
                         .then(|| retry_delay(&status))
                         .flatten();
                     let d = match asked {
-                        Some(d) => d,
+                        // Honoured, within sane bounds: never sooner than
+                        // backoff_initial (a collector asking for 0s would
+                        // be hammered), never later than RETRY_INFO_MAX; a
+                        // little later (up to 5%, at most 1s) so that a
+                        // fleet told the same delay does not come back in
+                        // the same instant.
+                        Some(d) => {
+                            let d = d.clamp(cfg.backoff_initial, RETRY_INFO_MAX);
+                            jitter(d, d + (d / 20).min(Duration::from_secs(1)))
+                        }
                         None => {
-                            let d = jitter(cfg.backoff_initial, backoff);
-                            backoff = (backoff * 2).min(cfg.backoff_max);
-                            d
+                            if code == Code::ResourceExhausted && n > 1 {
+                                shrink = (shrink + 1).min(20);
+                            }
+                            jitter(backoff / 2, backoff)
                         }
                     };
+                    backoff = (backoff * 2).min(cfg.backoff_max);
                     tracing::debug!(?code, message = %status.message(), delay_ms = d.as_millis() as u64,
                         "OTLP export failed; retrying");
                     d
