@@ -116,7 +116,7 @@ pub struct WebConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
     /// A session ends this long after its login. Default 8h.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub session_ttl: Duration,
     /// Sessions held at most (the oldest ends first). Default 10000.
     pub max_sessions: usize,
@@ -180,7 +180,7 @@ pub struct AgentsConfig {
     /// deploy/kubernetes). Default 7077.
     pub dns_port: u16,
     /// How often `dns` names are resolved again. Default 30s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub resolve_every: Duration,
     /// Bearer token file sent to the agents (their `api.tcp_token_file`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,13 +203,13 @@ pub struct AgentsConfig {
     pub concurrency: usize,
     /// Retry delays of an unreachable agent: doubling from `retry_min` up
     /// to `retry_max`. Defaults 1s and 60s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub retry_min: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub retry_max: Duration,
     /// A call to an agent that takes longer fails (and is retried).
     /// Default 60s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub call_timeout: Duration,
 }
 
@@ -337,33 +337,8 @@ impl Default for LogConfig {
     }
 }
 
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// `127.0.0.1:7077`, `[::1]:7077`, `localhost:7077` (and a path after).
-fn is_loopback_authority(rest: &str) -> bool {
-    let auth = rest.split('/').next().unwrap_or_default();
-    let host = match auth.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => auth.rsplit_once(':').map_or(auth, |(h, _)| h),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+/// Durations as in every fdr configuration (`"30s"`, `"5m"`).
+use fdr_export::config::duration_serde;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -412,7 +387,7 @@ impl Config {
         for u in &g.urls {
             let ok = u.starts_with("https://")
                 || u.starts_with("unix://")
-                || u.strip_prefix("http://").is_some_and(is_loopback_authority);
+                || fdr_export::config::is_loopback_http(u);
             if !ok {
                 return bad(format!(
                     "agents.urls: {u:?}: https://host:port, unix:///path, or http:// to \
@@ -553,8 +528,10 @@ mod tests {
             .to_string()
             .contains("agents.urls"));
         let mut c = Config::default();
-        c.agents.urls = vec!["http://10.0.0.7:7077".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        for bad in ["http://10.0.0.7:7077", "http://127.0.0.1:7077@agent.example"] {
+            c.agents.urls = vec![bad.into()];
+            assert!(c.validate().unwrap_err().to_string().contains("loopback"));
+        }
         for ok in [
             "http://127.0.0.1:7077",
             "http://[::1]:7077",

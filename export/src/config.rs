@@ -126,6 +126,16 @@ impl Default for OtlpConfig {
     }
 }
 
+/// Whether `url` is `http://` to a loopback address (`127.0.0.1`,
+/// `[::1]`, `localhost`), parsed as the connection will be: no user
+/// information (`http://127.0.0.1@elsewhere` goes elsewhere).
+pub fn is_loopback_http(url: &str) -> bool {
+    url.starts_with("http://")
+        && url.parse::<tonic::transport::Uri>().is_ok_and(|u| {
+            u.authority().is_some_and(|a| !a.as_str().contains('@')) && is_loopback(&u)
+        })
+}
+
 /// Whether `uri`'s host is a loopback address (`127.0.0.1`, `[::1]`,
 /// `localhost`).
 fn is_loopback(uri: &tonic::transport::Uri) -> bool {
@@ -267,9 +277,12 @@ impl OtlpConfig {
     }
 }
 
-/// Durations written as `"10s"`, `"5m"` (humantime), as in the rest of the
-/// configuration.
-mod duration_serde {
+/// Durations written as `"5m"`, `"30s"`, `"1h 30m"` (humantime), in every
+/// fdr configuration. Not the `humantime-serde` crate: its error ("invalid
+/// value: string …, expected a duration") drops humantime's reason (an
+/// unknown unit, a number too large) and the example of the syntax that
+/// this one gives.
+pub mod duration_serde {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -294,6 +307,17 @@ mod tests {
 
     fn any(_: &str) -> bool {
         true
+    }
+
+    #[test]
+    fn loopback_http_is_the_host_connected_to() {
+        assert!(is_loopback_http("http://127.0.0.1:4317"));
+        assert!(is_loopback_http("http://[::1]:4317/x"));
+        assert!(is_loopback_http("http://localhost:4317"));
+        assert!(!is_loopback_http("http://[::1]@collector.example:4317"));
+        assert!(!is_loopback_http("http://127.0.0.1:4317@evil"));
+        assert!(!is_loopback_http("http://10.0.0.1:4317"));
+        assert!(!is_loopback_http("https://127.0.0.1:4317"));
     }
 
     #[test]

@@ -521,28 +521,9 @@ fn parse_error_place(text: &str, span: Option<std::ops::Range<usize>>) -> String
     }
 }
 
-/// Durations written as `"5m"`, `"30s"`, `"1h 30m"`. Not the
-/// `humantime-serde` crate: its error ("invalid value: string …, expected a
-/// duration") drops humantime's reason (an unknown unit, a number too
-/// large) and the example of the syntax that this one gives.
-mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format_args!(
-                "{e}: a duration is written like \"30s\", \"5m\" or \"1h 30m\""
-            ))
-        })
-    }
-}
+/// Durations written as `"5m"`, `"30s"`, `"1h 30m"` (shared with the
+/// export's section).
+use fdr_export::config::duration_serde;
 
 #[cfg(test)]
 mod tests {
