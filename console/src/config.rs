@@ -528,7 +528,10 @@ mod tests {
             .to_string()
             .contains("agents.urls"));
         let mut c = Config::default();
-        for bad in ["http://10.0.0.7:7077", "http://127.0.0.1:7077@agent.example"] {
+        for bad in [
+            "http://10.0.0.7:7077",
+            "http://127.0.0.1:7077@agent.example",
+        ] {
             c.agents.urls = vec![bad.into()];
             assert!(c.validate().unwrap_err().to_string().contains("loopback"));
         }

@@ -314,24 +314,7 @@ impl Console {
                 tls: Default::default(),
             };
             let mut c = fdr_cli::client::connect(&target).await.expect("connect");
-            let mut out = Vec::new();
-            let mut after = 0;
-            loop {
-                let r = c
-                    .list_incidents(pb::ListIncidentsRequest {
-                        after_serial: after,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("ListIncidents")
-                    .into_inner();
-                if r.incidents.is_empty() {
-                    break;
-                }
-                after = r.last_serial;
-                out.extend(r.incidents);
-            }
-            out
+            crate::all_incidents(&mut c).await
         })
     }
 

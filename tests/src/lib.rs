@@ -325,3 +325,24 @@ pub async fn listed_container(socket: &Path, id: &str) -> fdr_proto::v1::KnownCo
         .find(|k| k.info.as_ref().is_some_and(|c| c.id == id))
         .unwrap_or_else(|| panic!("container {id} listed"))
 }
+
+/// Every incident an agent (or console) stores, paging `ListIncidents`.
+pub async fn all_incidents(c: &mut fdr_cli::client::Client) -> Vec<fdr_proto::v1::Incident> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let r = c
+            .list_incidents(fdr_proto::v1::ListIncidentsRequest {
+                after_serial: after,
+                ..Default::default()
+            })
+            .await
+            .expect("ListIncidents")
+            .into_inner();
+        if r.incidents.is_empty() {
+            return out;
+        }
+        after = r.last_serial;
+        out.extend(r.incidents);
+    }
+}

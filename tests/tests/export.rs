@@ -206,24 +206,7 @@ fn stored_incidents(socket: &Path) -> Vec<pb::Incident> {
         let mut c = fdr_cli::client::connect_unix(socket)
             .await
             .expect("connect");
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let r = c
-                .list_incidents(pb::ListIncidentsRequest {
-                    after_serial: after,
-                    ..Default::default()
-                })
-                .await
-                .expect("ListIncidents")
-                .into_inner();
-            if r.incidents.is_empty() {
-                break;
-            }
-            after = r.last_serial;
-            out.extend(r.incidents);
-        }
-        out
+        fdr_tests::all_incidents(&mut c).await
     })
 }
 
