@@ -310,16 +310,21 @@ fn fdr_dependencies(root: &Path, package: &str) -> Result<std::collections::BTre
 }
 
 fn stable_only(root: &Path) -> Result<()> {
-    // The console needs no eBPF toolchain either: it uses fdrctl's client
-    // and fdr-proto, never the agent (its tree says so; it is not built
-    // again here).
+    // The console needs no eBPF toolchain either: it uses fdrctl's client,
+    // the OTLP export and fdr-proto, never the agent (its tree says so; it
+    // is not built again here). The export is shared with the agent and
+    // needs fdr-proto only.
     let ours = fdr_dependencies(root, "fdr-console")?;
     if ours
-        != ["fdr-cli", "fdr-console", "fdr-proto"]
+        != ["fdr-cli", "fdr-console", "fdr-export", "fdr-proto"]
             .map(String::from)
             .into()
     {
-        bail!("fdr-console must depend on fdr-cli and fdr-proto only of fdr's crates; it uses {ours:?}");
+        bail!("fdr-console must depend on fdr-cli, fdr-export and fdr-proto only of fdr's crates; it uses {ours:?}");
+    }
+    let ours = fdr_dependencies(root, "fdr-export")?;
+    if ours != ["fdr-export", "fdr-proto"].map(String::from).into() {
+        bail!("fdr-export must depend on fdr-proto only of fdr's crates; it uses {ours:?}");
     }
     let ours = fdr_dependencies(root, "fdr-cli")?;
     if ours != ["fdr-cli", "fdr-proto"].map(String::from).into() {
@@ -334,8 +339,16 @@ fn stable_only(root: &Path) -> Result<()> {
     std::fs::create_dir_all(&no_tools)
         .with_context(|| format!("creating {}", no_tools.display()))?;
     for args in [
-        &["build", "--package", "fdr-cli"][..],
-        &["test", "--package", "fdr-proto", "--package", "fdr-cli"],
+        &["build", "--package", "fdr-cli", "--package", "fdr-export"][..],
+        &[
+            "test",
+            "--package",
+            "fdr-proto",
+            "--package",
+            "fdr-cli",
+            "--package",
+            "fdr-export",
+        ],
     ] {
         eprintln!(
             "+ RUSTUP_TOOLCHAIN=stable FDR_TOOLS_DIR={} CARGO_TARGET_DIR={} cargo {}",
