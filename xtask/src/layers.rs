@@ -1289,7 +1289,8 @@ mod tests {
                 ("agent/src", true),
                 ("cli/src", false),
                 ("proto/src", false),
-                ("console/src", false)
+                ("console/src", false),
+                ("export/src", false)
             ]
         );
     }

@@ -937,11 +937,13 @@ fn init_tables(
             .last()
             .map_err(db_err)?
             .map_or(1, |(k, _)| k.value() + 1);
-        let mut ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        let ids = get(NEXT_ID)?.max(get(ID_LEASE)?).max(after_last);
+        let serials = get(SERIAL_LEASE)?;
+        // Storing (and sealing) the orphans opens these tables again.
+        drop(meta);
         drop(snaps);
         drop(index);
-        ids = ids.max(store_orphans(&tx, sealer, &instance_id)?);
-        let serials = get(SERIAL_LEASE)?;
+        let ids = ids.max(store_orphans(&tx, sealer, &instance_id)?);
         (ids, serials, instance_id)
     };
     tx.commit().map_err(db_err)?;
@@ -1650,6 +1652,31 @@ mod tests {
         );
         assert!(store.next_id().unwrap() > done);
         assert_eq!(store.list().unwrap().len(), 2);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_crash_before_the_first_commit_leaves_a_store_that_opens_sealed() {
+        let d = dir("orphan-first");
+        let _ = std::fs::remove_dir_all(&d);
+        let r = Retention {
+            max_snapshots: 10,
+            max_bytes: u64::MAX,
+        };
+        let store = Store::open(&d, r).unwrap();
+        let id = store.next_id().unwrap();
+        store
+            .mark_open(&pb::SnapshotInfo {
+                id,
+                open: true,
+                ..Default::default()
+            })
+            .unwrap();
+        drop(store); // killed before any snapshot was sealed
+        let store = Store::open(&d, r).unwrap();
+        let info = store.info(id).unwrap().expect("stored as incomplete");
+        assert_eq!(info.seal.expect("sealed").sha256, info.sha256);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
