@@ -28,7 +28,7 @@ use crate::{
     verify,
 };
 
-pub use crate::error::SyncError;
+use crate::error::SyncError;
 
 fn call_err(what: &str, s: tonic::Status) -> SyncError {
     SyncError::Call(format!("{what}: {}: {}", s.code(), s.message()))
@@ -257,6 +257,19 @@ pub async fn sync_once(con: &Arc<Console>, url: &str, source: &str) -> Result<()
 /// answer is no longer tried.
 pub const DEPARTED_TRIES: u32 = 3;
 
+/// Audits the agent's chain of seals (see [`verify::audit_chain`]).
+async fn audit(con: &Console, c: &mut Client, agent: &AgentRef) -> Result<(), SyncError> {
+    verify::audit_chain(
+        &con.index,
+        con.cfg.agents.call_timeout,
+        c,
+        &agent.instance,
+        &agent.node,
+        &agent.key,
+    )
+    .await
+}
+
 /// One connection: identity, catch-up, then (`follow`) the live stream.
 async fn session(
     con: &Arc<Console>,
@@ -318,15 +331,7 @@ async fn session(
     };
     stats(con, &mut c, &agent).await?;
     catch_up(con, &mut c, &agent).await?;
-    verify::audit_chain(
-        &con.index,
-        con.cfg.agents.call_timeout,
-        &mut c,
-        &agent.instance,
-        &agent.node,
-        &agent.key,
-    )
-    .await?;
+    audit(con, &mut c, &agent).await?;
     if !follow {
         return Ok(());
     }
@@ -369,7 +374,7 @@ async fn session(
                 }
                 // Every 5 minutes: the agent's chain of seals again.
                 if ticks.is_multiple_of(60) {
-                    verify::audit_chain(&con.index, con.cfg.agents.call_timeout, &mut c, &agent.instance, &agent.node, &agent.key).await?;
+                    audit(con, &mut c, &agent).await?;
                 }
                 retry_pending(con, &mut c, &agent).await?;
                 mark_synced(con, &agent).await?;

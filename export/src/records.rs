@@ -46,7 +46,10 @@ pub fn incident_records(
     let added = new.audit_count.saturating_sub(before) as usize;
     if added > 0 {
         let skip = new.audits.len().saturating_sub(added);
-        let key = |a: &pb::Audit| (a.event_seq, a.rule.clone(), a.time);
+        // An audit's identity (the stored version's are not sent again).
+        fn key(a: &pb::Audit) -> (u64, &str, Option<prost_types::Timestamp>) {
+            (a.event_seq, a.rule.as_str(), a.time)
+        }
         let seen: std::collections::HashSet<_> = prev
             .map(|p| p.audits.iter().map(key).collect())
             .unwrap_or_default();

@@ -371,12 +371,13 @@ async fn run(
                         ..Default::default()
                     }
                 });
-                if gap.is_some() {
-                    m.gaps.fetch_add(1, Relaxed);
-                }
+                let gapped = gap.is_some();
                 let o = outbox.clone();
                 match blocking(&db, true, move |d| o.ack_with_gap(d, up_to, gap.clone())).await {
                     Ok(()) => {
+                        if gapped {
+                            m.gaps.fetch_add(1, Relaxed);
+                        }
                         m.sent.fetch_add(n - rejected, Relaxed);
                         backoff = cfg.backoff_initial;
                         shrink = shrink.saturating_sub(1);
